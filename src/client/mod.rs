@@ -1,0 +1,301 @@
+//! The [`Client`]: a cheap-to-clone handle on one regional JobService
+//! endpoint. Topic files hold one `impl Client` block each.
+
+pub(crate) mod auth;
+pub(crate) mod builder;
+pub(crate) mod layer;
+
+use std::{fmt, future::Future, sync::Arc};
+
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tracing::Instrument;
+
+use self::layer::{HeaderService, RoutingParam};
+use crate::{
+    error::{Error, Result},
+    job::Job,
+    names::{JobName, LocationName},
+    proto::{
+        aiplatform::{self as pb, job_service_client::JobServiceClient},
+        longrunning::operations_client::OperationsClient,
+    },
+    retry::RetryPolicy,
+    spec::JobSpec,
+};
+
+pub(crate) type Svc = HeaderService<Channel>;
+
+/// The generated stubs over the header-adding channel.
+#[derive(Clone)]
+pub(crate) struct Stubs {
+    pub(crate) jobs: JobServiceClient<Svc>,
+    pub(crate) ops: OperationsClient<Svc>,
+}
+
+pub(crate) struct Inner {
+    parent: LocationName,
+    endpoint: String,
+    stubs: Stubs,
+    retry: RetryPolicy,
+}
+
+impl Inner {
+    pub(crate) fn new(
+        parent: LocationName,
+        endpoint: String,
+        svc: Svc,
+        retry: RetryPolicy,
+    ) -> Self {
+        Inner {
+            parent,
+            endpoint,
+            stubs: Stubs {
+                jobs: JobServiceClient::new(svc.clone()),
+                ops: OperationsClient::new(svc),
+            },
+            retry,
+        }
+    }
+}
+
+/// A client for Vertex AI batch prediction jobs in one project and location.
+///
+/// Cloning is cheap (one `Arc`); every method takes `&self`, so one client
+/// can serve a whole program concurrently over one HTTP/2 connection.
+///
+/// ```no_run
+/// # async fn demo() -> vertex_batch::Result<()> {
+/// use serde_json::json;
+/// use vertex_batch::{Client, JobSpec};
+///
+/// let client = Client::builder().project("my-project").location("us-central1").build()?;
+/// let job = client
+///     .create(
+///         &JobSpec::new("gemini-2.0-flash-001")
+///             .input("gs://cloud-samples-data/batch/prompt_for_batch_gemini_predict.jsonl")
+///             .output("gs://my-bucket/out")
+///             .model_parameters(json!({"temperature": 0.2, "maxOutputTokens": 200})),
+///     )
+///     .await?;
+/// println!("{} is {}", job.name(), job.state());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("parent", &self.inner.parent.to_string())
+            .field("endpoint", &self.inner.endpoint)
+            .field("retry", &self.inner.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// # Building and configuration
+impl Client {
+    /// Starts a [`builder::ClientBuilder`].
+    pub fn builder() -> builder::ClientBuilder {
+        builder::ClientBuilder::new()
+    }
+
+    /// The `projects/*/locations/*` this client works in.
+    pub fn parent(&self) -> &LocationName {
+        &self.inner.parent
+    }
+
+    /// The endpoint URI the client talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    /// The retry policy for idempotent calls.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
+    /// A client sharing this one's connection and credentials, with another
+    /// retry policy.
+    pub fn with_retry_policy(&self, retry: RetryPolicy) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                parent: self.inner.parent.clone(),
+                endpoint: self.inner.endpoint.clone(),
+                stubs: self.inner.stubs.clone(),
+                retry,
+            }),
+        }
+    }
+
+    /// Resolves a full job name or a bare numeric id, checking that the job
+    /// lives in this client's location (the service rejects a location that
+    /// does not match its endpoint).
+    pub fn job_name(&self, name: &str) -> Result<JobName> {
+        let job = JobName::parse_in(name, &self.inner.parent)?;
+        if job.parent().location() != self.inner.parent.location() {
+            return Err(Error::validation(
+                "name",
+                format!(
+                    "job {job} is in location {:?} but this client talks to the {:?} endpoint; \
+                     build a client for that location",
+                    job.parent().location(),
+                    self.inner.parent.location()
+                ),
+            ));
+        }
+        Ok(job)
+    }
+
+    /// Runs one RPC under the retry policy (when `idempotent`), with a
+    /// per-attempt deadline, a tracing span and the routing parameter the
+    /// header layer encodes.
+    pub(crate) async fn call<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        routing: RoutingParam,
+        idempotent: bool,
+        request: Req,
+        rpc: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(Stubs, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let once;
+        let policy = if idempotent {
+            &self.inner.retry
+        } else {
+            once = self.inner.retry.clone().max_attempts(1);
+            &once
+        };
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let span = tracing::debug_span!(
+                "vertex_batch.rpc",
+                method,
+                resource = %routing.value,
+                attempt,
+                code = tracing::field::Empty,
+                latency_ms = tracing::field::Empty,
+            );
+            let mut req = tonic::Request::new(request.clone());
+            req.extensions_mut().insert(routing.clone());
+            if let Some(t) = policy.get_attempt_timeout() {
+                req.set_timeout(t);
+            }
+            let sent = Instant::now();
+            let fut = rpc(self.inner.stubs.clone(), req).instrument(span.clone());
+            let outcome = match policy.get_attempt_timeout() {
+                Some(t) => match tokio::time::timeout(t, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                        "{method}: no answer within {t:?}"
+                    ))),
+                },
+                None => fut.await,
+            };
+            let latency_ms = sent.elapsed().as_millis() as u64;
+            span.record("latency_ms", latency_ms);
+            match outcome {
+                Ok(resp) => {
+                    span.record("code", "OK");
+                    span.in_scope(|| tracing::debug!("rpc ok"));
+                    return Ok(resp.into_inner());
+                }
+                Err(status) => {
+                    span.record("code", tracing::field::debug(status.code()));
+                    let err = Error::from_status(status, &self.inner.endpoint);
+                    match policy.next_delay(attempt, &err, started.elapsed()) {
+                        Some(delay) => {
+                            span.in_scope(
+                                || tracing::debug!(error = %err, ?delay, "rpc failed, retrying"),
+                            );
+                            tokio::time::sleep(delay).await;
+                        }
+                        None => {
+                            span.in_scope(|| tracing::debug!(error = %err, "rpc failed"));
+                            return Err(err);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parent_param(parent: &LocationName) -> RoutingParam {
+    RoutingParam {
+        key: "parent",
+        value: parent.to_string(),
+    }
+}
+
+fn name_param(name: impl ToString) -> RoutingParam {
+    RoutingParam {
+        key: "name",
+        value: name.to_string(),
+    }
+}
+
+/// # Creating and reading jobs
+impl Client {
+    /// Creates a batch prediction job from `spec` after validating it locally.
+    ///
+    /// Not retried: the service has no request id, so a blind retry after a
+    /// lost answer could start a second, billed job. Use
+    /// [`Client::submit`] for a create that is safe to retry.
+    pub async fn create(&self, spec: &JobSpec) -> Result<Job> {
+        let request = spec.to_request(&self.inner.parent)?;
+        self.create_request(request).await
+    }
+
+    /// Sends a prepared `CreateBatchPredictionJobRequest` as it is (no retry).
+    pub async fn create_request(
+        &self,
+        request: pb::CreateBatchPredictionJobRequest,
+    ) -> Result<Job> {
+        let parent: LocationName = request.parent.parse()?;
+        let job = self
+            .call(
+                "CreateBatchPredictionJob",
+                parent_param(&parent),
+                false,
+                request,
+                |mut s, r| async move { s.jobs.create_batch_prediction_job(r).await },
+            )
+            .await?;
+        Ok(Job::from(job))
+    }
+
+    /// Gets a job by full name or bare numeric id.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// let job = client.get("1234567890").await?;
+    /// println!("{}: {} ({} rows done)", job.name(), job.state(), job.completion_stats().done());
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self, name: impl AsRef<str>) -> Result<Job> {
+        let name = self.job_name(name.as_ref())?;
+        let request = pb::GetBatchPredictionJobRequest {
+            name: name.to_string(),
+        };
+        let job = self
+            .call(
+                "GetBatchPredictionJob",
+                name_param(&name),
+                true,
+                request,
+                |mut s, r| async move { s.jobs.get_batch_prediction_job(r).await },
+            )
+            .await?;
+        Ok(Job::from(job))
+    }
+}

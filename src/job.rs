@@ -1,0 +1,446 @@
+//! A batch prediction job as Rust sees it: [`Job`], [`JobState`],
+//! [`CompletionStats`] and [`OutputLocation`].
+
+use std::{
+    collections::HashMap,
+    fmt,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    error::ServiceError,
+    names::JobName,
+    proto::aiplatform::{self as pb, batch_prediction_job::output_info},
+    uri::{BigQueryUri, GcsUri},
+};
+
+/// The state of a batch prediction job (`google.cloud.aiplatform.v1.JobState`).
+///
+/// ```
+/// use vertex_batch::JobState;
+/// assert!(JobState::PartiallySucceeded.is_terminal());
+/// assert!(JobState::Expired.is_terminal());
+/// assert!(!JobState::Paused.is_terminal());
+/// assert!(!JobState::Cancelling.is_terminal());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JobState {
+    /// Not set (or a value this crate does not know).
+    Unspecified,
+    /// Created, waiting for resources.
+    Queued,
+    /// Resources are being prepared.
+    Pending,
+    /// Running.
+    Running,
+    /// Finished successfully. Rows may still have failed individually:
+    /// check [`Job::completion_stats`].
+    Succeeded,
+    /// Failed; see [`Job::error`].
+    Failed,
+    /// Being cancelled; it will end `SUCCEEDED`, `FAILED` or `CANCELLED`.
+    Cancelling,
+    /// Cancelled.
+    Cancelled,
+    /// Paused; it can be resumed.
+    Paused,
+    /// Queued for longer than the service allows (72 h) and dropped.
+    Expired,
+    /// Being updated.
+    Updating,
+    /// Finished with some rows failed.
+    PartiallySucceeded,
+}
+
+impl JobState {
+    /// The state for a wire value; unknown values map to `Unspecified`.
+    pub fn from_proto(value: i32) -> Self {
+        use pb::JobState as P;
+        match P::try_from(value) {
+            Ok(P::Queued) => JobState::Queued,
+            Ok(P::Pending) => JobState::Pending,
+            Ok(P::Running) => JobState::Running,
+            Ok(P::Succeeded) => JobState::Succeeded,
+            Ok(P::Failed) => JobState::Failed,
+            Ok(P::Cancelling) => JobState::Cancelling,
+            Ok(P::Cancelled) => JobState::Cancelled,
+            Ok(P::Paused) => JobState::Paused,
+            Ok(P::Expired) => JobState::Expired,
+            Ok(P::Updating) => JobState::Updating,
+            Ok(P::PartiallySucceeded) => JobState::PartiallySucceeded,
+            Ok(P::Unspecified) | Err(_) => JobState::Unspecified,
+        }
+    }
+
+    /// The wire value.
+    pub fn to_proto(self) -> pb::JobState {
+        use pb::JobState as P;
+        match self {
+            JobState::Unspecified => P::Unspecified,
+            JobState::Queued => P::Queued,
+            JobState::Pending => P::Pending,
+            JobState::Running => P::Running,
+            JobState::Succeeded => P::Succeeded,
+            JobState::Failed => P::Failed,
+            JobState::Cancelling => P::Cancelling,
+            JobState::Cancelled => P::Cancelled,
+            JobState::Paused => P::Paused,
+            JobState::Expired => P::Expired,
+            JobState::Updating => P::Updating,
+            JobState::PartiallySucceeded => P::PartiallySucceeded,
+        }
+    }
+
+    /// True exactly for the states a job never leaves: `SUCCEEDED`, `FAILED`,
+    /// `CANCELLED`, `EXPIRED` and `PARTIALLY_SUCCEEDED`.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded
+                | JobState::Failed
+                | JobState::Cancelled
+                | JobState::Expired
+                | JobState::PartiallySucceeded
+        )
+    }
+
+    /// True only for `SUCCEEDED`.
+    pub fn is_success(self) -> bool {
+        self == JobState::Succeeded
+    }
+
+    /// The name the API uses, e.g. `JOB_STATE_RUNNING`.
+    pub fn as_str(self) -> &'static str {
+        self.to_proto().as_str_name()
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Row counts of a job (`completion_stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct CompletionStats {
+    /// Rows with a prediction.
+    pub successful: u64,
+    /// Rows that failed.
+    pub failed: u64,
+    /// Rows not processed (e.g. the job was cancelled).
+    pub incomplete: u64,
+}
+
+impl CompletionStats {
+    /// Rows processed so far (successful + failed).
+    pub fn done(&self) -> u64 {
+        self.successful.saturating_add(self.failed)
+    }
+
+    /// All rows counted (successful + failed + incomplete).
+    pub fn total(&self) -> u64 {
+        self.done().saturating_add(self.incomplete)
+    }
+}
+
+/// Where a job's predictions were written (`output_info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputLocation {
+    /// A Cloud Storage directory holding `predictions.jsonl` files.
+    Gcs(String),
+    /// A BigQuery table (`bq://project.dataset.table`).
+    BigQuery {
+        /// `bq://project.dataset` as the service reports it.
+        dataset: String,
+        /// The table name inside that dataset.
+        table: String,
+    },
+}
+
+impl OutputLocation {
+    /// The location as a URI: `gs://…` or `bq://project.dataset.table`.
+    pub fn uri(&self) -> String {
+        match self {
+            OutputLocation::Gcs(d) => d.clone(),
+            OutputLocation::BigQuery { dataset, table } if table.is_empty() => dataset.clone(),
+            OutputLocation::BigQuery { dataset, table } => format!("{dataset}.{table}"),
+        }
+    }
+
+    /// The Cloud Storage directory, parsed.
+    pub fn gcs(&self) -> Option<GcsUri> {
+        match self {
+            OutputLocation::Gcs(d) => d.parse().ok(),
+            OutputLocation::BigQuery { .. } => None,
+        }
+    }
+
+    /// The BigQuery table, parsed.
+    pub fn bigquery(&self) -> Option<BigQueryUri> {
+        match self {
+            OutputLocation::BigQuery { .. } => self.uri().parse().ok(),
+            OutputLocation::Gcs(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for OutputLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uri())
+    }
+}
+
+/// A batch prediction job, as returned by create, get and list.
+///
+/// Accessors give Rust types; [`Job::proto`] and [`Job::into_proto`] give the
+/// raw message for anything not covered. It serialises (serde) to the same
+/// proto3 JSON the REST API shows.
+#[derive(Clone, PartialEq)]
+pub struct Job {
+    raw: pb::BatchPredictionJob,
+}
+
+impl From<pb::BatchPredictionJob> for Job {
+    fn from(raw: pb::BatchPredictionJob) -> Self {
+        Job { raw }
+    }
+}
+
+impl Job {
+    /// The full resource name as the service sent it.
+    pub fn name(&self) -> &str {
+        &self.raw.name
+    }
+
+    /// The resource name, parsed (`None` if the server sent an unusual one).
+    pub fn job_name(&self) -> Option<JobName> {
+        self.raw.name.parse().ok()
+    }
+
+    /// The numeric id (the last segment of the name).
+    pub fn id(&self) -> &str {
+        self.raw.name.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// The display name.
+    pub fn display_name(&self) -> &str {
+        &self.raw.display_name
+    }
+
+    /// The model resource name.
+    pub fn model(&self) -> &str {
+        &self.raw.model
+    }
+
+    /// The state.
+    pub fn state(&self) -> JobState {
+        JobState::from_proto(self.raw.state)
+    }
+
+    /// Labels.
+    pub fn labels(&self) -> &HashMap<String, String> {
+        &self.raw.labels
+    }
+
+    /// Model parameters as JSON (e.g. `{"temperature": 0.2}`).
+    pub fn model_parameters(&self) -> Option<serde_json::Value> {
+        self.raw
+            .model_parameters
+            .as_ref()
+            .and_then(|v| serde_json::to_value(v).ok())
+    }
+
+    /// When the job was created.
+    pub fn create_time(&self) -> Option<SystemTime> {
+        self.raw.create_time.as_ref().and_then(to_system_time)
+    }
+
+    /// When the job first started running.
+    pub fn start_time(&self) -> Option<SystemTime> {
+        self.raw.start_time.as_ref().and_then(to_system_time)
+    }
+
+    /// When the job ended.
+    pub fn end_time(&self) -> Option<SystemTime> {
+        self.raw.end_time.as_ref().and_then(to_system_time)
+    }
+
+    /// When the job was last updated.
+    pub fn update_time(&self) -> Option<SystemTime> {
+        self.raw.update_time.as_ref().and_then(to_system_time)
+    }
+
+    /// Row counts (zeros until the service reports some).
+    pub fn completion_stats(&self) -> CompletionStats {
+        let s = self.raw.completion_stats.clone().unwrap_or_default();
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        CompletionStats {
+            successful: n(s.successful_count),
+            failed: n(s.failed_count),
+            incomplete: n(s.incomplete_count),
+        }
+    }
+
+    /// Where the predictions were written, once the service says.
+    pub fn output_location(&self) -> Option<OutputLocation> {
+        let info = self.raw.output_info.as_ref()?;
+        match info.output_location.as_ref()? {
+            output_info::OutputLocation::GcsOutputDirectory(d) => {
+                Some(OutputLocation::Gcs(d.clone()))
+            }
+            output_info::OutputLocation::BigqueryOutputDataset(d) => {
+                Some(OutputLocation::BigQuery {
+                    dataset: d.clone(),
+                    table: info.bigquery_output_table.clone(),
+                })
+            }
+            output_info::OutputLocation::VertexMultimodalDatasetName(_) => None,
+        }
+    }
+
+    /// The job's error, when it failed.
+    pub fn error(&self) -> Option<ServiceError> {
+        self.raw
+            .error
+            .as_ref()
+            .filter(|s| s.code != 0 || !s.message.is_empty())
+            .map(ServiceError::from_rpc_status)
+    }
+
+    /// Up to 20 row errors the service reported while the job ran.
+    pub fn partial_failures(&self) -> Vec<ServiceError> {
+        self.raw
+            .partial_failures
+            .iter()
+            .map(ServiceError::from_rpc_status)
+            .collect()
+    }
+
+    /// True when the job ended `SUCCEEDED` *and* no row failed.
+    pub fn is_clean_success(&self) -> bool {
+        self.state().is_success() && self.completion_stats().failed == 0
+    }
+
+    /// The raw proto.
+    pub fn proto(&self) -> &pb::BatchPredictionJob {
+        &self.raw
+    }
+
+    /// The raw proto, owned.
+    pub fn into_proto(self) -> pb::BatchPredictionJob {
+        self.raw
+    }
+
+    /// The job as proto3 JSON, as the REST API shows it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.raw).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.raw.name)
+            .field("display_name", &self.raw.display_name)
+            .field("model", &self.raw.model)
+            .field("state", &self.state())
+            .field("completion_stats", &self.completion_stats())
+            .field("output", &self.output_location())
+            .finish_non_exhaustive()
+    }
+}
+
+impl serde::Serialize for Job {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Job {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        pb::BatchPredictionJob::deserialize(d).map(Job::from)
+    }
+}
+
+/// Converts a protobuf timestamp; `None` if it is out of range.
+pub(crate) fn to_system_time(ts: &pbjson_types::Timestamp) -> Option<SystemTime> {
+    let nanos = u32::try_from(ts.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
+    if ts.seconds >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(u64::try_from(ts.seconds).ok()?, nanos))
+    } else {
+        let back = Duration::new(ts.seconds.unsigned_abs(), 0);
+        UNIX_EPOCH
+            .checked_sub(back)?
+            .checked_add(Duration::from_nanos(u64::from(nanos)))
+    }
+}
+
+/// Converts a `SystemTime` to a protobuf timestamp.
+pub(crate) fn to_timestamp(t: SystemTime) -> pbjson_types::Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => pbjson_types::Timestamp {
+            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+        },
+        Err(e) => {
+            let d = e.duration();
+            let mut seconds = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            let mut nanos = i32::try_from(d.subsec_nanos()).unwrap_or(0);
+            if nanos > 0 {
+                seconds -= 1;
+                nanos = 1_000_000_000 - nanos;
+            }
+            pbjson_types::Timestamp { seconds, nanos }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_twelve_states_round_trip_and_exactly_five_are_terminal() {
+        let terminal: Vec<i32> = (0..12)
+            .filter(|v| JobState::from_proto(*v).is_terminal())
+            .collect();
+        assert_eq!(terminal, vec![4, 5, 7, 9, 11]);
+        for v in 0..12 {
+            assert_eq!(JobState::from_proto(v).to_proto() as i32, v);
+        }
+        assert_eq!(JobState::from_proto(99), JobState::Unspecified);
+    }
+
+    #[test]
+    fn timestamps_convert_both_ways() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_000_000);
+        assert_eq!(to_system_time(&to_timestamp(t)), Some(t));
+        let before = UNIX_EPOCH - Duration::new(5, 250_000_000);
+        let ts = to_timestamp(before);
+        assert_eq!((ts.seconds, ts.nanos), (-6, 750_000_000));
+        assert_eq!(to_system_time(&ts), Some(before));
+        let bad = pbjson_types::Timestamp {
+            seconds: 1,
+            nanos: -5,
+        };
+        assert_eq!(to_system_time(&bad), None);
+    }
+
+    #[test]
+    fn output_location_reads_bigquery_table() {
+        let mut raw = pb::BatchPredictionJob::default();
+        raw.output_info = Some(pb::batch_prediction_job::OutputInfo {
+            bigquery_output_table: "predictions_1".into(),
+            output_location: Some(output_info::OutputLocation::BigqueryOutputDataset(
+                "bq://p.d".into(),
+            )),
+        });
+        let loc = Job::from(raw).output_location().unwrap();
+        assert_eq!(loc.uri(), "bq://p.d.predictions_1");
+        assert_eq!(loc.bigquery().unwrap().table(), Some("predictions_1"));
+    }
+}

@@ -1,0 +1,280 @@
+//! Resource names: [`LocationName`], [`JobName`], and model-name normalisation.
+
+use std::{fmt, str::FromStr};
+
+use crate::error::{Error, Result};
+
+/// A project id: 6–30 characters of lowercase letters, digits and `-`,
+/// starting with a letter. Domain-scoped ids (`example.com:my-project`) and
+/// project numbers are accepted too.
+fn check_project(project: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c);
+    if project.is_empty() || project.len() > 100 || !project.chars().all(ok_char) {
+        return Err(Error::validation(
+            "project",
+            format!(
+                "{project:?} is not a project id (lowercase letters, digits and '-', e.g. \"my-project\")"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A location: a region (`us-central1`), `global`, or a multi-region (`us`, `eu`).
+fn check_location(location: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if location.is_empty()
+        || location.len() > 63
+        || !location.chars().all(ok_char)
+        || location.starts_with('-')
+        || location.ends_with('-')
+    {
+        return Err(Error::validation(
+            "location",
+            format!(
+                "{location:?} is not a location (a region like \"us-central1\", \"global\", \"us\" or \"eu\")"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `projects/{project}/locations/{location}`: the parent of batch jobs.
+///
+/// ```
+/// use vertex_batch::LocationName;
+/// let loc: LocationName = "projects/my-project/locations/us-central1".parse()?;
+/// assert_eq!(loc.project(), "my-project");
+/// assert_eq!(loc.location(), "us-central1");
+/// assert_eq!(loc.to_string(), "projects/my-project/locations/us-central1");
+/// # Ok::<_, vertex_batch::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LocationName {
+    project: String,
+    location: String,
+}
+
+impl LocationName {
+    /// Builds and validates a location name.
+    pub fn new(project: impl Into<String>, location: impl Into<String>) -> Result<Self> {
+        let (project, location) = (project.into(), location.into());
+        check_project(&project)?;
+        check_location(&location)?;
+        Ok(LocationName { project, location })
+    }
+
+    /// The project id.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// The location (region, `global`, or multi-region).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The job of this location with the given numeric id.
+    pub fn job(&self, id: impl Into<String>) -> Result<JobName> {
+        JobName::new(self.clone(), id)
+    }
+}
+
+impl fmt::Display for LocationName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "projects/{}/locations/{}", self.project, self.location)
+    }
+}
+
+impl FromStr for LocationName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            ["projects", p, "locations", l] => LocationName::new(*p, *l),
+            _ => Err(Error::validation(
+                "parent",
+                format!("{s:?} is not of the form projects/PROJECT/locations/LOCATION"),
+            )),
+        }
+    }
+}
+
+/// `projects/{project}/locations/{location}/batchPredictionJobs/{id}`.
+///
+/// ```
+/// use vertex_batch::JobName;
+/// let job: JobName = "projects/p1/locations/us-central1/batchPredictionJobs/123".parse()?;
+/// assert_eq!(job.id(), "123");
+/// assert_eq!(job.parent().location(), "us-central1");
+/// # Ok::<_, vertex_batch::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobName {
+    parent: LocationName,
+    id: String,
+}
+
+impl JobName {
+    /// Builds a job name from its parent and numeric id.
+    pub fn new(parent: LocationName, id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::validation(
+                "name",
+                format!("{id:?} is not a batch prediction job id (digits only)"),
+            ));
+        }
+        Ok(JobName { parent, id })
+    }
+
+    /// Parses a full name, or a bare numeric id resolved against `parent`.
+    pub fn parse_in(s: &str, parent: &LocationName) -> Result<Self> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return JobName::new(parent.clone(), s);
+        }
+        s.parse()
+    }
+
+    /// The `projects/*/locations/*` parent.
+    pub fn parent(&self) -> &LocationName {
+        &self.parent
+    }
+
+    /// The numeric id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl fmt::Display for JobName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/batchPredictionJobs/{}", self.parent, self.id)
+    }
+}
+
+impl FromStr for JobName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            ["projects", p, "locations", l, "batchPredictionJobs", id] => {
+                JobName::new(LocationName::new(*p, *l)?, *id)
+            }
+            _ => Err(Error::validation(
+                "name",
+                format!(
+                    "{s:?} is not of the form projects/PROJECT/locations/LOCATION/batchPredictionJobs/ID \
+                     (or a bare numeric id)"
+                ),
+            )),
+        }
+    }
+}
+
+/// Normalises a model name the way the service and Google's SDKs do.
+///
+/// * `gemini-2.0-flash-001` and `models/gemini-2.0-flash-001` become
+///   `publishers/google/models/gemini-2.0-flash-001`;
+/// * `publishers/*/models/*` (optionally `@version`) and tuned models
+///   `projects/*/locations/*/models/*` pass through unchanged.
+///
+/// ```
+/// use vertex_batch::normalize_model;
+/// assert_eq!(normalize_model("gemini-2.5-flash")?, "publishers/google/models/gemini-2.5-flash");
+/// assert_eq!(
+///     normalize_model("projects/p/locations/us-central1/models/42")?,
+///     "projects/p/locations/us-central1/models/42"
+/// );
+/// assert!(normalize_model("").is_err());
+/// # Ok::<_, vertex_batch::Error>(())
+/// ```
+pub fn normalize_model(model: &str) -> Result<String> {
+    let model = model.trim();
+    let bad = |why: &str| Err(Error::validation("model", format!("{model:?} {why}")));
+    if model.is_empty() {
+        return bad("is empty; give a Gemini model id such as \"gemini-2.0-flash-001\"");
+    }
+    let id_ok = |id: &str| {
+        !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._@".contains(c))
+    };
+    let parts: Vec<&str> = model.split('/').collect();
+    match parts.as_slice() {
+        [id] if id_ok(id) => Ok(format!("publishers/google/models/{id}")),
+        ["models", id] if id_ok(id) => Ok(format!("publishers/google/models/{id}")),
+        ["publishers", publisher, "models", id] if id_ok(publisher) && id_ok(id) => {
+            Ok(model.to_owned())
+        }
+        ["projects", p, "locations", l, "models", id] if id_ok(id) => {
+            check_project(p).map_err(|_| {
+                Error::validation("model", format!("{model:?} has an invalid project"))
+            })?;
+            check_location(l).map_err(|_| {
+                Error::validation("model", format!("{model:?} has an invalid location"))
+            })?;
+            Ok(model.to_owned())
+        }
+        _ => bad(
+            "is not a model: use a Gemini id (\"gemini-2.0-flash-001\"), \
+             publishers/PUBLISHER/models/MODEL, or projects/P/locations/L/models/ID",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_name_round_trips_and_rejects_garbage() {
+        let s = "projects/p-1/locations/europe-west4/batchPredictionJobs/987";
+        let name: JobName = s.parse().unwrap();
+        assert_eq!(name.to_string(), s);
+        for bad in [
+            "",
+            "projects/p/locations/l/batchPredictionJobs/abc",
+            "projects/p/locations/l/jobs/1",
+            "projects//locations/l/batchPredictionJobs/1",
+            "projects/P/locations/l/batchPredictionJobs/1",
+        ] {
+            assert!(bad.parse::<JobName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bare_id_resolves_against_parent() {
+        let parent = LocationName::new("p", "us-central1").unwrap();
+        let name = JobName::parse_in("42", &parent).unwrap();
+        assert_eq!(
+            name.to_string(),
+            "projects/p/locations/us-central1/batchPredictionJobs/42"
+        );
+    }
+
+    #[test]
+    fn models_normalise() {
+        assert_eq!(
+            normalize_model("models/gemini-2.0-flash-001").unwrap(),
+            "publishers/google/models/gemini-2.0-flash-001"
+        );
+        assert_eq!(
+            normalize_model("publishers/google/models/gemini-2.5-flash@001").unwrap(),
+            "publishers/google/models/gemini-2.5-flash@001"
+        );
+        for bad in [
+            "a/b",
+            "gemini 2",
+            "publishers/google/models/",
+            "projects/p/models/1",
+        ] {
+            let err = normalize_model(bad).unwrap_err();
+            assert!(
+                matches!(err, Error::Validation { ref field, .. } if field == "model"),
+                "{bad}"
+            );
+        }
+    }
+}

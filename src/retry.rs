@@ -1,0 +1,196 @@
+//! [`RetryPolicy`]: one policy, applied by the client to every idempotent
+//! call (get, list, cancel, delete, GetOperation). Create is never retried
+//! blindly; see [`crate::Client::submit`].
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// How idempotent calls are retried.
+///
+/// Defaults follow AIP-194 and Google's client libraries: retry
+/// `UNAVAILABLE`, `RESOURCE_EXHAUSTED` and `DEADLINE_EXCEEDED` (and transport
+/// failures) with exponential backoff and full jitter, 1 s doubling to 30 s,
+/// at most 6 attempts and 5 minutes in all, 60 s per attempt. A `RetryInfo`
+/// delay from the service is honoured when it is longer than the backoff.
+/// `INVALID_ARGUMENT`, `NOT_FOUND`, `PERMISSION_DENIED`, … are never retried.
+///
+/// ```
+/// use std::time::Duration;
+/// use vertex_batch::RetryPolicy;
+/// let policy = RetryPolicy::default()
+///     .max_attempts(3)
+///     .attempt_timeout(Duration::from_secs(10));
+/// assert_eq!(policy.get_max_attempts(), 3);
+/// let none = RetryPolicy::none();
+/// assert_eq!(none.get_max_attempts(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    max_attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    multiplier: f64,
+    total_timeout: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            multiplier: 2.0,
+            total_timeout: Some(Duration::from_secs(300)),
+            attempt_timeout: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy that makes one attempt and never retries.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            ..Default::default()
+        }
+    }
+
+    /// At most this many attempts in all (at least 1).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// The first backoff delay (before jitter).
+    pub fn initial_backoff(mut self, d: Duration) -> Self {
+        self.initial_backoff = d;
+        self
+    }
+
+    /// The longest backoff delay (before jitter).
+    pub fn max_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d;
+        self
+    }
+
+    /// The factor the backoff grows by after each attempt (at least 1).
+    pub fn multiplier(mut self, m: f64) -> Self {
+        self.multiplier = if m.is_finite() { m.max(1.0) } else { 2.0 };
+        self
+    }
+
+    /// The time budget for all attempts and delays of one call (`None`: no limit).
+    pub fn total_timeout(mut self, d: Option<Duration>) -> Self {
+        self.total_timeout = d;
+        self
+    }
+
+    /// The deadline of each attempt (`None`: no limit).
+    pub fn attempt_timeout(mut self, d: Option<Duration>) -> Self {
+        self.attempt_timeout = d;
+        self
+    }
+
+    /// The configured number of attempts.
+    pub fn get_max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The configured per-attempt deadline.
+    pub fn get_attempt_timeout(&self) -> Option<Duration> {
+        self.attempt_timeout
+    }
+
+    /// The configured total budget.
+    pub fn get_total_timeout(&self) -> Option<Duration> {
+        self.total_timeout
+    }
+
+    /// The backoff before attempt `attempt + 1` (`attempt` counts from 1),
+    /// before jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .multiplier
+            .powi(attempt.saturating_sub(1).min(64) as i32);
+        let secs = self.initial_backoff.as_secs_f64() * exp;
+        Duration::from_secs_f64(secs.min(self.max_backoff.as_secs_f64()))
+    }
+
+    /// What to do after attempt `attempt` failed with `err`, `elapsed` into
+    /// the call: `Some(delay)` to retry after `delay`, `None` to give up.
+    pub fn next_delay(&self, attempt: u32, err: &Error, elapsed: Duration) -> Option<Duration> {
+        if !err.is_retryable() || attempt >= self.max_attempts {
+            return None;
+        }
+        let base = self.backoff(attempt);
+        // Full jitter spreads the retries of many clients.
+        let jittered = base.mul_f64(fastrand::f64());
+        let delay = match err.retry_delay() {
+            Some(asked) => asked.max(jittered),
+            None => jittered,
+        };
+        if let Some(total) = self.total_timeout {
+            if elapsed.saturating_add(delay) >= total {
+                return None;
+            }
+        }
+        Some(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{status_with_details, StatusDetail};
+    use crate::proto::rpc::RetryInfo;
+
+    fn unavailable() -> Error {
+        Error::from_status(tonic::Status::unavailable("down"), "test")
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        let p = RetryPolicy::default();
+        let secs: Vec<u64> = (1..=7).map(|a| p.backoff(a).as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30]);
+    }
+
+    #[test]
+    fn only_retryable_codes_retry_and_attempts_are_bounded() {
+        let p = RetryPolicy::default();
+        assert!(p.next_delay(1, &unavailable(), Duration::ZERO).is_some());
+        assert!(p.next_delay(6, &unavailable(), Duration::ZERO).is_none());
+        for code in [
+            tonic::Code::InvalidArgument,
+            tonic::Code::NotFound,
+            tonic::Code::PermissionDenied,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::Unauthenticated,
+            tonic::Code::Internal,
+        ] {
+            let e = Error::from_status(tonic::Status::new(code, "x"), "test");
+            assert!(p.next_delay(1, &e, Duration::ZERO).is_none(), "{code:?}");
+        }
+        assert!(p
+            .next_delay(1, &unavailable(), Duration::from_secs(300))
+            .is_none());
+    }
+
+    #[test]
+    fn retry_info_delay_is_honoured() {
+        let status = status_with_details(
+            tonic::Code::ResourceExhausted,
+            "slow down",
+            &[StatusDetail::RetryInfo(RetryInfo {
+                retry_delay: Some(Duration::from_secs(7).into()),
+            })],
+        );
+        let e = Error::from_status(status, "test");
+        let d = RetryPolicy::default()
+            .next_delay(1, &e, Duration::ZERO)
+            .unwrap();
+        assert_eq!(d, Duration::from_secs(7));
+    }
+}

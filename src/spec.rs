@@ -1,0 +1,511 @@
+//! [`JobSpec`]: what to submit, built the way Google's samples build a
+//! `BatchPredictionJob`, validated before anything reaches the network.
+
+use std::{collections::BTreeMap, fmt, sync::Arc, time::SystemTime};
+
+use serde_json::{Map, Value};
+
+use crate::{
+    error::{Error, Result},
+    names::{normalize_model, LocationName},
+    proto::aiplatform::{
+        self as pb,
+        batch_prediction_job::{input_config, output_config, InputConfig, OutputConfig},
+    },
+    timefmt,
+    uri::{InputSource, OutputDestination},
+};
+
+/// The most labels a resource may carry.
+pub const MAX_LABELS: usize = 64;
+
+type Customizer = Arc<dyn Fn(&mut pb::BatchPredictionJob) + Send + Sync>;
+
+/// A batch prediction job to submit.
+///
+/// Required: a model (positional), an input and an output. Everything else is
+/// optional and fluent. Nothing is checked until [`JobSpec::to_request`]
+/// (called by [`crate::Client::create`]), which returns an
+/// [`Error::Validation`] naming the field at fault; building never panics.
+///
+/// ```
+/// use serde_json::json;
+/// use vertex_batch::{JobSpec, LocationName};
+///
+/// let spec = JobSpec::new("gemini-2.0-flash-001")
+///     .display_name("batch-predict-gcs-test-001")
+///     .input("gs://cloud-samples-data/batch/prompt_for_batch_gemini_predict.jsonl")
+///     .output("gs://my-bucket/results")
+///     .model_parameters(json!({"temperature": 0.2, "maxOutputTokens": 200}))
+///     .label("team", "search");
+/// let req = spec.to_request(&LocationName::new("my-project", "us-central1")?)?;
+/// let job = req.batch_prediction_job.unwrap();
+/// assert_eq!(job.model, "publishers/google/models/gemini-2.0-flash-001");
+/// assert_eq!(job.input_config.unwrap().instances_format, "jsonl");
+/// # Ok::<_, vertex_batch::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct JobSpec {
+    model: String,
+    display_name: Option<String>,
+    inputs: Vec<String>,
+    output: Option<String>,
+    parameters: Option<Value>,
+    labels: BTreeMap<String, String>,
+    service_account: Option<String>,
+    encryption_key: Option<String>,
+    customizers: Vec<Customizer>,
+}
+
+impl fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobSpec")
+            .field("model", &self.model)
+            .field("display_name", &self.display_name)
+            .field("inputs", &self.inputs)
+            .field("output", &self.output)
+            .field("parameters", &self.parameters)
+            .field("labels", &self.labels)
+            .field("service_account", &self.service_account)
+            .field("encryption_key", &self.encryption_key)
+            .field("customizers", &self.customizers.len())
+            .finish()
+    }
+}
+
+impl JobSpec {
+    /// A job for `model`: a Gemini id (`gemini-2.0-flash-001`), `models/ID`,
+    /// `publishers/P/models/M[@version]` or a tuned model
+    /// `projects/P/locations/L/models/ID`.
+    pub fn new(model: impl Into<String>) -> Self {
+        JobSpec {
+            model: model.into(),
+            display_name: None,
+            inputs: Vec::new(),
+            output: None,
+            parameters: None,
+            labels: BTreeMap::new(),
+            service_account: None,
+            encryption_key: None,
+            customizers: Vec::new(),
+        }
+    }
+
+    /// The display name (default: `vertex-batch-<model id>-<UTC timestamp>`).
+    pub fn display_name(mut self, name: impl Into<String>) -> Self {
+        self.display_name = Some(name.into());
+        self
+    }
+
+    /// Adds an input URI: `gs://bucket/file.jsonl` (repeatable, wildcards
+    /// allowed) or one `bq://project.dataset.table`.
+    pub fn input(mut self, uri: impl Into<String>) -> Self {
+        self.inputs.push(uri.into());
+        self
+    }
+
+    /// Adds several input URIs.
+    pub fn inputs<I, S>(mut self, uris: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.inputs.extend(uris.into_iter().map(Into::into));
+        self
+    }
+
+    /// The output: `gs://bucket/prefix`, `bq://project.dataset` or
+    /// `bq://project.dataset.table`.
+    pub fn output(mut self, uri: impl Into<String>) -> Self {
+        self.output = Some(uri.into());
+        self
+    }
+
+    /// Model parameters as a JSON object, e.g.
+    /// `json!({"temperature": 0.2, "maxOutputTokens": 200})`. Replaces any
+    /// set before; the typed setters below add to it.
+    pub fn model_parameters(mut self, params: Value) -> Self {
+        self.parameters = Some(params);
+        self
+    }
+
+    /// Sets one model parameter (camelCase key, as the API spells it).
+    pub fn parameter(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        let key = key.into();
+        let value = value.into();
+        match &mut self.parameters {
+            Some(Value::Object(map)) => {
+                map.insert(key, value);
+            }
+            // A non-object stays as it is so that validation reports it.
+            Some(_) => {}
+            None => {
+                let mut map = Map::new();
+                map.insert(key, value);
+                self.parameters = Some(Value::Object(map));
+            }
+        }
+        self
+    }
+
+    /// `temperature`.
+    pub fn temperature(self, t: f64) -> Self {
+        self.parameter("temperature", t)
+    }
+
+    /// `maxOutputTokens`.
+    pub fn max_output_tokens(self, n: u32) -> Self {
+        self.parameter("maxOutputTokens", n)
+    }
+
+    /// `topP`.
+    pub fn top_p(self, p: f64) -> Self {
+        self.parameter("topP", p)
+    }
+
+    /// `topK`.
+    pub fn top_k(self, k: u32) -> Self {
+        self.parameter("topK", k)
+    }
+
+    /// Adds a label (lowercase letters, digits, `_`, `-`; keys start with a
+    /// letter; at most 63 characters each, at most 64 labels).
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// The service account the job runs as.
+    pub fn service_account(mut self, email: impl Into<String>) -> Self {
+        self.service_account = Some(email.into());
+        self
+    }
+
+    /// A customer-managed encryption key
+    /// (`projects/P/locations/L/keyRings/R/cryptoKeys/K`).
+    pub fn encryption_key(mut self, kms_key_name: impl Into<String>) -> Self {
+        self.encryption_key = Some(kms_key_name.into());
+        self
+    }
+
+    /// Sets any other field of the proto after the spec is applied, e.g.
+    /// `instance_config` or `dedicated_resources`.
+    pub fn with_proto(
+        mut self,
+        f: impl Fn(&mut pb::BatchPredictionJob) + Send + Sync + 'static,
+    ) -> Self {
+        self.customizers.push(Arc::new(f));
+        self
+    }
+
+    /// The labels set so far.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+
+    /// Validates the spec and builds the request for `parent`.
+    pub fn to_request(&self, parent: &LocationName) -> Result<pb::CreateBatchPredictionJobRequest> {
+        let model = normalize_model(&self.model)?;
+        let input = InputSource::parse(&self.inputs)?;
+        let output = OutputDestination::parse(self.output.as_deref().ok_or_else(|| {
+            Error::validation(
+                "output_uri",
+                "no output given: use gs://bucket/prefix or bq://project.dataset[.table]",
+            )
+        })?)?;
+        if parent.location() == "global"
+            && (matches!(input, InputSource::BigQuery(_))
+                || matches!(output, OutputDestination::BigQuery(_)))
+        {
+            return Err(Error::validation(
+                "location",
+                "the global endpoint does not support BigQuery input or output for batch jobs; \
+                 use a region such as us-central1",
+            ));
+        }
+        let display_name = match &self.display_name {
+            Some(n) => check_display_name(n)?,
+            None => default_display_name(&model),
+        };
+        check_labels(&self.labels)?;
+        let model_parameters = self.parameters.as_ref().map(to_proto_value).transpose()?;
+        if let Some(sa) = &self.service_account {
+            if !looks_like_email(sa) {
+                return Err(Error::validation(
+                    "service_account",
+                    format!("{sa:?} is not a service account email"),
+                ));
+            }
+        }
+        let encryption_spec = match &self.encryption_key {
+            Some(key) => {
+                check_kms_key(key)?;
+                Some(pb::EncryptionSpec {
+                    kms_key_name: key.clone(),
+                })
+            }
+            None => None,
+        };
+
+        let input_config = InputConfig {
+            instances_format: input.format().into(),
+            source: Some(match input {
+                InputSource::Gcs(uris) => input_config::Source::GcsSource(pb::GcsSource {
+                    uris: uris.iter().map(ToString::to_string).collect(),
+                }),
+                InputSource::BigQuery(t) => {
+                    input_config::Source::BigquerySource(pb::BigQuerySource {
+                        input_uri: t.to_string(),
+                    })
+                }
+            }),
+        };
+        let output_config = OutputConfig {
+            predictions_format: output.format().into(),
+            destination: Some(match output {
+                OutputDestination::Gcs(g) => {
+                    output_config::Destination::GcsDestination(pb::GcsDestination {
+                        output_uri_prefix: g.to_string(),
+                    })
+                }
+                OutputDestination::BigQuery(b) => {
+                    output_config::Destination::BigqueryDestination(pb::BigQueryDestination {
+                        output_uri: b.to_string(),
+                    })
+                }
+            }),
+        };
+        let mut job = pb::BatchPredictionJob {
+            display_name,
+            model,
+            model_parameters,
+            input_config: Some(input_config),
+            output_config: Some(output_config),
+            labels: self.labels.clone().into_iter().collect(),
+            service_account: self.service_account.clone().unwrap_or_default(),
+            encryption_spec,
+            ..Default::default()
+        };
+        for f in &self.customizers {
+            f(&mut job);
+        }
+        Ok(pb::CreateBatchPredictionJobRequest {
+            parent: parent.to_string(),
+            batch_prediction_job: Some(job),
+        })
+    }
+}
+
+fn default_display_name(model: &str) -> String {
+    let id = model.rsplit('/').next().unwrap_or(model);
+    let id: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "vertex-batch-{id}-{}",
+        timefmt::format_compact(SystemTime::now())
+    )
+}
+
+fn check_display_name(name: &str) -> Result<String> {
+    if name.trim().is_empty() {
+        return Err(Error::validation("display_name", "must not be empty"));
+    }
+    if name.chars().count() > 128 {
+        return Err(Error::validation(
+            "display_name",
+            "must be at most 128 characters",
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::validation(
+            "display_name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Checks labels against the service's rules.
+pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::validation(
+            "labels",
+            format!(
+                "{} labels given, at most {MAX_LABELS} allowed",
+                labels.len()
+            ),
+        ));
+    }
+    let ok = |s: &str| {
+        s.chars().count() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    };
+    for (k, v) in labels {
+        if k.is_empty() || !k.starts_with(|c: char| c.is_ascii_lowercase()) || !ok(k) {
+            return Err(Error::validation(
+                "labels",
+                format!(
+                    "key {k:?}: keys are 1-63 lowercase letters, digits, '_' or '-', starting with a letter"
+                ),
+            ));
+        }
+        if !ok(v) {
+            return Err(Error::validation(
+                "labels",
+                format!(
+                    "value {v:?} of key {k:?}: values are 0-63 lowercase letters, digits, '_' or '-'"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn to_proto_value(params: &Value) -> Result<pbjson_types::Value> {
+    if !params.is_object() {
+        return Err(Error::validation(
+            "model_parameters",
+            format!("must be a JSON object such as {{\"temperature\": 0.2}}, got {params}"),
+        ));
+    }
+    serde_json::from_value(params.clone())
+        .map_err(|e| Error::validation("model_parameters", e.to_string()))
+}
+
+fn looks_like_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((user, domain)) => {
+            !user.is_empty()
+                && domain.contains('.')
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
+fn check_kms_key(key: &str) -> Result<()> {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        ["projects", p, "locations", l, "keyRings", r, "cryptoKeys", k]
+            if [p, l, r, k].iter().all(|s| !s.is_empty()) =>
+        {
+            Ok(())
+        }
+        _ => Err(Error::validation(
+            "encryption_key",
+            format!("{key:?} is not of the form projects/P/locations/L/keyRings/R/cryptoKeys/K"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn parent() -> LocationName {
+        LocationName::new("p", "us-central1").unwrap()
+    }
+
+    fn field(spec: &JobSpec) -> String {
+        match spec.to_request(&parent()) {
+            Err(Error::Validation { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    fn ok_spec() -> JobSpec {
+        JobSpec::new("gemini-2.0-flash-001")
+            .input("gs://bucket/in.jsonl")
+            .output("gs://bucket/out")
+    }
+
+    #[test]
+    fn every_validation_error_names_its_field() {
+        assert_eq!(
+            field(&ok_spec().model_parameters(json!([1, 2]))),
+            "model_parameters"
+        );
+        assert_eq!(
+            field(&ok_spec().model_parameters(json!(0.2))),
+            "model_parameters"
+        );
+        assert_eq!(
+            field(&JobSpec::new("").input("gs://bkt/x").output("gs://bkt/o")),
+            "model"
+        );
+        assert_eq!(field(&JobSpec::new("m").output("gs://bkt/o")), "input_uri");
+        assert_eq!(field(&JobSpec::new("m").input("gs://bkt/x")), "output_uri");
+        assert_eq!(field(&ok_spec().input("bq://p.d.t")), "input_uri");
+        assert_eq!(field(&ok_spec().label("Team", "x")), "labels");
+        assert_eq!(field(&ok_spec().label("team", "X Y")), "labels");
+        assert_eq!(field(&ok_spec().label("1team", "x")), "labels");
+        assert_eq!(field(&ok_spec().label("k", "v".repeat(64))), "labels");
+        let many = (0..65).fold(ok_spec(), |s, i| s.label(format!("k{i}"), "v"));
+        assert_eq!(field(&many), "labels");
+        assert_eq!(field(&ok_spec().display_name("  ")), "display_name");
+        assert_eq!(
+            field(&ok_spec().service_account("nobody")),
+            "service_account"
+        );
+        assert_eq!(field(&ok_spec().encryption_key("key-1")), "encryption_key");
+        assert_eq!(
+            field(&JobSpec::new("m").input("bq://p.d").output("gs://bkt/o")),
+            "input_uri"
+        );
+        assert_eq!(
+            field(&JobSpec::new("m").input("gs://bkt/x").output("bq://p")),
+            "output_uri"
+        );
+        let global = LocationName::new("p", "global").unwrap();
+        let bq = JobSpec::new("m").input("bq://p.d.t").output("bq://p.d");
+        assert!(
+            matches!(bq.to_request(&global), Err(Error::Validation { field, .. }) if field == "location")
+        );
+    }
+
+    #[test]
+    fn typed_parameters_merge_into_json_ones() {
+        let req = ok_spec()
+            .model_parameters(json!({"temperature": 0.2}))
+            .max_output_tokens(200)
+            .to_request(&parent())
+            .unwrap();
+        let job = req.batch_prediction_job.unwrap();
+        let params = serde_json::to_value(job.model_parameters.unwrap()).unwrap();
+        assert_eq!(
+            params,
+            json!({"temperature": 0.2, "maxOutputTokens": 200.0})
+        );
+        assert!(
+            job.display_name
+                .starts_with("vertex-batch-gemini-2-0-flash-001-"),
+            "{}",
+            job.display_name
+        );
+    }
+
+    #[test]
+    fn bigquery_in_and_out_set_formats_and_with_proto_applies_last() {
+        let req = JobSpec::new("publishers/google/models/gemini-2.5-flash")
+            .input("bq://storage-samples.generative_ai.batch_requests_for_multimodal_input")
+            .output("bq://my-project.results")
+            .with_proto(|j| j.disable_container_logging = true)
+            .to_request(&parent())
+            .unwrap();
+        let job = req.batch_prediction_job.unwrap();
+        assert_eq!(job.input_config.unwrap().instances_format, "bigquery");
+        assert_eq!(job.output_config.unwrap().predictions_format, "bigquery");
+        assert!(job.disable_container_logging);
+    }
+}

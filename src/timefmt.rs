@@ -1,0 +1,121 @@
+//! RFC 3339 formatting and parsing of UTC times, without a date library.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// (year, month, day) to days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Formats `t` as `2024-11-13T14:04:28.376Z` (millisecond precision).
+pub fn format_millis(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = i64::try_from(d.as_secs()).unwrap_or(0);
+    let (y, mo, da) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Formats `t` compactly for names: `2024-11-13T14:04:28.376Z` becomes
+/// `20241113140428376`.
+pub fn format_compact(t: SystemTime) -> String {
+    format_millis(t)
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect()
+}
+
+/// Parses an RFC 3339 UTC or offset time (`2024-11-13T14:04:28Z`,
+/// `2024-11-13T14:04:28.5+01:00`). Returns `None` when malformed.
+pub fn parse(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    if h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        nanos = frac[..digits].parse::<u32>().ok()? * 10u32.pow(9 - digits as u32);
+        rest = &frac[digits..];
+    }
+    let offset: i64 = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
+            let oh = rest.get(1..3)?.parse::<i64>().ok()?;
+            let om = rest.get(4..6)?.parse::<i64>().ok()?;
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(i64::from(y), mo, d);
+    let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + se) - offset;
+    let secs = u64::try_from(secs).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_parses() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_731_506_668_376);
+        assert_eq!(format_millis(t), "2024-11-13T14:04:28.376Z");
+        assert_eq!(format_compact(t), "20241113140428376");
+        assert_eq!(parse("2024-11-13T14:04:28.376Z"), Some(t));
+        assert_eq!(parse("2024-11-13T15:04:28.376+01:00"), Some(t));
+        assert_eq!(
+            parse("2000-02-29T00:00:00Z").map(format_millis).as_deref(),
+            Some("2000-02-29T00:00:00.000Z")
+        );
+        for bad in [
+            "",
+            "2024-13-01T00:00:00Z",
+            "2024-11-13 14:04",
+            "2024-11-13T14:04:28",
+            "2024-11-13T14:04:28.Z",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+}
