@@ -1,0 +1,429 @@
+//! The client against a recording test server: the exact requests and
+//! headers of both Google samples, error mapping, status details, secrets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::recorder::Recorder;
+use serde_json::json;
+use vertex_batch::{
+    proto::rpc, status_with_details, Client, Credentials, Error, JobSpec, JobState, RetryPolicy,
+    StatusDetail,
+};
+
+const TOKEN: &str = "ya29.super-secret-token-value";
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy::default()
+        .initial_backoff(Duration::from_millis(1))
+        .max_backoff(Duration::from_millis(5))
+}
+
+async fn client_for(addr: std::net::SocketAddr) -> Client {
+    Client::builder()
+        .ignore_env()
+        .project("local-project")
+        .location("us-central1")
+        .endpoint(format!("http://{addr}"))
+        .credentials(Credentials::access_token(TOKEN))
+        .quota_project("billing-project")
+        .retry_policy(fast_retries())
+        .build()
+        .unwrap()
+}
+
+fn gcs_sample() -> JobSpec {
+    JobSpec::new("gemini-2.0-flash-001")
+        .display_name("batch-predict-gcs-test-001")
+        .input("gs://cloud-samples-data/batch/prompt_for_batch_gemini_predict.jsonl")
+        .output("gs://my-bucket/batch-output")
+        .model_parameters(json!({"temperature": 0.2, "maxOutputTokens": 200}))
+}
+
+#[tokio::test]
+async fn gcs_sample_sends_the_exact_request_and_google_headers() {
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr).await;
+    let job = client.create(&gcs_sample()).await.unwrap();
+    assert_eq!(job.state(), JobState::Pending);
+    assert_eq!(job.model(), "publishers/google/models/gemini-2.0-flash-001");
+
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(r.method, "CreateBatchPredictionJob");
+    assert_eq!(
+        r.body,
+        json!({
+            "parent": "projects/local-project/locations/us-central1",
+            "batchPredictionJob": {
+                "displayName": "batch-predict-gcs-test-001",
+                "model": "publishers/google/models/gemini-2.0-flash-001",
+                "modelParameters": {"temperature": 0.2, "maxOutputTokens": 200.0},
+                "inputConfig": {
+                    "instancesFormat": "jsonl",
+                    "gcsSource": {"uris": ["gs://cloud-samples-data/batch/prompt_for_batch_gemini_predict.jsonl"]}
+                },
+                "outputConfig": {
+                    "predictionsFormat": "jsonl",
+                    "gcsDestination": {"outputUriPrefix": "gs://my-bucket/batch-output"}
+                }
+            }
+        })
+    );
+    assert_eq!(
+        r.headers["x-goog-request-params"],
+        "parent=projects%2Flocal-project%2Flocations%2Fus-central1"
+    );
+    assert_eq!(r.headers["authorization"], format!("Bearer {TOKEN}"));
+    assert_eq!(r.headers["x-goog-user-project"], "billing-project");
+    let api_client = &r.headers["x-goog-api-client"];
+    assert!(api_client.starts_with("gl-rust/1."), "{api_client}");
+    assert!(api_client.contains(" grpc/0.14 "), "{api_client}");
+    assert!(api_client.ends_with(concat!(" vertex-batch/", env!("CARGO_PKG_VERSION"))));
+}
+
+#[tokio::test]
+async fn bigquery_sample_sends_bigquery_formats_and_get_routes_by_name() {
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr).await;
+    let spec = JobSpec::new("gemini-2.5-flash")
+        .display_name("batch-predict-bq")
+        .input("bq://storage-samples.generative_ai.batch_requests_for_multimodal_input")
+        .output("bq://my-project.my_dataset.results")
+        .temperature(0.2)
+        .max_output_tokens(200);
+    let job = client.create(&spec).await.unwrap();
+    let got = client.get(job.id()).await.unwrap();
+    assert_eq!(got.name(), job.name());
+
+    let reqs = server.requests();
+    assert_eq!(
+        reqs[0].body["batchPredictionJob"]["inputConfig"],
+        json!({"instancesFormat": "bigquery", "bigquerySource": {"inputUri": "bq://storage-samples.generative_ai.batch_requests_for_multimodal_input"}})
+    );
+    assert_eq!(
+        reqs[0].body["batchPredictionJob"]["outputConfig"],
+        json!({"predictionsFormat": "bigquery", "bigqueryDestination": {"outputUri": "bq://my-project.my_dataset.results"}})
+    );
+    assert_eq!(reqs[1].method, "GetBatchPredictionJob");
+    assert_eq!(reqs[1].body, json!({"name": job.name()}));
+    assert_eq!(
+        reqs[1].headers["x-goog-request-params"],
+        format!("name={}", job.name().replace('/', "%2F"))
+    );
+}
+
+#[tokio::test]
+async fn emulator_host_sends_no_credentials() {
+    let (server, addr) = Recorder::start().await;
+    let client = Client::builder()
+        .ignore_env()
+        .project("local-project")
+        .emulator_host(addr.to_string())
+        .build()
+        .unwrap();
+    client.create(&gcs_sample()).await.unwrap();
+    let headers = &server.requests()[0].headers;
+    assert!(!headers.contains_key("authorization"));
+    assert!(!headers.contains_key("x-goog-user-project"));
+    assert!(headers.contains_key("x-goog-api-client"));
+}
+
+#[tokio::test]
+async fn invalid_specs_never_reach_the_network() {
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr).await;
+    let bad = [
+        (gcs_sample().output("gs:///nobucket"), "output_uri"),
+        (
+            JobSpec::new("").input("gs://bkt/a").output("gs://bkt/o"),
+            "model",
+        ),
+        (gcs_sample().label("Bad Key", "v"), "labels"),
+        (
+            gcs_sample().model_parameters(json!("hot")),
+            "model_parameters",
+        ),
+        (
+            JobSpec::new("m").input("bq://too.few").output("gs://bkt/o"),
+            "input_uri",
+        ),
+    ];
+    for (spec, field) in bad {
+        match client.create(&spec).await {
+            Err(Error::Validation { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("expected a validation error on {field}, got {other:?}"),
+        }
+    }
+    for name in [
+        "abc",
+        "projects/p/locations/europe-west4/batchPredictionJobs/1",
+    ] {
+        assert!(matches!(
+            client.get(name).await,
+            Err(Error::Validation { .. })
+        ));
+    }
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn every_grpc_code_maps_into_the_error_type() {
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr)
+        .await
+        .with_retry_policy(RetryPolicy::none());
+    let job = client.create(&gcs_sample()).await.unwrap();
+    use tonic::Code::*;
+    for code in [
+        Cancelled,
+        Unknown,
+        InvalidArgument,
+        DeadlineExceeded,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        ResourceExhausted,
+        FailedPrecondition,
+        Aborted,
+        OutOfRange,
+        Unimplemented,
+        Internal,
+        Unavailable,
+        DataLoss,
+        Unauthenticated,
+    ] {
+        server.push_error(tonic::Status::new(code, format!("scripted {code:?}")));
+        let err = client.get(job.name()).await.unwrap_err();
+        assert_eq!(err.code(), Some(code), "{err}");
+        let svc = err.as_service().expect("a service error");
+        assert_eq!(svc.message(), format!("scripted {code:?}"));
+        assert_eq!(
+            err.is_retryable(),
+            matches!(code, Unavailable | ResourceExhausted | DeadlineExceeded),
+            "{code:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn status_details_are_decoded() {
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr).await;
+    server.push_error(status_with_details(
+        tonic::Code::InvalidArgument,
+        "bad job",
+        &[
+            StatusDetail::BadRequest(rpc::BadRequest {
+                field_violations: vec![rpc::bad_request::FieldViolation {
+                    field: "batch_prediction_job.output_config".into(),
+                    description: "required".into(),
+                    ..Default::default()
+                }],
+            }),
+            StatusDetail::ErrorInfo(rpc::ErrorInfo {
+                reason: "LOCATION_MISMATCH".into(),
+                domain: "aiplatform.googleapis.com".into(),
+                metadata: Default::default(),
+            }),
+            StatusDetail::QuotaFailure(rpc::QuotaFailure {
+                violations: vec![rpc::quota_failure::Violation {
+                    subject: "project:local-project".into(),
+                    description: "batch jobs per region".into(),
+                    ..Default::default()
+                }],
+            }),
+            StatusDetail::RetryInfo(rpc::RetryInfo {
+                retry_delay: Some(Duration::from_secs(3).into()),
+            }),
+        ],
+    ));
+    let err = client.create(&gcs_sample()).await.unwrap_err();
+    let svc = err.as_service().unwrap();
+    assert_eq!(svc.code(), tonic::Code::InvalidArgument);
+    assert_eq!(svc.details().len(), 4);
+    assert_eq!(
+        svc.field_violations()[0].field,
+        "batch_prediction_job.output_config"
+    );
+    assert_eq!(svc.error_info().unwrap().reason, "LOCATION_MISMATCH");
+    assert_eq!(err.retry_delay(), Some(Duration::from_secs(3)));
+    assert!(
+        matches!(&svc.details()[2], StatusDetail::QuotaFailure(q) if q.violations[0].subject == "project:local-project")
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("field batch_prediction_job.output_config: required"),
+        "{text}"
+    );
+    assert!(text.contains("reason LOCATION_MISMATCH"), "{text}");
+}
+
+#[tokio::test]
+async fn get_retries_unavailable_but_create_never_does() {
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr).await;
+    server.push_error(tonic::Status::unavailable("blip"));
+    let err = client.create(&gcs_sample()).await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::Unavailable));
+    assert_eq!(server.requests().len(), 1);
+
+    let job = client.create(&gcs_sample()).await.unwrap();
+    server.push_error(tonic::Status::unavailable("blip"));
+    server.push_error(tonic::Status::unavailable("blip"));
+    let got = client.get(job.name()).await.unwrap();
+    assert_eq!(got.name(), job.name());
+    let gets = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GetBatchPredictionJob")
+        .count();
+    assert_eq!(gets, 3);
+
+    server.push_error(tonic::Status::not_found("gone"));
+    assert_eq!(
+        client.get(job.name()).await.unwrap_err().code(),
+        Some(tonic::Code::NotFound)
+    );
+    let gets_after = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GetBatchPredictionJob")
+        .count();
+    assert_eq!(gets_after, 4, "NOT_FOUND is not retried");
+}
+
+#[tokio::test]
+async fn tokens_never_show_in_debug_or_errors() {
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr).await;
+    server.push_error(tonic::Status::permission_denied("denied"));
+    let err = client.create(&gcs_sample()).await.unwrap_err();
+    // The token was sent...
+    assert_eq!(
+        server.requests()[0].headers["authorization"],
+        format!("Bearer {TOKEN}")
+    );
+    // ...but is never printed.
+    for text in [
+        format!("{client:?}"),
+        format!("{err}"),
+        format!("{err:?}"),
+        format!("{:?}", Credentials::access_token(TOKEN)),
+        format!(
+            "{:?}",
+            Client::builder().credentials(Credentials::access_token(TOKEN))
+        ),
+    ] {
+        assert!(!text.contains("super-secret"), "{text}");
+    }
+
+    // A token that cannot be a header fails the call with an auth error that
+    // does not echo it.
+    let bad = Client::builder()
+        .ignore_env()
+        .project("p1-project")
+        .endpoint(format!("http://{addr}"))
+        .credentials(Credentials::access_token("super-secret\nline"))
+        .build()
+        .unwrap();
+    let err = bad.get("1").await.unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("super-secret"));
+
+    // So does a connection failure.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let refused = Client::builder()
+        .ignore_env()
+        .project("p1-project")
+        .endpoint(format!("http://127.0.0.1:{port}"))
+        .credentials(Credentials::access_token(TOKEN))
+        .retry_policy(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let err = refused.get("1").await.unwrap_err();
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    assert!(!format!("{err} {err:?}").contains("super-secret"));
+}
+
+#[tokio::test]
+async fn a_non_grpc_answer_says_the_endpoint_is_wrong() {
+    use http_body_util::Full;
+    use hyper::{body::Bytes, service::service_fn, Response};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder()
+                            .status(404)
+                            .header("content-type", "text/html")
+                            .body(Full::new(Bytes::from(
+                                "<html><body>404 Not Found</body></html>",
+                            )))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let client = Client::builder()
+        .ignore_env()
+        .project("local-project")
+        .emulator_host(addr.to_string())
+        .retry_policy(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let err = client.get("1").await.unwrap_err();
+    assert!(matches!(err, Error::NotGrpc { .. }), "{err:?}");
+    assert!(err.to_string().contains("invalid endpoint"), "{err}");
+}
+
+#[tokio::test]
+async fn plaintext_to_a_remote_host_needs_an_opt_in() {
+    let err = Client::builder()
+        .ignore_env()
+        .project("local-project")
+        .endpoint("http://192.0.2.1:8080")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Config(ref m) if m.contains("plaintext")),
+        "{err}"
+    );
+    let ok = Client::builder()
+        .ignore_env()
+        .project("local-project")
+        .endpoint("http://192.0.2.1:8080")
+        .allow_plaintext(true)
+        .credentials(Credentials::anonymous())
+        .build();
+    assert!(ok.is_ok());
+    let tls = Client::builder()
+        .ignore_env()
+        .project("local-project")
+        .location("europe-west4")
+        .build()
+        .unwrap();
+    assert_eq!(
+        tls.endpoint(),
+        "https://europe-west4-aiplatform.googleapis.com:443"
+    );
+    let missing = Client::builder().ignore_env().build().unwrap_err();
+    assert!(
+        missing.to_string().contains("GOOGLE_CLOUD_PROJECT"),
+        "{missing}"
+    );
+}

@@ -1,0 +1,126 @@
+//! A test-only JobService on 127.0.0.1:0 that records every request with its
+//! metadata and answers from a script. Used where the emulator cannot help:
+//! exact header capture with credentials, scripted error statuses, and
+//! answers no real server would send.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use vertex_batch::proto::aiplatform::{
+    self as pb,
+    job_service_server::{JobService, JobServiceServer},
+};
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: &'static str,
+    pub headers: HashMap<String, String>,
+    pub body: serde_json::Value,
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Recorded>,
+    script: VecDeque<Status>,
+    jobs: HashMap<String, pb::BatchPredictionJob>,
+    next_id: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct Recorder {
+    state: Arc<Mutex<State>>,
+}
+
+impl Recorder {
+    /// Starts the server; the listener is bound before the task is spawned.
+    pub async fn start() -> (Recorder, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let recorder = Recorder::default();
+        let svc = JobServiceServer::new(recorder.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        (recorder, addr)
+    }
+
+    /// Queues a status to answer the next call with (before normal behaviour).
+    pub fn push_error(&self, status: Status) {
+        self.state.lock().unwrap().script.push_back(status);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    fn record<T: serde::Serialize>(
+        &self,
+        method: &'static str,
+        req: &Request<T>,
+    ) -> Result<(), Status> {
+        let headers = req
+            .metadata()
+            .clone()
+            .into_headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = serde_json::to_value(req.get_ref()).unwrap();
+        let mut st = self.state.lock().unwrap();
+        st.requests.push(Recorded {
+            method,
+            headers,
+            body,
+        });
+        match st.script.pop_front() {
+            Some(status) => Err(status),
+            None => Ok(()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl JobService for Recorder {
+    async fn create_batch_prediction_job(
+        &self,
+        request: Request<pb::CreateBatchPredictionJobRequest>,
+    ) -> Result<Response<pb::BatchPredictionJob>, Status> {
+        self.record("CreateBatchPredictionJob", &request)?;
+        let req = request.into_inner();
+        let mut job = req.batch_prediction_job.unwrap_or_default();
+        let mut st = self.state.lock().unwrap();
+        st.next_id += 1;
+        job.name = format!("{}/batchPredictionJobs/{}", req.parent, 1000 + st.next_id);
+        job.state = pb::JobState::Pending as i32;
+        st.jobs.insert(job.name.clone(), job.clone());
+        Ok(Response::new(job))
+    }
+
+    async fn get_batch_prediction_job(
+        &self,
+        request: Request<pb::GetBatchPredictionJobRequest>,
+    ) -> Result<Response<pb::BatchPredictionJob>, Status> {
+        self.record("GetBatchPredictionJob", &request)?;
+        let name = request.into_inner().name;
+        let st = self.state.lock().unwrap();
+        st.jobs
+            .get(&name)
+            .cloned()
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("{name} not found")))
+    }
+}
