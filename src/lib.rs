@@ -46,9 +46,12 @@
 #![warn(missing_docs)]
 
 mod client;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 mod error;
 mod job;
 mod names;
+mod poll;
 pub mod proto;
 mod retry;
 mod spec;
@@ -62,11 +65,16 @@ pub use client::{
         ENV_PROJECT, ENV_QUOTA_PROJECT,
     },
     layer::{api_client_header, API_CLIENT, REQUEST_PARAMS, USER_PROJECT},
+    lifecycle::{JobPage, ListOptions},
+    multi::WatchManyOptions,
+    submit::REQUEST_KEY_LABEL,
+    wait::WaitOptions,
     Client,
 };
 pub use error::{status_with_details, BoxError, Error, Result, ServiceError, StatusDetail};
 pub use job::{CompletionStats, Job, JobState, OutputLocation};
 pub use names::{normalize_model, JobName, LocationName};
+pub use poll::{estimate_remaining, PollPolicy, Poller};
 pub use retry::RetryPolicy;
 pub use spec::{JobSpec, MAX_LABELS};
 pub use uri::{BigQueryUri, GcsUri, InputSource, OutputDestination};

@@ -198,6 +198,14 @@ impl JobSpec {
         self
     }
 
+    /// Sets the request key [`crate::Client::submit`] uses to recognise the
+    /// job after an ambiguous failure (the label `vertex-batch-request-key`;
+    /// lowercase letters, digits, `_`, `-`). Reuse a key to make a submit
+    /// idempotent across process restarts.
+    pub fn request_key(self, key: impl Into<String>) -> Self {
+        self.label(crate::REQUEST_KEY_LABEL, key)
+    }
+
     /// The labels set so far.
     pub fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels

@@ -7,6 +7,10 @@
 //                       [--input gs://...] [--output gs://...]
 'use strict';
 
+// No credentials are used on a plaintext channel; stop google-auth-library
+// from probing the GCE metadata server (an off-machine address) for them.
+process.env.METADATA_SERVER_DETECTION = process.env.METADATA_SERVER_DETECTION || 'none';
+
 const {v1} = require('@google-cloud/aiplatform');
 const grpc = require('@grpc/grpc-js');
 
@@ -65,6 +69,9 @@ async function main() {
   const parent = `projects/${args.project}/locations/${args.location}`;
   const client = new v1.JobServiceClient({
     apiEndpoint, port, sslCreds: grpc.credentials.createInsecure(),
+    // gax asks auth for the universe domain before every stub; naming it here
+    // keeps google-auth-library from looking for ADC / the metadata server.
+    universeDomain: 'googleapis.com',
   });
 
   const newJob = displayName => ({
@@ -140,8 +147,9 @@ async function main() {
         `next_request=${nextRequest ? 'yes' : 'no'}`];
     });
     await step('list_all', async () => {
-      const [jobs] = await client.listBatchPredictionJobs({parent, pageSize: 2});
-      const names = jobs.map(j => j.name);
+      // The async iterator follows next_page_token itself (pages of 2).
+      const names = [];
+      for await (const j of client.listBatchPredictionJobsAsync({parent, pageSize: 2}, {autoPaginate: false})) names.push(j.name);
       check(names.includes(name), `${name} missing from list`);
       check(new Set(names).size === names.length, 'duplicate names across pages');
       return [`total=${names.length}`];

@@ -133,7 +133,8 @@ def main():
     step("list_page", list_page)
 
     def list_all():
-        names = [j.name for j in client.list_batch_prediction_jobs(parent=parent, page_size=2)]
+        names = [j.name for j in client.list_batch_prediction_jobs(
+            request=aiplatform_v1.ListBatchPredictionJobsRequest(parent=parent, page_size=2))]
         check(name in names, f"{name} missing from list")
         check(len(names) == len(set(names)), "duplicate names across pages")
         return f"total={len(names)}", None
@@ -141,7 +142,8 @@ def main():
     step("list_all", list_all)
 
     def list_filter():
-        jobs = list(client.list_batch_prediction_jobs(parent=parent, filter="state=JOB_STATE_SUCCEEDED"))
+        jobs = list(client.list_batch_prediction_jobs(
+            request=aiplatform_v1.ListBatchPredictionJobsRequest(parent=parent, filter="state=JOB_STATE_SUCCEEDED")))
         bad = [j.name for j in jobs if j.state != JS.JOB_STATE_SUCCEEDED]
         check(not bad, f"non-SUCCEEDED jobs returned: {bad}")
         return f"succeeded={len(jobs)} includes_first={name in [j.name for j in jobs]}", None

@@ -3,7 +3,7 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use http::HeaderValue;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{
     auth::{Credentials, TokenCache},
@@ -159,6 +159,17 @@ impl ClientBuilder {
     /// Must be called inside a Tokio runtime; returns [`Error::Config`]
     /// otherwise.
     pub fn build(self) -> Result<Client> {
+        self.build_inner(None)
+    }
+
+    /// Builds the client over a channel the caller made (a custom
+    /// connector, a proxy, an in-memory transport). Endpoint settings are
+    /// ignored; credentials default to none, as for an emulator.
+    pub fn build_with_channel(self, channel: Channel) -> Result<Client> {
+        self.build_inner(Some(channel))
+    }
+
+    fn build_inner(self, given: Option<Channel>) -> Result<Client> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::Config(
                 "Client::build must be called inside a Tokio runtime".into(),
@@ -180,45 +191,18 @@ impl ClientBuilder {
             .unwrap_or_else(|| DEFAULT_LOCATION.to_owned());
         let parent = LocationName::new(project, location)?;
 
-        let emulator = match (&self.endpoint, &self.emulator) {
-            (_, Some(e)) => Some(e.clone()),
-            (Some(_), None) => None,
-            (None, None) => self.env(ENV_EMULATOR_HOST),
-        };
-        let (uri, tls_host) = match &emulator {
-            Some(host) => (emulator_uri(host)?, None),
+        let (uri, channel, emulated) = match given {
+            Some(channel) => ("in-memory".to_owned(), channel, true),
             None => {
-                let ep = self
-                    .endpoint
-                    .clone()
-                    .unwrap_or_else(|| endpoint_for_location(parent.location()));
-                resolve_endpoint(&ep, self.allow_plaintext)?
+                let (uri, channel, emulated) = self.channel(&parent)?;
+                (uri, channel, emulated)
             }
         };
-        let credentials = match (&self.credentials, &emulator) {
+        let credentials = match (&self.credentials, emulated) {
             (Some(c), _) => c.clone(),
-            (None, Some(_)) => Credentials::anonymous(),
-            (None, None) => Credentials::application_default(),
+            (None, true) => Credentials::anonymous(),
+            (None, false) => Credentials::application_default(),
         };
-        if tls_host.is_none() && emulator.is_none() && !credentials.is_anonymous() {
-            tracing::warn!(endpoint = %uri, "sending credentials over plaintext");
-        }
-
-        let mut endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| Error::Config(format!("invalid endpoint {uri:?}: {e}")))?
-            .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_secs(20)))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(60))
-            .keep_alive_while_idle(false);
-        if let Some(host) = &tls_host {
-            let tls = ClientTlsConfig::new()
-                .with_enabled_roots()
-                .domain_name(host.clone());
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| Error::Config(format!("TLS setup for {host}: {e}")))?;
-        }
-        let channel = endpoint.connect_lazy();
 
         let quota_project = self
             .quota_project
@@ -247,9 +231,46 @@ impl ClientBuilder {
                 parent,
                 uri,
                 service,
-                self.retry.unwrap_or_default(),
+                self.retry.clone().unwrap_or_default(),
             )),
         })
+    }
+
+    /// The endpoint URI, a lazy channel to it, and whether it is an emulator.
+    fn channel(&self, parent: &LocationName) -> Result<(String, Channel, bool)> {
+        let emulator = match (&self.endpoint, &self.emulator) {
+            (_, Some(e)) => Some(e.clone()),
+            (Some(_), None) => None,
+            (None, None) => self.env(ENV_EMULATOR_HOST),
+        };
+        let (uri, tls_host) = match &emulator {
+            Some(host) => (emulator_uri(host)?, None),
+            None => {
+                let ep = self
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| endpoint_for_location(parent.location()));
+                resolve_endpoint(&ep, self.allow_plaintext)?
+            }
+        };
+        if tls_host.is_none() && emulator.is_none() {
+            tracing::warn!(endpoint = %uri, "using plaintext to a non-emulator endpoint");
+        }
+        let mut endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| Error::Config(format!("invalid endpoint {uri:?}: {e}")))?
+            .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_secs(20)))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(60))
+            .keep_alive_while_idle(false);
+        if let Some(host) = &tls_host {
+            let tls = ClientTlsConfig::new()
+                .with_enabled_roots()
+                .domain_name(host.clone());
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| Error::Config(format!("TLS setup for {host}: {e}")))?;
+        }
+        Ok((uri, endpoint.connect_lazy(), emulator.is_some()))
     }
 }
 

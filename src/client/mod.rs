@@ -4,6 +4,10 @@
 pub(crate) mod auth;
 pub(crate) mod builder;
 pub(crate) mod layer;
+pub(crate) mod lifecycle;
+pub(crate) mod multi;
+pub(crate) mod submit;
+pub(crate) mod wait;
 
 use std::{fmt, future::Future, sync::Arc};
 

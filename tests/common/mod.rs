@@ -1,2 +1,46 @@
 #![allow(dead_code)]
 pub mod recorder;
+
+use std::path::{Path, PathBuf};
+
+use vertex_batch::emulator::Emulator;
+
+/// One realistic Gemini request line.
+pub fn prompt_line(i: usize) -> String {
+    format!(
+        r#"{{"request":{{"contents":[{{"role":"user","parts":[{{"text":"Prompt number {i}: write a haiku about rivers."}}]}}],"generationConfig":{{"temperature":0.4}}}}}}"#
+    )
+}
+
+/// Writes `lines` to the file behind `uri` in the emulator's data directory.
+pub fn write_gcs(emu: &Emulator, uri: &str, lines: &[String]) -> PathBuf {
+    let path = emu.gcs_path(uri).unwrap();
+    write_lines(&path, lines);
+    path
+}
+
+pub fn write_lines(path: &Path, lines: &[String]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text).unwrap();
+}
+
+/// Reads a JSONL file as JSON values.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The predictions file of a finished GCS job.
+pub fn predictions_file(emu: &Emulator, job: &vertex_batch::Job) -> PathBuf {
+    let dir = job.output_location().expect("output location").uri();
+    emu.gcs_path(&dir).unwrap().join("predictions.jsonl")
+}
+
+pub fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}

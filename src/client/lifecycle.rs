@@ -1,0 +1,242 @@
+//! Listing, cancelling and deleting jobs.
+
+use std::time::{Duration, SystemTime};
+
+use futures::{stream, Stream, TryStreamExt};
+
+use super::{name_param, parent_param, Client};
+use crate::{
+    error::{Error, Result, ServiceError},
+    job::{Job, JobState},
+    proto::{aiplatform as pb, longrunning},
+    timefmt,
+};
+
+/// What to list: filters (joined by `AND`) and a page size.
+///
+/// ```
+/// use vertex_batch::{JobState, ListOptions};
+/// let opts = ListOptions::new()
+///     .state(JobState::Running)
+///     .label("team", "search")
+///     .page_size(50);
+/// assert_eq!(opts.filter(), "state=JOB_STATE_RUNNING AND labels.team=search");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    terms: Vec<String>,
+    page_size: i32,
+}
+
+impl ListOptions {
+    /// No filter, the service's default page size.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only jobs in `state`.
+    pub fn state(mut self, state: JobState) -> Self {
+        self.terms.push(format!("state={}", state.as_str()));
+        self
+    }
+
+    /// Only jobs with this display name.
+    pub fn display_name(mut self, name: &str) -> Self {
+        self.terms
+            .push(format!("display_name=\"{}\"", name.replace('"', "")));
+        self
+    }
+
+    /// Only jobs carrying label `key=value`.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.terms.push(format!("labels.{key}={value}"));
+        self
+    }
+
+    /// Only jobs created after `t`.
+    pub fn created_after(mut self, t: SystemTime) -> Self {
+        self.terms
+            .push(format!("create_time>\"{}\"", timefmt::format_millis(t)));
+        self
+    }
+
+    /// Only jobs created before `t`.
+    pub fn created_before(mut self, t: SystemTime) -> Self {
+        self.terms
+            .push(format!("create_time<\"{}\"", timefmt::format_millis(t)));
+        self
+    }
+
+    /// Adds a raw filter term in the service's syntax.
+    pub fn raw_filter(mut self, term: impl Into<String>) -> Self {
+        self.terms.push(term.into());
+        self
+    }
+
+    /// Jobs per page (the service caps it).
+    pub fn page_size(mut self, n: u32) -> Self {
+        self.page_size = i32::try_from(n).unwrap_or(i32::MAX);
+        self
+    }
+
+    /// The filter string sent to the service.
+    pub fn filter(&self) -> String {
+        self.terms.join(" AND ")
+    }
+}
+
+/// One page of jobs.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<Job>,
+    /// The token of the next page, if there is one.
+    pub next_page_token: Option<String>,
+}
+
+/// # Listing, cancelling and deleting
+impl Client {
+    /// One page of jobs; pass the previous page's `next_page_token` to go on.
+    pub async fn list_page(&self, opts: &ListOptions, page_token: Option<&str>) -> Result<JobPage> {
+        let parent = self.parent().clone();
+        let request = pb::ListBatchPredictionJobsRequest {
+            parent: parent.to_string(),
+            filter: opts.filter(),
+            page_size: opts.page_size,
+            page_token: page_token.unwrap_or_default().to_owned(),
+            read_mask: None,
+        };
+        let resp = self
+            .call(
+                "ListBatchPredictionJobs",
+                parent_param(&parent),
+                true,
+                request,
+                |mut s, r| async move { s.jobs.list_batch_prediction_jobs(r).await },
+            )
+            .await?;
+        Ok(JobPage {
+            jobs: resp
+                .batch_prediction_jobs
+                .into_iter()
+                .map(Job::from)
+                .collect(),
+            next_page_token: Some(resp.next_page_token).filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// Every matching job, newest first, as a stream; pages are fetched as
+    /// the stream is read.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// use futures::TryStreamExt;
+    /// use vertex_batch::{JobState, ListOptions};
+    /// let running: Vec<_> = client
+    ///     .list(ListOptions::new().state(JobState::Running))
+    ///     .try_collect()
+    ///     .await?;
+    /// println!("{} jobs running", running.len());
+    /// # Ok(()) }
+    /// ```
+    pub fn list(&self, opts: ListOptions) -> impl Stream<Item = Result<Job>> + Send + 'static {
+        enum Next {
+            Page(Option<String>),
+            Done,
+        }
+        let client = self.clone();
+        let pages = stream::try_unfold(Next::Page(None), move |next| {
+            let client = client.clone();
+            let opts = opts.clone();
+            async move {
+                let token = match next {
+                    Next::Done => return Ok(None),
+                    Next::Page(t) => t,
+                };
+                let page = client.list_page(&opts, token.as_deref()).await?;
+                let next = match page.next_page_token {
+                    Some(t) => Next::Page(Some(t)),
+                    None => Next::Done,
+                };
+                Ok::<_, Error>(Some((page.jobs, next)))
+            }
+        });
+        pages
+            .map_ok(|jobs| stream::iter(jobs.into_iter().map(Ok::<Job, Error>)))
+            .try_flatten()
+    }
+
+    /// Asks the service to cancel a job. The job moves to `CANCELLING` and
+    /// then ends `CANCELLED` (or `SUCCEEDED`/`FAILED` if it was about to);
+    /// use [`Client::wait`] to see how it ended. A job that already ended
+    /// gives `FAILED_PRECONDITION`.
+    pub async fn cancel(&self, name: impl AsRef<str>) -> Result<()> {
+        let name = self.job_name(name.as_ref())?;
+        let request = pb::CancelBatchPredictionJobRequest {
+            name: name.to_string(),
+        };
+        self.call(
+            "CancelBatchPredictionJob",
+            name_param(&name),
+            true,
+            request,
+            |mut s, r| async move { s.jobs.cancel_batch_prediction_job(r).await },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes a job that has ended, following the returned long-running
+    /// operation until it is done (at most 5 minutes). A job still running
+    /// gives `FAILED_PRECONDITION`: cancel it and wait first.
+    pub async fn delete(&self, name: impl AsRef<str>) -> Result<()> {
+        let name = self.job_name(name.as_ref())?;
+        let request = pb::DeleteBatchPredictionJobRequest {
+            name: name.to_string(),
+        };
+        let op = self
+            .call(
+                "DeleteBatchPredictionJob",
+                name_param(&name),
+                true,
+                request,
+                |mut s, r| async move { s.jobs.delete_batch_prediction_job(r).await },
+            )
+            .await?;
+        self.await_operation(op, Duration::from_secs(300)).await
+    }
+
+    /// Polls a long-running operation until it is done, within `limit`.
+    async fn await_operation(&self, mut op: longrunning::Operation, limit: Duration) -> Result<()> {
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        while !op.done {
+            if started.elapsed() + delay > limit {
+                return Err(Error::Timeout {
+                    after: started.elapsed(),
+                    during: format!("waiting for operation {}", op.name),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            let request = longrunning::GetOperationRequest {
+                name: op.name.clone(),
+            };
+            op = self
+                .call(
+                    "GetOperation",
+                    name_param(&op.name),
+                    true,
+                    request,
+                    |mut s, r| async move { s.ops.get_operation(r).await },
+                )
+                .await?;
+        }
+        match op.result {
+            Some(longrunning::operation::Result::Error(status)) => Err(Error::Service(Box::new(
+                ServiceError::from_rpc_status(&status),
+            ))),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! [`Client::watch_many`]: one watcher for many jobs under a shared budget of
+//! Get calls per second.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, VecDeque},
+    time::Duration,
+};
+
+use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, Stream, StreamExt};
+use tokio::time::Instant;
+
+use super::Client;
+use crate::{
+    error::Result,
+    job::{CompletionStats, Job, JobState},
+    poll::{PollPolicy, Poller},
+    retry::RetryPolicy,
+};
+
+/// Settings of [`Client::watch_many`].
+#[derive(Debug, Clone)]
+pub struct WatchManyOptions {
+    policy: PollPolicy,
+    gets_per_second: f64,
+    max_in_flight: usize,
+}
+
+impl Default for WatchManyOptions {
+    fn default() -> Self {
+        WatchManyOptions {
+            policy: PollPolicy::default(),
+            gets_per_second: 10.0,
+            max_in_flight: 32,
+        }
+    }
+}
+
+impl WatchManyOptions {
+    /// Defaults: the default [`PollPolicy`], 10 Get calls per second, 32 in flight.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The polling policy of each job.
+    pub fn policy(mut self, policy: PollPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The budget: at most this many Get calls per second in all (at least 0.01).
+    pub fn gets_per_second(mut self, rate: f64) -> Self {
+        self.gets_per_second = if rate.is_finite() {
+            rate.max(0.01)
+        } else {
+            10.0
+        };
+        self
+    }
+
+    /// At most this many Get calls at once (at least 1).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+}
+
+struct Entry {
+    name: String,
+    poller: Poller,
+    last: Option<(JobState, CompletionStats)>,
+}
+
+/// A token bucket: `rate` tokens a second, bursts up to one second's worth.
+struct Bucket {
+    tokens: f64,
+    capacity: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate).min(self.capacity);
+        self.last = now;
+    }
+
+    fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn next_token_at(&self) -> Instant {
+        let missing = (1.0 - self.tokens).max(0.0);
+        self.last + Duration::from_secs_f64(missing / self.rate)
+    }
+}
+
+type Poll = BoxFuture<'static, (usize, Result<Job>)>;
+
+struct Multi {
+    client: Client,
+    opts: WatchManyOptions,
+    entries: Vec<Entry>,
+    due: BinaryHeap<Reverse<(Instant, usize)>>,
+    in_flight: FuturesUnordered<Poll>,
+    bucket: Bucket,
+    out: VecDeque<(String, Result<Job>)>,
+}
+
+impl Multi {
+    async fn next(&mut self) -> Option<(String, Result<Job>)> {
+        loop {
+            if let Some(item) = self.out.pop_front() {
+                return Some(item);
+            }
+            let now = Instant::now();
+            while self.in_flight.len() < self.opts.max_in_flight {
+                match self.due.peek() {
+                    Some(Reverse((at, _))) if *at <= now && self.bucket.try_take(now) => {}
+                    _ => break,
+                }
+                let Some(Reverse((_, idx))) = self.due.pop() else {
+                    break;
+                };
+                let client = self.client.clone();
+                let name = self.entries[idx].name.clone();
+                self.in_flight
+                    .push(async move { (idx, client.get(&name).await) }.boxed());
+            }
+            if self.due.is_empty() && self.in_flight.is_empty() {
+                return None;
+            }
+            let wake = self.due.peek().map(|Reverse((at, _))| {
+                if *at <= now {
+                    self.bucket.next_token_at().max(now)
+                } else {
+                    *at
+                }
+            });
+            let blocked = self.in_flight.len() >= self.opts.max_in_flight;
+            tokio::select! {
+                Some((idx, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.handle(idx, result);
+                }
+                _ = sleep_opt(wake), if wake.is_some() && !blocked => {}
+            }
+        }
+    }
+
+    fn handle(&mut self, idx: usize, result: Result<Job>) {
+        let entry = &mut self.entries[idx];
+        match result {
+            Ok(job) => {
+                let key = (job.state(), job.completion_stats());
+                let terminal = job.state().is_terminal();
+                if !terminal {
+                    let at = Instant::now() + entry.poller.next_delay(&job);
+                    self.due.push(Reverse((at, idx)));
+                }
+                if entry.last != Some(key) {
+                    entry.last = Some(key);
+                    self.out.push_back((entry.name.clone(), Ok(job)));
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                let at = Instant::now() + entry.poller.next_backoff();
+                self.due.push(Reverse((at, idx)));
+                tracing::debug!(job = %entry.name, error = %e, "poll failed; polling again");
+            }
+            Err(e) => self.out.push_back((entry.name.clone(), Err(e))),
+        }
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// # Watching many jobs
+impl Client {
+    /// Follows many jobs with one stream of `(job name, snapshot)` updates:
+    /// one per change of state or completion stats of any job, each job's
+    /// stream ending with its terminal snapshot (or a non-retryable error).
+    ///
+    /// All polls share one budget (`gets_per_second`); each job keeps its
+    /// own adaptive schedule, so the budget goes where jobs are about to end.
+    /// Every Get is one attempt (failed polls are rescheduled, not retried
+    /// on the spot) so the budget holds exactly.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, names: Vec<String>) {
+    /// use futures::StreamExt;
+    /// use vertex_batch::WatchManyOptions;
+    /// let mut updates = std::pin::pin!(client.watch_many(names, WatchManyOptions::new().gets_per_second(5.0)));
+    /// while let Some((name, job)) = updates.next().await {
+    ///     match job {
+    ///         Ok(job) => println!("{name}: {}", job.state()),
+    ///         Err(e) => eprintln!("{name}: {e}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn watch_many<I, S>(
+        &self,
+        names: I,
+        opts: WatchManyOptions,
+    ) -> impl Stream<Item = (String, Result<Job>)> + Send + 'static
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let now = Instant::now();
+        let mut out = VecDeque::new();
+        let mut entries = Vec::new();
+        let mut due = BinaryHeap::new();
+        for name in names {
+            let name = name.as_ref();
+            match self.job_name(name) {
+                Ok(n) => {
+                    due.push(Reverse((now, entries.len())));
+                    entries.push(Entry {
+                        name: n.to_string(),
+                        poller: opts.policy.start(),
+                        last: None,
+                    });
+                }
+                Err(e) => out.push_back((name.to_owned(), Err(e))),
+            }
+        }
+        let attempt_timeout = self.retry_policy().get_attempt_timeout();
+        let multi = Multi {
+            client: self.with_retry_policy(RetryPolicy::none().attempt_timeout(attempt_timeout)),
+            bucket: Bucket {
+                tokens: opts.gets_per_second.max(1.0),
+                capacity: opts.gets_per_second.max(1.0),
+                rate: opts.gets_per_second,
+                last: now,
+            },
+            opts,
+            entries,
+            due,
+            in_flight: FuturesUnordered::new(),
+            out,
+        };
+        futures::stream::unfold(multi, |mut m| async move {
+            let item = m.next().await?;
+            Some((item, m))
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! [`Client::submit`]: a create that is safe to retry.
+//!
+//! The service has no request id, so after an ambiguous failure (the
+//! request may have been committed but the answer was lost) a blind retry
+//! can start a second, billed job. `submit` stamps the job with a request
+//! key label, and after an ambiguous failure lists jobs by that label: if
+//! the job exists it is returned, and only if the list *succeeds* and finds
+//! nothing is the create sent again.
+
+use tokio::time::Instant;
+
+use super::Client;
+use crate::{
+    client::lifecycle::ListOptions,
+    error::{Error, Result},
+    job::Job,
+    spec::JobSpec,
+};
+
+/// The label that carries the request key.
+pub const REQUEST_KEY_LABEL: &str = "vertex-batch-request-key";
+
+/// Whether a failed create may have been committed anyway.
+fn is_ambiguous(e: &Error) -> bool {
+    matches!(e, Error::Transport { .. } | Error::Timeout { .. })
+        || matches!(
+            e.code(),
+            Some(
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Internal
+                    | tonic::Code::Cancelled
+            )
+        )
+}
+
+fn new_request_key() -> String {
+    format!("k{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// # Submitting without duplicates
+impl Client {
+    /// Creates a job, retrying safely: never makes two jobs for one call.
+    ///
+    /// The request key comes from [`JobSpec::request_key`] when set (reuse
+    /// the same key to make a submit safe across process restarts too), or is
+    /// generated. It is kept on the job as the label
+    /// `vertex-batch-request-key`. Retries follow the client's
+    /// [`crate::RetryPolicy`]; errors that prove the job was not created
+    /// (`INVALID_ARGUMENT`, `PERMISSION_DENIED`, …) are returned at once.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// use vertex_batch::JobSpec;
+    /// let spec = JobSpec::new("gemini-2.0-flash-001")
+    ///     .input("gs://my-bucket/prompts.jsonl")
+    ///     .output("gs://my-bucket/out")
+    ///     .request_key("nightly-2026-11-21");
+    /// let job = client.submit(&spec).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn submit(&self, spec: &JobSpec) -> Result<Job> {
+        let key = spec
+            .labels()
+            .get(REQUEST_KEY_LABEL)
+            .cloned()
+            .unwrap_or_else(new_request_key);
+        let request = spec
+            .clone()
+            .label(REQUEST_KEY_LABEL, key.clone())
+            .to_request(self.parent())?;
+        let policy = self.retry_policy().clone();
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let err = match self.create_request(request.clone()).await {
+                Ok(job) => return Ok(job),
+                Err(e) => e,
+            };
+            let ambiguous = is_ambiguous(&err);
+            if !ambiguous && !err.is_retryable() {
+                return Err(err);
+            }
+            if ambiguous {
+                tracing::info!(key, error = %err, "create failed ambiguously; looking for the job");
+                if let Some(job) = self.find_by_request_key(&key).await? {
+                    tracing::info!(job = job.name(), "the job had been created");
+                    return Ok(job);
+                }
+            }
+            match policy.next_delay(attempt, &err, started.elapsed()) {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err(err),
+            }
+        }
+    }
+
+    /// The job created with request key `key`, if any (the oldest, should
+    /// there be several).
+    pub async fn find_by_request_key(&self, key: &str) -> Result<Option<Job>> {
+        let opts = ListOptions::new()
+            .label(REQUEST_KEY_LABEL, key)
+            .page_size(10);
+        let page = self.list_page(&opts, None).await?;
+        Ok(page.jobs.into_iter().next_back())
+    }
+}

@@ -1,0 +1,201 @@
+//! [`Knobs`]: runtime controls for tests (the crate's and its users').
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+/// Current knob values; see [`Knobs`] for what each does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnobValues {
+    /// Emulated time spent on each row (default 0: as fast as possible).
+    pub row_delay: Duration,
+    /// When set, rows are paced so a job runs for about this long, whatever
+    /// its size (overrides `row_delay`).
+    pub job_duration: Option<Duration>,
+    /// Time a job spends `PENDING` before it starts `RUNNING`.
+    pub queue_delay: Duration,
+    /// When set, every job fails with this message once it leaves the queue.
+    pub fail_jobs: Option<String>,
+    /// The fraction (0.0–1.0) of RPCs answered `UNAVAILABLE` before any work.
+    pub unavailable_fraction: f64,
+    /// How many upcoming creates commit the job but answer `UNAVAILABLE`.
+    pub lost_create_responses: u32,
+    /// A job held `QUEUED` longer than this ends `EXPIRED` (service: 72 h).
+    pub queue_ttl: Duration,
+    /// A job `RUNNING` longer than this is cancelled (service: 24 h).
+    pub max_run_time: Duration,
+    /// The most requests a job may have (service: 200,000).
+    pub max_requests_per_job: u64,
+    /// How long a delete's long-running operation takes to be done.
+    pub delete_delay: Duration,
+}
+
+impl Default for KnobValues {
+    fn default() -> Self {
+        KnobValues {
+            row_delay: Duration::ZERO,
+            job_duration: None,
+            queue_delay: Duration::ZERO,
+            fail_jobs: None,
+            unavailable_fraction: 0.0,
+            lost_create_responses: 0,
+            queue_ttl: Duration::from_secs(72 * 3600),
+            max_run_time: Duration::from_secs(24 * 3600),
+            max_requests_per_job: 200_000,
+            delete_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Controls of a running emulator, shared by every clone.
+///
+/// ```
+/// # #[cfg(feature = "emulator")] {
+/// use std::time::Duration;
+/// use vertex_batch::emulator::Knobs;
+/// let knobs = Knobs::default();
+/// knobs.set_job_duration(Some(Duration::from_secs(3600)));
+/// knobs.set_unavailable_fraction(0.3);
+/// assert_eq!(knobs.values().unavailable_fraction, 0.3);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Knobs {
+    values: Arc<Mutex<KnobValues>>,
+    hold: Arc<watch::Sender<bool>>,
+    rng: Arc<Mutex<fastrand::Rng>>,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs::new(KnobValues::default())
+    }
+}
+
+impl std::fmt::Debug for Knobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Knobs")
+            .field("values", &self.values())
+            .field("hold_queued", &self.is_holding())
+            .finish()
+    }
+}
+
+impl Knobs {
+    /// Knobs starting from `values`.
+    pub fn new(values: KnobValues) -> Self {
+        Knobs {
+            values: Arc::new(Mutex::new(values)),
+            hold: Arc::new(watch::channel(false).0),
+            rng: Arc::new(Mutex::new(fastrand::Rng::with_seed(0x5eed))),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut KnobValues)) {
+        let mut guard = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard);
+    }
+
+    /// A copy of the current values.
+    pub fn values(&self) -> KnobValues {
+        self.values
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Emulated time per row.
+    pub fn set_row_delay(&self, d: Duration) {
+        self.update(|v| v.row_delay = d);
+    }
+
+    /// Target duration of each job (`None`: use the row delay).
+    pub fn set_job_duration(&self, d: Option<Duration>) {
+        self.update(|v| v.job_duration = d);
+    }
+
+    /// Time spent `PENDING` before `RUNNING`.
+    pub fn set_queue_delay(&self, d: Duration) {
+        self.update(|v| v.queue_delay = d);
+    }
+
+    /// Holds new and waiting jobs in `QUEUED` (`true`) or lets them run.
+    pub fn hold_queued(&self, hold: bool) {
+        self.hold.send_replace(hold);
+    }
+
+    /// Whether jobs are being held in `QUEUED`.
+    pub fn is_holding(&self) -> bool {
+        *self.hold.borrow()
+    }
+
+    pub(crate) fn hold_watch(&self) -> watch::Receiver<bool> {
+        self.hold.subscribe()
+    }
+
+    /// Makes jobs fail with `message` (`None`: stop failing them).
+    pub fn fail_jobs(&self, message: Option<String>) {
+        self.update(|v| v.fail_jobs = message);
+    }
+
+    /// Answers this fraction of RPCs `UNAVAILABLE` (clamped to 0.0–1.0).
+    pub fn set_unavailable_fraction(&self, fraction: f64) {
+        let f = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.update(|v| v.unavailable_fraction = f);
+    }
+
+    /// Makes the next `n` creates commit their job but answer `UNAVAILABLE`,
+    /// as if the response was lost on the way back.
+    pub fn lose_create_responses(&self, n: u32) {
+        self.update(|v| v.lost_create_responses = n);
+    }
+
+    /// How long a held job may stay `QUEUED` before it ends `EXPIRED`.
+    pub fn set_queue_ttl(&self, d: Duration) {
+        self.update(|v| v.queue_ttl = d);
+    }
+
+    /// How long a job may run before it is cancelled.
+    pub fn set_max_run_time(&self, d: Duration) {
+        self.update(|v| v.max_run_time = d);
+    }
+
+    /// The most requests one job may have.
+    pub fn set_max_requests_per_job(&self, n: u64) {
+        self.update(|v| v.max_requests_per_job = n);
+    }
+
+    /// How long a delete operation takes.
+    pub fn set_delete_delay(&self, d: Duration) {
+        self.update(|v| v.delete_delay = d);
+    }
+
+    /// Seeds the fault-injection random generator (for repeatable runs).
+    pub fn seed(&self, seed: u64) {
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = fastrand::Rng::with_seed(seed);
+    }
+
+    /// Draws whether this RPC should fail `UNAVAILABLE`.
+    pub(crate) fn inject_unavailable(&self) -> bool {
+        let frac = self.values().unavailable_fraction;
+        frac > 0.0 && self.rng.lock().unwrap_or_else(|e| e.into_inner()).f64() < frac
+    }
+
+    /// Takes one lost-create token, if any are left.
+    pub(crate) fn take_lost_create(&self) -> bool {
+        let mut guard = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.lost_create_responses > 0 {
+            guard.lost_create_responses -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}

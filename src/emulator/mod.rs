@@ -1,0 +1,328 @@
+//! A local Vertex AI batch-prediction emulator that really executes jobs
+//! (feature `emulator`).
+//!
+//! It speaks the `google.cloud.aiplatform.v1.JobService` gRPC protocol
+//! (create, get, list, cancel, delete) and
+//! `google.longrunning.Operations/GetOperation`, runs each job over local
+//! files with a deterministic built-in model, and writes the output in the
+//! service's layout. Google's own Python and Node clients work against it.
+//!
+//! Storage mapping (see [`storage`]):
+//!
+//! | URI | file |
+//! |---|---|
+//! | `gs://BUCKET/OBJECT` | `DATA_DIR/gcs/BUCKET/OBJECT` |
+//! | `bq://PROJECT.DATASET.TABLE` | `DATA_DIR/bigquery/PROJECT/DATASET/TABLE.jsonl` |
+//!
+//! Job records live in `DATA_DIR/jobs/ID.json`, replaced atomically; a
+//! restarted emulator knows every job, and re-runs a job a crash
+//! interrupted (its partial output is discarded first).
+//!
+//! ```no_run
+//! # async fn demo() -> vertex_batch::Result<()> {
+//! use vertex_batch::{emulator::Emulator, JobSpec};
+//!
+//! let emu = Emulator::start("/tmp/vertex-emulator").await?;
+//! std::fs::create_dir_all(emu.data_dir().join("gcs/my-bucket"))?;
+//! std::fs::write(
+//!     emu.data_dir().join("gcs/my-bucket/prompts.jsonl"),
+//!     r#"{"request":{"contents":[{"role":"user","parts":[{"text":"Hello"}]}]}}"#,
+//! )?;
+//! let client = emu.client("my-project", "us-central1")?;
+//! let job = client
+//!     .create(&JobSpec::new("gemini-2.0-flash-001")
+//!         .input("gs://my-bucket/prompts.jsonl")
+//!         .output("gs://my-bucket/out"))
+//!     .await?;
+//! println!("{}", job.name());
+//! emu.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod filter;
+mod knobs;
+pub mod model;
+mod runner;
+mod service;
+mod state;
+pub mod storage;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use futures::StreamExt;
+use tokio::{
+    io::DuplexStream,
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+
+pub use self::filter::Filter;
+pub use self::knobs::{KnobValues, Knobs};
+use self::{service::EmulatorService, state::EmuState};
+use crate::{
+    error::{Error, Result},
+    proto::{
+        aiplatform::{job_service_server::JobServiceServer, JobState as PbState},
+        longrunning::operations_server::OperationsServer,
+    },
+    uri::{BigQueryUri, GcsUri},
+    Client, JobState,
+};
+
+/// Configures an [`Emulator`] before it starts.
+#[derive(Debug, Clone)]
+pub struct EmulatorBuilder {
+    data_dir: PathBuf,
+    ip: IpAddr,
+    port: u16,
+    knobs: KnobValues,
+}
+
+impl EmulatorBuilder {
+    /// The port to listen on (default 0: an ephemeral one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The address to listen on (default 127.0.0.1).
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    /// The knobs to start with.
+    pub fn knobs(mut self, knobs: KnobValues) -> Self {
+        self.knobs = knobs;
+        self
+    }
+
+    /// Binds the port, loads the data directory, resumes unfinished jobs and
+    /// starts serving. The listener is bound before this returns, so the
+    /// emulator is ready for clients at once.
+    pub async fn start(self) -> Result<Emulator> {
+        let io = |what: &str, e: std::io::Error| Error::Config(format!("emulator: {what}: {e}"));
+        let listener = TcpListener::bind((self.ip, self.port))
+            .await
+            .map_err(|e| io(&format!("binding {}:{}", self.ip, self.port), e))?;
+        let addr = listener.local_addr().map_err(|e| io("local address", e))?;
+        let knobs = Knobs::new(self.knobs);
+        let (state, loaded) = EmuState::open(&self.data_dir, knobs)
+            .map_err(|e| io(&format!("opening {}", self.data_dir.display()), e))?;
+        let state = Arc::new(state);
+        recover(&state, loaded);
+
+        let svc = EmulatorService {
+            state: state.clone(),
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let (mem_tx, mem_rx) = mpsc::unbounded_channel::<DuplexStream>();
+        let router = tonic::transport::Server::builder()
+            .add_service(JobServiceServer::new(svc.clone()))
+            .add_service(OperationsServer::new(svc));
+        // In-memory connections (see `Emulator::in_memory_client`) are served
+        // by a second server over the same state.
+        let in_memory = router
+            .clone()
+            .serve_with_incoming(UnboundedReceiverStream::new(mem_rx).map(Ok::<_, std::io::Error>));
+        let server = tokio::spawn(async move {
+            tokio::select! {
+                r = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = rx.await;
+                }) => r,
+                r = in_memory => r,
+            }
+        });
+        tracing::info!(%addr, data_dir = %self.data_dir.display(), "emulator listening");
+        Ok(Emulator {
+            addr,
+            state,
+            mem_tx,
+            shutdown: Some(tx),
+            server: Some(server),
+        })
+    }
+}
+
+/// Resumes what a previous run left unfinished.
+fn recover(state: &Arc<EmuState>, loaded: Vec<Arc<state::JobSlot>>) {
+    for slot in loaded {
+        let (job_state, partial) = {
+            let rec = slot.lock();
+            (
+                JobState::from_proto(rec.job.state),
+                rec.partial_output.clone(),
+            )
+        };
+        if job_state.is_terminal() {
+            continue;
+        }
+        if let Some(p) = partial {
+            let _ = std::fs::remove_file(&p);
+            if let Some(dir) = p.parent() {
+                // The GCS output directory was created for this run only.
+                if p.file_name()
+                    .is_some_and(|n| n == ".predictions.jsonl.partial")
+                {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+            slot.lock().partial_output = None;
+        }
+        match job_state {
+            JobState::Cancelling => runner::finish(state, &slot, PbState::Cancelled, None),
+            JobState::Running => {
+                tracing::info!(job = slot.id, "re-running a job interrupted by a restart");
+                state.spawn_runner(slot, true);
+            }
+            _ => state.spawn_runner(slot, false),
+        }
+    }
+}
+
+/// A running emulator. Dropping it stops it (as [`Emulator::abort`] does);
+/// call [`Emulator::shutdown`] for a graceful stop.
+pub struct Emulator {
+    addr: SocketAddr,
+    state: Arc<EmuState>,
+    mem_tx: mpsc::UnboundedSender<DuplexStream>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::result::Result<(), tonic::transport::Error>>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("addr", &self.addr)
+            .field("data_dir", &self.state.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// A builder for an emulator over `data_dir` (created if missing).
+    pub fn builder(data_dir: impl Into<PathBuf>) -> EmulatorBuilder {
+        EmulatorBuilder {
+            data_dir: data_dir.into(),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            knobs: KnobValues::default(),
+        }
+    }
+
+    /// Starts an emulator over `data_dir` on an ephemeral loopback port.
+    pub async fn start(data_dir: impl Into<PathBuf>) -> Result<Emulator> {
+        Emulator::builder(data_dir).start().await
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `host:port`, the value for `VERTEX_AI_EMULATOR_HOST`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.state.dir
+    }
+
+    /// The runtime knobs.
+    pub fn knobs(&self) -> &Knobs {
+        &self.state.knobs
+    }
+
+    /// A client for `project`/`location` talking to this emulator
+    /// (environment variables are ignored).
+    pub fn client(&self, project: &str, location: &str) -> Result<Client> {
+        Client::builder()
+            .ignore_env()
+            .project(project)
+            .location(location)
+            .emulator_host(self.host())
+            .build()
+    }
+
+    /// A client connected through memory instead of TCP. Use it with a
+    /// paused Tokio clock (`#[tokio::test(start_paused = true)]`): no socket
+    /// wait can let the clock jump, so hours of emulated job time pass in
+    /// milliseconds.
+    pub fn in_memory_client(&self, project: &str, location: &str) -> Result<Client> {
+        let tx = self.mem_tx.clone();
+        let channel = tonic::transport::Endpoint::from_static("http://emulator.in-memory")
+            .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                let (client_io, server_io) = tokio::io::duplex(1 << 20);
+                let sent = tx.send(server_io);
+                async move {
+                    sent.map_err(|_| std::io::Error::other("the emulator has stopped"))?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client_io))
+                }
+            }));
+        Client::builder()
+            .ignore_env()
+            .project(project)
+            .location(location)
+            .build_with_channel(channel)
+    }
+
+    /// Counts of RPCs served so far, by method name.
+    pub fn rpc_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.state.rpc_counts()
+    }
+
+    /// The local file behind a `gs://` URI.
+    pub fn gcs_path(&self, uri: &str) -> Result<PathBuf> {
+        let uri = GcsUri::parse_field(uri, "uri")?;
+        Ok(storage::gcs_path(&self.state.dir, &uri))
+    }
+
+    /// The local file behind a `bq://project.dataset.table` URI.
+    pub fn bigquery_path(&self, uri: &str) -> Result<PathBuf> {
+        let uri = BigQueryUri::parse_field(uri, "uri", true)?;
+        Ok(storage::bq_path(&self.state.dir, &uri, None))
+    }
+
+    /// Stops gracefully: no new connections, in-flight RPCs finish, running
+    /// jobs stop where they are and are resumed by the next start on the same
+    /// data directory.
+    pub async fn shutdown(mut self) {
+        self.state.stopping.send_replace(true);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let mut runners = self.state.take_runners();
+        while runners.join_next().await.is_some() {}
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    /// Stops at once, as a crash would: nothing more is written, and the
+    /// next start finds the jobs as they were last persisted.
+    pub fn abort(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        self.state.take_runners().abort_all();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.shutdown.take();
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,375 @@
+//! The emulator's built-in deterministic "model" and the per-row work:
+//! one input line in, one output line out.
+//!
+//! The answer to a prompt is `Emulated answer to: <prompt words>`, cut to
+//! `maxOutputTokens` words (`finishReason` then `MAX_TOKENS`, else `STOP`).
+//! A token is a whitespace-separated word, so `usageMetadata` counts are
+//! easy to assert on.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// What the emulator reads from one request (everything else is carried
+/// through untouched).
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(borrow, default)]
+    contents: Option<Vec<Content<'a>>>,
+    #[serde(rename = "generationConfig", alias = "generation_config", default)]
+    generation_config: Option<GenerationConfig>,
+}
+
+#[derive(Deserialize)]
+struct Content<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    parts: Vec<Part<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+struct GenerationConfig {
+    #[serde(rename = "maxOutputTokens", alias = "max_output_tokens", default)]
+    max_output_tokens: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Response<'a> {
+    candidates: [Candidate<'a>; 1],
+    #[serde(rename = "usageMetadata")]
+    usage_metadata: Usage,
+    #[serde(rename = "modelVersion")]
+    model_version: &'a str,
+}
+
+#[derive(Serialize)]
+struct Candidate<'a> {
+    content: OutContent<'a>,
+    #[serde(rename = "finishReason")]
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct OutContent<'a> {
+    role: &'static str,
+    parts: [OutPart<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct OutPart<'a> {
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    #[serde(rename = "promptTokenCount")]
+    prompt_token_count: u64,
+    #[serde(rename = "candidatesTokenCount")]
+    candidates_token_count: u64,
+    #[serde(rename = "totalTokenCount")]
+    total_token_count: u64,
+}
+
+/// The fixed words every answer starts with.
+pub const ANSWER_PREFIX: &str = "Emulated answer to:";
+
+/// Per-job settings for the model.
+#[derive(Debug, Clone)]
+pub struct ModelCtx {
+    /// `modelVersion` in responses (the model id).
+    pub model_version: String,
+    /// The job-level `maxOutputTokens`, if any.
+    pub max_output_tokens: Option<u64>,
+}
+
+/// Generates the `GenerateContentResponse` JSON for a raw request, appending
+/// it to `out`. Errors are the row's status text.
+pub fn respond(request: &RawValue, ctx: &ModelCtx, out: &mut Vec<u8>) -> Result<(), String> {
+    let req: Request<'_> =
+        serde_json::from_str(request.get()).map_err(|e| format!("invalid request: {e}"))?;
+    let contents = req
+        .contents
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| "invalid request: `contents` is missing or empty".to_owned())?;
+    let prompt_words: u64 = contents
+        .iter()
+        .flat_map(|c| c.parts.iter())
+        .filter_map(|p| p.text.as_deref())
+        .map(|t| t.split_whitespace().count() as u64)
+        .sum();
+    // Answer the last user turn.
+    let last = contents
+        .iter()
+        .rev()
+        .find(|c| c.role.as_deref().is_none_or(|r| r == "user"))
+        .ok_or_else(|| "invalid request: no user turn in `contents`".to_owned())?;
+    let max = req
+        .generation_config
+        .and_then(|g| g.max_output_tokens)
+        .map(|m| m.max(0.0) as u64)
+        .or(ctx.max_output_tokens)
+        .unwrap_or(u64::MAX);
+
+    let mut text = String::with_capacity(64);
+    let mut words = 0u64;
+    let mut truncated = false;
+    let prompt = last
+        .parts
+        .iter()
+        .filter_map(|p| p.text.as_deref())
+        .flat_map(str::split_whitespace);
+    for word in ANSWER_PREFIX.split_whitespace().chain(prompt) {
+        if words == max {
+            truncated = true;
+            break;
+        }
+        if words > 0 {
+            text.push(' ');
+        }
+        text.push_str(word);
+        words += 1;
+    }
+    let response = Response {
+        candidates: [Candidate {
+            content: OutContent {
+                role: "model",
+                parts: [OutPart { text: &text }],
+            },
+            finish_reason: if truncated { "MAX_TOKENS" } else { "STOP" },
+        }],
+        usage_metadata: Usage {
+            prompt_token_count: prompt_words,
+            candidates_token_count: words,
+            total_token_count: prompt_words + words,
+        },
+        model_version: &ctx.model_version,
+    };
+    serde_json::to_writer(&mut *out, &response).map_err(|e| e.to_string())
+}
+
+/// A GCS JSONL line: `{"request": {...}}` (other keys are ignored).
+#[derive(Deserialize)]
+struct GcsLine<'a> {
+    #[serde(borrow, default)]
+    request: Option<&'a RawValue>,
+}
+
+/// Processes one GCS JSONL line into one output line (without the newline).
+/// Returns the row's error, if it failed; the output line is written either way.
+pub fn process_gcs_line(
+    line: &str,
+    processed_time: &str,
+    ctx: &ModelCtx,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Option<String> {
+    let parsed: Result<GcsLine<'_>, _> = serde_json::from_str(line);
+    let (request, error) = match parsed {
+        Ok(GcsLine {
+            request: Some(request),
+        }) => {
+            scratch.clear();
+            match respond(request, ctx, scratch) {
+                Ok(()) => (Some(request), None),
+                Err(e) => (Some(request), Some(e)),
+            }
+        }
+        Ok(GcsLine { request: None }) => (None, Some("invalid row: no `request` field".to_owned())),
+        Err(e) => (None, Some(format!("invalid row: not a JSON object: {e}"))),
+    };
+    out.extend_from_slice(b"{\"status\":");
+    write_json_str(out, error.as_deref().unwrap_or(""));
+    out.extend_from_slice(b",\"processed_time\":\"");
+    out.extend_from_slice(processed_time.as_bytes());
+    out.extend_from_slice(b"\",\"request\":");
+    match request {
+        Some(r) => out.extend_from_slice(r.get().as_bytes()),
+        // A line that is not JSON is carried through as a string, so nothing is lost.
+        None if error.as_deref().is_some_and(|e| e.contains("not a JSON")) => {
+            write_json_str(out, line)
+        }
+        None => out.extend_from_slice(line.trim().as_bytes()),
+    }
+    if error.is_none() {
+        out.extend_from_slice(b",\"response\":");
+        out.extend_from_slice(scratch);
+    }
+    out.push(b'}');
+    error
+}
+
+/// Processes one BigQuery row (a JSON object with a `request` column, as an
+/// object or a JSON string). Input columns are carried through, and
+/// `response`, `status` and `processed_time` added.
+pub fn process_bq_line(
+    line: &str,
+    processed_time: &str,
+    ctx: &ModelCtx,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Option<String> {
+    let row: Result<serde_json::Map<String, serde_json::Value>, _> = serde_json::from_str(line);
+    let mut row = match row {
+        Ok(r) => r,
+        Err(e) => {
+            let mut m = serde_json::Map::new();
+            m.insert("request".into(), serde_json::Value::String(line.to_owned()));
+            let err = format!("invalid row: not a JSON object: {e}");
+            finish_bq(m, &err, processed_time, None, out);
+            return Some(err);
+        }
+    };
+    let request_json = match row.get("request") {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(v @ serde_json::Value::Object(_)) => Some(v.to_string()),
+        _ => None,
+    };
+    let result = match request_json {
+        None => Err("invalid row: no `request` column".to_owned()),
+        Some(s) => match serde_json::from_str::<&RawValue>(&s) {
+            Ok(raw) => {
+                scratch.clear();
+                respond(raw, ctx, scratch)
+            }
+            Err(e) => Err(format!("invalid request: {e}")),
+        },
+    };
+    let response = match &result {
+        Ok(()) => serde_json::from_slice::<serde_json::Value>(scratch).ok(),
+        Err(_) => None,
+    };
+    let err = result.err();
+    row.remove("response");
+    row.remove("status");
+    row.remove("processed_time");
+    finish_bq(
+        row,
+        err.as_deref().unwrap_or(""),
+        processed_time,
+        response,
+        out,
+    );
+    err
+}
+
+fn finish_bq(
+    mut row: serde_json::Map<String, serde_json::Value>,
+    status: &str,
+    processed_time: &str,
+    response: Option<serde_json::Value>,
+    out: &mut Vec<u8>,
+) {
+    row.insert("status".into(), status.into());
+    row.insert("processed_time".into(), processed_time.into());
+    if let Some(r) = response {
+        row.insert("response".into(), r);
+    }
+    // Serialising a map of JSON values cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &row);
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a str cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ModelCtx {
+        ModelCtx {
+            model_version: "gemini-2.0-flash-001".into(),
+            max_output_tokens: None,
+        }
+    }
+
+    fn run(line: &str, ctx: &ModelCtx) -> (serde_json::Value, Option<String>) {
+        let (mut scratch, mut out) = (Vec::new(), Vec::new());
+        let err = process_gcs_line(
+            line,
+            "2024-01-01T00:00:00.000Z",
+            ctx,
+            &mut scratch,
+            &mut out,
+        );
+        (serde_json::from_slice(&out).unwrap(), err)
+    }
+
+    #[test]
+    fn answers_are_derived_from_the_prompt() {
+        let line = r#"{"request":{"contents":[{"role":"user","parts":[{"text":"Give me a recipe for banana bread."}]}]}}"#;
+        let (v, err) = run(line, &ctx());
+        assert_eq!(err, None);
+        assert_eq!(v["status"], "");
+        let r = &v["response"];
+        assert_eq!(
+            r["candidates"][0]["content"]["parts"][0]["text"],
+            "Emulated answer to: Give me a recipe for banana bread."
+        );
+        assert_eq!(r["candidates"][0]["finishReason"], "STOP");
+        assert_eq!(r["usageMetadata"]["promptTokenCount"], 7);
+        assert_eq!(r["usageMetadata"]["candidatesTokenCount"], 10);
+        assert_eq!(r["usageMetadata"]["totalTokenCount"], 17);
+        assert_eq!(r["modelVersion"], "gemini-2.0-flash-001");
+        assert_eq!(
+            v["request"]["contents"][0]["parts"][0]["text"],
+            "Give me a recipe for banana bread."
+        );
+    }
+
+    #[test]
+    fn max_output_tokens_cuts_the_answer() {
+        let line = r#"{"request":{"contents":[{"role":"user","parts":[{"text":"one two three four"}]}],"generationConfig":{"maxOutputTokens":4}}}"#;
+        let (v, _) = run(line, &ctx());
+        assert_eq!(
+            v["response"]["candidates"][0]["content"]["parts"][0]["text"],
+            "Emulated answer to: one"
+        );
+        assert_eq!(v["response"]["candidates"][0]["finishReason"], "MAX_TOKENS");
+        let job_level = ModelCtx {
+            max_output_tokens: Some(3),
+            ..ctx()
+        };
+        let line = r#"{"request":{"contents":[{"parts":[{"text":"x y"}]}]}}"#;
+        let (v, _) = run(line, &job_level);
+        assert_eq!(v["response"]["usageMetadata"]["candidatesTokenCount"], 3);
+    }
+
+    #[test]
+    fn bad_rows_fail_with_a_status_and_keep_their_input() {
+        let (v, err) = run("not json", &ctx());
+        assert!(err.unwrap().contains("not a JSON object"));
+        assert_eq!(v["request"], "not json");
+        assert!(v.get("response").is_none());
+        let (v, err) = run(r#"{"prompt":"x"}"#, &ctx());
+        assert!(err.unwrap().contains("no `request`"));
+        assert!(v["status"].as_str().unwrap().contains("no `request`"));
+        let (_, err) = run(r#"{"request":{"contents":[]}}"#, &ctx());
+        assert!(err.unwrap().contains("contents"));
+    }
+
+    #[test]
+    fn bigquery_rows_carry_columns_through() {
+        let line = r#"{"id":7,"request":"{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"hi\"}]}]}"}"#;
+        let (mut scratch, mut out) = (Vec::new(), Vec::new());
+        let err = process_bq_line(line, "t", &ctx(), &mut scratch, &mut out);
+        assert_eq!(err, None);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["status"], "");
+        assert_eq!(v["processed_time"], "t");
+        assert_eq!(
+            v["response"]["candidates"][0]["content"]["parts"][0]["text"],
+            "Emulated answer to: hi"
+        );
+    }
+}

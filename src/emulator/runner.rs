@@ -1,0 +1,630 @@
+//! Executes one batch job: queue, read the input row by row, answer each
+//! row with the built-in model, write the output in the service's layout,
+//! and keep `state` and `completion_stats` live.
+//!
+//! Memory stays flat: rows are streamed through fixed buffers, and the
+//! output is written to a hidden partial file renamed into place only when
+//! the job ends, so a crash never leaves a `SUCCEEDED` job over partial output.
+
+use std::{
+    fs::{self, File},
+    io::{self, BufRead, BufReader, BufWriter, Write},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::{
+    model::{process_bq_line, process_gcs_line, ModelCtx},
+    state::{EmuState, JobSlot, PERSIST_EVERY},
+    storage,
+};
+use crate::{
+    proto::{
+        aiplatform::{
+            self as pb,
+            batch_prediction_job::{input_config, output_config, output_info, OutputInfo},
+        },
+        rpc,
+    },
+    timefmt,
+    uri::{BigQueryUri, GcsUri},
+};
+
+/// How many rows are processed between checks for cancel, shutdown and pacing.
+const CHUNK: u64 = 4096;
+/// At most this many row errors are kept in `partial_failures`.
+const MAX_PARTIAL_FAILURES: usize = 20;
+
+enum Wake {
+    Elapsed,
+    Cancel,
+    Stop,
+}
+
+/// Waits until `until`, or until the job is cancelled or the emulator stops.
+async fn wait_until(state: &EmuState, slot: &JobSlot, until: Instant) -> Wake {
+    let mut stop = state.stopping.subscribe();
+    let notified = slot.cancel_notify.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    if slot.cancel_requested() {
+        return Wake::Cancel;
+    }
+    if *stop.borrow_and_update() {
+        return Wake::Stop;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(until) => Wake::Elapsed,
+        _ = &mut notified => Wake::Cancel,
+        _ = stop.changed() => Wake::Stop,
+    }
+}
+
+fn set_state(state: &EmuState, slot: &JobSlot, new: pb::JobState) {
+    {
+        let mut rec = slot.lock();
+        rec.job.state = new as i32;
+        rec.job.update_time = Some(state.clock.now_ts());
+        if new == pb::JobState::Running && rec.job.start_time.is_none() {
+            rec.job.start_time = rec.job.update_time;
+        }
+    }
+    state.persist_or_log(slot);
+}
+
+pub(crate) fn finish(
+    state: &EmuState,
+    slot: &JobSlot,
+    end: pb::JobState,
+    error: Option<(i32, String)>,
+) {
+    {
+        let mut rec = slot.lock();
+        let now = state.clock.now_ts();
+        rec.job.state = end as i32;
+        rec.job.end_time = Some(now);
+        rec.job.update_time = Some(now);
+        rec.job.error = error.map(|(code, message)| rpc::Status {
+            code,
+            message,
+            details: Vec::new(),
+        });
+        rec.partial_output = None;
+    }
+    state.persist_or_log(slot);
+    tracing::info!(job = slot.id, state = end.as_str_name(), "job ended");
+}
+
+fn cancelled(state: &EmuState, slot: &JobSlot) {
+    finish(state, slot, pb::JobState::Cancelled, None);
+}
+
+/// Runs a job to its end (or until the emulator stops). `resume` skips the
+/// queue: the job had started before a restart.
+pub(crate) async fn run(state: Arc<EmuState>, slot: Arc<JobSlot>, resume: bool) {
+    if !resume {
+        match queue(&state, &slot).await {
+            Some(Wake::Elapsed) => {}
+            Some(Wake::Cancel) => return cancelled(&state, &slot),
+            Some(Wake::Stop) | None => return,
+        }
+        if let Some(message) = state.knobs.values().fail_jobs {
+            return finish(&state, &slot, pb::JobState::Failed, Some((13, message)));
+        }
+    }
+    execute(&state, &slot).await;
+}
+
+/// QUEUED while held (EXPIRED past the TTL), then PENDING for the queue
+/// delay. `None` means the job already ended.
+async fn queue(state: &EmuState, slot: &JobSlot) -> Option<Wake> {
+    let mut hold = state.knobs.hold_watch();
+    if *hold.borrow_and_update() {
+        set_state(state, slot, pb::JobState::Queued);
+        let expires = Instant::now() + state.knobs.values().queue_ttl;
+        while *hold.borrow_and_update() {
+            let mut stop = state.stopping.subscribe();
+            let notified = slot.cancel_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if slot.cancel_requested() {
+                return Some(Wake::Cancel);
+            }
+            if *stop.borrow_and_update() {
+                return Some(Wake::Stop);
+            }
+            tokio::select! {
+                _ = hold.changed() => {}
+                _ = tokio::time::sleep_until(expires) => {
+                    finish(state, slot, pb::JobState::Expired, Some((4, "the job stayed queued longer than the queue limit and expired".into())));
+                    return None;
+                }
+                _ = &mut notified => return Some(Wake::Cancel),
+                _ = stop.changed() => return Some(Wake::Stop),
+            }
+        }
+        set_state(state, slot, pb::JobState::Pending);
+    }
+    let delay = state.knobs.values().queue_delay;
+    Some(wait_until(state, slot, Instant::now() + delay).await)
+}
+
+/// The resolved input of a job.
+enum Input {
+    Gcs(Vec<PathBuf>),
+    BigQuery(PathBuf),
+}
+
+impl Input {
+    fn files(&self) -> Vec<&Path> {
+        match self {
+            Input::Gcs(v) => v.iter().map(PathBuf::as_path).collect(),
+            Input::BigQuery(p) => vec![p.as_path()],
+        }
+    }
+}
+
+/// Where the output goes: the partial file, the final file, and `output_info`.
+struct Output {
+    partial: PathBuf,
+    final_path: PathBuf,
+    info: OutputInfo,
+}
+
+fn resolve_input(dir: &Path, job: &pb::BatchPredictionJob) -> Result<Input, String> {
+    let source = job
+        .input_config
+        .as_ref()
+        .and_then(|c| c.source.as_ref())
+        .ok_or("the job has no input source")?;
+    match source {
+        input_config::Source::GcsSource(g) => {
+            let uris = g
+                .uris
+                .iter()
+                .map(|u| GcsUri::parse_field(u, "input_uri").map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            storage::expand_gcs(dir, &uris).map(Input::Gcs)
+        }
+        input_config::Source::BigquerySource(b) => {
+            let uri = BigQueryUri::parse_field(&b.input_uri, "input_uri", true)
+                .map_err(|e| e.to_string())?;
+            let path = storage::bq_path(dir, &uri, None);
+            if path.is_file() {
+                Ok(Input::BigQuery(path))
+            } else {
+                Err(format!(
+                    "input table {uri} not found (the emulator looks for {})",
+                    path.display()
+                ))
+            }
+        }
+        input_config::Source::VertexMultimodalDatasetSource(_) => {
+            Err("the emulator does not support Vertex multimodal dataset input".into())
+        }
+    }
+}
+
+fn plan_output(state: &EmuState, job: &pb::BatchPredictionJob) -> Result<Output, String> {
+    let dest = job
+        .output_config
+        .as_ref()
+        .and_then(|c| c.destination.as_ref())
+        .ok_or("the job has no output destination")?;
+    let now = state.clock.now();
+    match dest {
+        output_config::Destination::GcsDestination(g) => {
+            let prefix = GcsUri::parse_field(&g.output_uri_prefix, "output_uri")
+                .map_err(|e| e.to_string())?;
+            let base = storage::gcs_path(&state.dir, &prefix);
+            // The service names the directory after the time; keep it unique.
+            let mut t = now;
+            let (name, dir) = loop {
+                let name = format!("prediction-model-{}", timefmt::format_millis(t));
+                let dir = base.join(&name);
+                if !dir.exists() {
+                    break (name, dir);
+                }
+                t += Duration::from_millis(1);
+            };
+            fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let prefix_str = prefix.to_string();
+            Ok(Output {
+                partial: dir.join(".predictions.jsonl.partial"),
+                final_path: dir.join("predictions.jsonl"),
+                info: OutputInfo {
+                    bigquery_output_table: String::new(),
+                    output_location: Some(output_info::OutputLocation::GcsOutputDirectory(
+                        format!("{}/{name}", prefix_str.trim_end_matches('/')),
+                    )),
+                },
+            })
+        }
+        output_config::Destination::BigqueryDestination(b) => {
+            let uri = BigQueryUri::parse_field(&b.output_uri, "output_uri", false)
+                .map_err(|e| e.to_string())?;
+            let table = uri
+                .table()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("predictions_{}", timefmt::format_compact(now)));
+            let path = storage::bq_path(&state.dir, &uri, Some(&table));
+            if path.exists() {
+                return Err(format!(
+                    "output table bq://{}.{}.{table} already exists",
+                    uri.project(),
+                    uri.dataset()
+                ));
+            }
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            Ok(Output {
+                partial: path.with_extension("jsonl.partial"),
+                final_path: path,
+                info: OutputInfo {
+                    bigquery_output_table: table,
+                    output_location: Some(output_info::OutputLocation::BigqueryOutputDataset(
+                        format!("bq://{}.{}", uri.project(), uri.dataset()),
+                    )),
+                },
+            })
+        }
+        output_config::Destination::VertexMultimodalDatasetDestination(_) => {
+            Err("the emulator does not support Vertex multimodal dataset output".into())
+        }
+    }
+}
+
+/// Counts the non-blank lines of the input files.
+fn count_rows(files: &[&Path]) -> io::Result<u64> {
+    let mut n = 0u64;
+    let mut buf = Vec::with_capacity(4096);
+    for f in files {
+        let mut r = BufReader::with_capacity(1 << 18, File::open(f)?);
+        loop {
+            buf.clear();
+            if r.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            if buf.iter().any(|b| !b.is_ascii_whitespace()) {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn model_ctx(job: &pb::BatchPredictionJob) -> ModelCtx {
+    let params = job
+        .model_parameters
+        .as_ref()
+        .and_then(|v| serde_json::to_value(v).ok());
+    let max_output_tokens = params
+        .as_ref()
+        .and_then(|p| {
+            p.get("maxOutputTokens")
+                .or_else(|| p.get("max_output_tokens"))
+        })
+        .and_then(serde_json::Value::as_f64)
+        .map(|m| m.max(0.0) as u64);
+    let model_version = job
+        .model
+        .rsplit('/')
+        .next()
+        .unwrap_or(&job.model)
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    ModelCtx {
+        model_version,
+        max_output_tokens,
+    }
+}
+
+/// Row tallies of a run.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed: u64,
+    errors: Vec<rpc::Status>,
+}
+
+async fn execute(state: &EmuState, slot: &JobSlot) {
+    let job = slot.snapshot();
+    let knobs = state.knobs.values();
+    let input = match resolve_input(&state.dir, &job) {
+        Ok(i) => i,
+        Err(e) => return finish(state, slot, pb::JobState::Failed, Some((5, e))),
+    };
+    let files = input.files();
+    let total = match count_rows(&files) {
+        Ok(n) => n,
+        Err(e) => {
+            return finish(
+                state,
+                slot,
+                pb::JobState::Failed,
+                Some((13, format!("reading input: {e}"))),
+            )
+        }
+    };
+    if total == 0 {
+        return finish(
+            state,
+            slot,
+            pb::JobState::Failed,
+            Some((3, "the input holds no requests".into())),
+        );
+    }
+    if total > knobs.max_requests_per_job {
+        return finish(
+            state,
+            slot,
+            pb::JobState::Failed,
+            Some((
+                3,
+                format!(
+                    "the input holds {total} requests; a batch job takes at most {}",
+                    knobs.max_requests_per_job
+                ),
+            )),
+        );
+    }
+    let output = match plan_output(state, &job) {
+        Ok(o) => o,
+        Err(e) => return finish(state, slot, pb::JobState::Failed, Some((3, e))),
+    };
+    {
+        let mut rec = slot.lock();
+        rec.partial_output = Some(output.partial.clone());
+        rec.job.completion_stats = Some(pb::CompletionStats {
+            successful_count: 0,
+            failed_count: 0,
+            incomplete_count: total as i64,
+            successful_forecast_point_count: 0,
+        });
+        rec.job.output_info = None;
+        rec.job.partial_failures.clear();
+    }
+    set_state(state, slot, pb::JobState::Running);
+    tracing::info!(job = slot.id, rows = total, "job running");
+
+    let per_row = match knobs.job_duration {
+        Some(d) => d / u32::try_from(total).unwrap_or(u32::MAX).max(1),
+        None => knobs.row_delay,
+    };
+    let chunk = if per_row.is_zero() {
+        CHUNK
+    } else {
+        // Pace in steps of about 20 ms of emulated time.
+        (Duration::from_millis(20).as_nanos() / per_row.as_nanos().max(1))
+            .clamp(1, u128::from(CHUNK)) as u64
+    };
+    let ctx = model_ctx(&job);
+    let bigquery = matches!(input, Input::BigQuery(_));
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let result = stream_rows(
+        state,
+        slot,
+        &files,
+        &output,
+        &ctx,
+        bigquery,
+        total,
+        per_row,
+        chunk,
+        started,
+        knobs.max_run_time,
+        &mut tally,
+    )
+    .await;
+    let done = tally.ok + tally.failed;
+    let stats = |rec: &mut super::state::JobRecord| {
+        rec.job.completion_stats = Some(pb::CompletionStats {
+            successful_count: tally.ok as i64,
+            failed_count: tally.failed as i64,
+            incomplete_count: total.saturating_sub(done) as i64,
+            successful_forecast_point_count: 0,
+        });
+        rec.job.partial_failures = tally.errors.clone();
+    };
+    match result {
+        Ok(RowsEnd::Stopped) => {
+            // Leave the record RUNNING with its partial file: the next start
+            // discards the partial output and runs the job again.
+            stats(&mut slot.lock());
+            state.persist_or_log(slot);
+        }
+        Ok(end) => {
+            let publish = fs::rename(&output.partial, &output.final_path);
+            {
+                let mut rec = slot.lock();
+                stats(&mut rec);
+                if publish.is_ok() {
+                    rec.job.output_info = Some(output.info.clone());
+                }
+            }
+            if let Err(e) = publish {
+                return finish(
+                    state,
+                    slot,
+                    pb::JobState::Failed,
+                    Some((13, format!("publishing output: {e}"))),
+                );
+            }
+            match end {
+                RowsEnd::Cancelled => cancelled(state, slot),
+                RowsEnd::TimedOut => finish(
+                    state,
+                    slot,
+                    pb::JobState::Cancelled,
+                    Some((
+                        4,
+                        "the job ran longer than the run-time limit and was cancelled".into(),
+                    )),
+                ),
+                _ if tally.failed == 0 => finish(state, slot, pb::JobState::Succeeded, None),
+                _ if tally.ok == 0 => finish(
+                    state,
+                    slot,
+                    pb::JobState::Failed,
+                    Some((
+                        3,
+                        format!(
+                            "all {} rows failed; first: {}",
+                            tally.failed,
+                            tally.errors.first().map_or("", |s| s.message.as_str())
+                        ),
+                    )),
+                ),
+                _ => finish(state, slot, pb::JobState::PartiallySucceeded, None),
+            }
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&output.partial);
+            stats(&mut slot.lock());
+            finish(
+                state,
+                slot,
+                pb::JobState::Failed,
+                Some((13, format!("writing output: {e}"))),
+            )
+        }
+    }
+}
+
+enum RowsEnd {
+    Finished,
+    Cancelled,
+    TimedOut,
+    Stopped,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream_rows(
+    state: &EmuState,
+    slot: &JobSlot,
+    files: &[&Path],
+    output: &Output,
+    ctx: &ModelCtx,
+    bigquery: bool,
+    total: u64,
+    per_row: Duration,
+    chunk: u64,
+    started: Instant,
+    max_run: Duration,
+    tally: &mut Tally,
+) -> io::Result<RowsEnd> {
+    let mut writer = BufWriter::with_capacity(1 << 18, File::create(&output.partial)?);
+    let mut line = Vec::with_capacity(4096);
+    let mut scratch = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(4096);
+    let mut done = 0u64;
+    let mut last_persist = Instant::now();
+    let mut processed_time = timefmt::format_millis(state.clock.now());
+    let mut in_chunk = 0u64;
+    for file in files {
+        let mut reader = BufReader::with_capacity(1 << 18, File::open(file)?);
+        loop {
+            if in_chunk == 0 {
+                // Start of a chunk: pace, and check for cancel and shutdown.
+                let target = started
+                    + per_row.saturating_mul(
+                        u32::try_from((done + chunk).min(total)).unwrap_or(u32::MAX),
+                    );
+                let until = if per_row.is_zero() {
+                    Instant::now()
+                } else {
+                    target
+                };
+                match wait_until(state, slot, until).await {
+                    Wake::Elapsed => {}
+                    Wake::Cancel => {
+                        writer.flush()?;
+                        return Ok(RowsEnd::Cancelled);
+                    }
+                    Wake::Stop => return Ok(RowsEnd::Stopped),
+                }
+                if started.elapsed() > max_run {
+                    writer.flush()?;
+                    return Ok(RowsEnd::TimedOut);
+                }
+                processed_time = timefmt::format_millis(state.clock.now());
+            }
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\n', '\r']);
+            out.clear();
+            let err = if bigquery {
+                process_bq_line(text, &processed_time, ctx, &mut scratch, &mut out)
+            } else {
+                process_gcs_line(text, &processed_time, ctx, &mut scratch, &mut out)
+            };
+            out.push(b'\n');
+            writer.write_all(&out)?;
+            done += 1;
+            match err {
+                None => tally.ok += 1,
+                Some(message) => {
+                    tally.failed += 1;
+                    if tally.errors.len() < MAX_PARTIAL_FAILURES {
+                        tally.errors.push(rpc::Status {
+                            code: 3,
+                            message: format!("row {done}: {message}"),
+                            details: Vec::new(),
+                        });
+                    }
+                }
+            }
+            in_chunk += 1;
+            if in_chunk == chunk {
+                in_chunk = 0;
+                publish_progress(state, slot, tally, total, done, &mut last_persist);
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    writer.flush()?;
+    writer.get_ref().sync_all()?;
+    publish_progress(state, slot, tally, total, done, &mut last_persist);
+    Ok(RowsEnd::Finished)
+}
+
+fn publish_progress(
+    state: &EmuState,
+    slot: &JobSlot,
+    tally: &Tally,
+    total: u64,
+    done: u64,
+    last_persist: &mut Instant,
+) {
+    {
+        let mut rec = slot.lock();
+        rec.job.completion_stats = Some(pb::CompletionStats {
+            successful_count: tally.ok as i64,
+            failed_count: tally.failed as i64,
+            incomplete_count: total.saturating_sub(done) as i64,
+            successful_forecast_point_count: 0,
+        });
+        if rec.job.partial_failures.len() != tally.errors.len() {
+            rec.job.partial_failures = tally.errors.clone();
+        }
+        rec.job.update_time = Some(state.clock.now_ts());
+    }
+    if last_persist.elapsed() >= PERSIST_EVERY {
+        *last_persist = Instant::now();
+        state.persist_or_log(slot);
+    }
+}

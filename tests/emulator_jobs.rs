@@ -1,0 +1,251 @@
+//! The emulator executes jobs: outputs line for line, states, storage
+//! mapping, BigQuery, wildcards, failures.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use serde_json::json;
+use vertex_batch::{emulator::Emulator, Error, JobSpec, JobState, OutputLocation};
+
+fn spec(input: &str, output: &str) -> JobSpec {
+    JobSpec::new("gemini-2.0-flash-001")
+        .display_name("test-job")
+        .input(input)
+        .output(output)
+        .model_parameters(json!({"temperature": 0.2, "maxOutputTokens": 200}))
+}
+
+#[tokio::test]
+async fn gcs_job_writes_one_prediction_per_input_line() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let lines: Vec<String> = (0..50).map(prompt_line).collect();
+    write_gcs(&emu, "gs://bkt/in/prompts.jsonl", &lines);
+    let client = emu.client("proj-1", "us-central1").unwrap();
+    let job = client
+        .create(&spec("gs://bkt/in/prompts.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    assert_eq!(job.state(), JobState::Pending);
+    let done = client.wait(job.name()).await.unwrap();
+    assert_eq!(done.state(), JobState::Succeeded);
+    let stats = done.completion_stats();
+    assert_eq!(
+        (stats.successful, stats.failed, stats.incomplete),
+        (50, 0, 0)
+    );
+    assert!(done.start_time().unwrap() >= done.create_time().unwrap());
+    assert!(done.end_time().unwrap() >= done.start_time().unwrap());
+
+    let OutputLocation::Gcs(out_dir) = done.output_location().unwrap() else {
+        panic!("expected a GCS output")
+    };
+    assert!(
+        out_dir.starts_with("gs://bkt/out/prediction-model-"),
+        "{out_dir}"
+    );
+    let rows = read_jsonl(&predictions_file(&emu, &done));
+    assert_eq!(rows.len(), 50);
+    let inputs: BTreeSet<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request"].to_string())
+        .collect();
+    let echoed: BTreeSet<String> = rows.iter().map(|r| r["request"].to_string()).collect();
+    assert_eq!(
+        inputs, echoed,
+        "every input row yields exactly one output row"
+    );
+    for r in &rows {
+        assert_eq!(r["status"], "");
+        assert!(r["processed_time"].as_str().unwrap().ends_with('Z'));
+        let text = r["response"]["candidates"][0]["content"]["parts"][0]["text"]
+            .as_str()
+            .unwrap();
+        let prompt = r["request"]["contents"][0]["parts"][0]["text"]
+            .as_str()
+            .unwrap();
+        assert_eq!(text, format!("Emulated answer to: {prompt}"));
+        assert_eq!(r["response"]["modelVersion"], "gemini-2.0-flash-001");
+        assert_eq!(r["response"]["usageMetadata"]["promptTokenCount"], 8);
+    }
+}
+
+#[tokio::test]
+async fn bad_rows_fail_alone_and_the_job_partially_succeeds() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let lines = vec![
+        prompt_line(1),
+        "this is not json".to_owned(),
+        r#"{"instances":[1]}"#.to_owned(),
+        r#"{"request":{"generationConfig":{}}}"#.to_owned(),
+        prompt_line(2),
+    ];
+    write_gcs(&emu, "gs://bkt/mixed.jsonl", &lines);
+    let client = emu.client("proj-1", "us-central1").unwrap();
+    let job = client
+        .create(&spec("gs://bkt/mixed.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let err = client.wait(job.name()).await.unwrap_err();
+    let Error::JobNotSucceeded(done) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(done.state(), JobState::PartiallySucceeded);
+    let s = done.completion_stats();
+    assert_eq!((s.successful, s.failed), (2, 3));
+    assert_eq!(done.partial_failures().len(), 3);
+    assert!(done.partial_failures()[0].message().contains("row 2"));
+    let rows = read_jsonl(&predictions_file(&emu, &done));
+    assert_eq!(rows.len(), 5);
+    let failed: Vec<_> = rows.iter().filter(|r| r["status"] != "").collect();
+    assert_eq!(failed.len(), 3);
+    assert!(failed.iter().all(|r| r.get("response").is_none()));
+    assert!(rows.iter().any(|r| r["request"] == "this is not json"));
+}
+
+#[tokio::test]
+async fn a_job_whose_rows_all_fail_is_failed() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(
+        &emu,
+        "gs://bkt/bad.jsonl",
+        &["nope".to_owned(), "{}".to_owned()],
+    );
+    let client = emu.client("proj-1", "us-central1").unwrap();
+    let job = client
+        .create(&spec("gs://bkt/bad.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let done = client.wait_terminal(job.name()).await.unwrap();
+    assert_eq!(done.state(), JobState::Failed);
+    assert!(done
+        .error()
+        .unwrap()
+        .message()
+        .contains("all 2 rows failed"));
+}
+
+#[tokio::test]
+async fn missing_input_fails_the_job_with_a_clear_error() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu.client("proj-1", "us-central1").unwrap();
+    let job = client
+        .create(&spec("gs://bkt/none.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let done = client.wait_terminal(job.name()).await.unwrap();
+    assert_eq!(done.state(), JobState::Failed);
+    let err = done.error().unwrap();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(
+        err.message().contains("gs://bkt/none.jsonl"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn wildcards_and_several_inputs_are_read() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(
+        &emu,
+        "gs://bkt/in/a.jsonl",
+        &[prompt_line(1), prompt_line(2)],
+    );
+    write_gcs(&emu, "gs://bkt/in/b.jsonl", &[prompt_line(3)]);
+    write_gcs(&emu, "gs://bkt/in/skip.txt", &[prompt_line(4)]);
+    write_gcs(&emu, "gs://bkt/extra.jsonl", &[prompt_line(5)]);
+    let client = emu.client("proj-1", "us-central1").unwrap();
+    let job = client
+        .create(&spec("gs://bkt/in/*.jsonl", "gs://bkt/out").input("gs://bkt/extra.jsonl"))
+        .await
+        .unwrap();
+    let done = client.wait(job.name()).await.unwrap();
+    assert_eq!(done.completion_stats().successful, 4);
+    assert_eq!(read_jsonl(&predictions_file(&emu, &done)).len(), 4);
+}
+
+#[tokio::test]
+async fn bigquery_tables_carry_columns_and_name_the_output_table() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let table = emu.bigquery_path("bq://proj-1.prompts.requests").unwrap();
+    let rows: Vec<String> = (0..3)
+        .map(|i| {
+            json!({"id": i, "request": {"contents": [{"role": "user", "parts": [{"text": format!("question {i}")}]}]}})
+                .to_string()
+        })
+        .collect();
+    write_lines(&table, &rows);
+    let client = emu.client("proj-1", "us-central1").unwrap();
+
+    // A dataset: the emulator names the table predictions_<timestamp>.
+    let job = client
+        .create(&spec("bq://proj-1.prompts.requests", "bq://proj-1.results"))
+        .await
+        .unwrap();
+    let done = client.wait(job.name()).await.unwrap();
+    let OutputLocation::BigQuery { dataset, table } = done.output_location().unwrap() else {
+        panic!()
+    };
+    assert_eq!(dataset, "bq://proj-1.results");
+    assert!(table.starts_with("predictions_"), "{table}");
+    let out = read_jsonl(
+        &emu.bigquery_path(&format!("bq://proj-1.results.{table}"))
+            .unwrap(),
+    );
+    assert_eq!(out.len(), 3);
+    let ids: BTreeSet<i64> = out.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, BTreeSet::from([0, 1, 2]));
+    assert!(out
+        .iter()
+        .all(|r| r["status"] == "" && r["response"]["candidates"].is_array()));
+
+    // A named table is used as is, and never overwritten.
+    let named = spec("bq://proj-1.prompts.requests", "bq://proj-1.results.run1");
+    let done = client
+        .wait(client.create(&named).await.unwrap().name())
+        .await
+        .unwrap();
+    assert_eq!(
+        done.output_location().unwrap().uri(),
+        "bq://proj-1.results.run1"
+    );
+    let again = client.create(&named).await.unwrap();
+    let failed = client.wait_terminal(again.name()).await.unwrap();
+    assert_eq!(failed.state(), JobState::Failed);
+    assert!(failed.error().unwrap().message().contains("already exists"));
+}
+
+#[tokio::test]
+async fn max_output_tokens_from_the_job_parameters_cut_answers() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(
+        &emu,
+        "gs://bkt/p.jsonl",
+        &[
+            r#"{"request":{"contents":[{"role":"user","parts":[{"text":"a b c d e f"}]}]}}"#
+                .to_owned(),
+        ],
+    );
+    let client = emu.client("proj-1", "us-central1").unwrap();
+    let job = client
+        .create(&spec("gs://bkt/p.jsonl", "gs://bkt/out").max_output_tokens(5))
+        .await
+        .unwrap();
+    let done = client.wait(job.name()).await.unwrap();
+    let rows = read_jsonl(&predictions_file(&emu, &done));
+    let cand = &rows[0]["response"]["candidates"][0];
+    assert_eq!(
+        cand["content"]["parts"][0]["text"],
+        "Emulated answer to: a b"
+    );
+    assert_eq!(cand["finishReason"], "MAX_TOKENS");
+}
