@@ -1,0 +1,255 @@
+//! What both examples share: flags and environment, choosing where to run
+//! (Vertex AI, an external emulator, or an embedded one), and showing
+//! progress and results.
+
+use std::{path::PathBuf, pin::pin, time::Duration};
+
+use futures::StreamExt;
+use vertex_batch::{
+    emulator::Emulator, Client, Job, JobSpec, PollPolicy, WaitOptions, ENV_EMULATOR_HOST,
+    ENV_LOCATION, ENV_PROJECT,
+};
+
+/// What one example needs from the shared code.
+pub struct Sample {
+    /// The example's name (for `--help`).
+    pub name: &'static str,
+    /// What it does, one line.
+    pub about: &'static str,
+    /// The input Google's sample uses.
+    pub default_input: &'static str,
+    /// Where predictions go on the embedded emulator.
+    pub emulator_output: &'static str,
+    /// A placeholder output for the help text.
+    pub output_hint: &'static str,
+    /// Writes the sample's input into an embedded emulator.
+    pub seed: fn(&Emulator, &str) -> Result<(), String>,
+    /// Prints the first predictions from an embedded emulator.
+    pub show: fn(&Emulator, &Job) -> Result<(), String>,
+}
+
+/// The settings of one run.
+pub struct Settings {
+    pub project: Option<String>,
+    pub location: String,
+    pub model: String,
+    pub input: String,
+    pub output: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+fn help(s: &Sample) -> String {
+    format!(
+        "{name}: {about}
+
+USAGE:
+    cargo run --example {name} --features emulator -- [OPTIONS]
+
+OPTIONS:
+    --project ID     GCP project (or {ENV_PROJECT}); without one, and without
+                     {ENV_EMULATOR_HOST}, the example runs on an embedded emulator
+    --location LOC   region (or {ENV_LOCATION}; default us-central1)
+    --model MODEL    default gemini-2.0-flash-001
+    --input URI      default {input}
+    --output URI     where predictions go, e.g. {hint} (required on Vertex AI)
+    --data-dir DIR   the embedded emulator's data directory (default: a temporary one)
+    -h, --help       this text
+
+WHERE IT RUNS:
+    {ENV_EMULATOR_HOST}=host:port   an emulator you started (vertex-batch-emulator)
+    a project (flag or env)         Vertex AI, with Application Default Credentials
+    neither                         an embedded emulator: no credentials, no network",
+        name = s.name,
+        about = s.about,
+        input = s.default_input,
+        hint = s.output_hint,
+    )
+}
+
+/// Reads flags and environment; `Ok(None)` when `--help` was asked for.
+pub fn settings(s: &Sample) -> Result<Option<Settings>, String> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let mut out = Settings {
+        project: env(ENV_PROJECT),
+        location: env(ENV_LOCATION).unwrap_or_else(|| "us-central1".into()),
+        model: "gemini-2.0-flash-001".into(),
+        input: s.default_input.into(),
+        output: None,
+        data_dir: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            println!("{}", help(s));
+            return Ok(None);
+        }
+        if !["--project", "--location", "--model", "--input", "--output", "--data-dir"]
+            .contains(&flag.as_str())
+        {
+            return Err(format!("unknown argument {flag:?} (see --help)"));
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
+        match flag.as_str() {
+            "--project" => out.project = Some(value),
+            "--location" => out.location = value,
+            "--model" => out.model = value,
+            "--input" => out.input = value,
+            "--output" => out.output = Some(value),
+            "--data-dir" => out.data_dir = Some(value.into()),
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Runs the sample: pick the backend, submit, follow, report.
+pub async fn main(sample: Sample, build: impl Fn(&Settings, &str) -> JobSpec) -> Result<(), String> {
+    let Some(mut cfg) = settings(&sample)? else { return Ok(()) };
+    let external = std::env::var(ENV_EMULATOR_HOST).ok().filter(|v| !v.is_empty());
+    let emulator = if external.is_none() && cfg.project.is_none() {
+        let dir = match &cfg.data_dir {
+            Some(d) => d.clone(),
+            None => tempdir()?,
+        };
+        let emu = Emulator::start(&dir).await.map_err(|e| e.to_string())?;
+        // Long enough to watch it happen.
+        emu.knobs().set_queue_delay(Duration::from_millis(500));
+        emu.knobs().set_job_duration(Some(Duration::from_secs(3)));
+        (sample.seed)(&emu, &cfg.input)?;
+        println!("No GCP project configured: running on an embedded Vertex AI emulator.");
+        println!("  data dir: {}", emu.data_dir().display());
+        println!("  input {} is the file {}", cfg.input, input_file(&emu, &cfg.input));
+        cfg.project = Some("local-project".into());
+        Some(emu)
+    } else {
+        None
+    };
+    let output = match (&cfg.output, &emulator, &external) {
+        (Some(o), _, _) => o.clone(),
+        (None, Some(_), _) | (None, None, Some(_)) => sample.emulator_output.into(),
+        (None, None, None) => {
+            return Err(format!(
+                "--output is required on Vertex AI, e.g. --output {}",
+                sample.output_hint
+            ))
+        }
+    };
+    let project = cfg.project.clone().unwrap_or_default();
+    let client = match &emulator {
+        Some(emu) => emu.client(&project, &cfg.location),
+        None => Client::builder().project(&project).location(&cfg.location).build(),
+    }
+    .map_err(|e| e.to_string())?;
+    if let Some(host) = &external {
+        println!("Talking to the emulator at {host}.");
+    }
+
+    let spec = build(&cfg, &output);
+    let job = client.submit(&spec).await.map_err(|e| e.to_string())?;
+    println!("submitted batch predict job for model {:?}", job.model());
+    println!("job id: {:?}", job.name());
+    println!("job state: {}", job.state());
+
+    let policy = if emulator.is_some() || external.is_some() {
+        PollPolicy::default().max_interval(Duration::from_millis(500))
+    } else {
+        PollPolicy::default().max_interval(Duration::from_secs(60))
+    };
+    let mut updates = pin!(client.watch(job.name(), WaitOptions::new().policy(policy)));
+    let mut last = None;
+    while let Some(update) = updates.next().await {
+        let job = update.map_err(|e| e.to_string())?;
+        let s = job.completion_stats();
+        if s.total() > 0 {
+            println!(
+                "  {:<28} {:>5}/{} rows done ({} failed)",
+                job.state().to_string(),
+                s.done(),
+                s.total(),
+                s.failed
+            );
+        } else {
+            println!("  {}", job.state());
+        }
+        last = Some(job);
+    }
+    let Some(job) = last else { return Err("no job state received".into()) };
+    println!("batch predict job finished with state {}", job.state());
+    if let Some(err) = job.error() {
+        println!("job error: {err}");
+    }
+    match job.output_location() {
+        Some(loc) => println!("job output location: {loc}"),
+        None => println!("job output location: (none reported)"),
+    }
+    if let Some(emu) = &emulator {
+        if job.output_location().is_some() {
+            (sample.show)(emu, &job)?;
+        }
+        emu.knobs().set_job_duration(None);
+    }
+    if job.state().is_success() {
+        Ok(())
+    } else {
+        Err(format!("the job ended {}", job.state()))
+    }
+}
+
+fn input_file(emu: &Emulator, uri: &str) -> String {
+    let path = if uri.starts_with("bq://") {
+        emu.bigquery_path(uri)
+    } else {
+        emu.gcs_path(uri)
+    };
+    path.map(|p| p.display().to_string())
+        .unwrap_or_else(|e| e.to_string())
+}
+
+/// A fresh directory under the system's temporary directory, left in place
+/// so the output can be inspected afterwards (the example prints its path).
+fn tempdir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "vertex-batch-example-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A handful of realistic prompts.
+pub const PROMPTS: &[&str] = &[
+    "Give me a recipe for banana bread.",
+    "List three ways to reduce the cold-start time of a Rust web service.",
+    "Summarize the plot of Moby-Dick in two sentences.",
+    "Write a haiku about autumn rain on a tin roof.",
+    "Explain the difference between TCP and UDP to a new engineer.",
+];
+
+/// Prints up to three predictions from JSONL output rows.
+pub fn print_predictions(text: &str) {
+    println!("first predictions:");
+    for line in text.lines().take(3) {
+        let Ok(row) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let request = &row["request"];
+        let request = match request.as_str() {
+            Some(s) => serde_json::from_str(s).unwrap_or(serde_json::Value::Null),
+            None => request.clone(),
+        };
+        let prompt = request["contents"][0]["parts"]
+            .as_array()
+            .and_then(|parts| parts.iter().find_map(|p| p["text"].as_str()))
+            .unwrap_or("?");
+        let answer = row["response"]["candidates"][0]["content"]["parts"][0]["text"]
+            .as_str()
+            .unwrap_or("(no response)");
+        println!("  > {prompt}\n    {answer}");
+    }
+}

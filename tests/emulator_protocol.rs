@@ -1,0 +1,797 @@
+//! The emulator's protocol: create validation, routing headers, status
+//! codes, listing and filters, cancel, delete, durability across restarts
+//! and crashes, and the runtime knobs.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use common::*;
+use futures::TryStreamExt;
+use tonic::{metadata::MetadataValue, Code};
+use vertex_batch::{
+    emulator::Emulator,
+    proto::aiplatform::{
+        self as pb, batch_prediction_job::input_config, job_service_client::JobServiceClient,
+    },
+    Client, Error, Job, JobSpec, JobState, ListOptions, LocationName, PollPolicy, RetryPolicy,
+    ServiceError, WaitOptions,
+};
+
+const PROJECT: &str = "p1";
+const LOCATION: &str = "us-central1";
+const PARENT: &str = "projects/p1/locations/us-central1";
+
+fn spec(input: &str, output: &str) -> JobSpec {
+    JobSpec::new("gemini-2.0-flash-001")
+        .display_name("protocol-test")
+        .input(input)
+        .output(output)
+}
+
+/// A valid create request for `p1/us-central1`, to be spoiled one field at a time.
+fn valid_request() -> pb::CreateBatchPredictionJobRequest {
+    spec("gs://bkt/in.jsonl", "gs://bkt/out")
+        .to_request(&LocationName::new(PROJECT, LOCATION).unwrap())
+        .unwrap()
+}
+
+/// Waits with a fast fixed poll and a deadline (the default policy polls
+/// every 2 s and more).
+fn fast() -> WaitOptions {
+    WaitOptions::new()
+        .policy(PollPolicy::fixed(Duration::from_millis(20)))
+        .timeout(Duration::from_secs(60))
+}
+
+/// Polls `get` every 20 ms (at most 30 s) until `pred` holds.
+async fn poll_until(client: &Client, name: &str, what: &str, pred: impl Fn(&Job) -> bool) -> Job {
+    for _ in 0..1500 {
+        let job = client.get(name).await.unwrap();
+        if pred(&job) {
+            return job;
+        }
+        assert!(
+            !job.state().is_terminal(),
+            "{name} ended {} before {what}",
+            job.state()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name}: {what} never happened");
+}
+
+fn violated_fields(err: &Error) -> Vec<String> {
+    err.as_service()
+        .unwrap_or_else(|| panic!("not a service error: {err}"))
+        .field_violations()
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
+}
+
+fn names(jobs: &[Job]) -> Vec<String> {
+    jobs.iter().map(|j| j.name().to_owned()).collect()
+}
+
+async fn list_names(client: &Client, opts: ListOptions) -> Vec<String> {
+    let jobs: Vec<Job> = client.list(opts).try_collect().await.unwrap();
+    names(&jobs)
+}
+
+/// Every file under `dir` whose name satisfies `pred`.
+fn files_under(dir: &Path, pred: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().and_then(|n| n.to_str()).is_some_and(pred) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn job_id(job: &Job) -> u64 {
+    job.id().parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Create validation
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn invalid_creates_are_rejected_naming_the_offending_field() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+
+    let mut empty_name = valid_request();
+    empty_name
+        .batch_prediction_job
+        .as_mut()
+        .unwrap()
+        .display_name = String::new();
+
+    let mut format_mismatch = valid_request();
+    format_mismatch
+        .batch_prediction_job
+        .as_mut()
+        .unwrap()
+        .input_config
+        .as_mut()
+        .unwrap()
+        .instances_format = "bigquery".into();
+
+    let mut no_output = valid_request();
+    no_output
+        .batch_prediction_job
+        .as_mut()
+        .unwrap()
+        .output_config = None;
+
+    let mut bad_uri = valid_request();
+    bad_uri
+        .batch_prediction_job
+        .as_mut()
+        .unwrap()
+        .input_config
+        .as_mut()
+        .unwrap()
+        .source = Some(input_config::Source::GcsSource(pb::GcsSource {
+        uris: vec!["gs:/bkt/in.jsonl".into()],
+    }));
+
+    let mut bare_model = valid_request();
+    bare_model.batch_prediction_job.as_mut().unwrap().model = "gemini-2.0-flash-001".into();
+
+    let cases = [
+        (empty_name, "batch_prediction_job.display_name"),
+        (
+            format_mismatch,
+            "batch_prediction_job.input_config.instances_format",
+        ),
+        (no_output, "batch_prediction_job.output_config"),
+        (bad_uri, "batch_prediction_job.input_config.gcs_source.uris"),
+        (bare_model, "batch_prediction_job.model"),
+    ];
+    for (request, field) in cases {
+        let err = client.create_request(request).await.unwrap_err();
+        assert_eq!(err.code(), Some(Code::InvalidArgument), "{field}: {err}");
+        assert_eq!(violated_fields(&err), vec![field.to_owned()], "{err}");
+    }
+
+    // None of them made a job; the unspoiled request does.
+    assert!(client
+        .list_page(&ListOptions::new(), None)
+        .await
+        .unwrap()
+        .jobs
+        .is_empty());
+    let job = client.create_request(valid_request()).await.unwrap();
+    assert_eq!(
+        list_names(&client, ListOptions::new()).await,
+        vec![job.name().to_owned()]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Routing header
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn routing_header_must_agree_with_the_request_parent() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let mut stub = JobServiceClient::connect(format!("http://{}", emu.addr()))
+        .await
+        .unwrap();
+    let with_header = |header: &'static str| {
+        let mut r = tonic::Request::new(valid_request());
+        r.metadata_mut()
+            .insert("x-goog-request-params", MetadataValue::from_static(header));
+        r
+    };
+
+    let status = stub
+        .create_batch_prediction_job(with_header(
+            "parent=projects%2Fother%2Flocations%2Fus-central1",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let err = ServiceError::from_status(&status);
+    let fields: Vec<&str> = err
+        .field_violations()
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, vec!["parent"], "{err}");
+
+    for header in [
+        "parent=projects/p1/locations/us-central1",
+        "parent=projects%2Fp1%2Flocations%2Fus-central1",
+    ] {
+        let job = stub
+            .create_batch_prediction_job(with_header(header))
+            .await
+            .unwrap_or_else(|s| panic!("{header}: {s:?}"))
+            .into_inner();
+        assert!(
+            job.name
+                .starts_with(&format!("{PARENT}/batchPredictionJobs/")),
+            "{}",
+            job.name
+        );
+    }
+
+    // Only the two accepted creates made jobs.
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    assert_eq!(list_names(&client, ListOptions::new()).await.len(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// Status codes
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unknown_jobs_are_not_found_and_other_methods_unimplemented() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+
+    let err = client.get("1234567").await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+
+    // A real job's id under another project is not that job.
+    let job = client.create_request(valid_request()).await.unwrap();
+    let elsewhere = format!(
+        "projects/someone-else/locations/{LOCATION}/batchPredictionJobs/{}",
+        job.id()
+    );
+    let err = client.get(&elsewhere).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    assert_eq!(client.get(job.name()).await.unwrap().name(), job.name());
+
+    let mut stub = JobServiceClient::connect(format!("http://{}", emu.addr()))
+        .await
+        .unwrap();
+    let status = stub
+        .get_custom_job(pb::GetCustomJobRequest {
+            name: format!("{PARENT}/customJobs/1"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Listing
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+
+    // (display name, team label, whether the input exists: missing input fails)
+    let plan = [
+        ("alpha", "a", true),
+        ("beta", "b", false),
+        ("gamma", "a", true),
+        ("delta", "b", false),
+        ("x", "c", true),
+    ];
+    let mut created = Vec::new();
+    let mut cutoff = None;
+    for (i, (display, team, ok)) in plan.iter().enumerate() {
+        let input = if *ok {
+            "gs://bkt/in.jsonl"
+        } else {
+            "gs://bkt/missing.jsonl"
+        };
+        let job = client
+            .create(
+                &spec(input, "gs://bkt/out")
+                    .display_name(*display)
+                    .label("team", *team),
+            )
+            .await
+            .unwrap();
+        if i == 2 {
+            // The filter has millisecond precision: put the cutoff just past
+            // this job and the next jobs a few milliseconds later.
+            cutoff = Some(job.create_time().unwrap() + Duration::from_millis(1));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        created.push(job.name().to_owned());
+    }
+    // Jobs of another project and of another location, matching every filter.
+    let other_project = emu.client("p2", LOCATION).unwrap();
+    let other_location = emu.client(PROJECT, "europe-west4").unwrap();
+    for c in [&other_project, &other_location] {
+        let job = c
+            .create(
+                &spec("gs://bkt/missing.jsonl", "gs://bkt/out")
+                    .display_name("x")
+                    .label("team", "a"),
+            )
+            .await
+            .unwrap();
+        c.wait_terminal_with(job.name(), fast()).await.unwrap();
+    }
+    for name in &created {
+        client.wait_terminal_with(name, fast()).await.unwrap();
+    }
+    let newest_first: Vec<String> = created.iter().rev().cloned().collect();
+
+    // Pages of two, newest first, each job exactly once.
+    let opts = ListOptions::new().page_size(2);
+    let first = client.list_page(&opts, None).await.unwrap();
+    assert_eq!(names(&first.jobs), newest_first[..2].to_vec());
+    let mut token = first.next_page_token.clone();
+    assert!(token.is_some(), "a first page of 2 of 5 has a next token");
+    let mut seen = names(&first.jobs);
+    let mut pages = 1;
+    while let Some(t) = token {
+        let page = client.list_page(&opts, Some(&t)).await.unwrap();
+        assert!(page.jobs.len() <= 2);
+        seen.extend(names(&page.jobs));
+        token = page.next_page_token;
+        pages += 1;
+        assert!(pages <= 5, "pagination does not end");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, newest_first);
+
+    // The stream follows the pages itself.
+    assert_eq!(list_names(&client, ListOptions::new()).await, newest_first);
+    assert_eq!(
+        list_names(&client, ListOptions::new().page_size(2)).await,
+        newest_first
+    );
+
+    // Filters.
+    let pick = |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| created[i].clone()).collect() };
+    assert_eq!(
+        list_names(&client, ListOptions::new().label("team", "a")).await,
+        pick(&[2, 0])
+    );
+    assert_eq!(
+        list_names(&client, ListOptions::new().display_name("x")).await,
+        pick(&[4])
+    );
+    assert_eq!(
+        list_names(&client, ListOptions::new().state(JobState::Failed)).await,
+        pick(&[3, 1])
+    );
+    assert_eq!(
+        list_names(&client, ListOptions::new().state(JobState::Succeeded)).await,
+        pick(&[4, 2, 0])
+    );
+    assert_eq!(
+        list_names(&client, ListOptions::new().created_after(cutoff.unwrap())).await,
+        pick(&[4, 3])
+    );
+    assert_eq!(
+        list_names(
+            &client,
+            ListOptions::new()
+                .label("team", "b")
+                .state(JobState::Failed)
+                .created_after(cutoff.unwrap())
+        )
+        .await,
+        pick(&[3])
+    );
+
+    let err = client
+        .list_page(&ListOptions::new().raw_filter("color=red"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    assert_eq!(violated_fields(&err), vec!["filter".to_owned()]);
+
+    // Each parent sees only its own job.
+    for c in [&other_project, &other_location] {
+        let theirs = list_names(c, ListOptions::new()).await;
+        assert_eq!(theirs.len(), 1, "{theirs:?}");
+        assert!(theirs[0].starts_with(&format!("{}/", c.parent())));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cancel and delete
+// ---------------------------------------------------------------------------
+
+/// Starts a 100-row job paced to last 30 s and waits until it is RUNNING.
+async fn long_running_job(emu: &Emulator, client: &Client) -> Job {
+    emu.knobs().set_job_duration(Some(Duration::from_secs(30)));
+    let lines: Vec<String> = (0..100).map(prompt_line).collect();
+    write_gcs(emu, "gs://bkt/in.jsonl", &lines);
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    poll_until(client, job.name(), "RUNNING", |j| {
+        j.state() == JobState::Running
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_ends_it_cancelled_with_rows_left_over() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let job = long_running_job(&emu, &client).await;
+
+    client.cancel(job.name()).await.unwrap();
+    let after = client.get(job.name()).await.unwrap();
+    assert!(
+        matches!(after.state(), JobState::Cancelling | JobState::Cancelled),
+        "{}",
+        after.state()
+    );
+
+    let done = client.wait_terminal_with(job.name(), fast()).await.unwrap();
+    assert_eq!(done.state(), JobState::Cancelled);
+    let stats = done.completion_stats();
+    assert!(stats.incomplete > 0, "{stats:?}");
+    assert_eq!(stats.total(), 100, "{stats:?}");
+    assert!(done.end_time().is_some());
+
+    let err = client.cancel(job.name()).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+}
+
+#[tokio::test]
+async fn only_ended_jobs_can_be_deleted_and_then_they_are_gone() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let job = long_running_job(&emu, &client).await;
+
+    let err = client.delete(job.name()).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    assert_eq!(
+        client.get(job.name()).await.unwrap().state(),
+        JobState::Running
+    );
+
+    client.cancel(job.name()).await.unwrap();
+    client.wait_terminal_with(job.name(), fast()).await.unwrap();
+    client.delete(job.name()).await.unwrap();
+    assert!(
+        emu.rpc_counts().get("GetOperation").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        emu.rpc_counts()
+    );
+
+    let err = client.get(job.name()).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    assert!(list_names(&client, ListOptions::new()).await.is_empty());
+    let err = client.delete(job.name()).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Durability
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn jobs_survive_a_graceful_restart_and_ids_keep_growing() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(
+        &emu,
+        "gs://bkt/in.jsonl",
+        &[prompt_line(1), prompt_line(2), prompt_line(3)],
+    );
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let before = client.wait_with(job.name(), fast()).await.unwrap();
+    let location = before.output_location().expect("an output location");
+    emu.shutdown().await;
+
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let after = client.get(job.name()).await.unwrap();
+    assert_eq!(after.state(), JobState::Succeeded);
+    assert_eq!(after.output_location(), Some(location));
+    assert_eq!(after.completion_stats(), before.completion_stats());
+    assert_eq!(read_jsonl(&predictions_file(&emu, &after)).len(), 3);
+
+    let next = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    assert_ne!(next.name(), job.name());
+    assert!(
+        job_id(&next) > job_id(&before),
+        "{} vs {}",
+        next.id(),
+        before.id()
+    );
+}
+
+#[tokio::test]
+#[ignore = "emulator bug: after a restart the next job id is max(stored job id) + 1, \
+            so a deleted newest job's name is handed out again (src/emulator/state.rs, EmuState::open)"]
+async fn a_deleted_jobs_name_is_never_reused_after_a_restart() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let kept = client.create_request(valid_request()).await.unwrap();
+    let deleted = client.create_request(valid_request()).await.unwrap();
+    for j in [&kept, &deleted] {
+        client.wait_terminal_with(j.name(), fast()).await.unwrap();
+    }
+    client.delete(deleted.name()).await.unwrap();
+    emu.shutdown().await;
+
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let next = client.create_request(valid_request()).await.unwrap();
+    assert_ne!(next.name(), deleted.name());
+    assert!(job_id(&next) > job_id(&deleted));
+}
+
+#[tokio::test]
+async fn a_job_interrupted_by_a_crash_reruns_to_complete_output_without_duplicates() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    emu.knobs().set_job_duration(Some(Duration::from_secs(20)));
+    let lines: Vec<String> = (0..200).map(prompt_line).collect();
+    write_gcs(&emu, "gs://bkt/in.jsonl", &lines);
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let running = poll_until(&client, job.name(), "RUNNING with rows done", |j| {
+        j.state() == JobState::Running && j.completion_stats().successful > 0
+    })
+    .await;
+    assert!(running.completion_stats().successful < 200);
+    let is_partial = |n: &str| n.ends_with(".partial");
+    assert_eq!(
+        files_under(dir.path(), &is_partial).len(),
+        1,
+        "a running job writes a partial file"
+    );
+    emu.abort();
+
+    let emu = Emulator::builder(dir.path()).start().await.unwrap();
+    emu.knobs().set_job_duration(None);
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let done = client.wait_with(job.name(), fast()).await.unwrap();
+    assert_eq!(done.state(), JobState::Succeeded);
+    let stats = done.completion_stats();
+    assert_eq!(
+        (stats.successful, stats.failed, stats.incomplete),
+        (200, 0, 0)
+    );
+
+    let rows = read_jsonl(&predictions_file(&emu, &done));
+    assert_eq!(rows.len(), 200);
+    let inputs: BTreeSet<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request"].to_string())
+        .collect();
+    let echoed: BTreeSet<String> = rows.iter().map(|r| r["request"].to_string()).collect();
+    assert_eq!(echoed.len(), 200, "no row is written twice");
+    assert_eq!(echoed, inputs);
+
+    assert!(
+        files_under(dir.path(), &is_partial).is_empty(),
+        "{:?}",
+        files_under(dir.path(), &is_partial)
+    );
+    // The interrupted run's output directory is gone; only the rerun's is left.
+    let out_dirs: Vec<_> = std::fs::read_dir(emu.gcs_path("gs://bkt/out").unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(out_dirs.len(), 1, "{out_dirs:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Knobs
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn held_jobs_stay_queued_until_released_then_succeed() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    emu.knobs().hold_queued(true);
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    poll_until(&client, job.name(), "QUEUED", |j| {
+        j.state() == JobState::Queued
+    })
+    .await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            client.get(job.name()).await.unwrap().state(),
+            JobState::Queued
+        );
+    }
+    emu.knobs().hold_queued(false);
+    let done = client.wait_with(job.name(), fast()).await.unwrap();
+    assert_eq!(done.state(), JobState::Succeeded);
+    assert_eq!(done.completion_stats().successful, 1);
+}
+
+#[tokio::test]
+async fn a_job_held_past_the_queue_ttl_expires() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    emu.knobs().hold_queued(true);
+    emu.knobs().set_queue_ttl(Duration::from_millis(200));
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let done = client.wait_terminal_with(job.name(), fast()).await.unwrap();
+    assert_eq!(done.state(), JobState::Expired);
+    assert!(done.output_location().is_none());
+    assert!(done.end_time().is_some());
+}
+
+#[tokio::test]
+async fn fail_jobs_fails_every_job_with_the_given_message() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    emu.knobs().fail_jobs(Some("boom".into()));
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let err = client.wait_with(job.name(), fast()).await.unwrap_err();
+    let Error::JobNotSucceeded(done) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(done.state(), JobState::Failed);
+    assert_eq!(done.error().unwrap().message(), "boom");
+}
+
+#[tokio::test]
+async fn a_lost_create_response_reports_unavailable_but_the_job_exists() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    emu.knobs().lose_create_responses(1);
+    let err = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out").display_name("lost"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unavailable), "{err}");
+    let jobs: Vec<Job> = client.list(ListOptions::new()).try_collect().await.unwrap();
+    assert_eq!(jobs.len(), 1, "create is not retried: exactly one job");
+    assert_eq!(jobs[0].display_name(), "lost");
+
+    // Only one response was lost.
+    let next = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    assert_ne!(next.name(), jobs[0].name());
+}
+
+#[tokio::test]
+async fn unavailable_fraction_fails_rpcs_until_reset() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu
+        .client(PROJECT, LOCATION)
+        .unwrap()
+        .with_retry_policy(RetryPolicy::none());
+    let job = client.create_request(valid_request()).await.unwrap();
+
+    emu.knobs().set_unavailable_fraction(1.0);
+    let gets_before = emu
+        .rpc_counts()
+        .get("GetBatchPredictionJob")
+        .copied()
+        .unwrap_or(0);
+    let err = client.get(job.name()).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unavailable), "{err}");
+    assert_eq!(
+        emu.rpc_counts()["GetBatchPredictionJob"],
+        gets_before + 1,
+        "RetryPolicy::none() makes one attempt"
+    );
+
+    emu.knobs().set_unavailable_fraction(0.0);
+    assert_eq!(client.get(job.name()).await.unwrap().name(), job.name());
+}
+
+#[tokio::test]
+async fn a_job_over_the_request_limit_fails_naming_the_limit() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let lines: Vec<String> = (0..5).map(prompt_line).collect();
+    write_gcs(&emu, "gs://bkt/in.jsonl", &lines);
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    emu.knobs().set_max_requests_per_job(3);
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let done = client.wait_terminal_with(job.name(), fast()).await.unwrap();
+    assert_eq!(done.state(), JobState::Failed);
+    let message = done.error().unwrap().message().to_owned();
+    assert!(
+        message.contains("at most 3") && message.contains('5'),
+        "{message}"
+    );
+    assert!(done.output_location().is_none());
+}
+
+#[tokio::test]
+async fn row_delay_paces_progress_visibly() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let lines: Vec<String> = (0..20).map(prompt_line).collect();
+    write_gcs(&emu, "gs://bkt/in.jsonl", &lines);
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    emu.knobs().set_row_delay(Duration::from_millis(50));
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+
+    let mut partial = None;
+    for _ in 0..200 {
+        let j = client.get(job.name()).await.unwrap();
+        let done = j.completion_stats().successful;
+        if j.state() == JobState::Running && done > 0 && done < 20 {
+            partial = Some(done);
+            break;
+        }
+        if j.state().is_terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        partial.is_some(),
+        "never saw a RUNNING job part-way through"
+    );
+
+    let done = client.wait_with(job.name(), fast()).await.unwrap();
+    assert_eq!(done.completion_stats().successful, 20);
+    let ran = done
+        .end_time()
+        .unwrap()
+        .duration_since(done.start_time().unwrap())
+        .unwrap();
+    assert!(
+        ran >= Duration::from_millis(900),
+        "20 rows at 50 ms took {ran:?}"
+    );
+}
