@@ -53,7 +53,8 @@ fn show(emu: &Emulator, job: &Job) -> Result<(), String> {
     let uri = job.output_location().map(|l| l.uri()).unwrap_or_default();
     let file = emu.bigquery_path(&uri).map_err(|e| e.to_string())?;
     println!("output table file: {}", file.display());
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     print_predictions(&text);
     Ok(())
 }

@@ -47,7 +47,8 @@ fn show(emu: &Emulator, job: &Job) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .join("predictions.jsonl");
     println!("predictions file: {}", file.display());
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     print_predictions(&text);
     Ok(())
 }
@@ -56,7 +57,8 @@ fn show(emu: &Emulator, job: &Job) -> Result<(), String> {
 async fn main() -> std::process::ExitCode {
     let sample = Sample {
         name: "batch_gcs",
-        about: "submit a Gemini batch prediction job reading JSONL from Cloud Storage and follow it",
+        about:
+            "submit a Gemini batch prediction job reading JSONL from Cloud Storage and follow it",
         default_input: "gs://cloud-samples-data/batch/prompt_for_batch_gemini_predict.jsonl",
         emulator_output: "gs://vertex-batch-demo/gen-ai-batch-prediction",
         output_hint: "gs://your-bucket/gen-ai-batch-prediction",

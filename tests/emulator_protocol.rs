@@ -529,8 +529,6 @@ async fn jobs_survive_a_graceful_restart_and_ids_keep_growing() {
 }
 
 #[tokio::test]
-#[ignore = "emulator bug: after a restart the next job id is max(stored job id) + 1, \
-            so a deleted newest job's name is handed out again (src/emulator/state.rs, EmuState::open)"]
 async fn a_deleted_jobs_name_is_never_reused_after_a_restart() {
     let dir = temp();
     let emu = Emulator::start(dir.path()).await.unwrap();

@@ -83,8 +83,15 @@ pub fn settings(s: &Sample) -> Result<Option<Settings>, String> {
             println!("{}", help(s));
             return Ok(None);
         }
-        if !["--project", "--location", "--model", "--input", "--output", "--data-dir"]
-            .contains(&flag.as_str())
+        if ![
+            "--project",
+            "--location",
+            "--model",
+            "--input",
+            "--output",
+            "--data-dir",
+        ]
+        .contains(&flag.as_str())
         {
             return Err(format!("unknown argument {flag:?} (see --help)"));
         }
@@ -105,9 +112,16 @@ pub fn settings(s: &Sample) -> Result<Option<Settings>, String> {
 }
 
 /// Runs the sample: pick the backend, submit, follow, report.
-pub async fn main(sample: Sample, build: impl Fn(&Settings, &str) -> JobSpec) -> Result<(), String> {
-    let Some(mut cfg) = settings(&sample)? else { return Ok(()) };
-    let external = std::env::var(ENV_EMULATOR_HOST).ok().filter(|v| !v.is_empty());
+pub async fn main(
+    sample: Sample,
+    build: impl Fn(&Settings, &str) -> JobSpec,
+) -> Result<(), String> {
+    let Some(mut cfg) = settings(&sample)? else {
+        return Ok(());
+    };
+    let external = std::env::var(ENV_EMULATOR_HOST)
+        .ok()
+        .filter(|v| !v.is_empty());
     let emulator = if external.is_none() && cfg.project.is_none() {
         let dir = match &cfg.data_dir {
             Some(d) => d.clone(),
@@ -120,7 +134,11 @@ pub async fn main(sample: Sample, build: impl Fn(&Settings, &str) -> JobSpec) ->
         (sample.seed)(&emu, &cfg.input)?;
         println!("No GCP project configured: running on an embedded Vertex AI emulator.");
         println!("  data dir: {}", emu.data_dir().display());
-        println!("  input {} is the file {}", cfg.input, input_file(&emu, &cfg.input));
+        println!(
+            "  input {} is the file {}",
+            cfg.input,
+            input_file(&emu, &cfg.input)
+        );
         cfg.project = Some("local-project".into());
         Some(emu)
     } else {
@@ -139,7 +157,10 @@ pub async fn main(sample: Sample, build: impl Fn(&Settings, &str) -> JobSpec) ->
     let project = cfg.project.clone().unwrap_or_default();
     let client = match &emulator {
         Some(emu) => emu.client(&project, &cfg.location),
-        None => Client::builder().project(&project).location(&cfg.location).build(),
+        None => Client::builder()
+            .project(&project)
+            .location(&cfg.location)
+            .build(),
     }
     .map_err(|e| e.to_string())?;
     if let Some(host) = &external {
@@ -175,7 +196,9 @@ pub async fn main(sample: Sample, build: impl Fn(&Settings, &str) -> JobSpec) ->
         }
         last = Some(job);
     }
-    let Some(job) = last else { return Err("no job state received".into()) };
+    let Some(job) = last else {
+        return Err("no job state received".into());
+    };
     println!("batch predict job finished with state {}", job.state());
     if let Some(err) = job.error() {
         println!("job error: {err}");

@@ -46,7 +46,8 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String>
     while let Some(flag) = argv.next() {
         let mut value = |name: &str| argv.next().ok_or_else(|| format!("{name} needs a value"));
         fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
-            v.parse().map_err(|_| format!("{name}: {v:?} is not a valid number"))
+            v.parse()
+                .map_err(|_| format!("{name}: {v:?} is not a valid number"))
         }
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
@@ -54,7 +55,8 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String>
             "--port" => port = num("--port", value("--port")?)?,
             "--host" => host = num("--host", value("--host")?)?,
             "--row-delay-ms" => {
-                knobs.row_delay = Duration::from_millis(num("--row-delay-ms", value("--row-delay-ms")?)?)
+                knobs.row_delay =
+                    Duration::from_millis(num("--row-delay-ms", value("--row-delay-ms")?)?)
             }
             "--job-duration-secs" => {
                 let secs: f64 = num("--job-duration-secs", value("--job-duration-secs")?)?;
@@ -71,7 +73,9 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String>
                 }
                 knobs.unavailable_fraction = f;
             }
-            "--max-requests" => knobs.max_requests_per_job = num("--max-requests", value("--max-requests")?)?,
+            "--max-requests" => {
+                knobs.max_requests_per_job = num("--max-requests", value("--max-requests")?)?
+            }
             "--hold-queued" => hold = true,
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }

@@ -154,7 +154,18 @@ impl EmuState {
                 ops.insert(rec.name.clone(), rec);
             }
         }
-        let next = jobs.keys().next_back().map_or(FIRST_ID, |max| max + 1);
+        // Ids are never reused: a deleted job's id is below the id of its
+        // delete operation, whose record is kept.
+        let max_op = ops
+            .keys()
+            .filter_map(|name| name.rsplit('/').next()?.parse::<u64>().ok())
+            .max();
+        let next = jobs
+            .keys()
+            .next_back()
+            .copied()
+            .max(max_op)
+            .map_or(FIRST_ID, |max| max + 1);
         let loaded: Vec<Arc<JobSlot>> = jobs.values().cloned().collect();
         let state = EmuState {
             dir: dir.to_path_buf(),
