@@ -167,8 +167,10 @@ pub async fn main(
         println!("Talking to the emulator at {host}.");
     }
 
+    // `create` sends exactly what Google's samples send; a service that may
+    // retry submissions should use `client.submit`, which never makes two jobs.
     let spec = build(&cfg, &output);
-    let job = client.submit(&spec).await.map_err(|e| e.to_string())?;
+    let job = client.create(&spec).await.map_err(|e| e.to_string())?;
     println!("submitted batch predict job for model {:?}", job.model());
     println!("job id: {:?}", job.name());
     println!("job state: {}", job.state());

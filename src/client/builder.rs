@@ -259,9 +259,7 @@ impl ClientBuilder {
         let mut endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| Error::Config(format!("invalid endpoint {uri:?}: {e}")))?
             .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_secs(20)))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(60))
-            .keep_alive_while_idle(false);
+            .tcp_nodelay(true);
         if let Some(host) = &tls_host {
             let tls = ClientTlsConfig::new()
                 .with_enabled_roots()

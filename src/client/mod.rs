@@ -195,16 +195,12 @@ impl Client {
                 req.set_timeout(t);
             }
             let sent = Instant::now();
-            let fut = rpc(self.inner.stubs.clone(), req).instrument(span.clone());
-            let outcome = match policy.get_attempt_timeout() {
-                Some(t) => match tokio::time::timeout(t, fut).await {
-                    Ok(r) => r,
-                    Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-                        "{method}: no answer within {t:?}"
-                    ))),
-                },
-                None => fut.await,
-            };
+            // The channel enforces the `grpc-timeout` deadline set above
+            // locally too, so no timer of our own is needed.
+            let outcome = rpc(self.inner.stubs.clone(), req)
+                .instrument(span.clone())
+                .await
+                .map_err(|s| deadline_as_deadline(s, method));
             let latency_ms = sent.elapsed().as_millis() as u64;
             span.record("latency_ms", latency_ms);
             match outcome {
@@ -231,6 +227,18 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+/// Tonic reports a locally expired `grpc-timeout` as `CANCELLED` ("Timeout
+/// expired"); it is a deadline, and retryable like one.
+fn deadline_as_deadline(status: tonic::Status, method: &str) -> tonic::Status {
+    if status.code() == tonic::Code::Cancelled && status.message().contains("Timeout expired") {
+        tonic::Status::deadline_exceeded(format!(
+            "{method}: no answer before the per-attempt deadline"
+        ))
+    } else {
+        status
     }
 }
 

@@ -88,7 +88,8 @@ impl Bucket {
 
     fn try_take(&mut self, now: Instant) -> bool {
         self.refill(now);
-        if self.tokens >= 1.0 {
+        // A tolerance: float refills can land a hair below a whole token.
+        if self.tokens >= 1.0 - 1e-9 {
             self.tokens -= 1.0;
             true
         } else {
@@ -98,7 +99,8 @@ impl Bucket {
 
     fn next_token_at(&self) -> Instant {
         let missing = (1.0 - self.tokens).max(0.0);
-        self.last + Duration::from_secs_f64(missing / self.rate)
+        // Never "now": a wake-up that finds no token would spin.
+        self.last + Duration::from_secs_f64(missing / self.rate).max(Duration::from_millis(1))
     }
 }
 

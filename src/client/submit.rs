@@ -61,11 +61,16 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn submit(&self, spec: &JobSpec) -> Result<Job> {
-        let key = spec
-            .labels()
-            .get(REQUEST_KEY_LABEL)
-            .cloned()
-            .unwrap_or_else(new_request_key);
+        let given = spec.labels().get(REQUEST_KEY_LABEL).cloned();
+        if let Some(key) = &given {
+            // A caller's key may have been used by an earlier submit (another
+            // process, a restart): that job is the answer.
+            if let Some(job) = self.find_by_request_key(key).await? {
+                tracing::info!(job = job.name(), key, "a job with this request key exists");
+                return Ok(job);
+            }
+        }
+        let key = given.unwrap_or_else(new_request_key);
         let request = spec
             .clone()
             .label(REQUEST_KEY_LABEL, key.clone())

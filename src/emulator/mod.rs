@@ -60,7 +60,7 @@ use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
-use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 pub use self::filter::Filter;
 pub use self::knobs::{KnobValues, Knobs};
@@ -131,9 +131,12 @@ impl EmulatorBuilder {
         let in_memory = router
             .clone()
             .serve_with_incoming(UnboundedReceiverStream::new(mem_rx).map(Ok::<_, std::io::Error>));
+        // No Nagle delay: answers go out in several small writes.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {
             tokio::select! {
-                r = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                r = router.serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 }) => r,
                 r = in_memory => r,
