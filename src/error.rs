@@ -302,7 +302,7 @@ impl ServiceError {
             StatusDetail::RetryInfo(r) => r
                 .retry_delay
                 .as_ref()
-                .and_then(|d| Duration::try_from(d.clone()).ok()),
+                .and_then(|d| Duration::try_from(*d).ok()),
             _ => None,
         })
     }

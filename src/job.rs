@@ -274,7 +274,7 @@ impl Job {
 
     /// Row counts (zeros until the service reports some).
     pub fn completion_stats(&self) -> CompletionStats {
-        let s = self.raw.completion_stats.clone().unwrap_or_default();
+        let s = self.raw.completion_stats.unwrap_or_default();
         let n = |v: i64| u64::try_from(v).unwrap_or(0);
         CompletionStats {
             successful: n(s.successful_count),
@@ -432,13 +432,15 @@ mod tests {
 
     #[test]
     fn output_location_reads_bigquery_table() {
-        let mut raw = pb::BatchPredictionJob::default();
-        raw.output_info = Some(pb::batch_prediction_job::OutputInfo {
-            bigquery_output_table: "predictions_1".into(),
-            output_location: Some(output_info::OutputLocation::BigqueryOutputDataset(
-                "bq://p.d".into(),
-            )),
-        });
+        let raw = pb::BatchPredictionJob {
+            output_info: Some(pb::batch_prediction_job::OutputInfo {
+                bigquery_output_table: "predictions_1".into(),
+                output_location: Some(output_info::OutputLocation::BigqueryOutputDataset(
+                    "bq://p.d".into(),
+                )),
+            }),
+            ..Default::default()
+        };
         let loc = Job::from(raw).output_location().unwrap();
         assert_eq!(loc.uri(), "bq://p.d.predictions_1");
         assert_eq!(loc.bigquery().unwrap().table(), Some("predictions_1"));

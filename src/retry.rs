@@ -20,7 +20,7 @@ use crate::error::Error;
 /// use vertex_batch::RetryPolicy;
 /// let policy = RetryPolicy::default()
 ///     .max_attempts(3)
-///     .attempt_timeout(Duration::from_secs(10));
+///     .attempt_timeout(Some(Duration::from_secs(10)));
 /// assert_eq!(policy.get_max_attempts(), 3);
 /// let none = RetryPolicy::none();
 /// assert_eq!(none.get_max_attempts(), 1);

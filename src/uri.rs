@@ -232,9 +232,9 @@ impl InputSource {
     ///
     /// ```
     /// use vertex_batch::InputSource;
-    /// let src = InputSource::parse(["gs://b1/a.jsonl", "gs://b1/more/*.jsonl"])?;
+    /// let src = InputSource::parse(["gs://bkt/a.jsonl", "gs://bkt/more/*.jsonl"])?;
     /// assert!(matches!(src, InputSource::Gcs(ref v) if v.len() == 2));
-    /// assert!(InputSource::parse(["gs://b1/a.jsonl", "bq://p.d.t"]).is_err());
+    /// assert!(InputSource::parse(["gs://bkt/a.jsonl", "bq://p.d.t"]).is_err());
     /// # Ok::<_, vertex_batch::Error>(())
     /// ```
     pub fn parse<I, S>(uris: I) -> Result<Self>

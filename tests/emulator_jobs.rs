@@ -29,7 +29,7 @@ async fn gcs_job_writes_one_prediction_per_input_line() {
         .await
         .unwrap();
     assert_eq!(job.state(), JobState::Pending);
-    let done = client.wait(job.name()).await.unwrap();
+    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
     let stats = done.completion_stats();
     assert_eq!(
@@ -89,7 +89,7 @@ async fn bad_rows_fail_alone_and_the_job_partially_succeeds() {
         .create(&spec("gs://bkt/mixed.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let err = client.wait(job.name()).await.unwrap_err();
+    let err = client.wait_with(job.name(), fast_wait()).await.unwrap_err();
     let Error::JobNotSucceeded(done) = err else {
         panic!("{err}")
     };
@@ -120,7 +120,10 @@ async fn a_job_whose_rows_all_fail_is_failed() {
         .create(&spec("gs://bkt/bad.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let done = client.wait_terminal(job.name()).await.unwrap();
+    let done = client
+        .wait_terminal_with(job.name(), fast_wait())
+        .await
+        .unwrap();
     assert_eq!(done.state(), JobState::Failed);
     assert!(done
         .error()
@@ -138,7 +141,10 @@ async fn missing_input_fails_the_job_with_a_clear_error() {
         .create(&spec("gs://bkt/none.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let done = client.wait_terminal(job.name()).await.unwrap();
+    let done = client
+        .wait_terminal_with(job.name(), fast_wait())
+        .await
+        .unwrap();
     assert_eq!(done.state(), JobState::Failed);
     let err = done.error().unwrap();
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -166,7 +172,7 @@ async fn wildcards_and_several_inputs_are_read() {
         .create(&spec("gs://bkt/in/*.jsonl", "gs://bkt/out").input("gs://bkt/extra.jsonl"))
         .await
         .unwrap();
-    let done = client.wait(job.name()).await.unwrap();
+    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
     assert_eq!(done.completion_stats().successful, 4);
     assert_eq!(read_jsonl(&predictions_file(&emu, &done)).len(), 4);
 }
@@ -190,7 +196,7 @@ async fn bigquery_tables_carry_columns_and_name_the_output_table() {
         .create(&spec("bq://proj-1.prompts.requests", "bq://proj-1.results"))
         .await
         .unwrap();
-    let done = client.wait(job.name()).await.unwrap();
+    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
     let OutputLocation::BigQuery { dataset, table } = done.output_location().unwrap() else {
         panic!()
     };
@@ -210,7 +216,7 @@ async fn bigquery_tables_carry_columns_and_name_the_output_table() {
     // A named table is used as is, and never overwritten.
     let named = spec("bq://proj-1.prompts.requests", "bq://proj-1.results.run1");
     let done = client
-        .wait(client.create(&named).await.unwrap().name())
+        .wait_with(client.create(&named).await.unwrap().name(), fast_wait())
         .await
         .unwrap();
     assert_eq!(
@@ -218,7 +224,10 @@ async fn bigquery_tables_carry_columns_and_name_the_output_table() {
         "bq://proj-1.results.run1"
     );
     let again = client.create(&named).await.unwrap();
-    let failed = client.wait_terminal(again.name()).await.unwrap();
+    let failed = client
+        .wait_terminal_with(again.name(), fast_wait())
+        .await
+        .unwrap();
     assert_eq!(failed.state(), JobState::Failed);
     assert!(failed.error().unwrap().message().contains("already exists"));
 }
@@ -240,7 +249,7 @@ async fn max_output_tokens_from_the_job_parameters_cut_answers() {
         .create(&spec("gs://bkt/p.jsonl", "gs://bkt/out").max_output_tokens(5))
         .await
         .unwrap();
-    let done = client.wait(job.name()).await.unwrap();
+    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
     let rows = read_jsonl(&predictions_file(&emu, &done));
     let cand = &rows[0]["response"]["candidates"][0];
     assert_eq!(

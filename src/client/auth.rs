@@ -160,6 +160,23 @@ impl TokenCache {
         Ok(Some(value))
     }
 
+    /// The header value when it is known without waiting: `Some(None)` for
+    /// anonymous credentials, `Some(Some(v))` for a static or fresh cached
+    /// token, `None` when a (possibly slow) refresh is needed.
+    pub(crate) fn try_header(&self) -> Option<Option<HeaderValue>> {
+        match &self.credentials.0 {
+            Kind::Anonymous => Some(None),
+            Kind::Static(v) => Some(Some(v.clone())),
+            Kind::Invalid => None,
+            Kind::Provider(_) | Kind::Adc => {
+                let cached = self.cached.try_read().ok()?;
+                let (v, expires) = cached.as_ref()?;
+                let deadline = expires.checked_sub(REFRESH_MARGIN)?;
+                (SystemTime::now() < deadline).then(|| Some(v.clone()))
+            }
+        }
+    }
+
     async fn fresh(&self) -> Option<HeaderValue> {
         let cached = self.cached.read().await;
         let (v, expires) = cached.as_ref()?;

@@ -10,6 +10,10 @@ use std::{
     task::{Context, Poll},
 };
 
+use futures::{
+    future::{Either, MapErr},
+    TryFutureExt,
+};
 use http::{HeaderName, HeaderValue};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tower::{Layer, Service};
@@ -31,18 +35,28 @@ const ROUTING: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// The routing parameter of one request: `("parent", "projects/p/locations/l")`.
+/// The routing parameter of one request: `("parent", "projects/p/locations/l")`,
+/// with its header value encoded once.
 #[derive(Debug, Clone)]
 pub(crate) struct RoutingParam {
-    pub(crate) key: &'static str,
     pub(crate) value: String,
+    header: Option<HeaderValue>,
 }
 
 impl RoutingParam {
+    pub(crate) fn new(key: &'static str, value: String) -> Self {
+        let header = Self::encode(key, &value);
+        RoutingParam { value, header }
+    }
+
     /// The header value: `key=<percent-encoded value>`, as the Node client sends it.
+    fn encode(key: &str, value: &str) -> Option<HeaderValue> {
+        let encoded = utf8_percent_encode(value, ROUTING);
+        HeaderValue::try_from(format!("{key}={encoded}")).ok()
+    }
+
     pub(crate) fn header_value(&self) -> Option<HeaderValue> {
-        let encoded = utf8_percent_encode(&self.value, ROUTING);
-        HeaderValue::try_from(format!("{}={encoded}", self.key)).ok()
+        self.header.clone()
     }
 }
 
@@ -102,6 +116,26 @@ pub(crate) struct HeaderService<S> {
 #[error("{0}")]
 pub(crate) struct AuthFailure(pub(crate) String);
 
+fn add_headers<B>(shared: &Shared, req: &mut http::Request<B>, token: Option<HeaderValue>) {
+    let routing = req
+        .extensions()
+        .get::<RoutingParam>()
+        .and_then(RoutingParam::header_value);
+    let headers = req.headers_mut();
+    if let Some(token) = token {
+        headers.insert(http::header::AUTHORIZATION, token);
+    }
+    headers.insert(API_CLIENT, shared.api_client.clone());
+    if let Some(project) = &shared.user_project {
+        headers.insert(USER_PROJECT, project.clone());
+    }
+    if let Some(value) = routing {
+        headers.insert(REQUEST_PARAMS, value);
+    }
+}
+
+type BoxedCall<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
+
 impl<S, B> Service<http::Request<B>> for HeaderService<S>
 where
     S: Service<http::Request<B>> + Clone + Send + 'static,
@@ -111,39 +145,32 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+    type Future = Either<MapErr<S::Future, fn(S::Error) -> BoxError>, BoxedCall<S::Response>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // Fast path: the token is known without waiting (anonymous, static,
+        // or cached and fresh): no allocation, no extra future.
+        if let Some(token) = self.shared.tokens.try_header() {
+            add_headers(&self.shared, &mut req, token);
+            let to_box: fn(S::Error) -> BoxError = Into::into;
+            return Either::Left(self.inner.call(req).map_err(to_box));
+        }
         // The clone is not ready yet: keep the ready one, as tower requires.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let token = shared.tokens.header().await.map_err(|e| match e {
                 Error::Auth { message, .. } => Box::new(AuthFailure(message)) as BoxError,
                 other => Box::new(AuthFailure(other.to_string())) as BoxError,
             })?;
-            let headers = req.headers_mut();
-            if let Some(token) = token {
-                headers.insert(http::header::AUTHORIZATION, token);
-            }
-            headers.insert(API_CLIENT, shared.api_client.clone());
-            if let Some(project) = &shared.user_project {
-                headers.insert(USER_PROJECT, project.clone());
-            }
-            if let Some(value) = req
-                .extensions()
-                .get::<RoutingParam>()
-                .and_then(RoutingParam::header_value)
-            {
-                req.headers_mut().insert(REQUEST_PARAMS, value);
-            }
+            add_headers(&shared, &mut req, token);
             inner.call(req).await.map_err(Into::into)
-        })
+        }))
     }
 }
 
@@ -153,10 +180,7 @@ mod tests {
 
     #[test]
     fn routing_values_are_percent_encoded() {
-        let p = RoutingParam {
-            key: "parent",
-            value: "projects/my-proj/locations/us-central1".into(),
-        };
+        let p = RoutingParam::new("parent", "projects/my-proj/locations/us-central1".into());
         assert_eq!(
             p.header_value().unwrap(),
             "parent=projects%2Fmy-proj%2Flocations%2Fus-central1"

@@ -112,7 +112,10 @@ impl Client {
                 parent_param(&parent),
                 true,
                 request,
-                |mut s, r| async move { s.jobs.list_batch_prediction_jobs(r).await },
+                |s, r| {
+                    let mut stub = s.jobs.clone();
+                    async move { stub.list_batch_prediction_jobs(r).await }
+                },
             )
             .await?;
         Ok(JobPage {
@@ -180,7 +183,10 @@ impl Client {
             name_param(&name),
             true,
             request,
-            |mut s, r| async move { s.jobs.cancel_batch_prediction_job(r).await },
+            |s, r| {
+                let mut stub = s.jobs.clone();
+                async move { stub.cancel_batch_prediction_job(r).await }
+            },
         )
         .await?;
         Ok(())
@@ -200,7 +206,10 @@ impl Client {
                 name_param(&name),
                 true,
                 request,
-                |mut s, r| async move { s.jobs.delete_batch_prediction_job(r).await },
+                |s, r| {
+                    let mut stub = s.jobs.clone();
+                    async move { stub.delete_batch_prediction_job(r).await }
+                },
             )
             .await?;
         self.await_operation(op, Duration::from_secs(300)).await
@@ -228,7 +237,10 @@ impl Client {
                     name_param(&op.name),
                     true,
                     request,
-                    |mut s, r| async move { s.ops.get_operation(r).await },
+                    |s, r| {
+                        let mut stub = s.ops.clone();
+                        async move { stub.get_operation(r).await }
+                    },
                 )
                 .await?;
         }

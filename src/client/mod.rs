@@ -167,7 +167,7 @@ impl Client {
     ) -> Result<Resp>
     where
         Req: Clone,
-        F: Fn(Stubs, tonic::Request<Req>) -> Fut,
+        F: Fn(&Stubs, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
     {
         let once;
@@ -194,10 +194,10 @@ impl Client {
             if let Some(t) = policy.get_attempt_timeout() {
                 req.set_timeout(t);
             }
-            let sent = Instant::now();
+            let sent = std::time::Instant::now();
             // The channel enforces the `grpc-timeout` deadline set above
             // locally too, so no timer of our own is needed.
-            let outcome = rpc(self.inner.stubs.clone(), req)
+            let outcome = rpc(&self.inner.stubs, req)
                 .instrument(span.clone())
                 .await
                 .map_err(|s| deadline_as_deadline(s, method));
@@ -243,17 +243,11 @@ fn deadline_as_deadline(status: tonic::Status, method: &str) -> tonic::Status {
 }
 
 fn parent_param(parent: &LocationName) -> RoutingParam {
-    RoutingParam {
-        key: "parent",
-        value: parent.to_string(),
-    }
+    RoutingParam::new("parent", parent.to_string())
 }
 
 fn name_param(name: impl ToString) -> RoutingParam {
-    RoutingParam {
-        key: "name",
-        value: name.to_string(),
-    }
+    RoutingParam::new("name", name.to_string())
 }
 
 /// # Creating and reading jobs
@@ -280,7 +274,10 @@ impl Client {
                 parent_param(&parent),
                 false,
                 request,
-                |mut s, r| async move { s.jobs.create_batch_prediction_job(r).await },
+                |s, r| {
+                    let mut stub = s.jobs.clone();
+                    async move { stub.create_batch_prediction_job(r).await }
+                },
             )
             .await?;
         Ok(Job::from(job))
@@ -305,7 +302,10 @@ impl Client {
                 name_param(&name),
                 true,
                 request,
-                |mut s, r| async move { s.jobs.get_batch_prediction_job(r).await },
+                |s, r| {
+                    let mut stub = s.jobs.clone();
+                    async move { stub.get_batch_prediction_job(r).await }
+                },
             )
             .await?;
         Ok(Job::from(job))

@@ -19,7 +19,7 @@
 //! interrupted (its partial output is discarded first).
 //!
 //! ```no_run
-//! # async fn demo() -> vertex_batch::Result<()> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use vertex_batch::{emulator::Emulator, JobSpec};
 //!
 //! let emu = Emulator::start("/tmp/vertex-emulator").await?;

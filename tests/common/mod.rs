@@ -44,3 +44,10 @@ pub fn predictions_file(emu: &Emulator, job: &vertex_batch::Job) -> PathBuf {
 pub fn temp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// Polls every 10 ms: jobs in tests end in milliseconds.
+pub fn fast_wait() -> vertex_batch::WaitOptions {
+    vertex_batch::WaitOptions::new().policy(vertex_batch::PollPolicy::fixed(
+        std::time::Duration::from_millis(10),
+    ))
+}
