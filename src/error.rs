@@ -95,7 +95,7 @@ pub enum Error {
     },
     /// A job ended in a terminal state other than `SUCCEEDED`.
     ///
-    /// Returned by [`crate::Client::wait_succeeded`]; the final job is kept so
+    /// Returned by [`crate::Client::wait`]; the final job is kept so
     /// the caller can inspect its error, stats and partial failures.
     #[error("job {} ended {:?}{}", .0.name(), .0.state(), .0.error().map(|e| format!(": {e}")).unwrap_or_default())]
     JobNotSucceeded(Box<crate::Job>),

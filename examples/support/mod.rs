@@ -154,7 +154,11 @@ pub async fn main(
             ))
         }
     };
-    let project = cfg.project.clone().unwrap_or_default();
+    // An emulator accepts any project; the samples' placeholder will do.
+    let project = cfg
+        .project
+        .clone()
+        .unwrap_or_else(|| "local-project".into());
     let client = match &emulator {
         Some(emu) => emu.client(&project, &cfg.location),
         None => Client::builder()
