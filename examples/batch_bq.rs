@@ -70,11 +70,5 @@ async fn main() -> std::process::ExitCode {
         seed,
         show,
     };
-    match support::main(sample, job_spec).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    support::exit(support::main(sample, job_spec).await)
 }

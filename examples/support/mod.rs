@@ -226,6 +226,17 @@ pub async fn main(
     }
 }
 
+/// The process exit code for a run, printing its error.
+pub fn exit(result: Result<(), String>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn input_file(emu: &Emulator, uri: &str) -> String {
     let path = if uri.starts_with("bq://") {
         emu.bigquery_path(uri)
