@@ -55,7 +55,12 @@ pub fn format_compact(t: SystemTime) -> String {
 /// `2024-11-13T14:04:28.5+01:00`). Returns `None` when malformed.
 pub fn parse(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+    if !s.is_ascii()
+        || b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
@@ -110,6 +115,7 @@ mod tests {
         );
         for bad in [
             "",
+            "2024-01-01T00:00:00\u{e9}1234",
             "2024-13-01T00:00:00Z",
             "2024-11-13 14:04",
             "2024-11-13T14:04:28",

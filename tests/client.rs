@@ -421,6 +421,18 @@ async fn plaintext_to_a_remote_host_needs_an_opt_in() {
         tls.endpoint(),
         "https://europe-west4-aiplatform.googleapis.com:443"
     );
+    let remote_emulator = Client::builder()
+        .ignore_env()
+        .project("local-project")
+        .emulator_host("192.0.2.1:8080")
+        .credentials(Credentials::access_token(TOKEN))
+        .build()
+        .unwrap_err();
+    assert!(
+        remote_emulator.to_string().contains("plaintext"),
+        "{remote_emulator}"
+    );
+    assert!(!remote_emulator.to_string().contains("super-secret"));
     let missing = Client::builder().ignore_env().build().unwrap_err();
     assert!(
         missing.to_string().contains("GOOGLE_CLOUD_PROJECT"),

@@ -258,3 +258,40 @@ async fn max_output_tokens_from_the_job_parameters_cut_answers() {
     );
     assert_eq!(cand["finishReason"], "MAX_TOKENS");
 }
+
+#[tokio::test]
+async fn a_crash_after_publishing_never_doubles_the_output() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let lines: Vec<String> = (0..20).map(prompt_line).collect();
+    write_gcs(&emu, "gs://bkt/in.jsonl", &lines);
+    let client = emu.client("proj-1", "us-central1").unwrap();
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let out_dir = predictions_file(&emu, &done)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    emu.shutdown().await;
+
+    // Make the record look like a crash between publishing the output and
+    // recording the end: RUNNING, with its output directory claimed.
+    let record_path = dir.path().join("jobs").join(format!("{}.json", done.id()));
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    record["job"]["state"] = json!("JOB_STATE_RUNNING");
+    record["output_claim"] = json!(out_dir);
+    std::fs::write(&record_path, record.to_string()).unwrap();
+
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu.client("proj-1", "us-central1").unwrap();
+    let rerun = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    assert_eq!(rerun.completion_stats().successful, 20);
+    let out_root = emu.gcs_path("gs://bkt/out").unwrap();
+    let dirs: Vec<_> = std::fs::read_dir(&out_root).unwrap().collect();
+    assert_eq!(dirs.len(), 1, "exactly one output directory");
+    assert_eq!(read_jsonl(&predictions_file(&emu, &rerun)).len(), 20);
+}

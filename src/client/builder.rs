@@ -203,6 +203,16 @@ impl ClientBuilder {
             (None, true) => Credentials::anonymous(),
             (None, false) => Credentials::application_default(),
         };
+        // Credentials given for an emulator travel in plaintext: loopback only.
+        if emulated && !credentials.is_anonymous() && !self.allow_plaintext {
+            let authority = uri.strip_prefix("http://").unwrap_or("");
+            if !authority.is_empty() && !is_loopback(host_of(authority)) {
+                return Err(Error::Config(format!(
+                    "refusing to send credentials in plaintext to the emulator at {authority}; \
+                     use a loopback emulator or call .allow_plaintext(true)"
+                )));
+            }
+        }
 
         let quota_project = self
             .quota_project

@@ -74,7 +74,7 @@ impl Follow {
             client: client.clone(),
             name: name.to_owned(),
             poller: opts.policy.start(),
-            deadline: opts.timeout.map(|t| started + t),
+            deadline: opts.timeout.and_then(|t| started.checked_add(t)),
             started,
             first: true,
             delay: Duration::ZERO,

@@ -156,27 +156,33 @@ impl EmulatorBuilder {
 /// Resumes what a previous run left unfinished.
 fn recover(state: &Arc<EmuState>, loaded: Vec<Arc<state::JobSlot>>) {
     for slot in loaded {
-        let (job_state, partial) = {
+        let (job_state, partial, claim) = {
             let rec = slot.lock();
             (
                 JobState::from_proto(rec.job.state),
                 rec.partial_output.clone(),
+                rec.output_claim.clone(),
             )
         };
         if job_state.is_terminal() {
             continue;
         }
+        // Whatever the interrupted run wrote (partial or even published
+        // output) goes, so the re-run's output is the only one.
         if let Some(p) = partial {
             let _ = std::fs::remove_file(&p);
-            if let Some(dir) = p.parent() {
-                // The GCS output directory was created for this run only.
-                if p.file_name()
-                    .is_some_and(|n| n == ".predictions.jsonl.partial")
-                {
-                    let _ = std::fs::remove_dir(dir);
-                }
-            }
-            slot.lock().partial_output = None;
+        }
+        if let Some(c) = claim {
+            let _ = if c.is_dir() {
+                std::fs::remove_dir_all(&c)
+            } else {
+                std::fs::remove_file(&c)
+            };
+        }
+        {
+            let mut rec = slot.lock();
+            rec.partial_output = None;
+            rec.output_claim = None;
         }
         match job_state {
             JobState::Cancelling => runner::finish(state, &slot, PbState::Cancelled, None),

@@ -38,6 +38,13 @@ const CHUNK: u64 = 4096;
 /// At most this many row errors are kept in `partial_failures`.
 const MAX_PARTIAL_FAILURES: usize = 20;
 
+/// `now + d`, or about thirty years on when that overflows.
+fn later(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 enum Wake {
     Elapsed,
     Cancel,
@@ -93,6 +100,7 @@ pub(crate) fn finish(
             details: Vec::new(),
         });
         rec.partial_output = None;
+        rec.output_claim = None;
     }
     state.persist_or_log(slot);
     tracing::info!(job = slot.id, state = end.as_str_name(), "job ended");
@@ -124,7 +132,7 @@ async fn queue(state: &EmuState, slot: &JobSlot) -> Option<Wake> {
     let mut hold = state.knobs.hold_watch();
     if *hold.borrow_and_update() {
         set_state(state, slot, pb::JobState::Queued);
-        let expires = Instant::now() + state.knobs.values().queue_ttl;
+        let expires = later(state.knobs.values().queue_ttl);
         while *hold.borrow_and_update() {
             let mut stop = state.stopping.subscribe();
             let notified = slot.cancel_notify.notified();
@@ -149,7 +157,7 @@ async fn queue(state: &EmuState, slot: &JobSlot) -> Option<Wake> {
         set_state(state, slot, pb::JobState::Pending);
     }
     let delay = state.knobs.values().queue_delay;
-    Some(wait_until(state, slot, Instant::now() + delay).await)
+    Some(wait_until(state, slot, later(delay)).await)
 }
 
 /// The resolved input of a job.
@@ -167,10 +175,12 @@ impl Input {
     }
 }
 
-/// Where the output goes: the partial file, the final file, and `output_info`.
+/// Where the output goes: the partial file, the final file, what the job
+/// claimed (its GCS directory or its BigQuery table file), and `output_info`.
 struct Output {
     partial: PathBuf,
     final_path: PathBuf,
+    claim: PathBuf,
     info: OutputInfo,
 }
 
@@ -221,20 +231,25 @@ fn plan_output(state: &EmuState, job: &pb::BatchPredictionJob) -> Result<Output,
                 .map_err(|e| e.to_string())?;
             let base = storage::gcs_path(&state.dir, &prefix);
             // The service names the directory after the time; keep it unique.
+            fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
             let mut t = now;
             let (name, dir) = loop {
                 let name = format!("prediction-model-{}", timefmt::format_millis(t));
                 let dir = base.join(&name);
-                if !dir.exists() {
-                    break (name, dir);
+                // `create_dir` claims the directory: two jobs never share one.
+                match fs::create_dir(&dir) {
+                    Ok(()) => break (name, dir),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        t += Duration::from_millis(1);
+                    }
+                    Err(e) => return Err(format!("creating {}: {e}", dir.display())),
                 }
-                t += Duration::from_millis(1);
             };
-            fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
             let prefix_str = prefix.to_string();
             Ok(Output {
                 partial: dir.join(".predictions.jsonl.partial"),
                 final_path: dir.join("predictions.jsonl"),
+                claim: dir.clone(),
                 info: OutputInfo {
                     bigquery_output_table: String::new(),
                     output_location: Some(output_info::OutputLocation::GcsOutputDirectory(
@@ -251,19 +266,30 @@ fn plan_output(state: &EmuState, job: &pb::BatchPredictionJob) -> Result<Output,
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("predictions_{}", timefmt::format_compact(now)));
             let path = storage::bq_path(&state.dir, &uri, Some(&table));
-            if path.exists() {
-                return Err(format!(
-                    "output table bq://{}.{}.{table} already exists",
-                    uri.project(),
-                    uri.dataset()
-                ));
-            }
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent)
                     .map_err(|e| format!("creating {}: {e}", parent.display()))?;
             }
+            // Claim the table (an empty file until the job publishes it), so
+            // no other job can write it and an existing one is never replaced.
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(format!(
+                        "output table bq://{}.{}.{table} already exists",
+                        uri.project(),
+                        uri.dataset()
+                    ))
+                }
+                Err(e) => return Err(format!("creating {}: {e}", path.display())),
+            }
             Ok(Output {
-                partial: path.with_extension("jsonl.partial"),
+                partial: path.with_file_name(format!(".{table}.jsonl.partial")),
+                claim: path.clone(),
                 final_path: path,
                 info: OutputInfo {
                     bigquery_output_table: table,
@@ -382,6 +408,7 @@ async fn execute(state: &EmuState, slot: &JobSlot) {
     {
         let mut rec = slot.lock();
         rec.partial_output = Some(output.partial.clone());
+        rec.output_claim = Some(output.claim.clone());
         rec.job.completion_stats = Some(pb::CompletionStats {
             successful_count: 0,
             failed_count: 0,
@@ -469,6 +496,15 @@ async fn execute(state: &EmuState, slot: &JobSlot) {
                         "the job ran longer than the run-time limit and was cancelled".into(),
                     )),
                 ),
+                _ if done != total => finish(
+                    state,
+                    slot,
+                    pb::JobState::Failed,
+                    Some((
+                        10,
+                        format!("the input changed while the job ran: counted {total} rows, read {done}"),
+                    )),
+                ),
                 _ if tally.failed == 0 => finish(state, slot, pb::JobState::Succeeded, None),
                 _ if tally.ok == 0 => finish(
                     state,
@@ -535,9 +571,10 @@ async fn stream_rows(
             if in_chunk == 0 {
                 // Start of a chunk: pace, and check for cancel and shutdown.
                 let target = started
-                    + per_row.saturating_mul(
+                    .checked_add(per_row.saturating_mul(
                         u32::try_from((done + chunk).min(total)).unwrap_or(u32::MAX),
-                    );
+                    ))
+                    .unwrap_or_else(|| later(Duration::MAX));
                 let until = if per_row.is_zero() {
                     Instant::now()
                 } else {

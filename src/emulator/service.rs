@@ -296,6 +296,7 @@ impl JobService for EmulatorService {
             JobRecord {
                 job: job.clone(),
                 partial_output: None,
+                output_claim: None,
             },
         ));
         self.state

@@ -51,12 +51,18 @@ pub(crate) struct JobRecord {
     /// The file being written while the job runs (removed on recovery).
     #[serde(default)]
     pub(crate) partial_output: Option<PathBuf>,
+    /// What the running job claimed for its output (its GCS directory or its
+    /// BigQuery table file); removed on recovery before the job runs again.
+    #[serde(default)]
+    pub(crate) output_claim: Option<PathBuf>,
 }
 
 /// A job in memory: its record plus the signals its runner listens to.
 pub(crate) struct JobSlot {
     pub(crate) id: u64,
     record: Mutex<JobRecord>,
+    /// Orders writes of the record: the last snapshot taken is the last written.
+    persist: Mutex<()>,
     pub(crate) cancel: AtomicBool,
     pub(crate) cancel_notify: Notify,
 }
@@ -66,6 +72,7 @@ impl JobSlot {
         JobSlot {
             id,
             record: Mutex::new(record),
+            persist: Mutex::new(()),
             cancel: AtomicBool::new(false),
             cancel_notify: Notify::new(),
         }
@@ -216,6 +223,7 @@ impl EmuState {
 
     /// Writes a job's record durably.
     pub(crate) fn persist(&self, slot: &JobSlot) -> io::Result<()> {
+        let _ordered = slot.persist.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = {
             let rec = slot.lock();
             serde_json::to_vec_pretty(&*rec).map_err(io::Error::other)?
