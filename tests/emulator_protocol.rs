@@ -18,8 +18,7 @@ use vertex_batch::{
     proto::aiplatform::{
         self as pb, batch_prediction_job::input_config, job_service_client::JobServiceClient,
     },
-    Client, Error, Job, JobSpec, JobState, ListOptions, LocationName, PollPolicy, RetryPolicy,
-    ServiceError, WaitOptions,
+    Client, Error, Job, JobSpec, JobState, ListOptions, LocationName, RetryPolicy, ServiceError,
 };
 
 const PROJECT: &str = "p1";
@@ -38,31 +37,6 @@ fn valid_request() -> pb::CreateBatchPredictionJobRequest {
     spec("gs://bkt/in.jsonl", "gs://bkt/out")
         .to_request(&LocationName::new(PROJECT, LOCATION).unwrap())
         .unwrap()
-}
-
-/// Waits with a fast fixed poll and a deadline (the default policy polls
-/// every 2 s and more).
-fn fast() -> WaitOptions {
-    WaitOptions::new()
-        .policy(PollPolicy::fixed(Duration::from_millis(20)))
-        .timeout(Duration::from_secs(60))
-}
-
-/// Polls `get` every 20 ms (at most 30 s) until `pred` holds.
-async fn poll_until(client: &Client, name: &str, what: &str, pred: impl Fn(&Job) -> bool) -> Job {
-    for _ in 0..1500 {
-        let job = client.get(name).await.unwrap();
-        if pred(&job) {
-            return job;
-        }
-        assert!(
-            !job.state().is_terminal(),
-            "{name} ended {} before {what}",
-            job.state()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name}: {what} never happened");
 }
 
 fn violated_fields(err: &Error) -> Vec<String> {
@@ -328,10 +302,10 @@ async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
             )
             .await
             .unwrap();
-        c.wait_terminal_with(job.name(), fast()).await.unwrap();
+        c.wait_terminal_with(job.name(), fast_wait()).await.unwrap();
     }
     for name in &created {
-        client.wait_terminal_with(name, fast()).await.unwrap();
+        client.wait_terminal_with(name, fast_wait()).await.unwrap();
     }
     let newest_first: Vec<String> = created.iter().rev().cloned().collect();
 
@@ -444,7 +418,10 @@ async fn cancelling_a_running_job_ends_it_cancelled_with_rows_left_over() {
         after.state()
     );
 
-    let done = client.wait_terminal_with(job.name(), fast()).await.unwrap();
+    let done = client
+        .wait_terminal_with(job.name(), fast_wait())
+        .await
+        .unwrap();
     assert_eq!(done.state(), JobState::Cancelled);
     let stats = done.completion_stats();
     assert!(stats.incomplete > 0, "{stats:?}");
@@ -470,7 +447,10 @@ async fn only_ended_jobs_can_be_deleted_and_then_they_are_gone() {
     );
 
     client.cancel(job.name()).await.unwrap();
-    client.wait_terminal_with(job.name(), fast()).await.unwrap();
+    client
+        .wait_terminal_with(job.name(), fast_wait())
+        .await
+        .unwrap();
     client.delete(job.name()).await.unwrap();
     assert!(
         emu.rpc_counts().get("GetOperation").copied().unwrap_or(0) >= 1,
@@ -503,7 +483,7 @@ async fn jobs_survive_a_graceful_restart_and_ids_keep_growing() {
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let before = client.wait_with(job.name(), fast()).await.unwrap();
+    let before = client.wait_with(job.name(), fast_wait()).await.unwrap();
     let location = before.output_location().expect("an output location");
     emu.shutdown().await;
 
@@ -536,7 +516,10 @@ async fn a_deleted_jobs_name_is_never_reused_after_a_restart() {
     let kept = client.create_request(valid_request()).await.unwrap();
     let deleted = client.create_request(valid_request()).await.unwrap();
     for j in [&kept, &deleted] {
-        client.wait_terminal_with(j.name(), fast()).await.unwrap();
+        client
+            .wait_terminal_with(j.name(), fast_wait())
+            .await
+            .unwrap();
     }
     client.delete(deleted.name()).await.unwrap();
     emu.shutdown().await;
@@ -576,7 +559,7 @@ async fn a_job_interrupted_by_a_crash_reruns_to_complete_output_without_duplicat
     let emu = Emulator::builder(dir.path()).start().await.unwrap();
     emu.knobs().set_job_duration(None);
     let client = emu.client(PROJECT, LOCATION).unwrap();
-    let done = client.wait_with(job.name(), fast()).await.unwrap();
+    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
     let stats = done.completion_stats();
     assert_eq!(
@@ -634,7 +617,7 @@ async fn held_jobs_stay_queued_until_released_then_succeed() {
         );
     }
     emu.knobs().hold_queued(false);
-    let done = client.wait_with(job.name(), fast()).await.unwrap();
+    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
     assert_eq!(done.completion_stats().successful, 1);
 }
@@ -651,7 +634,10 @@ async fn a_job_held_past_the_queue_ttl_expires() {
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let done = client.wait_terminal_with(job.name(), fast()).await.unwrap();
+    let done = client
+        .wait_terminal_with(job.name(), fast_wait())
+        .await
+        .unwrap();
     assert_eq!(done.state(), JobState::Expired);
     assert!(done.output_location().is_none());
     assert!(done.end_time().is_some());
@@ -668,7 +654,7 @@ async fn fail_jobs_fails_every_job_with_the_given_message() {
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let err = client.wait_with(job.name(), fast()).await.unwrap_err();
+    let err = client.wait_with(job.name(), fast_wait()).await.unwrap_err();
     let Error::JobNotSucceeded(done) = err else {
         panic!("{err}")
     };
@@ -740,7 +726,10 @@ async fn a_job_over_the_request_limit_fails_naming_the_limit() {
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let done = client.wait_terminal_with(job.name(), fast()).await.unwrap();
+    let done = client
+        .wait_terminal_with(job.name(), fast_wait())
+        .await
+        .unwrap();
     assert_eq!(done.state(), JobState::Failed);
     let message = done.error().unwrap().message().to_owned();
     assert!(
@@ -781,7 +770,7 @@ async fn row_delay_paces_progress_visibly() {
         "never saw a RUNNING job part-way through"
     );
 
-    let done = client.wait_with(job.name(), fast()).await.unwrap();
+    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
     assert_eq!(done.completion_stats().successful, 20);
     let ran = done
         .end_time()

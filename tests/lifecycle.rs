@@ -57,24 +57,6 @@ fn gets(emu: &Emulator) -> u64 {
         .unwrap_or(0)
 }
 
-/// Polls `get` once a second (at most 10 minutes) until `pred` holds.
-async fn poll_until(client: &Client, name: &str, what: &str, pred: impl Fn(&Job) -> bool) -> Job {
-    for _ in 0..600 {
-        if let Ok(job) = client.get(name).await {
-            if pred(&job) {
-                return job;
-            }
-            assert!(
-                !job.state().is_terminal(),
-                "{name} ended {} before {what}",
-                job.state()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{name}: {what} never happened");
-}
-
 async fn all_jobs(client: &Client) -> Vec<Job> {
     client.list(ListOptions::new()).try_collect().await.unwrap()
 }

@@ -1,9 +1,12 @@
 #![allow(dead_code)]
 pub mod recorder;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use vertex_batch::emulator::Emulator;
+use vertex_batch::{emulator::Emulator, Client, Job};
 
 /// One realistic Gemini request line.
 pub fn prompt_line(i: usize) -> String {
@@ -45,9 +48,34 @@ pub fn temp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-/// Polls every 10 ms: jobs in tests end in milliseconds.
+/// Polls every 10 ms, for at most a minute: jobs in tests end in
+/// milliseconds (the default policy first waits 2 s).
 pub fn fast_wait() -> vertex_batch::WaitOptions {
-    vertex_batch::WaitOptions::new().policy(vertex_batch::PollPolicy::fixed(
-        std::time::Duration::from_millis(10),
-    ))
+    vertex_batch::WaitOptions::new()
+        .policy(vertex_batch::PollPolicy::fixed(Duration::from_millis(10)))
+        .timeout(Duration::from_secs(60))
+}
+
+/// Polls `get` every 20 ms (at most 1,500 times) until `pred` holds; a failed
+/// get is tried again, a job that ends first fails the test.
+pub async fn poll_until(
+    client: &Client,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&Job) -> bool,
+) -> Job {
+    for _ in 0..1500 {
+        if let Ok(job) = client.get(name).await {
+            if pred(&job) {
+                return job;
+            }
+            assert!(
+                !job.state().is_terminal(),
+                "{name} ended {} before {what}",
+                job.state()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name}: {what} never happened");
 }
