@@ -295,3 +295,22 @@ async fn a_crash_after_publishing_never_doubles_the_output() {
     assert_eq!(dirs.len(), 1, "exactly one output directory");
     assert_eq!(read_jsonl(&predictions_file(&emu, &rerun)).len(), 20);
 }
+
+#[tokio::test]
+async fn an_enormous_wait_deadline_is_no_deadline() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
+    let client = emu.client("proj-1", "us-central1").unwrap();
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let opts = vertex_batch::WaitOptions::new()
+        .policy(vertex_batch::PollPolicy::fixed(
+            std::time::Duration::from_millis(10),
+        ))
+        .timeout(std::time::Duration::MAX);
+    let done = client.wait_with(job.name(), opts).await.unwrap();
+    assert_eq!(done.state(), JobState::Succeeded);
+}
