@@ -146,7 +146,7 @@ impl Poller {
         if p.adaptive {
             if let Some(remaining) = estimate_remaining(job) {
                 let d = remaining
-                    .mul_f64(p.fraction)
+                    .mul_f64(p.fraction.clamp(0.0, 1.0))
                     .clamp(p.near_end, p.adaptive_cap.max(p.near_end));
                 return self.jittered(d);
             }
@@ -158,9 +158,9 @@ impl Poller {
     pub fn next_backoff(&mut self) -> Duration {
         let p = &self.policy;
         let exp = p.multiplier.powi(self.backoff_step.min(64) as i32);
-        let d = Duration::from_secs_f64(
-            (p.initial.as_secs_f64() * exp).min(p.backoff_cap.as_secs_f64()),
-        );
+        let d = Duration::try_from_secs_f64(p.initial.as_secs_f64() * exp)
+            .unwrap_or(Duration::MAX)
+            .min(p.backoff_cap);
         self.backoff_step = self.backoff_step.saturating_add(1);
         self.jittered(d)
     }
@@ -170,8 +170,17 @@ impl Poller {
         if j == 0.0 {
             return d;
         }
-        d.mul_f64(1.0 + j * (2.0 * fastrand::f64() - 1.0))
+        Duration::try_from_secs_f64(d.as_secs_f64() * (1.0 + j * (2.0 * fastrand::f64() - 1.0)))
+            .unwrap_or(d)
     }
+}
+
+/// `now + d` on Tokio's clock, saturating about thirty years on instead of
+/// overflowing.
+pub(crate) fn after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// Predicted time left from the job's own progress, when it can be told.
@@ -220,6 +229,22 @@ mod tests {
             ..Default::default()
         }
         .into()
+    }
+
+    #[test]
+    fn huge_settings_saturate_instead_of_panicking() {
+        let mut p = PollPolicy::backoff(Duration::MAX, Duration::MAX, 1e300)
+            .jitter(0.5)
+            .start();
+        for _ in 0..5 {
+            let _ = p.next_backoff();
+        }
+        assert!(after(Duration::MAX) > tokio::time::Instant::now());
+        let r = crate::RetryPolicy::default()
+            .initial_backoff(Duration::MAX)
+            .max_backoff(Duration::MAX)
+            .multiplier(1e300);
+        assert_eq!(r.backoff(50), Duration::MAX);
     }
 
     #[test]

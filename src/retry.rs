@@ -115,7 +115,9 @@ impl RetryPolicy {
             .multiplier
             .powi(attempt.saturating_sub(1).min(64) as i32);
         let secs = self.initial_backoff.as_secs_f64() * exp;
-        Duration::from_secs_f64(secs.min(self.max_backoff.as_secs_f64()))
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(Duration::MAX)
+            .min(self.max_backoff)
     }
 
     /// What to do after attempt `attempt` failed with `err`, `elapsed` into

@@ -100,7 +100,10 @@ impl Bucket {
     fn next_token_at(&self) -> Instant {
         let missing = (1.0 - self.tokens).max(0.0);
         // Never "now": a wake-up that finds no token would spin.
-        self.last + Duration::from_secs_f64(missing / self.rate).max(Duration::from_millis(1))
+        let wait = Duration::try_from_secs_f64(missing / self.rate)
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_millis(1));
+        self.last.checked_add(wait).unwrap_or(self.last)
     }
 }
 
@@ -163,7 +166,7 @@ impl Multi {
                 let key = (job.state(), job.completion_stats());
                 let terminal = job.state().is_terminal();
                 if !terminal {
-                    let at = Instant::now() + entry.poller.next_delay(&job);
+                    let at = crate::poll::after(entry.poller.next_delay(&job));
                     self.due.push(Reverse((at, idx)));
                 }
                 if entry.last != Some(key) {
@@ -172,7 +175,7 @@ impl Multi {
                 }
             }
             Err(e) if e.is_retryable() => {
-                let at = Instant::now() + entry.poller.next_backoff();
+                let at = crate::poll::after(entry.poller.next_backoff());
                 self.due.push(Reverse((at, idx)));
                 tracing::debug!(job = %entry.name, error = %e, "poll failed; polling again");
             }

@@ -85,7 +85,7 @@ impl Follow {
     async fn next(&mut self) -> Result<Job> {
         loop {
             if !self.first {
-                let wake = Instant::now() + self.delay;
+                let wake = crate::poll::after(self.delay);
                 if let Some(deadline) = self.deadline {
                     if wake > deadline {
                         tokio::time::sleep_until(deadline).await;

@@ -38,13 +38,6 @@ const CHUNK: u64 = 4096;
 /// At most this many row errors are kept in `partial_failures`.
 const MAX_PARTIAL_FAILURES: usize = 20;
 
-/// `now + d`, or about thirty years on when that overflows.
-fn later(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
-}
-
 enum Wake {
     Elapsed,
     Cancel,
@@ -132,7 +125,7 @@ async fn queue(state: &EmuState, slot: &JobSlot) -> Option<Wake> {
     let mut hold = state.knobs.hold_watch();
     if *hold.borrow_and_update() {
         set_state(state, slot, pb::JobState::Queued);
-        let expires = later(state.knobs.values().queue_ttl);
+        let expires = crate::poll::after(state.knobs.values().queue_ttl);
         while *hold.borrow_and_update() {
             let mut stop = state.stopping.subscribe();
             let notified = slot.cancel_notify.notified();
@@ -157,7 +150,7 @@ async fn queue(state: &EmuState, slot: &JobSlot) -> Option<Wake> {
         set_state(state, slot, pb::JobState::Pending);
     }
     let delay = state.knobs.values().queue_delay;
-    Some(wait_until(state, slot, later(delay)).await)
+    Some(wait_until(state, slot, crate::poll::after(delay)).await)
 }
 
 /// The resolved input of a job.
@@ -574,7 +567,7 @@ async fn stream_rows(
                     .checked_add(per_row.saturating_mul(
                         u32::try_from((done + chunk).min(total)).unwrap_or(u32::MAX),
                     ))
-                    .unwrap_or_else(|| later(Duration::MAX));
+                    .unwrap_or_else(|| crate::poll::after(Duration::MAX));
                 let until = if per_row.is_zero() {
                     Instant::now()
                 } else {

@@ -424,7 +424,9 @@ impl JobService for EmulatorService {
         let op = OpRecord {
             name: format!("{}/operations/{}", job_name.parent(), self.state.next_id()),
             create_time: now,
-            done_at: now + self.state.knobs.values().delete_delay,
+            done_at: now
+                .checked_add(self.state.knobs.values().delete_delay)
+                .unwrap_or(now),
         };
         self.state.add_op(op.clone()).map_err(|e| {
             Status::internal(format!("emulator could not store the operation: {e}"))
