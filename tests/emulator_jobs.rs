@@ -116,14 +116,7 @@ async fn a_job_whose_rows_all_fail_is_failed() {
         &["nope".to_owned(), "{}".to_owned()],
     );
     let client = emu.client("proj-1", "us-central1").unwrap();
-    let job = client
-        .create(&spec("gs://bkt/bad.jsonl", "gs://bkt/out"))
-        .await
-        .unwrap();
-    let done = client
-        .wait_terminal_with(job.name(), fast_wait())
-        .await
-        .unwrap();
+    let done = run_to_end(&client, &spec("gs://bkt/bad.jsonl", "gs://bkt/out")).await;
     assert_eq!(done.state(), JobState::Failed);
     assert!(done
         .error()
@@ -137,14 +130,7 @@ async fn missing_input_fails_the_job_with_a_clear_error() {
     let dir = temp();
     let emu = Emulator::start(dir.path()).await.unwrap();
     let client = emu.client("proj-1", "us-central1").unwrap();
-    let job = client
-        .create(&spec("gs://bkt/none.jsonl", "gs://bkt/out"))
-        .await
-        .unwrap();
-    let done = client
-        .wait_terminal_with(job.name(), fast_wait())
-        .await
-        .unwrap();
+    let done = run_to_end(&client, &spec("gs://bkt/none.jsonl", "gs://bkt/out")).await;
     assert_eq!(done.state(), JobState::Failed);
     let err = done.error().unwrap();
     assert_eq!(err.code(), tonic::Code::NotFound);

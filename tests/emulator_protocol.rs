@@ -630,14 +630,7 @@ async fn a_job_held_past_the_queue_ttl_expires() {
     let client = emu.client(PROJECT, LOCATION).unwrap();
     emu.knobs().hold_queued(true);
     emu.knobs().set_queue_ttl(Duration::from_millis(200));
-    let job = client
-        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
-        .await
-        .unwrap();
-    let done = client
-        .wait_terminal_with(job.name(), fast_wait())
-        .await
-        .unwrap();
+    let done = run_to_end(&client, &spec("gs://bkt/in.jsonl", "gs://bkt/out")).await;
     assert_eq!(done.state(), JobState::Expired);
     assert!(done.output_location().is_none());
     assert!(done.end_time().is_some());
@@ -722,14 +715,7 @@ async fn a_job_over_the_request_limit_fails_naming_the_limit() {
     write_gcs(&emu, "gs://bkt/in.jsonl", &lines);
     let client = emu.client(PROJECT, LOCATION).unwrap();
     emu.knobs().set_max_requests_per_job(3);
-    let job = client
-        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
-        .await
-        .unwrap();
-    let done = client
-        .wait_terminal_with(job.name(), fast_wait())
-        .await
-        .unwrap();
+    let done = run_to_end(&client, &spec("gs://bkt/in.jsonl", "gs://bkt/out")).await;
     assert_eq!(done.state(), JobState::Failed);
     let message = done.error().unwrap().message().to_owned();
     assert!(

@@ -116,12 +116,34 @@ impl EmulatorService {
     }
 }
 
+const INSTANCES_FORMAT: &str = "batch_prediction_job.input_config.instances_format";
+const PREDICTIONS_FORMAT: &str = "batch_prediction_job.output_config.predictions_format";
+
+type Violations = Vec<(&'static str, String)>;
+
+/// A format that must match its source or destination kind.
+fn check_format(v: &mut Violations, field: &'static str, actual: &str, expected: &str, kind: &str) {
+    if actual != expected {
+        v.push((
+            field,
+            format!("{actual:?} does not match a {kind}; use \"{expected}\""),
+        ));
+    }
+}
+
+/// A URI that must parse.
+fn check_uri<T>(v: &mut Violations, field: &'static str, parsed: crate::Result<T>) {
+    if let Err(e) = parsed {
+        v.push((field, e.to_string()));
+    }
+}
+
 /// Checks a create request like the service does, collecting every violation.
 fn validate_create(
     parent: &str,
     job: Option<&pb::BatchPredictionJob>,
 ) -> Result<(LocationName, pb::BatchPredictionJob), Status> {
-    let mut v: Vec<(&str, String)> = Vec::new();
+    let mut v: Violations = Vec::new();
     let parent = match parent.parse::<LocationName>() {
         Ok(p) => Some(p),
         Err(e) => {
@@ -156,15 +178,13 @@ fn validate_create(
         None => v.push(("batch_prediction_job.input_config", "required".into())),
         Some(ic) => match &ic.source {
             Some(input_config::Source::GcsSource(g)) => {
-                if ic.instances_format != "jsonl" {
-                    v.push((
-                        "batch_prediction_job.input_config.instances_format",
-                        format!(
-                            "{:?} does not match a gcs_source; use \"jsonl\"",
-                            ic.instances_format
-                        ),
-                    ));
-                }
+                check_format(
+                    &mut v,
+                    INSTANCES_FORMAT,
+                    &ic.instances_format,
+                    "jsonl",
+                    "gcs_source",
+                );
                 if g.uris.is_empty() {
                     v.push((
                         "batch_prediction_job.input_config.gcs_source.uris",
@@ -172,30 +192,26 @@ fn validate_create(
                     ));
                 }
                 for u in &g.uris {
-                    if let Err(e) = GcsUri::parse_field(u, "uris") {
-                        v.push((
-                            "batch_prediction_job.input_config.gcs_source.uris",
-                            e.to_string(),
-                        ));
-                    }
+                    check_uri(
+                        &mut v,
+                        "batch_prediction_job.input_config.gcs_source.uris",
+                        GcsUri::parse_field(u, "uris"),
+                    );
                 }
             }
             Some(input_config::Source::BigquerySource(b)) => {
-                if ic.instances_format != "bigquery" {
-                    v.push((
-                        "batch_prediction_job.input_config.instances_format",
-                        format!(
-                            "{:?} does not match a bigquery_source; use \"bigquery\"",
-                            ic.instances_format
-                        ),
-                    ));
-                }
-                if let Err(e) = BigQueryUri::parse_field(&b.input_uri, "input_uri", true) {
-                    v.push((
-                        "batch_prediction_job.input_config.bigquery_source.input_uri",
-                        e.to_string(),
-                    ));
-                }
+                check_format(
+                    &mut v,
+                    INSTANCES_FORMAT,
+                    &ic.instances_format,
+                    "bigquery",
+                    "bigquery_source",
+                );
+                check_uri(
+                    &mut v,
+                    "batch_prediction_job.input_config.bigquery_source.input_uri",
+                    BigQueryUri::parse_field(&b.input_uri, "input_uri", true),
+                );
             }
             Some(input_config::Source::VertexMultimodalDatasetSource(_)) => v.push((
                 "batch_prediction_job.input_config",
@@ -211,38 +227,32 @@ fn validate_create(
         None => v.push(("batch_prediction_job.output_config", "required".into())),
         Some(oc) => match &oc.destination {
             Some(output_config::Destination::GcsDestination(g)) => {
-                if oc.predictions_format != "jsonl" {
-                    v.push((
-                        "batch_prediction_job.output_config.predictions_format",
-                        format!(
-                            "{:?} does not match a gcs_destination; use \"jsonl\"",
-                            oc.predictions_format
-                        ),
-                    ));
-                }
-                if let Err(e) = GcsUri::parse_field(&g.output_uri_prefix, "output_uri_prefix") {
-                    v.push((
-                        "batch_prediction_job.output_config.gcs_destination.output_uri_prefix",
-                        e.to_string(),
-                    ));
-                }
+                check_format(
+                    &mut v,
+                    PREDICTIONS_FORMAT,
+                    &oc.predictions_format,
+                    "jsonl",
+                    "gcs_destination",
+                );
+                check_uri(
+                    &mut v,
+                    "batch_prediction_job.output_config.gcs_destination.output_uri_prefix",
+                    GcsUri::parse_field(&g.output_uri_prefix, "output_uri_prefix"),
+                );
             }
             Some(output_config::Destination::BigqueryDestination(b)) => {
-                if oc.predictions_format != "bigquery" {
-                    v.push((
-                        "batch_prediction_job.output_config.predictions_format",
-                        format!(
-                            "{:?} does not match a bigquery_destination; use \"bigquery\"",
-                            oc.predictions_format
-                        ),
-                    ));
-                }
-                if let Err(e) = BigQueryUri::parse_field(&b.output_uri, "output_uri", false) {
-                    v.push((
-                        "batch_prediction_job.output_config.bigquery_destination.output_uri",
-                        e.to_string(),
-                    ));
-                }
+                check_format(
+                    &mut v,
+                    PREDICTIONS_FORMAT,
+                    &oc.predictions_format,
+                    "bigquery",
+                    "bigquery_destination",
+                );
+                check_uri(
+                    &mut v,
+                    "batch_prediction_job.output_config.bigquery_destination.output_uri",
+                    BigQueryUri::parse_field(&b.output_uri, "output_uri", false),
+                );
             }
             Some(output_config::Destination::VertexMultimodalDatasetDestination(_)) => v.push((
                 "batch_prediction_job.output_config",

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use vertex_batch::{emulator::Emulator, Client, Job};
+use vertex_batch::{emulator::Emulator, Client, Job, JobSpec};
 
 /// One realistic Gemini request line.
 pub fn prompt_line(i: usize) -> String {
@@ -54,6 +54,16 @@ pub fn fast_wait() -> vertex_batch::WaitOptions {
     vertex_batch::WaitOptions::new()
         .policy(vertex_batch::PollPolicy::fixed(Duration::from_millis(10)))
         .timeout(Duration::from_secs(60))
+}
+
+/// Creates a job from `spec` and waits (polling fast) for it to end in any
+/// terminal state.
+pub async fn run_to_end(client: &Client, spec: &JobSpec) -> Job {
+    let job = client.create(spec).await.unwrap();
+    client
+        .wait_terminal_with(job.name(), fast_wait())
+        .await
+        .unwrap()
 }
 
 /// Polls `get` every 20 ms (at most 1,500 times) until `pred` holds; a failed
