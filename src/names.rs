@@ -119,18 +119,13 @@ impl JobName {
     /// Builds a job name from its parent and numeric id.
     pub fn new(parent: LocationName, id: impl Into<String>) -> Result<Self> {
         let id = id.into();
-        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Error::validation(
-                "name",
-                format!("{id:?} is not a batch prediction job id (digits only)"),
-            ));
-        }
+        check_job_id(&id)?;
         Ok(JobName { parent, id })
     }
 
     /// Parses a full name, or a bare numeric id resolved against `parent`.
     pub fn parse_in(s: &str, parent: &LocationName) -> Result<Self> {
-        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        if is_bare_id(s) {
             return JobName::new(parent.clone(), s);
         }
         s.parse()
@@ -156,19 +151,73 @@ impl fmt::Display for JobName {
 impl FromStr for JobName {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            ["projects", p, "locations", l, "batchPredictionJobs", id] => {
-                JobName::new(LocationName::new(*p, *l)?, *id)
-            }
-            _ => Err(Error::validation(
+        let parts = JobNameRef::parse(s)?;
+        Ok(JobName {
+            parent: LocationName {
+                project: parts.project.to_owned(),
+                location: parts.location.to_owned(),
+            },
+            id: parts.id.to_owned(),
+        })
+    }
+}
+
+/// A batch prediction job id: 1–64 digits.
+fn check_job_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::validation(
+            "name",
+            format!("{id:?} is not a batch prediction job id (digits only)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `s` is a bare job id rather than a full name.
+pub(crate) fn is_bare_id(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The parts of a full job name, borrowed and validated: the client checks
+/// every name it sends without allocating.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JobNameRef<'a> {
+    pub(crate) project: &'a str,
+    pub(crate) location: &'a str,
+    pub(crate) id: &'a str,
+}
+
+impl<'a> JobNameRef<'a> {
+    pub(crate) fn parse(s: &'a str) -> Result<Self> {
+        let mut parts = s.split('/');
+        let mut next = || parts.next();
+        let shape = (next(), next(), next(), next(), next(), next(), next());
+        let (
+            Some("projects"),
+            Some(project),
+            Some("locations"),
+            Some(location),
+            Some("batchPredictionJobs"),
+            Some(id),
+            None,
+        ) = shape
+        else {
+            return Err(Error::validation(
                 "name",
                 format!(
                     "{s:?} is not of the form projects/PROJECT/locations/LOCATION/batchPredictionJobs/ID \
                      (or a bare numeric id)"
                 ),
-            )),
-        }
+            ));
+        };
+        check_project(project)?;
+        check_location(location)?;
+        check_job_id(id)?;
+        Ok(JobNameRef {
+            project,
+            location,
+            id,
+        })
     }
 }
 
@@ -239,6 +288,9 @@ mod tests {
             "projects/p/locations/l/jobs/1",
             "projects//locations/l/batchPredictionJobs/1",
             "projects/P/locations/l/batchPredictionJobs/1",
+            "projects/p/locations/l/batchPredictionJobs/1/extra",
+            "projects/p/locations/l/batchPredictionJobs",
+            "projects/p/locations/l/batchPredictionJobs/",
         ] {
             assert!(bad.parse::<JobName>().is_err(), "{bad}");
         }

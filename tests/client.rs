@@ -296,6 +296,34 @@ async fn get_retries_unavailable_but_create_never_does() {
 }
 
 #[tokio::test]
+async fn each_attempt_carries_the_policy_deadline_and_a_hung_one_is_retried() {
+    let (server, addr) = Recorder::start().await;
+    let policy = fast_retries().attempt_timeout(Some(Duration::from_millis(300)));
+    let client = client_for(addr).await.with_retry_policy(policy);
+    let job = client.create(&gcs_sample()).await.unwrap();
+
+    // The first Get hangs far past its deadline; the second answers.
+    server.push_hang(Duration::from_secs(30));
+    let got = client.get(job.name()).await.unwrap();
+    assert_eq!(got.name(), job.name());
+    let reqs = server.requests();
+    let gets: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.method == "GetBatchPredictionJob")
+        .collect();
+    assert_eq!(gets.len(), 2, "the hung attempt was cut off and retried");
+    for r in reqs.iter() {
+        // tonic's format: the most precise unit that fits in 8 digits.
+        assert_eq!(r.headers["grpc-timeout"], "300000u", "{}", r.method);
+    }
+
+    // Without a per-attempt deadline nothing is sent.
+    let unbounded = client.with_retry_policy(fast_retries().attempt_timeout(None));
+    unbounded.get(job.name()).await.unwrap();
+    let last = server.requests().pop().unwrap();
+    assert!(!last.headers.contains_key("grpc-timeout"));
+}
+#[tokio::test]
 async fn tokens_never_show_in_debug_or_errors() {
     let (server, addr) = Recorder::start().await;
     let client = client_for(addr).await;

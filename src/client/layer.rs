@@ -1,7 +1,7 @@
-//! The one tower layer that adds Google's headers to every RPC:
-//! `authorization`, `x-goog-request-params`, `x-goog-api-client` and
-//! `x-goog-user-project`. RPC methods never touch headers; they attach a
-//! [`RoutingParam`] to the request's extensions and this layer encodes it.
+//! Google's headers. The one tower layer here adds those every RPC shares,
+//! `authorization`, `x-goog-api-client` and `x-goog-user-project`; the
+//! per-call `x-goog-request-params` comes from [`routing_header`], which
+//! `Client::call` sets, so RPC methods never touch headers themselves.
 
 use std::{
     future::Future,
@@ -16,13 +16,15 @@ use futures::{
 };
 use http::{HeaderName, HeaderValue};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use tonic::metadata::{Ascii, MetadataValue};
 use tower::{Layer, Service};
 
 use super::auth::TokenCache;
 use crate::error::{BoxError, Error};
 
 /// `x-goog-request-params`.
-pub const REQUEST_PARAMS: HeaderName = HeaderName::from_static("x-goog-request-params");
+pub const REQUEST_PARAMS: HeaderName = HeaderName::from_static(REQUEST_PARAMS_STR);
+pub(crate) const REQUEST_PARAMS_STR: &str = "x-goog-request-params";
 /// `x-goog-api-client`.
 pub const API_CLIENT: HeaderName = HeaderName::from_static("x-goog-api-client");
 /// `x-goog-user-project`.
@@ -35,29 +37,16 @@ const ROUTING: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// The routing parameter of one request: `("parent", "projects/p/locations/l")`,
-/// with its header value encoded once.
-#[derive(Debug, Clone)]
-pub(crate) struct RoutingParam {
-    pub(crate) value: String,
-    header: Option<HeaderValue>,
-}
-
-impl RoutingParam {
-    pub(crate) fn new(key: &'static str, value: String) -> Self {
-        let header = Self::encode(key, &value);
-        RoutingParam { value, header }
-    }
-
-    /// The header value: `key=<percent-encoded value>`, as the Node client sends it.
-    fn encode(key: &str, value: &str) -> Option<HeaderValue> {
-        let encoded = utf8_percent_encode(value, ROUTING);
-        HeaderValue::try_from(format!("{key}={encoded}")).ok()
-    }
-
-    pub(crate) fn header_value(&self) -> Option<HeaderValue> {
-        self.header.clone()
-    }
+/// The routing header of one call, `key=<percent-encoded value>` as the
+/// Node client sends it (`parent=projects%2Fp%2Flocations%2Fus-central1`),
+/// built with one allocation.
+pub(crate) fn routing_header(key: &str, value: &str) -> Option<MetadataValue<Ascii>> {
+    let slashes = value.bytes().filter(|b| *b == b'/').count();
+    let mut header = String::with_capacity(key.len() + 1 + value.len() + 2 * slashes);
+    header.push_str(key);
+    header.push('=');
+    header.extend(utf8_percent_encode(value, ROUTING));
+    MetadataValue::try_from(header).ok()
 }
 
 /// `gl-rust/<rustc> grpc/<tonic> vertex-batch/<version>`.
@@ -117,10 +106,6 @@ pub(crate) struct HeaderService<S> {
 pub(crate) struct AuthFailure(pub(crate) String);
 
 fn add_headers<B>(shared: &Shared, req: &mut http::Request<B>, token: Option<HeaderValue>) {
-    let routing = req
-        .extensions()
-        .get::<RoutingParam>()
-        .and_then(RoutingParam::header_value);
     let headers = req.headers_mut();
     if let Some(token) = token {
         headers.insert(http::header::AUTHORIZATION, token);
@@ -128,9 +113,6 @@ fn add_headers<B>(shared: &Shared, req: &mut http::Request<B>, token: Option<Hea
     headers.insert(API_CLIENT, shared.api_client.clone());
     if let Some(project) = &shared.user_project {
         headers.insert(USER_PROJECT, project.clone());
-    }
-    if let Some(value) = routing {
-        headers.insert(REQUEST_PARAMS, value);
     }
 }
 
@@ -180,11 +162,10 @@ mod tests {
 
     #[test]
     fn routing_values_are_percent_encoded() {
-        let p = RoutingParam::new("parent", "projects/my-proj/locations/us-central1".into());
-        assert_eq!(
-            p.header_value().unwrap(),
-            "parent=projects%2Fmy-proj%2Flocations%2Fus-central1"
-        );
+        let h = routing_header("parent", "projects/my-proj/locations/us-central1").unwrap();
+        assert_eq!(h, "parent=projects%2Fmy-proj%2Flocations%2Fus-central1");
+        let h = routing_header("name", "a b~c").unwrap();
+        assert_eq!(h, "name=a%20b~c");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::{stream, Stream, TryStreamExt};
 
-use super::{name_param, parent_param, Client};
+use super::{Client, Routing};
 use crate::{
     error::{Error, Result, ServiceError},
     job::{Job, JobState},
@@ -98,9 +98,8 @@ pub struct JobPage {
 impl Client {
     /// One page of jobs; pass the previous page's `next_page_token` to go on.
     pub async fn list_page(&self, opts: &ListOptions, page_token: Option<&str>) -> Result<JobPage> {
-        let parent = self.parent().clone();
         let request = pb::ListBatchPredictionJobsRequest {
-            parent: parent.to_string(),
+            parent: self.parent_path().to_owned(),
             filter: opts.filter(),
             page_size: opts.page_size,
             page_token: page_token.unwrap_or_default().to_owned(),
@@ -109,7 +108,7 @@ impl Client {
         let resp = self
             .call(
                 "ListBatchPredictionJobs",
-                parent_param(&parent),
+                Routing::parent(self.parent_path()),
                 true,
                 request,
                 |s, r| {
@@ -174,13 +173,11 @@ impl Client {
     /// use [`Client::wait`] to see how it ended. A job that already ended
     /// gives `FAILED_PRECONDITION`.
     pub async fn cancel(&self, name: impl AsRef<str>) -> Result<()> {
-        let name = self.job_name(name.as_ref())?;
-        let request = pb::CancelBatchPredictionJobRequest {
-            name: name.to_string(),
-        };
+        let name = self.job_path(name.as_ref())?;
+        let request = pb::CancelBatchPredictionJobRequest { name: name.clone() };
         self.call(
             "CancelBatchPredictionJob",
-            name_param(&name),
+            Routing::name(&name),
             true,
             request,
             |s, r| {
@@ -196,14 +193,12 @@ impl Client {
     /// operation until it is done (at most 5 minutes). A job still running
     /// gives `FAILED_PRECONDITION`: cancel it and wait first.
     pub async fn delete(&self, name: impl AsRef<str>) -> Result<()> {
-        let name = self.job_name(name.as_ref())?;
-        let request = pb::DeleteBatchPredictionJobRequest {
-            name: name.to_string(),
-        };
+        let name = self.job_path(name.as_ref())?;
+        let request = pb::DeleteBatchPredictionJobRequest { name: name.clone() };
         let op = self
             .call(
                 "DeleteBatchPredictionJob",
-                name_param(&name),
+                Routing::name(&name),
                 true,
                 request,
                 |s, r| {
@@ -234,7 +229,7 @@ impl Client {
             op = self
                 .call(
                     "GetOperation",
-                    name_param(&op.name),
+                    Routing::name(&op.name),
                     true,
                     request,
                     |s, r| {

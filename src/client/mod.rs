@@ -15,11 +15,13 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tracing::Instrument;
 
-use self::layer::{HeaderService, RoutingParam};
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
+
+use self::layer::{routing_header, HeaderService, REQUEST_PARAMS_STR};
 use crate::{
     error::{Error, Result},
     job::Job,
-    names::{JobName, LocationName},
+    names::{is_bare_id, JobName, JobNameRef, LocationName},
     proto::{
         aiplatform::{self as pb, job_service_client::JobServiceClient},
         longrunning::operations_client::OperationsClient,
@@ -39,9 +41,14 @@ pub(crate) struct Stubs {
 
 pub(crate) struct Inner {
     parent: LocationName,
+    /// `parent` as a string, formatted once.
+    parent_path: String,
     endpoint: String,
     stubs: Stubs,
     retry: RetryPolicy,
+    /// The `grpc-timeout` value of the retry policy's per-attempt deadline,
+    /// formatted once.
+    attempt_deadline: Option<MetadataValue<Ascii>>,
 }
 
 impl Inner {
@@ -51,14 +58,61 @@ impl Inner {
         svc: Svc,
         retry: RetryPolicy,
     ) -> Self {
+        let stubs = Stubs {
+            jobs: JobServiceClient::new(svc.clone()),
+            ops: OperationsClient::new(svc),
+        };
+        Inner::with_stubs(parent, endpoint, stubs, retry)
+    }
+
+    fn with_stubs(
+        parent: LocationName,
+        endpoint: String,
+        stubs: Stubs,
+        retry: RetryPolicy,
+    ) -> Self {
         Inner {
+            parent_path: parent.to_string(),
             parent,
             endpoint,
-            stubs: Stubs {
-                jobs: JobServiceClient::new(svc.clone()),
-                ops: OperationsClient::new(svc),
-            },
+            stubs,
+            attempt_deadline: retry.get_attempt_timeout().and_then(grpc_timeout),
             retry,
+        }
+    }
+}
+
+/// The `grpc-timeout` header value for `d`, in tonic's own format.
+fn grpc_timeout(d: std::time::Duration) -> Option<MetadataValue<Ascii>> {
+    let mut probe = tonic::Request::new(());
+    probe.set_timeout(d);
+    probe.metadata().get(GRPC_TIMEOUT).cloned()
+}
+
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// The headers a call carries: `grpc-timeout`, `x-goog-request-params`;
+/// tonic's `te`, `content-type`, `user-agent`; the layer's `authorization`,
+/// `x-goog-api-client`, `x-goog-user-project`.
+const HEADERS_PER_CALL: usize = 8;
+
+/// The routing parameter of one call (`name` or `parent` and its value),
+/// sent as `x-goog-request-params` and named in the call's tracing span.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Routing<'a> {
+    key: &'static str,
+    value: &'a str,
+}
+
+impl<'a> Routing<'a> {
+    pub(crate) fn name(value: &'a str) -> Self {
+        Routing { key: "name", value }
+    }
+
+    pub(crate) fn parent(value: &'a str) -> Self {
+        Routing {
+            key: "parent",
+            value,
         }
     }
 }
@@ -126,12 +180,12 @@ impl Client {
     /// retry policy.
     pub fn with_retry_policy(&self, retry: RetryPolicy) -> Client {
         Client {
-            inner: Arc::new(Inner {
-                parent: self.inner.parent.clone(),
-                endpoint: self.inner.endpoint.clone(),
-                stubs: self.inner.stubs.clone(),
+            inner: Arc::new(Inner::with_stubs(
+                self.inner.parent.clone(),
+                self.inner.endpoint.clone(),
+                self.inner.stubs.clone(),
                 retry,
-            }),
+            )),
         }
     }
 
@@ -139,28 +193,42 @@ impl Client {
     /// lives in this client's location (the service rejects a location that
     /// does not match its endpoint).
     pub fn job_name(&self, name: &str) -> Result<JobName> {
-        let job = JobName::parse_in(name, &self.inner.parent)?;
-        if job.parent().location() != self.inner.parent.location() {
+        self.job_path(name)?.parse()
+    }
+
+    /// [`Client::job_name`] as the full name string the RPCs take, checked
+    /// without building a [`JobName`].
+    pub(crate) fn job_path(&self, name: &str) -> Result<String> {
+        if is_bare_id(name) {
+            let job = JobName::parse_in(name, &self.inner.parent)?;
+            return Ok(job.to_string());
+        }
+        let job = JobNameRef::parse(name)?;
+        if job.location != self.inner.parent.location() {
             return Err(Error::validation(
                 "name",
                 format!(
-                    "job {job} is in location {:?} but this client talks to the {:?} endpoint; \
+                    "job {name} is in location {:?} but this client talks to the {:?} endpoint; \
                      build a client for that location",
-                    job.parent().location(),
+                    job.location,
                     self.inner.parent.location()
                 ),
             ));
         }
-        Ok(job)
+        Ok(name.to_owned())
+    }
+
+    /// `projects/*/locations/*` as a string.
+    pub(crate) fn parent_path(&self) -> &str {
+        &self.inner.parent_path
     }
 
     /// Runs one RPC under the retry policy (when `idempotent`), with a
-    /// per-attempt deadline, a tracing span and the routing parameter the
-    /// header layer encodes.
+    /// per-attempt deadline, a tracing span and the routing header.
     pub(crate) async fn call<Req, Resp, F, Fut>(
         &self,
         method: &'static str,
-        routing: RoutingParam,
+        routing: Routing<'_>,
         idempotent: bool,
         request: Req,
         rpc: F,
@@ -177,6 +245,7 @@ impl Client {
             once = self.inner.retry.clone().max_attempts(1);
             &once
         };
+        let routing_value = routing_header(routing.key, routing.value);
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
@@ -184,25 +253,33 @@ impl Client {
             let span = tracing::debug_span!(
                 "vertex_batch.rpc",
                 method,
-                resource = %routing.value,
+                resource = routing.value,
                 attempt,
                 code = tracing::field::Empty,
                 latency_ms = tracing::field::Empty,
             );
             let mut req = tonic::Request::new(request.clone());
-            req.extensions_mut().insert(routing.clone());
-            if let Some(t) = policy.get_attempt_timeout() {
-                req.set_timeout(t);
+            let metadata = req.metadata_mut();
+            // Room for every header the call will carry (ours, tonic's, the
+            // layer's), so the map is allocated once and never rehashed.
+            *metadata = MetadataMap::with_capacity(HEADERS_PER_CALL);
+            if let Some(value) = &routing_value {
+                metadata.insert(REQUEST_PARAMS_STR, value.clone());
             }
-            let sent = std::time::Instant::now();
-            // The channel enforces the `grpc-timeout` deadline set above
-            // locally too, so no timer of our own is needed.
+            // The channel enforces this deadline locally too, so no timer of
+            // our own is needed.
+            if let Some(deadline) = &self.inner.attempt_deadline {
+                metadata.insert(GRPC_TIMEOUT, deadline.clone());
+            }
+            // The latency is measured only for a span that records it.
+            let sent = (!span.is_disabled()).then(Instant::now);
             let outcome = rpc(&self.inner.stubs, req)
                 .instrument(span.clone())
                 .await
                 .map_err(|s| deadline_as_deadline(s, method));
-            let latency_ms = sent.elapsed().as_millis() as u64;
-            span.record("latency_ms", latency_ms);
+            if let Some(sent) = sent {
+                span.record("latency_ms", sent.elapsed().as_millis() as u64);
+            }
             match outcome {
                 Ok(resp) => {
                     span.record("code", "OK");
@@ -242,14 +319,6 @@ fn deadline_as_deadline(status: tonic::Status, method: &str) -> tonic::Status {
     }
 }
 
-fn parent_param(parent: &LocationName) -> RoutingParam {
-    RoutingParam::new("parent", parent.to_string())
-}
-
-fn name_param(name: impl ToString) -> RoutingParam {
-    RoutingParam::new("name", name.to_string())
-}
-
 /// # Creating and reading jobs
 impl Client {
     /// Creates a batch prediction job from `spec` after validating it locally.
@@ -268,10 +337,11 @@ impl Client {
         request: pb::CreateBatchPredictionJobRequest,
     ) -> Result<Job> {
         let parent: LocationName = request.parent.parse()?;
+        let parent = parent.to_string();
         let job = self
             .call(
                 "CreateBatchPredictionJob",
-                parent_param(&parent),
+                Routing::parent(&parent),
                 false,
                 request,
                 |s, r| {
@@ -292,21 +362,14 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn get(&self, name: impl AsRef<str>) -> Result<Job> {
-        let name = self.job_name(name.as_ref())?;
-        let request = pb::GetBatchPredictionJobRequest {
-            name: name.to_string(),
-        };
+        let name = self.job_path(name.as_ref())?;
+        let routing = Routing::name(&name);
+        let request = pb::GetBatchPredictionJobRequest { name: name.clone() };
         let job = self
-            .call(
-                "GetBatchPredictionJob",
-                name_param(&name),
-                true,
-                request,
-                |s, r| {
-                    let mut stub = s.jobs.clone();
-                    async move { stub.get_batch_prediction_job(r).await }
-                },
-            )
+            .call("GetBatchPredictionJob", routing, true, request, |s, r| {
+                let mut stub = s.jobs.clone();
+                async move { stub.get_batch_prediction_job(r).await }
+            })
             .await?;
         Ok(Job::from(job))
     }

@@ -229,11 +229,11 @@ impl Client {
         let mut due = BinaryHeap::new();
         for name in names {
             let name = name.as_ref();
-            match self.job_name(name) {
+            match self.job_path(name) {
                 Ok(n) => {
                     due.push(Reverse((now, entries.len())));
                     entries.push(Entry {
-                        name: n.to_string(),
+                        name: n,
                         poller: opts.policy.start(),
                         last: None,
                     });

@@ -160,7 +160,7 @@ impl Client {
         name: impl AsRef<str>,
         opts: WaitOptions,
     ) -> Result<Job> {
-        let name = self.job_name(name.as_ref())?.to_string();
+        let name = self.job_path(name.as_ref())?;
         let mut follow = Follow::new(self, &name, &opts);
         loop {
             let job = follow.next().await?;
@@ -192,8 +192,8 @@ impl Client {
         opts: WaitOptions,
     ) -> impl Stream<Item = Result<Job>> + Send + 'static {
         let start = self
-            .job_name(name.as_ref())
-            .map(|n| Follow::new(self, &n.to_string(), &opts));
+            .job_path(name.as_ref())
+            .map(|n| Follow::new(self, &n, &opts));
         futures::stream::unfold(
             Some((start, None::<(crate::JobState, crate::CompletionStats)>)),
             |st| async move {

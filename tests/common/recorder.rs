@@ -24,10 +24,17 @@ pub struct Recorded {
     pub body: serde_json::Value,
 }
 
+/// What the next call does before its normal behaviour.
+enum Scripted {
+    Fail(Status),
+    /// Answers only after this long.
+    Hang(std::time::Duration),
+}
+
 #[derive(Default)]
 struct State {
     requests: Vec<Recorded>,
-    script: VecDeque<Status>,
+    script: VecDeque<Scripted>,
     jobs: HashMap<String, pb::BatchPredictionJob>,
     next_id: u64,
 }
@@ -56,14 +63,28 @@ impl Recorder {
 
     /// Queues a status to answer the next call with (before normal behaviour).
     pub fn push_error(&self, status: Status) {
-        self.state.lock().unwrap().script.push_back(status);
+        self.state
+            .lock()
+            .unwrap()
+            .script
+            .push_back(Scripted::Fail(status));
+    }
+
+    /// Makes the next call answer only after `delay`.
+    #[allow(dead_code)]
+    pub fn push_hang(&self, delay: std::time::Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .script
+            .push_back(Scripted::Hang(delay));
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
     }
 
-    fn record<T: serde::Serialize>(
+    async fn record<T: serde::Serialize>(
         &self,
         method: &'static str,
         req: &Request<T>,
@@ -81,14 +102,21 @@ impl Recorder {
             })
             .collect();
         let body = serde_json::to_value(req.get_ref()).unwrap();
-        let mut st = self.state.lock().unwrap();
-        st.requests.push(Recorded {
-            method,
-            headers,
-            body,
-        });
-        match st.script.pop_front() {
-            Some(status) => Err(status),
+        let next = {
+            let mut st = self.state.lock().unwrap();
+            st.requests.push(Recorded {
+                method,
+                headers,
+                body,
+            });
+            st.script.pop_front()
+        };
+        match next {
+            Some(Scripted::Fail(status)) => Err(status),
+            Some(Scripted::Hang(delay)) => {
+                tokio::time::sleep(delay).await;
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -100,7 +128,7 @@ impl JobService for Recorder {
         &self,
         request: Request<pb::CreateBatchPredictionJobRequest>,
     ) -> Result<Response<pb::BatchPredictionJob>, Status> {
-        self.record("CreateBatchPredictionJob", &request)?;
+        self.record("CreateBatchPredictionJob", &request).await?;
         let req = request.into_inner();
         let mut job = req.batch_prediction_job.unwrap_or_default();
         let mut st = self.state.lock().unwrap();
@@ -115,7 +143,7 @@ impl JobService for Recorder {
         &self,
         request: Request<pb::GetBatchPredictionJobRequest>,
     ) -> Result<Response<pb::BatchPredictionJob>, Status> {
-        self.record("GetBatchPredictionJob", &request)?;
+        self.record("GetBatchPredictionJob", &request).await?;
         let name = request.into_inner().name;
         let st = self.state.lock().unwrap();
         st.jobs
