@@ -263,7 +263,8 @@ async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
         ("alpha", "a", true),
         ("beta", "b", false),
         ("gamma", "a", true),
-        ("delta", "b", false),
+        // Quotes, a backslash and an AND inside a display name.
+        (r#"d "q" AND \o/"#, "b", false),
         ("x", "c", true),
     ];
     let mut created = Vec::new();
@@ -344,6 +345,15 @@ async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
     assert_eq!(
         list_names(&client, ListOptions::new().display_name("x")).await,
         pick(&[4])
+    );
+    assert_eq!(
+        list_names(&client, ListOptions::new().display_name(r#"d "q" AND \o/"#)).await,
+        pick(&[3])
+    );
+    assert!(
+        list_names(&client, ListOptions::new().display_name("d q AND o/"))
+            .await
+            .is_empty()
     );
     assert_eq!(
         list_names(&client, ListOptions::new().state(JobState::Failed)).await,

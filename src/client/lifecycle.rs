@@ -40,10 +40,17 @@ impl ListOptions {
         self
     }
 
-    /// Only jobs with this display name.
+    /// Only jobs with exactly this display name. It is sent as a quoted
+    /// string, `"` and `\` escaped with a backslash as AIP-160 prescribes.
+    ///
+    /// ```
+    /// use vertex_batch::ListOptions;
+    /// let opts = ListOptions::new().display_name(r#"say "hi" \o/"#);
+    /// assert_eq!(opts.filter(), r#"display_name="say \"hi\" \\o/""#);
+    /// ```
     pub fn display_name(mut self, name: &str) -> Self {
-        self.terms
-            .push(format!("display_name=\"{}\"", name.replace('"', "")));
+        let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+        self.terms.push(format!("display_name=\"{escaped}\""));
         self
     }
 

@@ -2,7 +2,8 @@
 //! terms joined by `AND`, each one of
 //!
 //! * `state=JOB_STATE_SUCCEEDED` (or `!=`),
-//! * `display_name="my job"` (or `!=`; quotes optional without spaces),
+//! * `display_name="my job"` (or `!=`; quotes optional without spaces;
+//!   `\"` and `\\` inside quotes stand for `"` and `\`),
 //! * `labels.KEY=VALUE` (or `!=`), `labels.KEY:*` (has the label),
 //! * `create_time>"2024-01-01T00:00:00Z"` (and `>=`, `<`, `<=`, `=`),
 //! * `model="publishers/google/models/…"`.
@@ -85,22 +86,24 @@ fn eq_op(op: Op, equal: bool) -> bool {
     }
 }
 
-/// Splits on ` AND ` outside double quotes.
+/// Splits on ` AND ` outside double-quoted strings (in which `\"` and
+/// `\\` are escapes).
 fn split_and(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    let mut in_quotes = false;
-    let tokens: Vec<&str> = s.split(' ').collect();
-    for tok in tokens {
-        if !in_quotes && tok == "AND" {
+    let (mut in_quotes, mut escaped) = (false, false);
+    for c in s.chars() {
+        cur.push(c);
+        if escaped {
+            escaped = false;
+        } else if in_quotes && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            in_quotes = !in_quotes;
+        } else if !in_quotes && cur.ends_with(" AND ") {
+            cur.truncate(cur.len() - " AND ".len());
             out.push(std::mem::take(&mut cur));
-            continue;
         }
-        if !cur.is_empty() {
-            cur.push(' ');
-        }
-        cur.push_str(tok);
-        in_quotes ^= tok.matches('"').count() % 2 == 1;
     }
     out.push(cur);
     out
@@ -155,11 +158,21 @@ fn parse_term(raw: &str) -> Result<Term, String> {
     }
 }
 
+/// A value without its quotes, escapes resolved (AIP-160: `\"` is a quote,
+/// `\\` a backslash).
 fn unquote(s: &str) -> String {
-    s.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(s)
-        .to_owned()
+    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return s.to_owned();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -212,6 +225,11 @@ mod tests {
         for f in no {
             assert!(!Filter::parse(f).unwrap().matches(&j), "{f}");
         }
+        let quoted = job(pb::JobState::Failed, r#"a "b" AND c\d"#, ("t", "x"), 0);
+        let f = r#"display_name="a \"b\" AND c\\d" AND state=JOB_STATE_FAILED"#;
+        assert!(Filter::parse(f).unwrap().matches(&quoted), "{f}");
+        let f = r#"display_name="a \"b\" AND c\\d" AND state=JOB_STATE_RUNNING"#;
+        assert!(!Filter::parse(f).unwrap().matches(&quoted), "{f}");
         for bad in [
             "state=NOPE",
             "color=red",
