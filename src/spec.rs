@@ -352,28 +352,28 @@ pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
             ),
         ));
     }
+    for (k, v) in labels {
+        check_label(k, v).map_err(|why| Error::validation("labels", why))?;
+    }
+    Ok(())
+}
+
+/// One label as the service accepts it; the error says what is wrong.
+pub(crate) fn check_label(k: &str, v: &str) -> std::result::Result<(), String> {
     let ok = |s: &str| {
         s.chars().count() <= 63
             && s.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
     };
-    for (k, v) in labels {
-        if k.is_empty() || !k.starts_with(|c: char| c.is_ascii_lowercase()) || !ok(k) {
-            return Err(Error::validation(
-                "labels",
-                format!(
-                    "key {k:?}: keys are 1-63 lowercase letters, digits, '_' or '-', starting with a letter"
-                ),
-            ));
-        }
-        if !ok(v) {
-            return Err(Error::validation(
-                "labels",
-                format!(
-                    "value {v:?} of key {k:?}: values are 0-63 lowercase letters, digits, '_' or '-'"
-                ),
-            ));
-        }
+    if k.is_empty() || !k.starts_with(|c: char| c.is_ascii_lowercase()) || !ok(k) {
+        return Err(format!(
+            "key {k:?}: keys are 1-63 lowercase letters, digits, '_' or '-', starting with a letter"
+        ));
+    }
+    if !ok(v) {
+        return Err(format!(
+            "value {v:?} of key {k:?}: values are 0-63 lowercase letters, digits, '_' or '-'"
+        ));
     }
     Ok(())
 }

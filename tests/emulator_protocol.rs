@@ -355,6 +355,20 @@ async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
             .await
             .is_empty()
     );
+    // A label no job can carry is refused locally, not sent as a filter
+    // that means something else.
+    let lists = emu.rpc_counts().get("ListBatchPredictionJobs").copied();
+    let injected = ListOptions::new().label("team", "a AND state=JOB_STATE_FAILED");
+    let err = client.list_page(&injected, None).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Validation { field, .. } if field == "filter"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("team"), "{err}");
+    assert_eq!(
+        emu.rpc_counts().get("ListBatchPredictionJobs").copied(),
+        lists
+    );
     assert_eq!(
         list_names(&client, ListOptions::new().state(JobState::Failed)).await,
         pick(&[3, 1])

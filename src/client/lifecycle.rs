@@ -26,6 +26,8 @@ use crate::{
 pub struct ListOptions {
     terms: Vec<String>,
     page_size: i32,
+    /// Why a term given is invalid; listing then fails before any call.
+    invalid: Option<String>,
 }
 
 impl ListOptions {
@@ -54,9 +56,16 @@ impl ListOptions {
         self
     }
 
-    /// Only jobs carrying label `key=value`.
+    /// Only jobs carrying label `key=value`. A key or value the service
+    /// could never have stored makes listing fail with a validation error
+    /// before any call, rather than send a filter that means something else.
     pub fn label(mut self, key: &str, value: &str) -> Self {
-        self.terms.push(format!("labels.{key}={value}"));
+        match crate::spec::check_label(key, value) {
+            Ok(()) => self.terms.push(format!("labels.{key}={value}")),
+            Err(why) => {
+                self.invalid.get_or_insert(why);
+            }
+        }
         self
     }
 
@@ -105,6 +114,9 @@ pub struct JobPage {
 impl Client {
     /// One page of jobs; pass the previous page's `next_page_token` to go on.
     pub async fn list_page(&self, opts: &ListOptions, page_token: Option<&str>) -> Result<JobPage> {
+        if let Some(why) = &opts.invalid {
+            return Err(Error::validation("filter", format!("label {why}")));
+        }
         let request = pb::ListBatchPredictionJobsRequest {
             parent: self.parent_path().to_owned(),
             filter: opts.filter(),
