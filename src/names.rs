@@ -163,7 +163,7 @@ impl FromStr for JobName {
 }
 
 /// A batch prediction job id: 1–64 digits.
-fn check_job_id(id: &str) -> Result<()> {
+pub(crate) fn check_job_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::validation(
             "name",

@@ -11,7 +11,8 @@ use crate::error::Error;
 /// Defaults follow AIP-194 and Google's client libraries: retry
 /// `UNAVAILABLE`, `RESOURCE_EXHAUSTED` and `DEADLINE_EXCEEDED` (and transport
 /// failures) with exponential backoff and full jitter, 1 s doubling to 30 s,
-/// at most 6 attempts and 5 minutes in all, 60 s per attempt. A `RetryInfo`
+/// at most 6 attempts and 5 minutes in all, 60 s per attempt (less when
+/// less is left of the 5 minutes; sent as `grpc-timeout`). A `RetryInfo`
 /// delay from the service is honoured when it is longer than the backoff.
 /// `INVALID_ARGUMENT`, `NOT_FOUND`, `PERMISSION_DENIED`, … are never retried.
 ///
@@ -87,7 +88,9 @@ impl RetryPolicy {
         self
     }
 
-    /// The deadline of each attempt (`None`: no limit).
+    /// The deadline of each attempt (`None`: no limit of its own). An
+    /// attempt's deadline is never later than the end of the total budget,
+    /// so with both `None` calls carry no deadline at all.
     pub fn attempt_timeout(mut self, d: Option<Duration>) -> Self {
         self.attempt_timeout = d;
         self

@@ -168,8 +168,9 @@ impl JobSpec {
         self.parameter("topK", k)
     }
 
-    /// Adds a label (lowercase letters, digits, `_`, `-`; keys start with a
-    /// letter; at most 63 characters each, at most 64 labels).
+    /// Adds a label (lowercase letters, digits, `_`, `-`, international
+    /// characters; keys start with a letter; at most 64 characters each, at
+    /// most 64 labels).
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
         self
@@ -358,25 +359,34 @@ pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
-/// One label as the service accepts it; the error says what is wrong.
+/// One label as the service accepts it: keys and values of at most 64
+/// characters (code points) that are lowercase letters, digits, `_` or `-`,
+/// international characters allowed; a key starts with a letter. The error
+/// says what is wrong.
 pub(crate) fn check_label(k: &str, v: &str) -> std::result::Result<(), String> {
+    let letter = |c: char| c.is_ascii_lowercase() || (!c.is_ascii() && !c.is_uppercase());
     let ok = |s: &str| {
-        s.chars().count() <= 63
+        s.chars().count() <= MAX_LABEL_CHARS
             && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+                .all(|c| letter(c) || c.is_ascii_digit() || c == '_' || c == '-')
     };
-    if k.is_empty() || !k.starts_with(|c: char| c.is_ascii_lowercase()) || !ok(k) {
+    if k.is_empty() || !k.starts_with(letter) || !ok(k) {
         return Err(format!(
-            "key {k:?}: keys are 1-63 lowercase letters, digits, '_' or '-', starting with a letter"
+            "key {k:?}: keys are 1-64 lowercase letters, digits, '_' or '-' \
+             (international characters allowed), starting with a letter"
         ));
     }
     if !ok(v) {
         return Err(format!(
-            "value {v:?} of key {k:?}: values are 0-63 lowercase letters, digits, '_' or '-'"
+            "value {v:?} of key {k:?}: values are 0-64 lowercase letters, digits, '_' or '-' \
+             (international characters allowed)"
         ));
     }
     Ok(())
 }
+
+/// The longest label key or value, in code points.
+const MAX_LABEL_CHARS: usize = 64;
 
 fn to_proto_value(params: &Value) -> Result<pbjson_types::Value> {
     if !params.is_object() {
@@ -458,7 +468,19 @@ mod tests {
         assert_eq!(field(&ok_spec().label("Team", "x")), "labels");
         assert_eq!(field(&ok_spec().label("team", "X Y")), "labels");
         assert_eq!(field(&ok_spec().label("1team", "x")), "labels");
-        assert_eq!(field(&ok_spec().label("k", "v".repeat(64))), "labels");
+        assert_eq!(field(&ok_spec().label("k", "v".repeat(65))), "labels");
+        assert_eq!(field(&ok_spec().label("Équipe", "x")), "labels");
+        // International characters are allowed; 64 code points is the limit.
+        for (k, v) in [
+            ("équipe", "données"),
+            ("チーム", "値"),
+            ("k", &"é".repeat(64)),
+        ] {
+            assert!(
+                ok_spec().label(k, v).to_request(&parent()).is_ok(),
+                "{k}={v}"
+            );
+        }
         let many = (0..65).fold(ok_spec(), |s, i| s.label(format!("k{i}"), "v"));
         assert_eq!(field(&many), "labels");
         assert_eq!(field(&ok_spec().display_name("  ")), "display_name");

@@ -295,34 +295,70 @@ async fn get_retries_unavailable_but_create_never_does() {
     assert_eq!(gets_after, 4, "NOT_FOUND is not retried");
 }
 
+/// A `grpc-timeout` value (`<digits><unit>`) as a duration.
+fn grpc_timeout(value: &str) -> Duration {
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().unwrap();
+    match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        other => panic!("unit {other:?} in {value:?}"),
+    }
+}
+
 #[tokio::test]
 async fn each_attempt_carries_the_policy_deadline_and_a_hung_one_is_retried() {
     let (server, addr) = Recorder::start().await;
-    let policy = fast_retries().attempt_timeout(Some(Duration::from_millis(300)));
-    let client = client_for(addr).await.with_retry_policy(policy);
+    let client = client_for(addr).await;
     let job = client.create(&gcs_sample()).await.unwrap();
+    let created = &server.requests()[0];
+    assert_eq!(
+        grpc_timeout(&created.headers["grpc-timeout"]),
+        Duration::from_secs(60),
+        "the default per-attempt deadline"
+    );
 
-    // The first Get hangs far past its deadline; the second answers.
-    server.push_hang(Duration::from_secs(30));
-    let got = client.get(job.name()).await.unwrap();
+    // The first Get hangs far past its 1 s deadline; the second answers.
+    let short =
+        client.with_retry_policy(fast_retries().attempt_timeout(Some(Duration::from_secs(1))));
+    server.push_hang(Duration::from_secs(60));
+    let got = short.get(job.name()).await.unwrap();
     assert_eq!(got.name(), job.name());
-    let reqs = server.requests();
-    let gets: Vec<_> = reqs
-        .iter()
+    let gets: Vec<_> = server
+        .requests()
+        .into_iter()
         .filter(|r| r.method == "GetBatchPredictionJob")
         .collect();
     assert_eq!(gets.len(), 2, "the hung attempt was cut off and retried");
-    for r in reqs.iter() {
-        // tonic's format: the most precise unit that fits in 8 digits.
-        assert_eq!(r.headers["grpc-timeout"], "300000u", "{}", r.method);
+    for r in &gets {
+        assert_eq!(
+            grpc_timeout(&r.headers["grpc-timeout"]),
+            Duration::from_secs(1)
+        );
     }
 
-    // Without a per-attempt deadline nothing is sent.
-    let unbounded = client.with_retry_policy(fast_retries().attempt_timeout(None));
+    // No attempt outlives the total budget.
+    let budget =
+        client.with_retry_policy(fast_retries().total_timeout(Some(Duration::from_secs(5))));
+    budget.get(job.name()).await.unwrap();
+    let sent = grpc_timeout(&server.requests().pop().unwrap().headers["grpc-timeout"]);
+    assert!(
+        sent <= Duration::from_secs(5) && sent > Duration::from_secs(4),
+        "{sent:?}"
+    );
+
+    // Without either limit nothing is sent.
+    let unbounded =
+        client.with_retry_policy(fast_retries().attempt_timeout(None).total_timeout(None));
     unbounded.get(job.name()).await.unwrap();
     let last = server.requests().pop().unwrap();
     assert!(!last.headers.contains_key("grpc-timeout"));
 }
+
 #[tokio::test]
 async fn tokens_never_show_in_debug_or_errors() {
     let (server, addr) = Recorder::start().await;

@@ -41,8 +41,8 @@ const ROUTING: &AsciiSet = &NON_ALPHANUMERIC
 /// Node client sends it (`parent=projects%2Fp%2Flocations%2Fus-central1`),
 /// built with one allocation.
 pub(crate) fn routing_header(key: &str, value: &str) -> Option<MetadataValue<Ascii>> {
-    let slashes = value.bytes().filter(|b| *b == b'/').count();
-    let mut header = String::with_capacity(key.len() + 1 + value.len() + 2 * slashes);
+    let encoded_len: usize = utf8_percent_encode(value, ROUTING).map(str::len).sum();
+    let mut header = String::with_capacity(key.len() + 1 + encoded_len);
     header.push_str(key);
     header.push('=');
     header.extend(utf8_percent_encode(value, ROUTING));

@@ -56,9 +56,10 @@ impl ListOptions {
         self
     }
 
-    /// Only jobs carrying label `key=value`. A key or value the service
-    /// could never have stored makes listing fail with a validation error
-    /// before any call, rather than send a filter that means something else.
+    /// Only jobs carrying label `key=value`. A key or value that breaks the
+    /// service's label rules (which [`JobSpec::label`](crate::JobSpec::label)
+    /// checks too) makes listing fail with a validation error before any
+    /// call, rather than send a filter that means something else.
     pub fn label(mut self, key: &str, value: &str) -> Self {
         match crate::spec::check_label(key, value) {
             Ok(()) => self.terms.push(format!("labels.{key}={value}")),
@@ -95,7 +96,9 @@ impl ListOptions {
         self
     }
 
-    /// The filter string sent to the service.
+    /// The filter string sent to the service. An invalid label term is left
+    /// out of it; listing with such options fails instead (see
+    /// [`ListOptions::label`]).
     pub fn filter(&self) -> String {
         self.terms.join(" AND ")
     }

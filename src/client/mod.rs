@@ -21,7 +21,7 @@ use self::layer::{routing_header, HeaderService, REQUEST_PARAMS_STR};
 use crate::{
     error::{Error, Result},
     job::Job,
-    names::{is_bare_id, JobName, JobNameRef, LocationName},
+    names::{check_job_id, is_bare_id, JobName, JobNameRef, LocationName},
     proto::{
         aiplatform::{self as pb, job_service_client::JobServiceClient},
         longrunning::operations_client::OperationsClient,
@@ -200,8 +200,11 @@ impl Client {
     /// without building a [`JobName`].
     pub(crate) fn job_path(&self, name: &str) -> Result<String> {
         if is_bare_id(name) {
-            let job = JobName::parse_in(name, &self.inner.parent)?;
-            return Ok(job.to_string());
+            check_job_id(name)?;
+            return Ok(format!(
+                "{}/batchPredictionJobs/{name}",
+                self.inner.parent_path
+            ));
         }
         let job = JobNameRef::parse(name)?;
         if job.location != self.inner.parent.location() {
@@ -253,7 +256,7 @@ impl Client {
             let span = tracing::debug_span!(
                 "vertex_batch.rpc",
                 method,
-                resource = routing.value,
+                resource = %routing.value,
                 attempt,
                 code = tracing::field::Empty,
                 latency_ms = tracing::field::Empty,
@@ -268,11 +271,11 @@ impl Client {
             }
             // The channel enforces this deadline locally too, so no timer of
             // our own is needed.
-            if let Some(deadline) = &self.inner.attempt_deadline {
-                metadata.insert(GRPC_TIMEOUT, deadline.clone());
+            if let Some(deadline) = self.attempt_deadline(policy, attempt, started) {
+                metadata.insert(GRPC_TIMEOUT, deadline);
             }
             // The latency is measured only for a span that records it.
-            let sent = (!span.is_disabled()).then(Instant::now);
+            let sent = (!span.is_disabled()).then(std::time::Instant::now);
             let outcome = rpc(&self.inner.stubs, req)
                 .instrument(span.clone())
                 .await
@@ -307,6 +310,31 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The `grpc-timeout` of attempt `attempt` of a call begun at `started`:
+    /// the policy's per-attempt deadline, or what is left of its total
+    /// budget when that is shorter, so no attempt outlives the budget.
+    fn attempt_deadline(
+        &self,
+        policy: &RetryPolicy,
+        attempt: u32,
+        started: Instant,
+    ) -> Option<MetadataValue<Ascii>> {
+        // The first attempt has the whole budget: no clock to read.
+        let left = policy.get_total_timeout().map(|total| match attempt {
+            1 => total,
+            _ => total.saturating_sub(started.elapsed()),
+        });
+        match (policy.get_attempt_timeout(), left) {
+            (Some(each), Some(left)) if left < each => grpc_timeout(left),
+            // The common case: the per-attempt deadline, formatted once.
+            (Some(_), _) => self.inner.attempt_deadline.clone(),
+            (None, Some(left)) => grpc_timeout(left),
+            (None, None) => None,
+        }
+    }
+}
+
 /// Tonic reports a locally expired `grpc-timeout` as `CANCELLED` ("Timeout
 /// expired"); it is a deadline, and retryable like one.
 fn deadline_as_deadline(status: tonic::Status, method: &str) -> tonic::Status {
@@ -336,8 +364,8 @@ impl Client {
         &self,
         request: pb::CreateBatchPredictionJobRequest,
     ) -> Result<Job> {
-        let parent: LocationName = request.parent.parse()?;
-        let parent = parent.to_string();
+        let _valid: LocationName = request.parent.parse()?;
+        let parent = request.parent.clone();
         let job = self
             .call(
                 "CreateBatchPredictionJob",

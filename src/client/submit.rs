@@ -62,19 +62,20 @@ impl Client {
     /// ```
     pub async fn submit(&self, spec: &JobSpec) -> Result<Job> {
         let given = spec.labels().get(REQUEST_KEY_LABEL).cloned();
-        if let Some(key) = &given {
-            // A caller's key may have been used by an earlier submit (another
-            // process, a restart): that job is the answer.
-            if let Some(job) = self.find_by_request_key(key).await? {
-                tracing::info!(job = job.name(), key, "a job with this request key exists");
-                return Ok(job);
-            }
-        }
-        let key = given.unwrap_or_else(new_request_key);
+        let key = given.clone().unwrap_or_else(new_request_key);
+        // Validated first, so a bad spec (or key) fails as such, before any call.
         let request = spec
             .clone()
             .label(REQUEST_KEY_LABEL, key.clone())
             .to_request(self.parent())?;
+        if given.is_some() {
+            // A caller's key may have been used by an earlier submit (another
+            // process, a restart): that job is the answer.
+            if let Some(job) = self.find_by_request_key(&key).await? {
+                tracing::info!(job = job.name(), key, "a job with this request key exists");
+                return Ok(job);
+            }
+        }
         let policy = self.retry_policy().clone();
         let started = Instant::now();
         let mut attempt = 0u32;

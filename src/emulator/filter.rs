@@ -125,7 +125,8 @@ fn parse_term(raw: &str) -> Result<Term, String> {
         .min_by_key(|(p, sym, _)| (*p, std::cmp::Reverse(sym.len())))
         .ok_or_else(|| format!("filter term {raw:?} has no operator"))?;
     let field = raw[..pos].trim();
-    let value = unquote(raw[pos + sym.len()..].trim());
+    let value = unquote(raw[pos + sym.len()..].trim())
+        .map_err(|why| format!("filter term {raw:?}: {why}"))?;
     let bad_op = || format!("filter term {raw:?}: operator {sym} is not supported for {field}");
     match field {
         "state" => {
@@ -159,20 +160,28 @@ fn parse_term(raw: &str) -> Result<Term, String> {
 }
 
 /// A value without its quotes, escapes resolved (AIP-160: `\"` is a quote,
-/// `\\` a backslash).
-fn unquote(s: &str) -> String {
-    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
-        return s.to_owned();
+/// `\\` a backslash). An unclosed string or a stray quote is an error.
+fn unquote(s: &str) -> Result<String, String> {
+    let Some(quoted) = s.strip_prefix('"') else {
+        if s.contains('"') {
+            return Err(format!("{s:?} has a stray quote"));
+        }
+        return Ok(s.to_owned());
     };
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => out.extend(chars.next()),
+            '\\' => match chars.next() {
+                Some(escaped) => out.push(escaped),
+                None => break,
+            },
+            '"' if chars.as_str().is_empty() => return Ok(out),
+            '"' => return Err(format!("{s:?} has text after its closing quote")),
             c => out.push(c),
         }
     }
-    out
+    Err(format!("{s:?} is not a closed string"))
 }
 
 #[cfg(test)]
@@ -231,6 +240,10 @@ mod tests {
         let f = r#"display_name="a \"b\" AND c\\d" AND state=JOB_STATE_RUNNING"#;
         assert!(!Filter::parse(f).unwrap().matches(&quoted), "{f}");
         for bad in [
+            r#"display_name="abc\""#,
+            r#"display_name="a"b""#,
+            r#"display_name=""#,
+            r#"display_name=a"b"#,
             "state=NOPE",
             "color=red",
             "create_time>yesterday",
