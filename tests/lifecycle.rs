@@ -264,6 +264,18 @@ async fn a_reused_request_key_returns_the_existing_job() {
         .unwrap();
     assert_eq!(again.name(), first.name());
     assert_eq!(all_jobs(&client).await.len(), 1);
+
+    // A key the service would refuse fails as a label, before any call.
+    let before = emu.rpc_counts().values().sum::<u64>();
+    let err = client
+        .submit(&spec(INPUT).request_key("Nightly Run"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, vertex_batch::Error::Validation { field, .. } if field == "labels"),
+        "{err:?}"
+    );
+    assert_eq!(emu.rpc_counts().values().sum::<u64>(), before);
 }
 
 // ---------------------------------------------------------------------------
