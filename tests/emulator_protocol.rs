@@ -84,9 +84,7 @@ fn job_id(job: &Job) -> u64 {
 
 #[tokio::test]
 async fn invalid_creates_are_rejected_naming_the_offending_field() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
-    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let (_dir, _emu, client) = started().await;
 
     let mut empty_name = valid_request();
     empty_name
@@ -218,9 +216,7 @@ async fn routing_header_must_agree_with_the_request_parent() {
 
 #[tokio::test]
 async fn unknown_jobs_are_not_found_and_other_methods_unimplemented() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
-    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let (_dir, emu, client) = started().await;
 
     let err = client.get("1234567").await.unwrap_err();
     assert_eq!(err.code(), Some(Code::NotFound), "{err}");
@@ -253,10 +249,8 @@ async fn unknown_jobs_are_not_found_and_other_methods_unimplemented() {
 
 #[tokio::test]
 async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
+    let (_dir, emu, client) = started().await;
     write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
-    let client = emu.client(PROJECT, LOCATION).unwrap();
 
     // (display name, team label, whether the input exists: missing input fails)
     let plan = [
@@ -413,6 +407,14 @@ async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
 // ---------------------------------------------------------------------------
 
 /// Starts a 100-row job paced to last 30 s and waits until it is RUNNING.
+/// An emulator on a fresh data directory, and a client of it.
+async fn started() -> (tempfile::TempDir, Emulator, Client) {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    (dir, emu, client)
+}
+
 async fn long_running_job(emu: &Emulator, client: &Client) -> Job {
     emu.knobs().set_job_duration(Some(Duration::from_secs(30)));
     let lines: Vec<String> = (0..100).map(prompt_line).collect();
@@ -429,9 +431,7 @@ async fn long_running_job(emu: &Emulator, client: &Client) -> Job {
 
 #[tokio::test]
 async fn cancelling_a_running_job_ends_it_cancelled_with_rows_left_over() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
-    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let (_dir, emu, client) = started().await;
     let job = long_running_job(&emu, &client).await;
 
     client.cancel(job.name()).await.unwrap();
@@ -458,9 +458,7 @@ async fn cancelling_a_running_job_ends_it_cancelled_with_rows_left_over() {
 
 #[tokio::test]
 async fn only_ended_jobs_can_be_deleted_and_then_they_are_gone() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
-    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let (_dir, emu, client) = started().await;
     let job = long_running_job(&emu, &client).await;
 
     let err = client.delete(job.name()).await.unwrap_err();
@@ -495,14 +493,12 @@ async fn only_ended_jobs_can_be_deleted_and_then_they_are_gone() {
 
 #[tokio::test]
 async fn jobs_survive_a_graceful_restart_and_ids_keep_growing() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
+    let (dir, emu, client) = started().await;
     write_gcs(
         &emu,
         "gs://bkt/in.jsonl",
         &[prompt_line(1), prompt_line(2), prompt_line(3)],
     );
-    let client = emu.client(PROJECT, LOCATION).unwrap();
     let job = client
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
         .await
@@ -534,9 +530,7 @@ async fn jobs_survive_a_graceful_restart_and_ids_keep_growing() {
 
 #[tokio::test]
 async fn a_deleted_jobs_name_is_never_reused_after_a_restart() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
-    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let (dir, emu, client) = started().await;
     let kept = client.create_request(valid_request()).await.unwrap();
     let deleted = client.create_request(valid_request()).await.unwrap();
     for j in [&kept, &deleted] {
@@ -557,12 +551,10 @@ async fn a_deleted_jobs_name_is_never_reused_after_a_restart() {
 
 #[tokio::test]
 async fn a_job_interrupted_by_a_crash_reruns_to_complete_output_without_duplicates() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
+    let (dir, emu, client) = started().await;
     emu.knobs().set_job_duration(Some(Duration::from_secs(20)));
     let lines: Vec<String> = (0..200).map(prompt_line).collect();
     write_gcs(&emu, "gs://bkt/in.jsonl", &lines);
-    let client = emu.client(PROJECT, LOCATION).unwrap();
     let job = client
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
         .await
@@ -620,10 +612,8 @@ async fn a_job_interrupted_by_a_crash_reruns_to_complete_output_without_duplicat
 
 #[tokio::test]
 async fn held_jobs_stay_queued_until_released_then_succeed() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
+    let (_dir, emu, client) = started().await;
     write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
-    let client = emu.client(PROJECT, LOCATION).unwrap();
     emu.knobs().hold_queued(true);
     let job = client
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
@@ -648,10 +638,8 @@ async fn held_jobs_stay_queued_until_released_then_succeed() {
 
 #[tokio::test]
 async fn a_job_held_past_the_queue_ttl_expires() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
+    let (_dir, emu, client) = started().await;
     write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
-    let client = emu.client(PROJECT, LOCATION).unwrap();
     emu.knobs().hold_queued(true);
     emu.knobs().set_queue_ttl(Duration::from_millis(200));
     let done = run_to_end(&client, &spec("gs://bkt/in.jsonl", "gs://bkt/out")).await;
@@ -662,10 +650,8 @@ async fn a_job_held_past_the_queue_ttl_expires() {
 
 #[tokio::test]
 async fn fail_jobs_fails_every_job_with_the_given_message() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
+    let (_dir, emu, client) = started().await;
     write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
-    let client = emu.client(PROJECT, LOCATION).unwrap();
     emu.knobs().fail_jobs(Some("boom".into()));
     let job = client
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
@@ -681,10 +667,8 @@ async fn fail_jobs_fails_every_job_with_the_given_message() {
 
 #[tokio::test]
 async fn a_lost_create_response_reports_unavailable_but_the_job_exists() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
+    let (_dir, emu, client) = started().await;
     write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
-    let client = emu.client(PROJECT, LOCATION).unwrap();
     emu.knobs().lose_create_responses(1);
     let err = client
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out").display_name("lost"))
@@ -733,11 +717,9 @@ async fn unavailable_fraction_fails_rpcs_until_reset() {
 
 #[tokio::test]
 async fn a_job_over_the_request_limit_fails_naming_the_limit() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
+    let (_dir, emu, client) = started().await;
     let lines: Vec<String> = (0..5).map(prompt_line).collect();
     write_gcs(&emu, "gs://bkt/in.jsonl", &lines);
-    let client = emu.client(PROJECT, LOCATION).unwrap();
     emu.knobs().set_max_requests_per_job(3);
     let done = run_to_end(&client, &spec("gs://bkt/in.jsonl", "gs://bkt/out")).await;
     assert_eq!(done.state(), JobState::Failed);
@@ -751,11 +733,9 @@ async fn a_job_over_the_request_limit_fails_naming_the_limit() {
 
 #[tokio::test]
 async fn row_delay_paces_progress_visibly() {
-    let dir = temp();
-    let emu = Emulator::start(dir.path()).await.unwrap();
+    let (_dir, emu, client) = started().await;
     let lines: Vec<String> = (0..20).map(prompt_line).collect();
     write_gcs(&emu, "gs://bkt/in.jsonl", &lines);
-    let client = emu.client(PROJECT, LOCATION).unwrap();
     emu.knobs().set_row_delay(Duration::from_millis(50));
     let job = client
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
