@@ -86,44 +86,23 @@ fn job_id(job: &Job) -> u64 {
 async fn invalid_creates_are_rejected_naming_the_offending_field() {
     let (_dir, _emu, client) = started().await;
 
-    let mut empty_name = valid_request();
-    empty_name
-        .batch_prediction_job
-        .as_mut()
-        .unwrap()
-        .display_name = String::new();
-
-    let mut format_mismatch = valid_request();
-    format_mismatch
-        .batch_prediction_job
-        .as_mut()
-        .unwrap()
-        .input_config
-        .as_mut()
-        .unwrap()
-        .instances_format = "bigquery".into();
-
-    let mut no_output = valid_request();
-    no_output
-        .batch_prediction_job
-        .as_mut()
-        .unwrap()
-        .output_config = None;
-
-    let mut bad_uri = valid_request();
-    bad_uri
-        .batch_prediction_job
-        .as_mut()
-        .unwrap()
-        .input_config
-        .as_mut()
-        .unwrap()
-        .source = Some(input_config::Source::GcsSource(pb::GcsSource {
-        uris: vec!["gs:/bkt/in.jsonl".into()],
-    }));
-
-    let mut bare_model = valid_request();
-    bare_model.batch_prediction_job.as_mut().unwrap().model = "gemini-2.0-flash-001".into();
+    // A valid request with one change made to its job.
+    let changed = |change: fn(&mut pb::BatchPredictionJob)| {
+        let mut request = valid_request();
+        change(request.batch_prediction_job.as_mut().unwrap());
+        request
+    };
+    let empty_name = changed(|j| j.display_name = String::new());
+    let format_mismatch =
+        changed(|j| j.input_config.as_mut().unwrap().instances_format = "bigquery".into());
+    let no_output = changed(|j| j.output_config = None);
+    let bad_uri = changed(|j| {
+        j.input_config.as_mut().unwrap().source =
+            Some(input_config::Source::GcsSource(pb::GcsSource {
+                uris: vec!["gs:/bkt/in.jsonl".into()],
+            }))
+    });
+    let bare_model = changed(|j| j.model = "gemini-2.0-flash-001".into());
 
     let cases = [
         (empty_name, "batch_prediction_job.display_name"),

@@ -195,13 +195,10 @@ impl Client {
     /// use [`Client::wait`] to see how it ended. A job that already ended
     /// gives `FAILED_PRECONDITION`.
     pub async fn cancel(&self, name: impl AsRef<str>) -> Result<()> {
-        let name = self.job_path(name.as_ref())?;
-        let request = pb::CancelBatchPredictionJobRequest { name: name.clone() };
-        self.call(
+        self.call_on_job(
             "CancelBatchPredictionJob",
-            Routing::name(&name),
-            true,
-            request,
+            name.as_ref(),
+            |name| pb::CancelBatchPredictionJobRequest { name },
             |s, r| {
                 let mut stub = s.jobs.clone();
                 async move { stub.cancel_batch_prediction_job(r).await }
@@ -215,14 +212,11 @@ impl Client {
     /// operation until it is done (at most 5 minutes). A job still running
     /// gives `FAILED_PRECONDITION`: cancel it and wait first.
     pub async fn delete(&self, name: impl AsRef<str>) -> Result<()> {
-        let name = self.job_path(name.as_ref())?;
-        let request = pb::DeleteBatchPredictionJobRequest { name: name.clone() };
         let op = self
-            .call(
+            .call_on_job(
                 "DeleteBatchPredictionJob",
-                Routing::name(&name),
-                true,
-                request,
+                name.as_ref(),
+                |name| pb::DeleteBatchPredictionJobRequest { name },
                 |s, r| {
                     let mut stub = s.jobs.clone();
                     async move { stub.delete_batch_prediction_job(r).await }

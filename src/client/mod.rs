@@ -311,6 +311,27 @@ impl Client {
 }
 
 impl Client {
+    /// Runs an idempotent RPC on one job: `name` is resolved and checked
+    /// ([`Client::job_path`]), the request built from the full name, and the
+    /// call routed by it.
+    pub(crate) async fn call_on_job<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        name: &str,
+        request: impl FnOnce(String) -> Req,
+        rpc: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(&Stubs, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let name = self.job_path(name)?;
+        let request = request(name.clone());
+        self.call(method, Routing::name(&name), true, request, rpc)
+            .await
+    }
+
     /// The `grpc-timeout` of attempt `attempt` of a call begun at `started`:
     /// the policy's per-attempt deadline, or what is left of its total
     /// budget when that is shorter, so no attempt outlives the budget.
@@ -390,14 +411,16 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn get(&self, name: impl AsRef<str>) -> Result<Job> {
-        let name = self.job_path(name.as_ref())?;
-        let routing = Routing::name(&name);
-        let request = pb::GetBatchPredictionJobRequest { name: name.clone() };
         let job = self
-            .call("GetBatchPredictionJob", routing, true, request, |s, r| {
-                let mut stub = s.jobs.clone();
-                async move { stub.get_batch_prediction_job(r).await }
-            })
+            .call_on_job(
+                "GetBatchPredictionJob",
+                name.as_ref(),
+                |name| pb::GetBatchPredictionJobRequest { name },
+                |s, r| {
+                    let mut stub = s.jobs.clone();
+                    async move { stub.get_batch_prediction_job(r).await }
+                },
+            )
             .await?;
         Ok(Job::from(job))
     }
