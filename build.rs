@@ -7,6 +7,7 @@ use prost::Message;
 
 const ROOTS: &[&str] = &[
     "google/cloud/aiplatform/v1/job_service.proto",
+    "google/cloud/aiplatform/v1/prediction_service.proto",
     "google/rpc/error_details.proto",
 ];
 
@@ -32,6 +33,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .extern_path(".google.protobuf", "::pbjson_types")
+        // Batch output comes from newer API versions than our protos: a field
+        // or an enum value we do not know must not fail a row.
+        .ignore_unknown_fields()
+        .ignore_unknown_enum_variants()
         .build(&[
             ".google.api",
             ".google.cloud.aiplatform.v1",

@@ -22,8 +22,11 @@ PACKAGE = "google-proto-files"
 DEFAULT_VERSION = "6.0.1"
 # error_details.proto is a root too: the client decodes google.rpc.Status details
 # (BadRequest, ErrorInfo, RetryInfo, ...) and the emulator sends them.
+# prediction_service.proto is a root for the data plane: GenerateContentRequest
+# and GenerateContentResponse are what batch input and output lines hold.
 ROOTS = [
     "google/cloud/aiplatform/v1/job_service.proto",
+    "google/cloud/aiplatform/v1/prediction_service.proto",
     "google/rpc/error_details.proto",
 ]
 IMPORT_RE = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.M)

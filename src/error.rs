@@ -37,6 +37,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// * [`Error::Timeout`]: a deadline set on the call or on a wait ran out.
 /// * [`Error::JobNotSucceeded`]: a waited-for job ended in a state that is not
 ///   `SUCCEEDED`; the final job is inside.
+/// * [`Error::Storage`]: a Cloud Storage call failed; `http_status` is the
+///   HTTP status when the server answered (404: the bucket or object does not
+///   exist; 401/403: the credentials lack access to the bucket).
+/// * [`Error::Output`]: a line of a job's output could not be read; `file`
+///   and `line` say where. The rest of the output is still read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -99,6 +104,27 @@ pub enum Error {
     /// the caller can inspect its error, stats and partial failures.
     #[error("job {} ended {:?}{}", .0.name(), .0.state(), .0.error().map(|e| format!(": {e}")).unwrap_or_default())]
     JobNotSucceeded(Box<crate::Job>),
+    /// A Cloud Storage call failed.
+    #[error("Cloud Storage: {message}")]
+    Storage {
+        /// What failed, naming the object or bucket (never a token).
+        message: String,
+        /// The HTTP status, when the server answered.
+        http_status: Option<u16>,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A line of a batch job's output could not be read.
+    #[error("{file}:{line}: {message}")]
+    Output {
+        /// The output file (`gs://…` or a local path).
+        file: String,
+        /// The 1-based line number.
+        line: u64,
+        /// What is wrong with the line.
+        message: String,
+    },
 }
 
 impl Error {
@@ -130,6 +156,10 @@ impl Error {
     /// timeouts). Whether it is *safe* to retry depends on the call: a create
     /// is not idempotent (see [`crate::Client::submit`]).
     pub fn is_retryable(&self) -> bool {
+        if let Error::Storage { http_status, .. } = self {
+            // No status: the request never got an answer (connection failure).
+            return http_status.is_none_or(|s| s == 408 || s == 429 || s >= 500);
+        }
         matches!(
             self.code(),
             Some(
