@@ -1,0 +1,418 @@
+//! Joining output rows to the inputs that produced them: every input key
+//! gets exactly one result, and inputs with no output row are
+//! [`Outcome::Missing`](super::Outcome::Missing) with their original request.
+//!
+//! # How
+//!
+//! 1. The inputs are read once for their keys: each key's 128-bit
+//!    fingerprint goes into one sorted array (16 bytes a key, nothing else),
+//!    plus, for keys too long for a reversible label, their label's hash.
+//! 2. The outputs are read, newest first when there are several (a
+//!    follow-up job's results win over the original's: the latest outcome per
+//!    key). Each row's key (or key label) is looked up in the array on the
+//!    parsing threads; one bit per input marks it seen. A row whose key was
+//!    seen already is a duplicate; a row whose key is not an input is counted
+//!    in [`Totals::unexpected`](super::Totals::unexpected) and logged.
+//! 3. The inputs are read again, and every input never seen comes out as
+//!    missing, with its request byte-exact.
+//!
+//! So `succeeded + failed + blocked + missing` always equals the number of
+//! distinct input keys, and memory stays at about 16 bytes an input.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
+
+use bytes::Bytes;
+use futures::{stream::BoxStream, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{
+    reader::{fingerprint, parse_lines, ReadOptions, ResultStream, SourceFile, Totals},
+    results::{parse_line, ResultRow},
+};
+use crate::error::{Error, Result};
+
+/// Where a batch's input lines (`{"key": …, "request": {…}}`) are read from.
+/// They are read twice by a joined read, so this names them rather than
+/// holding a stream.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    files: Vec<InputFile>,
+}
+
+#[derive(Clone, Debug)]
+enum InputFile {
+    Local(PathBuf),
+    Memory(Arc<str>, Bytes),
+    #[allow(dead_code)]
+    Opener(Arc<str>, OpenFn),
+}
+
+/// Opens a file's bytes as a stream (for remote storage).
+#[derive(Clone)]
+pub(crate) struct OpenFn(
+    pub(crate) Arc<dyn Fn() -> BoxStream<'static, Result<Bytes>> + Send + Sync>,
+);
+
+impl std::fmt::Debug for OpenFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpenFn")
+    }
+}
+
+impl Inputs {
+    /// Input files on the local disk, in order.
+    pub fn local(files: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
+        Inputs {
+            files: files
+                .into_iter()
+                .map(|f| InputFile::Local(f.into()))
+                .collect(),
+        }
+    }
+
+    /// Input lines held in memory (e.g. a small batch built in a test).
+    pub fn memory(name: &str, jsonl: impl Into<Bytes>) -> Self {
+        Inputs {
+            files: vec![InputFile::Memory(name.into(), jsonl.into())],
+        }
+    }
+
+    /// Input files opened by `open` each time they are read (e.g. objects in
+    /// Cloud Storage).
+    #[allow(dead_code)]
+    pub(crate) fn opener(mut self, name: &str, open: OpenFn) -> Self {
+        self.files.push(InputFile::Opener(name.into(), open));
+        self
+    }
+
+    fn open(&self) -> Vec<SourceFile> {
+        self.files
+            .iter()
+            .map(|f| match f {
+                InputFile::Local(p) => SourceFile::local(p.clone()),
+                InputFile::Memory(name, bytes) => SourceFile::stream(
+                    name.clone(),
+                    futures::stream::once(futures::future::ready(Ok(bytes.clone()))).boxed(),
+                ),
+                InputFile::Opener(name, open) => SourceFile::stream(name.clone(), (open.0)()),
+            })
+            .collect()
+    }
+}
+
+/// One input line: its key and its request, byte-exact.
+#[derive(Deserialize)]
+struct InputView<'a> {
+    #[serde(borrow)]
+    key: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    request: Option<&'a RawValue>,
+}
+
+fn parse_input(raw: &[u8]) -> std::result::Result<(String, Box<RawValue>), String> {
+    let line = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8: {e}"))?;
+    let view: InputView<'_> =
+        serde_json::from_str(line).map_err(|e| format!("not an input line: {e}"))?;
+    let key = view.key.ok_or("the input line has no `key`")?.into_owned();
+    let request = view.request.ok_or("the input line has no `request`")?;
+    Ok((key, request.to_owned()))
+}
+
+/// The inputs' keys, as sorted fingerprints.
+pub(crate) struct KeyIndex {
+    sorted: Vec<u128>,
+    /// Hash-form key labels (keys too long to mirror reversibly) to the
+    /// fingerprint of their key.
+    hashed_labels: HashMap<String, u128>,
+}
+
+impl KeyIndex {
+    fn position(&self, fp: u128) -> Option<u32> {
+        self.sorted
+            .binary_search(&fp)
+            .ok()
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
+    fn len(&self) -> usize {
+        self.sorted.len()
+    }
+}
+
+/// Reads every input key. Duplicate keys are kept once (the writer never
+/// makes them; a hand-made input may have them, and the joined read reports
+/// each repeat as an error when it reads the inputs again).
+async fn index_inputs(inputs: &Inputs, opts: &ReadOptions) -> Result<KeyIndex> {
+    let mut lines = Box::pin(parse_lines(inputs.open(), opts.clone(), |raw| {
+        let line = std::str::from_utf8(&raw).map_err(|e| format!("not UTF-8: {e}"))?;
+        #[derive(Deserialize)]
+        struct KeyOnly<'a> {
+            #[serde(borrow)]
+            key: Option<std::borrow::Cow<'a, str>>,
+        }
+        let view: KeyOnly<'_> =
+            serde_json::from_str(line).map_err(|e| format!("not an input line: {e}"))?;
+        let key = view.key.ok_or("the input line has no `key`")?;
+        let label = crate::data::key::hashed_label(&key);
+        Ok((fingerprint(&key), label))
+    }));
+    let mut sorted = Vec::new();
+    let mut hashed_labels = HashMap::new();
+    while let Some(item) = lines.next().await {
+        let (fp, label) = item?;
+        sorted.push(fp);
+        if let Some(label) = label {
+            hashed_labels.insert(label, fp);
+        }
+    }
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.shrink_to_fit();
+    Ok(KeyIndex {
+        sorted,
+        hashed_labels,
+    })
+}
+
+/// One output row matched to an input (or not).
+struct Matched {
+    row: ResultRow,
+    index: Option<u32>,
+}
+
+/// A bit set over input positions.
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: usize) -> Self {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+    /// Sets bit `i`; returns whether it was already set.
+    fn set(&mut self, i: u32) -> bool {
+        let (w, b) = ((i / 64) as usize, i % 64);
+        match self.0.get_mut(w) {
+            Some(word) => {
+                let was = *word & (1 << b) != 0;
+                *word |= 1 << b;
+                was
+            }
+            None => true,
+        }
+    }
+}
+
+/// Reads `outputs` (groups of files, newest job first) joined to `inputs`.
+pub(crate) async fn read_joined(
+    outputs: Vec<Vec<SourceFile>>,
+    inputs: Inputs,
+    opts: ReadOptions,
+) -> Result<ResultStream> {
+    let index = Arc::new(index_inputs(&inputs, &opts).await?);
+    let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
+    let seen = Arc::new(std::sync::Mutex::new(Bits::new(index.len())));
+    let seen_by_rows = seen.clone();
+    let files: Vec<SourceFile> = outputs.into_iter().flatten().collect();
+    let lookup = index.clone();
+    let t = totals.clone();
+    let rows = parse_lines(files, opts.clone(), move |raw| {
+        let line = parse_line(&raw)?;
+        let mut row = line.row;
+        let index = match row.key() {
+            Some(k) => lookup.position(fingerprint(k)),
+            None => match line.key_label.as_deref() {
+                Some(label) => match crate::data::key::decode_exact(label) {
+                    Some(key) => {
+                        let i = lookup.position(fingerprint(&key));
+                        row.set_key(Some(key));
+                        i
+                    }
+                    None => lookup
+                        .hashed_labels
+                        .get(label)
+                        .and_then(|fp| lookup.position(*fp)),
+                },
+                None => None,
+            },
+        };
+        Ok(Matched { row, index })
+    })
+    .filter_map(move |item| {
+        let out = match item {
+            Err(e) => Some(Err(e)),
+            Ok(Matched {
+                row,
+                index: Some(i),
+            }) => {
+                if seen_by_rows
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set(i)
+                {
+                    t.lock().unwrap_or_else(|e| e.into_inner()).duplicates += 1;
+                    None
+                } else {
+                    Some(Ok(row))
+                }
+            }
+            Ok(Matched { row, index: None }) => {
+                tracing::warn!(
+                    key = row.key().unwrap_or("<none>"),
+                    "an output row matches no input; left out of the joined results"
+                );
+                t.lock().unwrap_or_else(|e| e.into_inner()).unexpected += 1;
+                None
+            }
+        };
+        futures::future::ready(out)
+    });
+    // The rows, then (once they are exhausted) the inputs never seen.
+    let stream = rows
+        .chain(
+            futures::stream::once(async move { missing_rows(inputs, opts, index, seen) }).flatten(),
+        )
+        .boxed();
+    Ok(ResultStream::new(stream, totals))
+}
+
+/// The inputs never seen in the output, read again, as missing rows.
+fn missing_rows(
+    inputs: Inputs,
+    opts: ReadOptions,
+    index: Arc<KeyIndex>,
+    seen: Arc<std::sync::Mutex<Bits>>,
+) -> BoxStream<'static, Result<ResultRow>> {
+    let mut done = std::mem::replace(
+        &mut *seen.lock().unwrap_or_else(|e| e.into_inner()),
+        Bits(Vec::new()),
+    );
+    let idx = index.clone();
+    parse_lines(inputs.open(), opts, move |raw| {
+        let (key, request) = parse_input(&raw)?;
+        let i = idx.position(fingerprint(&key));
+        Ok((key, request, i))
+    })
+    .filter_map(move |item| {
+        let out = match item {
+            Err(e) => Some(Err(e)),
+            Ok((key, request, Some(i))) => {
+                (!done.set(i)).then(|| Ok(ResultRow::missing(key, request)))
+            }
+            // Indexed in the first pass, so always found; a file that
+            // changed between the passes is reported.
+            Ok((key, _, None)) => Some(Err(Error::Output {
+                file: "inputs".into(),
+                line: 0,
+                message: format!("input key {key:?} appeared while the batch was read"),
+            })),
+        };
+        futures::future::ready(out)
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Outcome;
+
+    fn ok(key: &str) -> String {
+        format!(
+            r#"{{"key":"{key}","status":"","response":{{"candidates":[{{"content":{{"parts":[{{"text":"a-{key}"}}]}}}}]}}}}"#
+        )
+    }
+
+    fn out(name: &str, lines: &[String]) -> Vec<SourceFile> {
+        let text = lines.join("\n") + "\n";
+        vec![SourceFile::stream(
+            name,
+            futures::stream::once(futures::future::ready(Ok(Bytes::from(text)))).boxed(),
+        )]
+    }
+
+    fn inputs(keys: &[&str]) -> Inputs {
+        let text: String = keys
+            .iter()
+            .map(|k| format!("{{\"key\":\"{k}\",\"request\":{{\"contents\":[{{\"parts\":[{{\"text\":\"q {k}\"}}]}}]}}}}\n"))
+            .collect();
+        Inputs::memory("inputs.jsonl", text)
+    }
+
+    #[tokio::test]
+    async fn every_input_gets_exactly_one_result() {
+        let outputs = out(
+            "o",
+            &[
+                ok("b"),
+                r#"{"key":"c","status":"boom"}"#.into(),
+                ok("b"),
+                ok("stranger"),
+                "{\"key\":\"a\",\"trunc".into(),
+            ],
+        );
+        let (rows, errors, totals) = read_joined(
+            vec![outputs],
+            inputs(&["a", "b", "c", "d"]),
+            ReadOptions::new(),
+        )
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+        let mut got: Vec<(String, &str)> = rows
+            .iter()
+            .map(|r| (r.key().unwrap().to_owned(), r.outcome().kind()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("a".into(), "missing"),
+                ("b".into(), "succeeded"),
+                ("c".into(), "failed"),
+                ("d".into(), "missing")
+            ]
+        );
+        assert_eq!(totals.rows(), 4);
+        assert_eq!((totals.duplicates, totals.unexpected), (1, 1));
+        assert_eq!(errors.len(), 1, "the truncated line is reported");
+        let Outcome::Missing(m) = rows
+            .iter()
+            .find(|r| r.key() == Some("d"))
+            .unwrap()
+            .outcome()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            m.request().get(),
+            r#"{"contents":[{"parts":[{"text":"q d"}]}]}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn the_newest_output_wins() {
+        let original = out(
+            "orig",
+            &[ok("a"), r#"{"key":"b","status":"429 quota"}"#.into()],
+        );
+        let follow_up = out("retry", &[ok("b")]);
+        let (rows, _, totals) = read_joined(
+            vec![follow_up, original],
+            inputs(&["a", "b", "c"]),
+            ReadOptions::new(),
+        )
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+        assert_eq!(totals.succeeded, 2);
+        assert_eq!(totals.missing, 1);
+        assert_eq!(totals.failed, 0);
+        assert_eq!(
+            totals.duplicates, 1,
+            "the original's failed b is superseded"
+        );
+        assert_eq!(rows.len(), 3);
+    }
+}

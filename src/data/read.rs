@@ -1,0 +1,92 @@
+//! [`ResultReader`]: one entry point for reading results, from a local
+//! directory or Cloud Storage, with or without the inputs to join to.
+
+use std::path::PathBuf;
+
+use super::{
+    join::{read_joined, Inputs},
+    reader::{local_output_files, read_files, ReadOptions, ResultStream, SourceFile},
+};
+use crate::error::Result;
+
+/// Reads a batch's results.
+///
+/// Add one or more output locations (newest first when a follow-up job's
+/// results should win over the original's), optionally the inputs, and
+/// read. Without inputs every distinct key comes out once; with inputs every
+/// input key comes out exactly once, missing ones included.
+///
+/// ```no_run
+/// # async fn demo() -> vertex_batch::Result<()> {
+/// use futures::StreamExt;
+/// use vertex_batch::data::{Inputs, ResultReader};
+///
+/// let mut rows = ResultReader::new()
+///     .output_local("out/prediction-model-2026-11-22T10:00:00.000Z")
+///     .inputs(Inputs::local(["prompts.jsonl"]))
+///     .read()
+///     .await?;
+/// while let Some(row) = rows.next().await {
+///     let row = row?;
+///     println!("{}: {}", row.key().unwrap_or("?"), row.outcome().kind());
+/// }
+/// let totals = rows.totals();
+/// assert_eq!(totals.rows(), totals.succeeded + totals.failed + totals.blocked + totals.missing);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct ResultReader {
+    outputs: Vec<Output>,
+    inputs: Option<Inputs>,
+    options: ReadOptions,
+}
+
+#[derive(Debug)]
+enum Output {
+    /// A local output directory (every `*.jsonl` below it) or one file.
+    Local(PathBuf),
+}
+
+impl ResultReader {
+    /// A reader with no outputs yet and the default [`ReadOptions`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a local output directory (every `*.jsonl` file below it) or a
+    /// single output file.
+    pub fn output_local(mut self, path: impl Into<PathBuf>) -> Self {
+        self.outputs.push(Output::Local(path.into()));
+        self
+    }
+
+    /// Joins the results to these inputs.
+    pub fn inputs(mut self, inputs: Inputs) -> Self {
+        self.inputs = Some(inputs);
+        self
+    }
+
+    /// How to read.
+    pub fn options(mut self, options: ReadOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Lists the output files and starts reading.
+    pub async fn read(self) -> Result<ResultStream> {
+        let mut groups = Vec::with_capacity(self.outputs.len());
+        for out in &self.outputs {
+            groups.push(match out {
+                Output::Local(p) if p.is_dir() => local_output_files(p)?
+                    .into_iter()
+                    .map(SourceFile::local)
+                    .collect(),
+                Output::Local(p) => vec![SourceFile::local(p.clone())],
+            });
+        }
+        match self.inputs {
+            Some(inputs) => read_joined(groups, inputs, self.options).await,
+            None => Ok(read_files(groups.into_iter().flatten().collect(), self.options)),
+        }
+    }
+}

@@ -1,0 +1,715 @@
+//! Reading a job's output files as a stream of [`ResultRow`]s.
+//!
+//! # How it is fast and bounded
+//!
+//! Bytes arrive as a stream (a Cloud Storage download or a local file) and
+//! are cut into blocks of about [`ReadOptions::block_size`] at line ends.
+//! Each block is parsed on a blocking thread; up to
+//! [`ReadOptions::parallelism`] blocks are parsed at once and their rows come
+//! out in file order. Memory is the blocks in flight plus one 16-byte key
+//! fingerprint per distinct key (for de-duplication), whatever the size of
+//! the output.
+//!
+//! # Duplicates
+//!
+//! The service sometimes writes a row twice. Rows are de-duplicated by key:
+//! the first row read for a key wins and later ones are counted in
+//! [`Totals::duplicates`]. Keys are compared by a 128-bit xxh3 fingerprint;
+//! two distinct keys collide with a probability of about n²/2¹²⁹ (10⁻²⁷ for a
+//! million keys). Rows without a key are never de-duplicated.
+
+use std::{
+    collections::HashSet,
+    hash::{BuildHasherDefault, Hasher},
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use futures::{stream::BoxStream, Stream, StreamExt};
+
+use super::results::{parse_line, Outcome, ParsedLine, ResultRow, Usage};
+use crate::error::{Error, Result};
+
+/// How output is read.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    parallelism: usize,
+    block_size: usize,
+    max_line_bytes: usize,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            parallelism: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(1, 8),
+            block_size: 1 << 20,
+            max_line_bytes: 64 << 20,
+        }
+    }
+}
+
+impl ReadOptions {
+    /// The defaults: one parsing thread per core (at most 8), 1 MiB blocks,
+    /// lines up to 64 MiB.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many blocks are parsed at once (at least 1).
+    pub fn parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n.max(1);
+        self
+    }
+
+    /// The size of the blocks handed to the parsers (at least 4 KiB).
+    pub fn block_size(mut self, bytes: usize) -> Self {
+        self.block_size = bytes.max(4096);
+        self
+    }
+
+    /// The longest line accepted. A longer line is an
+    /// [`Error::Output`] naming it, and reading goes on after it; memory
+    /// never grows past this for one line.
+    pub fn max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line_bytes = bytes.max(1024);
+        self
+    }
+}
+
+/// A 128-bit fingerprint of a key.
+pub(crate) fn fingerprint(key: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+}
+
+/// A hasher for fingerprints, which are already uniformly distributed.
+#[derive(Default)]
+pub(crate) struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+/// A set of key fingerprints.
+pub(crate) type KeySet = HashSet<u128, BuildHasherDefault<FingerprintHasher>>;
+
+/// One parsed line with where it came from.
+pub(crate) struct Parsed {
+    pub(crate) line: ParsedLine,
+    /// The fingerprint of the line's key, when it has one.
+    pub(crate) fingerprint: Option<u128>,
+}
+
+/// One file to read (an output or an input file): its name (for errors)
+/// and where its bytes come from.
+pub(crate) struct SourceFile {
+    pub(crate) name: Arc<str>,
+    source: Source,
+}
+
+enum Source {
+    /// Chunks from a download.
+    Stream(BoxStream<'static, Result<Bytes>>),
+    /// A local file, read straight into the block buffer on a blocking
+    /// thread (opened on first read).
+    Local {
+        path: PathBuf,
+        file: Option<std::fs::File>,
+    },
+}
+
+impl SourceFile {
+    /// A local file.
+    pub(crate) fn local(path: PathBuf) -> SourceFile {
+        SourceFile {
+            name: path.display().to_string().into(),
+            source: Source::Local { path, file: None },
+        }
+    }
+
+    /// A file whose bytes arrive as a stream of chunks.
+    pub(crate) fn stream(
+        name: impl Into<Arc<str>>,
+        bytes: BoxStream<'static, Result<Bytes>>,
+    ) -> Self {
+        SourceFile {
+            name: name.into(),
+            source: Source::Stream(bytes),
+        }
+    }
+}
+
+/// A block of whole lines to parse, and the number of its first line.
+struct Block {
+    file: Arc<str>,
+    first_line: u64,
+    data: Bytes,
+}
+
+/// An item of the block stream: a block to parse, or an error that belongs
+/// in the output at this point (a failed read, an over-long line).
+enum Piece {
+    Block(Block),
+    Error(Error),
+}
+
+/// The state of cutting one file into blocks.
+struct Cutter {
+    name: Arc<str>,
+    source: Source,
+    buf: BytesMut,
+    /// Lines handed out so far.
+    line: u64,
+    /// Skipping the rest of an over-long line.
+    skipping: bool,
+    done: bool,
+    /// A read error, handed out after the lines buffered before it.
+    failed: Option<Error>,
+    opts: ReadOptions,
+}
+
+impl Cutter {
+    /// Splits off `buf[..end]` as the next block.
+    fn block(&mut self, end: usize) -> Piece {
+        let data = self.buf.split_to(end).freeze();
+        let first_line = self.line + 1;
+        self.line += memchr::memchr_iter(b'\n', &data).count() as u64;
+        Piece::Block(Block {
+            file: self.name.clone(),
+            first_line,
+            data,
+        })
+    }
+
+    /// Appends more bytes to `buf`: `Ok(false)` at the end of the file.
+    async fn fill(&mut self) -> Result<bool> {
+        let from = self.buf.len();
+        let more = match &mut self.source {
+            Source::Stream(s) => match s.next().await {
+                Some(Ok(chunk)) => {
+                    self.buf.extend_from_slice(&chunk);
+                    true
+                }
+                Some(Err(e)) => return Err(e),
+                None => false,
+            },
+            Source::Local { path, file } => {
+                let path = path.clone();
+                let mut f = file.take();
+                let mut buf = std::mem::take(&mut self.buf);
+                let want = self.opts.block_size;
+                let (buf, f, res) = tokio::task::spawn_blocking(move || {
+                    use std::io::Read;
+                    let res = (|| {
+                        let file = match &mut f {
+                            Some(file) => file,
+                            None => f.insert(std::fs::File::open(&path)?),
+                        };
+                        let len = buf.len();
+                        buf.resize(len + want, 0);
+                        let n = loop {
+                            match file.read(&mut buf[len..]) {
+                                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                                r => break r,
+                            }
+                        };
+                        buf.truncate(len + *n.as_ref().unwrap_or(&0));
+                        n
+                    })();
+                    (buf, f, res)
+                })
+                .await
+                .map_err(|e| Error::Config(format!("a reading thread failed: {e}")))?;
+                self.buf = buf;
+                *file = f;
+                let n = res.map_err(|e| Error::Storage {
+                    message: format!("reading {}: {e}", self.name),
+                    http_status: None,
+                    source: Some(Box::new(e)),
+                })?;
+                n > 0
+            }
+        };
+        if self.skipping {
+            match memchr::memchr(b'\n', &self.buf[from..]) {
+                Some(i) => {
+                    self.skipping = false;
+                    let tail = self.buf.split_off(from + i + 1);
+                    self.buf.truncate(from);
+                    self.buf.unsplit(tail);
+                }
+                None => self.buf.truncate(from),
+            }
+        }
+        Ok(more)
+    }
+
+    /// The next block or error of this file.
+    async fn next_piece(&mut self) -> Option<Piece> {
+        loop {
+            if let Some(e) = self.failed.take() {
+                return Some(Piece::Error(e));
+            }
+            if self.done {
+                return None;
+            }
+            // Hand out a block when enough whole lines are buffered.
+            if self.buf.len() >= self.opts.block_size {
+                if let Some(end) = memchr::memrchr(b'\n', &self.buf) {
+                    return Some(self.block(end + 1));
+                }
+                if self.buf.len() > self.opts.max_line_bytes {
+                    // One line longer than allowed: report it and skip to
+                    // its end without buffering it.
+                    self.line += 1;
+                    self.buf.clear();
+                    self.skipping = true;
+                    return Some(Piece::Error(Error::Output {
+                        file: self.name.to_string(),
+                        line: self.line,
+                        message: format!(
+                            "line longer than {} bytes; skipped",
+                            self.opts.max_line_bytes
+                        ),
+                    }));
+                }
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.done = true;
+                    if self.buf.is_empty() {
+                        return None;
+                    }
+                    // The last line may lack its newline (or be truncated:
+                    // the parser says so).
+                    let end = self.buf.len();
+                    return Some(self.block(end));
+                }
+                Err(e) => {
+                    // The whole lines read before the failure still count;
+                    // the error follows them.
+                    self.done = true;
+                    self.failed = Some(e);
+                    if let Some(end) = memchr::memrchr(b'\n', &self.buf) {
+                        return Some(self.block(end + 1));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Cuts a file's bytes into blocks of whole lines.
+fn blocks(file: SourceFile, opts: ReadOptions) -> impl Stream<Item = Piece> + Send {
+    let cutter = Cutter {
+        name: file.name,
+        source: file.source,
+        buf: BytesMut::new(),
+        line: 0,
+        skipping: false,
+        done: false,
+        failed: None,
+        opts,
+    };
+    futures::stream::unfold(cutter, |mut c| async move {
+        let piece = c.next_piece().await?;
+        Some((piece, c))
+    })
+}
+
+/// Parses a block's lines with `parse` (blank lines are skipped); a line
+/// that fails becomes an [`Error::Output`] naming its file and line.
+fn parse_block<T>(
+    block: Block,
+    parse: &impl Fn(Bytes) -> std::result::Result<T, String>,
+) -> Vec<Result<T>> {
+    let mut out = Vec::with_capacity(block.data.len() / 512 + 1);
+    let mut line_no = block.first_line;
+    let data = &block.data;
+    let mut start = 0;
+    while start < data.len() {
+        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+        let n = line_no;
+        line_no += 1;
+        let mut raw = data.slice(start..end);
+        start = end + 1;
+        if raw.last() == Some(&b'\r') {
+            raw.truncate(raw.len() - 1);
+        }
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.push(parse(raw).map_err(|message| Error::Output {
+            file: block.file.to_string(),
+            line: n,
+            message,
+        }));
+    }
+    out
+}
+
+/// Every line of `files`, in order, parsed by `parse` on up to
+/// `parallelism` blocking threads at once.
+pub(crate) fn parse_lines<T, F>(
+    files: Vec<SourceFile>,
+    opts: ReadOptions,
+    parse: F,
+) -> impl Stream<Item = Result<T>> + Send
+where
+    T: Send + 'static,
+    F: Fn(Bytes) -> std::result::Result<T, String> + Clone + Send + Sync + 'static,
+{
+    let parallelism = opts.parallelism;
+    futures::stream::iter(files)
+        .flat_map(move |f| blocks(f, opts.clone()))
+        .map(move |piece| {
+            let parse = parse.clone();
+            async move {
+                match piece {
+                    Piece::Error(e) => vec![Err(e)],
+                    Piece::Block(b) => tokio::task::spawn_blocking(move || parse_block(b, &parse))
+                        .await
+                        .unwrap_or_else(|e| {
+                            vec![Err(Error::Config(format!("a parsing thread failed: {e}")))]
+                        }),
+                }
+            }
+        })
+        .buffered(parallelism)
+        .flat_map(futures::stream::iter)
+}
+
+/// Output lines parsed, with their key's fingerprint.
+fn parsed_lines(
+    files: Vec<SourceFile>,
+    opts: ReadOptions,
+) -> impl Stream<Item = Result<Parsed>> + Send {
+    parse_lines(files, opts, |raw| {
+        let line = parse_line(&raw)?;
+        let fingerprint = line.row.key().map(fingerprint);
+        Ok(Parsed { line, fingerprint })
+    })
+}
+
+/// Counts of what a read or a join produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Rows that succeeded.
+    pub succeeded: u64,
+    /// Rows that failed.
+    pub failed: u64,
+    /// Prompts that were blocked.
+    pub blocked: u64,
+    /// Inputs with no output row (joined reads only).
+    pub missing: u64,
+    /// Output rows dropped as repeats of a key already read.
+    pub duplicates: u64,
+    /// Output lines that could not be read, and other errors in the stream.
+    pub errors: u64,
+    /// Output rows whose key is not among the inputs (joined reads only).
+    pub unexpected: u64,
+    /// Token usage summed over succeeded and blocked rows.
+    pub usage: Usage,
+}
+
+impl Totals {
+    /// Rows with an outcome: succeeded + failed + blocked + missing. For a
+    /// joined read this equals the number of inputs.
+    pub fn rows(&self) -> u64 {
+        self.succeeded + self.failed + self.blocked + self.missing
+    }
+
+    pub(crate) fn count(&mut self, row: &ResultRow) {
+        match row.outcome() {
+            Outcome::Succeeded(a) => {
+                self.succeeded += 1;
+                self.usage += *a.usage();
+            }
+            Outcome::Failed(_) => self.failed += 1,
+            Outcome::Blocked(_) => self.blocked += 1,
+            Outcome::Missing(_) => self.missing += 1,
+        }
+    }
+}
+
+/// A stream of results that keeps [`Totals`] as it goes.
+///
+/// Items are `Ok(row)` for each distinct request and `Err(..)` for lines
+/// that could not be read (the stream goes on after them). Once the stream
+/// has ended, [`ResultStream::totals`] holds the final counts.
+pub struct ResultStream {
+    inner: BoxStream<'static, Result<ResultRow>>,
+    totals: Arc<std::sync::Mutex<Totals>>,
+}
+
+impl std::fmt::Debug for ResultStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultStream")
+            .field("totals", &self.totals())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResultStream {
+    /// Wraps a stream whose producer updates `totals` for what it drops.
+    pub(crate) fn new(
+        inner: BoxStream<'static, Result<ResultRow>>,
+        totals: Arc<std::sync::Mutex<Totals>>,
+    ) -> Self {
+        ResultStream { inner, totals }
+    }
+
+    /// The counts so far (final once the stream has ended).
+    pub fn totals(&self) -> Totals {
+        *self.totals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads everything: the rows, the errors, and the totals.
+    pub async fn collect_all(mut self) -> (Vec<ResultRow>, Vec<Error>, Totals) {
+        let (mut rows, mut errors) = (Vec::new(), Vec::new());
+        while let Some(item) = self.next().await {
+            match item {
+                Ok(r) => rows.push(r),
+                Err(e) => errors.push(e),
+            }
+        }
+        let totals = self.totals();
+        (rows, errors, totals)
+    }
+}
+
+impl Stream for ResultStream {
+    type Item = Result<ResultRow>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = self.inner.poll_next_unpin(cx);
+        if let Poll::Ready(Some(item)) = &item {
+            let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+            match item {
+                Ok(row) => t.count(row),
+                Err(_) => t.errors += 1,
+            }
+        }
+        item
+    }
+}
+
+/// Resolves a parsed line's key: the top-level key, else a reversible key
+/// label.
+pub(crate) fn plain_key(line: &ParsedLine) -> Option<String> {
+    line.key_label
+        .as_deref()
+        .and_then(crate::data::key::decode_exact)
+}
+
+/// Reads `files` without inputs: every distinct key once, in file order.
+pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStream {
+    let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
+    let t = totals.clone();
+    let mut seen = KeySet::default();
+    let rows = parsed_lines(files, opts)
+        .filter_map(move |item| {
+            let out = match item {
+                Err(e) => Some(Err(e)),
+                Ok(mut p) => {
+                    let mut fp = p.fingerprint;
+                    if fp.is_none() {
+                        // No top-level key: recover it from a reversible label.
+                        let key = plain_key(&p.line);
+                        fp = key.as_deref().map(fingerprint);
+                        p.line.row.set_key(key);
+                    }
+                    if fp.is_some_and(|fp| !seen.insert(fp)) {
+                        t.lock().unwrap_or_else(|e| e.into_inner()).duplicates += 1;
+                        None
+                    } else {
+                        Some(Ok(p.line.row))
+                    }
+                }
+            };
+            futures::future::ready(out)
+        })
+        .boxed();
+    ResultStream::new(rows, totals)
+}
+
+/// Reads output files on the local disk (e.g. an emulator's data directory
+/// or a downloaded output directory), in the order given.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use futures::StreamExt;
+/// use vertex_batch::data::{read_local_files, ReadOptions};
+/// let mut rows = read_local_files(vec!["predictions.jsonl".into()], ReadOptions::new());
+/// while let Some(row) = rows.next().await {
+///     match row {
+///         Ok(row) => println!("{:?}: {}", row.key(), row.outcome().kind()),
+///         Err(e) => eprintln!("{e}"),
+///     }
+/// }
+/// println!("{:?}", rows.totals());
+/// # }
+/// ```
+pub fn read_local_files(files: Vec<PathBuf>, opts: ReadOptions) -> ResultStream {
+    read_files(files.into_iter().map(SourceFile::local).collect(), opts)
+}
+
+/// The prediction files below a local output directory: every `*.jsonl`
+/// file at any depth (the service may write `incremental_predictions/`
+/// chunks beside `predictions.jsonl`), sorted by path.
+pub fn local_output_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let ty = entry.file_type()?;
+            let path = entry.path();
+            if ty.is_dir() {
+                walk(&path, out)?;
+            } else if ty.is_file() && is_prediction_file(&path.to_string_lossy()) {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out).map_err(|e| Error::Storage {
+        message: format!("listing {}: {e}", dir.display()),
+        http_status: None,
+        source: Some(Box::new(e)),
+    })?;
+    out.sort();
+    Ok(out)
+}
+
+/// Whether an object or file name is a prediction file: a `.jsonl` file
+/// that is not hidden (the emulator's partial files start with a dot).
+pub(crate) fn is_prediction_file(name: &str) -> bool {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    base.ends_with(".jsonl") && !base.starts_with('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, chunks: Vec<&'static [u8]>) -> SourceFile {
+        SourceFile::stream(
+            name,
+            futures::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c)))).boxed(),
+        )
+    }
+
+    fn ok_line(key: &str) -> String {
+        format!(
+            r#"{{"key":"{key}","status":"","response":{{"candidates":[{{"content":{{"parts":[{{"text":"a-{key}"}}]}},"finishReason":"STOP"}}],"usageMetadata":{{"totalTokenCount":2}}}}}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn blocks_split_lines_across_chunks_and_keep_line_numbers() {
+        let mut text = String::new();
+        for i in 0..500 {
+            text.push_str(&ok_line(&format!("k{i}")));
+            text.push('\n');
+        }
+        text.push_str("{\"key\":\"broken\",\"sta"); // truncated last line
+        let leaked: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
+        let chunks: Vec<&'static [u8]> = leaked.chunks(777).collect();
+        let opts = ReadOptions::new().block_size(4096).parallelism(3);
+        let (rows, errors, totals) = read_files(vec![file("f", chunks)], opts)
+            .collect_all()
+            .await;
+        assert_eq!(rows.len(), 500);
+        assert_eq!(rows[0].key(), Some("k0"));
+        assert_eq!(rows[499].text(), Some("a-k499"));
+        assert_eq!(errors.len(), 1);
+        match &errors[0] {
+            Error::Output {
+                file,
+                line,
+                message,
+            } => {
+                assert_eq!((file.as_str(), *line), ("f", 501));
+                assert!(message.contains("truncated"), "{message}");
+            }
+            e => panic!("{e}"),
+        }
+        assert_eq!(totals.succeeded, 500);
+        assert_eq!(totals.errors, 1);
+        assert_eq!(totals.usage.total_tokens, 1000);
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_dropped_and_counted() {
+        let a = format!("{}\n{}\n\n{}\n", ok_line("a"), ok_line("b"), ok_line("a"));
+        let b = format!("{}\n", ok_line("b"));
+        let la: &'static [u8] = Box::leak(a.into_bytes().into_boxed_slice());
+        let lb: &'static [u8] = Box::leak(b.into_bytes().into_boxed_slice());
+        let (rows, errors, totals) = read_files(
+            vec![file("1", vec![la]), file("2", vec![lb])],
+            ReadOptions::new(),
+        )
+        .collect_all()
+        .await;
+        assert!(errors.is_empty());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(totals.duplicates, 2);
+    }
+
+    #[tokio::test]
+    async fn an_over_long_line_is_reported_and_skipped() {
+        let long = format!("{{\"key\":\"x\",\"pad\":\"{}\"}}\n", "z".repeat(20_000));
+        let text = format!("{}\n{long}{}\n", ok_line("a"), ok_line("b"));
+        let leaked: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
+        let opts = ReadOptions::new().block_size(4096).max_line_bytes(8192);
+        let (rows, errors, _) = read_files(vec![file("f", leaked.chunks(1000).collect())], opts)
+            .collect_all()
+            .await;
+        let keys: Vec<_> = rows.iter().filter_map(|r| r.key()).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            matches!(&errors[0], Error::Output { line: 2, .. }),
+            "{:?}",
+            errors[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_error_ends_that_file_with_an_error() {
+        let good: &'static [u8] = b"{\"key\":\"a\",\"status\":\"boom\"}\n";
+        let f = SourceFile::stream(
+            "f",
+            futures::stream::iter(vec![
+                Ok(Bytes::from_static(good)),
+                Err(Error::Storage {
+                    message: "reset".into(),
+                    http_status: None,
+                    source: None,
+                }),
+            ])
+            .boxed(),
+        );
+        let (rows, errors, totals) = read_files(vec![f], ReadOptions::new()).collect_all().await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(totals.failed, 1);
+        assert!(matches!(errors[..], [Error::Storage { .. }]));
+    }
+}

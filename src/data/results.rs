@@ -1,0 +1,926 @@
+//! One row of a batch job's output, classified: [`ResultRow`] and its
+//! [`Outcome`].
+//!
+//! A Gemini batch output line looks like
+//!
+//! ```json
+//! {"key": "q1", "status": "", "processed_time": "2024-11-13T14:04:28.376+00:00",
+//!  "request": {…}, "response": {"candidates": [{"content": {"role": "model",
+//!  "parts": [{"text": "…"}]}, "finishReason": "STOP"}], "usageMetadata": {…}}}
+//! ```
+//!
+//! Reading it is lenient where the service is loose and strict where a row
+//! could otherwise be lost:
+//!
+//! * fields this crate does not know are skipped, `null` means absent, and
+//!   the response is kept as raw JSON: the typed
+//!   [`GenerateContentResponse`](crate::proto::aiplatform::GenerateContentResponse)
+//!   is one call away ([`Answer::response`]);
+//! * a line that is not a JSON object, or whose `key`, `status` or `response`
+//!   has the wrong type, is an [`Error::Output`](crate::Error::Output) naming
+//!   its file and line — never a panic, never a silently dropped row;
+//! * the key comes from the top-level `key` field, or, when a pipeline
+//!   dropped it, from the label [`KEY_LABEL`](crate::data::KEY_LABEL) that the
+//!   input writer mirrors into `request.labels`.
+
+use std::{borrow::Cow, fmt, time::SystemTime};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::{error::Result, proto::aiplatform::GenerateContentResponse};
+
+/// What happened to one request of a batch.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The model answered. Truncated answers (`MAX_TOKENS`) and answers cut
+    /// for safety are successes too; see [`Answer::finish_reason`].
+    Succeeded(Answer),
+    /// The row failed: the service wrote a non-empty `status`.
+    Failed(RowError),
+    /// The prompt was blocked: the response has `promptFeedback` and no
+    /// candidate.
+    Blocked(Blocked),
+    /// No output line came back for this request (the job was cancelled,
+    /// expired, cut after 24 h, or the row was lost). Only produced when
+    /// results are joined to their inputs.
+    Missing(Missing),
+}
+
+impl Outcome {
+    /// The outcome's name as the command line and JSON output spell it:
+    /// `succeeded`, `failed`, `blocked` or `missing`.
+    ///
+    /// ```
+    /// use vertex_batch::data::{Outcome, RowError};
+    /// let o = Outcome::Failed(RowError::from_status("boom"));
+    /// assert_eq!(o.kind(), "failed");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded(_) => "succeeded",
+            Outcome::Failed(_) => "failed",
+            Outcome::Blocked(_) => "blocked",
+            Outcome::Missing(_) => "missing",
+        }
+    }
+
+    /// Whether the row succeeded.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Succeeded(_))
+    }
+
+    /// Whether a follow-up job should send this request again: failed and
+    /// missing rows. Blocked prompts are not retried (the same prompt would
+    /// be blocked again).
+    pub fn needs_retry(&self) -> bool {
+        matches!(self, Outcome::Failed(_) | Outcome::Missing(_))
+    }
+}
+
+/// A successful answer.
+#[derive(Clone)]
+pub struct Answer {
+    text: Text,
+    finish_reason: Option<FinishReason>,
+    usage: Usage,
+    model_version: Option<Text>,
+    line: RawLine,
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer")
+            .field("text", &self.text())
+            .field("finish_reason", &self.finish_reason)
+            .field("usage", &self.usage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Answer {
+    /// The first candidate's text: its text parts joined, thought parts
+    /// (`"thought": true`) left out. Empty when the candidate holds no text
+    /// (a function call, an answer cut for safety).
+    pub fn text(&self) -> &str {
+        self.str_of(&self.text)
+    }
+
+    fn str_of<'s>(&'s self, t: &'s Text) -> &'s str {
+        match t {
+            Text::InLine(r) => self.line.as_str().get(r.clone()).unwrap_or_default(),
+            Text::Owned(s) => s,
+        }
+    }
+
+    /// Why the first candidate stopped (`STOP`, `MAX_TOKENS`, …; values this
+    /// crate does not know are kept as [`FinishReason::Other`]).
+    pub fn finish_reason(&self) -> Option<&FinishReason> {
+        self.finish_reason.as_ref()
+    }
+
+    /// Token counts from `usageMetadata`.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// `modelVersion`, when the response names it.
+    pub fn model_version(&self) -> Option<&str> {
+        self.model_version.as_ref().map(|t| self.str_of(t))
+    }
+
+    /// The whole output line this answer came from, byte-exact.
+    pub fn output_line(&self) -> &str {
+        self.line.as_str()
+    }
+
+    /// The response exactly as the output line holds it.
+    pub fn raw_response(&self) -> Result<Box<RawValue>> {
+        self.line.response()
+    }
+
+    /// The typed response. Decoding is lenient (unknown fields and enum
+    /// values ignored, `null` read as absent); it fails only on a response
+    /// whose known fields have the wrong types.
+    pub fn response(&self) -> Result<GenerateContentResponse> {
+        crate::data::parse_response(self.line.response()?.get())
+    }
+}
+
+/// An answer's text: most often one unescaped JSON string, which is read
+/// straight from the line instead of being copied.
+#[derive(Clone, PartialEq)]
+enum Text {
+    InLine(std::ops::Range<usize>),
+    Owned(String),
+}
+
+/// An output line kept as it was read (a cheap reference into the block
+/// the reader parsed), so the raw and typed responses stay one call away
+/// without copying every response.
+#[derive(Clone)]
+pub(crate) struct RawLine(bytes::Bytes);
+
+impl RawLine {
+    /// Wraps a line already checked to be UTF-8.
+    pub(crate) fn new(line: bytes::Bytes) -> Self {
+        RawLine(line)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Checked when the line was parsed; an empty string otherwise.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn response(&self) -> Result<Box<RawValue>> {
+        #[derive(Deserialize)]
+        struct Only {
+            response: Option<Box<RawValue>>,
+        }
+        let only: Only = serde_json::from_str(self.as_str())
+            .map_err(|e| crate::Error::validation("response", e.to_string()))?;
+        only.response
+            .ok_or_else(|| crate::Error::validation("response", "the line has no response"))
+    }
+}
+
+impl PartialEq for RawLine {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+/// A failed row: the service's `status` text, with the code and message
+/// parsed out when it embeds a JSON error such as
+/// `{"error": {"code": 400, "message": "…", "status": "INVALID_ARGUMENT"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    status: String,
+    code: Option<i64>,
+    message: String,
+    status_name: Option<String>,
+}
+
+impl RowError {
+    /// Reads a row's `status` text.
+    ///
+    /// ```
+    /// use vertex_batch::data::RowError;
+    /// let e = RowError::from_status(
+    ///     r#"Bad Request: {"error": {"code": 400, "message": "Invalid JSON payload", "status": "INVALID_ARGUMENT"}}"#,
+    /// );
+    /// assert_eq!(e.code(), Some(400));
+    /// assert_eq!(e.message(), "Invalid JSON payload");
+    /// assert_eq!(e.status_name(), Some("INVALID_ARGUMENT"));
+    /// let plain = RowError::from_status("internal error");
+    /// assert_eq!((plain.code(), plain.message()), (None, "internal error"));
+    /// ```
+    pub fn from_status(status: &str) -> Self {
+        #[derive(Deserialize)]
+        struct Wrapper {
+            error: Inner,
+        }
+        #[derive(Deserialize)]
+        struct Inner {
+            #[serde(default)]
+            code: Option<i64>,
+            #[serde(default)]
+            message: Option<String>,
+            #[serde(default)]
+            status: Option<String>,
+        }
+        let embedded = status.find('{').and_then(|i| {
+            let mut de = serde_json::Deserializer::from_str(&status[i..]).into_iter::<Wrapper>();
+            de.next().and_then(|r| r.ok())
+        });
+        match embedded {
+            Some(w) => RowError {
+                status: status.to_owned(),
+                code: w.error.code,
+                message: w.error.message.unwrap_or_else(|| status.to_owned()),
+                status_name: w.error.status,
+            },
+            None => RowError {
+                status: status.to_owned(),
+                code: None,
+                message: status.to_owned(),
+                status_name: None,
+            },
+        }
+    }
+
+    /// The `status` text exactly as the output line holds it.
+    pub fn status(&self) -> &str {
+        &self.status
+    }
+
+    /// The HTTP-style code of an embedded JSON error (e.g. 400, 429, 500).
+    pub fn code(&self) -> Option<i64> {
+        self.code
+    }
+
+    /// The embedded error's message, or the whole status text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The embedded error's status name (e.g. `INVALID_ARGUMENT`).
+    pub fn status_name(&self) -> Option<&str> {
+        self.status_name.as_deref()
+    }
+}
+
+/// A blocked prompt: `promptFeedback` and no candidate.
+#[derive(Clone)]
+pub struct Blocked {
+    reason: Option<String>,
+    message: Option<String>,
+    line: RawLine,
+}
+
+impl fmt::Debug for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Blocked")
+            .field("reason", &self.reason)
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Blocked {
+    /// `promptFeedback.blockReason` (e.g. `SAFETY`, `PROHIBITED_CONTENT`).
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// `promptFeedback.blockReasonMessage`, when given.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// The response exactly as the output line holds it.
+    pub fn raw_response(&self) -> Result<Box<RawValue>> {
+        self.line.response()
+    }
+
+    /// The typed response (see [`Answer::response`]).
+    pub fn response(&self) -> Result<GenerateContentResponse> {
+        crate::data::parse_response(self.line.response()?.get())
+    }
+}
+
+/// A request that never came back, with the request as the input holds it.
+#[derive(Debug, Clone)]
+pub struct Missing {
+    pub(crate) request: Box<RawValue>,
+}
+
+impl Missing {
+    /// The original request (raw JSON, byte-exact from the input).
+    pub fn request(&self) -> &RawValue {
+        &self.request
+    }
+}
+
+/// Why a candidate stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// A natural stop point or a stop sequence.
+    Stop,
+    /// The `maxOutputTokens` limit was reached: the answer is truncated.
+    MaxTokens,
+    /// Cut for safety reasons.
+    Safety,
+    /// Cut for recitation.
+    Recitation,
+    /// Any other value, kept as the service wrote it (`OTHER`, `BLOCKLIST`,
+    /// `PROHIBITED_CONTENT`, `SPII`, `MALFORMED_FUNCTION_CALL`, and values
+    /// newer than this crate).
+    Other(String),
+}
+
+impl FinishReason {
+    /// Reads the proto enum name (`STOP`, `MAX_TOKENS`, …).
+    ///
+    /// ```
+    /// use vertex_batch::data::FinishReason;
+    /// assert_eq!(FinishReason::parse("MAX_TOKENS"), FinishReason::MaxTokens);
+    /// assert_eq!(FinishReason::parse("NEW_REASON").as_str(), "NEW_REASON");
+    /// ```
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "STOP" => FinishReason::Stop,
+            "MAX_TOKENS" => FinishReason::MaxTokens,
+            "SAFETY" => FinishReason::Safety,
+            "RECITATION" => FinishReason::Recitation,
+            other => FinishReason::Other(other.to_owned()),
+        }
+    }
+
+    /// The proto enum name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            FinishReason::Stop => "STOP",
+            FinishReason::MaxTokens => "MAX_TOKENS",
+            FinishReason::Safety => "SAFETY",
+            FinishReason::Recitation => "RECITATION",
+            FinishReason::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Token counts of one response (`usageMetadata`), or summed over many.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// `promptTokenCount`.
+    pub prompt_tokens: u64,
+    /// `candidatesTokenCount`.
+    pub candidates_tokens: u64,
+    /// `thoughtsTokenCount`.
+    pub thoughts_tokens: u64,
+    /// `cachedContentTokenCount`.
+    pub cached_tokens: u64,
+    /// `totalTokenCount`.
+    pub total_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, o: Usage) {
+        self.prompt_tokens += o.prompt_tokens;
+        self.candidates_tokens += o.candidates_tokens;
+        self.thoughts_tokens += o.thoughts_tokens;
+        self.cached_tokens += o.cached_tokens;
+        self.total_tokens += o.total_tokens;
+    }
+}
+
+/// One request's result: its key, when it was processed, and its outcome.
+///
+/// A row is one pointer wide (its data is boxed), so streams of millions of
+/// rows move little memory.
+#[derive(Debug, Clone)]
+pub struct ResultRow {
+    inner: Box<RowData>,
+}
+
+#[derive(Debug, Clone)]
+struct RowData {
+    key: Option<String>,
+    processed_time: Option<String>,
+    outcome: Outcome,
+}
+
+impl ResultRow {
+    pub(crate) fn new(
+        key: Option<String>,
+        processed_time: Option<String>,
+        outcome: Outcome,
+    ) -> Self {
+        ResultRow {
+            inner: Box::new(RowData {
+                key,
+                processed_time,
+                outcome,
+            }),
+        }
+    }
+
+    pub(crate) fn missing(key: String, request: Box<RawValue>) -> Self {
+        ResultRow::new(Some(key), None, Outcome::Missing(Missing { request }))
+    }
+
+    pub(crate) fn set_key(&mut self, key: Option<String>) {
+        self.inner.key = key;
+    }
+
+    /// The request's key (from the line's `key`, or recovered from the
+    /// request's key label). `None` for output of an input without keys.
+    pub fn key(&self) -> Option<&str> {
+        self.inner.key.as_deref()
+    }
+
+    /// `processed_time` as the output line holds it (RFC 3339).
+    pub fn processed_time_str(&self) -> Option<&str> {
+        self.inner.processed_time.as_deref()
+    }
+
+    /// `processed_time` parsed (an offset and 0–9 fractional digits are
+    /// accepted); `None` when absent or unreadable.
+    pub fn processed_time(&self) -> Option<SystemTime> {
+        self.inner
+            .processed_time
+            .as_deref()
+            .and_then(crate::timefmt::parse)
+    }
+
+    /// What happened to the request.
+    pub fn outcome(&self) -> &Outcome {
+        &self.inner.outcome
+    }
+
+    /// Takes the outcome.
+    pub fn into_outcome(self) -> Outcome {
+        self.inner.outcome
+    }
+
+    /// The answer's text, for a succeeded row.
+    pub fn text(&self) -> Option<&str> {
+        match &self.inner.outcome {
+            Outcome::Succeeded(a) => Some(a.text()),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing one line.
+
+/// A line's fields, borrowed from the line where possible.
+#[derive(Deserialize)]
+struct LineView<'a> {
+    #[serde(borrow, default)]
+    key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    processed_time: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<RequestLabels<'a>>,
+    #[serde(borrow, default)]
+    response: Option<ResponseView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ResponseView<'a> {
+    #[serde(borrow, default)]
+    candidates: Option<FirstOf<CandidateView<'a>>>,
+    #[serde(borrow, default, rename = "promptFeedback", alias = "prompt_feedback")]
+    prompt_feedback: Option<FeedbackView<'a>>,
+    #[serde(default, rename = "usageMetadata", alias = "usage_metadata")]
+    usage_metadata: Option<UsageView>,
+    #[serde(borrow, default, rename = "modelVersion", alias = "model_version")]
+    model_version: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct CandidateView<'a> {
+    #[serde(borrow, default)]
+    content: Option<ContentView<'a>>,
+    #[serde(borrow, default, rename = "finishReason", alias = "finish_reason")]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ContentView<'a> {
+    #[serde(borrow, default)]
+    parts: Option<TextParts<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PartView<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    thought: Option<bool>,
+}
+
+/// A string borrowed from the input when it has no escapes (serde's own
+/// `Cow<str>` always copies).
+struct MaybeBorrowed<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for MaybeBorrowed<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = MaybeBorrowed<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(MaybeBorrowed(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(MaybeBorrowed(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+                Ok(MaybeBorrowed(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// The first element of a JSON array (the rest is skipped, nothing is
+/// collected).
+struct FirstOf<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for FirstOf<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = FirstOf<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> std::result::Result<FirstOf<T>, S::Error> {
+                let first = seq.next_element::<T>()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(FirstOf(first))
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+/// The text of a content's parts, thoughts left out, without collecting
+/// the parts: the first text as found, the others appended to `rest`.
+struct TextParts<'a> {
+    first: Option<Cow<'a, str>>,
+    rest: Option<String>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TextParts<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = TextParts<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of parts")
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> std::result::Result<TextParts<'a>, S::Error> {
+                let mut out = TextParts {
+                    first: None,
+                    rest: None,
+                };
+                while let Some(part) = seq.next_element::<PartView<'de>>()? {
+                    let Some(text) = part.text.filter(|_| part.thought != Some(true)) else {
+                        continue;
+                    };
+                    match &mut out.first {
+                        None => out.first = Some(text),
+                        Some(_) => out.rest.get_or_insert_with(String::new).push_str(&text),
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+struct FeedbackView<'a> {
+    #[serde(borrow, default, rename = "blockReason", alias = "block_reason")]
+    block_reason: Option<Cow<'a, str>>,
+    #[serde(
+        borrow,
+        default,
+        rename = "blockReasonMessage",
+        alias = "block_reason_message"
+    )]
+    block_reason_message: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+struct UsageView {
+    #[serde(default, rename = "promptTokenCount", alias = "prompt_token_count")]
+    prompt: Option<f64>,
+    #[serde(
+        default,
+        rename = "candidatesTokenCount",
+        alias = "candidates_token_count"
+    )]
+    candidates: Option<f64>,
+    #[serde(default, rename = "thoughtsTokenCount", alias = "thoughts_token_count")]
+    thoughts: Option<f64>,
+    #[serde(
+        default,
+        rename = "cachedContentTokenCount",
+        alias = "cached_content_token_count"
+    )]
+    cached: Option<f64>,
+    #[serde(default, rename = "totalTokenCount", alias = "total_token_count")]
+    total: Option<f64>,
+}
+
+fn count(v: Option<f64>) -> u64 {
+    // Counts arrive as JSON numbers (sometimes as floats); negative or
+    // non-finite values read as 0.
+    v.filter(|x| x.is_finite() && *x > 0.0)
+        .map_or(0, |x| x.min(u64::MAX as f64) as u64)
+}
+
+/// The request's key label (the rest of the request is skipped).
+#[derive(Deserialize)]
+struct RequestLabels<'a> {
+    #[serde(borrow, default)]
+    labels: Option<Labels<'a>>,
+}
+
+/// Only the key label of a labels map.
+struct Labels<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Labels<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of labels")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> std::result::Result<Labels<'a>, M::Error> {
+                let mut found = None;
+                while let Some(k) = m.next_key::<MaybeBorrowed<'de>>()? {
+                    if k.0 == crate::data::KEY_LABEL {
+                        found = m.next_value::<Option<MaybeBorrowed<'de>>>()?.map(|v| v.0);
+                    } else {
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(Labels(found))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A line parsed into a row, plus the key label's value when the line had
+/// no top-level key (the row's key is then `None` until resolved).
+#[derive(Debug)]
+pub(crate) struct ParsedLine {
+    pub(crate) row: ResultRow,
+    pub(crate) key_label: Option<String>,
+}
+
+/// Parses one output line (without its newline). The error is the reason,
+/// to be wrapped with the file and line number by the caller.
+pub(crate) fn parse_line(bytes: &bytes::Bytes) -> std::result::Result<ParsedLine, String> {
+    let line = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    let view: LineView<'_> = serde_json::from_str(line).map_err(|e| {
+        if e.is_eof() {
+            format!("truncated line ({e})")
+        } else {
+            format!("not a valid output line: {e}")
+        }
+    })?;
+    let key = view.key.map(Cow::into_owned);
+    let key_label = match (&key, view.request) {
+        (None, Some(req)) => req.labels.and_then(|l| l.0).map(Cow::into_owned),
+        _ => None,
+    };
+    let processed_time = view.processed_time.map(Cow::into_owned);
+    let status = view.status.as_deref().unwrap_or("");
+    let outcome = if !status.is_empty() {
+        Outcome::Failed(RowError::from_status(status))
+    } else {
+        match view.response {
+            None => Outcome::Failed(RowError::from_status(
+                "the output line has neither a status nor a response",
+            )),
+            Some(response) => classify(response, line, RawLine::new(bytes.clone())),
+        }
+    };
+    Ok(ParsedLine {
+        row: ResultRow::new(key, processed_time, outcome),
+        key_label,
+    })
+}
+
+/// Where `part` (a slice borrowed from `line`) sits in `line`.
+fn in_line(line: &str, part: &str) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(line.as_ptr() as usize)?;
+    let same = line.get(start..start + part.len())?;
+    (same.as_ptr() == part.as_ptr()).then_some(start..start + part.len())
+}
+
+fn classify(view: ResponseView<'_>, line_str: &str, line: RawLine) -> Outcome {
+    let usage = view.usage_metadata.unwrap_or_default();
+    let usage = Usage {
+        prompt_tokens: count(usage.prompt),
+        candidates_tokens: count(usage.candidates),
+        thoughts_tokens: count(usage.thoughts),
+        cached_tokens: count(usage.cached),
+        total_tokens: count(usage.total),
+    };
+    let first = view.candidates.and_then(|c| c.0);
+    let Some(candidate) = first else {
+        return match view.prompt_feedback {
+            Some(fb) => Outcome::Blocked(Blocked {
+                reason: fb.block_reason.map(Cow::into_owned),
+                message: fb.block_reason_message.map(Cow::into_owned),
+                line,
+            }),
+            None => Outcome::Failed(RowError::from_status(
+                "the response holds no candidate and no prompt feedback",
+            )),
+        };
+    };
+    let parts = candidate.content.and_then(|c| c.parts);
+    let text = match parts {
+        None | Some(TextParts { first: None, .. }) => Text::Owned(String::new()),
+        // One text borrowed from the line (no escapes): keep its position.
+        Some(TextParts {
+            first: Some(Cow::Borrowed(t)),
+            rest: None,
+        }) => in_line(line_str, t).map_or_else(|| Text::Owned(t.to_owned()), Text::InLine),
+        Some(TextParts {
+            first: Some(first),
+            rest,
+        }) => {
+            let mut s = first.into_owned();
+            s.push_str(rest.as_deref().unwrap_or(""));
+            Text::Owned(s)
+        }
+    };
+    Outcome::Succeeded(Answer {
+        text,
+        finish_reason: candidate.finish_reason.as_deref().map(FinishReason::parse),
+        usage,
+        model_version: view.model_version.map(|m| match m {
+            Cow::Borrowed(b) => {
+                in_line(line_str, b).map_or_else(|| Text::Owned(b.to_owned()), Text::InLine)
+            }
+            Cow::Owned(o) => Text::Owned(o),
+        }),
+        line,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> ParsedLine {
+        parse_line(&bytes::Bytes::copy_from_slice(line.as_bytes()))
+            .unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    fn parse_err(line: &str) -> String {
+        parse_line(&bytes::Bytes::copy_from_slice(line.as_bytes())).unwrap_err()
+    }
+
+    const OK: &str = r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","request":{"contents":[{"role":"user","parts":[{"text":"hi","file_data":null}]}]},"response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Hello"},{"text":" there"}]},"finishReason":"STOP","avgLogprobs":-0.2}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":120,"totalTokenCount":129,"trafficType":"ON_DEMAND"},"modelVersion":"gemini-2.0-flash-001","createTime":"2024-11-13T14:04:28.123456789Z","responseId":"abc"}}"#;
+
+    #[test]
+    fn a_succeeded_row_has_its_text_reason_and_usage() {
+        let p = parse(OK);
+        assert_eq!(p.row.key(), Some("q1"));
+        let Outcome::Succeeded(a) = p.row.into_outcome() else {
+            panic!("not a success")
+        };
+        assert_eq!(a.text(), "Hello there");
+        assert_eq!(a.finish_reason(), Some(&FinishReason::Stop));
+        assert_eq!(a.usage().total_tokens, 129);
+        assert_eq!(a.model_version(), Some("gemini-2.0-flash-001"));
+        let typed = a.response().unwrap();
+        assert_eq!(typed.candidates.len(), 1);
+        assert_eq!(typed.response_id, "abc");
+    }
+
+    #[test]
+    fn thoughts_are_not_text_and_unknown_reasons_are_kept() {
+        let p = parse(
+            r#"{"key":"k","status":"","response":{"candidates":[{"content":{"parts":[{"text":"thinking","thought":true},{"text":"answer"}]},"finishReason":"SOMETHING_NEW"}]}}"#,
+        );
+        let Outcome::Succeeded(a) = p.row.into_outcome() else {
+            panic!()
+        };
+        assert_eq!(a.text(), "answer");
+        assert_eq!(a.finish_reason().unwrap().as_str(), "SOMETHING_NEW");
+        assert!(a.response().is_ok(), "an unknown enum value must not fail");
+    }
+
+    #[test]
+    fn max_tokens_is_a_success_with_its_reason() {
+        let p = parse(
+            r#"{"key":"k","status":"","response":{"candidates":[{"content":{"parts":[{"text":"cut"}]},"finishReason":"MAX_TOKENS"}]}}"#,
+        );
+        assert!(
+            matches!(p.row.outcome(), Outcome::Succeeded(a) if a.finish_reason() == Some(&FinishReason::MaxTokens))
+        );
+    }
+
+    #[test]
+    fn a_failed_row_parses_its_embedded_error() {
+        let p = parse(
+            r#"{"key":"k","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid payload\", \"status\": \"INVALID_ARGUMENT\"}}","processed_time":"2024-11-13T14:04:28Z","request":{}}"#,
+        );
+        let Outcome::Failed(e) = p.row.into_outcome() else {
+            panic!()
+        };
+        assert_eq!(e.code(), Some(400));
+        assert_eq!(e.message(), "Invalid payload");
+        assert_eq!(e.status_name(), Some("INVALID_ARGUMENT"));
+    }
+
+    #[test]
+    fn a_blocked_prompt_is_blocked() {
+        let p = parse(
+            r#"{"key":"k","status":"","response":{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT","blockReasonMessage":"no"},"usageMetadata":{"promptTokenCount":5}}}"#,
+        );
+        let Outcome::Blocked(b) = p.row.into_outcome() else {
+            panic!()
+        };
+        assert_eq!(b.reason(), Some("PROHIBITED_CONTENT"));
+        assert_eq!(b.message(), Some("no"));
+    }
+
+    #[test]
+    fn snake_case_and_nulls_read() {
+        let p = parse(
+            r#"{"key":"k","status":null,"response":{"candidates":[{"content":{"parts":[{"text":"x"}]},"finish_reason":"STOP"}],"usage_metadata":{"total_token_count":3},"prompt_feedback":null}}"#,
+        );
+        let Outcome::Succeeded(a) = p.row.into_outcome() else {
+            panic!()
+        };
+        assert_eq!(a.finish_reason(), Some(&FinishReason::Stop));
+        assert_eq!(a.usage().total_tokens, 3);
+    }
+
+    #[test]
+    fn the_key_label_stands_in_for_a_dropped_key() {
+        let line = format!(
+            r#"{{"status":"","request":{{"contents":[],"labels":{{"{}":"rabc"}}}},"response":{{"candidates":[]}}}}"#,
+            crate::data::KEY_LABEL
+        );
+        let p = parse(&line);
+        assert_eq!(p.row.key(), None);
+        assert_eq!(p.key_label.as_deref(), Some("rabc"));
+    }
+
+    #[test]
+    fn hostile_lines_are_errors_not_panics() {
+        for bad in [
+            "",
+            "not json",
+            r#"{"key":"k","status":"","response":{"candidates":[{"content":"#,
+            r#"{"key":7}"#,
+            r#"{"key":"k","status":5}"#,
+            r#"{"key":"k","status":"","response":"text"}"#,
+            r#"{"key":"k","status":"","response":{"candidates":{"a":1}}}"#,
+            "[1,2,3]",
+        ] {
+            assert!(!parse_err(bad).is_empty(), "{bad:?} should fail");
+        }
+        assert!(
+            parse_err(r#"{"key":"k","status":"","response":{"candidates":[{"content":"#)
+                .contains("truncated")
+        );
+    }
+}
