@@ -86,7 +86,10 @@ impl ResultReader {
         }
         match self.inputs {
             Some(inputs) => read_joined(groups, inputs, self.options).await,
-            None => Ok(read_files(groups.into_iter().flatten().collect(), self.options)),
+            None => Ok(read_files(
+                groups.into_iter().flatten().collect(),
+                self.options,
+            )),
         }
     }
 }

@@ -31,6 +31,21 @@ pub struct KnobValues {
     pub max_requests_per_job: u64,
     /// How long a delete's long-running operation takes to be done.
     pub delete_delay: Duration,
+    /// Rows whose prompt contains this text fail with a
+    /// `RESOURCE_EXHAUSTED` status (see [`super::model`]).
+    pub fail_rows_containing: Option<String>,
+    /// Writes output rows out of input order (shuffled in windows of 64
+    /// rows), as the service may.
+    pub shuffle_output: bool,
+    /// Writes every n-th row twice (0: never), as the service sometimes does.
+    pub duplicate_every: u64,
+    /// Also writes the first rows (up to half, at most 1,000) to
+    /// `incremental_predictions/predictions_0001.jsonl` beside
+    /// `predictions.jsonl`, as long jobs export completed rows early.
+    pub incremental_chunk: bool,
+    /// Ends a job `SUCCEEDED` even when some of its rows failed (the service
+    /// does this) instead of `PARTIALLY_SUCCEEDED`.
+    pub succeed_despite_failed_rows: bool,
 }
 
 impl Default for KnobValues {
@@ -46,6 +61,11 @@ impl Default for KnobValues {
             max_run_time: Duration::from_secs(24 * 3600),
             max_requests_per_job: 200_000,
             delete_delay: Duration::from_millis(200),
+            fail_rows_containing: None,
+            shuffle_output: false,
+            duplicate_every: 0,
+            incremental_chunk: false,
+            succeed_despite_failed_rows: false,
         }
     }
 }
@@ -175,6 +195,32 @@ impl Knobs {
     /// How long a delete operation takes.
     pub fn set_delete_delay(&self, d: Duration) {
         self.update(|v| v.delete_delay = d);
+    }
+
+    /// Makes rows whose prompt contains `text` fail (`None`: none fail).
+    pub fn fail_rows_containing(&self, text: Option<String>) {
+        self.update(|v| v.fail_rows_containing = text);
+    }
+
+    /// Writes output rows out of input order.
+    pub fn set_shuffle_output(&self, on: bool) {
+        self.update(|v| v.shuffle_output = on);
+    }
+
+    /// Writes every n-th output row twice (0: never).
+    pub fn set_duplicate_every(&self, n: u64) {
+        self.update(|v| v.duplicate_every = n);
+    }
+
+    /// Also writes an `incremental_predictions/` chunk of the first rows.
+    pub fn set_incremental_chunk(&self, on: bool) {
+        self.update(|v| v.incremental_chunk = on);
+    }
+
+    /// Ends jobs with failed rows `SUCCEEDED` instead of
+    /// `PARTIALLY_SUCCEEDED`.
+    pub fn set_succeed_despite_failed_rows(&self, on: bool) {
+        self.update(|v| v.succeed_despite_failed_rows = on);
     }
 
     /// Seeds the fault-injection random generator (for repeatable runs).

@@ -5,6 +5,16 @@
 //! `maxOutputTokens` words (`finishReason` then `MAX_TOKENS`, else `STOP`).
 //! A token is a whitespace-separated word, so `usageMetadata` counts are
 //! easy to assert on.
+//!
+//! Two markers let tests reproduce what real prompts meet:
+//!
+//! * a prompt containing [`BLOCK_MARKER`] (`[blocked]`) is blocked: the
+//!   response has `promptFeedback.blockReason` `PROHIBITED_CONTENT` and no
+//!   candidate;
+//! * while the knob `fail_rows_containing` holds a text, a prompt containing
+//!   it fails with the status the service writes for an exhausted quota,
+//!   `{"error": {"code": 429, …, "status": "RESOURCE_EXHAUSTED"}}` (clear the
+//!   knob and the same prompt succeeds, as on a retry).
 
 use std::borrow::Cow;
 
@@ -51,6 +61,22 @@ struct Response<'a> {
 }
 
 #[derive(Serialize)]
+struct Blocked<'a> {
+    #[serde(rename = "promptFeedback")]
+    prompt_feedback: Feedback,
+    #[serde(rename = "usageMetadata")]
+    usage_metadata: Usage,
+    #[serde(rename = "modelVersion")]
+    model_version: &'a str,
+}
+
+#[derive(Serialize)]
+struct Feedback {
+    #[serde(rename = "blockReason")]
+    block_reason: &'static str,
+}
+
+#[derive(Serialize)]
 struct Candidate<'a> {
     content: OutContent<'a>,
     #[serde(rename = "finishReason")]
@@ -78,6 +104,9 @@ struct Usage {
     total_token_count: u64,
 }
 
+/// A prompt containing this text is blocked (`promptFeedback`, no candidate).
+pub const BLOCK_MARKER: &str = "[blocked]";
+
 /// The fixed words every answer starts with.
 pub const ANSWER_PREFIX: &str = "Emulated answer to:";
 
@@ -88,6 +117,8 @@ pub struct ModelCtx {
     pub model_version: String,
     /// The job-level `maxOutputTokens`, if any.
     pub max_output_tokens: Option<u64>,
+    /// Rows whose prompt contains this text fail (see the module docs).
+    pub fail_rows_containing: Option<String>,
 }
 
 /// Generates the `GenerateContentResponse` JSON for a raw request, appending
@@ -111,6 +142,31 @@ pub fn respond(request: &RawValue, ctx: &ModelCtx, out: &mut Vec<u8>) -> Result<
         .rev()
         .find(|c| c.role.as_deref().is_none_or(|r| r == "user"))
         .ok_or_else(|| "invalid request: no user turn in `contents`".to_owned())?;
+    let prompt_text = || {
+        contents
+            .iter()
+            .flat_map(|c| c.parts.iter())
+            .filter_map(|p| p.text.as_deref())
+    };
+    if let Some(marker) = ctx.fail_rows_containing.as_deref() {
+        if prompt_text().any(|t| t.contains(marker)) {
+            return Err(r#"Resource exhausted: {"error": {"code": 429, "message": "Resource exhausted. Please try again later.", "status": "RESOURCE_EXHAUSTED"}}"#.to_owned());
+        }
+    }
+    if prompt_text().any(|t| t.contains(BLOCK_MARKER)) {
+        let blocked = Blocked {
+            prompt_feedback: Feedback {
+                block_reason: "PROHIBITED_CONTENT",
+            },
+            usage_metadata: Usage {
+                prompt_token_count: prompt_words,
+                candidates_token_count: 0,
+                total_token_count: prompt_words,
+            },
+            model_version: &ctx.model_version,
+        };
+        return serde_json::to_writer(&mut *out, &blocked).map_err(|e| e.to_string());
+    }
     let max = req
         .generation_config
         .and_then(|g| g.max_output_tokens)
@@ -155,15 +211,65 @@ pub fn respond(request: &RawValue, ctx: &ModelCtx, out: &mut Vec<u8>) -> Result<
     serde_json::to_writer(&mut *out, &response).map_err(|e| e.to_string())
 }
 
-/// A GCS JSONL line: `{"request": {...}}` (other keys are ignored).
-#[derive(Deserialize)]
-struct GcsLine<'a> {
-    #[serde(borrow, default)]
-    request: Option<&'a RawValue>,
+/// The top-level fields of a GCS JSONL line, in order, each kept raw.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Fields<'a>, M::Error> {
+                let mut out = Vec::with_capacity(2);
+                while let Some(k) = m.next_key::<Key<'de>>()? {
+                    out.push((k.0, m.next_value::<&'de RawValue>()?));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
+/// A field name, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// The fields the service writes itself; an input line's own copies are
+/// not carried through.
+const OUTPUT_FIELDS: [&str; 4] = ["request", "status", "processed_time", "response"];
+
 /// Processes one GCS JSONL line into one output line (without the newline).
-/// Returns the row's error, if it failed; the output line is written either way.
+/// Returns the row's error, if it failed; the output line is written either
+/// way.
+///
+/// Like the service, every top-level field of the input line other than
+/// `request` (a `key`, a `custom_id`, …) is carried into the output line,
+/// before `status`, `processed_time`, `request` and `response`.
 pub fn process_gcs_line(
     line: &str,
     processed_time: &str,
@@ -171,32 +277,37 @@ pub fn process_gcs_line(
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Option<String> {
-    let parsed: Result<GcsLine<'_>, _> = serde_json::from_str(line);
-    let (request, error) = match parsed {
-        Ok(GcsLine {
-            request: Some(request),
-        }) => {
+    let parsed: Result<Fields<'_>, _> = serde_json::from_str(line);
+    let fields = parsed.as_ref().map(|f| f.0.as_slice()).unwrap_or_default();
+    let request = fields.iter().find(|(k, _)| k == "request").map(|(_, v)| *v);
+    let error = match (&parsed, request) {
+        (Ok(_), Some(request)) => {
             scratch.clear();
-            match respond(request, ctx, scratch) {
-                Ok(()) => (Some(request), None),
-                Err(e) => (Some(request), Some(e)),
-            }
+            respond(request, ctx, scratch).err()
         }
-        Ok(GcsLine { request: None }) => (None, Some("invalid row: no `request` field".to_owned())),
-        Err(e) => (None, Some(format!("invalid row: not a JSON object: {e}"))),
+        (Ok(_), None) => Some("invalid row: no `request` field".to_owned()),
+        (Err(e), _) => Some(format!("invalid row: not a JSON object: {e}")),
     };
-    out.extend_from_slice(b"{\"status\":");
+    out.push(b'{');
+    for (k, v) in fields
+        .iter()
+        .filter(|(k, _)| !OUTPUT_FIELDS.contains(&k.as_ref()))
+    {
+        write_json_str(out, k);
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"status\":");
     write_json_str(out, error.as_deref().unwrap_or(""));
     out.extend_from_slice(b",\"processed_time\":\"");
     out.extend_from_slice(processed_time.as_bytes());
     out.extend_from_slice(b"\",\"request\":");
-    match request {
-        Some(r) => out.extend_from_slice(r.get().as_bytes()),
+    match (request, &parsed) {
+        (Some(r), _) => out.extend_from_slice(r.get().as_bytes()),
         // A line that is not JSON is carried through as a string, so nothing is lost.
-        None if error.as_deref().is_some_and(|e| e.contains("not a JSON")) => {
-            write_json_str(out, line)
-        }
-        None => out.extend_from_slice(line.trim().as_bytes()),
+        (None, Err(_)) => write_json_str(out, line),
+        (None, Ok(_)) => out.extend_from_slice(b"null"),
     }
     if error.is_none() {
         out.extend_from_slice(b",\"response\":");
@@ -289,6 +400,7 @@ mod tests {
         ModelCtx {
             model_version: "gemini-2.0-flash-001".into(),
             max_output_tokens: None,
+            fail_rows_containing: None,
         }
     }
 
@@ -355,6 +467,28 @@ mod tests {
         assert!(v["status"].as_str().unwrap().contains("no `request`"));
         let (_, err) = run(r#"{"request":{"contents":[]}}"#, &ctx());
         assert!(err.unwrap().contains("contents"));
+    }
+
+    #[test]
+    fn extra_fields_are_carried_and_markers_block_or_fail() {
+        let line = r#"{"key":"q-7","request":{"contents":[{"role":"user","parts":[{"text":"hi [blocked]"}]}]},"custom_id":{"a":1}}"#;
+        let (v, err) = run(line, &ctx());
+        assert_eq!(err, None);
+        assert_eq!(v["key"], "q-7");
+        assert_eq!(v["custom_id"]["a"], 1);
+        assert_eq!(
+            v["response"]["promptFeedback"]["blockReason"],
+            "PROHIBITED_CONTENT"
+        );
+        assert!(v["response"].get("candidates").is_none());
+        let failing = ModelCtx {
+            fail_rows_containing: Some("hi".into()),
+            ..ctx()
+        };
+        let (v, err) = run(line, &failing);
+        assert!(err.unwrap().contains("RESOURCE_EXHAUSTED"));
+        assert_eq!(v["key"], "q-7");
+        assert!(v.get("response").is_none());
     }
 
     #[test]

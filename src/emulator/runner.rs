@@ -342,6 +342,7 @@ fn model_ctx(job: &pb::BatchPredictionJob) -> ModelCtx {
     ModelCtx {
         model_version,
         max_output_tokens,
+        fail_rows_containing: None,
     }
 }
 
@@ -425,7 +426,8 @@ async fn execute(state: &EmuState, slot: &JobSlot) {
         (Duration::from_millis(20).as_nanos() / per_row.as_nanos().max(1))
             .clamp(1, u128::from(CHUNK)) as u64
     };
-    let ctx = model_ctx(&job);
+    let mut ctx = model_ctx(&job);
+    ctx.fail_rows_containing = knobs.fail_rows_containing.clone();
     let bigquery = matches!(input, Input::BigQuery(_));
     let started = Instant::now();
     let mut tally = Tally::default();
@@ -462,7 +464,7 @@ async fn execute(state: &EmuState, slot: &JobSlot) {
             state.persist_or_log(slot);
         }
         Ok(end) => {
-            let publish = fs::rename(&output.partial, &output.final_path);
+            let publish = Sink::publish(&output);
             {
                 let mut rec = slot.lock();
                 stats(&mut rec);
@@ -498,7 +500,9 @@ async fn execute(state: &EmuState, slot: &JobSlot) {
                         format!("the input changed while the job ran: counted {total} rows, read {done}"),
                     )),
                 ),
-                _ if tally.failed == 0 => finish(state, slot, pb::JobState::Succeeded, None),
+                _ if tally.failed == 0 || (tally.ok > 0 && knobs.succeed_despite_failed_rows) => {
+                    finish(state, slot, pb::JobState::Succeeded, None)
+                }
                 _ if tally.ok == 0 => finish(
                     state,
                     slot,
@@ -528,6 +532,129 @@ async fn execute(state: &EmuState, slot: &JobSlot) {
     }
 }
 
+/// Where output rows go: the partial output file, plus the quirks the
+/// knobs ask for (rows out of order, rows twice, an incremental chunk).
+struct Sink {
+    main: BufWriter<File>,
+    /// Rows held back to be written in a shuffled order.
+    window: Vec<Vec<u8>>,
+    shuffle: bool,
+    rng: fastrand::Rng,
+    duplicate_every: u64,
+    pushed: u64,
+    /// The incremental chunk and how many rows it still takes.
+    incremental: Option<(BufWriter<File>, u64)>,
+}
+
+/// Rows shuffled together when output order is scrambled.
+const SHUFFLE_WINDOW: usize = 64;
+
+impl Sink {
+    fn new(
+        output: &Output,
+        gcs: bool,
+        total: u64,
+        knobs: &super::KnobValues,
+        seed: u64,
+    ) -> io::Result<Sink> {
+        let main = BufWriter::with_capacity(1 << 18, File::create(&output.partial)?);
+        let incremental = match (
+            gcs && knobs.incremental_chunk,
+            Self::incremental_paths(output),
+        ) {
+            (true, Some((partial, _))) => {
+                if let Some(parent) = partial.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                let rows = (total / 2).min(1000);
+                Some((BufWriter::new(File::create(partial)?), rows))
+            }
+            _ => None,
+        };
+        Ok(Sink {
+            main,
+            window: Vec::new(),
+            shuffle: knobs.shuffle_output,
+            rng: fastrand::Rng::with_seed(seed),
+            duplicate_every: knobs.duplicate_every,
+            pushed: 0,
+            incremental,
+        })
+    }
+
+    /// The incremental chunk's partial and final paths (GCS output only).
+    fn incremental_paths(output: &Output) -> Option<(PathBuf, PathBuf)> {
+        let dir = output.final_path.parent()?.join("incremental_predictions");
+        Some((
+            dir.join(".predictions_0001.jsonl.partial"),
+            dir.join("predictions_0001.jsonl"),
+        ))
+    }
+
+    /// Adds one output line (without its newline).
+    fn push(&mut self, line: &[u8]) -> io::Result<()> {
+        self.pushed += 1;
+        let copies = if self.duplicate_every > 0 && self.pushed % self.duplicate_every == 0 {
+            2
+        } else {
+            1
+        };
+        if let Some((w, left)) = &mut self.incremental {
+            if *left > 0 {
+                *left -= 1;
+                w.write_all(line)?;
+                w.write_all(b"\n")?;
+            }
+        }
+        for _ in 0..copies {
+            if self.shuffle {
+                self.window.push(line.to_vec());
+                if self.window.len() == SHUFFLE_WINDOW {
+                    self.drain_window()?;
+                }
+            } else {
+                self.main.write_all(line)?;
+                self.main.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_window(&mut self) -> io::Result<()> {
+        self.rng.shuffle(&mut self.window);
+        for l in self.window.drain(..) {
+            self.main.write_all(&l)?;
+            self.main.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.drain_window()?;
+        if let Some((w, _)) = &mut self.incremental {
+            w.flush()?;
+        }
+        self.main.flush()
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if let Some((w, _)) = &mut self.incremental {
+            w.get_ref().sync_all()?;
+        }
+        self.main.get_ref().sync_all()
+    }
+
+    /// Renames the partial files into place (the incremental chunk first).
+    fn publish(output: &Output) -> io::Result<()> {
+        if let Some((partial, done)) = Self::incremental_paths(output) {
+            if partial.exists() {
+                fs::rename(partial, done)?;
+            }
+        }
+        fs::rename(&output.partial, &output.final_path)
+    }
+}
+
 enum RowsEnd {
     Finished,
     Cancelled,
@@ -550,7 +677,7 @@ async fn stream_rows(
     max_run: Duration,
     tally: &mut Tally,
 ) -> io::Result<RowsEnd> {
-    let mut writer = BufWriter::with_capacity(1 << 18, File::create(&output.partial)?);
+    let mut writer = Sink::new(output, !bigquery, total, &state.knobs.values(), slot.id)?;
     let mut line = Vec::with_capacity(4096);
     let mut scratch = Vec::with_capacity(1024);
     let mut out = Vec::with_capacity(4096);
@@ -602,8 +729,7 @@ async fn stream_rows(
             } else {
                 process_gcs_line(text, &processed_time, ctx, &mut scratch, &mut out)
             };
-            out.push(b'\n');
-            writer.write_all(&out)?;
+            writer.push(&out)?;
             done += 1;
             match err {
                 None => tally.ok += 1,
@@ -627,7 +753,7 @@ async fn stream_rows(
         }
     }
     writer.flush()?;
-    writer.get_ref().sync_all()?;
+    writer.sync()?;
     publish_progress(state, slot, tally, total, done, &mut last_persist);
     Ok(RowsEnd::Finished)
 }
