@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod client;
+pub mod data;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 mod error;
