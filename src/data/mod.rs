@@ -6,5 +6,6 @@
 //! * [`input`]: the batch input writer (JSONL, split over the service's
 //!   limits) and readers of local prompt files.
 
+pub mod input;
 pub mod key;
 pub mod request;
