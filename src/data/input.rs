@@ -758,8 +758,7 @@ pub fn read_text_prompts(reader: impl BufRead) -> impl Iterator<Item = Result<In
         Err(e) => Some(Err(e)),
         Ok((_, text)) if text.trim().is_empty() => None,
         Ok((n, text)) => {
-            let request =
-                serde_json::json!({"contents": [{"role": "user", "parts": [{"text": text}]}]});
+            let request = Prompt::text(text).into_request();
             Some(
                 serde_json::value::to_raw_value(&request)
                     .map_err(|e| line_error(n, e.to_string()))
