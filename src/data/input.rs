@@ -380,7 +380,7 @@ impl InputEncoder {
     ///
     /// Typed requests are written as proto3 JSON (camelCase); JSON requests
     /// as given. Every request gets the key mirror label
-    /// ([`KEY_LABEL`](crate::data::key::KEY_LABEL)).
+    /// ([`KEY_LABEL`]).
     ///
     /// Errors ([`Error::Validation`]), after which nothing was appended and
     /// the key is still free: an empty or too long key, a duplicate key
