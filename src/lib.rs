@@ -72,6 +72,10 @@ pub use client::{
     wait::WaitOptions,
     Client,
 };
+pub use data::{
+    input::{write_input_files, BatchRequest, InputEncoder, InputLimits},
+    request::Prompt,
+};
 pub use error::{status_with_details, BoxError, Error, Result, ServiceError, StatusDetail};
 pub use job::{CompletionStats, Job, JobState, OutputLocation};
 pub use names::{normalize_model, JobName, LocationName};

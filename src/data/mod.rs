@@ -1,28 +1,25 @@
 //! The data plane: prompts in, matched answers out.
+//!
+//! * [`request`]: typed requests ([`Prompt`](request::Prompt)) and lenient
+//!   decoding of the requests and responses a job writes.
+//! * [`key`]: row keys and their mirror in the request's labels.
+//! * [`input`]: the batch input writer (JSONL, split over the service's
+//!   limits) and readers of local prompt files.
+//! * [`ResultReader`]: a job's output read back as typed [`ResultRow`]s
+//!   (succeeded, failed, blocked, missing), de-duplicated and joined to the
+//!   inputs, with [`Totals`].
 
+pub mod input;
 mod join;
+pub mod key;
 mod read;
 mod reader;
+pub mod request;
 mod results;
 
 pub use join::Inputs;
+pub use key::KEY_LABEL;
 pub use read::ResultReader;
 pub use reader::{local_output_files, read_local_files, ReadOptions, ResultStream, Totals};
+pub use request::{parse_request, parse_response};
 pub use results::{Answer, Blocked, FinishReason, Missing, Outcome, ResultRow, RowError, Usage};
-
-// TEMP: replaced by the key and request modules at merge.
-/// The label that mirrors a row's key.
-pub const KEY_LABEL: &str = "vertex_batch_key";
-pub(crate) mod key {
-    pub(crate) fn decode_exact(_v: &str) -> Option<String> {
-        None
-    }
-    pub(crate) fn hashed_label(_k: &str) -> Option<String> {
-        None
-    }
-}
-pub(crate) fn parse_response(
-    json: &str,
-) -> crate::Result<crate::proto::aiplatform::GenerateContentResponse> {
-    serde_json::from_str(json).map_err(|e| crate::Error::validation("response", e.to_string()))
-}

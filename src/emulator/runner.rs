@@ -594,7 +594,8 @@ impl Sink {
     /// Adds one output line (without its newline).
     fn push(&mut self, line: &[u8]) -> io::Result<()> {
         self.pushed += 1;
-        let copies = if self.duplicate_every > 0 && self.pushed.is_multiple_of(self.duplicate_every) {
+        let copies = if self.duplicate_every > 0 && self.pushed.is_multiple_of(self.duplicate_every)
+        {
             2
         } else {
             1
