@@ -309,6 +309,20 @@ fn base32_decode(s: &str) -> Option<Vec<u8>> {
     (buf == 0).then_some(out)
 }
 
+/// The key a label value names, when the label is reversible.
+pub(crate) fn decode_exact(value: &str) -> Option<String> {
+    match decode_key_label(value)? {
+        KeyLabel::Exact(k) => Some(k),
+        KeyLabel::Hash(_) => None,
+    }
+}
+
+/// The label value of a key too long to mirror reversibly (`None` for
+/// short keys, whose label decodes to the key itself).
+pub(crate) fn hashed_label(key: &str) -> Option<String> {
+    (key.len() > MAX_EXACT_KEY_BYTES).then(|| key_label_value(key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,18 +451,4 @@ mod tests {
             let _ = decode_key_label(&v);
         }
     }
-}
-
-/// The key a label value names, when the label is reversible.
-pub(crate) fn decode_exact(value: &str) -> Option<String> {
-    match decode_key_label(value)? {
-        KeyLabel::Exact(k) => Some(k),
-        KeyLabel::Hash(_) => None,
-    }
-}
-
-/// The label value of a key too long to mirror reversibly (`None` for
-/// short keys, whose label decodes to the key itself).
-pub(crate) fn hashed_label(key: &str) -> Option<String> {
-    (key.len() > MAX_EXACT_KEY_BYTES).then(|| key_label_value(key))
 }
