@@ -122,9 +122,9 @@ fn parse_input(raw: &[u8]) -> std::result::Result<(String, Box<RawValue>), Strin
 /// The inputs' keys, as sorted fingerprints.
 pub(crate) struct KeyIndex {
     sorted: Vec<u128>,
-    /// Hash-form key labels (keys too long to mirror reversibly) to the
-    /// fingerprint of their key.
-    hashed_labels: HashMap<String, u128>,
+    /// Hash-form key labels (keys too long to mirror reversibly) to their
+    /// key.
+    hashed_labels: HashMap<String, String>,
 }
 
 impl KeyIndex {
@@ -154,16 +154,17 @@ async fn index_inputs(inputs: &Inputs, opts: &ReadOptions) -> Result<KeyIndex> {
         let view: KeyOnly<'_> =
             serde_json::from_str(line).map_err(|e| format!("not an input line: {e}"))?;
         let key = view.key.ok_or("the input line has no `key`")?;
-        let label = crate::data::key::hashed_label(&key);
-        Ok((fingerprint(&key), label))
+        let fp = fingerprint(&key);
+        let label = crate::data::key::hashed_label(&key).map(|l| (l, key.into_owned()));
+        Ok((fp, label))
     }));
     let mut sorted = Vec::new();
     let mut hashed_labels = HashMap::new();
     while let Some(item) = lines.next().await {
         let (fp, label) = item?;
         sorted.push(fp);
-        if let Some(label) = label {
-            hashed_labels.insert(label, fp);
+        if let Some((label, key)) = label {
+            hashed_labels.insert(label, key);
         }
     }
     sorted.sort_unstable();
@@ -227,10 +228,13 @@ pub(crate) async fn read_joined(
                         row.set_key(Some(key));
                         i
                     }
-                    None => lookup
-                        .hashed_labels
-                        .get(label)
-                        .and_then(|fp| lookup.position(*fp)),
+                    None => match lookup.hashed_labels.get(label) {
+                        Some(key) => {
+                            row.set_key(Some(key.clone()));
+                            lookup.position(fingerprint(key))
+                        }
+                        None => None,
+                    },
                 },
                 None => None,
             },
@@ -388,6 +392,31 @@ mod tests {
             m.request().get(),
             r#"{"contents":[{"parts":[{"text":"q d"}]}]}"#
         );
+    }
+
+    #[tokio::test]
+    async fn rows_without_a_key_are_matched_by_their_key_label() {
+        let long = "a key far longer than a label can hold reversibly, so it is hashed";
+        let label = |k: &str| {
+            format!(
+                r#"{{"status":"","request":{{"labels":{{"team":"x","{}":"{}"}}}},"response":{{"candidates":[{{"content":{{"parts":[{{"text":"t"}}]}}}}]}}}}"#,
+                crate::data::KEY_LABEL,
+                crate::data::key::key_label_value(k)
+            )
+        };
+        let outputs = out("o", &[label("short"), label(long)]);
+        let (rows, errors, totals) =
+            read_joined(vec![outputs], inputs(&["short", long, "gone"]), ReadOptions::new())
+                .await
+                .unwrap()
+                .collect_all()
+                .await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!((totals.succeeded, totals.missing), (2, 1));
+        let keys: Vec<_> = rows.iter().filter_map(|r| r.key()).collect();
+        assert!(keys.contains(&"short"), "{keys:?}");
+        assert!(keys.contains(&"gone"));
+        assert!(keys.contains(&long), "a hashed label finds its key among the inputs");
     }
 
     #[tokio::test]
