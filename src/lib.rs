@@ -56,6 +56,7 @@ mod poll;
 pub mod proto;
 mod retry;
 mod spec;
+pub mod storage;
 mod timefmt;
 mod uri;
 

@@ -119,6 +119,11 @@ impl TokenCache {
         }
     }
 
+    /// Whether no token is ever sent.
+    pub(crate) fn is_anonymous(&self) -> bool {
+        self.credentials.is_anonymous()
+    }
+
     /// The header value to send, or `None` for anonymous credentials.
     pub(crate) async fn header(&self) -> Result<Option<HeaderValue>> {
         let provider =

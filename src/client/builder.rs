@@ -230,8 +230,9 @@ impl ClientBuilder {
             .transpose()?;
         let api_client = HeaderValue::try_from(api_client_header())
             .map_err(|e| Error::Config(format!("x-goog-api-client: {e}")))?;
+        let tokens = Arc::new(TokenCache::new(credentials));
         let layer = HeaderLayer::new(Shared {
-            tokens: TokenCache::new(credentials),
+            tokens: tokens.clone(),
             api_client,
             user_project,
         });
@@ -242,6 +243,7 @@ impl ClientBuilder {
                 uri,
                 service,
                 self.retry.clone().unwrap_or_default(),
+                tokens,
             )),
         })
     }

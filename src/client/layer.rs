@@ -63,7 +63,7 @@ pub fn api_client_header() -> String {
 pub const TONIC_VERSION: &str = "0.14";
 
 pub(crate) struct Shared {
-    pub(crate) tokens: TokenCache,
+    pub(crate) tokens: Arc<TokenCache>,
     pub(crate) api_client: HeaderValue,
     pub(crate) user_project: Option<HeaderValue>,
 }

@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     /// The `grpc-timeout` value of the retry policy's per-attempt deadline,
     /// formatted once.
     attempt_deadline: Option<MetadataValue<Ascii>>,
+    /// The token cache the header layer uses, shared with Cloud Storage.
+    pub(crate) tokens: Arc<auth::TokenCache>,
 }
 
 impl Inner {
@@ -57,12 +59,13 @@ impl Inner {
         endpoint: String,
         svc: Svc,
         retry: RetryPolicy,
+        tokens: Arc<auth::TokenCache>,
     ) -> Self {
         let stubs = Stubs {
             jobs: JobServiceClient::new(svc.clone()),
             ops: OperationsClient::new(svc),
         };
-        Inner::with_stubs(parent, endpoint, stubs, retry)
+        Inner::with_stubs(parent, endpoint, stubs, retry, tokens)
     }
 
     fn with_stubs(
@@ -70,8 +73,10 @@ impl Inner {
         endpoint: String,
         stubs: Stubs,
         retry: RetryPolicy,
+        tokens: Arc<auth::TokenCache>,
     ) -> Self {
         Inner {
+            tokens,
             parent_path: parent.to_string(),
             parent,
             endpoint,
@@ -185,6 +190,7 @@ impl Client {
                 self.inner.endpoint.clone(),
                 self.inner.stubs.clone(),
                 retry,
+                self.inner.tokens.clone(),
             )),
         }
     }

@@ -405,18 +405,24 @@ mod tests {
             )
         };
         let outputs = out("o", &[label("short"), label(long)]);
-        let (rows, errors, totals) =
-            read_joined(vec![outputs], inputs(&["short", long, "gone"]), ReadOptions::new())
-                .await
-                .unwrap()
-                .collect_all()
-                .await;
+        let (rows, errors, totals) = read_joined(
+            vec![outputs],
+            inputs(&["short", long, "gone"]),
+            ReadOptions::new(),
+        )
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!((totals.succeeded, totals.missing), (2, 1));
         let keys: Vec<_> = rows.iter().filter_map(|r| r.key()).collect();
         assert!(keys.contains(&"short"), "{keys:?}");
         assert!(keys.contains(&"gone"));
-        assert!(keys.contains(&long), "a hashed label finds its key among the inputs");
+        assert!(
+            keys.contains(&long),
+            "a hashed label finds its key among the inputs"
+        );
     }
 
     #[tokio::test]

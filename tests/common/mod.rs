@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod gcs;
 pub mod recorder;
 
 use std::{

@@ -1,0 +1,769 @@
+//! Cloud Storage for the data plane: upload, list and stream-read objects.
+//!
+//! Built on the `gcloud-storage` crate, which speaks the Cloud Storage JSON
+//! API for everything (uploads, listing, downloads), so every call the crate
+//! makes can be tested offline against fake-gcs-server. (`object_store`
+//! writes through the XML API, which fake-gcs-server does not accept, and
+//! Google's own `google-cloud-storage` lists over gRPC, which it does not
+//! serve.) HTTP goes through reqwest with rustls on *ring* — the crypto the
+//! gRPC side already uses — and system plus webpki roots.
+//!
+//! # Credentials and emulators
+//!
+//! [`Storage::for_client`] shares the JobService client's token cache: one
+//! token source, refreshed once, for both APIs (scope `cloud-platform`
+//! covers both). `STORAGE_EMULATOR_HOST` (Google's convention, e.g.
+//! `http://127.0.0.1:4443` or `127.0.0.1:4443`) points storage at an
+//! emulator over plaintext and sends no credentials.
+//!
+//! # Memory
+//!
+//! Uploads are resumable and chunked ([`ObjectWriter`]): memory holds one
+//! chunk (8 MiB by default) whatever the object's size. Downloads are streams
+//! of chunks as they arrive.
+
+use std::{fmt, ops::Range, sync::Arc, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use futures::{stream::BoxStream, StreamExt, TryStreamExt};
+use gcloud_storage::http::{
+    self as gcs,
+    objects::{
+        delete::DeleteObjectRequest,
+        download::Range as GcsRange,
+        get::GetObjectRequest,
+        list::ListObjectsRequest,
+        upload::{Media, UploadObjectRequest, UploadType},
+    },
+    resumable_upload_client::{ChunkSize, ResumableUploadClient, UploadStatus},
+};
+
+use crate::{
+    client::auth::{Credentials, TokenCache},
+    error::{Error, Result},
+    uri::GcsUri,
+    Client,
+};
+
+/// `STORAGE_EMULATOR_HOST`: a Cloud Storage emulator (`http://host:port` or
+/// `host:port`), used over plaintext with no credentials.
+pub const ENV_STORAGE_EMULATOR_HOST: &str = "STORAGE_EMULATOR_HOST";
+
+/// The Cloud Storage endpoint.
+pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
+
+/// Resumable uploads send chunks that are multiples of this (256 KiB).
+pub const CHUNK_QUANTUM: usize = 256 << 10;
+
+/// The default upload chunk (8 MiB).
+pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
+
+/// Attempts per upload chunk before giving up.
+const CHUNK_ATTEMPTS: u32 = 5;
+
+/// A Cloud Storage client. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+/// use futures::StreamExt;
+/// use vertex_batch::{storage::Storage, GcsUri};
+///
+/// let storage = Storage::for_client(&client)?;
+/// let uri: GcsUri = "gs://my-bucket/prompts/part-0.jsonl".parse()?;
+/// let mut w = storage.writer(&uri).await?;
+/// w.write(b"{\"key\":\"a\",\"request\":{}}\n").await?;
+/// let info = w.finish().await?;
+/// println!("{} bytes at {}", info.size(), info.uri());
+/// let mut objects = storage.list(&"gs://my-bucket/prompts/".parse()?);
+/// while let Some(o) = objects.next().await {
+///     println!("{}", o?.uri());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: gcloud_storage::client::Client,
+    endpoint: String,
+    chunk_size: usize,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("endpoint", &self.inner.endpoint)
+            .field("chunk_size", &self.inner.chunk_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Storage`].
+#[derive(Debug, Clone)]
+pub struct StorageBuilder {
+    credentials: Option<Credentials>,
+    tokens: Option<Arc<TokenCache>>,
+    endpoint: Option<String>,
+    emulator: Option<String>,
+    use_env: bool,
+    chunk_size: usize,
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenCache(<redacted>)")
+    }
+}
+
+impl Default for StorageBuilder {
+    fn default() -> Self {
+        StorageBuilder {
+            credentials: None,
+            tokens: None,
+            endpoint: None,
+            emulator: None,
+            use_env: true,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+impl StorageBuilder {
+    /// The credentials (default: Application Default Credentials; none for
+    /// an emulator).
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Uses `client`'s credentials: its very token cache, so one token serves
+    /// both APIs. (Ignored for an emulator, which gets no credentials.)
+    pub fn credentials_of(mut self, client: &Client) -> Self {
+        self.tokens = Some(client.inner.tokens.clone());
+        self
+    }
+
+    /// Another endpoint (`https://host[:port]`; `http://` only on
+    /// loopback).
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// An emulator (`http://host:port` or `host:port`): plaintext, no
+    /// credentials. The same as `STORAGE_EMULATOR_HOST`.
+    pub fn emulator_host(mut self, host: impl Into<String>) -> Self {
+        self.emulator = Some(host.into());
+        self
+    }
+
+    /// Ignores `STORAGE_EMULATOR_HOST`.
+    pub fn ignore_env(mut self) -> Self {
+        self.use_env = false;
+        self
+    }
+
+    /// The resumable upload chunk, rounded up to a multiple of 256 KiB
+    /// (default 8 MiB). Memory per upload is one chunk.
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk_size = bytes.max(1).div_ceil(CHUNK_QUANTUM) * CHUNK_QUANTUM;
+        self
+    }
+
+    /// Builds the client. No network I/O happens here.
+    pub fn build(self) -> Result<Storage> {
+        let emulator = self.emulator.clone().or_else(|| {
+            self.use_env
+                .then(|| std::env::var(ENV_STORAGE_EMULATOR_HOST).ok())
+                .flatten()
+                .filter(|v| !v.trim().is_empty())
+        });
+        let (endpoint, emulated) = match (&emulator, &self.endpoint) {
+            (Some(host), _) => (emulator_url(host)?, true),
+            (None, Some(ep)) => (https_url(ep)?, false),
+            (None, None) => (DEFAULT_ENDPOINT.to_owned(), false),
+        };
+        // Credentials: shared with a JobService client, given, or ADC; never
+        // for an emulator unless given explicitly, and then only on loopback.
+        let tokens = match (self.tokens, self.credentials, emulated) {
+            (Some(t), None, false) => Some(t),
+            (_, Some(c), _) => Some(Arc::new(TokenCache::new(c))),
+            (_, None, true) => None,
+            (None, None, false) => Some(Arc::new(TokenCache::new(
+                Credentials::application_default(),
+            ))),
+        };
+        let tokens = tokens.filter(|t| !t.is_anonymous());
+        if emulated && tokens.is_some() && !is_loopback_url(&endpoint) {
+            return Err(Error::Config(format!(
+                "refusing to send credentials in plaintext to the storage emulator at {endpoint}"
+            )));
+        }
+        let http = http_client()?;
+        let config = gcloud_storage::client::ClientConfig {
+            http: Some(http),
+            storage_endpoint: endpoint.clone(),
+            token_source_provider: tokens
+                .map(|t| Box::new(SharedTokens(t)) as Box<dyn token_source::TokenSourceProvider>),
+            ..Default::default()
+        };
+        Ok(Storage {
+            inner: Arc::new(Inner {
+                client: gcloud_storage::client::Client::new(config),
+                endpoint,
+                chunk_size: self.chunk_size,
+            }),
+        })
+    }
+}
+
+/// reqwest with rustls on ring, system roots plus webpki roots.
+fn http_client() -> Result<reqwest_middleware::ClientWithMiddleware> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system certificate rustls cannot use is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS setup for Cloud Storage: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(Duration::from_secs(20))
+        .build()
+        .map_err(|e| Error::Config(format!("HTTP client for Cloud Storage: {e}")))?;
+    Ok(reqwest_middleware::ClientBuilder::new(client).build())
+}
+
+fn emulator_url(host: &str) -> Result<String> {
+    let host = host.trim().trim_end_matches('/');
+    let url = if host.contains("://") {
+        host.to_owned()
+    } else {
+        format!("http://{host}")
+    };
+    match http::Uri::try_from(url.as_str()) {
+        Ok(u)
+            if u.authority().is_some_and(|a| !a.as_str().contains('@'))
+                && matches!(u.scheme_str(), Some("http") | Some("https"))
+                && u.path() == "/" =>
+        {
+            Ok(url)
+        }
+        _ => Err(Error::Config(format!(
+            "{ENV_STORAGE_EMULATOR_HOST} must be http://host:port or host:port, got {host:?}"
+        ))),
+    }
+}
+
+fn https_url(ep: &str) -> Result<String> {
+    let ep = ep.trim().trim_end_matches('/');
+    let url = if ep.contains("://") {
+        ep.to_owned()
+    } else {
+        format!("https://{ep}")
+    };
+    match http::Uri::try_from(url.as_str()) {
+        Ok(u) if u.scheme_str() == Some("https") && u.authority().is_some() => Ok(url),
+        Ok(u) if u.scheme_str() == Some("http") && is_loopback_url(&url) => Ok(url),
+        _ => Err(Error::Config(format!(
+            "invalid Cloud Storage endpoint {ep:?}: expected https://host[:port]"
+        ))),
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(u) = http::Uri::try_from(url) else {
+        return false;
+    };
+    let Some(host) = u.host() else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The JobService client's token cache as gcloud-storage's token source.
+#[derive(Debug)]
+struct SharedTokens(Arc<TokenCache>);
+
+impl token_source::TokenSourceProvider for SharedTokens {
+    fn token_source(&self) -> Arc<dyn token_source::TokenSource> {
+        Arc::new(SharedTokenSource(self.0.clone()))
+    }
+}
+
+#[derive(Debug)]
+struct SharedTokenSource(Arc<TokenCache>);
+
+#[async_trait::async_trait]
+impl token_source::TokenSource for SharedTokenSource {
+    async fn token(&self) -> std::result::Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let value = self.0.header().await?;
+        let value = value.ok_or("no credentials")?;
+        Ok(value.to_str().map_err(|_| "invalid token")?.to_owned())
+    }
+}
+
+/// An object's name and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    uri: GcsUri,
+    size: u64,
+}
+
+impl ObjectInfo {
+    /// The object.
+    pub fn uri(&self) -> &GcsUri {
+        &self.uri
+    }
+
+    /// Its size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn from_object(o: &gcs::objects::Object) -> Result<Self> {
+        Ok(ObjectInfo {
+            uri: GcsUri::parse_field(&format!("gs://{}/{}", o.bucket, o.name), "object")?,
+            size: u64::try_from(o.size).unwrap_or(0),
+        })
+    }
+}
+
+/// Maps a gcloud-storage error, naming what was being done.
+fn storage_error(what: impl fmt::Display, e: gcs::Error) -> Error {
+    let http_status = match &e {
+        gcs::Error::Response(r) => Some(r.code),
+        gcs::Error::HttpClient(r) | gcs::Error::RawResponse(r, _) => r.status().map(|s| s.as_u16()),
+        _ => None,
+    };
+    let detail = match &e {
+        gcs::Error::TokenSource(_) => "could not obtain an access token".to_owned(),
+        other => other.to_string(),
+    };
+    Error::Storage {
+        message: format!("{what}: {detail}"),
+        http_status,
+        source: Some(Box::new(e)),
+    }
+}
+
+/// # Operations
+impl Storage {
+    /// A builder.
+    pub fn builder() -> StorageBuilder {
+        StorageBuilder::default()
+    }
+
+    /// A client sharing `client`'s credentials (its very token cache).
+    /// `STORAGE_EMULATOR_HOST` still points it at an emulator, with no
+    /// credentials.
+    pub fn for_client(client: &Client) -> Result<Storage> {
+        Storage::builder().credentials_of(client).build()
+    }
+
+    /// The endpoint, e.g. `https://storage.googleapis.com`.
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    /// Uploads a small object in one request.
+    pub async fn upload_bytes(&self, uri: &GcsUri, data: impl Into<Bytes>) -> Result<ObjectInfo> {
+        let data: Bytes = data.into();
+        let req = UploadObjectRequest {
+            bucket: uri.bucket().to_owned(),
+            ..Default::default()
+        };
+        let mut media = Media::new(uri.object().to_owned());
+        media.content_length = Some(data.len() as u64);
+        let o = self
+            .inner
+            .client
+            .upload_object(&req, data, &UploadType::Simple(media))
+            .await
+            .map_err(|e| storage_error(format!("uploading {uri}"), e))?;
+        ObjectInfo::from_object(&o)
+    }
+
+    /// Starts a resumable upload to `uri` (replacing any object there once
+    /// finished). Write to it, then [`ObjectWriter::finish`].
+    pub async fn writer(&self, uri: &GcsUri) -> Result<ObjectWriter> {
+        let req = UploadObjectRequest {
+            bucket: uri.bucket().to_owned(),
+            ..Default::default()
+        };
+        let mut media = Media::new(uri.object().to_owned());
+        media.content_type = "application/jsonl".into();
+        let session = self
+            .inner
+            .client
+            .prepare_resumable_upload(&req, &UploadType::Simple(media))
+            .await
+            .map_err(|e| storage_error(format!("starting an upload to {uri}"), e))?;
+        Ok(ObjectWriter {
+            uri: uri.clone(),
+            session,
+            buf: BytesMut::with_capacity(self.inner.chunk_size),
+            chunk: self.inner.chunk_size,
+            sent: 0,
+            chunks: 0,
+        })
+    }
+
+    /// Uploads everything `reader` yields, resumably, one chunk in memory.
+    pub async fn upload(
+        &self,
+        uri: &GcsUri,
+        mut reader: impl tokio::io::AsyncRead + Unpin,
+    ) -> Result<ObjectInfo> {
+        use tokio::io::AsyncReadExt;
+        let mut w = self.writer(uri).await?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = reader.read(&mut buf).await.map_err(|e| Error::Storage {
+                message: format!("reading what to upload to {uri}: {e}"),
+                http_status: None,
+                source: Some(Box::new(e)),
+            })?;
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n]).await?;
+        }
+        w.finish().await
+    }
+
+    /// The objects whose names start with `prefix`'s object part, in name
+    /// order; pages are fetched as the stream is read.
+    pub fn list(&self, prefix: &GcsUri) -> BoxStream<'static, Result<ObjectInfo>> {
+        self.list_paged(prefix, None)
+    }
+
+    /// [`Storage::list`] asking for pages of `page_size` objects (the
+    /// service's default and maximum is 1,000).
+    pub fn list_paged(
+        &self,
+        prefix: &GcsUri,
+        page_size: Option<u16>,
+    ) -> BoxStream<'static, Result<ObjectInfo>> {
+        let storage = self.clone();
+        let prefix = prefix.clone();
+        // State: the next page token; `None` once the last page was read.
+        futures::stream::try_unfold(Some(None::<String>), move |token| {
+            let storage = storage.clone();
+            let prefix = prefix.clone();
+            async move {
+                let Some(page_token) = token else {
+                    return Ok(None);
+                };
+                let req = ListObjectsRequest {
+                    bucket: prefix.bucket().to_owned(),
+                    prefix: Some(prefix.object().to_owned()).filter(|p| !p.is_empty()),
+                    page_token,
+                    max_results: page_size.map(i32::from),
+                    ..Default::default()
+                };
+                let page = storage
+                    .inner
+                    .client
+                    .list_objects(&req)
+                    .await
+                    .map_err(|e| storage_error(format!("listing {prefix}"), e))?;
+                let items = page
+                    .items
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ObjectInfo::from_object)
+                    .collect::<Result<Vec<_>>>()?;
+                let next = page.next_page_token.filter(|t| !t.is_empty()).map(Some);
+                Ok(Some((
+                    futures::stream::iter(items.into_iter().map(Ok)),
+                    next,
+                )))
+            }
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    /// An object's bytes as a stream of chunks; `range` reads part of it.
+    pub async fn read(
+        &self,
+        uri: &GcsUri,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let req = GetObjectRequest {
+            bucket: uri.bucket().to_owned(),
+            object: uri.object().to_owned(),
+            ..Default::default()
+        };
+        let range = match range {
+            Some(r) if r.end <= r.start => {
+                return Ok(futures::stream::empty().boxed());
+            }
+            Some(r) => GcsRange(Some(r.start), Some(r.end - 1)),
+            None => GcsRange::default(),
+        };
+        let name = uri.to_string();
+        let stream = self
+            .inner
+            .client
+            .download_streamed_object(&req, &range)
+            .await
+            .map_err(|e| storage_error(format!("reading {uri}"), e))?;
+        Ok(stream
+            .map_err(move |e| storage_error(format!("reading {name}"), e))
+            .boxed())
+    }
+
+    /// An object's metadata, or `None` when it does not exist.
+    pub async fn metadata(&self, uri: &GcsUri) -> Result<Option<ObjectInfo>> {
+        let req = GetObjectRequest {
+            bucket: uri.bucket().to_owned(),
+            object: uri.object().to_owned(),
+            ..Default::default()
+        };
+        match self.inner.client.get_object(&req).await {
+            Ok(o) => ObjectInfo::from_object(&o).map(Some),
+            Err(gcs::Error::Response(r)) if r.code == 404 => Ok(None),
+            Err(e) => Err(storage_error(format!("looking up {uri}"), e)),
+        }
+    }
+
+    /// Deletes an object.
+    pub async fn delete(&self, uri: &GcsUri) -> Result<()> {
+        let req = DeleteObjectRequest {
+            bucket: uri.bucket().to_owned(),
+            object: uri.object().to_owned(),
+            ..Default::default()
+        };
+        self.inner
+            .client
+            .delete_object(&req)
+            .await
+            .map_err(|e| storage_error(format!("deleting {uri}"), e))
+    }
+
+    /// Creates a bucket (for emulators and tests; real buckets are created
+    /// with their location and policies by their owners).
+    pub async fn create_bucket(&self, project: &str, name: &str) -> Result<()> {
+        let req = gcs::buckets::insert::InsertBucketRequest {
+            name: name.to_owned(),
+            param: gcs::buckets::insert::InsertBucketParam {
+                project: project.to_owned(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match self.inner.client.insert_bucket(&req).await {
+            Ok(_) => Ok(()),
+            Err(gcs::Error::Response(r)) if r.code == 409 => Ok(()),
+            Err(e) => Err(storage_error(format!("creating bucket {name}"), e)),
+        }
+    }
+}
+
+/// A resumable upload in progress: bytes are buffered up to one chunk and
+/// sent chunk by chunk; [`ObjectWriter::finish`] sends the rest and
+/// completes the object. Dropping it without finishing leaves no object.
+pub struct ObjectWriter {
+    uri: GcsUri,
+    session: ResumableUploadClient,
+    buf: BytesMut,
+    chunk: usize,
+    /// Bytes the service has accepted.
+    sent: u64,
+    chunks: u64,
+}
+
+impl fmt::Debug for ObjectWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectWriter")
+            .field("uri", &self.uri)
+            .field("sent", &self.sent)
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectWriter {
+    /// Appends bytes, sending every full chunk.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let room = self.chunk - self.buf.len();
+            let take = room.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == self.chunk {
+                self.send(false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes written so far (sent or buffered).
+    pub fn len(&self) -> u64 {
+        self.sent + self.buf.len() as u64
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many upload requests carried data so far.
+    pub fn chunks_sent(&self) -> u64 {
+        self.chunks
+    }
+
+    /// Sends what is buffered and completes the object.
+    pub async fn finish(mut self) -> Result<ObjectInfo> {
+        match self.send(true).await? {
+            Some(info) => Ok(info),
+            None => Err(Error::Storage {
+                message: format!(
+                    "finishing the upload to {}: the service did not complete it",
+                    self.uri
+                ),
+                http_status: None,
+                source: None,
+            }),
+        }
+    }
+
+    /// Sends the buffer: a full chunk, or (`last`) the final piece with the
+    /// total size. Retries a failed chunk after asking the service how much
+    /// it kept.
+    async fn send(&mut self, last: bool) -> Result<Option<ObjectInfo>> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let len = self.buf.len() as u64;
+            let total = self.sent + len;
+            let result = if len == 0 {
+                // Nothing left: complete the object at its size.
+                self.session.status(Some(total)).await
+            } else {
+                let size = ChunkSize::new(self.sent, total - 1, last.then_some(total));
+                self.session
+                    .upload_multiple_chunk(self.buf.clone().freeze(), &size)
+                    .await
+            };
+            match result {
+                Ok(UploadStatus::Ok(o)) => {
+                    self.chunks += u64::from(len > 0);
+                    self.sent = total;
+                    self.buf.clear();
+                    return ObjectInfo::from_object(&o).map(Some);
+                }
+                Ok(UploadStatus::ResumeIncomplete(r)) => {
+                    self.chunks += u64::from(len > 0);
+                    let kept = r.last_byte + 1;
+                    self.accept(kept);
+                    if !last && self.buf.is_empty() {
+                        return Ok(None);
+                    }
+                    // The service kept only part (or, for the last piece, is
+                    // still waiting): send the rest.
+                }
+                Ok(UploadStatus::NotStarted) => {
+                    if !last {
+                        // Nothing kept: try the chunk again.
+                    }
+                }
+                Err(e) => {
+                    let err = storage_error(format!("uploading {}", self.uri), e);
+                    if !err.is_retryable() || attempt >= CHUNK_ATTEMPTS {
+                        return Err(err);
+                    }
+                    tracing::warn!(uri = %self.uri, attempt, error = %err, "upload chunk failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
+                    // Learn how much the service kept before sending again.
+                    if let Ok(UploadStatus::ResumeIncomplete(r)) = self.session.status(None).await {
+                        self.accept(r.last_byte + 1);
+                    }
+                }
+            }
+            if attempt >= CHUNK_ATTEMPTS * 2 {
+                return Err(Error::Storage {
+                    message: format!(
+                        "uploading {}: the service keeps refusing the data",
+                        self.uri
+                    ),
+                    http_status: None,
+                    source: None,
+                });
+            }
+        }
+    }
+
+    /// The service holds bytes `0..kept`: drop them from the buffer.
+    fn accept(&mut self, kept: u64) {
+        if kept > self.sent {
+            let n = usize::try_from(kept - self.sent)
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
+            let _ = self.buf.split_to(n);
+            self.sent += n as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulator_hosts_parse_and_userinfo_is_refused() {
+        assert_eq!(
+            emulator_url("127.0.0.1:4443").unwrap(),
+            "http://127.0.0.1:4443"
+        );
+        assert_eq!(
+            emulator_url("http://localhost:4443/").unwrap(),
+            "http://localhost:4443"
+        );
+        assert!(emulator_url("http://127.0.0.1:1@evil.example:80").is_err());
+        assert!(emulator_url("127.0.0.1:4443/storage").is_err());
+        assert!(is_loopback_url("http://[::1]:80"));
+        assert!(!is_loopback_url("http://10.0.0.1:80"));
+        assert!(https_url("http://storage.example:80").is_err());
+        assert_eq!(
+            https_url("storage.example").unwrap(),
+            "https://storage.example"
+        );
+    }
+
+    #[tokio::test]
+    async fn credentials_never_go_in_plaintext_to_a_remote_emulator() {
+        let err = Storage::builder()
+            .ignore_env()
+            .emulator_host("http://10.1.2.3:4443")
+            .credentials(Credentials::access_token("secret-token"))
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+        assert!(!err.to_string().contains("secret-token"));
+        let ok = Storage::builder()
+            .ignore_env()
+            .emulator_host("10.1.2.3:4443")
+            .build()
+            .unwrap();
+        assert_eq!(ok.endpoint(), "http://10.1.2.3:4443");
+        let s = Storage::builder()
+            .ignore_env()
+            .credentials(Credentials::access_token("secret-token"))
+            .build()
+            .unwrap();
+        assert!(!format!("{s:?}").contains("secret-token"));
+        assert_eq!(s.endpoint(), DEFAULT_ENDPOINT);
+    }
+}

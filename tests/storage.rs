@@ -1,0 +1,235 @@
+//! Every Cloud Storage call the crate makes, against fake-gcs-server.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::gcs::FakeGcs;
+use futures::{StreamExt, TryStreamExt};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+use vertex_batch::{storage::Storage, Client, Credentials, Error, GcsUri};
+
+fn uri(s: &str) -> GcsUri {
+    s.parse().unwrap()
+}
+
+async fn read_all(storage: &Storage, u: &GcsUri, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+    let chunks: Vec<bytes::Bytes> = storage
+        .read(u, range)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    chunks.concat()
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn a_small_upload_reads_back_whole_and_by_range() {
+    let gcs = FakeGcs::start();
+    gcs.buckets(&["bkt"]).await;
+    let s = gcs.storage();
+    let u = uri("gs://bkt/dir/small.jsonl");
+    let info = s
+        .upload_bytes(&u, &b"{\"a\":1}\n{\"b\":2}\n"[..])
+        .await
+        .unwrap();
+    assert_eq!((info.uri(), info.size()), (&u, 16));
+    assert_eq!(read_all(&s, &u, None).await, b"{\"a\":1}\n{\"b\":2}\n");
+    assert_eq!(read_all(&s, &u, Some(8..15)).await, b"{\"b\":2}");
+    assert_eq!(s.metadata(&u).await.unwrap().unwrap().size(), 16);
+    assert_eq!(s.metadata(&uri("gs://bkt/nope")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_resumable_upload_of_many_chunks_is_byte_exact() {
+    let gcs = FakeGcs::start();
+    gcs.buckets(&["bkt"]).await;
+    let s = gcs.storage_small_chunks();
+    let data = pattern((1 << 20) + 300_000 + 17);
+    let u = uri("gs://bkt/big.bin");
+    let mut w = s.writer(&u).await.unwrap();
+    for piece in data.chunks(100_003) {
+        w.write(piece).await.unwrap();
+    }
+    assert_eq!(w.len(), data.len() as u64);
+    let sent_before_finish = w.chunks_sent();
+    assert!(sent_before_finish >= 5, "{sent_before_finish} chunks");
+    let info = w.finish().await.unwrap();
+    assert_eq!(info.size(), data.len() as u64);
+    let back = read_all(&s, &u, None).await;
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "content differs");
+    // A ranged read in the middle of a chunk boundary.
+    let r = (256 << 10) - 10..(256 << 10) + 10;
+    assert_eq!(
+        read_all(&s, &u, Some(r.clone())).await,
+        data[r.start as usize..r.end as usize]
+    );
+}
+
+#[tokio::test]
+async fn an_upload_from_a_reader_and_an_empty_object() {
+    let gcs = FakeGcs::start();
+    gcs.buckets(&["bkt"]).await;
+    let s = gcs.storage_small_chunks();
+    let data = pattern(600_000);
+    let info = s.upload(&uri("gs://bkt/r.bin"), &data[..]).await.unwrap();
+    assert_eq!(info.size(), 600_000);
+    assert!(read_all(&s, &uri("gs://bkt/r.bin"), None).await == data);
+    let empty = s.writer(&uri("gs://bkt/empty")).await.unwrap();
+    assert_eq!(empty.finish().await.unwrap().size(), 0);
+}
+
+#[tokio::test]
+async fn listing_spans_pages_and_respects_the_prefix() {
+    let gcs = FakeGcs::start();
+    gcs.buckets(&["bkt"]).await;
+    let s = gcs.storage();
+    for i in 0..5 {
+        s.upload_bytes(&uri(&format!("gs://bkt/out/p{i}.jsonl")), vec![b'x'; i])
+            .await
+            .unwrap();
+    }
+    s.upload_bytes(&uri("gs://bkt/other/x"), &b"x"[..])
+        .await
+        .unwrap();
+    let listed: Vec<_> = s
+        .list_paged(&uri("gs://bkt/out/"), Some(2))
+        .try_collect()
+        .await
+        .unwrap();
+    let names: Vec<String> = listed.iter().map(|o| o.uri().to_string()).collect();
+    assert_eq!(
+        names,
+        (0..5)
+            .map(|i| format!("gs://bkt/out/p{i}.jsonl"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(listed[3].size(), 3);
+    assert_eq!(s.list(&uri("gs://bkt")).count().await, 6);
+    s.delete(&uri("gs://bkt/other/x")).await.unwrap();
+    assert_eq!(s.list(&uri("gs://bkt")).count().await, 5);
+}
+
+#[tokio::test]
+async fn a_missing_object_or_bucket_is_a_404_naming_it() {
+    let gcs = FakeGcs::start();
+    gcs.buckets(&["bkt"]).await;
+    let s = gcs.storage();
+    let err = match s.read(&uri("gs://bkt/missing.jsonl"), None).await {
+        Ok(_) => panic!("read of a missing object succeeded"),
+        Err(e) => e,
+    };
+    match &err {
+        Error::Storage {
+            http_status: Some(404),
+            message,
+            ..
+        } => assert!(message.contains("gs://bkt/missing.jsonl"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_retryable());
+    let listed: Result<Vec<_>, _> = s.list(&uri("gs://no-such-bucket/x")).try_collect().await;
+    assert!(matches!(
+        listed,
+        Err(Error::Storage {
+            http_status: Some(404),
+            ..
+        })
+    ));
+}
+
+/// A loopback HTTP/1.1 server that records each request's headers and
+/// answers 404 with a Cloud Storage error body.
+async fn recording_server() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                loop {
+                    let Ok(n) = sock.read(&mut tmp).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        rec.lock().unwrap().push(head);
+                        buf.drain(..end + 4);
+                        let body =
+                            br#"{"error":{"code":404,"message":"No such object","errors":[]}}"#;
+                        let resp = format!(
+                            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = sock.write_all(resp.as_bytes()).await;
+                        let _ = sock.write_all(body).await;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn storage_shares_the_clients_token_and_an_emulator_gets_none() {
+    let (url, seen) = recording_server().await;
+    let client = Client::builder()
+        .ignore_env()
+        .project("p")
+        .credentials(Credentials::access_token("ya29.shared-secret"))
+        .build()
+        .unwrap();
+    let s = Storage::builder()
+        .ignore_env()
+        .credentials_of(&client)
+        .endpoint(&url)
+        .build()
+        .unwrap();
+    assert!(!format!("{s:?}").contains("shared-secret"));
+    let err = s.metadata(&uri("gs://bkt/x")).await;
+    assert!(matches!(err, Ok(None)), "{err:?}");
+    let err = s.read(&uri("gs://bkt/x"), None).await.err().unwrap();
+    assert!(!err.to_string().contains("shared-secret"), "{err}");
+    assert!(!format!("{err:?}").contains("shared-secret"));
+    {
+        let heads = seen.lock().unwrap();
+        assert_eq!(heads.len(), 2);
+        for h in heads.iter() {
+            assert!(
+                h.contains("authorization: bearer ya29.shared-secret"),
+                "{h}"
+            );
+        }
+    }
+    seen.lock().unwrap().clear();
+    let emu = Storage::builder()
+        .ignore_env()
+        .emulator_host(url.trim_start_matches("http://"))
+        .build()
+        .unwrap();
+    let _ = emu.metadata(&uri("gs://bkt/x")).await;
+    let heads = seen.lock().unwrap();
+    assert_eq!(heads.len(), 1);
+    assert!(!heads[0].contains("authorization"), "{}", heads[0]);
+}
