@@ -89,6 +89,39 @@ struct Inner {
     client: gcloud_storage::client::Client,
     endpoint: String,
     chunk_size: usize,
+    calls: Calls,
+}
+
+/// Counts of the HTTP requests a [`Storage`] made, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageCalls {
+    /// Uploads: simple uploads, resumable sessions started, and chunks sent.
+    pub uploads: u64,
+    /// List pages fetched.
+    pub lists: u64,
+    /// Downloads started.
+    pub reads: u64,
+    /// Metadata look-ups, deletes and bucket creations.
+    pub other: u64,
+}
+
+impl StorageCalls {
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.uploads + self.lists + self.reads + self.other
+    }
+}
+
+#[derive(Default)]
+struct Calls {
+    uploads: std::sync::atomic::AtomicU64,
+    lists: std::sync::atomic::AtomicU64,
+    reads: std::sync::atomic::AtomicU64,
+    other: std::sync::atomic::AtomicU64,
+}
+
+fn bump(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl fmt::Debug for Storage {
@@ -214,6 +247,7 @@ impl StorageBuilder {
                 client: gcloud_storage::client::Client::new(config),
                 endpoint,
                 chunk_size: self.chunk_size,
+                calls: Calls::default(),
             }),
         })
     }
@@ -375,6 +409,18 @@ impl Storage {
         &self.inner.endpoint
     }
 
+    /// The requests made so far by this client and its clones.
+    pub fn calls(&self) -> StorageCalls {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.inner.calls;
+        StorageCalls {
+            uploads: c.uploads.load(Relaxed),
+            lists: c.lists.load(Relaxed),
+            reads: c.reads.load(Relaxed),
+            other: c.other.load(Relaxed),
+        }
+    }
+
     /// Uploads a small object in one request.
     pub async fn upload_bytes(&self, uri: &GcsUri, data: impl Into<Bytes>) -> Result<ObjectInfo> {
         let data: Bytes = data.into();
@@ -384,6 +430,7 @@ impl Storage {
         };
         let mut media = Media::new(uri.object().to_owned());
         media.content_length = Some(data.len() as u64);
+        bump(&self.inner.calls.uploads);
         let o = self
             .inner
             .client
@@ -402,6 +449,7 @@ impl Storage {
         };
         let mut media = Media::new(uri.object().to_owned());
         media.content_type = "application/jsonl".into();
+        bump(&self.inner.calls.uploads);
         let session = self
             .inner
             .client
@@ -409,6 +457,7 @@ impl Storage {
             .await
             .map_err(|e| storage_error(format!("starting an upload to {uri}"), e))?;
         Ok(ObjectWriter {
+            storage: self.clone(),
             uri: uri.clone(),
             session,
             buf: BytesMut::with_capacity(self.inner.chunk_size),
@@ -471,6 +520,7 @@ impl Storage {
                     max_results: page_size.map(i32::from),
                     ..Default::default()
                 };
+                bump(&storage.inner.calls.lists);
                 let page = storage
                     .inner
                     .client
@@ -513,6 +563,7 @@ impl Storage {
             None => GcsRange::default(),
         };
         let name = uri.to_string();
+        bump(&self.inner.calls.reads);
         let stream = self
             .inner
             .client
@@ -531,6 +582,7 @@ impl Storage {
             object: uri.object().to_owned(),
             ..Default::default()
         };
+        bump(&self.inner.calls.other);
         match self.inner.client.get_object(&req).await {
             Ok(o) => ObjectInfo::from_object(&o).map(Some),
             Err(gcs::Error::Response(r)) if r.code == 404 => Ok(None),
@@ -545,6 +597,7 @@ impl Storage {
             object: uri.object().to_owned(),
             ..Default::default()
         };
+        bump(&self.inner.calls.other);
         self.inner
             .client
             .delete_object(&req)
@@ -563,6 +616,7 @@ impl Storage {
             },
             ..Default::default()
         };
+        bump(&self.inner.calls.other);
         match self.inner.client.insert_bucket(&req).await {
             Ok(_) => Ok(()),
             Err(gcs::Error::Response(r)) if r.code == 409 => Ok(()),
@@ -575,6 +629,7 @@ impl Storage {
 /// sent chunk by chunk; [`ObjectWriter::finish`] sends the rest and
 /// completes the object. Dropping it without finishing leaves no object.
 pub struct ObjectWriter {
+    storage: Storage,
     uri: GcsUri,
     session: ResumableUploadClient,
     buf: BytesMut,
@@ -648,6 +703,7 @@ impl ObjectWriter {
             attempt += 1;
             let len = self.buf.len() as u64;
             let total = self.sent + len;
+            bump(&self.storage.inner.calls.uploads);
             let result = if len == 0 {
                 // Nothing left: complete the object at its size.
                 self.session.status(Some(total)).await
@@ -687,6 +743,7 @@ impl ObjectWriter {
                     tracing::warn!(uri = %self.uri, attempt, error = %err, "upload chunk failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
                     // Learn how much the service kept before sending again.
+                    bump(&self.storage.inner.calls.uploads);
                     if let Ok(UploadStatus::ResumeIncomplete(r)) = self.session.status(None).await {
                         self.accept(r.last_byte + 1);
                     }

@@ -3,7 +3,10 @@
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use vertex_batch::emulator::{Emulator, KnobValues};
+use vertex_batch::{
+    emulator::{Emulator, KnobValues},
+    storage::{Storage, ENV_STORAGE_EMULATOR_HOST},
+};
 
 const HELP: &str = "\
 vertex-batch-emulator: a local Vertex AI JobService that really runs batch prediction jobs
@@ -15,6 +18,17 @@ OPTIONS:
     --data-dir DIR              where jobs, gs:// objects and bq:// tables live (required)
                                   gs://BUCKET/OBJECT         -> DIR/gcs/BUCKET/OBJECT
                                   bq://PROJECT.DATASET.TABLE -> DIR/bigquery/PROJECT/DATASET/TABLE.jsonl
+    --storage-emulator-host URL keep gs:// objects in this Cloud Storage endpoint instead
+                                (e.g. fake-gcs-server at http://127.0.0.1:4443; default:
+                                STORAGE_EMULATOR_HOST when set, else the data dir)
+    --local-gcs                 keep gs:// objects in the data dir even if
+                                STORAGE_EMULATOR_HOST is set
+    --fail-rows-containing TEXT rows whose prompt contains TEXT fail (429 RESOURCE_EXHAUSTED)
+    --shuffle-output            write output rows out of input order
+    --duplicate-every N         write every N-th output row twice
+    --incremental-chunk         also write an incremental_predictions/ chunk
+    --succeed-despite-failed-rows
+                                end jobs SUCCEEDED even when some rows failed
     --port PORT                 port to listen on (default 0: any free port)
     --host IP                   address to listen on (default 127.0.0.1)
     --row-delay-ms N            emulated time per row (default 0)
@@ -35,6 +49,8 @@ struct Args {
     port: u16,
     knobs: KnobValues,
     hold: bool,
+    storage: Option<String>,
+    local_gcs: bool,
 }
 
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
@@ -43,6 +59,8 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String>
     let mut port = 0u16;
     let mut knobs = KnobValues::default();
     let mut hold = false;
+    let mut storage = None;
+    let mut local_gcs = false;
     while let Some(flag) = argv.next() {
         let mut value = |name: &str| argv.next().ok_or_else(|| format!("{name} needs a value"));
         fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
@@ -77,6 +95,17 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String>
                 knobs.max_requests_per_job = num("--max-requests", value("--max-requests")?)?
             }
             "--hold-queued" => hold = true,
+            "--storage-emulator-host" => storage = Some(value("--storage-emulator-host")?),
+            "--local-gcs" => local_gcs = true,
+            "--shuffle-output" => knobs.shuffle_output = true,
+            "--fail-rows-containing" => {
+                knobs.fail_rows_containing = Some(value("--fail-rows-containing")?)
+            }
+            "--duplicate-every" => {
+                knobs.duplicate_every = num("--duplicate-every", value("--duplicate-every")?)?
+            }
+            "--incremental-chunk" => knobs.incremental_chunk = true,
+            "--succeed-despite-failed-rows" => knobs.succeed_despite_failed_rows = true,
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
@@ -87,6 +116,8 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String>
         port,
         knobs,
         hold,
+        storage,
+        local_gcs,
     }))
 }
 
@@ -116,13 +147,38 @@ async fn main() -> ExitCode {
             args.host
         );
     }
-    let emu = match Emulator::builder(&args.data_dir)
+    let mut builder = Emulator::builder(&args.data_dir)
         .ip(args.host)
         .port(args.port)
-        .knobs(args.knobs)
-        .start()
-        .await
-    {
+        .knobs(args.knobs);
+    if !args.local_gcs {
+        let storage = match args.storage {
+            Some(url) => Storage::builder()
+                .ignore_env()
+                .emulator_host(url)
+                .build()
+                .map(Some),
+            None => match std::env::var(ENV_STORAGE_EMULATOR_HOST) {
+                Ok(v) if !v.trim().is_empty() => Storage::builder().build().map(Some),
+                _ => Ok(None),
+            },
+        };
+        match storage {
+            Ok(Some(s)) => {
+                eprintln!(
+                    "gs:// objects live in the Cloud Storage endpoint {}",
+                    s.endpoint()
+                );
+                builder = builder.gcs_storage(s);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let emu = match builder.start().await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");

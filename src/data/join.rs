@@ -44,20 +44,7 @@ pub struct Inputs {
 enum InputFile {
     Local(PathBuf),
     Memory(Arc<str>, Bytes),
-    #[allow(dead_code)]
-    Opener(Arc<str>, OpenFn),
-}
-
-/// Opens a file's bytes as a stream (for remote storage).
-#[derive(Clone)]
-pub(crate) struct OpenFn(
-    pub(crate) Arc<dyn Fn() -> BoxStream<'static, Result<Bytes>> + Send + Sync>,
-);
-
-impl std::fmt::Debug for OpenFn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OpenFn")
-    }
+    Gcs(crate::storage::Storage, crate::uri::GcsUri),
 }
 
 impl Inputs {
@@ -78,12 +65,28 @@ impl Inputs {
         }
     }
 
-    /// Input files opened by `open` each time they are read (e.g. objects in
-    /// Cloud Storage).
-    #[allow(dead_code)]
-    pub(crate) fn opener(mut self, name: &str, open: OpenFn) -> Self {
-        self.files.push(InputFile::Opener(name.into(), open));
-        self
+    /// Input objects in Cloud Storage, in order (each is downloaded twice by
+    /// a joined read: once for the keys, once for the missing requests).
+    pub fn gcs(
+        storage: &crate::storage::Storage,
+        objects: impl IntoIterator<Item = crate::uri::GcsUri>,
+    ) -> Self {
+        Inputs {
+            files: objects
+                .into_iter()
+                .map(|u| InputFile::Gcs(storage.clone(), u))
+                .collect(),
+        }
+    }
+
+    /// How many input files there are.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether there are no input files.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
     }
 
     fn open(&self) -> Vec<SourceFile> {
@@ -95,7 +98,7 @@ impl Inputs {
                     name.clone(),
                     futures::stream::once(futures::future::ready(Ok(bytes.clone()))).boxed(),
                 ),
-                InputFile::Opener(name, open) => SourceFile::stream(name.clone(), (open.0)()),
+                InputFile::Gcs(storage, uri) => SourceFile::gcs(storage.clone(), uri.clone()),
             })
             .collect()
     }

@@ -9,6 +9,7 @@
 //!   (succeeded, failed, blocked, missing), de-duplicated and joined to the
 //!   inputs, with [`Totals`].
 
+mod batch;
 pub mod input;
 mod join;
 pub mod key;
@@ -17,8 +18,10 @@ mod reader;
 pub mod request;
 mod results;
 
+pub use batch::{Batch, BatchProgress, BatchSpec, MAX_BATCH_KEY_LEN};
 pub use join::Inputs;
 pub use key::KEY_LABEL;
+pub(crate) use read::dir_prefix;
 pub use read::ResultReader;
 pub use reader::{local_output_files, read_local_files, ReadOptions, ResultStream, Totals};
 pub use request::{parse_request, parse_response};

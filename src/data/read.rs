@@ -3,11 +3,19 @@
 
 use std::path::PathBuf;
 
+use futures::TryStreamExt;
+
 use super::{
     join::{read_joined, Inputs},
-    reader::{local_output_files, read_files, ReadOptions, ResultStream, SourceFile},
+    reader::{
+        is_prediction_file, local_output_files, read_files, ReadOptions, ResultStream, SourceFile,
+    },
 };
-use crate::error::Result;
+use crate::{
+    error::{Error, Result},
+    storage::Storage,
+    uri::GcsUri,
+};
 
 /// Reads a batch's results.
 ///
@@ -39,12 +47,15 @@ pub struct ResultReader {
     outputs: Vec<Output>,
     inputs: Option<Inputs>,
     options: ReadOptions,
+    storage: Option<Storage>,
 }
 
 #[derive(Debug)]
 enum Output {
     /// A local output directory (every `*.jsonl` below it) or one file.
     Local(PathBuf),
+    /// A job's `gcs_output_directory` (every `*.jsonl` below it).
+    Gcs(GcsUri),
 }
 
 impl ResultReader {
@@ -57,6 +68,21 @@ impl ResultReader {
     /// single output file.
     pub fn output_local(mut self, path: impl Into<PathBuf>) -> Self {
         self.outputs.push(Output::Local(path.into()));
+        self
+    }
+
+    /// Adds a Cloud Storage output directory, e.g. a job's
+    /// `output_info.gcs_output_directory`: every `*.jsonl` object below it
+    /// (`predictions.jsonl`, `incremental_predictions/…`) is read. Needs
+    /// [`ResultReader::storage`].
+    pub fn output_gcs(mut self, dir: GcsUri) -> Self {
+        self.outputs.push(Output::Gcs(dir));
+        self
+    }
+
+    /// The Cloud Storage client for `gs://` outputs and inputs.
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = Some(storage);
         self
     }
 
@@ -82,6 +108,14 @@ impl ResultReader {
                     .map(SourceFile::local)
                     .collect(),
                 Output::Local(p) => vec![SourceFile::local(p.clone())],
+                Output::Gcs(dir) => {
+                    let storage = self.storage.as_ref().ok_or_else(|| {
+                        Error::Config(format!(
+                            "reading {dir} needs a Cloud Storage client: call .storage(..)"
+                        ))
+                    })?;
+                    gcs_output_files(storage, dir).await?
+                }
             });
         }
         match self.inputs {
@@ -92,4 +126,31 @@ impl ResultReader {
             )),
         }
     }
+}
+
+/// The prediction files below a `gs://` output directory, in name order,
+/// each opened lazily as a download stream.
+pub(crate) async fn gcs_output_files(storage: &Storage, dir: &GcsUri) -> Result<Vec<SourceFile>> {
+    let prefix = dir_prefix(dir)?;
+    let objects: Vec<_> = storage.list(&prefix).try_collect().await?;
+    let mut files: Vec<GcsUri> = objects
+        .into_iter()
+        .map(|o| o.uri().clone())
+        .filter(|u| is_prediction_file(u.object()))
+        .collect();
+    files.sort_by(|a, b| a.object().cmp(b.object()));
+    Ok(files
+        .into_iter()
+        .map(|u| SourceFile::gcs(storage.clone(), u))
+        .collect())
+}
+
+/// `dir` as a listing prefix ending in `/` (so `out/a` does not match
+/// `out/ab/…`).
+pub(crate) fn dir_prefix(dir: &GcsUri) -> Result<GcsUri> {
+    let object = dir.object().trim_end_matches('/');
+    if object.is_empty() {
+        return Ok(dir.clone());
+    }
+    GcsUri::parse_field(&format!("gs://{}/{object}/", dir.bucket()), "output_dir")
 }

@@ -28,7 +28,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use futures::{stream::BoxStream, Stream, StreamExt};
+use futures::{stream::BoxStream, Stream, StreamExt, TryStreamExt};
 
 use super::results::{parse_line, Outcome, ParsedLine, ResultRow, Usage};
 use crate::error::{Error, Result};
@@ -141,6 +141,15 @@ impl SourceFile {
             name: path.display().to_string().into(),
             source: Source::Local { path, file: None },
         }
+    }
+
+    /// A Cloud Storage object, downloaded when reading reaches it.
+    pub(crate) fn gcs(storage: crate::storage::Storage, uri: crate::uri::GcsUri) -> Self {
+        let name: Arc<str> = uri.to_string().into();
+        let bytes = futures::stream::once(async move { storage.read(&uri, None).await })
+            .try_flatten()
+            .boxed();
+        SourceFile::stream(name, bytes)
     }
 
     /// A file whose bytes arrive as a stream of chunks.

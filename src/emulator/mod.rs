@@ -14,6 +14,12 @@
 //! | `gs://BUCKET/OBJECT` | `DATA_DIR/gcs/BUCKET/OBJECT` |
 //! | `bq://PROJECT.DATASET.TABLE` | `DATA_DIR/bigquery/PROJECT/DATASET/TABLE.jsonl` |
 //!
+//! or, with [`EmulatorBuilder::gcs_storage`] (the binary's
+//! `--storage-emulator-host`, or `STORAGE_EMULATOR_HOST`), `gs://` objects
+//! live in a real Cloud Storage endpoint such as fake-gcs-server: a job
+//! downloads its inputs (wildcards expanded by listing) to
+//! `DATA_DIR/staging/JOB/`, runs, and uploads its output directory.
+//!
 //! Job records live in `DATA_DIR/jobs/ID.json`, replaced atomically; a
 //! restarted emulator knows every job, and re-runs a job a crash
 //! interrupted (its partial output is discarded first).
@@ -82,6 +88,7 @@ pub struct EmulatorBuilder {
     ip: IpAddr,
     port: u16,
     knobs: KnobValues,
+    gcs: Option<crate::storage::Storage>,
 }
 
 impl EmulatorBuilder {
@@ -94,6 +101,15 @@ impl EmulatorBuilder {
     /// The address to listen on (default 127.0.0.1).
     pub fn ip(mut self, ip: IpAddr) -> Self {
         self.ip = ip;
+        self
+    }
+
+    /// Keeps `gs://` objects in a Cloud Storage endpoint (e.g.
+    /// fake-gcs-server) instead of the data directory: jobs read their
+    /// inputs from it and write their outputs to it, exactly as on Vertex
+    /// AI. Only job records and staging files stay in the data directory.
+    pub fn gcs_storage(mut self, storage: crate::storage::Storage) -> Self {
+        self.gcs = Some(storage);
         self
     }
 
@@ -113,7 +129,7 @@ impl EmulatorBuilder {
             .map_err(|e| io(&format!("binding {}:{}", self.ip, self.port), e))?;
         let addr = listener.local_addr().map_err(|e| io("local address", e))?;
         let knobs = Knobs::new(self.knobs);
-        let (state, loaded) = EmuState::open(&self.data_dir, knobs)
+        let (state, loaded) = EmuState::open(&self.data_dir, knobs, self.gcs.clone())
             .map_err(|e| io(&format!("opening {}", self.data_dir.display()), e))?;
         let state = Arc::new(state);
         recover(&state, loaded);
@@ -222,6 +238,7 @@ impl Emulator {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             knobs: KnobValues::default(),
+            gcs: None,
         }
     }
 

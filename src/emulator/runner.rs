@@ -96,6 +96,10 @@ pub(crate) fn finish(
         rec.output_claim = None;
     }
     state.persist_or_log(slot);
+    if state.gcs.is_some() {
+        // Staged inputs and the uploaded output copy are no longer needed.
+        let _ = fs::remove_dir_all(staging_dir(state, slot.id));
+    }
     tracing::info!(job = slot.id, state = end.as_str_name(), "job ended");
 }
 
@@ -175,6 +179,9 @@ struct Output {
     final_path: PathBuf,
     claim: PathBuf,
     info: OutputInfo,
+    /// With a Cloud Storage backend: the `gs://` directory the local output
+    /// directory (`claim`) is uploaded to once published.
+    remote: Option<GcsUri>,
 }
 
 fn resolve_input(dir: &Path, job: &pb::BatchPredictionJob) -> Result<Input, String> {
@@ -211,7 +218,11 @@ fn resolve_input(dir: &Path, job: &pb::BatchPredictionJob) -> Result<Input, Stri
     }
 }
 
-fn plan_output(state: &EmuState, job: &pb::BatchPredictionJob) -> Result<Output, String> {
+async fn plan_output(
+    state: &EmuState,
+    id: u64,
+    job: &pb::BatchPredictionJob,
+) -> Result<Output, String> {
     let dest = job
         .output_config
         .as_ref()
@@ -222,27 +233,55 @@ fn plan_output(state: &EmuState, job: &pb::BatchPredictionJob) -> Result<Output,
         output_config::Destination::GcsDestination(g) => {
             let prefix = GcsUri::parse_field(&g.output_uri_prefix, "output_uri")
                 .map_err(|e| e.to_string())?;
-            let base = storage::gcs_path(&state.dir, &prefix);
+            // With a Cloud Storage backend the output is written to a
+            // staging directory of the job's, then uploaded.
+            let base = match &state.gcs {
+                Some(_) => staging_dir(state, id).join("out"),
+                None => storage::gcs_path(&state.dir, &prefix),
+            };
             // The service names the directory after the time; keep it unique.
             fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
             let mut t = now;
+            let prefix_str = prefix.to_string();
             let (name, dir) = loop {
                 let name = format!("prediction-model-{}", timefmt::format_millis(t));
                 let dir = base.join(&name);
                 // `create_dir` claims the directory: two jobs never share one.
                 match fs::create_dir(&dir) {
-                    Ok(()) => break (name, dir),
+                    Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         t += Duration::from_millis(1);
+                        continue;
                     }
                     Err(e) => return Err(format!("creating {}: {e}", dir.display())),
                 }
+                // Remotely, a directory that already holds objects is taken.
+                if let Some(gcs) = &state.gcs {
+                    let remote = remote_dir(&prefix_str, &name)?;
+                    let taken = futures::StreamExt::next(
+                        &mut gcs
+                            .list(&crate::data::dir_prefix(&remote).map_err(|e| e.to_string())?),
+                    )
+                    .await;
+                    match taken {
+                        None => {}
+                        Some(Err(e)) => return Err(e.to_string()),
+                        Some(Ok(_)) => {
+                            t += Duration::from_millis(1);
+                            continue;
+                        }
+                    }
+                }
+                break (name, dir);
             };
-            let prefix_str = prefix.to_string();
             Ok(Output {
                 partial: dir.join(".predictions.jsonl.partial"),
                 final_path: dir.join("predictions.jsonl"),
                 claim: dir.clone(),
+                remote: match &state.gcs {
+                    Some(_) => Some(remote_dir(&prefix_str, &name)?),
+                    None => None,
+                },
                 info: OutputInfo {
                     bigquery_output_table: String::new(),
                     output_location: Some(output_info::OutputLocation::GcsOutputDirectory(
@@ -283,6 +322,7 @@ fn plan_output(state: &EmuState, job: &pb::BatchPredictionJob) -> Result<Output,
             Ok(Output {
                 partial: path.with_file_name(format!(".{table}.jsonl.partial")),
                 claim: path.clone(),
+                remote: None,
                 final_path: path,
                 info: OutputInfo {
                     bigquery_output_table: table,
@@ -296,6 +336,131 @@ fn plan_output(state: &EmuState, job: &pb::BatchPredictionJob) -> Result<Output,
             Err("the emulator does not support Vertex multimodal dataset output".into())
         }
     }
+}
+
+/// A job's staging directory (Cloud Storage backend): downloaded inputs and
+/// the output before it is uploaded.
+fn staging_dir(state: &EmuState, id: u64) -> PathBuf {
+    state.dir.join("staging").join(id.to_string())
+}
+
+/// `gs://…/prefix/name`.
+fn remote_dir(prefix: &str, name: &str) -> Result<GcsUri, String> {
+    GcsUri::parse_field(
+        &format!("{}/{name}", prefix.trim_end_matches('/')),
+        "output_uri",
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// A job's `gs://` input URIs, if its input is Cloud Storage.
+fn gcs_input_uris(job: &pb::BatchPredictionJob) -> Option<Vec<String>> {
+    match job.input_config.as_ref()?.source.as_ref()? {
+        input_config::Source::GcsSource(g) => Some(g.uris.clone()),
+        _ => None,
+    }
+}
+
+/// Downloads a job's inputs from Cloud Storage into its staging directory,
+/// expanding wildcards by listing, and returns the local files in order.
+async fn stage_inputs(
+    state: &EmuState,
+    gcs: &crate::storage::Storage,
+    id: u64,
+    uris: &[String],
+) -> Result<Input, String> {
+    use futures::TryStreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut objects = Vec::new();
+    for u in uris {
+        let uri = GcsUri::parse_field(u, "input_uri").map_err(|e| e.to_string())?;
+        if !uri.has_wildcard() {
+            match gcs.metadata(&uri).await.map_err(|e| e.to_string())? {
+                Some(_) => objects.push(uri),
+                None => return Err(format!("input {uri} not found")),
+            }
+            continue;
+        }
+        let object = uri.object();
+        let literal = &object[..object.find(['*', '?', '[']).unwrap_or(object.len())];
+        let prefix = GcsUri::parse_field(&format!("gs://{}/{literal}", uri.bucket()), "input_uri")
+            .map_err(|e| e.to_string())?;
+        let mut found: Vec<GcsUri> = gcs
+            .list(&prefix)
+            .map_ok(|o| o.uri().clone())
+            .try_filter(|o| futures::future::ready(storage::glob_match(object, o.object())))
+            .try_collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        if found.is_empty() {
+            return Err(format!("input {uri} matched no objects"));
+        }
+        found.sort_by(|a, b| a.object().cmp(b.object()));
+        objects.extend(found);
+    }
+    let dir = staging_dir(state, id).join("in");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut files = Vec::with_capacity(objects.len());
+    for (i, uri) in objects.iter().enumerate() {
+        let path = dir.join(format!("input-{i:05}.jsonl"));
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let mut bytes = gcs.read(uri, None).await.map_err(|e| e.to_string())?;
+        while let Some(chunk) = bytes.try_next().await.map_err(|e| e.to_string())? {
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        files.push(path);
+    }
+    Ok(Input::Gcs(files))
+}
+
+/// Uploads every file below the local directory `local` to `remote`,
+/// keeping relative names (`predictions.jsonl`,
+/// `incremental_predictions/predictions_0001.jsonl`).
+async fn upload_dir(
+    gcs: &crate::storage::Storage,
+    local: &Path,
+    remote: &GcsUri,
+) -> Result<(), String> {
+    let mut files = Vec::new();
+    let mut todo = vec![local.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).map_err(|e| format!("listing {}: {e}", d.display()))? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    for path in files {
+        let Ok(rel) = path.strip_prefix(local) else {
+            continue;
+        };
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        let uri = GcsUri::parse_field(
+            &format!("{}/{rel}", remote.to_string().trim_end_matches('/')),
+            "output_uri",
+        )
+        .map_err(|e| e.to_string())?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        gcs.upload(&uri, file)
+            .await
+            .map_err(|e| format!("uploading the output: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Counts the non-blank lines of the input files.
@@ -357,7 +522,11 @@ struct Tally {
 async fn execute(state: &EmuState, slot: &JobSlot) {
     let job = slot.snapshot();
     let knobs = state.knobs.values();
-    let input = match resolve_input(&state.dir, &job) {
+    let resolved = match (&state.gcs, gcs_input_uris(&job)) {
+        (Some(gcs), Some(uris)) => stage_inputs(state, gcs, slot.id, &uris).await,
+        _ => resolve_input(&state.dir, &job),
+    };
+    let input = match resolved {
         Ok(i) => i,
         Err(e) => return finish(state, slot, pb::JobState::Failed, Some((5, e))),
     };
@@ -395,7 +564,7 @@ async fn execute(state: &EmuState, slot: &JobSlot) {
             )),
         );
     }
-    let output = match plan_output(state, &job) {
+    let output = match plan_output(state, slot.id, &job).await {
         Ok(o) => o,
         Err(e) => return finish(state, slot, pb::JobState::Failed, Some((3, e))),
     };
@@ -464,7 +633,10 @@ async fn execute(state: &EmuState, slot: &JobSlot) {
             state.persist_or_log(slot);
         }
         Ok(end) => {
-            let publish = Sink::publish(&output);
+            let mut publish = Sink::publish(&output).map_err(|e| e.to_string());
+            if let (Ok(()), Some(gcs), Some(remote)) = (&publish, &state.gcs, &output.remote) {
+                publish = upload_dir(gcs, &output.claim, remote).await;
+            }
             {
                 let mut rec = slot.lock();
                 stats(&mut rec);

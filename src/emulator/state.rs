@@ -117,6 +117,9 @@ pub(crate) struct EmuState {
     pub(crate) stopping: watch::Sender<bool>,
     runners: Mutex<tokio::task::JoinSet<()>>,
     rpc_counts: Mutex<BTreeMap<String, u64>>,
+    /// Where `gs://` lives: a Cloud Storage endpoint (e.g. fake-gcs-server),
+    /// or `None` for the data directory.
+    pub(crate) gcs: Option<crate::storage::Storage>,
 }
 
 /// The first job id of a fresh data directory (ids look like the service's).
@@ -124,7 +127,11 @@ const FIRST_ID: u64 = 1_000_000_000_000_000_001;
 
 impl EmuState {
     /// Opens (or creates) a data directory and loads every stored job.
-    pub(crate) fn open(dir: &Path, knobs: Knobs) -> io::Result<(Self, Vec<Arc<JobSlot>>)> {
+    pub(crate) fn open(
+        dir: &Path,
+        knobs: Knobs,
+        gcs: Option<crate::storage::Storage>,
+    ) -> io::Result<(Self, Vec<Arc<JobSlot>>)> {
         for sub in ["jobs", "operations", "gcs", "bigquery"] {
             fs::create_dir_all(dir.join(sub))?;
         }
@@ -175,6 +182,7 @@ impl EmuState {
             .map_or(FIRST_ID, |max| max + 1);
         let loaded: Vec<Arc<JobSlot>> = jobs.values().cloned().collect();
         let state = EmuState {
+            gcs,
             dir: dir.to_path_buf(),
             clock: Clock::new(),
             knobs,
