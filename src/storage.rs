@@ -86,7 +86,11 @@ pub struct Storage {
 }
 
 struct Inner {
-    client: gcloud_storage::client::Client,
+    /// `None` for a local directory.
+    client: Option<gcloud_storage::client::Client>,
+    /// A local directory standing in for Cloud Storage (see
+    /// [`Storage::local`]); `client` is then unused.
+    local: Option<std::path::PathBuf>,
     endpoint: String,
     chunk_size: usize,
     calls: Calls,
@@ -244,7 +248,8 @@ impl StorageBuilder {
         };
         Ok(Storage {
             inner: Arc::new(Inner {
-                client: gcloud_storage::client::Client::new(config),
+                client: Some(gcloud_storage::client::Client::new(config)),
+                local: None,
                 endpoint,
                 chunk_size: self.chunk_size,
                 calls: Calls::default(),
@@ -397,6 +402,23 @@ impl Storage {
         StorageBuilder::default()
     }
 
+    /// Cloud Storage kept in a local directory: `gs://BUCKET/OBJECT` is the
+    /// file `root/BUCKET/OBJECT` — the layout of the emulator's data
+    /// directory (`DATA_DIR/gcs`), so a batch runs against an embedded
+    /// emulator with no storage server at all. Buckets are directories.
+    pub fn local(root: impl Into<std::path::PathBuf>) -> Storage {
+        let root = root.into();
+        Storage {
+            inner: Arc::new(Inner {
+                client: None,
+                endpoint: format!("file://{}", root.display()),
+                local: Some(root),
+                chunk_size: DEFAULT_CHUNK_SIZE,
+                calls: Calls::default(),
+            }),
+        }
+    }
+
     /// A client sharing `client`'s credentials (its very token cache).
     /// `STORAGE_EMULATOR_HOST` still points it at an emulator, with no
     /// credentials.
@@ -407,6 +429,13 @@ impl Storage {
     /// The endpoint, e.g. `https://storage.googleapis.com`.
     pub fn endpoint(&self) -> &str {
         &self.inner.endpoint
+    }
+
+    fn gcs(&self) -> Result<&gcloud_storage::client::Client> {
+        self.inner
+            .client
+            .as_ref()
+            .ok_or_else(|| Error::Config("no Cloud Storage client (a local directory)".into()))
     }
 
     /// The requests made so far by this client and its clones.
@@ -424,6 +453,12 @@ impl Storage {
     /// Uploads a small object in one request.
     pub async fn upload_bytes(&self, uri: &GcsUri, data: impl Into<Bytes>) -> Result<ObjectInfo> {
         let data: Bytes = data.into();
+        if let Some(root) = &self.inner.local {
+            bump(&self.inner.calls.uploads);
+            let mut w = local::Writer::create(root, uri).await?;
+            w.write(&data).await?;
+            return w.finish().await;
+        }
         let req = UploadObjectRequest {
             bucket: uri.bucket().to_owned(),
             ..Default::default()
@@ -432,8 +467,7 @@ impl Storage {
         media.content_length = Some(data.len() as u64);
         bump(&self.inner.calls.uploads);
         let o = self
-            .inner
-            .client
+            .gcs()?
             .upload_object(&req, data, &UploadType::Simple(media))
             .await
             .map_err(|e| storage_error(format!("uploading {uri}"), e))?;
@@ -443,6 +477,18 @@ impl Storage {
     /// Starts a resumable upload to `uri` (replacing any object there once
     /// finished). Write to it, then [`ObjectWriter::finish`].
     pub async fn writer(&self, uri: &GcsUri) -> Result<ObjectWriter> {
+        if let Some(root) = &self.inner.local {
+            bump(&self.inner.calls.uploads);
+            return Ok(ObjectWriter {
+                storage: self.clone(),
+                uri: uri.clone(),
+                session: Session::Local(local::Writer::create(root, uri).await?),
+                buf: BytesMut::new(),
+                chunk: self.inner.chunk_size,
+                sent: 0,
+                chunks: 0,
+            });
+        }
         let req = UploadObjectRequest {
             bucket: uri.bucket().to_owned(),
             ..Default::default()
@@ -451,15 +497,14 @@ impl Storage {
         media.content_type = "application/jsonl".into();
         bump(&self.inner.calls.uploads);
         let session = self
-            .inner
-            .client
+            .gcs()?
             .prepare_resumable_upload(&req, &UploadType::Simple(media))
             .await
             .map_err(|e| storage_error(format!("starting an upload to {uri}"), e))?;
         Ok(ObjectWriter {
             storage: self.clone(),
             uri: uri.clone(),
-            session,
+            session: Session::Resumable(session),
             buf: BytesMut::with_capacity(self.inner.chunk_size),
             chunk: self.inner.chunk_size,
             sent: 0,
@@ -503,6 +548,10 @@ impl Storage {
         prefix: &GcsUri,
         page_size: Option<u16>,
     ) -> BoxStream<'static, Result<ObjectInfo>> {
+        if let Some(root) = &self.inner.local {
+            bump(&self.inner.calls.lists);
+            return local::list(root, prefix);
+        }
         let storage = self.clone();
         let prefix = prefix.clone();
         // State: the next page token; `None` once the last page was read.
@@ -522,8 +571,7 @@ impl Storage {
                 };
                 bump(&storage.inner.calls.lists);
                 let page = storage
-                    .inner
-                    .client
+                    .gcs()?
                     .list_objects(&req)
                     .await
                     .map_err(|e| storage_error(format!("listing {prefix}"), e))?;
@@ -550,6 +598,10 @@ impl Storage {
         uri: &GcsUri,
         range: Option<Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes>>> {
+        if let Some(root) = &self.inner.local {
+            bump(&self.inner.calls.reads);
+            return local::read(root, uri, range).await;
+        }
         let req = GetObjectRequest {
             bucket: uri.bucket().to_owned(),
             object: uri.object().to_owned(),
@@ -565,8 +617,7 @@ impl Storage {
         let name = uri.to_string();
         bump(&self.inner.calls.reads);
         let stream = self
-            .inner
-            .client
+            .gcs()?
             .download_streamed_object(&req, &range)
             .await
             .map_err(|e| storage_error(format!("reading {uri}"), e))?;
@@ -577,13 +628,17 @@ impl Storage {
 
     /// An object's metadata, or `None` when it does not exist.
     pub async fn metadata(&self, uri: &GcsUri) -> Result<Option<ObjectInfo>> {
+        if let Some(root) = &self.inner.local {
+            bump(&self.inner.calls.other);
+            return local::metadata(root, uri).await;
+        }
         let req = GetObjectRequest {
             bucket: uri.bucket().to_owned(),
             object: uri.object().to_owned(),
             ..Default::default()
         };
         bump(&self.inner.calls.other);
-        match self.inner.client.get_object(&req).await {
+        match self.gcs()?.get_object(&req).await {
             Ok(o) => ObjectInfo::from_object(&o).map(Some),
             Err(gcs::Error::Response(r)) if r.code == 404 => Ok(None),
             Err(e) => Err(storage_error(format!("looking up {uri}"), e)),
@@ -592,14 +647,17 @@ impl Storage {
 
     /// Deletes an object.
     pub async fn delete(&self, uri: &GcsUri) -> Result<()> {
+        if let Some(root) = &self.inner.local {
+            bump(&self.inner.calls.other);
+            return local::delete(root, uri).await;
+        }
         let req = DeleteObjectRequest {
             bucket: uri.bucket().to_owned(),
             object: uri.object().to_owned(),
             ..Default::default()
         };
         bump(&self.inner.calls.other);
-        self.inner
-            .client
+        self.gcs()?
             .delete_object(&req)
             .await
             .map_err(|e| storage_error(format!("deleting {uri}"), e))
@@ -608,6 +666,13 @@ impl Storage {
     /// Creates a bucket (for emulators and tests; real buckets are created
     /// with their location and policies by their owners).
     pub async fn create_bucket(&self, project: &str, name: &str) -> Result<()> {
+        if let Some(root) = &self.inner.local {
+            bump(&self.inner.calls.other);
+            let dir = root.join(name);
+            return tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| local::io(&dir, e));
+        }
         let req = gcs::buckets::insert::InsertBucketRequest {
             name: name.to_owned(),
             param: gcs::buckets::insert::InsertBucketParam {
@@ -617,7 +682,7 @@ impl Storage {
             ..Default::default()
         };
         bump(&self.inner.calls.other);
-        match self.inner.client.insert_bucket(&req).await {
+        match self.gcs()?.insert_bucket(&req).await {
             Ok(_) => Ok(()),
             Err(gcs::Error::Response(r)) if r.code == 409 => Ok(()),
             Err(e) => Err(storage_error(format!("creating bucket {name}"), e)),
@@ -631,7 +696,7 @@ impl Storage {
 pub struct ObjectWriter {
     storage: Storage,
     uri: GcsUri,
-    session: ResumableUploadClient,
+    session: Session,
     buf: BytesMut,
     chunk: usize,
     /// Bytes the service has accepted.
@@ -649,9 +714,18 @@ impl fmt::Debug for ObjectWriter {
     }
 }
 
+enum Session {
+    Resumable(ResumableUploadClient),
+    Local(local::Writer),
+}
+
 impl ObjectWriter {
     /// Appends bytes, sending every full chunk.
     pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        if let Session::Local(w) = &mut self.session {
+            self.sent += data.len() as u64;
+            return w.write(data).await;
+        }
         while !data.is_empty() {
             let room = self.chunk - self.buf.len();
             let take = room.min(data.len());
@@ -681,6 +755,9 @@ impl ObjectWriter {
 
     /// Sends what is buffered and completes the object.
     pub async fn finish(mut self) -> Result<ObjectInfo> {
+        if let Session::Local(w) = self.session {
+            return w.finish().await;
+        }
         match self.send(true).await? {
             Some(info) => Ok(info),
             None => Err(Error::Storage {
@@ -698,6 +775,10 @@ impl ObjectWriter {
     /// total size. Retries a failed chunk after asking the service how much
     /// it kept.
     async fn send(&mut self, last: bool) -> Result<Option<ObjectInfo>> {
+        let Session::Resumable(session) = &self.session else {
+            return Ok(None);
+        };
+        let session = session.clone();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -706,10 +787,10 @@ impl ObjectWriter {
             bump(&self.storage.inner.calls.uploads);
             let result = if len == 0 {
                 // Nothing left: complete the object at its size.
-                self.session.status(Some(total)).await
+                session.status(Some(total)).await
             } else {
                 let size = ChunkSize::new(self.sent, total - 1, last.then_some(total));
-                self.session
+                session
                     .upload_multiple_chunk(self.buf.clone().freeze(), &size)
                     .await
             };
@@ -744,7 +825,7 @@ impl ObjectWriter {
                     tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
                     // Learn how much the service kept before sending again.
                     bump(&self.storage.inner.calls.uploads);
-                    if let Ok(UploadStatus::ResumeIncomplete(r)) = self.session.status(None).await {
+                    if let Ok(UploadStatus::ResumeIncomplete(r)) = session.status(None).await {
                         self.accept(r.last_byte + 1);
                     }
                 }
@@ -774,9 +855,242 @@ impl ObjectWriter {
     }
 }
 
+/// The local-directory stand-in for Cloud Storage ([`Storage::local`]).
+mod local {
+    use std::path::{Path, PathBuf};
+
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+    use super::*;
+
+    pub(super) fn io(path: &Path, e: std::io::Error) -> Error {
+        Error::Storage {
+            message: format!("{}: {e}", path.display()),
+            http_status: (e.kind() == std::io::ErrorKind::NotFound).then_some(404),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    pub(super) fn path(root: &Path, uri: &GcsUri) -> PathBuf {
+        let mut p = root.join(uri.bucket());
+        for seg in uri.object().split('/').filter(|s| !s.is_empty()) {
+            p.push(seg);
+        }
+        p
+    }
+
+    /// Writes to a hidden file beside the target, renamed into place by
+    /// `finish`: a reader never sees half an object.
+    pub(super) struct Writer {
+        uri: GcsUri,
+        tmp: PathBuf,
+        target: PathBuf,
+        file: tokio::io::BufWriter<tokio::fs::File>,
+        len: u64,
+    }
+
+    impl Writer {
+        pub(super) async fn create(root: &Path, uri: &GcsUri) -> Result<Writer> {
+            let target = path(root, uri);
+            let parent = target.parent().unwrap_or(root).to_path_buf();
+            tokio::fs::create_dir_all(&parent)
+                .await
+                .map_err(|e| io(&parent, e))?;
+            let tmp = parent.join(format!(".upload-{:016x}.partial", fastrand::u64(..)));
+            let file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| io(&tmp, e))?;
+            Ok(Writer {
+                uri: uri.clone(),
+                tmp,
+                target,
+                file: tokio::io::BufWriter::with_capacity(1 << 18, file),
+                len: 0,
+            })
+        }
+
+        pub(super) async fn write(&mut self, data: &[u8]) -> Result<()> {
+            self.len += data.len() as u64;
+            self.file
+                .write_all(data)
+                .await
+                .map_err(|e| io(&self.tmp, e))
+        }
+
+        pub(super) async fn finish(mut self) -> Result<ObjectInfo> {
+            self.file.flush().await.map_err(|e| io(&self.tmp, e))?;
+            tokio::fs::rename(&self.tmp, &self.target)
+                .await
+                .map_err(|e| io(&self.target, e))?;
+            Ok(ObjectInfo {
+                uri: self.uri,
+                size: self.len,
+            })
+        }
+    }
+
+    pub(super) async fn metadata(root: &Path, uri: &GcsUri) -> Result<Option<ObjectInfo>> {
+        let p = path(root, uri);
+        match tokio::fs::metadata(&p).await {
+            Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
+                uri: uri.clone(),
+                size: m.len(),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&p, e)),
+        }
+    }
+
+    pub(super) async fn delete(root: &Path, uri: &GcsUri) -> Result<()> {
+        let p = path(root, uri);
+        tokio::fs::remove_file(&p).await.map_err(|e| io(&p, e))
+    }
+
+    pub(super) async fn read(
+        root: &Path,
+        uri: &GcsUri,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let p = path(root, uri);
+        let mut file = tokio::fs::File::open(&p).await.map_err(|e| io(&p, e))?;
+        let limit = match range {
+            Some(r) => {
+                file.seek(std::io::SeekFrom::Start(r.start))
+                    .await
+                    .map_err(|e| io(&p, e))?;
+                r.end.saturating_sub(r.start)
+            }
+            None => u64::MAX,
+        };
+        let name = p.clone();
+        Ok(
+            tokio_util::io::ReaderStream::with_capacity(file.take(limit), 256 << 10)
+                .map_err(move |e| io(&name, e))
+                .boxed(),
+        )
+    }
+
+    /// Objects under `prefix`, in name order (hidden partial uploads left
+    /// out).
+    pub(super) fn list(root: &Path, prefix: &GcsUri) -> BoxStream<'static, Result<ObjectInfo>> {
+        let root = root.to_path_buf();
+        let prefix = prefix.clone();
+        futures::stream::once(async move {
+            tokio::task::spawn_blocking(move || walk(&root, &prefix))
+                .await
+                .map_err(|e| Error::Config(format!("listing failed: {e}")))?
+        })
+        .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+
+    fn walk(root: &Path, prefix: &GcsUri) -> Result<Vec<ObjectInfo>> {
+        let bucket = root.join(prefix.bucket());
+        // Walk from the deepest directory the prefix names.
+        let dir_part = &prefix.object()[..prefix.object().rfind('/').map_or(0, |i| i + 1)];
+        let start = path(
+            root,
+            &GcsUri::parse_field(&format!("gs://{}/{dir_part}", prefix.bucket()), "prefix")?,
+        );
+        let mut out = Vec::new();
+        let mut todo = vec![start];
+        while let Some(d) = todo.pop() {
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&d, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io(&d, e))?;
+                let p = entry.path();
+                let ty = entry.file_type().map_err(|e| io(&p, e))?;
+                if ty.is_dir() {
+                    todo.push(p);
+                } else if ty.is_file() {
+                    let Ok(rel) = p.strip_prefix(&bucket) else {
+                        continue;
+                    };
+                    let name = rel.to_string_lossy().replace('\\', "/");
+                    let hidden = name
+                        .rsplit('/')
+                        .next()
+                        .is_some_and(|b| b.starts_with(".upload-"));
+                    if hidden || !name.starts_with(prefix.object()) {
+                        continue;
+                    }
+                    let size = entry.metadata().map_err(|e| io(&p, e))?.len();
+                    out.push(ObjectInfo {
+                        uri: GcsUri::parse_field(
+                            &format!("gs://{}/{name}", prefix.bucket()),
+                            "object",
+                        )?,
+                        size,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.uri.object().cmp(b.uri.object()));
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_local_directory_stands_in_for_cloud_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::local(dir.path());
+        let u: GcsUri = "gs://bkt/a/b.jsonl".parse().unwrap();
+        let mut w = s.writer(&u).await.unwrap();
+        w.write(b"hello ").await.unwrap();
+        w.write(b"world").await.unwrap();
+        assert_eq!(
+            s.metadata(&u).await.unwrap(),
+            None,
+            "not visible before finish"
+        );
+        assert_eq!(w.finish().await.unwrap().size(), 11);
+        assert!(dir.path().join("bkt/a/b.jsonl").is_file());
+        let part: Vec<Bytes> = s
+            .read(&u, Some(6..11))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(part.concat(), b"world");
+        s.upload_bytes(&"gs://bkt/a/c".parse().unwrap(), &b"x"[..])
+            .await
+            .unwrap();
+        s.upload_bytes(&"gs://bkt/ab".parse().unwrap(), &b"x"[..])
+            .await
+            .unwrap();
+        let listed: Vec<ObjectInfo> = s
+            .list(&"gs://bkt/a/".parse().unwrap())
+            .try_collect()
+            .await
+            .unwrap();
+        let names: Vec<String> = listed.iter().map(|o| o.uri().to_string()).collect();
+        assert_eq!(names, ["gs://bkt/a/b.jsonl", "gs://bkt/a/c"]);
+        let all: Vec<ObjectInfo> = s
+            .list(&"gs://bkt/a".parse().unwrap())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 3);
+        s.delete(&u).await.unwrap();
+        assert!(matches!(
+            s.read(&u, None).await.err(),
+            Some(Error::Storage {
+                http_status: Some(404),
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn emulator_hosts_parse_and_userinfo_is_refused() {

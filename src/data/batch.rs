@@ -439,16 +439,9 @@ impl Batch {
                 if finished {
                     return None;
                 }
-                let (name, job) = match updates.next().await {
-                    Some(u) => u,
-                    None => {
-                        let p = batch.snapshot(rows);
-                        return Some((
-                            Ok(BatchProgress { done: true, ..p }),
-                            (updates, batch, true),
-                        ));
-                    }
-                };
+                // Each job's stream ends with its terminal snapshot, so the
+                // last update already has `done` set.
+                let (name, job) = updates.next().await?;
                 match job {
                     Err(e) => Some((Err(e), (updates, batch, true))),
                     Ok(job) => {

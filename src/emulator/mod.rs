@@ -300,6 +300,18 @@ impl Emulator {
             .build_with_channel(channel)
     }
 
+    /// A Cloud Storage client for this emulator's `gs://` objects: the
+    /// Cloud Storage endpoint it was started with
+    /// ([`EmulatorBuilder::gcs_storage`]), or its data directory through
+    /// [`Storage::local`](crate::storage::Storage::local). Batches
+    /// ([`Client::run_batch`]) run against either with no other setup.
+    pub fn storage(&self) -> crate::storage::Storage {
+        match &self.state.gcs {
+            Some(s) => s.clone(),
+            None => crate::storage::Storage::local(self.state.dir.join("gcs")),
+        }
+    }
+
     /// Counts of RPCs served so far, by method name.
     pub fn rpc_counts(&self) -> std::collections::BTreeMap<String, u64> {
         self.state.rpc_counts()

@@ -1,0 +1,209 @@
+//! Prompts in memory to matched answers: stage keyed prompts, run them as a
+//! batch, follow it, print every answer by key with totals, and retry what
+//! failed.
+//!
+//! Offline, with nothing configured, it runs on an embedded emulator (which
+//! simulates one transient quota error, to show the retry):
+//!
+//! ```text
+//! cargo run --example batch_prompts --features emulator
+//! ```
+//!
+//! On Vertex AI: `--project my-project --staging gs://my-bucket/batches`.
+
+use std::process::ExitCode;
+
+use futures::StreamExt;
+use vertex_batch::{
+    data::{BatchSpec, Outcome},
+    emulator::Emulator,
+    storage::Storage,
+    Client, JobSpec, Prompt, ENV_LOCATION, ENV_PROJECT,
+};
+
+const HELP: &str = "\
+batch_prompts: keyed prompts in memory -> one Gemini batch -> answers matched to their keys
+
+USAGE:
+    cargo run --example batch_prompts --features emulator -- [OPTIONS]
+
+OPTIONS:
+    --project ID       GCP project (or GOOGLE_CLOUD_PROJECT); without one the example
+                       runs on an embedded emulator: no credentials, no network
+    --location LOC     region (or GOOGLE_CLOUD_LOCATION; default us-central1)
+    --staging URI      gs://bucket/prefix for inputs and outputs (required on Vertex AI)
+    --model MODEL      default gemini-2.0-flash-001
+    --key KEY          the batch's request key: run again with it to resume
+    -h, --help         this text";
+
+const PROMPTS: [(&str, &str); 6] = [
+    ("banana-bread", "Give me a recipe for banana bread."),
+    ("haiku-rivers", "Write a haiku about rivers."),
+    ("tides", "Explain in two sentences why the ocean has tides."),
+    ("capital-fr", "What is the capital of France?"),
+    (
+        "rust-ownership",
+        "Summarise Rust's ownership rules in one paragraph.",
+    ),
+    ("sky-blue", "Why is the sky blue?"),
+];
+
+struct Args {
+    project: Option<String>,
+    location: String,
+    staging: Option<String>,
+    model: String,
+    key: Option<String>,
+}
+
+fn args() -> Result<Option<Args>, String> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let mut a = Args {
+        project: env(ENV_PROJECT),
+        location: env(ENV_LOCATION).unwrap_or_else(|| "us-central1".into()),
+        staging: None,
+        model: "gemini-2.0-flash-001".into(),
+        key: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--project" => a.project = Some(value()?),
+            "--location" => a.location = value()?,
+            "--staging" => a.staging = Some(value()?),
+            "--model" => a.model = value()?,
+            "--key" => a.key = Some(value()?),
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    Ok(Some(a))
+}
+
+async fn run(a: Args) -> vertex_batch::Result<()> {
+    // Where to run: Vertex AI with a project, else an embedded emulator.
+    let dir;
+    let (client, storage, staging, emu) = match &a.project {
+        Some(project) => {
+            let staging = a.staging.clone().ok_or_else(|| {
+                vertex_batch::Error::Config(
+                    "--staging gs://bucket/prefix is required on Vertex AI".into(),
+                )
+            })?;
+            let client = Client::builder()
+                .project(project)
+                .location(&a.location)
+                .build()?;
+            let storage = Storage::for_client(&client)?;
+            (client, storage, staging, None)
+        }
+        None => {
+            dir = tempfile::tempdir().map_err(|e| vertex_batch::Error::Config(e.to_string()))?;
+            let emu = Emulator::start(dir.path()).await?;
+            // A transient quota error on one prompt, to show the retry.
+            emu.knobs().fail_rows_containing(Some("tides".into()));
+            println!(
+                "running on an embedded emulator in {}",
+                dir.path().display()
+            );
+            let client = emu.client("demo-project", &a.location)?;
+            let storage = emu.storage();
+            (
+                client,
+                storage,
+                "gs://vertex-batch-demo/batches".to_owned(),
+                Some(emu),
+            )
+        }
+    };
+
+    let mut spec = BatchSpec::new(
+        JobSpec::new(&a.model).display_name("batch-prompts"),
+        staging,
+    );
+    if let Some(key) = &a.key {
+        spec = spec.request_key(key);
+    }
+    let prompts = PROMPTS
+        .iter()
+        .map(|(k, p)| (*k, Prompt::text(*p).max_output_tokens(200)));
+    let mut batch = client.start_batch(&storage, &spec, prompts).await?;
+    println!(
+        "batch {} ({} prompts) staged under {}: {} job(s)",
+        batch.request_key(),
+        batch.rows(),
+        batch.root(),
+        batch.jobs().len()
+    );
+    for round in 0.. {
+        {
+            let mut progress = std::pin::pin!(batch.progress());
+            while let Some(p) = progress.next().await {
+                let p = p?;
+                let states: Vec<String> = p.jobs.iter().map(|j| j.state().to_string()).collect();
+                println!(
+                    "  [{}] {}/{} rows done, {} failed",
+                    states.join(", "),
+                    p.succeeded + p.failed,
+                    p.rows,
+                    p.failed
+                );
+            }
+        }
+        let (rows, errors, totals) = batch.results().await?.collect_all().await;
+        println!("\nresults (round {round}):");
+        for row in &rows {
+            let key = row.key().unwrap_or("?");
+            match row.outcome() {
+                Outcome::Succeeded(a) => println!("  {key:>15}  {}", a.text()),
+                Outcome::Failed(e) => println!("  {key:>15}  FAILED {}", e.message()),
+                Outcome::Blocked(b) => {
+                    println!("  {key:>15}  BLOCKED {}", b.reason().unwrap_or(""))
+                }
+                Outcome::Missing(_) => println!("  {key:>15}  MISSING"),
+            }
+        }
+        for e in &errors {
+            eprintln!("  unreadable output: {e}");
+        }
+        println!(
+            "totals: {} succeeded, {} failed, {} blocked, {} missing; {} tokens",
+            totals.succeeded,
+            totals.failed,
+            totals.blocked,
+            totals.missing,
+            totals.usage.total_tokens
+        );
+        if totals.failed + totals.missing == 0 || round == 2 {
+            break;
+        }
+        if let Some(emu) = &emu {
+            emu.knobs().fail_rows_containing(None);
+        }
+        let n = batch.retry_failed().await?;
+        println!("\nretrying {n} row(s) in a follow-up job…");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match args() {
+        Ok(None) => {
+            println!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Ok(Some(a)) => match run(a).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
