@@ -255,6 +255,8 @@ impl EmulatorProcess {
                     .map(str::to_owned)
             })
             .expect("the emulator prints its address");
+        // Keep draining its output: a closed pipe would end it on its next line.
+        std::thread::spawn(move || lines.for_each(drop));
         EmulatorProcess {
             child,
             host,
