@@ -132,16 +132,26 @@ impl ResultReader {
 /// each opened lazily as a download stream.
 pub(crate) async fn gcs_output_files(storage: &Storage, dir: &GcsUri) -> Result<Vec<SourceFile>> {
     let prefix = dir_prefix(dir)?;
-    let objects: Vec<_> = storage.list(&prefix).try_collect().await?;
+    let objects: Vec<crate::storage::ObjectInfo> = storage.list(&prefix).try_collect().await?;
+    let objects_sizes = objects
+        .iter()
+        .map(|o| (o.uri().object().to_owned(), o.size()))
+        .collect();
     let mut files: Vec<GcsUri> = objects
         .into_iter()
         .map(|o| o.uri().clone())
         .filter(|u| is_prediction_file(u.object()))
         .collect();
     files.sort_by(|a, b| a.object().cmp(b.object()));
+    let sizes: std::collections::HashMap<String, u64> = objects_sizes;
     Ok(files
         .into_iter()
-        .map(|u| SourceFile::gcs(storage.clone(), u))
+        .map(|u| {
+            let size = sizes.get(u.object()).copied();
+            let mut f = SourceFile::gcs(storage.clone(), u);
+            f.size = size;
+            f
+        })
         .collect())
 }
 

@@ -121,6 +121,8 @@ pub(crate) struct Parsed {
 pub(crate) struct SourceFile {
     pub(crate) name: Arc<str>,
     source: Source,
+    /// The file's size, when known before reading (sizes the key set).
+    pub(crate) size: Option<u64>,
 }
 
 enum Source {
@@ -139,6 +141,7 @@ impl SourceFile {
     pub(crate) fn local(path: PathBuf) -> SourceFile {
         SourceFile {
             name: path.display().to_string().into(),
+            size: std::fs::metadata(&path).ok().map(|m| m.len()),
             source: Source::Local { path, file: None },
         }
     }
@@ -160,6 +163,7 @@ impl SourceFile {
         SourceFile {
             name: name.into(),
             source: Source::Stream(bytes),
+            size: None,
         }
     }
 }
@@ -532,7 +536,12 @@ pub(crate) fn plain_key(line: &ParsedLine) -> Option<String> {
 pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStream {
     let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
     let t = totals.clone();
-    let mut seen = KeySet::default();
+    // Sized up front from the files' sizes (output lines echo the request
+    // and hold the response: rarely under 1 KiB), so the set seldom grows
+    // while it is large.
+    let bytes: u64 = files.iter().filter_map(|f| f.size).sum();
+    let expected = usize::try_from(bytes / 1024).unwrap_or(0).min(1 << 24);
+    let mut seen = KeySet::with_capacity_and_hasher(expected, Default::default());
     let rows = parsed_lines(files, opts)
         .filter_map(move |item| {
             let out = match item {
