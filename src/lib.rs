@@ -36,9 +36,34 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## From prompts to matched answers
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use vertex_batch::{data::BatchSpec, storage::Storage, Client, JobSpec, Prompt};
+//!
+//! # async fn demo() -> vertex_batch::Result<()> {
+//! let client = Client::builder().project("my-project").location("us-central1").build()?;
+//! let storage = Storage::for_client(&client)?;
+//! let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+//!     .request_key("nightly-2026-11-22"); // the same key after a crash resumes the batch
+//! let prompts = vec![("q1", Prompt::text("Why is the sky blue?")), ("q2", Prompt::text("Name three rivers."))];
+//! let (_batch, mut results) = client.run_batch(&storage, &spec, prompts).await?;
+//! while let Some(row) = results.next().await {
+//!     let row = row?;
+//!     println!("{}: {} {}", row.key().unwrap_or("?"), row.outcome().kind(), row.text().unwrap_or(""));
+//! }
+//! println!("{:?}", results.totals());
+//! # Ok(()) }
+//! ```
+//!
 //! ## Map
 //!
 //! * [`Client`] / [`ClientBuilder`]: the connection, credentials and calls.
+//! * [`data`]: the data plane — [`Prompt`], the input writer, batches
+//!   ([`data::BatchSpec`], [`data::Batch`]) and results
+//!   ([`data::ResultReader`], [`data::ResultRow`], [`data::Outcome`]).
+//! * [`storage`]: Cloud Storage (uploads, listing, downloads).
 //! * [`JobSpec`]: what to submit; [`Job`], [`JobState`]: what comes back.
 //! * [`JobName`], [`LocationName`], [`GcsUri`], [`BigQueryUri`]: typed names.
 //! * [`Error`]: one error type with [`Error::code`] and [`Error::is_retryable`].

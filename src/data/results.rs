@@ -904,6 +904,40 @@ mod tests {
         assert_eq!(p.key_label.as_deref(), Some("rabc"));
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes never panic the parser.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_line(&bytes::Bytes::from(bytes));
+        }
+
+        /// Every prefix of a real line either parses or is an error saying
+        /// why — never a panic, never a silent success with another key.
+        #[test]
+        fn every_truncation_of_a_line_is_handled(cut in 0usize..OK.len()) {
+            let prefix = &OK[..cut];
+            if let Ok(p) = parse_line(&bytes::Bytes::copy_from_slice(prefix.as_bytes())) {
+                proptest::prop_assert!(p.row.key().is_none_or(|k| k == "q1"));
+            }
+        }
+
+        /// Lines with fields of the wrong JSON type are errors or
+        /// well-formed rows, never panics.
+        #[test]
+        fn wrong_types_never_panic(
+            key in proptest::prop_oneof!["\"k\"", "7", "null", "[]", "{}"],
+            status in proptest::prop_oneof!["\"\"", "\"boom\"", "1", "null", "{}"],
+            response in proptest::prop_oneof!["null", "1", "\"x\"", "[]", "{}",
+                r#"{"candidates":{}}"#, r#"{"candidates":[1]}"#,
+                r#"{"candidates":[{"content":{"parts":[{"text":5}]}}]}"#,
+                r#"{"usageMetadata":{"totalTokenCount":"x"}}"#,
+                r#"{"candidates":[{"finishReason":7}]}"#],
+        ) {
+            let line = format!(r#"{{"key":{key},"status":{status},"response":{response}}}"#);
+            let _ = parse_line(&bytes::Bytes::from(line));
+        }
+    }
+
     #[test]
     fn hostile_lines_are_errors_not_panics() {
         for bad in [
