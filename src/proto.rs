@@ -1,6 +1,13 @@
 //! Generated protobuf messages and gRPC stubs for the vendored googleapis
 //! protos, exactly as `build.rs` compiles them. Nothing here is edited by hand.
 //!
+//! The protos are vendored unmodified, but code is generated only for what
+//! the crate serves: the batch prediction RPCs of `JobService`,
+//! `google.longrunning.Operations`, `GenerateContentRequest` /
+//! `GenerateContentResponse`, `google.rpc`, and every type they reach
+//! (`build.rs` prunes the compiled descriptors). That keeps the clean build
+//! small; other Vertex AI job kinds and services are not here.
+//!
 //! This is the escape hatch for anything the facade does not cover: every
 //! message has its prost type and its proto3 JSON (serde) mapping, the
 //! `JobService` and `Operations` clients are under `*_client` modules, and

@@ -214,7 +214,7 @@ async fn unknown_jobs_are_not_found_and_other_methods_unimplemented() {
         .await
         .unwrap();
     let status = stub
-        .get_custom_job(pb::GetCustomJobRequest {
+        .delete_custom_job(pb::DeleteCustomJobRequest {
             name: format!("{PARENT}/customJobs/1"),
         })
         .await
