@@ -15,8 +15,6 @@ mod gcs;
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -39,45 +37,23 @@ async fn main() {
     let poll_ms = env("VB_TRIP_POLL_MS", 100);
     let server = gcs::FakeGcs::start();
     server.buckets(&["trip-bkt"]).await;
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut emu = Command::new(env!("CARGO_BIN_EXE_vertex-batch-emulator"))
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--storage-emulator-host", &server.url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("emulator");
-    let stdout = emu.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let host = lines
-        .find_map(|l| {
-            l.ok()?
-                .strip_prefix("VERTEX_AI_EMULATOR_HOST=")
-                .map(str::to_owned)
-        })
-        .expect("emulator address");
-    // Keep draining its output: a closed pipe would end it on its next line.
-    std::thread::spawn(move || lines.for_each(drop));
     // Count the RPCs the emulator logs.
     let rpcs = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let counter = rpcs.clone();
-    let stderr = emu.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+    let emu = gcs::EmulatorProcess::start_logging(
+        env!("CARGO_BIN_EXE_vertex-batch-emulator"),
+        &server,
+        &[],
+        move |line| {
             if let Some(m) = line.split("method=").nth(1) {
                 if line.contains(" rpc") {
-                    let m = m
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .trim_matches('"')
-                        .to_owned();
-                    *counter.lock().unwrap().entry(m).or_insert(0) += 1;
+                    let m = m.split_whitespace().next().unwrap_or("").trim_matches('"');
+                    *counter.lock().unwrap().entry(m.to_owned()).or_insert(0) += 1;
                 }
             }
-        }
-    });
+        },
+    );
+    let host = emu.host.clone();
 
     let client = Client::builder()
         .ignore_env()
@@ -112,8 +88,7 @@ async fn main() {
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(rows.len() as u64, n);
     assert_eq!(totals.succeeded, n);
-    let _ = emu.kill();
-    let _ = emu.wait();
+    drop(emu);
     let calls = storage.calls();
     let rpcs = rpcs.lock().unwrap().clone();
     println!(

@@ -380,6 +380,7 @@ pub(crate) fn to_system_time(ts: &pbjson_types::Timestamp) -> Option<SystemTime>
 }
 
 /// Converts a `SystemTime` to a protobuf timestamp.
+#[cfg_attr(not(feature = "emulator"), allow(dead_code))]
 pub(crate) fn to_timestamp(t: SystemTime) -> pbjson_types::Timestamp {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => pbjson_types::Timestamp {

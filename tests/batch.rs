@@ -4,13 +4,9 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use common::gcs::FakeGcs;
+use common::gcs::{EmulatorProcess, FakeGcs};
 use futures::StreamExt;
 use vertex_batch::{
     data::{BatchSpec, Outcome, ResultRow},
@@ -227,56 +223,12 @@ async fn a_duplicate_key_fails_before_any_job_and_a_bad_batch_key_before_any_cal
     assert_eq!(s.storage.calls().total(), calls);
 }
 
-/// The emulator binary, pointed at fake-gcs-server; killed on drop.
-struct EmulatorProcess {
-    child: Child,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-impl EmulatorProcess {
-    fn start(gcs: &FakeGcs, extra: &[&str]) -> Self {
-        let dir = common::temp();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vertex-batch-emulator"))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--storage-emulator-host", &gcs.url])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let host = lines
-            .find_map(|l| {
-                l.ok()?
-                    .strip_prefix("VERTEX_AI_EMULATOR_HOST=")
-                    .map(str::to_owned)
-            })
-            .expect("the emulator prints its address");
-        // Keep draining its output: a closed pipe would end it on its next line.
-        std::thread::spawn(move || lines.for_each(drop));
-        EmulatorProcess {
-            child,
-            host,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for EmulatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn three_processes_fake_gcs_the_emulator_binary_and_the_client() {
     let gcs = FakeGcs::start();
     gcs.buckets(&["staging-bkt"]).await;
     let emu = EmulatorProcess::start(
+        env!("CARGO_BIN_EXE_vertex-batch-emulator"),
         &gcs,
         &["--fail-rows-containing", "flaky", "--incremental-chunk"],
     );

@@ -15,11 +15,7 @@ use vertex_batch::{
 fn keyed_lines(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
-            let extra = match i % 10 {
-                0 => " [blocked]",
-                5 => " flaky",
-                _ => "",
-            };
+            let extra = marker(i);
             format!(
                 r#"{{"key":"row {i} \u00e9","request":{{"contents":[{{"role":"user","parts":[{{"text":"Question {i}{extra}"}}]}}]}}}}"#
             )

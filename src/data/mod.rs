@@ -21,8 +21,11 @@ mod results;
 pub use batch::{Batch, BatchProgress, BatchSpec, MAX_BATCH_KEY_LEN};
 pub use join::Inputs;
 pub use key::KEY_LABEL;
+#[cfg(feature = "emulator")]
 pub(crate) use read::dir_prefix;
 pub use read::ResultReader;
 pub use reader::{local_output_files, read_local_files, ReadOptions, ResultStream, Totals};
 pub use request::{parse_request, parse_response};
+#[cfg(feature = "emulator")]
+pub(crate) use results::MaybeBorrowed;
 pub use results::{Answer, Blocked, FinishReason, Missing, Outcome, ResultRow, RowError, Usage};

@@ -533,7 +533,7 @@ struct PartView<'a> {
 
 /// A string borrowed from the input when it has no escapes (serde's own
 /// `Cow<str>` always copies).
-struct MaybeBorrowed<'a>(Cow<'a, str>);
+pub(crate) struct MaybeBorrowed<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for MaybeBorrowed<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {

@@ -21,6 +21,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::data::MaybeBorrowed;
+
 /// What the emulator reads from one request (everything else is carried
 /// through untouched).
 #[derive(Deserialize)]
@@ -227,35 +229,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
                 mut m: M,
             ) -> Result<Fields<'a>, M::Error> {
                 let mut out = Vec::with_capacity(2);
-                while let Some(k) = m.next_key::<Key<'de>>()? {
+                while let Some(k) = m.next_key::<MaybeBorrowed<'de>>()? {
                     out.push((k.0, m.next_value::<&'de RawValue>()?));
                 }
                 Ok(Fields(out))
             }
         }
         d.deserialize_map(V(std::marker::PhantomData))
-    }
-}
-
-/// A field name, borrowed when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Key<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'a>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'a>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 

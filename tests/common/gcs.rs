@@ -150,3 +150,69 @@ impl Drop for FakeGcs {
         let _ = self.child.wait();
     }
 }
+
+/// The `vertex-batch-emulator` binary (`bin`: `env!("CARGO_BIN_EXE_…")`),
+/// pointed at fake-gcs-server, with its stderr handed to `on_log` line by
+/// line; killed on drop.
+pub struct EmulatorProcess {
+    child: Child,
+    /// `host:port`, for `VERTEX_AI_EMULATOR_HOST`.
+    pub host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl EmulatorProcess {
+    /// Starts it with `extra` flags; its log is dropped.
+    pub fn start(bin: &str, gcs: &FakeGcs, extra: &[&str]) -> Self {
+        Self::start_logging(bin, gcs, extra, |_| {})
+    }
+
+    /// Starts it with `extra` flags, handing each log line to `on_log`.
+    pub fn start_logging(
+        bin: &str,
+        gcs: &FakeGcs,
+        extra: &[&str],
+        on_log: impl FnMut(String) + Send + 'static,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--storage-emulator-host", &gcs.url])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .for_each(on_log)
+        });
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let host = lines
+            .find_map(|l| {
+                l.ok()?
+                    .strip_prefix("VERTEX_AI_EMULATOR_HOST=")
+                    .map(str::to_owned)
+            })
+            .expect("the emulator prints its address");
+        // Keep draining its output: a closed pipe would end it on its next line.
+        std::thread::spawn(move || lines.for_each(drop));
+        EmulatorProcess {
+            child,
+            host,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for EmulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -16,6 +16,17 @@ pub fn prompt_line(i: usize) -> String {
     )
 }
 
+/// What the emulator's model does to prompt `i` of the data-plane tests:
+/// every 10th is blocked (`[blocked]`), every 10th from 5 carries the
+/// `flaky` marker the `fail_rows_containing` knob is set to.
+pub fn marker(i: usize) -> &'static str {
+    match i % 10 {
+        0 => " [blocked]",
+        5 => " flaky",
+        _ => "",
+    }
+}
+
 /// Writes `lines` to the file behind `uri` in the emulator's data directory.
 pub fn write_gcs(emu: &Emulator, uri: &str, lines: &[String]) -> PathBuf {
     let path = emu.gcs_path(uri).unwrap();
