@@ -379,12 +379,13 @@ fn parse_block<T>(
 }
 
 /// Every line of `files`, in order, parsed by `parse` on up to
-/// `parallelism` blocking threads at once.
-pub(crate) fn parse_lines<T, F>(
+/// `parallelism` blocking threads at once, one batch (a block's lines) at a
+/// time.
+pub(crate) fn parse_batches<T, F>(
     files: Vec<SourceFile>,
     opts: ReadOptions,
     parse: F,
-) -> impl Stream<Item = Result<T>> + Send
+) -> impl Stream<Item = Vec<Result<T>>> + Send
 where
     T: Send + 'static,
     F: Fn(Bytes) -> std::result::Result<T, String> + Clone + Send + Sync + 'static,
@@ -406,15 +407,27 @@ where
             }
         })
         .buffered(parallelism)
-        .flat_map(futures::stream::iter)
 }
 
-/// Output lines parsed, with their key's fingerprint.
+/// [`parse_batches`], one line at a time.
+pub(crate) fn parse_lines<T, F>(
+    files: Vec<SourceFile>,
+    opts: ReadOptions,
+    parse: F,
+) -> impl Stream<Item = Result<T>> + Send
+where
+    T: Send + 'static,
+    F: Fn(Bytes) -> std::result::Result<T, String> + Clone + Send + Sync + 'static,
+{
+    parse_batches(files, opts, parse).flat_map(futures::stream::iter)
+}
+
+/// Output lines parsed, with their key's fingerprint, a block at a time.
 fn parsed_lines(
     files: Vec<SourceFile>,
     opts: ReadOptions,
-) -> impl Stream<Item = Result<Parsed>> + Send {
-    parse_lines(files, opts, |raw| {
+) -> impl Stream<Item = Vec<Result<Parsed>>> + Send {
+    parse_batches(files, opts, |raw| {
         let line = parse_line(&raw)?;
         let fingerprint = line.row.key().map(fingerprint);
         Ok(Parsed { line, fingerprint })
@@ -468,7 +481,9 @@ impl Totals {
 /// that could not be read (the stream goes on after them). Once the stream
 /// has ended, [`ResultStream::totals`] holds the final counts.
 pub struct ResultStream {
-    inner: BoxStream<'static, Result<ResultRow>>,
+    inner: BoxStream<'static, Vec<Result<ResultRow>>>,
+    /// The batch being handed out.
+    current: std::vec::IntoIter<Result<ResultRow>>,
     totals: Arc<std::sync::Mutex<Totals>>,
 }
 
@@ -486,10 +501,24 @@ impl ResultStream {
         inner: BoxStream<'static, Result<ResultRow>>,
         totals: Arc<std::sync::Mutex<Totals>>,
     ) -> Self {
-        ResultStream { inner, totals }
+        Self::batched(inner.ready_chunks(1024).boxed(), totals)
     }
 
-    /// The counts so far (final once the stream has ended).
+    /// Wraps a stream of batches (rows are counted a batch at a time).
+    pub(crate) fn batched(
+        inner: BoxStream<'static, Vec<Result<ResultRow>>>,
+        totals: Arc<std::sync::Mutex<Totals>>,
+    ) -> Self {
+        ResultStream {
+            inner,
+            current: Vec::new().into_iter(),
+            totals,
+        }
+    }
+
+    /// The counts so far (final once the stream has ended). Rows are
+    /// counted as they are read from the files, a little ahead of the
+    /// stream's consumer.
     pub fn totals(&self) -> Totals {
         *self.totals.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -512,15 +541,27 @@ impl Stream for ResultStream {
     type Item = Result<ResultRow>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = self.inner.poll_next_unpin(cx);
-        if let Poll::Ready(Some(item)) = &item {
-            let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
-            match item {
-                Ok(row) => t.count(row),
-                Err(_) => t.errors += 1,
+        loop {
+            if let Some(item) = self.current.next() {
+                return Poll::Ready(Some(item));
+            }
+            match self.inner.poll_next_unpin(cx) {
+                Poll::Ready(Some(batch)) => {
+                    {
+                        let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+                        for item in &batch {
+                            match item {
+                                Ok(row) => t.count(row),
+                                Err(_) => t.errors += 1,
+                            }
+                        }
+                    }
+                    self.current = batch.into_iter();
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
             }
         }
-        item
     }
 }
 
@@ -543,29 +584,35 @@ pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStr
     let expected = usize::try_from(bytes / 1024).unwrap_or(0).min(1 << 24);
     let mut seen = KeySet::with_capacity_and_hasher(expected, Default::default());
     let rows = parsed_lines(files, opts)
-        .filter_map(move |item| {
-            let out = match item {
-                Err(e) => Some(Err(e)),
-                Ok(mut p) => {
-                    let mut fp = p.fingerprint;
-                    if fp.is_none() {
-                        // No top-level key: recover it from a reversible label.
-                        let key = plain_key(&p.line);
-                        fp = key.as_deref().map(fingerprint);
-                        p.line.row.set_key(key);
-                    }
-                    if fp.is_some_and(|fp| !seen.insert(fp)) {
-                        t.lock().unwrap_or_else(|e| e.into_inner()).duplicates += 1;
-                        None
-                    } else {
-                        Some(Ok(p.line.row))
+        .map(move |batch| {
+            let mut out = Vec::with_capacity(batch.len());
+            let mut duplicates = 0;
+            for item in batch {
+                match item {
+                    Err(e) => out.push(Err(e)),
+                    Ok(mut p) => {
+                        let mut fp = p.fingerprint;
+                        if fp.is_none() {
+                            // No top-level key: recover it from a reversible label.
+                            let key = plain_key(&p.line);
+                            fp = key.as_deref().map(fingerprint);
+                            p.line.row.set_key(key);
+                        }
+                        if fp.is_some_and(|fp| !seen.insert(fp)) {
+                            duplicates += 1;
+                        } else {
+                            out.push(Ok(p.line.row));
+                        }
                     }
                 }
-            };
-            futures::future::ready(out)
+            }
+            if duplicates > 0 {
+                t.lock().unwrap_or_else(|e| e.into_inner()).duplicates += duplicates;
+            }
+            out
         })
         .boxed();
-    ResultStream::new(rows, totals)
+    ResultStream::batched(rows, totals)
 }
 
 /// Reads output files on the local disk (e.g. an emulator's data directory
