@@ -379,6 +379,14 @@ impl ObjectInfo {
 
 /// Maps a gcloud-storage error, naming what was being done.
 fn storage_error(what: impl fmt::Display, e: gcs::Error) -> Error {
+    // reqwest's errors name the URL, and a resumable session's URL is a
+    // credential of its own (its `upload_id` lets anyone write the object):
+    // keep it out of messages and the source chain.
+    let e = match e {
+        gcs::Error::HttpClient(r) => gcs::Error::HttpClient(r.without_url()),
+        gcs::Error::RawResponse(r, body) => gcs::Error::RawResponse(r.without_url(), body),
+        other => other,
+    };
     let http_status = match &e {
         gcs::Error::Response(r) => Some(r.code),
         gcs::Error::HttpClient(r) | gcs::Error::RawResponse(r, _) => r.status().map(|s| s.as_u16()),
@@ -575,12 +583,20 @@ impl Storage {
                     .list_objects(&req)
                     .await
                     .map_err(|e| storage_error(format!("listing {prefix}"), e))?;
-                let items = page
+                // Cloud Storage allows names this crate's URIs refuse (with
+                // `..` segments or control characters): skip those, loudly.
+                let items: Vec<ObjectInfo> = page
                     .items
                     .unwrap_or_default()
                     .iter()
-                    .map(ObjectInfo::from_object)
-                    .collect::<Result<Vec<_>>>()?;
+                    .filter_map(|o| match ObjectInfo::from_object(o) {
+                        Ok(info) => Some(info),
+                        Err(e) => {
+                            tracing::warn!(object = %o.name, error = %e, "skipping an object");
+                            None
+                        }
+                    })
+                    .collect();
                 let next = page.next_page_token.filter(|t| !t.is_empty()).map(Some);
                 Ok(Some((
                     futures::stream::iter(items.into_iter().map(Ok)),
@@ -803,8 +819,7 @@ impl ObjectWriter {
                 }
                 Ok(UploadStatus::ResumeIncomplete(r)) => {
                     self.chunks += u64::from(len > 0);
-                    let kept = r.last_byte + 1;
-                    self.accept(kept);
+                    self.accept(r.last_byte.checked_add(1), total)?;
                     if !last && self.buf.is_empty() {
                         return Ok(None);
                     }
@@ -826,7 +841,7 @@ impl ObjectWriter {
                     // Learn how much the service kept before sending again.
                     bump(&self.storage.inner.calls.uploads);
                     if let Ok(UploadStatus::ResumeIncomplete(r)) = session.status(None).await {
-                        self.accept(r.last_byte + 1);
+                        self.accept(r.last_byte.checked_add(1), total)?;
                     }
                 }
             }
@@ -843,8 +858,22 @@ impl ObjectWriter {
         }
     }
 
-    /// The service holds bytes `0..kept`: drop them from the buffer.
-    fn accept(&mut self, kept: u64) {
+    /// The service holds bytes `0..kept`: drop them from the buffer. A
+    /// claim of more than was written is an error, not a silent skip.
+    fn accept(&mut self, kept: Option<u64>, written: u64) -> Result<()> {
+        let kept = match kept {
+            Some(k) if k <= written => k,
+            _ => {
+                return Err(Error::Storage {
+                    message: format!(
+                        "uploading {}: the service claims bytes that were never sent",
+                        self.uri
+                    ),
+                    http_status: None,
+                    source: None,
+                })
+            }
+        };
         if kept > self.sent {
             let n = usize::try_from(kept - self.sent)
                 .unwrap_or(usize::MAX)
@@ -852,6 +881,7 @@ impl ObjectWriter {
             let _ = self.buf.split_to(n);
             self.sent += n as u64;
         }
+        Ok(())
     }
 }
 

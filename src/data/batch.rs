@@ -520,7 +520,13 @@ impl Batch {
         let mut retry = KeySet::default();
         let mut results = self.results().await?;
         while let Some(row) = results.next().await {
-            let row = row?;
+            let row = match row {
+                Ok(row) => row,
+                // An unreadable output line: its input comes back missing
+                // anyway, and is retried as such.
+                Err(Error::Output { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             if row.outcome().needs_retry() {
                 if let Some(k) = row.key() {
                     retry.insert(fingerprint(k));

@@ -451,7 +451,7 @@ pub struct Totals {
     pub errors: u64,
     /// Output rows whose key is not among the inputs (joined reads only).
     pub unexpected: u64,
-    /// Token usage summed over succeeded and blocked rows.
+    /// Token usage summed over succeeded rows.
     pub usage: Usage,
 }
 
@@ -580,8 +580,13 @@ pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStr
     // Sized up front from the files' sizes (output lines echo the request
     // and hold the response: rarely under 1 KiB), so the set seldom grows
     // while it is large.
-    let bytes: u64 = files.iter().filter_map(|f| f.size).sum();
-    let expected = usize::try_from(bytes / 1024).unwrap_or(0).min(1 << 24);
+    // Sizes come from a listing: added without overflow, and the set is
+    // never sized past about a million keys up front, whatever they claim.
+    let bytes = files
+        .iter()
+        .filter_map(|f| f.size)
+        .fold(0u64, u64::saturating_add);
+    let expected = usize::try_from(bytes / 1024).unwrap_or(0).min(1 << 20);
     let mut seen = KeySet::with_capacity_and_hasher(expected, Default::default());
     let rows = parsed_lines(files, opts)
         .map(move |batch| {
@@ -593,9 +598,16 @@ pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStr
                     Ok(mut p) => {
                         let mut fp = p.fingerprint;
                         if fp.is_none() {
-                            // No top-level key: recover it from a reversible label.
+                            // No top-level key: recover it from a reversible
+                            // label, or tell repeats apart by the label itself.
                             let key = plain_key(&p.line);
-                            fp = key.as_deref().map(fingerprint);
+                            fp = match (&key, &p.line.key_label) {
+                                (Some(k), _) => Some(fingerprint(k)),
+                                (None, Some(label)) => {
+                                    Some(fingerprint(&format!("\0label:{label}")))
+                                }
+                                (None, None) => None,
+                            };
                             p.line.row.set_key(key);
                         }
                         if fp.is_some_and(|fp| !seen.insert(fp)) {
@@ -736,6 +748,21 @@ mod tests {
         assert!(errors.is_empty());
         assert_eq!(rows.len(), 2);
         assert_eq!(totals.duplicates, 2);
+    }
+
+    #[tokio::test]
+    async fn keyless_repeats_with_a_hashed_label_are_dropped_once() {
+        let label = crate::data::key::key_label_value(&"long ".repeat(20));
+        let line = format!(
+            r#"{{"status":"","request":{{"labels":{{"{}":"{label}"}}}},"response":{{"candidates":[{{}}]}}}}"#,
+            crate::data::KEY_LABEL
+        );
+        let text = format!("{line}\n{line}\n");
+        let leaked: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
+        let (rows, _, totals) = read_files(vec![file("f", vec![leaked])], ReadOptions::new())
+            .collect_all()
+            .await;
+        assert_eq!((rows.len(), totals.duplicates), (1, 1));
     }
 
     #[tokio::test]

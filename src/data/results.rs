@@ -393,11 +393,12 @@ pub struct Usage {
 
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, o: Usage) {
-        self.prompt_tokens += o.prompt_tokens;
-        self.candidates_tokens += o.candidates_tokens;
-        self.thoughts_tokens += o.thoughts_tokens;
-        self.cached_tokens += o.cached_tokens;
-        self.total_tokens += o.total_tokens;
+        // Counts come from output files: a huge one saturates, never wraps.
+        self.prompt_tokens = self.prompt_tokens.saturating_add(o.prompt_tokens);
+        self.candidates_tokens = self.candidates_tokens.saturating_add(o.candidates_tokens);
+        self.thoughts_tokens = self.thoughts_tokens.saturating_add(o.thoughts_tokens);
+        self.cached_tokens = self.cached_tokens.saturating_add(o.cached_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(o.total_tokens);
     }
 }
 
@@ -936,6 +937,17 @@ mod tests {
             let line = format!(r#"{{"key":{key},"status":{status},"response":{response}}}"#);
             let _ = parse_line(&bytes::Bytes::from(line));
         }
+    }
+
+    #[test]
+    fn huge_token_counts_saturate_instead_of_wrapping() {
+        let line = r#"{"key":"k","status":"","response":{"candidates":[{}],"usageMetadata":{"totalTokenCount":1e20}}}"#;
+        let Outcome::Succeeded(a) = parse(line).row.into_outcome() else {
+            panic!()
+        };
+        let mut sum = *a.usage();
+        sum += *a.usage();
+        assert_eq!(sum.total_tokens, u64::MAX);
     }
 
     #[test]
