@@ -492,9 +492,22 @@ impl Batch {
             .storage(self.storage.clone())
             .options(self.spec.read.clone())
             .inputs(Inputs::gcs(&self.storage, self.input_files()));
-        for round in self.jobs.iter().rev() {
-            for job in round {
+        for (round, parts) in self.jobs.iter().zip(&self.manifest.rounds).rev() {
+            for (job, part) in round.iter().zip(&parts.parts) {
                 if let Some(crate::job::OutputLocation::Gcs(dir)) = job.output_location() {
+                    // Read only below the prefix the part was given: a job
+                    // reporting another directory (the staging root, a whole
+                    // bucket) must not pull other files into the results.
+                    let prefix = format!("{}/", part.output_prefix.trim_end_matches('/'));
+                    if !dir.starts_with(&prefix) {
+                        return Err(Error::validation(
+                            "output_dir",
+                            format!(
+                                "job {} reports its output at {dir}, outside its prefix {prefix}",
+                                job.name()
+                            ),
+                        ));
+                    }
                     reader = reader.output_gcs(uri(&dir, "output_dir")?);
                 }
             }
