@@ -777,11 +777,26 @@ fn line_error(n: u64, message: impl fmt::Display) -> Error {
 }
 
 fn parse_input_line(n: u64, text: &str) -> Result<Option<InputLine>> {
+    Ok(parse_input_text(text)
+        .map_err(|m| line_error(n, m))?
+        .map(|(key, request)| InputLine {
+            key,
+            request,
+            line: n,
+        }))
+}
+
+/// One `{"key": …, "request": {…}}` line: its key and its request,
+/// byte-exact (`None` for a blank line). The error says what is wrong,
+/// for the caller to place.
+pub(crate) fn parse_input_text(
+    text: &str,
+) -> std::result::Result<Option<(String, Box<RawValue>)>, String> {
     if text.trim().is_empty() {
         return Ok(None);
     }
     let members: Members<'_> =
-        serde_json::from_str(text).map_err(|e| line_error(n, format!("not a JSON object: {e}")))?;
+        serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
     let mut key = None;
     let mut request = None;
     for (name, value) in members.0 {
@@ -791,22 +806,18 @@ fn parse_input_line(n: u64, text: &str) -> Result<Option<InputLine>> {
             _ => continue,
         };
         if slot.replace(value).is_some() {
-            return Err(line_error(n, format!("\"{name}\" appears twice")));
+            return Err(format!("\"{name}\" appears twice"));
         }
     }
-    let key = key.ok_or_else(|| line_error(n, "no \"key\""))?;
+    let key = key.ok_or("no \"key\"")?;
     let key: String = serde_json::from_str(key.get())
-        .map_err(|_| line_error(n, format!("\"key\" must be a string, got {}", key.get())))?;
-    check_key(&key).map_err(|e| line_error(n, e))?;
-    let request = request.ok_or_else(|| line_error(n, "no \"request\""))?;
+        .map_err(|_| format!("\"key\" must be a string, got {}", key.get()))?;
+    check_key(&key).map_err(|e| e.to_string())?;
+    let request = request.ok_or("no \"request\"")?;
     if !request.get().starts_with('{') {
-        return Err(line_error(n, "\"request\" must be a JSON object"));
+        return Err("\"request\" must be a JSON object".into());
     }
-    Ok(Some(InputLine {
-        key,
-        request: request.to_owned(),
-        line: n,
-    }))
+    Ok(Some((key, request.to_owned())))
 }
 
 /// Lines of a reader, numbered from 1, without their line break (and

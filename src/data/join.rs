@@ -104,22 +104,9 @@ impl Inputs {
     }
 }
 
-/// One input line: its key and its request, byte-exact.
-#[derive(Deserialize)]
-struct InputView<'a> {
-    #[serde(borrow)]
-    key: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    request: Option<&'a RawValue>,
-}
-
 fn parse_input(raw: &[u8]) -> std::result::Result<(String, Box<RawValue>), String> {
     let line = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8: {e}"))?;
-    let view: InputView<'_> =
-        serde_json::from_str(line).map_err(|e| format!("not an input line: {e}"))?;
-    let key = view.key.ok_or("the input line has no `key`")?.into_owned();
-    let request = view.request.ok_or("the input line has no `request`")?;
-    Ok((key, request.to_owned()))
+    crate::data::input::parse_input_text(line)?.ok_or_else(|| "a blank line".to_owned())
 }
 
 /// The inputs' keys, as sorted fingerprints.
