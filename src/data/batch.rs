@@ -29,10 +29,11 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    fingerprint::{fingerprint, FingerprintSet},
     input::{BatchRequest, InputEncoder, InputLimits},
     join::Inputs,
     read::ResultReader,
-    reader::{fingerprint, parse_lines, KeySet, ReadOptions, ResultStream, SourceFile},
+    reader::{parse_lines, ReadOptions, ResultStream, SourceFile},
 };
 use crate::{
     client::{multi::WatchManyOptions, Client},
@@ -530,7 +531,7 @@ impl Batch {
                 ),
             ));
         }
-        let mut retry = KeySet::default();
+        let mut retry = FingerprintSet::default();
         let mut results = self.results().await?;
         while let Some(row) = results.next().await {
             let row = match row {
@@ -567,7 +568,7 @@ impl Batch {
                     }
                     let line = std::str::from_utf8(&raw).map_err(|e| e.to_string())?;
                     let k: K<'_> = serde_json::from_str(line).map_err(|e| e.to_string())?;
-                    Ok(keep.contains(&fingerprint(&k.key)).then_some(raw))
+                    Ok(keep.contains(fingerprint(&k.key)).then_some(raw))
                 },
             ));
             let target = child(&self.root, &format!("input/retry-r{r}-p{i:05}.jsonl"))?;

@@ -20,7 +20,6 @@
 //! ```
 
 use std::{
-    collections::HashSet,
     fmt,
     fs::{self, File},
     io::{BufRead, BufWriter, Write},
@@ -333,7 +332,7 @@ pub struct PartStats {
 /// ```
 pub struct InputEncoder {
     limits: InputLimits,
-    seen: HashSet<u128>,
+    seen: super::fingerprint::FingerprintSet,
     parts: Vec<PartStats>,
     rows: u64,
 }
@@ -358,7 +357,7 @@ impl InputEncoder {
     pub fn new(limits: InputLimits) -> Self {
         InputEncoder {
             limits,
-            seen: HashSet::new(),
+            seen: Default::default(),
             parts: Vec::new(),
             rows: 0,
         }
@@ -411,7 +410,7 @@ impl InputEncoder {
         let mut first = [0u8; 16];
         first.copy_from_slice(&digest[..16]);
         let id = u128::from_le_bytes(first);
-        if self.seen.contains(&id) {
+        if self.seen.contains(id) {
             return Err(Error::validation(
                 "key",
                 format!("duplicate key {}", display_key(key)),

@@ -27,7 +27,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    reader::{fingerprint, parse_lines, ReadOptions, ResultStream, SourceFile, Totals},
+    fingerprint::fingerprint,
+    reader::{parse_lines, ReadOptions, ResultStream, SourceFile, Totals},
     results::{parse_line, ResultRow},
 };
 use crate::error::{Error, Result};

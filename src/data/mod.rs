@@ -10,6 +10,7 @@
 //!   inputs, with [`Totals`].
 
 mod batch;
+mod fingerprint;
 pub mod input;
 mod join;
 pub mod key;

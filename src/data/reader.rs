@@ -19,8 +19,6 @@
 //! million keys). Rows without a key are never de-duplicated.
 
 use std::{
-    collections::HashSet,
-    hash::{BuildHasherDefault, Hasher},
     path::{Path, PathBuf},
     pin::Pin,
     sync::Arc,
@@ -30,6 +28,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use futures::{stream::BoxStream, Stream, StreamExt, TryStreamExt};
 
+use super::fingerprint::{fingerprint, FingerprintSet};
 use super::results::{parse_line, Outcome, ParsedLine, ResultRow, Usage};
 use crate::error::{Error, Result};
 
@@ -80,34 +79,6 @@ impl ReadOptions {
         self
     }
 }
-
-/// A 128-bit fingerprint of a key.
-pub(crate) fn fingerprint(key: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
-}
-
-/// A hasher for fingerprints, which are already uniformly distributed.
-#[derive(Default)]
-pub(crate) struct FingerprintHasher(u64);
-
-impl Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = (v as u64) ^ ((v >> 64) as u64);
-    }
-}
-
-/// A set of key fingerprints.
-pub(crate) type KeySet = HashSet<u128, BuildHasherDefault<FingerprintHasher>>;
 
 /// One parsed line with where it came from.
 pub(crate) struct Parsed {
@@ -587,7 +558,7 @@ pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStr
         .filter_map(|f| f.size)
         .fold(0u64, u64::saturating_add);
     let expected = usize::try_from(bytes / 1024).unwrap_or(0).min(1 << 20);
-    let mut seen = KeySet::with_capacity_and_hasher(expected, Default::default());
+    let mut seen = FingerprintSet::with_capacity(expected);
     let rows = parsed_lines(files, opts)
         .map(move |batch| {
             let mut out = Vec::with_capacity(batch.len());
