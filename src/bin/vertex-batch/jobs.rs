@@ -1,0 +1,515 @@
+//! `submit`, `status`, `watch`, `list`, `cancel`, `delete` and `results`.
+
+use std::{cell::Cell, path::PathBuf, pin::pin};
+
+use futures::StreamExt;
+use vertex_batch::{
+    data::{BatchSpec, Inputs, ResultReader},
+    storage::Storage,
+    GcsUri, Job, JobSpec, JobState, ListOptions, OutputLocation, WaitOptions,
+};
+
+use crate::{
+    fail::{CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},
+    output::{write_all, ResultsFile},
+    progress::{short_state, Progress, Snapshot},
+    prompts::{Format, Prompts},
+    Global,
+};
+
+/// Parses `KEY=VALUE`.
+pub fn label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+const STATES: [JobState; 11] = [
+    JobState::Queued,
+    JobState::Pending,
+    JobState::Running,
+    JobState::Succeeded,
+    JobState::Failed,
+    JobState::Cancelling,
+    JobState::Cancelled,
+    JobState::Paused,
+    JobState::Expired,
+    JobState::Updating,
+    JobState::PartiallySucceeded,
+];
+
+/// Parses `running` or `JOB_STATE_RUNNING` (any case).
+fn state(s: &str) -> Result<JobState, String> {
+    let want = s.to_ascii_uppercase();
+    STATES
+        .into_iter()
+        .find(|st| st.as_str() == want || short_state(st.as_str()) == want)
+        .ok_or_else(|| {
+            let names: Vec<_> = STATES
+                .iter()
+                .map(|s| short_state(s.as_str()).to_ascii_lowercase())
+                .collect();
+            format!("{s:?} is not a job state ({})", names.join(", "))
+        })
+}
+
+/// A job, by its full name or its numeric id.
+#[derive(clap::Args, Debug)]
+pub struct JobArg {
+    /// The job: projects/P/locations/L/batchPredictionJobs/ID, or just ID.
+    job: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SubmitArgs {
+    /// The model, e.g. gemini-2.0-flash-001.
+    #[arg(long)]
+    model: String,
+    /// A local PROMPTS file (staged under --staging), or the job's input
+    /// as gs://… (JSONL) or bq://PROJECT.DATASET.TABLE.
+    #[arg(long)]
+    input: String,
+    /// How a local prompts file is written.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: Format,
+    /// Where the job writes (gs://… or bq://…), for a gs:// or bq:// input.
+    #[arg(long)]
+    output: Option<String>,
+    /// Where a local prompts file is staged: gs://BUCKET[/PREFIX].
+    #[arg(long, value_name = "GS_URI")]
+    staging: Option<String>,
+    /// The job's display name.
+    #[arg(long, default_value = "vertex-batch submit")]
+    display_name: String,
+    /// Makes the submit safe to repeat: the same key never makes a second
+    /// job (or batch).
+    #[arg(long, value_name = "KEY")]
+    request_key: Option<String>,
+    /// A label for the job (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label)]
+    labels: Vec<(String, String)>,
+    /// Print JSON instead of names.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
+    let remote = a.input.starts_with("gs://") || a.input.starts_with("bq://");
+    let mut job = JobSpec::new(&a.model).display_name(&a.display_name);
+    for (k, v) in &a.labels {
+        job = job.label(k, v);
+    }
+    if remote {
+        let output = a.output.as_deref().ok_or_else(|| {
+            CliError::usage("--output gs://… or bq://… is required with a gs:// or bq:// --input")
+        })?;
+        if a.staging.is_some() {
+            return Err(CliError::usage(
+                "--staging is for a local prompts file; with a gs:// or bq:// --input give --output",
+            ));
+        }
+        let mut spec = job.input(&a.input).output(output);
+        if let Some(k) = &a.request_key {
+            spec = spec.request_key(k);
+        }
+        let client = g.client()?;
+        let job = client
+            .submit(&spec)
+            .await
+            .map_err(|e| CliError::from_lib(e, Some(g)))?;
+        if a.json {
+            print_json(&job.to_json())?;
+        } else {
+            println!("{}", job.name());
+        }
+        return Ok(Exit::Code(0));
+    }
+    let staging = a.staging.as_deref().ok_or_else(|| {
+        CliError::usage("--staging gs://BUCKET[/PREFIX] is required with a local prompts file")
+    })?;
+    if a.output.is_some() {
+        return Err(CliError::usage(
+            "--output is for a gs:// or bq:// --input; a local prompts file's output goes under --staging",
+        ));
+    }
+    GcsUri::parse_field(staging, "staging")
+        .map_err(|e| CliError::usage(format!("--staging: {e} (expected gs://BUCKET[/PREFIX])")))?;
+    let prompts = Prompts::check(&PathBuf::from(&a.input), a.format)?;
+    let client = g.client()?;
+    let storage = g.storage_for(&client)?;
+    let mut spec = BatchSpec::new(job, staging);
+    if let Some(k) = &a.request_key {
+        spec = spec.request_key(k);
+    }
+    let broken = Cell::new(None);
+    let batch = client
+        .start_batch(&storage, &spec, prompts.iter(&broken)?)
+        .await
+        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+    if a.json {
+        let jobs: Vec<_> = batch.jobs().iter().map(Job::to_json).collect();
+        print_json(&serde_json::json!({
+            "request_key": batch.request_key(),
+            "staging": batch.root().to_string(),
+            "rows": batch.rows(),
+            "jobs": jobs,
+        }))?;
+    } else {
+        for j in batch.jobs() {
+            println!("{}", j.name());
+        }
+        eprintln!(
+            "batch {} ({} prompts); read it with: vertex-batch run … --request-key {}",
+            batch.request_key(),
+            batch.rows(),
+            batch.request_key()
+        );
+    }
+    Ok(Exit::Code(0))
+}
+
+fn print_json(v: &serde_json::Value) -> CliResult<()> {
+    let s = serde_json::to_string_pretty(v)
+        .map_err(|e| CliError::other(format!("encoding JSON: {e}")))?;
+    println!("{s}");
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    job: JobArg,
+    /// Print the job as JSON (the API's JSON form).
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn status(g: &Global, a: StatusArgs) -> CliResult<Exit> {
+    let client = g.client()?;
+    let job = client
+        .get(&a.job.job)
+        .await
+        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+    if a.json {
+        print_json(&job.to_json())?;
+    } else {
+        print!("{}", describe(&job));
+    }
+    Ok(Exit::Code(0))
+}
+
+/// A job as `field: value` lines.
+fn describe(job: &Job) -> String {
+    let json = job.to_json();
+    let time = |k: &str| json[k].as_str().unwrap_or("-").to_owned();
+    let s = job.completion_stats();
+    let mut lines = vec![
+        ("name", job.name().to_owned()),
+        ("display name", job.display_name().to_owned()),
+        ("state", job.state().as_str().to_owned()),
+        ("model", job.model().to_owned()),
+        ("created", time("createTime")),
+        ("started", time("startTime")),
+        ("ended", time("endTime")),
+        (
+            "rows",
+            format!(
+                "{} succeeded, {} failed, {} incomplete",
+                s.successful, s.failed, s.incomplete
+            ),
+        ),
+    ];
+    if let Some(o) = job.output_location() {
+        lines.push(("output", o.uri()));
+    }
+    if let Some(e) = job.error() {
+        lines.push(("error", e.to_string()));
+    }
+    let mut out = String::new();
+    for (k, v) in lines {
+        out.push_str(&format!("{:<13} {v}\n", format!("{k}:")));
+    }
+    out
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    job: JobArg,
+}
+
+pub async fn watch(g: &Global, a: WatchArgs) -> CliResult<Exit> {
+    let client = g.client()?;
+    let mut ui = Progress::new();
+    let mut updates = pin!(client.watch(&a.job.job, WaitOptions::new()));
+    let mut ctrl_c = pin!(tokio::signal::ctrl_c());
+    let mut last: Option<Job> = None;
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                ui.finish("interrupted: stopped watching; the job keeps running");
+                return Ok(Exit::Code(INTERRUPTED));
+            }
+            u = updates.next() => match u {
+                None => break,
+                Some(Err(e)) => return Err(CliError::from_lib(e, Some(g))),
+                Some(Ok(job)) => {
+                    let s = job.completion_stats();
+                    ui.update(&Snapshot {
+                        state: job.state().as_str(),
+                        done: s.successful + s.failed,
+                        total: (s.total() > 0).then_some(s.total()),
+                        failed: s.failed,
+                    });
+                    last = Some(job);
+                }
+            },
+        }
+    }
+    let job = last.ok_or_else(|| CliError::other("the watch ended without news of the job"))?;
+    let s = job.completion_stats();
+    ui.finish(&format!(
+        "{} ended {} in {}: {} rows succeeded, {} failed",
+        job.name(),
+        job.state(),
+        crate::progress::hms(ui.elapsed()),
+        s.successful,
+        s.failed
+    ));
+    Ok(Exit::Code(end_code(&job)))
+}
+
+/// 0 for a clean success, 4 when rows failed, 3 when the job did not succeed.
+fn end_code(job: &Job) -> u8 {
+    match job.state() {
+        JobState::Succeeded | JobState::PartiallySucceeded => {
+            if job.completion_stats().failed > 0 || job.state() == JobState::PartiallySucceeded {
+                ROWS_NOT_SUCCEEDED
+            } else {
+                0
+            }
+        }
+        _ => JOB_NOT_SUCCEEDED,
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Only jobs in this state (running, succeeded, … or JOB_STATE_…).
+    #[arg(long, value_parser = state)]
+    state: Option<JobState>,
+    /// Only jobs with exactly this display name.
+    #[arg(long)]
+    display_name: Option<String>,
+    /// Only jobs with this label (repeatable; all must match).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label)]
+    labels: Vec<(String, String)>,
+    /// At most this many jobs, newest first.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Print a JSON array of jobs (the API's JSON form).
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn list(g: &Global, a: ListArgs) -> CliResult<Exit> {
+    let client = g.client()?;
+    let mut opts = ListOptions::new();
+    if let Some(s) = a.state {
+        opts = opts.state(s);
+    }
+    if let Some(d) = &a.display_name {
+        opts = opts.display_name(d);
+    }
+    for (k, v) in &a.labels {
+        opts = opts.label(k, v);
+    }
+    let mut jobs = Vec::new();
+    let mut stream = pin!(client.list(opts).take(a.limit));
+    while let Some(j) = stream.next().await {
+        jobs.push(j.map_err(|e| CliError::from_lib(e, Some(g)))?);
+    }
+    if a.json {
+        print_json(&serde_json::Value::Array(
+            jobs.iter().map(Job::to_json).collect(),
+        ))?;
+        return Ok(Exit::Code(0));
+    }
+    if jobs.is_empty() {
+        eprintln!("no jobs");
+        return Ok(Exit::Code(0));
+    }
+    print!("{}", table(&jobs));
+    Ok(Exit::Code(0))
+}
+
+/// Jobs as an aligned table.
+fn table(jobs: &[Job]) -> String {
+    let mut rows = vec![[
+        "ID".to_owned(),
+        "STATE".to_owned(),
+        "ROWS".to_owned(),
+        "CREATED".to_owned(),
+        "DISPLAY NAME".to_owned(),
+    ]];
+    for j in jobs {
+        let s = j.completion_stats();
+        let rows_done = if s.total() > 0 {
+            format!("{}/{}", s.done(), s.total())
+        } else {
+            "-".to_owned()
+        };
+        let created = j.to_json()["createTime"]
+            .as_str()
+            .map(|t| t.chars().take(19).collect::<String>().replace('T', " "))
+            .unwrap_or_else(|| "-".into());
+        rows.push([
+            j.id().to_owned(),
+            short_state(j.state().as_str()).to_owned(),
+            rows_done,
+            created,
+            j.display_name().to_owned(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub async fn cancel(g: &Global, a: JobArg) -> CliResult<Exit> {
+    let client = g.client()?;
+    client
+        .cancel(&a.job)
+        .await
+        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+    eprintln!(
+        "cancel requested: {} (it ends CANCELLED, or SUCCEEDED if it was about to)",
+        a.job
+    );
+    Ok(Exit::Code(0))
+}
+
+pub async fn delete(g: &Global, a: JobArg) -> CliResult<Exit> {
+    let client = g.client()?;
+    client
+        .delete(&a.job)
+        .await
+        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+    eprintln!("deleted: {}", a.job);
+    Ok(Exit::Code(0))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ResultsArgs {
+    /// A finished job (name or id), or a gs:// output directory (read with
+    /// no JobService call at all).
+    #[arg(value_name = "JOB_OR_GS_DIR")]
+    target: String,
+    /// The prompts the job ran: with them every key appears in the
+    /// results, missing ones included.
+    #[arg(long, value_name = "PROMPTS")]
+    input: Option<PathBuf>,
+    /// How the prompts file is written.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: Format,
+    /// Where the results go (JSONL, one line per key); - for stdout.
+    #[arg(long, value_name = "RESULTS")]
+    output: String,
+}
+
+pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
+    let prompts = a
+        .input
+        .as_deref()
+        .map(|p| Prompts::check(p, a.format))
+        .transpose()?;
+    let mut out = ResultsFile::create(&a.output)?;
+    let (storage, dir) = if a.target.starts_with("gs://") {
+        let dir = GcsUri::parse_field(&a.target, "output directory")
+            .map_err(|e| CliError::usage(e.to_string()))?;
+        let storage = Storage::builder()
+            .build()
+            .map_err(|e| CliError::from_lib(e, Some(g)))?;
+        (storage, dir)
+    } else {
+        let client = g.client()?;
+        let job = client
+            .get(&a.target)
+            .await
+            .map_err(|e| CliError::from_lib(e, Some(g)))?;
+        if !job.state().is_terminal() {
+            return Err(CliError::other(format!(
+                "job {} is {}: its output is not complete; follow it with `vertex-batch watch {}`",
+                job.name(),
+                short_state(job.state().as_str()),
+                job.id()
+            )));
+        }
+        let dir = match job.output_location() {
+            Some(OutputLocation::Gcs(d)) => GcsUri::parse_field(&d, "output directory")
+                .map_err(|e| CliError::other(e.to_string()))?,
+            Some(other) => {
+                return Err(CliError::usage(format!(
+                    "job {} wrote to {}; read BigQuery output in BigQuery",
+                    job.name(),
+                    other.uri()
+                )))
+            }
+            None => {
+                return Err(CliError::other(format!(
+                    "job {} has no output directory (it ended {} before writing any)",
+                    job.name(),
+                    short_state(job.state().as_str())
+                )))
+            }
+        };
+        (g.storage_for(&client)?, dir)
+    };
+    let mut reader = ResultReader::new().storage(storage).output_gcs(dir);
+    // Plain-text prompts are joined through a JSONL copy.
+    let mut _copy = None;
+    if let Some(p) = &prompts {
+        let path = match p.format() {
+            Format::Text => {
+                let mut tmp = tempfile::NamedTempFile::new()
+                    .map_err(|e| CliError::other(format!("making a temporary file: {e}")))?;
+                {
+                    let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+                    p.write_jsonl(&mut w)?;
+                    std::io::Write::flush(&mut w)
+                        .map_err(|e| CliError::other(format!("writing a temporary file: {e}")))?;
+                }
+                let path = tmp.path().to_owned();
+                _copy = Some(tmp);
+                path
+            }
+            _ => p.path().to_owned(),
+        };
+        reader = reader.inputs(Inputs::local([path]));
+    }
+    let rows = reader
+        .read()
+        .await
+        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+    let written = write_all(rows, &mut out).await?;
+    let dest = out.name().to_owned();
+    out.finish()?;
+    eprintln!("{}", written.summary(&dest));
+    Ok(Exit::Code(if written.all_succeeded() {
+        0
+    } else {
+        ROWS_NOT_SUCCEEDED
+    }))
+}

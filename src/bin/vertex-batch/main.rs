@@ -1,0 +1,152 @@
+//! `vertex-batch`: run, follow and read Gemini batch prediction jobs on
+//! Vertex AI from the command line. See `vertex-batch --help` and the
+//! README's "Command line" section; the RESULTS format and the exit codes
+//! are documented in [`output`] and [`fail`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod emulator;
+mod fail;
+mod jobs;
+mod output;
+mod progress;
+mod prompts;
+mod run;
+
+use fail::{CliError, CliResult};
+use vertex_batch::{storage::Storage, Client};
+
+/// Run, follow and read Gemini batch prediction jobs on Vertex AI.
+#[derive(Parser)]
+#[command(name = "vertex-batch", version, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const AFTER_HELP: &str = "\
+Environment:
+  GOOGLE_CLOUD_PROJECT      the project (or --project)
+  GOOGLE_CLOUD_LOCATION     the region (or --location; default us-central1)
+  VERTEX_AI_EMULATOR_HOST   host:port of a JobService emulator (plaintext, no credentials)
+  STORAGE_EMULATOR_HOST     URL of a Cloud Storage emulator (plaintext, no credentials)
+  Credentials are Application Default Credentials
+  (gcloud auth application-default login, or GOOGLE_APPLICATION_CREDENTIALS).
+
+Exit codes:
+  0  done; for run, results, watch: every row succeeded
+  1  another failure (not found, rejected by the service, unreadable output)
+  2  bad usage: a flag, a URI or a prompts file is wrong
+  3  a job did not succeed (failed, cancelled, expired)
+  4  some rows failed, were blocked or are missing
+  5  authentication or permission failure
+  6  network failure or the service unavailable
+  130  interrupted (Ctrl-C): the jobs keep running unless --cancel-on-interrupt";
+
+/// Flags every command takes.
+#[derive(clap::Args, Clone, Debug)]
+struct Global {
+    /// The Google Cloud project.
+    #[arg(
+        long,
+        global = true,
+        env = "GOOGLE_CLOUD_PROJECT",
+        hide_env_values = true
+    )]
+    project: Option<String>,
+    /// The Vertex AI region, e.g. us-central1.
+    #[arg(
+        long,
+        global = true,
+        env = "GOOGLE_CLOUD_LOCATION",
+        default_value = "us-central1"
+    )]
+    location: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole trip: stage PROMPTS, run them as a batch, follow it, write
+    /// one matched result per prompt to RESULTS.
+    Run(run::RunArgs),
+    /// Submit a job (or stage a prompts file as a batch) and print its name.
+    Submit(jobs::SubmitArgs),
+    /// Show one job.
+    Status(jobs::StatusArgs),
+    /// Follow one job until it ends.
+    Watch(jobs::WatchArgs),
+    /// List jobs.
+    List(jobs::ListArgs),
+    /// Cancel a job.
+    Cancel(jobs::JobArg),
+    /// Delete a job.
+    Delete(jobs::JobArg),
+    /// Read a finished job's output (or a gs:// output directory) and write
+    /// matched results.
+    Results(jobs::ResultsArgs),
+    /// Run the local JobService emulator (as `vertex-batch-emulator`).
+    Emulator(emulator::EmulatorArgs),
+}
+
+impl Global {
+    /// A JobService client for the project and region.
+    fn client(&self) -> CliResult<Client> {
+        let project = self.project.clone().ok_or_else(|| {
+            CliError::usage("no project: pass --project PROJECT or set GOOGLE_CLOUD_PROJECT")
+        })?;
+        Client::builder()
+            .project(project)
+            .location(&self.location)
+            .build()
+            .map_err(|e| CliError::from_lib(e, Some(self)))
+    }
+
+    /// Cloud Storage sharing `client`'s credentials.
+    fn storage_for(&self, client: &Client) -> CliResult<Storage> {
+        Storage::for_client(client).map_err(|e| CliError::from_lib(e, Some(self)))
+    }
+
+    /// Whether the JobService is an emulator (no region to get wrong).
+    fn emulated(&self) -> bool {
+        std::env::var("VERTEX_AI_EMULATOR_HOST").is_ok_and(|v| !v.trim().is_empty())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let global = cli.global.clone();
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(a) => run::run(&global, a).await,
+            Command::Submit(a) => jobs::submit(&global, a).await,
+            Command::Status(a) => jobs::status(&global, a).await,
+            Command::Watch(a) => jobs::watch(&global, a).await,
+            Command::List(a) => jobs::list(&global, a).await,
+            Command::Cancel(a) => jobs::cancel(&global, a).await,
+            Command::Delete(a) => jobs::delete(&global, a).await,
+            Command::Results(a) => jobs::results(&global, a).await,
+            Command::Emulator(a) => Ok(fail::Exit::Process(emulator::run(a).await)),
+        }
+    });
+    match outcome {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! RESULTS files: JSONL, exactly one line per key. This is the tool's
+//! contract with scripts:
+//!
+//! | field | when | what |
+//! |---|---|---|
+//! | `key` | always | the prompt's key (`null` only for an output row with no key at all) |
+//! | `outcome` | always | `succeeded`, `failed`, `blocked` or `missing` |
+//! | `response` | succeeded, blocked | the `GenerateContentResponse`, byte for byte as the job wrote it |
+//! | `error` | failed | `{"code": …, "message": …}`: the code as the service gives it (usually an HTTP status such as 400 or 429), plus `status` (e.g. `RESOURCE_EXHAUSTED`) when known |
+//! | `text` | succeeded | the first candidate's text |
+//! | `finish_reason` | succeeded | e.g. `STOP`, `MAX_TOKENS` |
+//! | `processed_time` | when the job wrote one | as the job wrote it |
+//!
+//! Fields that do not apply are left out. A file is written beside its
+//! final name and renamed into place at the end, so a RESULTS file is never
+//! half written; `-` writes to stdout.
+
+use std::{
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+};
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use vertex_batch::data::{Outcome, ResultRow, ResultStream, Totals};
+
+use crate::fail::{CliError, CliResult};
+
+#[derive(Serialize)]
+struct Line<'a> {
+    key: Option<&'a str>,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finish_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    processed_time: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    code: Option<i64>,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a str>,
+}
+
+/// Where RESULTS go.
+pub struct ResultsFile {
+    out: Box<dyn Write>,
+    /// The temporary file and the final path, for a file destination.
+    file: Option<(tempfile::TempPath, PathBuf)>,
+    name: String,
+}
+
+impl ResultsFile {
+    /// Opens `dest` (`-`: stdout). For a file, the temporary file is made
+    /// now, so an unwritable destination fails before any job starts.
+    pub fn create(dest: &str) -> CliResult<Self> {
+        if dest == "-" {
+            return Ok(ResultsFile {
+                out: Box::new(BufWriter::new(std::io::stdout())),
+                file: None,
+                name: "stdout".into(),
+            });
+        }
+        let path = PathBuf::from(dest);
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        if path.is_dir() {
+            return Err(CliError::usage(format!(
+                "--output {dest} is a directory; give a file name"
+            )));
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".vertex-batch-results-")
+            .tempfile_in(&dir)
+            .map_err(|e| {
+                CliError::usage(format!(
+                    "cannot write results in {}: {e}",
+                    display_dir(&dir)
+                ))
+            })?;
+        let (f, tmp_path) = tmp.into_parts();
+        Ok(ResultsFile {
+            out: Box::new(BufWriter::with_capacity(1 << 16, f)),
+            file: Some((tmp_path, path)),
+            name: dest.to_owned(),
+        })
+    }
+
+    /// Where the results go, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Writes one row.
+    pub fn write(&mut self, row: &ResultRow) -> CliResult<()> {
+        let mut line = Line {
+            key: row.key(),
+            outcome: row.outcome().kind(),
+            response: None,
+            error: None,
+            text: None,
+            finish_reason: None,
+            processed_time: row.processed_time_str(),
+        };
+        match row.outcome() {
+            Outcome::Succeeded(a) => {
+                line.response = a.raw_response().ok();
+                line.text = Some(a.text());
+                line.finish_reason = a.finish_reason().map(|f| f.as_str());
+            }
+            Outcome::Blocked(b) => line.response = b.raw_response().ok(),
+            Outcome::Failed(e) => {
+                line.error = Some(ErrorOut {
+                    code: e.code(),
+                    message: e.message(),
+                    status: e.status_name(),
+                })
+            }
+            Outcome::Missing(_) => {}
+        }
+        serde_json::to_writer(&mut self.out, &line)
+            .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
+        self.out
+            .write_all(b"\n")
+            .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))
+    }
+
+    /// Flushes and moves the file into place.
+    pub fn finish(mut self) -> CliResult<()> {
+        self.out
+            .flush()
+            .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
+        drop(self.out);
+        if let Some((tmp, path)) = self.file.take() {
+            tmp.persist(&path).map_err(|e| {
+                CliError::other(format!("moving the results into {}: {e}", path.display()))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn display_dir(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// What a results stream held.
+pub struct Written {
+    pub totals: Totals,
+    /// Output lines that could not be read (their rows are missing).
+    pub unreadable: u64,
+}
+
+impl Written {
+    /// Whether every row succeeded.
+    pub fn all_succeeded(&self) -> bool {
+        let t = &self.totals;
+        t.failed + t.blocked + t.missing == 0
+    }
+
+    /// One line for a person.
+    pub fn summary(&self, dest: &str) -> String {
+        let t = &self.totals;
+        let rows = t.succeeded + t.failed + t.blocked + t.missing;
+        let mut s = format!(
+            "{rows} rows: {} succeeded, {} failed, {} blocked, {} missing -> {dest}",
+            t.succeeded, t.failed, t.blocked, t.missing
+        );
+        if self.unreadable > 0 {
+            s.push_str(&format!(" ({} unreadable output lines)", self.unreadable));
+        }
+        s
+    }
+}
+
+/// Writes every row of `rows` to `out`, warning about unreadable lines.
+pub async fn write_all(mut rows: ResultStream, out: &mut ResultsFile) -> CliResult<Written> {
+    let mut unreadable = 0;
+    while let Some(row) = rows.next().await {
+        match row {
+            Ok(row) => out.write(&row)?,
+            Err(vertex_batch::Error::Output {
+                file,
+                line,
+                message,
+            }) => {
+                unreadable += 1;
+                if unreadable <= 10 {
+                    eprintln!("warning: {file}:{line}: {message}");
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Written {
+        totals: rows.totals(),
+        unreadable,
+    })
+}

@@ -1,0 +1,242 @@
+//! `vertex-batch run`: PROMPTS in, one matched RESULTS line per prompt out.
+
+use std::{cell::Cell, path::PathBuf, pin::pin};
+
+use futures::StreamExt;
+use vertex_batch::{
+    data::{Batch, BatchSpec},
+    GcsUri, JobSpec, JobState,
+};
+
+use crate::{
+    fail::{CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},
+    output::{write_all, ResultsFile},
+    progress::{Progress, Snapshot},
+    prompts::{Format, Prompts},
+    Global,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The model, e.g. gemini-2.0-flash-001 or publishers/google/models/….
+    #[arg(long)]
+    model: String,
+    /// The prompts: JSONL of {"key", "request"} lines, or plain text (one
+    /// prompt a line, keyed by line number).
+    #[arg(long, value_name = "PROMPTS")]
+    input: PathBuf,
+    /// How the prompts file is written.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: Format,
+    /// Where inputs and outputs are staged: gs://BUCKET[/PREFIX].
+    #[arg(long, value_name = "GS_URI")]
+    staging: String,
+    /// Where the results go (JSONL, one line per prompt); - for stdout.
+    #[arg(long, value_name = "RESULTS")]
+    output: String,
+    /// The batch's key (lowercase letters, digits, - and _): run again with
+    /// it to reattach to the batch instead of starting another.
+    #[arg(long, value_name = "KEY")]
+    request_key: Option<String>,
+    /// The jobs' display name.
+    #[arg(long, default_value = "vertex-batch run")]
+    display_name: String,
+    /// A label for the jobs (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::jobs::label)]
+    labels: Vec<(String, String)>,
+    /// On Ctrl-C, cancel the jobs instead of leaving them running.
+    #[arg(long)]
+    cancel_on_interrupt: bool,
+}
+
+pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
+    GcsUri::parse_field(&a.staging, "staging")
+        .map_err(|e| CliError::usage(format!("--staging: {e} (expected gs://BUCKET[/PREFIX])")))?;
+    let prompts = Prompts::check(&a.input, a.format)?;
+    eprintln!("{} prompts in {}", prompts.rows(), prompts.path().display());
+    let mut out = ResultsFile::create(&a.output)?;
+    let client = g.client()?;
+    let storage = g.storage_for(&client)?;
+    let mut job = JobSpec::new(&a.model).display_name(&a.display_name);
+    for (k, v) in &a.labels {
+        job = job.label(k, v);
+    }
+    let mut spec = BatchSpec::new(job, &a.staging);
+    if let Some(k) = &a.request_key {
+        spec = spec.request_key(k);
+    }
+    let broken = Cell::new(None);
+    let mut batch = client
+        .start_batch(&storage, &spec, prompts.iter(&broken)?)
+        .await
+        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+    if let Some(n) = broken.get() {
+        // The file changed between the check and the upload.
+        eprintln!(
+            "warning: {n} line(s) of {} stopped parsing while it was read; they were left out",
+            prompts.path().display()
+        );
+    }
+    let jobs = batch.jobs();
+    eprintln!(
+        "batch {}: {} prompts in {} job(s) under {}",
+        batch.request_key(),
+        batch.rows(),
+        jobs.len(),
+        batch.root()
+    );
+    for j in &jobs {
+        eprintln!("  {}", j.name());
+    }
+
+    let mut ui = Progress::new();
+    if follow(&mut batch, &mut ui, g).await? == Followed::Interrupted {
+        return interrupted(g, &a, &batch, &mut ui).await;
+    }
+    let jobs = batch.jobs();
+    let failed_jobs: Vec<_> = jobs
+        .iter()
+        .filter(|j| {
+            !matches!(
+                j.state(),
+                JobState::Succeeded | JobState::PartiallySucceeded
+            )
+        })
+        .collect();
+    ui.finish(&format!(
+        "{} job(s) ended in {}: {}",
+        jobs.len(),
+        crate::progress::hms(ui.elapsed()),
+        jobs.iter()
+            .map(|j| crate::progress::short_state(j.state().as_str()).to_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for j in &failed_jobs {
+        eprintln!(
+            "job {} ended {}{}",
+            j.name(),
+            j.state(),
+            j.error().map(|e| format!(": {e}")).unwrap_or_default()
+        );
+    }
+    let rows = batch
+        .results()
+        .await
+        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+    let written = write_all(rows, &mut out).await?;
+    let dest = out.name().to_owned();
+    out.finish()?;
+    eprintln!("{}", written.summary(&dest));
+    Ok(Exit::Code(if !failed_jobs.is_empty() {
+        JOB_NOT_SUCCEEDED
+    } else if !written.all_succeeded() {
+        ROWS_NOT_SUCCEEDED
+    } else {
+        0
+    }))
+}
+
+#[derive(PartialEq)]
+enum Followed {
+    Done,
+    Interrupted,
+}
+
+/// Shows the batch's progress until every job ends or Ctrl-C.
+async fn follow(batch: &mut Batch, ui: &mut Progress, g: &Global) -> CliResult<Followed> {
+    let mut progress = pin!(batch.progress());
+    let mut ctrl_c = pin!(tokio::signal::ctrl_c());
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(Followed::Interrupted),
+            p = progress.next() => match p {
+                None => return Ok(Followed::Done),
+                Some(Err(e)) => return Err(CliError::from_lib(e, Some(g))),
+                Some(Ok(p)) => {
+                    let state = summary_state(&p.jobs);
+                    ui.update(&Snapshot {
+                        state: &state,
+                        done: p.succeeded + p.failed,
+                        total: Some(p.rows),
+                        failed: p.failed,
+                    });
+                    if p.done {
+                        return Ok(Followed::Done);
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The least advanced state among the jobs (what a person waits on).
+fn summary_state(jobs: &[vertex_batch::Job]) -> String {
+    let running = jobs.iter().find(|j| !j.state().is_terminal());
+    match running {
+        Some(j) => j.state().as_str().to_owned(),
+        None => jobs
+            .last()
+            .map(|j| j.state().as_str().to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+async fn interrupted(g: &Global, a: &RunArgs, batch: &Batch, ui: &mut Progress) -> CliResult<Exit> {
+    let live: Vec<_> = batch
+        .jobs()
+        .into_iter()
+        .filter(|j| !j.state().is_terminal())
+        .collect();
+    if a.cancel_on_interrupt {
+        ui.finish(&format!("interrupted: cancelling {} job(s)…", live.len()));
+        let client = g.client()?;
+        for j in &live {
+            client
+                .cancel(j.name())
+                .await
+                .map_err(|e| CliError::from_lib(e, Some(g)))?;
+            eprintln!("  cancel requested: {}", j.name());
+        }
+    } else {
+        ui.finish(&format!(
+            "interrupted: detached; {} job(s) keep running. Pick the batch up again with:\n  {}",
+            live.len(),
+            rerun_command(batch.request_key())
+        ));
+    }
+    Ok(Exit::Code(INTERRUPTED))
+}
+
+/// This command line with `--request-key KEY` (replacing one given).
+fn rerun_command(key: &str) -> String {
+    let mut args: Vec<String> = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        if arg == "--request-key" {
+            it.next();
+            continue;
+        }
+        if arg.starts_with("--request-key=") || arg == "--cancel-on-interrupt" {
+            continue;
+        }
+        args.push(arg);
+    }
+    args.push("--request-key".into());
+    args.push(key.into());
+    std::iter::once("vertex-batch".to_owned())
+        .chain(args.iter().map(|a| shell_quote(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
