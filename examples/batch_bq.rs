@@ -19,7 +19,7 @@ use vertex_batch::{emulator::Emulator, Job, JobSpec};
 fn job_spec(cfg: &Settings, output: &str) -> JobSpec {
     JobSpec::new(&cfg.model)
         .display_name("batch-predict-bq-test-001")
-        .input(&cfg.input)
+        .input(cfg.input())
         .output(output)
         .model_parameters(json!({"temperature": 0.2, "maxOutputTokens": 200}))
 }

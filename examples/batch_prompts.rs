@@ -18,23 +18,8 @@ use vertex_batch::{
     data::{BatchSpec, Outcome},
     emulator::Emulator,
     storage::Storage,
-    Client, JobSpec, Prompt, ENV_LOCATION, ENV_PROJECT,
+    Client, JobSpec, Prompt,
 };
-
-const HELP: &str = "\
-batch_prompts: keyed prompts in memory -> one Gemini batch -> answers matched to their keys
-
-USAGE:
-    cargo run --example batch_prompts --features emulator -- [OPTIONS]
-
-OPTIONS:
-    --project ID       GCP project (or GOOGLE_CLOUD_PROJECT); without one the example
-                       runs on an embedded emulator: no credentials, no network
-    --location LOC     region (or GOOGLE_CLOUD_LOCATION; default us-central1)
-    --staging URI      gs://bucket/prefix for inputs and outputs (required on Vertex AI)
-    --model MODEL      default gemini-2.0-flash-001
-    --key KEY          the batch's request key: run again with it to resume
-    -h, --help         this text";
 
 const PROMPTS: [(&str, &str); 6] = [
     ("banana-bread", "Give me a recipe for banana bread."),
@@ -48,37 +33,26 @@ const PROMPTS: [(&str, &str); 6] = [
     ("sky-blue", "Why is the sky blue?"),
 ];
 
+/// batch_prompts: keyed prompts in memory -> one Gemini batch -> answers
+/// matched to their keys.
+#[derive(clap::Parser, Debug)]
 struct Args {
+    /// GCP project; without one the example runs on an embedded emulator:
+    /// no credentials, no network.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
     project: Option<String>,
+    /// Region.
+    #[arg(long, env = "GOOGLE_CLOUD_LOCATION", default_value = "us-central1")]
     location: String,
+    /// gs://bucket/prefix for inputs and outputs (required on Vertex AI).
+    #[arg(long)]
     staging: Option<String>,
+    /// The model.
+    #[arg(long, default_value = "gemini-2.0-flash-001")]
     model: String,
+    /// The batch's request key: run again with it to resume.
+    #[arg(long)]
     key: Option<String>,
-}
-
-fn args() -> Result<Option<Args>, String> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    let mut a = Args {
-        project: env(ENV_PROJECT),
-        location: env(ENV_LOCATION).unwrap_or_else(|| "us-central1".into()),
-        staging: None,
-        model: "gemini-2.0-flash-001".into(),
-        key: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--project" => a.project = Some(value()?),
-            "--location" => a.location = value()?,
-            "--staging" => a.staging = Some(value()?),
-            "--model" => a.model = value()?,
-            "--key" => a.key = Some(value()?),
-            other => return Err(format!("unknown argument {other:?} (see --help)")),
-        }
-    }
-    Ok(Some(a))
 }
 
 async fn run(a: Args) -> vertex_batch::Result<()> {
@@ -189,21 +163,11 @@ async fn run(a: Args) -> vertex_batch::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match args() {
-        Ok(None) => {
-            println!("{HELP}");
-            ExitCode::SUCCESS
-        }
+    match run(clap::Parser::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            ExitCode::FAILURE
         }
-        Ok(Some(a)) => match run(a).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
     }
 }

@@ -1,1 +1,769 @@
-//! placeholder
+//! The `vertex-batch` command line as a person (or a script) runs it: the
+//! binary against an emulator in this process and, for the data plane,
+//! fake-gcs-server. Every run is checked for panics and, its output not
+//! being a terminal, for escape codes.
+
+mod common;
+
+use std::{path::Path, process::Stdio};
+
+use common::gcs::FakeGcs;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use vertex_batch::{emulator::Emulator, JobState};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vertex-batch");
+
+/// The variables the tool reads, cleared so the host's never leak in.
+const ENV: [&str; 6] = [
+    "GOOGLE_CLOUD_PROJECT",
+    "GOOGLE_CLOUD_LOCATION",
+    "VERTEX_AI_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "RUST_LOG",
+];
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// A command with a clean environment plus `env`.
+fn cli(env: &[(&str, &str)], args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(BIN);
+    for k in ENV {
+        c.env_remove(k);
+    }
+    c.envs(env.iter().copied()).args(args).kill_on_drop(true);
+    c
+}
+
+async fn run(env: &[(&str, &str)], args: &[&str]) -> Out {
+    let o = cli(env, args).output().await.expect("run vertex-batch");
+    let out = Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert!(!out.stderr.contains("panicked"), "{args:?}: {}", out.stderr);
+    assert!(
+        !out.stderr.contains('\u{1b}') && !out.stdout.contains('\u{1b}'),
+        "{args:?}: escape codes off a terminal: {:?}",
+        out.stderr
+    );
+    out
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    common::read_jsonl(path)
+}
+
+/// An emulator with its data in a local directory (jobs read gs:// inputs
+/// from there) and the environment pointing the tool at it.
+struct Local {
+    emu: Emulator,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Local {
+    async fn start() -> Local {
+        let dir = common::temp();
+        let emu = Emulator::start(dir.path()).await.unwrap();
+        let host = emu.host();
+        Local {
+            emu,
+            host,
+            _dir: dir,
+        }
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("VERTEX_AI_EMULATOR_HOST", self.host.as_str()),
+            ("GOOGLE_CLOUD_PROJECT", "cli-project"),
+        ]
+    }
+}
+
+/// fake-gcs-server with a bucket, an emulator using it, and the
+/// environment pointing the tool at both.
+struct Full {
+    gcs: FakeGcs,
+    emu: Emulator,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Full {
+    async fn start() -> Full {
+        let gcs = FakeGcs::start();
+        gcs.buckets(&["cli-bkt"]).await;
+        let dir = common::temp();
+        let emu = Emulator::builder(dir.path())
+            .gcs_storage(gcs.storage())
+            .start()
+            .await
+            .unwrap();
+        let host = emu.host();
+        Full {
+            gcs,
+            emu,
+            host,
+            _dir: dir,
+        }
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("VERTEX_AI_EMULATOR_HOST", self.host.as_str()),
+            ("STORAGE_EMULATOR_HOST", self.gcs.url.as_str()),
+            ("GOOGLE_CLOUD_PROJECT", "cli-project"),
+        ]
+    }
+}
+
+fn prompt(key: &str, text: &str) -> String {
+    serde_json::json!({
+        "key": key,
+        "request": {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_writes_exactly_one_matched_line_per_prompt() {
+    let f = Full::start().await;
+    f.emu.knobs().fail_rows_containing(Some("flaky".into()));
+    f.emu.knobs().set_duplicate_every(7);
+    f.emu.knobs().set_shuffle_output(true);
+    let dir = common::temp();
+    let input = dir.path().join("prompts.jsonl");
+    let prompts: Vec<String> = (0..40)
+        .map(|i| {
+            let extra = match i % 10 {
+                0 => " [blocked]",
+                5 => " flaky",
+                _ => "",
+            };
+            prompt(&format!("q/{i} ü"), &format!("Question {i}{extra}"))
+        })
+        .collect();
+    common::write_lines(&input, &prompts);
+    let results = dir.path().join("results.jsonl");
+    let out = run(
+        &f.env(),
+        &[
+            "run",
+            "--model",
+            "gemini-2.0-flash-001",
+            "--input",
+            input.to_str().unwrap(),
+            "--staging",
+            "gs://cli-bkt/runs",
+            "--output",
+            results.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.code, 4,
+        "rows failed and blocked: exit 4\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("40 rows: 32 succeeded, 4 failed, 4 blocked, 0 missing"),
+        "{}",
+        out.stderr
+    );
+    let rows = lines(&results);
+    assert_eq!(rows.len(), 40, "one line per key, duplicates dropped");
+    let mut keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 40);
+    for r in &rows {
+        let key = r["key"].as_str().unwrap();
+        let i: usize = key[2..key.len() - 3].parse().unwrap();
+        match i % 10 {
+            0 => {
+                assert_eq!(r["outcome"], "blocked", "{r}");
+                assert!(
+                    r["response"]["promptFeedback"]["blockReason"].is_string(),
+                    "{r}"
+                );
+                assert!(r.get("text").is_none(), "{r}");
+            }
+            5 => {
+                assert_eq!(r["outcome"], "failed", "{r}");
+                assert_eq!(r["error"]["code"], 429, "{r}");
+                assert!(r["error"]["message"].as_str().unwrap().len() > 3, "{r}");
+                assert!(r.get("response").is_none(), "{r}");
+            }
+            _ => {
+                assert_eq!(r["outcome"], "succeeded", "{r}");
+                assert_eq!(
+                    r["text"],
+                    format!("Emulated answer to: Question {i}"),
+                    "{r}"
+                );
+                assert_eq!(r["finish_reason"], "STOP", "{r}");
+                assert!(r["processed_time"].is_string(), "{r}");
+                assert!(r["response"]["candidates"].is_array(), "{r}");
+            }
+        }
+    }
+    // No temporary file left beside the results.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_prompts_to_stdout_succeed_with_exit_zero_and_results_reads_a_gs_dir_alone() {
+    let f = Full::start().await;
+    let dir = common::temp();
+    let input = dir.path().join("prompts.txt");
+    std::fs::write(&input, "Why is the sky blue?\n\nName a river.\n").unwrap();
+    let out = run(
+        &f.env(),
+        &[
+            "run",
+            "--model",
+            "gemini-2.0-flash-001",
+            "--input",
+            input.to_str().unwrap(),
+            "--staging",
+            "gs://cli-bkt/text",
+            "--request-key",
+            "text-1",
+            "--output",
+            "-",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut got: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_owned(),
+                r["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "1".into(),
+                "Emulated answer to: Why is the sky blue?".into()
+            ),
+            ("3".into(), "Emulated answer to: Name a river.".into()),
+        ]
+    );
+
+    // The job's output directory, read with no JobService at all (no
+    // project, no emulator host), joined to the prompts plus one that
+    // never ran: it comes back missing, and the exit code says so.
+    let client = f.emu.client("cli-project", "us-central1").unwrap();
+    let job = common::collect_jobs(&client).await.remove(0);
+    let out_dir = job.output_location().unwrap().uri();
+    std::fs::write(
+        &input,
+        "Why is the sky blue?\n\nName a river.\nA new one.\n",
+    )
+    .unwrap();
+    let results = dir.path().join("again.jsonl");
+    let out = run(
+        &[("STORAGE_EMULATOR_HOST", f.gcs.url.as_str())],
+        &[
+            "results",
+            &out_dir,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            results.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    let rows = lines(&results);
+    assert_eq!(rows.len(), 3);
+    let missing: Vec<&Value> = rows.iter().filter(|r| r["outcome"] == "missing").collect();
+    assert_eq!(missing.len(), 1, "{rows:?}");
+    assert_eq!(missing[0]["key"], "4");
+
+    // By job id, without --input: only what the job wrote.
+    let mut env = f.env();
+    env.retain(|(k, _)| *k != "STORAGE_EMULATOR_HOST");
+    env.push(("STORAGE_EMULATOR_HOST", f.gcs.url.as_str()));
+    let out = run(&env, &["results", job.id(), "--output", "-"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_status_watch_list_cancel_delete() {
+    let l = Local::start().await;
+    let env = l.env();
+    common::write_gcs(
+        &l.emu,
+        "gs://in-bkt/prompts.jsonl",
+        &[prompt("a", "Hello"), prompt("b", "Name a river.")],
+    );
+    let submit = [
+        "submit",
+        "--model",
+        "gemini-2.0-flash-001",
+        "--input",
+        "gs://in-bkt/prompts.jsonl",
+        "--output",
+        "gs://in-bkt/out",
+        "--display-name",
+        "cli test",
+        "--label",
+        "team=search",
+        "--json",
+    ];
+    let out = run(&env, &submit).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let job: Value = serde_json::from_str(&out.stdout).unwrap();
+    let name = job["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("projects/cli-project/locations/us-central1/batchPredictionJobs/"));
+    assert_eq!(job["displayName"], "cli test");
+    assert_eq!(job["labels"]["team"], "search");
+
+    // watch: to the end, exit 0 for a clean success.
+    let out = run(&env, &["watch", &name]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ended JOB_STATE_SUCCEEDED"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("2 rows succeeded, 0 failed"),
+        "{}",
+        out.stderr
+    );
+
+    // status, human and JSON (by id as well as by name).
+    let id = name.rsplit('/').next().unwrap().to_owned();
+    let out = run(&env, &["status", &id]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("JOB_STATE_SUCCEEDED"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("2 succeeded, 0 failed"),
+        "{}",
+        out.stdout
+    );
+    let out = run(&env, &["status", &name, "--json"]).await;
+    let st: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(st["state"], "JOB_STATE_SUCCEEDED");
+    assert_eq!(st["completionStats"]["successfulCount"], "2");
+
+    // A second job held QUEUED, to list and cancel.
+    l.emu.knobs().hold_queued(true);
+    let mut second = submit.to_vec();
+    second[8] = "second";
+    second[10] = "team=other";
+    let out = run(&env, &second).await;
+    let held: Value = serde_json::from_str(&out.stdout).unwrap();
+    let held = held["name"].as_str().unwrap().to_owned();
+    let held_id = held.rsplit('/').next().unwrap().to_owned();
+
+    let out = run(&env, &["list", "--json"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let all: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(all.len(), 2);
+    let out = run(&env, &["list", "--state", "succeeded"]).await;
+    let table: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(table.len(), 2, "a header and one job: {}", out.stdout);
+    assert!(table[0].starts_with("ID") && table[0].contains("STATE"));
+    assert!(
+        table[1].starts_with(&id) && table[1].contains("SUCCEEDED") && table[1].contains("2/2")
+    );
+    let out = run(&env, &["list", "--label", "team=other", "--json"]).await;
+    let other: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0]["name"], held.as_str());
+    let out = run(&env, &["list", "--display-name", "nobody", "--json"]).await;
+    assert_eq!(out.stdout.trim(), "[]");
+
+    let out = run(&env, &["cancel", &held_id]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let client = l.emu.client("cli-project", "us-central1").unwrap();
+    let state = client.get(&held).await.unwrap().state();
+    assert!(
+        matches!(state, JobState::Cancelling | JobState::Cancelled),
+        "{state}"
+    );
+    let out = run(&env, &["watch", &held_id]).await;
+    assert_eq!(out.code, 3, "a cancelled job: exit 3\n{}", out.stderr);
+
+    let out = run(&env, &["delete", &id]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let err = client.get(&name).await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::NotFound));
+    let out = run(&env, &["status", &id]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
+    assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_prompts_file_submits_as_a_batch() {
+    let f = Full::start().await;
+    let dir = common::temp();
+    let input = dir.path().join("p.jsonl");
+    common::write_lines(&input, &[prompt("x", "One"), prompt("y", "Two")]);
+    let args = [
+        "submit",
+        "--model",
+        "gemini-2.0-flash-001",
+        "--input",
+        input.to_str().unwrap(),
+        "--staging",
+        "gs://cli-bkt/sub",
+        "--request-key",
+        "sub-1",
+        "--json",
+    ];
+    let out = run(&f.env(), &args).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["request_key"], "sub-1");
+    assert_eq!(v["rows"], 2);
+    let jobs = v["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1);
+    // The same key again reattaches: the same job, no second one.
+    let out = run(&f.env(), &args).await;
+    let again: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(again["jobs"][0]["name"], jobs[0]["name"]);
+    assert_eq!(f.emu.rpc_counts().get("CreateBatchPredictionJob"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_usage_and_bad_files_get_one_clear_line_and_exit_2() {
+    let dir = common::temp();
+    let p = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let bad_line = p(
+        "bad.jsonl",
+        &format!("{}\n{}\nnot json\n", prompt("a", "x"), prompt("b", "y")),
+    );
+    let dup = p(
+        "dup.jsonl",
+        &format!("{}\n{}\n", prompt("a", "x"), prompt("a", "y")),
+    );
+    let empty = p("empty.txt", "\n\n");
+    let good = p("good.jsonl", &format!("{}\n", prompt("a", "x")));
+    let project = [("GOOGLE_CLOUD_PROJECT", "p")];
+    let run_args = |input: &str| {
+        vec![
+            "run".to_owned(),
+            "--model".into(),
+            "m".into(),
+            "--input".into(),
+            input.to_owned(),
+            "--staging".into(),
+            "gs://bkt/x".into(),
+            "--output".into(),
+            dir.path().join("r.jsonl").to_str().unwrap().to_owned(),
+        ]
+    };
+    let cases: Vec<(Vec<String>, &[(&str, &str)], &str)> = vec![
+        (
+            vec!["run".into(), "--bogus".into()],
+            &project,
+            "unexpected argument",
+        ),
+        (vec!["status".into()], &project, "required"),
+        (
+            run_args(&bad_line),
+            &project,
+            "bad.jsonl: line 3: not a JSON object",
+        ),
+        (
+            run_args(&dup),
+            &project,
+            "dup.jsonl: line 2: duplicate key \"a\"",
+        ),
+        (run_args(&empty), &project, "holds no prompts"),
+        (
+            run_args(&dir.path().join("nope.jsonl").to_string_lossy()),
+            &project,
+            "cannot read the prompts file",
+        ),
+        (run_args(&good), &[], "no project: pass --project"),
+        (
+            {
+                let mut a = run_args(&good);
+                a[6] = "s3://bkt/x".into();
+                a
+            },
+            &project,
+            "--staging",
+        ),
+        (
+            vec![
+                "--location".into(),
+                "US Central".into(),
+                "status".into(),
+                "1".into(),
+            ],
+            &project,
+            "is not a location",
+        ),
+        (
+            vec!["list".into(), "--state".into(), "sleeping".into()],
+            &project,
+            "is not a job state",
+        ),
+        (
+            vec![
+                "submit".into(),
+                "--model".into(),
+                "m".into(),
+                "--input".into(),
+                "gs://bkt/in.jsonl".into(),
+            ],
+            &project,
+            "--output",
+        ),
+    ];
+    for (args, env, want) in cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(env, &a).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(want),
+            "{args:?}: want {want:?} in {}",
+            out.stderr
+        );
+        // The first line says it all (clap adds a pointer to --help).
+        let first = out.stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error: "), "{}", out.stderr);
+        if want != "required" {
+            assert!(first.contains(want), "{args:?}: {}", out.stderr);
+        }
+    }
+    assert!(
+        !dir.path().join("r.jsonl").exists(),
+        "nothing written on bad input"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credentials_and_no_network_have_their_own_exit_codes() {
+    // ADC pointing at a missing key file: exit 5, with what to do.
+    let out = run(
+        &[
+            ("GOOGLE_CLOUD_PROJECT", "p"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json"),
+        ],
+        &["status", "123"],
+    )
+    .await;
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("gcloud auth application-default login"),
+        "{}",
+        out.stderr
+    );
+    // Nothing listening: exit 6 (no retries asked for).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let host = closed.to_string();
+    let out = run(
+        &[
+            ("GOOGLE_CLOUD_PROJECT", "p"),
+            ("VERTEX_AI_EMULATOR_HOST", &host),
+        ],
+        &["status", "123", "--retry-for", "0"],
+    )
+    .await;
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(out.stderr.contains(&host), "{}", out.stderr);
+}
+
+/// Starts `run` on jobs held QUEUED and interrupts it once its first
+/// progress line is out (the Ctrl-C handler is installed by then).
+async fn interrupt_run(f: &Full, extra: &[&str]) -> (Out, tempfile::TempDir) {
+    f.emu.knobs().hold_queued(true);
+    let dir = common::temp();
+    let input = dir.path().join("p.jsonl");
+    common::write_lines(&input, &[prompt("a", "One"), prompt("b", "Two")]);
+    let results = dir.path().join("r.jsonl");
+    let mut args = vec![
+        "run",
+        "--model",
+        "gemini-2.0-flash-001",
+        "--input",
+        input.to_str().unwrap(),
+        "--staging",
+        "gs://cli-bkt/int",
+        "--output",
+        results.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut child = cli(&f.env(), &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    while let Some(line) = err.next_line().await.unwrap() {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("QUEUED 0/2 rows done") {
+            break;
+        }
+    }
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    while let Some(line) = err.next_line().await.unwrap() {
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let status = child.wait().await.unwrap();
+    assert!(!results.exists(), "no results file on an interrupted run");
+    let out = Out {
+        code: status.code().unwrap_or(-1),
+        stdout: String::new(),
+        stderr: seen,
+    };
+    (out, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_detaches_and_the_printed_command_reattaches() {
+    let f = Full::start().await;
+    let (out, _dir) = interrupt_run(&f, &["--request-key", "ctrl-c-1"]).await;
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(out.stderr.contains("detached"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--request-key ctrl-c-1"),
+        "{}",
+        out.stderr
+    );
+    let client = f.emu.client("cli-project", "us-central1").unwrap();
+    let jobs = common::collect_jobs(&client).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].state(),
+        JobState::Queued,
+        "detaching cancels nothing"
+    );
+
+    // Released, the printed command picks the same job up and finishes.
+    f.emu.knobs().hold_queued(false);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("vertex-batch run"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let args: Vec<&str> = line.split(' ').skip(1).collect();
+    let out = run(&f.env(), &args).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        common::collect_jobs(&client).await.len(),
+        1,
+        "no second job"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_with_cancel_on_interrupt_cancels_the_jobs() {
+    let f = Full::start().await;
+    let (out, _dir) = interrupt_run(&f, &["--cancel-on-interrupt"]).await;
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(out.stderr.contains("cancel requested"), "{}", out.stderr);
+    let client = f.emu.client("cli-project", "us-central1").unwrap();
+    let jobs = common::collect_jobs(&client).await;
+    assert_eq!(jobs.len(), 1);
+    assert!(
+        matches!(jobs[0].state(), JobState::Cancelling | JobState::Cancelled),
+        "{}",
+        jobs[0].state()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_subcommand_serves_like_the_emulator_binary() {
+    let dir = common::temp();
+    let mut child = cli(
+        &[],
+        &["emulator", "--data-dir", dir.path().to_str().unwrap()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut host = None;
+    while let Some(line) = out.next_line().await.unwrap() {
+        if let Some(h) = line.strip_prefix("VERTEX_AI_EMULATOR_HOST=") {
+            host = Some(h.to_owned());
+            break;
+        }
+    }
+    let host = host.expect("the emulator prints its address");
+    let res = run(
+        &[
+            ("VERTEX_AI_EMULATOR_HOST", &host),
+            ("GOOGLE_CLOUD_PROJECT", "p"),
+        ],
+        &["list", "--json"],
+    )
+    .await;
+    assert_eq!(res.code, 0, "{}", res.stderr);
+    assert_eq!(res.stdout.trim(), "[]");
+    child.kill().await.unwrap();
+
+    // Both programs take the same flags.
+    let help = |bin: &str, args: &[&str]| {
+        let o = std::process::Command::new(bin).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let mut flags: Vec<String> = text
+            .split_whitespace()
+            .filter(|w| w.starts_with("--"))
+            .map(|w| w.trim_end_matches(',').to_owned())
+            .collect();
+        flags.sort();
+        flags.dedup();
+        flags
+    };
+    let ours = help(BIN, &["emulator", "--help"]);
+    let theirs = help(env!("CARGO_BIN_EXE_vertex-batch-emulator"), &["--help"]);
+    assert!(ours.contains(&"--fail-jobs".to_owned()), "{ours:?}");
+    let strip = |v: Vec<String>| -> Vec<String> {
+        v.into_iter()
+            .filter(|f| {
+                !["--project", "--location", "--retry-for", "--version"].contains(&f.as_str())
+            })
+            .collect()
+    };
+    assert_eq!(strip(ours), strip(theirs));
+}

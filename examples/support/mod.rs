@@ -7,7 +7,6 @@ use std::{path::PathBuf, pin::pin, time::Duration};
 use futures::StreamExt;
 use vertex_batch::{
     emulator::Emulator, Client, Job, JobSpec, PollPolicy, WaitOptions, ENV_EMULATOR_HOST,
-    ENV_LOCATION, ENV_PROJECT,
 };
 
 /// What one example needs from the shared code.
@@ -28,87 +27,53 @@ pub struct Sample {
     pub show: fn(&Emulator, &Job) -> Result<(), String>,
 }
 
-/// The settings of one run.
+/// The settings of one run (flags, or the environment where noted).
+#[derive(clap::Parser, Debug)]
 pub struct Settings {
+    /// GCP project; without one, and without VERTEX_AI_EMULATOR_HOST, the
+    /// example runs on an embedded emulator.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
     pub project: Option<String>,
+    /// Region.
+    #[arg(long, env = "GOOGLE_CLOUD_LOCATION", default_value = "us-central1")]
     pub location: String,
+    /// The model.
+    #[arg(long, default_value = "gemini-2.0-flash-001")]
     pub model: String,
-    pub input: String,
+    /// The job's input (default: the input Google's sample uses).
+    #[arg(long)]
+    input: Option<String>,
+    /// Where predictions go (required on Vertex AI).
+    #[arg(long)]
     pub output: Option<String>,
+    /// The embedded emulator's data directory (default: a temporary one).
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
 }
 
-fn help(s: &Sample) -> String {
-    format!(
-        "{name}: {about}
-
-USAGE:
-    cargo run --example {name} --features emulator -- [OPTIONS]
-
-OPTIONS:
-    --project ID     GCP project (or {ENV_PROJECT}); without one, and without
-                     {ENV_EMULATOR_HOST}, the example runs on an embedded emulator
-    --location LOC   region (or {ENV_LOCATION}; default us-central1)
-    --model MODEL    default gemini-2.0-flash-001
-    --input URI      default {input}
-    --output URI     where predictions go, e.g. {hint} (required on Vertex AI)
-    --data-dir DIR   the embedded emulator's data directory (default: a temporary one)
-    -h, --help       this text
-
-WHERE IT RUNS:
-    {ENV_EMULATOR_HOST}=host:port   an emulator you started (vertex-batch-emulator)
-    a project (flag or env)         Vertex AI, with Application Default Credentials
-    neither                         an embedded emulator: no credentials, no network",
-        name = s.name,
-        about = s.about,
-        input = s.default_input,
-        hint = s.output_hint,
-    )
+impl Settings {
+    /// The job's input.
+    pub fn input(&self) -> &str {
+        self.input.as_deref().unwrap_or_default()
+    }
 }
 
-/// Reads flags and environment; `Ok(None)` when `--help` was asked for.
-pub fn settings(s: &Sample) -> Result<Option<Settings>, String> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    let mut out = Settings {
-        project: env(ENV_PROJECT),
-        location: env(ENV_LOCATION).unwrap_or_else(|| "us-central1".into()),
-        model: "gemini-2.0-flash-001".into(),
-        input: s.default_input.into(),
-        output: None,
-        data_dir: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{}", help(s));
-            return Ok(None);
-        }
-        if ![
-            "--project",
-            "--location",
-            "--model",
-            "--input",
-            "--output",
-            "--data-dir",
-        ]
-        .contains(&flag.as_str())
-        {
-            return Err(format!("unknown argument {flag:?} (see --help)"));
-        }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
-        match flag.as_str() {
-            "--project" => out.project = Some(value),
-            "--location" => out.location = value,
-            "--model" => out.model = value,
-            "--input" => out.input = value,
-            "--output" => out.output = Some(value),
-            "--data-dir" => out.data_dir = Some(value.into()),
-            other => return Err(format!("unknown argument {other:?} (see --help)")),
-        }
-    }
-    Ok(Some(out))
+/// Reads flags and environment (clap prints help and usage errors itself).
+pub fn settings(s: &Sample) -> Settings {
+    use clap::{CommandFactory, FromArgMatches};
+    let cmd = Settings::command()
+        .name(s.name)
+        .about(s.about)
+        .after_help(format!(
+            "Where it runs:\n  {ENV_EMULATOR_HOST}=host:port   an emulator you started (vertex-batch-emulator)\n  \
+             a project (flag or env)         Vertex AI, with Application Default Credentials\n  \
+             neither                         an embedded emulator: no credentials, no network\n\n\
+             On Vertex AI, --output is e.g. {}",
+            s.output_hint
+        ));
+    let mut cfg = Settings::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
+    cfg.input.get_or_insert_with(|| s.default_input.to_owned());
+    cfg
 }
 
 /// Runs the sample: pick the backend, submit, follow, report.
@@ -116,9 +81,7 @@ pub async fn main(
     sample: Sample,
     build: impl Fn(&Settings, &str) -> JobSpec,
 ) -> Result<(), String> {
-    let Some(mut cfg) = settings(&sample)? else {
-        return Ok(());
-    };
+    let mut cfg = settings(&sample);
     let external = std::env::var(ENV_EMULATOR_HOST)
         .ok()
         .filter(|v| !v.is_empty());
@@ -131,13 +94,13 @@ pub async fn main(
         // Long enough to watch it happen.
         emu.knobs().set_queue_delay(Duration::from_millis(500));
         emu.knobs().set_job_duration(Some(Duration::from_secs(3)));
-        (sample.seed)(&emu, &cfg.input)?;
+        (sample.seed)(&emu, cfg.input())?;
         println!("No GCP project configured: running on an embedded Vertex AI emulator.");
         println!("  data dir: {}", emu.data_dir().display());
         println!(
             "  input {} is the file {}",
-            cfg.input,
-            input_file(&emu, &cfg.input)
+            cfg.input(),
+            input_file(&emu, cfg.input())
         );
         cfg.project = Some("local-project".into());
         Some(emu)

@@ -101,3 +101,13 @@ pub async fn poll_until(
     }
     panic!("{name}: {what} never happened");
 }
+
+/// Every job the client's location holds, newest first.
+pub async fn collect_jobs(client: &Client) -> Vec<Job> {
+    use futures::TryStreamExt;
+    client
+        .list(vertex_batch::ListOptions::new())
+        .try_collect()
+        .await
+        .unwrap()
+}

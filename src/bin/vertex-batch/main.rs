@@ -66,6 +66,10 @@ struct Global {
         default_value = "us-central1"
     )]
     location: String,
+    /// How long to keep retrying a call that fails for a passing reason
+    /// (unavailable, rate limited, network), in seconds; 0: never retry.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 300)]
+    retry_for: u64,
 }
 
 #[derive(Subcommand)]
@@ -98,9 +102,17 @@ impl Global {
         let project = self.project.clone().ok_or_else(|| {
             CliError::usage("no project: pass --project PROJECT or set GOOGLE_CLOUD_PROJECT")
         })?;
+        let retry = if self.retry_for == 0 {
+            vertex_batch::RetryPolicy::none()
+        } else {
+            vertex_batch::RetryPolicy::default()
+                .max_attempts(u32::MAX)
+                .total_timeout(Some(std::time::Duration::from_secs(self.retry_for)))
+        };
         Client::builder()
             .project(project)
             .location(&self.location)
+            .retry_policy(retry)
             .build()
             .map_err(|e| CliError::from_lib(e, Some(self)))
     }

@@ -57,7 +57,7 @@ fn detect(path: &Path) -> CliResult<Format> {
             .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
         if n == 0 {
             return Err(CliError::usage(format!(
-                "the prompts file {} is empty",
+                "the prompts file {} holds no prompts",
                 path.display()
             )));
         }

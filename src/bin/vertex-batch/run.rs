@@ -52,11 +52,11 @@ pub struct RunArgs {
 pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     GcsUri::parse_field(&a.staging, "staging")
         .map_err(|e| CliError::usage(format!("--staging: {e} (expected gs://BUCKET[/PREFIX])")))?;
-    let prompts = Prompts::check(&a.input, a.format)?;
-    eprintln!("{} prompts in {}", prompts.rows(), prompts.path().display());
-    let mut out = ResultsFile::create(&a.output)?;
     let client = g.client()?;
     let storage = g.storage_for(&client)?;
+    let prompts = Prompts::check(&a.input, a.format)?;
+    let mut out = ResultsFile::create(&a.output)?;
+    eprintln!("{} prompts in {}", prompts.rows(), prompts.path().display());
     let mut job = JobSpec::new(&a.model).display_name(&a.display_name);
     for (k, v) in &a.labels {
         job = job.label(k, v);
