@@ -487,7 +487,8 @@ async fn bad_usage_and_bad_files_get_one_clear_line_and_exit_2() {
             dir.path().join("r.jsonl").to_str().unwrap().to_owned(),
         ]
     };
-    let cases: Vec<(Vec<String>, &[(&str, &str)], &str)> = vec![
+    type Case<'a> = (Vec<String>, &'a [(&'a str, &'a str)], &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["run".into(), "--bogus".into()],
             &project,

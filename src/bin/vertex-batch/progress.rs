@@ -50,14 +50,9 @@ impl Progress {
     pub fn update(&mut self, s: &Snapshot<'_>) {
         let state = short_state(s.state);
         if let Some(bar) = &self.bar {
-            match s.total {
-                Some(total) if total > 0 => {
-                    if bar.length() != Some(total) {
-                        bar.set_style(style(true));
-                        bar.set_length(total);
-                    }
-                }
-                _ => {}
+            if let Some(total) = s.total.filter(|&t| t > 0 && bar.length() != Some(t)) {
+                bar.set_style(style(true));
+                bar.set_length(total);
             }
             bar.set_position(s.done);
             bar.set_message(format!("{state:<10} {} failed", s.failed));
