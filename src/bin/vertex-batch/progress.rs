@@ -25,6 +25,10 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     started: Instant,
     last_line: Option<(Instant, String)>,
+    /// When rows were first seen moving, and how many were done then: the
+    /// ETA is the rate since, not indicatif's (which decays between polls
+    /// minutes apart).
+    first: Option<(Instant, u64)>,
 }
 
 impl Progress {
@@ -43,12 +47,15 @@ impl Progress {
             bar,
             started: Instant::now(),
             last_line: None,
+            first: None,
         }
     }
 
     /// Shows `s`.
     pub fn update(&mut self, s: &Snapshot<'_>) {
         let state = short_state(s.state);
+        let now = Instant::now();
+        let eta = self.eta(now, s);
         if let Some(bar) = &self.bar {
             if let Some(total) = s.total.filter(|&t| t > 0 && bar.length() != Some(t)) {
                 bar.set_style(style(true));
@@ -56,13 +63,16 @@ impl Progress {
             }
             bar.set_position(s.done);
             bar.set_message(format!("{state:<10} {} failed", s.failed));
+            bar.set_prefix(eta.map(|d| format!("ETA {}", hms(d))).unwrap_or_default());
             return;
         }
-        let line = match s.total {
+        let mut line = match s.total {
             Some(t) => format!("{state} {}/{t} rows done, {} failed", s.done, s.failed),
             None => format!("{state} {} rows done, {} failed", s.done, s.failed),
         };
-        let now = Instant::now();
+        if let Some(d) = eta {
+            line.push_str(&format!(", ETA {}", hms(d)));
+        }
         let due = match &self.last_line {
             None => true,
             Some((at, last)) => {
@@ -74,6 +84,22 @@ impl Progress {
             eprintln!("[{}] {line}", hms(self.started.elapsed()));
             self.last_line = Some((now, line));
         }
+    }
+
+    /// The time left at the rate rows have moved since they first did.
+    fn eta(&mut self, now: Instant, s: &Snapshot<'_>) -> Option<Duration> {
+        let total = s.total?;
+        if s.done == 0 || s.done >= total {
+            return None;
+        }
+        let (t0, d0) = *self.first.get_or_insert((now, s.done));
+        let secs = now.duration_since(t0).as_secs_f64();
+        let moved = s.done.saturating_sub(d0);
+        if moved == 0 || secs <= 0.0 {
+            return None;
+        }
+        let left = (total - s.done) as f64 * secs / moved as f64;
+        Duration::try_from_secs_f64(left).ok()
     }
 
     /// Clears the bar (a terminal) and prints `line`.
@@ -100,7 +126,7 @@ impl Drop for Progress {
 
 fn style(with_total: bool) -> ProgressStyle {
     let template = if with_total {
-        "{spinner} {msg} [{bar:30}] {pos}/{len} rows  {elapsed_precise}  ETA {eta}"
+        "{spinner} {msg} [{bar:30}] {pos}/{len} rows  {elapsed_precise}  {prefix}"
     } else {
         "{spinner} {msg}  {pos} rows done  {elapsed_precise}"
     };
