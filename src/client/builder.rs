@@ -2,7 +2,7 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use http::HeaderValue;
+use http::{uri::Authority, HeaderValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{
@@ -191,11 +191,23 @@ impl ClientBuilder {
             .unwrap_or_else(|| DEFAULT_LOCATION.to_owned());
         let parent = LocationName::new(project, location)?;
 
-        let (uri, channel, emulated) = match given {
-            Some(channel) => ("in-memory".to_owned(), channel, true),
+        // `plaintext`: whether credentials would travel unencrypted. A
+        // caller's channel is taken to be plaintext unless the builder names
+        // an https endpoint for it: this crate cannot see inside it.
+        let (uri, channel, emulated, plaintext) = match given {
+            Some(channel) => {
+                let named = self.endpoint.clone().or_else(|| self.emulator.clone());
+                let tls = named.as_deref().is_some_and(|e| {
+                    let e = e.trim();
+                    e.starts_with("https://") || !e.contains("://")
+                }) && self.emulator.is_none();
+                let name = named.unwrap_or_else(|| "a caller-supplied channel".to_owned());
+                (name, channel, true, !tls)
+            }
             None => {
                 let (uri, channel, emulated) = self.channel(&parent)?;
-                (uri, channel, emulated)
+                let plaintext = uri.starts_with("http://");
+                (uri, channel, emulated, plaintext)
             }
         };
         let credentials = match (&self.credentials, emulated) {
@@ -203,13 +215,17 @@ impl ClientBuilder {
             (None, true) => Credentials::anonymous(),
             (None, false) => Credentials::application_default(),
         };
-        // Credentials given for an emulator travel in plaintext: loopback only.
-        if emulated && !credentials.is_anonymous() && !self.allow_plaintext {
-            let authority = uri.strip_prefix("http://").unwrap_or("");
-            if !authority.is_empty() && !is_loopback(host_of(authority)) {
+        // Credentials in plaintext: loopback only, unless explicitly allowed.
+        // The host judged is the one dialled (userinfo was refused).
+        if plaintext && !credentials.is_anonymous() && !self.allow_plaintext {
+            let loopback = uri
+                .strip_prefix("http://")
+                .and_then(|a| authority(a, "endpoint").ok())
+                .is_some_and(|a| is_loopback(a.host()));
+            if !loopback {
                 return Err(Error::Config(format!(
-                    "refusing to send credentials in plaintext to the emulator at {authority}; \
-                     use a loopback emulator or call .allow_plaintext(true)"
+                    "refusing to send credentials in plaintext to {uri}; use a loopback emulator, \
+                     an https endpoint, or call .allow_plaintext(true)"
                 )));
             }
         }
@@ -256,7 +272,7 @@ impl ClientBuilder {
             (None, None) => self.env(ENV_EMULATOR_HOST),
         };
         let (uri, tls_host) = match &emulator {
-            Some(host) => (emulator_uri(host)?, None),
+            Some(host) => (emulator_uri(host)?.0, None),
             None => {
                 let ep = self
                     .endpoint
@@ -285,29 +301,56 @@ impl ClientBuilder {
 }
 
 /// `host:port` of an emulator to a plaintext URI.
-fn emulator_uri(host: &str) -> Result<String> {
+/// Parses `host[:port]` into the authority that will be dialled. Userinfo
+/// (`user:pass@host`) is refused outright: it is never sent, and text before
+/// an `@` must not be mistaken for the host (`127.0.0.1:1@evil:80` dials
+/// `evil`).
+fn authority(text: &str, what: &str) -> Result<Authority> {
+    if text.contains('@') {
+        return Err(Error::Config(format!(
+            "{what} {text:?} has userinfo (an `@`); give host[:port] only"
+        )));
+    }
+    let a: Authority = text
+        .parse()
+        .map_err(|e| Error::Config(format!("{what} {text:?} is not host[:port]: {e}")))?;
+    if a.host().is_empty() {
+        return Err(Error::Config(format!("{what} {text:?} has no host")));
+    }
+    Ok(a)
+}
+
+/// The emulator's URI (`http://host:port`) and its authority.
+fn emulator_uri(host: &str) -> Result<(String, Authority)> {
     let host = host.trim();
-    let host = host.strip_prefix("http://").unwrap_or(host);
-    if host.is_empty() || host.contains('/') || host.starts_with("https://") {
+    let bare = host.strip_prefix("http://").unwrap_or(host);
+    let bare = bare.strip_suffix('/').unwrap_or(bare);
+    if bare.is_empty() || bare.contains('/') || bare.contains("://") {
         return Err(Error::Config(format!(
             "{ENV_EMULATOR_HOST} must be host:port, got {host:?}"
         )));
     }
-    Ok(format!("http://{host}"))
+    let a = authority(bare, ENV_EMULATOR_HOST)?;
+    Ok((format!("http://{a}"), a))
 }
 
 /// Turns an endpoint setting into a URI and, for TLS, the host name to verify.
 fn resolve_endpoint(ep: &str, allow_plaintext: bool) -> Result<(String, Option<String>)> {
     let ep = ep.trim().trim_end_matches('/');
     if let Some(rest) = ep.strip_prefix("http://") {
-        let host = host_of(rest);
-        if !(allow_plaintext || is_loopback(host)) {
+        if rest.is_empty() || rest.contains('/') {
             return Err(Error::Config(format!(
-                "refusing plaintext to {rest}: plaintext is only used for loopback and emulators; \
+                "invalid endpoint {ep:?}: expected http://host[:port]"
+            )));
+        }
+        let a = authority(rest, "endpoint")?;
+        if !(allow_plaintext || is_loopback(a.host())) {
+            return Err(Error::Config(format!(
+                "refusing plaintext to {a}: plaintext is only used for loopback and emulators; \
                  use https://, set {ENV_EMULATOR_HOST} for an emulator, or call .allow_plaintext(true)"
             )));
         }
-        return Ok((format!("http://{rest}"), None));
+        return Ok((format!("http://{a}"), None));
     }
     let rest = ep.strip_prefix("https://").unwrap_or(ep);
     if rest.is_empty() || rest.contains("://") || rest.contains('/') {
@@ -315,23 +358,23 @@ fn resolve_endpoint(ep: &str, allow_plaintext: bool) -> Result<(String, Option<S
             "invalid endpoint {ep:?}: expected host[:port] or https://host[:port]"
         )));
     }
-    let host = host_of(rest).to_owned();
-    let uri = if rest.contains(':') && !rest.ends_with(']') {
-        format!("https://{rest}")
-    } else {
-        format!("https://{rest}:443")
+    let a = authority(rest, "endpoint")?;
+    let host = a
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let uri = match a.port_u16() {
+        Some(_) => format!("https://{a}"),
+        None => format!("https://{a}:443"),
     };
     Ok((uri, Some(host)))
 }
 
-fn host_of(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    authority.split(':').next().unwrap_or(authority)
-}
-
-fn is_loopback(host: &str) -> bool {
+/// Whether `host` (as `http::uri::Authority::host` gives it, IPv6 in
+/// brackets) is a loopback address.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<IpAddr>()
@@ -364,6 +407,97 @@ mod tests {
         ));
         assert!(resolve_endpoint("http://10.0.0.5:8080", true).is_ok());
         assert!(resolve_endpoint("ftp://x", false).is_err());
+    }
+
+    /// The text before an `@` is userinfo, not the host: the connection
+    /// would go to the host after it, so a token must not pass as loopback.
+    #[tokio::test]
+    async fn userinfo_never_passes_for_a_loopback_host() {
+        let token = || Credentials::access_token("secret-token");
+        for (endpoint, emulator) in [
+            (Some("http://127.0.0.1:1@evil.example:80"), None),
+            (Some("127.0.0.1:1@evil.example:443"), None),
+            (None, Some("127.0.0.1:1@evil.example:80")),
+            (None, Some("http://localhost@evil.example")),
+        ] {
+            let mut b = ClientBuilder::default()
+                .ignore_env()
+                .project("p")
+                .credentials(token());
+            if let Some(e) = endpoint {
+                b = b.endpoint(e);
+            }
+            if let Some(e) = emulator {
+                b = b.emulator_host(e);
+            }
+            let err = b.build().err().expect("refused");
+            assert!(err.to_string().contains("userinfo"), "{err}");
+            assert!(!err.to_string().contains("secret-token"));
+        }
+        // The dialled host is what is judged.
+        assert!(resolve_endpoint("http://[::1]:80", false).is_ok());
+        assert!(resolve_endpoint("http://evil.example:80", false).is_err());
+        assert!(emulator_uri("127.0.0.1:8080").is_ok());
+        // A non-loopback emulator with credentials is refused; without, fine.
+        let err = ClientBuilder::default()
+            .ignore_env()
+            .project("p")
+            .emulator_host("10.1.2.3:8080")
+            .credentials(token())
+            .build()
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("http://10.1.2.3:8080"), "{err}");
+        assert!(ClientBuilder::default()
+            .ignore_env()
+            .project("p")
+            .emulator_host("10.1.2.3:8080")
+            .build()
+            .is_ok());
+    }
+
+    /// A caller's channel: credentials only when it is named https or
+    /// plaintext is allowed, and errors name what was given.
+    #[tokio::test]
+    async fn a_callers_channel_gets_credentials_only_when_safe() {
+        let channel = || Endpoint::from_static("http://192.0.2.1:1").connect_lazy();
+        let token = || Credentials::access_token("secret-token");
+        let err = ClientBuilder::default()
+            .ignore_env()
+            .project("p")
+            .credentials(token())
+            .build_with_channel(channel())
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("caller-supplied channel") && !text.contains("in-memory"),
+            "{text}"
+        );
+        let err = ClientBuilder::default()
+            .ignore_env()
+            .project("p")
+            .endpoint("http://192.0.2.1:1")
+            .credentials(token())
+            .build_with_channel(channel())
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("http://192.0.2.1:1"), "{err}");
+        for ok in [
+            ClientBuilder::default()
+                .endpoint("https://proxy.example:443")
+                .credentials(token()),
+            ClientBuilder::default()
+                .credentials(token())
+                .allow_plaintext(true),
+            ClientBuilder::default(),
+        ] {
+            assert!(ok
+                .ignore_env()
+                .project("p")
+                .build_with_channel(channel())
+                .is_ok());
+        }
     }
 
     #[test]
