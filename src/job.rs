@@ -26,7 +26,7 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum JobState {
-    /// Not set (or a value this crate does not know).
+    /// Not set.
     Unspecified,
     /// Created, waiting for resources.
     Queued,
@@ -43,7 +43,9 @@ pub enum JobState {
     Cancelling,
     /// Cancelled.
     Cancelled,
-    /// Paused; it can be resumed.
+    /// Paused: the service stopped running the job for a while (for
+    /// example while it is updated) and will resume it. Not an end state:
+    /// waits keep polling.
     Paused,
     /// Queued for longer than the service allows (72 h) and dropped.
     Expired,
@@ -51,10 +53,15 @@ pub enum JobState {
     Updating,
     /// Finished with some rows failed.
     PartiallySucceeded,
+    /// A value this crate does not know (a newer API's state), kept as
+    /// sent. Whether such a job has ended is told by [`Job::has_ended`]
+    /// (its `end_time`), not by the state.
+    Unrecognized(i32),
 }
 
 impl JobState {
-    /// The state for a wire value; unknown values map to `Unspecified`.
+    /// The state for a wire value; unknown values are kept as
+    /// [`JobState::Unrecognized`].
     pub fn from_proto(value: i32) -> Self {
         use pb::JobState as P;
         match P::try_from(value) {
@@ -69,11 +76,13 @@ impl JobState {
             Ok(P::Expired) => JobState::Expired,
             Ok(P::Updating) => JobState::Updating,
             Ok(P::PartiallySucceeded) => JobState::PartiallySucceeded,
-            Ok(P::Unspecified) | Err(_) => JobState::Unspecified,
+            Ok(P::Unspecified) => JobState::Unspecified,
+            Err(_) => JobState::Unrecognized(value),
         }
     }
 
-    /// The wire value.
+    /// The wire value as the enum (`UNSPECIFIED` for an unrecognized one;
+    /// [`JobState::to_wire`] keeps it).
     pub fn to_proto(self) -> pb::JobState {
         use pb::JobState as P;
         match self {
@@ -89,6 +98,15 @@ impl JobState {
             JobState::Expired => P::Expired,
             JobState::Updating => P::Updating,
             JobState::PartiallySucceeded => P::PartiallySucceeded,
+            JobState::Unrecognized(_) => P::Unspecified,
+        }
+    }
+
+    /// The wire value, unrecognized ones included.
+    pub fn to_wire(self) -> i32 {
+        match self {
+            JobState::Unrecognized(v) => v,
+            s => s.to_proto() as i32,
         }
     }
 
@@ -110,15 +128,23 @@ impl JobState {
         self == JobState::Succeeded
     }
 
-    /// The name the API uses, e.g. `JOB_STATE_RUNNING`.
+    /// The name the API uses, e.g. `JOB_STATE_RUNNING`
+    /// (`JOB_STATE_UNRECOGNIZED` for a value this crate does not know; its
+    /// `Display` shows the number).
     pub fn as_str(self) -> &'static str {
-        self.to_proto().as_str_name()
+        match self {
+            JobState::Unrecognized(_) => "JOB_STATE_UNRECOGNIZED",
+            s => s.to_proto().as_str_name(),
+        }
     }
 }
 
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            JobState::Unrecognized(v) => write!(f, "JOB_STATE_UNRECOGNIZED({v})"),
+            s => f.write_str(s.as_str()),
+        }
     }
 }
 
@@ -129,8 +155,9 @@ pub struct CompletionStats {
     pub successful: u64,
     /// Rows that failed.
     pub failed: u64,
-    /// Rows not processed (e.g. the job was cancelled).
-    pub incomplete: u64,
+    /// Rows not processed yet (or never: the job was cancelled); `None`
+    /// when the service says it does not know (it sends -1).
+    pub incomplete: Option<u64>,
 }
 
 impl CompletionStats {
@@ -139,9 +166,10 @@ impl CompletionStats {
         self.successful.saturating_add(self.failed)
     }
 
-    /// All rows counted (successful + failed + incomplete).
+    /// All rows counted (successful + failed + incomplete); only the done
+    /// rows while the number incomplete is unknown.
     pub fn total(&self) -> u64 {
-        self.done().saturating_add(self.incomplete)
+        self.done().saturating_add(self.incomplete.unwrap_or(0))
     }
 }
 
@@ -279,7 +307,8 @@ impl Job {
         CompletionStats {
             successful: n(s.successful_count),
             failed: n(s.failed_count),
-            incomplete: n(s.incomplete_count),
+            // -1 (any negative) is the service's "unknown".
+            incomplete: u64::try_from(s.incomplete_count).ok(),
         }
     }
 
@@ -316,6 +345,13 @@ impl Job {
             .iter()
             .map(ServiceError::from_rpc_status)
             .collect()
+    }
+
+    /// Whether the job has ended: a terminal state, or `end_time` set
+    /// whatever the state says (the rule Google's own Go sample uses; it
+    /// catches states newer than this crate).
+    pub fn has_ended(&self) -> bool {
+        self.state().is_terminal() || self.raw.end_time.is_some()
     }
 
     /// True when the job ended `SUCCEEDED` *and* no row failed.
@@ -413,7 +449,13 @@ mod tests {
         for v in 0..12 {
             assert_eq!(JobState::from_proto(v).to_proto() as i32, v);
         }
-        assert_eq!(JobState::from_proto(99), JobState::Unspecified);
+        assert_eq!(JobState::from_proto(99), JobState::Unrecognized(99));
+        assert_eq!(JobState::from_proto(99).to_wire(), 99);
+        assert_eq!(
+            JobState::from_proto(99).to_string(),
+            "JOB_STATE_UNRECOGNIZED(99)"
+        );
+        assert!(!JobState::from_proto(99).is_terminal());
     }
 
     #[test]

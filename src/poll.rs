@@ -193,7 +193,10 @@ pub fn estimate_remaining(job: &Job) -> Option<Duration> {
     if done == 0 {
         return None;
     }
-    if stats.incomplete == 0 {
+    // The service sends -1 when it does not know how many rows are left:
+    // then nothing can be told.
+    let incomplete = stats.incomplete?;
+    if incomplete == 0 {
         // All rows done: the job is writing its output and about to end.
         return Some(Duration::ZERO);
     }
@@ -204,7 +207,7 @@ pub fn estimate_remaining(job: &Job) -> Option<Duration> {
         return None;
     }
     let rate = done as f64 / elapsed;
-    let secs = stats.incomplete as f64 / rate;
+    let secs = incomplete as f64 / rate;
     secs.is_finite()
         .then(|| Duration::from_secs_f64(secs.min(1e9)))
 }
@@ -255,6 +258,13 @@ mod tests {
             Some(Duration::from_secs(900))
         );
         assert_eq!(estimate_remaining(&running(0, 900, 100)), None);
+        // -1 rows left is the service's "unknown": no estimate, not "done".
+        assert_eq!(running(100, -1, 100).completion_stats().incomplete, None);
+        assert_eq!(estimate_remaining(&running(100, -1, 100)), None);
+        assert_eq!(
+            estimate_remaining(&running(100, 0, 100)),
+            Some(Duration::ZERO)
+        );
         assert_eq!(
             estimate_remaining(&running(10, 0, 100)),
             Some(Duration::ZERO)

@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::recorder::Recorder;
 use serde_json::json;
 use vertex_batch::{
-    proto::rpc, status_with_details, Client, Credentials, Error, JobSpec, JobState, RetryPolicy,
-    StatusDetail,
+    proto::{aiplatform as pb, rpc},
+    status_with_details, Client, Credentials, Error, JobSpec, JobState, RetryPolicy, StatusDetail,
 };
 
 const TOKEN: &str = "ya29.super-secret-token-value";
@@ -502,4 +502,35 @@ async fn plaintext_to_a_remote_host_needs_an_opt_in() {
         missing.to_string().contains("GOOGLE_CLOUD_PROJECT"),
         "{missing}"
     );
+}
+
+/// A state newer than this crate is kept, not read as UNSPECIFIED, and a
+/// job with `end_time` set has ended whatever its state: a wait returns.
+#[tokio::test]
+async fn a_job_in_an_unknown_state_with_an_end_time_has_ended() {
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr).await;
+    let name = "projects/local-project/locations/us-central1/batchPredictionJobs/42";
+    server.put_job(pb::BatchPredictionJob {
+        name: name.into(),
+        state: 99,
+        end_time: Some(pbjson_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        }),
+        ..Default::default()
+    });
+    let opts = vertex_batch::WaitOptions::new()
+        .policy(vertex_batch::PollPolicy::fixed(
+            std::time::Duration::from_millis(5),
+        ))
+        .timeout(std::time::Duration::from_secs(20));
+    let job = client.wait_terminal_with(name, opts).await.unwrap();
+    assert_eq!(job.state(), JobState::Unrecognized(99));
+    assert!(job.has_ended());
+    assert!(!job.state().is_terminal());
+    // The same job without an end time has not ended.
+    let mut open = job.proto().clone();
+    open.end_time = None;
+    assert!(!vertex_batch::Job::from(open).has_ended());
 }

@@ -34,7 +34,7 @@ async fn gcs_job_writes_one_prediction_per_input_line() {
     let stats = done.completion_stats();
     assert_eq!(
         (stats.successful, stats.failed, stats.incomplete),
-        (50, 0, 0)
+        (50, 0, Some(0))
     );
     assert!(done.start_time().unwrap() >= done.create_time().unwrap());
     assert!(done.end_time().unwrap() >= done.start_time().unwrap());

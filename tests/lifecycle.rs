@@ -135,7 +135,7 @@ async fn wait_survives_unavailable_rpcs_and_an_emulator_restart_mid_job() {
     let stats = done.completion_stats();
     assert_eq!(
         (stats.successful, stats.failed, stats.incomplete),
-        (200, 0, 0)
+        (200, 0, Some(0))
     );
     assert!(
         gets(&emu) >= 1,
@@ -323,7 +323,7 @@ async fn wait_is_ok_only_for_succeeded_and_wait_terminal_returns_every_end() {
     let done = not_succeeded(client.wait(job.name()).await, "CANCELLED");
     emu.knobs().set_job_duration(None);
     assert_eq!(done.state(), JobState::Cancelled);
-    assert!(done.completion_stats().incomplete > 0);
+    assert!(done.completion_stats().incomplete.is_some_and(|n| n > 0));
     ended.push((job.name().to_owned(), JobState::Cancelled));
 
     // EXPIRED
@@ -745,4 +745,62 @@ async fn rpc_spans_name_method_and_attempt_and_never_log_the_token() {
     assert!(span_line("GetBatchPredictionJob", "code=NotFound"), "{log}");
     assert!(log.contains("AccessToken(<redacted>)"), "{log}");
     assert!(!log.contains("secret-token"), "the token leaked:\n{log}");
+}
+
+/// Rows failed: the emulator ends the job PARTIALLY_SUCCEEDED, or (like the
+/// service sometimes) SUCCEEDED. `wait` returns `Ok` for SUCCEEDED with a
+/// warning and `is_clean_success` false; PARTIALLY_SUCCEEDED is an error.
+#[tokio::test]
+async fn rows_failed_end_succeeded_or_partially_succeeded_and_are_told_apart() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    emu.knobs().fail_rows_containing(Some("number 2".into()));
+    write_gcs(
+        &emu,
+        INPUT,
+        &[prompt_line(1), prompt_line(2), prompt_line(3)],
+    );
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let opts = || {
+        vertex_batch::WaitOptions::new()
+            .policy(vertex_batch::PollPolicy::fixed(Duration::from_millis(5)))
+    };
+
+    // PARTIALLY_SUCCEEDED: an error carrying the job.
+    let job = client.create(&spec(INPUT)).await.unwrap();
+    let err = client.wait_with(job.name(), opts()).await.unwrap_err();
+    let Error::JobNotSucceeded(job) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(job.state(), JobState::PartiallySucceeded);
+    assert!(!job.is_clean_success());
+    assert_eq!(job.completion_stats().failed, 1);
+
+    // SUCCEEDED despite a failed row: Ok, but not clean, and a warning.
+    emu.knobs().set_succeed_despite_failed_rows(true);
+    let job = client.create(&spec(INPUT)).await.unwrap();
+    let job = client.wait_with(job.name(), opts()).await.unwrap();
+    assert_eq!(job.state(), JobState::Succeeded);
+    assert_eq!(job.completion_stats().failed, 1);
+    assert!(!job.is_clean_success());
+    let log = capture.text();
+    assert!(
+        log.contains("job SUCCEEDED but some rows failed") && log.contains(job.name()),
+        "{log}"
+    );
+
+    // No failed row: clean.
+    emu.knobs().fail_rows_containing(None);
+    let job = client.create(&spec(INPUT)).await.unwrap();
+    let job = client.wait_with(job.name(), opts()).await.unwrap();
+    assert!(job.is_clean_success());
 }

@@ -164,7 +164,7 @@ impl Multi {
         match result {
             Ok(job) => {
                 let key = (job.state(), job.completion_stats());
-                let terminal = job.state().is_terminal();
+                let terminal = job.has_ended();
                 if !terminal {
                     let at = crate::poll::after(entry.poller.next_delay(&job));
                     self.due.push(Reverse((at, idx)));

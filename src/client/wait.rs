@@ -164,7 +164,7 @@ impl Client {
         let mut follow = Follow::new(self, &name, &opts);
         loop {
             let job = follow.next().await?;
-            if job.state().is_terminal() {
+            if job.has_ended() {
                 return Ok(job);
             }
         }
@@ -211,7 +211,7 @@ impl Client {
                                 continue;
                             }
                             last = Some(key);
-                            let next = (!job.state().is_terminal()).then_some((Ok(follow), last));
+                            let next = (!job.has_ended()).then_some((Ok(follow), last));
                             return Some((Ok(job), next));
                         }
                     }

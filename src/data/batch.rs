@@ -467,7 +467,7 @@ impl Batch {
         });
         let all = self.jobs();
         BatchProgress {
-            done: all.iter().all(|j| j.state().is_terminal()),
+            done: all.iter().all(Job::has_ended),
             jobs: all,
             rows,
             succeeded,
@@ -521,7 +521,7 @@ impl Batch {
     /// many rows were resubmitted (0: nothing to retry, no job made).
     /// Blocked prompts are not retried.
     pub async fn retry_failed(&mut self) -> Result<u64> {
-        if let Some(j) = self.jobs().iter().find(|j| !j.state().is_terminal()) {
+        if let Some(j) = self.jobs().iter().find(|j| !j.has_ended()) {
             return Err(Error::validation(
                 "batch",
                 format!(

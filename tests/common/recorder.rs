@@ -61,6 +61,12 @@ impl Recorder {
         (recorder, addr)
     }
 
+    /// Stores `job` under its name, as Get will answer it.
+    pub fn put_job(&self, job: pb::BatchPredictionJob) {
+        let mut st = self.state.lock().unwrap();
+        st.jobs.insert(job.name.clone(), job);
+    }
+
     /// Queues a status to answer the next call with (before normal behaviour).
     pub fn push_error(&self, status: Status) {
         self.state

@@ -216,7 +216,9 @@ fn describe(job: &Job) -> String {
             "rows",
             format!(
                 "{} succeeded, {} failed, {} incomplete",
-                s.successful, s.failed, s.incomplete
+                s.successful,
+                s.failed,
+                s.incomplete.map_or("?".to_owned(), |n| n.to_string())
             ),
         ),
     ];
@@ -449,7 +451,7 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
             .get(&a.target)
             .await
             .map_err(|e| CliError::from_lib(e, Some(g)))?;
-        if !job.state().is_terminal() {
+        if !job.has_ended() {
             return Err(CliError::other(format!(
                 "job {} is {}: its output is not complete; follow it with `vertex-batch watch {}`",
                 job.name(),

@@ -172,7 +172,7 @@ async fn follow(batch: &mut Batch, ui: &mut Progress, g: &Global) -> CliResult<F
 
 /// The least advanced state among the jobs (what a person waits on).
 fn summary_state(jobs: &[vertex_batch::Job]) -> String {
-    let running = jobs.iter().find(|j| !j.state().is_terminal());
+    let running = jobs.iter().find(|j| !j.has_ended());
     match running {
         Some(j) => j.state().as_str().to_owned(),
         None => jobs
@@ -186,7 +186,7 @@ async fn interrupted(g: &Global, a: &RunArgs, batch: &Batch, ui: &mut Progress) 
     let live: Vec<_> = batch
         .jobs()
         .into_iter()
-        .filter(|j| !j.state().is_terminal())
+        .filter(|j| !j.has_ended())
         .collect();
     if a.cancel_on_interrupt {
         ui.finish(&format!("interrupted: cancelling {} job(s)…", live.len()));
