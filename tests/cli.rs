@@ -716,7 +716,12 @@ async fn the_emulator_subcommand_serves_like_the_emulator_binary() {
     let dir = common::temp();
     let mut child = cli(
         &[],
-        &["emulator", "--data-dir", dir.path().to_str().unwrap()],
+        &[
+            "emulator",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--hold-queued",
+        ],
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::null())
@@ -741,6 +746,32 @@ async fn the_emulator_subcommand_serves_like_the_emulator_binary() {
     .await;
     assert_eq!(res.code, 0, "{}", res.stderr);
     assert_eq!(res.stdout.trim(), "[]");
+    // Its flags are in force from the first RPC: a job stays QUEUED.
+    common::write_lines(
+        &dir.path().join("gcs/bkt/in.jsonl"),
+        &[prompt("a", "Hello")],
+    );
+    let env = [
+        ("VERTEX_AI_EMULATOR_HOST", host.as_str()),
+        ("GOOGLE_CLOUD_PROJECT", "p"),
+    ];
+    let res = run(
+        &env,
+        &[
+            "submit",
+            "--model",
+            "gemini-2.0-flash-001",
+            "--input",
+            "gs://bkt/in.jsonl",
+            "--output",
+            "gs://bkt/out",
+        ],
+    )
+    .await;
+    assert_eq!(res.code, 0, "{}", res.stderr);
+    let res = run(&env, &["status", res.stdout.trim(), "--json"]).await;
+    let job: Value = serde_json::from_str(&res.stdout).unwrap();
+    assert_eq!(job["state"], "JOB_STATE_QUEUED");
     child.kill().await.unwrap();
 
     // Both programs take the same flags.

@@ -89,6 +89,7 @@ pub struct EmulatorBuilder {
     port: u16,
     knobs: KnobValues,
     gcs: Option<crate::storage::Storage>,
+    hold: bool,
 }
 
 impl EmulatorBuilder {
@@ -113,7 +114,14 @@ impl EmulatorBuilder {
         self
     }
 
-    /// The knobs to start with.
+    /// Starts with jobs held `QUEUED` (see [`Knobs::hold_queued`]), set
+    /// before any job is resumed or any RPC is served.
+    pub fn hold_queued(mut self, hold: bool) -> Self {
+        self.hold = hold;
+        self
+    }
+
+    /// The knobs to start with (in force before the first RPC is served).
     pub fn knobs(mut self, knobs: KnobValues) -> Self {
         self.knobs = knobs;
         self
@@ -129,6 +137,7 @@ impl EmulatorBuilder {
             .map_err(|e| io(&format!("binding {}:{}", self.ip, self.port), e))?;
         let addr = listener.local_addr().map_err(|e| io("local address", e))?;
         let knobs = Knobs::new(self.knobs);
+        knobs.hold_queued(self.hold);
         let (state, loaded) = EmuState::open(&self.data_dir, knobs, self.gcs.clone())
             .map_err(|e| io(&format!("opening {}", self.data_dir.display()), e))?;
         let state = Arc::new(state);
@@ -239,6 +248,7 @@ impl Emulator {
             port: 0,
             knobs: KnobValues::default(),
             gcs: None,
+            hold: false,
         }
     }
 

@@ -152,6 +152,7 @@ pub async fn run(args: EmulatorArgs) -> ExitCode {
     let mut builder = Emulator::builder(&args.data_dir)
         .ip(args.host)
         .port(args.port)
+        .hold_queued(args.hold_queued)
         .knobs(knobs);
     if !args.local_gcs {
         let storage = match &args.storage_emulator_host {
@@ -187,7 +188,6 @@ pub async fn run(args: EmulatorArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    emu.knobs().hold_queued(args.hold_queued);
     println!("VERTEX_AI_EMULATOR_HOST={}", emu.host());
     println!("data dir: {}", emu.data_dir().display());
     if tokio::signal::ctrl_c().await.is_err() {
