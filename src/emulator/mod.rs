@@ -330,13 +330,13 @@ impl Emulator {
     /// The local file behind a `gs://` URI.
     pub fn gcs_path(&self, uri: &str) -> Result<PathBuf> {
         let uri = GcsUri::parse_field(uri, "uri")?;
-        Ok(storage::gcs_path(&self.state.dir, &uri))
+        storage::gcs_path(&self.state.dir, &uri).map_err(|e| Error::validation("uri", e))
     }
 
     /// The local file behind a `bq://project.dataset.table` URI.
     pub fn bigquery_path(&self, uri: &str) -> Result<PathBuf> {
         let uri = BigQueryUri::parse_field(uri, "uri", true)?;
-        Ok(storage::bq_path(&self.state.dir, &uri, None))
+        storage::bq_path(&self.state.dir, &uri, None).map_err(|e| Error::validation("uri", e))
     }
 
     /// Stops gracefully: no new connections, in-flight RPCs finish, running

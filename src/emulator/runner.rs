@@ -202,7 +202,7 @@ fn resolve_input(dir: &Path, job: &pb::BatchPredictionJob) -> Result<Input, Stri
         input_config::Source::BigquerySource(b) => {
             let uri = BigQueryUri::parse_field(&b.input_uri, "input_uri", true)
                 .map_err(|e| e.to_string())?;
-            let path = storage::bq_path(dir, &uri, None);
+            let path = storage::bq_path(dir, &uri, None)?;
             if path.is_file() {
                 Ok(Input::BigQuery(path))
             } else {
@@ -237,7 +237,7 @@ async fn plan_output(
             // staging directory of the job's, then uploaded.
             let base = match &state.gcs {
                 Some(_) => staging_dir(state, id).join("out"),
-                None => storage::gcs_path(&state.dir, &prefix),
+                None => storage::gcs_path(&state.dir, &prefix)?,
             };
             // The service names the directory after the time; keep it unique.
             fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
@@ -297,7 +297,7 @@ async fn plan_output(
                 .table()
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("predictions_{}", timefmt::format_compact(now)));
-            let path = storage::bq_path(&state.dir, &uri, Some(&table));
+            let path = storage::bq_path(&state.dir, &uri, Some(&table))?;
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent)
                     .map_err(|e| format!("creating {}: {e}", parent.display()))?;
@@ -385,10 +385,11 @@ async fn stage_inputs(
         let literal = &object[..object.find(['*', '?', '[']).unwrap_or(object.len())];
         let prefix = GcsUri::parse_field(&format!("gs://{}/{literal}", uri.bucket()), "input_uri")
             .map_err(|e| e.to_string())?;
+        let glob = storage::Glob::new(object);
         let mut found: Vec<GcsUri> = gcs
             .list(&prefix)
             .map_ok(|o| o.uri().clone())
-            .try_filter(|o| futures::future::ready(storage::glob_match(object, o.object())))
+            .try_filter(|o| futures::future::ready(glob.matches(o.object())))
             .try_collect()
             .await
             .map_err(|e| e.to_string())?;
