@@ -430,7 +430,7 @@ mod tests {
             if let Some(e) = emulator {
                 b = b.emulator_host(e);
             }
-            let err = b.build().err().expect("refused");
+            let err = b.build().expect_err("refused");
             assert!(err.to_string().contains("userinfo"), "{err}");
             assert!(!err.to_string().contains("secret-token"));
         }
@@ -445,8 +445,7 @@ mod tests {
             .emulator_host("10.1.2.3:8080")
             .credentials(token())
             .build()
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(err.to_string().contains("http://10.1.2.3:8080"), "{err}");
         assert!(ClientBuilder::default()
             .ignore_env()
@@ -467,8 +466,7 @@ mod tests {
             .project("p")
             .credentials(token())
             .build_with_channel(channel())
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         let text = err.to_string();
         assert!(
             text.contains("caller-supplied channel") && !text.contains("in-memory"),
@@ -480,8 +478,7 @@ mod tests {
             .endpoint("http://192.0.2.1:1")
             .credentials(token())
             .build_with_channel(channel())
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(err.to_string().contains("http://192.0.2.1:1"), "{err}");
         for ok in [
             ClientBuilder::default()
