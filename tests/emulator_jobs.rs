@@ -269,6 +269,10 @@ async fn a_crash_after_publishing_never_doubles_the_output() {
     let mut record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
     record["job"]["state"] = json!("JOB_STATE_RUNNING");
+    // A crash before the end is recorded leaves no end time either.
+    let job_obj = record["job"].as_object_mut().unwrap();
+    job_obj.remove("endTime");
+    job_obj.remove("end_time");
     record["output_claim"] = json!(out_dir);
     std::fs::write(&record_path, record.to_string()).unwrap();
 
@@ -299,4 +303,63 @@ async fn an_enormous_wait_deadline_is_no_deadline() {
         .timeout(std::time::Duration::MAX);
     let done = client.wait_with(job.name(), opts).await.unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
+}
+
+/// A row longer than the line cap, and a row that is not UTF-8, fail alone:
+/// nothing is rewritten, the other rows succeed and are echoed byte-exact.
+#[tokio::test]
+async fn an_overlong_or_non_utf8_row_fails_alone() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    emu.knobs().set_max_line_bytes(4096);
+    let path = emu.gcs_path("gs://bkt/in/mixed.jsonl").unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let long = format!(
+        r#"{{"request":{{"contents":[{{"role":"user","parts":[{{"text":"{}"}}]}}]}}}}"#,
+        "x".repeat(10_000)
+    );
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(prompt_line(1).as_bytes());
+    bytes.push(b'\n');
+    bytes.extend_from_slice(long.as_bytes());
+    bytes.push(b'\n');
+    bytes.extend_from_slice(
+        b"{\"request\":{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"caf\xe9\"}]}]}}\n",
+    );
+    bytes.extend_from_slice(prompt_line(2).as_bytes());
+    bytes.push(b'\n');
+    std::fs::write(&path, &bytes).unwrap();
+    let client = emu.client("proj-1", "us-central1").unwrap();
+    let done = run_to_end(&client, &spec("gs://bkt/in/mixed.jsonl", "gs://bkt/out")).await;
+    assert_eq!(done.state(), JobState::PartiallySucceeded);
+    let stats = done.completion_stats();
+    assert_eq!((stats.successful, stats.failed), (2, 2));
+    let text = std::fs::read(predictions_file(&emu, &done)).unwrap();
+    let text = String::from_utf8(text).expect("the output is UTF-8");
+    assert!(!text.contains('\u{fffd}'), "nothing rewritten: {text}");
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r["status"].as_str().filter(|s| !s.is_empty()))
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .any(|s| s.contains("longer than the 4096 bytes")),
+        "{failed:?}"
+    );
+    assert!(failed.iter().any(|s| s.contains("not UTF-8")), "{failed:?}");
+    for i in [1, 2] {
+        let want: serde_json::Value = serde_json::from_str(&prompt_line(i)).unwrap();
+        assert!(
+            rows.iter()
+                .any(|r| r["request"] == want["request"] && r["status"] == ""),
+            "row {i} succeeded and was echoed"
+        );
+    }
 }

@@ -46,6 +46,9 @@ pub struct KnobValues {
     /// Ends a job `SUCCEEDED` even when some of its rows failed (the service
     /// does this) instead of `PARTIALLY_SUCCEEDED`.
     pub succeed_despite_failed_rows: bool,
+    /// The longest input line read (default 32 MiB): a longer row fails
+    /// alone, and memory stays bounded.
+    pub max_line_bytes: usize,
 }
 
 impl Default for KnobValues {
@@ -66,6 +69,7 @@ impl Default for KnobValues {
             duplicate_every: 0,
             incremental_chunk: false,
             succeed_despite_failed_rows: false,
+            max_line_bytes: 32 << 20,
         }
     }
 }
@@ -140,6 +144,11 @@ impl Knobs {
     /// Time spent `PENDING` before `RUNNING`.
     pub fn set_queue_delay(&self, d: Duration) {
         self.update(|v| v.queue_delay = d);
+    }
+
+    /// The longest input line a job reads; a longer row fails alone.
+    pub fn set_max_line_bytes(&self, n: usize) {
+        self.update(|v| v.max_line_bytes = n.max(1));
     }
 
     /// Holds new and waiting jobs in `QUEUED` (`true`) or lets them run.

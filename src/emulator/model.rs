@@ -367,6 +367,16 @@ fn finish_bq(
     let _ = serde_json::to_writer(&mut *out, &row);
 }
 
+/// The output line of a row that failed before it could be read (too long,
+/// not UTF-8): its status and time, no request echoed (nothing rewritten).
+pub fn failed_row(message: &str, processed_time: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"status\":");
+    write_json_str(out, message);
+    out.extend_from_slice(b",\"processed_time\":\"");
+    out.extend_from_slice(processed_time.as_bytes());
+    out.extend_from_slice(b"\",\"request\":null}");
+}
+
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
     // Serialising a str cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);

@@ -464,19 +464,22 @@ async fn upload_dir(
     Ok(())
 }
 
-/// Counts the non-blank lines of the input files.
-fn count_rows(files: &[&Path]) -> io::Result<u64> {
+/// Counts the rows (non-blank lines) of the input files, never holding
+/// more than `cap` bytes of a line.
+fn count_rows(files: &[PathBuf], cap: usize) -> io::Result<u64> {
     let mut n = 0u64;
     let mut buf = Vec::with_capacity(4096);
     for f in files {
         let mut r = BufReader::with_capacity(1 << 18, File::open(f)?);
         loop {
-            buf.clear();
-            if r.read_until(b'\n', &mut buf)? == 0 {
-                break;
-            }
-            if buf.iter().any(|b| !b.is_ascii_whitespace()) {
-                n += 1;
+            match read_line_capped(&mut r, &mut buf, cap)? {
+                LineRead::Eof => break,
+                LineRead::TooLong(_) => n += 1,
+                LineRead::Line => {
+                    if buf.iter().any(|b| !b.is_ascii_whitespace()) {
+                        n += 1;
+                    }
+                }
             }
         }
     }
@@ -520,7 +523,7 @@ struct Tally {
     errors: Vec<rpc::Status>,
 }
 
-async fn execute(state: &EmuState, slot: &JobSlot) {
+async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
     let job = slot.snapshot();
     let knobs = state.knobs.values();
     let resolved = match (&state.gcs, gcs_input_uris(&job)) {
@@ -532,7 +535,12 @@ async fn execute(state: &EmuState, slot: &JobSlot) {
         Err(e) => return finish(state, slot, pb::JobState::Failed, Some((5, e))),
     };
     let files = input.files();
-    let total = match count_rows(&files) {
+    let owned: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
+    let cap = knobs.max_line_bytes;
+    let counted = blocking(move || count_rows(&owned, cap))
+        .await
+        .and_then(|r| r);
+    let total = match counted {
         Ok(n) => n,
         Err(e) => {
             return finish(
@@ -724,16 +732,17 @@ const SHUFFLE_WINDOW: usize = 64;
 
 impl Sink {
     fn new(
-        output: &Output,
+        partial: &Path,
+        final_path: &Path,
         gcs: bool,
         total: u64,
         knobs: &super::KnobValues,
         seed: u64,
     ) -> io::Result<Sink> {
-        let main = BufWriter::with_capacity(1 << 18, File::create(&output.partial)?);
+        let main = BufWriter::with_capacity(1 << 18, File::create(partial)?);
         let incremental = match (
             gcs && knobs.incremental_chunk,
-            Self::incremental_paths(output),
+            Self::incremental_paths(final_path),
         ) {
             (true, Some((partial, _))) => {
                 if let Some(parent) = partial.parent() {
@@ -756,8 +765,8 @@ impl Sink {
     }
 
     /// The incremental chunk's partial and final paths (GCS output only).
-    fn incremental_paths(output: &Output) -> Option<(PathBuf, PathBuf)> {
-        let dir = output.final_path.parent()?.join("incremental_predictions");
+    fn incremental_paths(final_path: &Path) -> Option<(PathBuf, PathBuf)> {
+        let dir = final_path.parent()?.join("incremental_predictions");
         Some((
             dir.join(".predictions_0001.jsonl.partial"),
             dir.join("predictions_0001.jsonl"),
@@ -820,7 +829,7 @@ impl Sink {
 
     /// Renames the partial files into place (the incremental chunk first).
     fn publish(output: &Output) -> io::Result<()> {
-        if let Some((partial, done)) = Self::incremental_paths(output) {
+        if let Some((partial, done)) = Self::incremental_paths(&output.final_path) {
             if partial.exists() {
                 fs::rename(partial, done)?;
             }
@@ -836,10 +845,172 @@ enum RowsEnd {
     Stopped,
 }
 
+/// How one line read out.
+enum LineRead {
+    Eof,
+    Line,
+    /// Longer than the cap: skipped (its bytes counted), nothing kept.
+    TooLong(u64),
+}
+
+/// Reads one line (with its newline) into `buf`, keeping at most `cap`
+/// bytes: a longer line is consumed to its end without being stored, so
+/// memory stays bounded whatever the input.
+fn read_line_capped(r: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> io::Result<LineRead> {
+    buf.clear();
+    let mut total = 0u64;
+    let mut too_long = false;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(match (total, too_long) {
+                (0, _) => LineRead::Eof,
+                (n, true) => LineRead::TooLong(n),
+                _ => LineRead::Line,
+            });
+        }
+        let (take, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        total += take as u64;
+        if !too_long {
+            if buf.len() + take > cap {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&avail[..take]);
+            }
+        }
+        r.consume(take);
+        if done {
+            return Ok(if too_long {
+                LineRead::TooLong(total)
+            } else {
+                LineRead::Line
+            });
+        }
+    }
+}
+
+/// The blocking half of running rows: the open input, the output sink and
+/// the buffers. It is moved onto a blocking thread for each chunk of rows
+/// and back, so no file I/O (nor fsync) runs on the async workers.
+struct Rows {
+    files: Vec<PathBuf>,
+    next_file: usize,
+    reader: Option<BufReader<File>>,
+    writer: Sink,
+    ctx: ModelCtx,
+    bigquery: bool,
+    max_line: usize,
+    line: Vec<u8>,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+    done: u64,
+    tally: Tally,
+}
+
+impl Rows {
+    /// Processes up to `n` rows; true when the input is exhausted.
+    fn chunk(&mut self, n: u64, processed_time: &str) -> io::Result<bool> {
+        let mut in_chunk = 0;
+        while in_chunk < n {
+            let reader = match &mut self.reader {
+                Some(r) => r,
+                None => {
+                    let Some(f) = self.files.get(self.next_file) else {
+                        return Ok(true);
+                    };
+                    self.next_file += 1;
+                    self.reader
+                        .insert(BufReader::with_capacity(1 << 18, File::open(f)?))
+                }
+            };
+            self.out.clear();
+            let err = match read_line_capped(reader, &mut self.line, self.max_line)? {
+                LineRead::Eof => {
+                    self.reader = None;
+                    continue;
+                }
+                LineRead::TooLong(len) => {
+                    let message = format!(
+                        "invalid row: {len} bytes, longer than the {} bytes a row may have",
+                        self.max_line
+                    );
+                    super::model::failed_row(&message, processed_time, &mut self.out);
+                    Some(message)
+                }
+                LineRead::Line => {
+                    if self.line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    match std::str::from_utf8(&self.line) {
+                        Err(e) => {
+                            // Failed, not rewritten: the echo stays byte-exact.
+                            let message = format!("invalid row: not UTF-8 ({e})");
+                            super::model::failed_row(&message, processed_time, &mut self.out);
+                            Some(message)
+                        }
+                        Ok(text) => {
+                            let text = text.trim_end_matches(['\n', '\r']);
+                            if self.bigquery {
+                                process_bq_line(
+                                    text,
+                                    processed_time,
+                                    &self.ctx,
+                                    &mut self.scratch,
+                                    &mut self.out,
+                                )
+                            } else {
+                                process_gcs_line(
+                                    text,
+                                    processed_time,
+                                    &self.ctx,
+                                    &mut self.scratch,
+                                    &mut self.out,
+                                )
+                            }
+                        }
+                    }
+                }
+            };
+            self.writer.push(&self.out)?;
+            self.done += 1;
+            in_chunk += 1;
+            match err {
+                None => self.tally.ok += 1,
+                Some(message) => {
+                    self.tally.failed += 1;
+                    if self.tally.errors.len() < MAX_PARTIAL_FAILURES {
+                        self.tally.errors.push(rpc::Status {
+                            code: 3,
+                            message: format!("row {}: {message}", self.done),
+                            details: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Runs `f` on the blocking pool (a panic there is an I/O error here).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("a blocking task failed: {e}")))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn stream_rows(
-    state: &EmuState,
-    slot: &JobSlot,
+    state: &Arc<EmuState>,
+    slot: &Arc<JobSlot>,
     files: &[&Path],
     output: &Output,
     ctx: &ModelCtx,
@@ -851,90 +1022,99 @@ async fn stream_rows(
     max_run: Duration,
     tally: &mut Tally,
 ) -> io::Result<RowsEnd> {
-    let mut writer = Sink::new(output, !bigquery, total, &state.knobs.values(), slot.id)?;
-    let mut line = Vec::with_capacity(4096);
-    let mut scratch = Vec::with_capacity(1024);
-    let mut out = Vec::with_capacity(4096);
-    let mut done = 0u64;
+    let knobs = state.knobs.values();
+    let max_line = knobs.max_line_bytes;
+    let (partial, final_path) = (output.partial.clone(), output.final_path.clone());
+    let seed = slot.id;
+    let writer = blocking(move || Sink::new(&partial, &final_path, !bigquery, total, &knobs, seed))
+        .await??;
+    let mut rows = Rows {
+        files: files.iter().map(|f| f.to_path_buf()).collect(),
+        next_file: 0,
+        reader: None,
+        writer,
+        ctx: ctx.clone(),
+        bigquery,
+        max_line,
+        line: Vec::with_capacity(4096),
+        scratch: Vec::with_capacity(1024),
+        out: Vec::with_capacity(4096),
+        done: 0,
+        tally: Tally::default(),
+    };
     let mut last_persist = Instant::now();
-    let mut processed_time = timefmt::format_millis(state.clock.now());
-    let mut in_chunk = 0u64;
-    for file in files {
-        let mut reader = BufReader::with_capacity(1 << 18, File::open(file)?);
-        loop {
-            if in_chunk == 0 {
-                // Start of a chunk: pace, and check for cancel and shutdown.
-                let target = started
-                    .checked_add(per_row.saturating_mul(
-                        u32::try_from((done + chunk).min(total)).unwrap_or(u32::MAX),
-                    ))
-                    .unwrap_or_else(|| crate::poll::after(Duration::MAX));
-                let until = if per_row.is_zero() {
-                    Instant::now()
-                } else {
-                    target
-                };
-                match wait_until(state, slot, until).await {
-                    Wake::Elapsed => {}
-                    Wake::Cancel => {
-                        writer.flush()?;
-                        return Ok(RowsEnd::Cancelled);
-                    }
-                    Wake::Stop => return Ok(RowsEnd::Stopped),
-                }
-                if started.elapsed() > max_run {
-                    writer.flush()?;
-                    return Ok(RowsEnd::TimedOut);
-                }
-                processed_time = timefmt::format_millis(state.clock.now());
-            }
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches(['\n', '\r']);
-            out.clear();
-            let err = if bigquery {
-                process_bq_line(text, &processed_time, ctx, &mut scratch, &mut out)
-            } else {
-                process_gcs_line(text, &processed_time, ctx, &mut scratch, &mut out)
-            };
-            writer.push(&out)?;
-            done += 1;
-            match err {
-                None => tally.ok += 1,
-                Some(message) => {
-                    tally.failed += 1;
-                    if tally.errors.len() < MAX_PARTIAL_FAILURES {
-                        tally.errors.push(rpc::Status {
-                            code: 3,
-                            message: format!("row {done}: {message}"),
-                            details: Vec::new(),
-                        });
-                    }
-                }
-            }
-            in_chunk += 1;
-            if in_chunk == chunk {
-                in_chunk = 0;
-                publish_progress(state, slot, tally, total, done, &mut last_persist);
-                tokio::task::yield_now().await;
+    let end = loop {
+        // Start of a chunk: pace, and check for cancel and shutdown.
+        let target =
+            started
+                .checked_add(per_row.saturating_mul(
+                    u32::try_from((rows.done + chunk).min(total)).unwrap_or(u32::MAX),
+                ))
+                .unwrap_or_else(|| crate::poll::after(Duration::MAX));
+        let until = if per_row.is_zero() {
+            Instant::now()
+        } else {
+            target
+        };
+        match wait_until(state, slot, until).await {
+            Wake::Elapsed => {}
+            Wake::Cancel => break RowsEnd::Cancelled,
+            Wake::Stop => {
+                *tally = std::mem::take(&mut rows.tally);
+                return Ok(RowsEnd::Stopped);
             }
         }
+        if started.elapsed() > max_run {
+            break RowsEnd::TimedOut;
+        }
+        let processed_time = timefmt::format_millis(state.clock.now());
+        let (back, result) = blocking(move || {
+            let r = rows.chunk(chunk, &processed_time);
+            (rows, r)
+        })
+        .await?;
+        rows = back;
+        let exhausted = match result {
+            Ok(e) => e,
+            Err(e) => {
+                *tally = std::mem::take(&mut rows.tally);
+                return Err(e);
+            }
+        };
+        publish_progress(
+            state,
+            slot,
+            &rows.tally,
+            total,
+            rows.done,
+            &mut last_persist,
+        )
+        .await;
+        if exhausted {
+            break RowsEnd::Finished;
+        }
+    };
+    let finished = matches!(end, RowsEnd::Finished);
+    let (back, result) = blocking(move || {
+        let r =
+            rows.writer
+                .flush()
+                .and_then(|()| if finished { rows.writer.sync() } else { Ok(()) });
+        (rows, r)
+    })
+    .await?;
+    rows = back;
+    *tally = std::mem::take(&mut rows.tally);
+    result?;
+    if finished {
+        publish_progress(state, slot, tally, total, rows.done, &mut last_persist).await;
     }
-    writer.flush()?;
-    writer.sync()?;
-    publish_progress(state, slot, tally, total, done, &mut last_persist);
-    Ok(RowsEnd::Finished)
+    Ok(end)
 }
 
-fn publish_progress(
-    state: &EmuState,
-    slot: &JobSlot,
+async fn publish_progress(
+    state: &Arc<EmuState>,
+    slot: &Arc<JobSlot>,
     tally: &Tally,
     total: u64,
     done: u64,
@@ -955,6 +1135,52 @@ fn publish_progress(
     }
     if last_persist.elapsed() >= PERSIST_EVERY {
         *last_persist = Instant::now();
-        state.persist_or_log(slot);
+        // The record's fsync runs on the blocking pool; awaited, so it is
+        // never overtaken by a later write of the same record.
+        let (state, slot) = (state.clone(), slot.clone());
+        if blocking(move || state.persist_or_log(&slot)).await.is_err() {
+            tracing::error!("persisting a job record panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Lines come back exactly as split on '\n' when they fit, as their
+        /// length when they do not, whatever the buffer boundaries.
+        #[test]
+        fn capped_lines_match_a_plain_split(
+            text in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'a'), any::<u8>()], 0..400),
+            cap in 1usize..64,
+            buf_size in 1usize..16,
+        ) {
+            let mut r = BufReader::with_capacity(buf_size, &text[..]);
+            let mut buf = Vec::new();
+            let mut want: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+            want.reverse();
+            loop {
+                match read_line_capped(&mut r, &mut buf, cap).unwrap() {
+                    LineRead::Eof => break,
+                    LineRead::Line => {
+                        let w = want.pop().unwrap();
+                        prop_assert!(w.len() <= cap);
+                        prop_assert_eq!(&buf[..], w);
+                    }
+                    LineRead::TooLong(n) => {
+                        let w = want.pop().unwrap();
+                        prop_assert!(w.len() > cap);
+                        prop_assert_eq!(n, w.len() as u64);
+                        prop_assert!(buf.len() <= cap);
+                    }
+                }
+            }
+            prop_assert!(want.is_empty());
+        }
     }
 }

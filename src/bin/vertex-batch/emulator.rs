@@ -84,6 +84,9 @@ pub struct EmulatorArgs {
     /// How long a delete's long-running operation takes, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub delete_delay_ms: u64,
+    /// The longest input line read; a longer row fails alone.
+    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
+    pub max_line_bytes: usize,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
@@ -111,6 +114,7 @@ impl EmulatorArgs {
             queue_ttl: Duration::from_secs(self.queue_ttl_secs),
             max_run_time: Duration::from_secs(self.max_run_time_secs),
             delete_delay: Duration::from_millis(self.delete_delay_ms),
+            max_line_bytes: self.max_line_bytes.max(1),
             ..KnobValues::default()
         };
         if let Some(secs) = self.job_duration_secs {
