@@ -194,38 +194,23 @@ impl Error {
                 source: None,
             };
         }
-        if let Some(detail) = not_grpc_detail(&status) {
+        if let Some(not_grpc) = find_source::<crate::client::layer::NotGrpcResponse>(&status) {
             return Error::NotGrpc {
                 endpoint: endpoint.to_owned(),
-                detail,
+                detail: not_grpc.to_string(),
             };
         }
-        if let Some(source) = transport_source(&status) {
+        if is_transport(&status) {
             return Error::Transport {
                 endpoint: endpoint.to_owned(),
                 message: status.message().to_owned(),
-                source: Some(source),
+                // The whole status: its source chain (tonic's transport
+                // error, hyper's, the io::Error) stays downcastable.
+                source: Some(Box::new(status)),
             };
         }
         Error::Service(Box::new(ServiceError::from_status(&status)))
     }
-}
-
-/// Tonic reports a non-gRPC answer as a status whose message says so.
-fn not_grpc_detail(status: &tonic::Status) -> Option<String> {
-    let msg = status.message();
-    let markers = [
-        "grpc-status header missing",
-        "mapped from HTTP status",
-        "invalid content-type",
-        "Content-Type",
-        "text/html",
-        "protocol error: received message with invalid compression flag",
-    ];
-    markers
-        .iter()
-        .any(|m| msg.contains(m))
-        .then(|| msg.to_owned())
 }
 
 /// Finds an error of type `E` in the status's source chain.
@@ -242,18 +227,17 @@ fn find_source<E: std::error::Error + 'static>(status: &tonic::Status) -> Option
 }
 
 /// A status tonic synthesised from a failed connection carries the
-/// transport error as its source.
-fn transport_source(status: &tonic::Status) -> Option<BoxError> {
+/// transport error in its source chain.
+fn is_transport(status: &tonic::Status) -> bool {
     use std::error::Error as _;
-    let source = status.source()?;
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source);
+    let mut cur = status.source();
     while let Some(e) = cur {
         if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
-            return Some(source.to_string().into());
+            return true;
         }
         cur = e.source();
     }
-    None
+    false
 }
 
 /// A non-OK gRPC status from the service, with its details decoded.

@@ -132,8 +132,11 @@ impl RetryPolicy {
         let base = self.backoff(attempt);
         // Full jitter spreads the retries of many clients.
         let jittered = base.mul_f64(fastrand::f64());
+        // A server's RetryInfo is honoured, but never past the policy's
+        // longest backoff: a bogus (or hostile) hour-long delay must not
+        // stall a call that has no total budget.
         let delay = match err.retry_delay() {
-            Some(asked) => asked.max(jittered),
+            Some(asked) => asked.min(self.max_backoff).max(jittered),
             None => jittered,
         };
         if let Some(total) = self.total_timeout {
@@ -153,6 +156,40 @@ mod tests {
 
     fn unavailable() -> Error {
         Error::from_status(tonic::Status::unavailable("down"), "test")
+    }
+
+    #[test]
+    fn a_servers_retry_delay_is_capped_even_without_a_budget() {
+        let status = status_with_details(
+            tonic::Code::ResourceExhausted,
+            "slow down",
+            vec![StatusDetail::RetryInfo(RetryInfo {
+                retry_delay: Some(pbjson_types::Duration {
+                    seconds: 86_400,
+                    nanos: 0,
+                }),
+            })],
+        );
+        let err = Error::from_status(status, "test");
+        assert_eq!(err.retry_delay(), Some(Duration::from_secs(86_400)));
+        let p = RetryPolicy::default().total_timeout(None);
+        let d = p.next_delay(1, &err, Duration::ZERO).unwrap();
+        assert!(d <= Duration::from_secs(30), "{d:?}");
+        // A modest ask is honoured.
+        let small = status_with_details(
+            tonic::Code::ResourceExhausted,
+            "slow down",
+            vec![StatusDetail::RetryInfo(RetryInfo {
+                retry_delay: Some(pbjson_types::Duration {
+                    seconds: 7,
+                    nanos: 0,
+                }),
+            })],
+        );
+        let d = p
+            .next_delay(1, &Error::from_status(small, "test"), Duration::ZERO)
+            .unwrap();
+        assert!(d >= Duration::from_secs(7), "{d:?}");
     }
 
     #[test]

@@ -534,3 +534,37 @@ async fn a_job_in_an_unknown_state_with_an_end_time_has_ended() {
     open.end_time = None;
     assert!(!vertex_batch::Job::from(open).has_ended());
 }
+
+/// A failed connection is `Error::Transport` whose source chain keeps the
+/// typed errors: the `tonic::Status`, and under it the `io::Error`.
+#[tokio::test]
+async fn a_transport_error_keeps_its_typed_source() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let client = Client::builder()
+        .ignore_env()
+        .project("p")
+        .emulator_host(closed.to_string())
+        .retry_policy(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let err = client.get("123").await.unwrap_err();
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(
+        source.downcast_ref::<tonic::Status>().is_some(),
+        "{source:?}"
+    );
+    let mut cur = Some(source);
+    let mut refused = false;
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        cur = e.source();
+    }
+    assert!(refused, "the io::Error is reachable: {err:?}");
+}

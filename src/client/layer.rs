@@ -11,8 +11,8 @@ use std::{
 };
 
 use futures::{
-    future::{Either, MapErr},
-    TryFutureExt,
+    future::{Either, Map},
+    FutureExt,
 };
 use http::{HeaderName, HeaderValue};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -105,6 +105,40 @@ pub(crate) struct HeaderService<S> {
 #[error("{0}")]
 pub(crate) struct AuthFailure(pub(crate) String);
 
+/// An answer that is not gRPC (an HTML page, a plain HTTP error from a
+/// wrong endpoint or a proxy), recognised by its `content-type`; the facade
+/// turns it into [`Error::NotGrpc`].
+#[derive(Debug, thiserror::Error)]
+#[error("HTTP {status} with content-type {content_type:?}")]
+pub(crate) struct NotGrpcResponse {
+    status: u16,
+    content_type: String,
+}
+
+/// Passes gRPC answers on; anything else becomes a [`NotGrpcResponse`].
+fn check_grpc<RB, E: Into<BoxError>>(
+    r: Result<http::Response<RB>, E>,
+) -> Result<http::Response<RB>, BoxError> {
+    let resp = r.map_err(Into::into)?;
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let grpc = match &content_type {
+        Some(ct) => ct.starts_with("application/grpc"),
+        // No content type: only a plain 200 could still be gRPC.
+        None => resp.status() == http::StatusCode::OK,
+    };
+    if grpc {
+        Ok(resp)
+    } else {
+        Err(Box::new(NotGrpcResponse {
+            status: resp.status().as_u16(),
+            content_type: content_type.unwrap_or_else(|| "(none)".into()),
+        }))
+    }
+}
+
 fn add_headers<B>(shared: &Shared, req: &mut http::Request<B>, token: Option<HeaderValue>) {
     let headers = req.headers_mut();
     if let Some(token) = token {
@@ -118,16 +152,19 @@ fn add_headers<B>(shared: &Shared, req: &mut http::Request<B>, token: Option<Hea
 
 type BoxedCall<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
 
-impl<S, B> Service<http::Request<B>> for HeaderService<S>
+type Checked<RB, E> = fn(Result<http::Response<RB>, E>) -> Result<http::Response<RB>, BoxError>;
+
+impl<S, B, RB> Service<http::Request<B>> for HeaderService<S>
 where
-    S: Service<http::Request<B>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Send + 'static,
+    RB: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = Either<MapErr<S::Future, fn(S::Error) -> BoxError>, BoxedCall<S::Response>>;
+    type Future = Either<Map<S::Future, Checked<RB, S::Error>>, BoxedCall<S::Response>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -138,8 +175,8 @@ where
         // or cached and fresh): no allocation, no extra future.
         if let Some(token) = self.shared.tokens.try_header() {
             add_headers(&self.shared, &mut req, token);
-            let to_box: fn(S::Error) -> BoxError = Into::into;
-            return Either::Left(self.inner.call(req).map_err(to_box));
+            let check: Checked<RB, S::Error> = check_grpc::<RB, S::Error>;
+            return Either::Left(self.inner.call(req).map(check));
         }
         // The clone is not ready yet: keep the ready one, as tower requires.
         let clone = self.inner.clone();
@@ -151,7 +188,7 @@ where
                 other => Box::new(AuthFailure(other.to_string())) as BoxError,
             })?;
             add_headers(&shared, &mut req, token);
-            inner.call(req).await.map_err(Into::into)
+            check_grpc(inner.call(req).await)
         }))
     }
 }

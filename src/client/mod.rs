@@ -365,7 +365,13 @@ impl Client {
 /// Tonic reports a locally expired `grpc-timeout` as `CANCELLED` ("Timeout
 /// expired"); it is a deadline, and retryable like one.
 fn deadline_as_deadline(status: tonic::Status, method: &str) -> tonic::Status {
-    if status.code() == tonic::Code::Cancelled && status.message().contains("Timeout expired") {
+    let mut expired = false;
+    let mut cur = std::error::Error::source(&status);
+    while let Some(e) = cur {
+        expired |= e.is::<tonic::TimeoutExpired>();
+        cur = e.source();
+    }
+    if expired {
         tonic::Status::deadline_exceeded(format!(
             "{method}: no answer before the per-attempt deadline"
         ))

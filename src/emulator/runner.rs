@@ -1096,10 +1096,10 @@ async fn stream_rows(
     };
     let finished = matches!(end, RowsEnd::Finished);
     let (back, result) = blocking(move || {
-        let r =
-            rows.writer
-                .flush()
-                .and_then(|()| if finished { rows.writer.sync() } else { Ok(()) });
+        let r = rows
+            .writer
+            .flush()
+            .and_then(|()| if finished { rows.writer.sync() } else { Ok(()) });
         (rows, r)
     })
     .await?;
