@@ -163,7 +163,7 @@ mod tests {
         let status = status_with_details(
             tonic::Code::ResourceExhausted,
             "slow down",
-            vec![StatusDetail::RetryInfo(RetryInfo {
+            &[StatusDetail::RetryInfo(RetryInfo {
                 retry_delay: Some(pbjson_types::Duration {
                     seconds: 86_400,
                     nanos: 0,
@@ -179,7 +179,7 @@ mod tests {
         let small = status_with_details(
             tonic::Code::ResourceExhausted,
             "slow down",
-            vec![StatusDetail::RetryInfo(RetryInfo {
+            &[StatusDetail::RetryInfo(RetryInfo {
                 retry_delay: Some(pbjson_types::Duration {
                     seconds: 7,
                     nanos: 0,
