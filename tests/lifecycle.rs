@@ -804,3 +804,91 @@ async fn rows_failed_end_succeeded_or_partially_succeeded_and_are_told_apart() {
     let job = client.wait_with(job.name(), opts()).await.unwrap();
     assert!(job.is_clean_success());
 }
+
+/// Polls that keep failing end the wait after the failure budget (in
+/// emulated time) with the last error, instead of polling for ever; a
+/// shorter budget ends it sooner.
+#[tokio::test(start_paused = true)]
+async fn a_wait_whose_polls_keep_failing_ends_after_its_budget() {
+    let (_dir, emu, client) = in_memory().await;
+    write_gcs(&emu, INPUT, &lines(1));
+    emu.knobs().hold_queued(true);
+    let client = client.with_retry_policy(vertex_batch::RetryPolicy::none());
+    let job = client.create(&spec(INPUT)).await.unwrap();
+    emu.knobs().set_unavailable_fraction(1.0);
+    for (budget, opts) in [
+        (Duration::from_secs(600), vertex_batch::WaitOptions::new()),
+        (
+            Duration::from_secs(30),
+            vertex_batch::WaitOptions::new().failure_budget(Duration::from_secs(30)),
+        ),
+    ] {
+        let started = tokio::time::Instant::now();
+        let err = client
+            .wait_terminal_with(job.name(), opts.timeout(Duration::from_secs(7200)))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.code(), Some(Code::Unavailable), "{err:?}");
+        assert!(took >= budget, "{took:?} < {budget:?}");
+        assert!(took < budget * 2 + Duration::from_secs(60), "{took:?}");
+    }
+}
+
+/// A token source that works, hiccups three times (a metadata-server
+/// blip), then works again — and releases the held job once recovered.
+struct Hiccup {
+    calls: std::sync::atomic::AtomicU32,
+    knobs: vertex_batch::emulator::Knobs,
+}
+
+#[async_trait::async_trait]
+impl gcp_auth::TokenProvider for Hiccup {
+    async fn token(&self, _scopes: &[&str]) -> Result<Arc<gcp_auth::Token>, gcp_auth::Error> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if (2..5).contains(&n) {
+            return Err(gcp_auth::Error::Str("the metadata server hiccuped"));
+        }
+        if n >= 5 {
+            self.knobs.hold_queued(false);
+        }
+        // Expires at once: every call asks the provider again.
+        let token: gcp_auth::Token =
+            serde_json::from_str(r#"{"access_token":"ya29.hiccup","expires_in":0}"#).unwrap();
+        Ok(Arc::new(token))
+    }
+
+    async fn project_id(&self) -> Result<Arc<str>, gcp_auth::Error> {
+        Ok(Arc::from(PROJECT))
+    }
+}
+
+/// A token refresh that fails for a moment, after the credentials worked,
+/// is retried inside the wait's budget instead of ending the wait.
+#[tokio::test]
+async fn a_transient_token_failure_does_not_end_a_wait() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(&emu, INPUT, &lines(1));
+    emu.knobs().hold_queued(true);
+    let provider = Arc::new(Hiccup {
+        calls: Default::default(),
+        knobs: emu.knobs().clone(),
+    });
+    let client = Client::builder()
+        .ignore_env()
+        .project(PROJECT)
+        .location(LOCATION)
+        .emulator_host(emu.host())
+        .credentials(vertex_batch::Credentials::from_provider(provider.clone()))
+        .retry_policy(vertex_batch::RetryPolicy::none())
+        .build()
+        .unwrap();
+    let job = client.create(&spec(INPUT)).await.unwrap();
+    let done = client
+        .wait_terminal_with(job.name(), fast_wait())
+        .await
+        .expect("the wait outlives the hiccup");
+    assert_eq!(done.state(), JobState::Succeeded);
+    assert!(provider.calls.load(std::sync::atomic::Ordering::SeqCst) >= 6);
+}

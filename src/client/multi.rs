@@ -24,6 +24,8 @@ pub struct WatchManyOptions {
     policy: PollPolicy,
     gets_per_second: f64,
     max_in_flight: usize,
+    failure_budget: Option<Duration>,
+    connect_budget: Option<Duration>,
 }
 
 impl Default for WatchManyOptions {
@@ -32,6 +34,8 @@ impl Default for WatchManyOptions {
             policy: PollPolicy::default(),
             gets_per_second: 10.0,
             max_in_flight: 32,
+            failure_budget: None,
+            connect_budget: None,
         }
     }
 }
@@ -63,12 +67,27 @@ impl WatchManyOptions {
         self.max_in_flight = n.max(1);
         self
     }
+
+    /// How long one job's polls may keep failing before its stream ends
+    /// with the last error (see [`crate::WaitOptions::failure_budget`]).
+    pub fn failure_budget(mut self, d: Duration) -> Self {
+        self.failure_budget = Some(d);
+        self
+    }
+
+    /// How long the endpoint may stay unreachable (see
+    /// [`crate::WaitOptions::connect_budget`]).
+    pub fn connect_budget(mut self, d: Duration) -> Self {
+        self.connect_budget = Some(d);
+        self
+    }
 }
 
 struct Entry {
     name: String,
     poller: Poller,
     last: Option<(JobState, CompletionStats)>,
+    failures: super::wait::Failures,
 }
 
 /// A token bucket: `rate` tokens a second, bursts up to one second's worth.
@@ -163,6 +182,7 @@ impl Multi {
         let entry = &mut self.entries[idx];
         match result {
             Ok(job) => {
+                entry.failures.succeeded();
                 let key = (job.state(), job.completion_stats());
                 let terminal = job.has_ended();
                 if !terminal {
@@ -174,10 +194,9 @@ impl Multi {
                     self.out.push_back((entry.name.clone(), Ok(job)));
                 }
             }
-            Err(e) if e.is_retryable() => {
+            Err(e) if entry.failures.failed(&entry.name, &e) => {
                 let at = crate::poll::after(entry.poller.next_backoff());
                 self.due.push(Reverse((at, idx)));
-                tracing::debug!(job = %entry.name, error = %e, "poll failed; polling again");
             }
             Err(e) => self.out.push_back((entry.name.clone(), Err(e))),
         }
@@ -236,6 +255,10 @@ impl Client {
                         name: n,
                         poller: opts.policy.start(),
                         last: None,
+                        failures: super::wait::Failures::new(
+                            opts.failure_budget,
+                            opts.connect_budget,
+                        ),
                     });
                 }
                 Err(e) => out.push_back((name.to_owned(), Err(e))),

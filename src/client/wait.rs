@@ -14,9 +14,19 @@
 //! that branch on the state themselves.
 //!
 //! Waiting is a plain future: nothing is spawned, so dropping it (or
-//! wrapping it in `tokio::time::timeout`) stops all work. A poll that fails
-//! with a retryable error (after the client's own retries) is not a failed
-//! job: the wait backs off and polls again until its deadline.
+//! wrapping it in `tokio::time::timeout`) stops all work.
+//!
+//! # Failed polls
+//!
+//! A poll that fails with a retryable error (after the client's own
+//! retries) is not a failed job: it is logged at `warn`, and the wait backs
+//! off and polls again — but not forever. After
+//! [`WaitOptions::failure_budget`] of consecutive failures (default 10
+//! minutes), or [`WaitOptions::connect_budget`] of failing to connect at
+//! all (DNS, connection refused; default 1 minute), the wait returns the
+//! last error. An authentication failure after the credentials have worked
+//! once in this wait (a token refresh that hiccuped) is retried inside the
+//! same budget; one on the first poll ends the wait at once.
 
 use std::time::Duration;
 
@@ -35,7 +45,14 @@ use crate::{
 pub struct WaitOptions {
     policy: PollPolicy,
     timeout: Option<Duration>,
+    failure_budget: Option<Duration>,
+    connect_budget: Option<Duration>,
 }
+
+/// The default [`WaitOptions::failure_budget`].
+pub(crate) const DEFAULT_FAILURE_BUDGET: Duration = Duration::from_secs(600);
+/// The default [`WaitOptions::connect_budget`].
+pub(crate) const DEFAULT_CONNECT_BUDGET: Duration = Duration::from_secs(60);
 
 impl WaitOptions {
     /// The default policy and no deadline.
@@ -54,6 +71,44 @@ impl WaitOptions {
         self.timeout = Some(d);
         self
     }
+
+    /// How long polls may keep failing in a row before the wait returns the
+    /// last error (default 10 minutes).
+    pub fn failure_budget(mut self, d: Duration) -> Self {
+        self.failure_budget = Some(d);
+        self
+    }
+
+    /// How long the endpoint may stay unreachable (no connection at all:
+    /// DNS failure, connection refused) before the wait returns the last
+    /// error (default 1 minute).
+    pub fn connect_budget(mut self, d: Duration) -> Self {
+        self.connect_budget = Some(d);
+        self
+    }
+}
+
+/// Whether `e` says no connection could be made at all.
+fn cannot_connect(e: &Error) -> bool {
+    if !matches!(e, Error::Transport { .. }) {
+        return false;
+    }
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        if s.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) {
+                return true;
+            }
+        }
+        cur = s.source();
+    }
+    false
 }
 
 /// Polls one job, yielding every snapshot; shared by wait and watch.
@@ -65,6 +120,62 @@ struct Follow {
     started: Instant,
     first: bool,
     delay: Duration,
+    failures: Failures,
+}
+
+/// The failed-poll rules of a wait (see the module docs), shared with
+/// [`Client::watch_many`](crate::Client::watch_many).
+#[derive(Debug)]
+pub(crate) struct Failures {
+    failure_budget: Duration,
+    connect_budget: Duration,
+    /// When the current run of failed polls began.
+    failing_since: Option<Instant>,
+    /// When the current run of failures to connect began.
+    unreachable_since: Option<Instant>,
+    /// Whether a poll has succeeded (the credentials worked).
+    answered: bool,
+}
+
+impl Failures {
+    pub(crate) fn new(failure_budget: Option<Duration>, connect_budget: Option<Duration>) -> Self {
+        Failures {
+            failure_budget: failure_budget.unwrap_or(DEFAULT_FAILURE_BUDGET),
+            connect_budget: connect_budget.unwrap_or(DEFAULT_CONNECT_BUDGET),
+            failing_since: None,
+            unreachable_since: None,
+            answered: false,
+        }
+    }
+
+    /// A poll answered.
+    pub(crate) fn succeeded(&mut self) {
+        self.failing_since = None;
+        self.unreachable_since = None;
+        self.answered = true;
+    }
+
+    /// A poll of `job` failed with `e`: true to poll again (logged at
+    /// `warn`), false to give up with `e`.
+    pub(crate) fn failed(&mut self, job: &str, e: &Error) -> bool {
+        if !(e.is_retryable() || (self.answered && matches!(e, Error::Auth { .. }))) {
+            return false;
+        }
+        let now = Instant::now();
+        let failing = now - *self.failing_since.get_or_insert(now);
+        let unreachable = if cannot_connect(e) {
+            now - *self.unreachable_since.get_or_insert(now)
+        } else {
+            self.unreachable_since = None;
+            Duration::ZERO
+        };
+        if failing >= self.failure_budget || unreachable >= self.connect_budget {
+            tracing::warn!(job, error = %e, failing_for = ?failing, "polls kept failing; giving up");
+            return false;
+        }
+        tracing::warn!(job, error = %e, failing_for = ?failing, "poll failed; polling again");
+        true
+    }
 }
 
 impl Follow {
@@ -78,6 +189,7 @@ impl Follow {
             started,
             first: true,
             delay: Duration::ZERO,
+            failures: Failures::new(opts.failure_budget, opts.connect_budget),
         }
     }
 
@@ -101,11 +213,11 @@ impl Follow {
             match self.client.get(&self.name).await {
                 Ok(job) => {
                     self.delay = self.poller.next_delay(&job);
+                    self.failures.succeeded();
                     return Ok(job);
                 }
-                Err(e) if e.is_retryable() => {
+                Err(e) if self.failures.failed(&self.name, &e) => {
                     self.delay = self.poller.next_backoff();
-                    tracing::debug!(job = %self.name, error = %e, "poll failed; polling again");
                 }
                 Err(e) => return Err(e),
             }
