@@ -200,7 +200,7 @@ impl JobSpec {
     }
 
     /// Sets the request key [`crate::Client::submit`] uses to recognise the
-    /// job after an ambiguous failure (the label `vertex-batch-request-key`;
+    /// job after an ambiguous failure (the label `vertex_batch_request_key`;
     /// lowercase letters, digits, `_`, `-`). Reuse a key to make a submit
     /// idempotent across process restarts.
     pub fn request_key(self, key: impl Into<String>) -> Self {

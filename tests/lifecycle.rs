@@ -892,3 +892,42 @@ async fn a_transient_token_failure_does_not_end_a_wait() {
     assert_eq!(done.state(), JobState::Succeeded);
     assert!(provider.calls.load(std::sync::atomic::Ordering::SeqCst) >= 6);
 }
+
+/// A request key reused for a different spec is an error naming the
+/// earlier job, not a silent return of it; the same spec again is the same
+/// job; a `with_proto` customizer cannot strip the key (or the fingerprint).
+#[tokio::test]
+async fn a_request_key_reused_for_another_spec_is_an_error() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(&emu, INPUT, &[prompt_line(1)]);
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let strip = |j: &mut vertex_batch::proto::aiplatform::BatchPredictionJob| j.labels.clear();
+    let first = client
+        .submit(&spec(INPUT).request_key("nightly-1").with_proto(strip))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.labels().get(REQUEST_KEY_LABEL).map(String::as_str),
+        Some("nightly-1"),
+        "the customizer ran before the key was set"
+    );
+    assert!(first.labels().contains_key("vertex_batch_spec"));
+    // The same spec: the same job, no second create.
+    let again = client
+        .submit(&spec(INPUT).request_key("nightly-1").with_proto(strip))
+        .await
+        .unwrap();
+    assert_eq!(again.name(), first.name());
+    // Another spec under the same key: refused.
+    let err = client
+        .submit(&spec(INPUT).request_key("nightly-1").temperature(0.9))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Validation { field, .. } if field == "request_key"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(first.name()), "{err}");
+    assert_eq!(emu.rpc_counts()["CreateBatchPredictionJob"], 1);
+}

@@ -20,7 +20,7 @@ use crate::{
 ///     .state(JobState::Running)
 ///     .label("team", "search")
 ///     .page_size(50);
-/// assert_eq!(opts.filter(), "state=JOB_STATE_RUNNING AND labels.team=search");
+/// assert_eq!(opts.filter(), "state=JOB_STATE_RUNNING AND labels.team=\"search\"");
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ListOptions {
@@ -62,7 +62,12 @@ impl ListOptions {
     /// call, rather than send a filter that means something else.
     pub fn label(mut self, key: &str, value: &str) -> Self {
         match crate::spec::check_label(key, value) {
-            Ok(()) => self.terms.push(format!("labels.{key}={value}")),
+            // The value quoted (AIP-160), so every filter parser reads it
+            // as one string whatever it holds.
+            Ok(()) => self.terms.push(format!(
+                "labels.{key}=\"{}\"",
+                value.replace('\\', "\\\\").replace('"', "\\\"")
+            )),
             Err(why) => {
                 self.invalid.get_or_insert(why);
             }

@@ -17,8 +17,62 @@ use crate::{
     spec::JobSpec,
 };
 
-/// The label that carries the request key.
-pub const REQUEST_KEY_LABEL: &str = "vertex-batch-request-key";
+/// The label that carries the request key. Its name uses underscores, so
+/// every AIP-160 filter parser accepts `labels.vertex_batch_request_key`.
+pub const REQUEST_KEY_LABEL: &str = "vertex_batch_request_key";
+
+/// The label that carries a fingerprint of the job spec, so a request key
+/// reused for a different spec is caught instead of answered with the
+/// earlier job.
+pub const SPEC_LABEL: &str = "vertex_batch_spec";
+
+/// A fingerprint of everything the job asks for but our own labels:
+/// `s` + 24 hex digits of the SHA-256 of its canonical JSON (keys sorted).
+fn spec_fingerprint(job: &crate::proto::aiplatform::BatchPredictionJob) -> String {
+    let mut job = job.clone();
+    job.labels.remove(REQUEST_KEY_LABEL);
+    job.labels.remove(SPEC_LABEL);
+    let value = serde_json::to_value(&job).unwrap_or_default();
+    let mut text = String::new();
+    canonical(&value, &mut text);
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let hex: String = digest.as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("s{hex}")
+}
+
+/// JSON with object keys sorted, whatever order maps iterate in.
+fn canonical(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
 
 /// Whether a failed create may have been committed anyway.
 fn is_ambiguous(e: &Error) -> bool {
@@ -64,16 +118,42 @@ impl Client {
         let given = spec.labels().get(REQUEST_KEY_LABEL).cloned();
         let key = given.clone().unwrap_or_else(new_request_key);
         // Validated first, so a bad spec (or key) fails as such, before any call.
-        let request = spec
+        let mut request = spec
             .clone()
             .label(REQUEST_KEY_LABEL, key.clone())
             .to_request(self.parent())?;
+        // Our labels go on after any `with_proto` customizer ran: it cannot
+        // remove them.
+        let fingerprint = match request.batch_prediction_job.as_mut() {
+            Some(job) => {
+                let fp = spec_fingerprint(job);
+                job.labels.insert(REQUEST_KEY_LABEL.to_owned(), key.clone());
+                job.labels.insert(SPEC_LABEL.to_owned(), fp.clone());
+                fp
+            }
+            None => return Err(Error::validation("spec", "the request holds no job")),
+        };
         if given.is_some() {
             // A caller's key may have been used by an earlier submit (another
-            // process, a restart): that job is the answer.
+            // process, a restart): that job is the answer — if it is the same
+            // job. A key reused for another spec is an error, not the old job.
             if let Some(job) = self.find_by_request_key(&key).await? {
-                tracing::info!(job = job.name(), key, "a job with this request key exists");
-                return Ok(job);
+                match job.labels().get(SPEC_LABEL) {
+                    Some(fp) if *fp != fingerprint => {
+                        return Err(Error::validation(
+                            "request_key",
+                            format!(
+                                "request key {key:?} was already used for a different job spec \
+                                 (job {}); use a new key",
+                                job.name()
+                            ),
+                        ))
+                    }
+                    _ => {
+                        tracing::info!(job = job.name(), key, "a job with this request key exists");
+                        return Ok(job);
+                    }
+                }
             }
         }
         let policy = self.retry_policy().clone();
