@@ -330,3 +330,48 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod prop_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Resource names: no panic on any text; accepted names read back
+        /// the same.
+        #[test]
+        fn resource_names_never_panic_and_round_trip(s in "(projects/[a-z0-9-]{0,12}/locations/[a-z0-9-]{0,12}(/batchPredictionJobs/[0-9a-z]{0,12})?)|.{0,80}") {
+            if let Ok(l) = s.parse::<LocationName>() {
+                prop_assert_eq!(l.to_string().parse::<LocationName>().unwrap(), l);
+            }
+            if let Ok(j) = s.parse::<JobName>() {
+                prop_assert_eq!(j.to_string().parse::<JobName>().unwrap(), j.clone());
+                let parent = j.parent().clone();
+                prop_assert_eq!(JobName::parse_in(j.id(), &parent).unwrap(), j);
+            }
+            let _ = JobNameRef::parse(&s);
+        }
+
+        #[test]
+        fn valid_job_names_round_trip(
+            p in "[a-z][a-z0-9-]{4,20}[a-z0-9]",
+            l in "[a-z]{2,8}-[a-z]{2,8}[0-9]",
+            id in "[1-9][0-9]{0,18}",
+        ) {
+            let s = format!("projects/{p}/locations/{l}/batchPredictionJobs/{id}");
+            let j: JobName = s.parse().unwrap();
+            prop_assert_eq!((j.parent().project(), j.parent().location(), j.id()), (p.as_str(), l.as_str(), id.as_str()));
+            prop_assert_eq!(j.to_string(), s);
+        }
+
+        /// Model names: no panic; normalising is idempotent.
+        #[test]
+        fn model_names_never_panic_and_normalise_once(s in "(publishers/google/models/|projects/[a-z0-9-]{1,10}/locations/[a-z0-9-]{1,10}/models/)?[a-z0-9.@_-]{0,30}|.{0,60}") {
+            if let Ok(m) = normalize_model(&s) {
+                prop_assert_eq!(normalize_model(&m).unwrap(), m);
+            }
+        }
+    }
+}

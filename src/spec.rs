@@ -427,6 +427,19 @@ fn check_kms_key(key: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Labels: any key and value are judged without a panic, and what
+        /// passes is what the service's rules allow.
+        #[test]
+        fn labels_never_panic(k in "[a-z_-]{0,70}|.{0,70}", v in "[a-z0-9_-]{0,70}|.{0,70}") {
+            if check_label(&k, &v).is_ok() {
+                proptest::prop_assert!(!k.is_empty() && k.len() <= 63 && v.len() <= 63);
+            }
+        }
+    }
+
     use serde_json::json;
 
     use super::*;

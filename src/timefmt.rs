@@ -125,3 +125,27 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod prop_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any text: no panic.
+        #[test]
+        fn parsing_never_panics(s in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{0,20}(Z|[+-][0-9]{2}:[0-9]{2})?|.{0,40}") {
+            let _ = parse(&s);
+        }
+
+        /// Formatted times read back to the millisecond.
+        #[test]
+        fn formatted_times_round_trip(ms in 0u64..253_402_300_799_000) {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            prop_assert_eq!(parse(&format_millis(t)), Some(t));
+        }
+    }
+}

@@ -396,3 +396,53 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod prop_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any text: no panic; what is accepted reads back the same.
+        #[test]
+        fn gcs_uris_never_panic_and_round_trip(s in "(gs://)?[a-z0-9._/*?\\[\\]%-]{0,40}|.{0,60}") {
+            if let Ok(u) = GcsUri::parse_field(&s, "uri") {
+                prop_assert_eq!(GcsUri::parse_field(&u.to_string(), "uri").unwrap(), u);
+            }
+        }
+
+        #[test]
+        fn valid_gcs_uris_round_trip(
+            bucket in "[a-z0-9][a-z0-9_-]{1,20}[a-z0-9]",
+            object in "[a-zA-Z0-9_ -]{1,10}(/[a-zA-Z0-9_*? -]{1,8}(\\.[a-z]{1,4})?){0,3}",
+        ) {
+            let s = format!("gs://{bucket}/{object}");
+            let u = GcsUri::parse_field(&s, "uri").unwrap();
+            prop_assert_eq!(u.bucket(), bucket.as_str());
+            prop_assert_eq!(u.to_string(), s);
+        }
+
+        #[test]
+        fn bigquery_uris_never_panic_and_round_trip(s in "(bq://)?[a-zA-Z0-9._:-]{0,40}|.{0,60}", table in any::<bool>()) {
+            if let Ok(u) = BigQueryUri::parse_field(&s, "uri", table) {
+                prop_assert_eq!(BigQueryUri::parse_field(&u.to_string(), "uri", table).unwrap(), u);
+            }
+            let _ = OutputDestination::parse(&s);
+            let _ = InputSource::parse([s.as_str()]);
+        }
+
+        #[test]
+        fn valid_bigquery_uris_round_trip(
+            p in "[a-z][a-z0-9-]{4,20}[a-z0-9]",
+            d in "[A-Za-z0-9_]{1,20}",
+            t in "[A-Za-z0-9_]{1,20}",
+        ) {
+            let s = format!("bq://{p}.{d}.{t}");
+            let u = BigQueryUri::parse_field(&s, "uri", true).unwrap();
+            prop_assert_eq!((u.project(), u.dataset(), u.table()), (p.as_str(), d.as_str(), Some(t.as_str())));
+            prop_assert_eq!(u.to_string(), s);
+        }
+    }
+}

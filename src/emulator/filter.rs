@@ -206,6 +206,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any filter text: an error or a filter, never a panic.
+        #[test]
+        fn any_filter_text_never_panics(s in r#"((labels\.[a-z_]{1,8}|state|display_name|create_time)(=|!=|:|<|>)"?[a-zA-Z0-9 _\\"*:.-]{0,12}"?( AND )?){0,3}|.{0,80}"#) {
+            let _ = Filter::parse(&s);
+        }
+
+        /// What the client sends, the emulator reads as meant: the job
+        /// carrying the label and display name matches, another does not.
+        #[test]
+        fn client_filters_mean_the_same_here(
+            key in "[a-z][a-z0-9_-]{0,20}",
+            value in "[a-z0-9_-]{0,20}",
+            name in r#"[a-zA-Z0-9 "\\_-]{0,30}"#,
+            state in 1i32..12,
+        ) {
+            let st = crate::JobState::from_proto(state);
+            let opts = crate::ListOptions::new().label(&key, &value).display_name(&name).state(st);
+            let f = Filter::parse(&opts.filter()).unwrap();
+            let mut j = pb::BatchPredictionJob {
+                state,
+                display_name: name.clone(),
+                labels: [(key.clone(), value.clone())].into(),
+                ..Default::default()
+            };
+            proptest::prop_assert!(f.matches(&j), "{}", opts.filter());
+            j.labels.insert(key.clone(), format!("{value}x"));
+            proptest::prop_assert!(!f.matches(&j));
+        }
+    }
+
     #[test]
     fn terms_combine_with_and() {
         let j = job(
