@@ -128,6 +128,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Replaces `secret` (a token a server echoed back) in every message.
+    pub(crate) fn redact(&mut self, secret: &str) {
+        const MARK: &str = "[REDACTED]";
+        match self {
+            Error::Service(s) => s.message = s.message.replace(secret, MARK),
+            Error::Transport { message, .. } => *message = message.replace(secret, MARK),
+            Error::NotGrpc { detail, .. } => *detail = detail.replace(secret, MARK),
+            _ => {}
+        }
+    }
+
     pub(crate) fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Validation {
             field: field.into(),

@@ -363,8 +363,14 @@ async fn each_attempt_carries_the_policy_deadline_and_a_hung_one_is_retried() {
 async fn tokens_never_show_in_debug_or_errors() {
     let (server, addr) = Recorder::start().await;
     let client = client_for(addr).await;
-    server.push_error(tonic::Status::permission_denied("denied"));
+    // A server that echoes the token back in its error: it is scrubbed.
+    server.push_echo_token();
     let err = client.create(&gcs_sample()).await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied));
+    assert!(
+        err.to_string().contains("[REDACTED]"),
+        "the echo came back: {err}"
+    );
     // The token was sent...
     assert_eq!(
         server.requests()[0].headers["authorization"],

@@ -168,6 +168,18 @@ impl TokenCache {
     /// The header value when it is known without waiting: `Some(None)` for
     /// anonymous credentials, `Some(Some(v))` for a static or fresh cached
     /// token, `None` when a (possibly slow) refresh is needed.
+    /// The token last sent (without `Bearer `), to scrub it from errors.
+    pub(crate) fn secret(&self) -> Option<String> {
+        let header = match &self.credentials.0 {
+            Kind::Static(v) => v.clone(),
+            Kind::Provider(_) | Kind::Adc => self.cached.try_read().ok()?.as_ref()?.0.clone(),
+            Kind::Anonymous | Kind::Invalid => return None,
+        };
+        let text = header.to_str().ok()?;
+        let token = text.strip_prefix("Bearer ").unwrap_or(text);
+        (token.len() >= 8).then(|| token.to_owned())
+    }
+
     pub(crate) fn try_header(&self) -> Option<Option<HeaderValue>> {
         match &self.credentials.0 {
             Kind::Anonymous => Some(None),

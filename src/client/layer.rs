@@ -211,10 +211,28 @@ mod tests {
         let tokens: Vec<&str> = h.split(' ').collect();
         assert_eq!(tokens.len(), 3, "{h}");
         assert!(tokens[0].starts_with("gl-rust/1."), "{h}");
-        assert_eq!(tokens[1], "grpc/0.14");
         assert_eq!(
             tokens[2],
             concat!("vertex-batch/", env!("CARGO_PKG_VERSION"))
         );
+        // The tonic line named is the one actually built against (from the
+        // lock file cargo resolved), not a constant compared with itself.
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock"))
+            .expect("Cargo.lock");
+        let tonic = lock
+            .split("[[package]]")
+            .find(|p| p.contains("\nname = \"tonic\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .map(|v| v.trim_matches('"').to_owned())
+            .expect("tonic in Cargo.lock");
+        assert!(
+            tonic.starts_with(&format!("{TONIC_VERSION}.")),
+            "tonic {tonic} but the header says grpc/{TONIC_VERSION}"
+        );
+        assert_eq!(tokens[1], format!("grpc/{TONIC_VERSION}"));
+        // rustc's version as the build saw it.
+        let rustc = env!("VERTEX_BATCH_RUSTC_VERSION");
+        assert!(rustc.split('.').count() >= 3, "{rustc}");
+        assert_eq!(tokens[0], format!("gl-rust/{rustc}"));
     }
 }

@@ -297,7 +297,11 @@ impl Client {
                 }
                 Err(status) => {
                     span.record("code", tracing::field::debug(status.code()));
-                    let err = Error::from_status(status, &self.inner.endpoint);
+                    let mut err = Error::from_status(status, &self.inner.endpoint);
+                    // A server may echo the credentials back: never keep them.
+                    if let Some(secret) = self.inner.tokens.secret() {
+                        err.redact(&secret);
+                    }
                     match policy.next_delay(attempt, &err, started.elapsed()) {
                         Some(delay) => {
                             span.in_scope(

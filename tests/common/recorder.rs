@@ -27,6 +27,9 @@ pub struct Recorded {
 /// What the next call does before its normal behaviour.
 enum Scripted {
     Fail(Status),
+    /// Fails with the request's `authorization` header in the message (a
+    /// careless server).
+    EchoToken,
     /// Answers only after this long.
     Hang(std::time::Duration),
 }
@@ -65,6 +68,15 @@ impl Recorder {
     pub fn put_job(&self, job: pb::BatchPredictionJob) {
         let mut st = self.state.lock().unwrap();
         st.jobs.insert(job.name.clone(), job);
+    }
+
+    /// Makes the next call fail with the caller's token in the message.
+    pub fn push_echo_token(&self) {
+        self.state
+            .lock()
+            .unwrap()
+            .script
+            .push_back(Scripted::EchoToken);
     }
 
     /// Queues a status to answer the next call with (before normal behaviour).
@@ -117,8 +129,17 @@ impl Recorder {
             });
             st.script.pop_front()
         };
+        let auth = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         match next {
             Some(Scripted::Fail(status)) => Err(status),
+            Some(Scripted::EchoToken) => Err(Status::permission_denied(format!(
+                "credentials {auth} are not valid for this project"
+            ))),
             Some(Scripted::Hang(delay)) => {
                 tokio::time::sleep(delay).await;
                 Ok(())
