@@ -226,9 +226,9 @@ async fn unknown_jobs_are_not_found_and_other_methods_unimplemented() {
 // Listing
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
-    let (_dir, emu, client) = started().await;
+    let (_dir, emu, client) = in_memory().await;
     write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
 
     // (display name, team label, whether the input exists: missing input fails)
@@ -258,15 +258,15 @@ async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
             .unwrap();
         if i == 2 {
             // The filter has millisecond precision: put the cutoff just past
-            // this job and the next jobs a few milliseconds later.
+            // this job and the next jobs 5 ms (of the paused clock) later.
             cutoff = Some(job.create_time().unwrap() + Duration::from_millis(1));
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::advance(Duration::from_millis(5)).await;
         }
         created.push(job.name().to_owned());
     }
     // Jobs of another project and of another location, matching every filter.
-    let other_project = emu.client("p2", LOCATION).unwrap();
-    let other_location = emu.client(PROJECT, "europe-west4").unwrap();
+    let other_project = emu.in_memory_client("p2", LOCATION).unwrap();
+    let other_location = emu.in_memory_client(PROJECT, "europe-west4").unwrap();
     for c in [&other_project, &other_location] {
         let job = c
             .create(
@@ -387,6 +387,15 @@ async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
 
 /// Starts a 100-row job paced to last 30 s and waits until it is RUNNING.
 /// An emulator on a fresh data directory, and a client of it.
+/// An emulator and an in-memory client to it, for tests on a paused clock
+/// (the emulator's timestamps and pacing follow Tokio's clock).
+async fn in_memory() -> (tempfile::TempDir, Emulator, Client) {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    let client = emu.in_memory_client(PROJECT, LOCATION).unwrap();
+    (dir, emu, client)
+}
+
 async fn started() -> (tempfile::TempDir, Emulator, Client) {
     let dir = temp();
     let emu = Emulator::start(dir.path()).await.unwrap();
@@ -589,9 +598,9 @@ async fn a_job_interrupted_by_a_crash_reruns_to_complete_output_without_duplicat
 // Knobs
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn held_jobs_stay_queued_until_released_then_succeed() {
-    let (_dir, emu, client) = started().await;
+    let (_dir, emu, client) = in_memory().await;
     write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
     emu.knobs().hold_queued(true);
     let job = client
@@ -602,8 +611,9 @@ async fn held_jobs_stay_queued_until_released_then_succeed() {
         j.state() == JobState::Queued
     })
     .await;
+    // Hours pass (on the paused clock): still QUEUED.
     for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::advance(Duration::from_secs(3600)).await;
         assert_eq!(
             client.get(job.name()).await.unwrap().state(),
             JobState::Queued
@@ -710,9 +720,9 @@ async fn a_job_over_the_request_limit_fails_naming_the_limit() {
     assert!(done.output_location().is_none());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn row_delay_paces_progress_visibly() {
-    let (_dir, emu, client) = started().await;
+    let (_dir, emu, client) = in_memory().await;
     let lines: Vec<String> = (0..20).map(prompt_line).collect();
     write_gcs(&emu, "gs://bkt/in.jsonl", &lines);
     emu.knobs().set_row_delay(Duration::from_millis(50));
@@ -732,6 +742,7 @@ async fn row_delay_paces_progress_visibly() {
         if j.state().is_terminal() {
             break;
         }
+        // 50 ms of the paused clock: one row's worth.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(

@@ -77,7 +77,9 @@ fn not_succeeded(result: vertex_batch::Result<Job>, what: &str) -> Job {
 async fn wait_survives_unavailable_rpcs_and_an_emulator_restart_mid_job() {
     let dir = temp();
     let emu = Emulator::start(dir.path()).await.unwrap();
-    let port = emu.addr().port();
+    // Clients talk to a forwarder, so the restarted emulator can take any
+    // free port (no port is bound twice).
+    let front = Forwarder::start(emu.addr()).await;
     let input = lines(200);
     write_gcs(&emu, INPUT, &input);
     emu.knobs().set_job_duration(Some(Duration::from_secs(2)));
@@ -87,10 +89,14 @@ async fn wait_survives_unavailable_rpcs_and_an_emulator_restart_mid_job() {
     let fast_retry = RetryPolicy::default()
         .initial_backoff(Duration::from_millis(10))
         .max_backoff(Duration::from_millis(100));
-    let client = emu
-        .client(PROJECT, LOCATION)
-        .unwrap()
-        .with_retry_policy(fast_retry);
+    let client = Client::builder()
+        .ignore_env()
+        .project(PROJECT)
+        .location(LOCATION)
+        .emulator_host(front.addr.to_string())
+        .retry_policy(fast_retry)
+        .build()
+        .unwrap();
     // Create is never retried blindly; submit is safe under the faults.
     let job = client.submit(&spec(INPUT)).await.unwrap();
     let name = job.name().to_owned();
@@ -110,11 +116,11 @@ async fn wait_survives_unavailable_rpcs_and_an_emulator_restart_mid_job() {
     })
     .await;
     assert!(running.completion_stats().done() < 200, "{running:?}");
+    front.point_to(None);
     emu.shutdown().await;
     assert!(!waiter.is_finished(), "the wait ended before the restart");
 
     let emu = Emulator::builder(dir.path())
-        .port(port)
         .knobs(KnobValues {
             unavailable_fraction: 0.3,
             ..KnobValues::default()
@@ -124,6 +130,7 @@ async fn wait_survives_unavailable_rpcs_and_an_emulator_restart_mid_job() {
         .unwrap();
     emu.knobs().seed(11);
     assert_eq!(emu.knobs().values().unavailable_fraction, 0.3);
+    front.point_to(Some(emu.addr()));
 
     let done = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await

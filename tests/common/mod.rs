@@ -111,3 +111,38 @@ pub async fn collect_jobs(client: &Client) -> Vec<Job> {
         .await
         .unwrap()
 }
+
+/// A TCP forwarder on a port of its own, to whichever address it is
+/// pointed at (or refusing connections while pointed nowhere): a server
+/// can restart on a new port while clients keep one address, so no test
+/// rebinds a fixed port.
+pub struct Forwarder {
+    pub addr: std::net::SocketAddr,
+    target: std::sync::Arc<std::sync::Mutex<Option<std::net::SocketAddr>>>,
+}
+
+impl Forwarder {
+    pub async fn start(target: std::net::SocketAddr) -> Forwarder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(Some(target)));
+        let t = target.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = *t.lock().unwrap();
+                let Some(to) = to else { continue };
+                tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Forwarder { addr, target }
+    }
+
+    /// Where new connections go (`None`: nowhere, they are dropped).
+    pub fn point_to(&self, to: Option<std::net::SocketAddr>) {
+        *self.target.lock().unwrap() = to;
+    }
+}
