@@ -435,7 +435,7 @@ mod tests {
         #[test]
         fn labels_never_panic(k in "[a-z_-]{0,70}|.{0,70}", v in "[a-z0-9_-]{0,70}|.{0,70}") {
             if check_label(&k, &v).is_ok() {
-                proptest::prop_assert!(!k.is_empty() && k.len() <= 63 && v.len() <= 63);
+                proptest::prop_assert!(!k.is_empty() && k.chars().count() <= 64 && v.chars().count() <= 64);
             }
         }
     }

@@ -594,6 +594,112 @@ async fn a_job_interrupted_by_a_crash_reruns_to_complete_output_without_duplicat
     assert_eq!(out_dirs.len(), 1, "{out_dirs:?}");
 }
 
+/// A data directory moved while a job ran (records hold paths relative to
+/// it) resumes in its new place: the interrupted run's output is found and
+/// removed there, leaving exactly one output directory.
+#[tokio::test]
+async fn a_moved_data_dir_resumes_a_job_without_duplicates() {
+    let (dir, emu, client) = started().await;
+    emu.knobs().set_job_duration(Some(Duration::from_secs(20)));
+    let lines: Vec<String> = (0..100).map(prompt_line).collect();
+    write_gcs(&emu, "gs://bkt/in.jsonl", &lines);
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    poll_until(&client, job.name(), "RUNNING with rows done", |j| {
+        j.state() == JobState::Running && j.completion_stats().successful > 0
+    })
+    .await;
+    emu.abort();
+    let record =
+        std::fs::read_to_string(dir.path().join("jobs").join(format!("{}.json", job.id())))
+            .unwrap();
+    assert!(
+        !record.contains(&dir.path().display().to_string()),
+        "the record holds no absolute path: {record}"
+    );
+
+    let moved = temp();
+    let new_dir = moved.path().join("moved");
+    std::fs::rename(dir.path(), &new_dir).unwrap();
+    let emu = Emulator::builder(&new_dir).start().await.unwrap();
+    emu.knobs().set_job_duration(None);
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    assert_eq!(done.completion_stats().successful, 100);
+    let out_dirs: Vec<_> = std::fs::read_dir(emu.gcs_path("gs://bkt/out").unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(out_dirs.len(), 1, "{out_dirs:?}");
+    assert_eq!(read_jsonl(&predictions_file(&emu, &done)).len(), 100);
+}
+
+/// An unreadable record is quarantined (kept, logged) and its id is never
+/// given to a new job; a record naming a path outside the data directory
+/// never makes recovery touch that path.
+#[tokio::test]
+async fn unreadable_and_foreign_records_lose_nothing() {
+    let (dir, emu, client) = started().await;
+    write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
+    emu.knobs().hold_queued(true);
+    let first = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let second = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    emu.shutdown().await;
+
+    // The newest record is garbage; the other claims a directory outside.
+    let jobs = dir.path().join("jobs");
+    std::fs::write(jobs.join(format!("{}.json", second.id())), b"\xff not json").unwrap();
+    let outside = temp();
+    std::fs::write(outside.path().join("precious.txt"), "keep me").unwrap();
+    let first_file = jobs.join(format!("{}.json", first.id()));
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&first_file).unwrap()).unwrap();
+    record["job"]["state"] = serde_json::json!("JOB_STATE_RUNNING");
+    record["output_claim"] = serde_json::json!(outside.path());
+    record["partial_output"] = serde_json::json!("../../etc/passwd");
+    std::fs::write(&first_file, record.to_string()).unwrap();
+
+    let emu = Emulator::builder(dir.path()).start().await.unwrap();
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    assert!(
+        outside.path().join("precious.txt").exists(),
+        "recovery stayed inside the data dir"
+    );
+    let q = dir
+        .path()
+        .join("quarantine")
+        .join(format!("{}.json", second.id()));
+    assert_eq!(
+        std::fs::read(&q).unwrap(),
+        b"\xff not json",
+        "quarantined as it was"
+    );
+    write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
+    let third = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let (a, b): (u64, u64) = (second.id().parse().unwrap(), third.id().parse().unwrap());
+    assert!(b > a, "id {b} must not reuse the unreadable record's {a}");
+    drop(emu);
+    // A later start still remembers the quarantined id.
+    let emu = Emulator::builder(dir.path()).start().await.unwrap();
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let fourth = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    assert!(fourth.id().parse::<u64>().unwrap() > b);
+}
+
 // ---------------------------------------------------------------------------
 // Knobs
 // ---------------------------------------------------------------------------

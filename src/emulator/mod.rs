@@ -194,10 +194,21 @@ fn recover(state: &Arc<EmuState>, loaded: Vec<Arc<state::JobSlot>>) {
         }
         // Whatever the interrupted run wrote (partial or even published
         // output) goes, so the re-run's output is the only one.
-        if let Some(p) = partial {
+        let inside = |p: std::path::PathBuf| {
+            let resolved = state.resolve_record_path(&p);
+            if resolved.is_none() {
+                tracing::error!(
+                    job = slot.id,
+                    path = %p.display(),
+                    "the record names a path outside the data dir; not touching it"
+                );
+            }
+            resolved
+        };
+        if let Some(p) = partial.and_then(inside) {
             let _ = std::fs::remove_file(&p);
         }
-        if let Some(c) = claim {
+        if let Some(c) = claim.and_then(inside) {
             let _ = if c.is_dir() {
                 std::fs::remove_dir_all(&c)
             } else {

@@ -81,7 +81,7 @@ pub(crate) fn finish(
     end: pb::JobState,
     error: Option<(i32, String)>,
 ) {
-    {
+    let claim = {
         let mut rec = slot.lock();
         let now = state.clock.now_ts();
         rec.job.state = end as i32;
@@ -93,9 +93,21 @@ pub(crate) fn finish(
             details: Vec::new(),
         });
         rec.partial_output = None;
-        rec.output_claim = None;
-    }
+        let claim = rec.output_claim.take();
+        // An output never published is released: an empty directory, a
+        // placeholder table that would block the name for good.
+        claim.filter(|_| rec.job.output_info.is_none())
+    };
     state.persist_or_log(slot);
+    if let Some(path) = claim.and_then(|c| state.resolve_record_path(&c)) {
+        let _ = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else if fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            fs::remove_file(&path)
+        } else {
+            Ok(())
+        };
+    }
     if state.gcs.is_some() {
         // Staged inputs and the uploaded output copy are no longer needed.
         let _ = fs::remove_dir_all(staging_dir(state, slot.id));
@@ -579,8 +591,8 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
     };
     {
         let mut rec = slot.lock();
-        rec.partial_output = Some(output.partial.clone());
-        rec.output_claim = Some(output.claim.clone());
+        rec.partial_output = Some(state.to_record_path(&output.partial));
+        rec.output_claim = Some(state.to_record_path(&output.claim));
         rec.job.completion_stats = Some(pb::CompletionStats {
             successful_count: 0,
             failed_count: 0,

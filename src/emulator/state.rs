@@ -136,6 +136,9 @@ impl EmuState {
             fs::create_dir_all(dir.join(sub))?;
         }
         let mut jobs = BTreeMap::new();
+        // The highest id seen, unreadable records included: ids are never
+        // reused, even for a record that could not be loaded.
+        let mut max_seen: Option<u64> = None;
         for entry in fs::read_dir(dir.join("jobs"))? {
             let path = entry?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
@@ -148,13 +151,26 @@ impl EmuState {
             else {
                 continue;
             };
-            let text = fs::read_to_string(&path)?;
-            match serde_json::from_str::<JobRecord>(&text) {
+            max_seen = max_seen.max(Some(id));
+            let loaded = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<JobRecord>(&b).map_err(|e| e.to_string()));
+            match loaded {
                 Ok(rec) => {
                     jobs.insert(id, Arc::new(JobSlot::new(id, rec)));
                 }
                 Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "skipping unreadable job record")
+                    // Kept aside (not deleted, not overwritten) for a person.
+                    let q = dir.join("quarantine");
+                    let to = q.join(format!("{id}.json"));
+                    let moved = fs::create_dir_all(&q).and_then(|()| fs::rename(&path, &to));
+                    tracing::error!(
+                        file = %path.display(),
+                        error = %e,
+                        quarantined = moved.is_ok(),
+                        "unreadable job record moved to {}; its id is not reused",
+                        to.display()
+                    );
                 }
             }
         }
@@ -174,11 +190,15 @@ impl EmuState {
             .keys()
             .filter_map(|name| name.rsplit('/').next()?.parse::<u64>().ok())
             .max();
-        let next = jobs
-            .keys()
-            .next_back()
-            .copied()
+        // Quarantined records from earlier starts count too.
+        let quarantined = fs::read_dir(dir.join("quarantine"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.path().file_stem()?.to_str()?.parse::<u64>().ok())
+            .max();
+        let next = max_seen
             .max(max_op)
+            .max(quarantined)
             .map_or(FIRST_ID, |max| max + 1);
         let loaded: Vec<Arc<JobSlot>> = jobs.values().cloned().collect();
         let state = EmuState {
@@ -223,6 +243,31 @@ impl EmuState {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// A path as a record stores it: relative to the data directory, so
+    /// the directory can move (or be opened from another working
+    /// directory) without breaking anything.
+    pub(crate) fn to_record_path(&self, p: &Path) -> PathBuf {
+        p.strip_prefix(&self.dir)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+
+    /// A path read from a record, resolved inside the data directory;
+    /// `None` for one that would leave it (a tampered or foreign record),
+    /// so recovery never removes anything outside the data directory.
+    pub(crate) fn resolve_record_path(&self, p: &Path) -> Option<PathBuf> {
+        let rel = if p.is_absolute() {
+            p.strip_prefix(&self.dir).ok()?
+        } else {
+            p
+        };
+        (rel.components().count() > 0
+            && rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_))))
+        .then(|| self.dir.join(rel))
     }
 
     fn job_file(&self, id: u64) -> PathBuf {
