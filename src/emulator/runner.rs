@@ -45,7 +45,7 @@ enum Wake {
 }
 
 /// Waits until `until`, or until the job is cancelled or the emulator stops.
-async fn wait_until(state: &EmuState, slot: &JobSlot, until: Instant) -> Wake {
+async fn wait_until(state: &Arc<EmuState>, slot: &Arc<JobSlot>, until: Instant) -> Wake {
     let mut stop = state.stopping.subscribe();
     let notified = slot.cancel_notify.notified();
     tokio::pin!(notified);
@@ -63,7 +63,7 @@ async fn wait_until(state: &EmuState, slot: &JobSlot, until: Instant) -> Wake {
     }
 }
 
-fn set_state(state: &EmuState, slot: &JobSlot, new: pb::JobState) {
+fn set_state(state: &Arc<EmuState>, slot: &Arc<JobSlot>, new: pb::JobState) {
     {
         let mut rec = slot.lock();
         rec.job.state = new as i32;
@@ -76,8 +76,8 @@ fn set_state(state: &EmuState, slot: &JobSlot, new: pb::JobState) {
 }
 
 pub(crate) fn finish(
-    state: &EmuState,
-    slot: &JobSlot,
+    state: &Arc<EmuState>,
+    slot: &Arc<JobSlot>,
     end: pb::JobState,
     error: Option<(i32, String)>,
 ) {
@@ -99,23 +99,27 @@ pub(crate) fn finish(
         claim.filter(|_| rec.job.output_info.is_none())
     };
     state.persist_or_log(slot);
-    if let Some(path) = claim.and_then(|c| state.resolve_record_path(&c)) {
-        let _ = if path.is_dir() {
-            fs::remove_dir_all(&path)
-        } else if fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
-            fs::remove_file(&path)
-        } else {
-            Ok(())
-        };
-    }
-    if state.gcs.is_some() {
+    let claim = claim.and_then(|c| state.resolve_record_path(&c));
+    let staging = state.gcs.is_some().then(|| staging_dir(state, slot.id));
+    state.in_background(move || {
+        if let Some(path) = claim {
+            let _ = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else if fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                fs::remove_file(&path)
+            } else {
+                Ok(())
+            };
+        }
         // Staged inputs and the uploaded output copy are no longer needed.
-        let _ = fs::remove_dir_all(staging_dir(state, slot.id));
-    }
+        if let Some(dir) = staging {
+            let _ = fs::remove_dir_all(dir);
+        }
+    });
     tracing::info!(job = slot.id, state = end.as_str_name(), "job ended");
 }
 
-fn cancelled(state: &EmuState, slot: &JobSlot) {
+fn cancelled(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
     finish(state, slot, pb::JobState::Cancelled, None);
 }
 
@@ -137,7 +141,7 @@ pub(crate) async fn run(state: Arc<EmuState>, slot: Arc<JobSlot>, resume: bool) 
 
 /// QUEUED while held (EXPIRED past the TTL), then PENDING for the queue
 /// delay. `None` means the job already ended.
-async fn queue(state: &EmuState, slot: &JobSlot) -> Option<Wake> {
+async fn queue(state: &Arc<EmuState>, slot: &Arc<JobSlot>) -> Option<Wake> {
     let mut hold = state.knobs.hold_watch();
     if *hold.borrow_and_update() {
         set_state(state, slot, pb::JobState::Queued);
@@ -231,7 +235,7 @@ fn resolve_input(dir: &Path, job: &pb::BatchPredictionJob) -> Result<Input, Stri
 }
 
 async fn plan_output(
-    state: &EmuState,
+    state: &Arc<EmuState>,
     id: u64,
     job: &pb::BatchPredictionJob,
 ) -> Result<Output, String> {
@@ -352,7 +356,7 @@ async fn plan_output(
 
 /// A job's staging directory (Cloud Storage backend): downloaded inputs and
 /// the output before it is uploaded.
-fn staging_dir(state: &EmuState, id: u64) -> PathBuf {
+fn staging_dir(state: &Arc<EmuState>, id: u64) -> PathBuf {
     state.dir.join("staging").join(id.to_string())
 }
 
@@ -376,7 +380,7 @@ fn gcs_input_uris(job: &pb::BatchPredictionJob) -> Option<Vec<String>> {
 /// Downloads a job's inputs from Cloud Storage into its staging directory,
 /// expanding wildcards by listing, and returns the local files in order.
 async fn stage_inputs(
-    state: &EmuState,
+    state: &Arc<EmuState>,
     gcs: &crate::storage::Storage,
     id: u64,
     uris: &[String],

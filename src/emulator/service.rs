@@ -310,7 +310,8 @@ impl JobService for EmulatorService {
             },
         ));
         self.state
-            .persist(&slot)
+            .persist_durably(&slot)
+            .await
             .map_err(|e| Status::internal(format!("emulator could not store the job: {e}")))?;
         self.state.insert(slot.clone());
         self.state.spawn_runner(slot, false);
@@ -408,7 +409,8 @@ impl JobService for EmulatorService {
             rec.job.update_time = Some(self.state.clock.now_ts());
         }
         self.state
-            .persist(&slot)
+            .persist_durably(&slot)
+            .await
             .map_err(|e| Status::internal(format!("emulator could not store the job: {e}")))?;
         slot.request_cancel();
         Ok(Response::new(pbjson_types::Empty {}))

@@ -285,10 +285,39 @@ impl EmuState {
     }
 
     /// Persists, logging instead of failing (used by runners).
-    pub(crate) fn persist_or_log(&self, slot: &JobSlot) {
-        if let Err(e) = self.persist(slot) {
-            tracing::error!(job = slot.id, error = %e, "could not persist job record");
+    /// Persists a job's record on the blocking pool (no fsync on an async
+    /// worker), tracked with the runners so a graceful shutdown waits for
+    /// it. Writes need no ordering here: each takes its snapshot under the
+    /// slot's persist lock, so the last write holds the newest state.
+    pub(crate) fn persist_or_log(self: &Arc<Self>, slot: &Arc<JobSlot>) {
+        let (state, slot) = (self.clone(), slot.clone());
+        self.in_background(move || {
+            if let Err(e) = state.persist(&slot) {
+                tracing::error!(job = slot.id, error = %e, "could not persist job record");
+            }
+        });
+    }
+
+    /// Runs blocking file work on the blocking pool, tracked with the
+    /// runners (a graceful shutdown waits for it); inline outside a runtime.
+    pub(crate) fn in_background(&self, work: impl FnOnce() + Send + 'static) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => {
+                let mut set = self.runners.lock().unwrap_or_else(|e| e.into_inner());
+                while set.try_join_next().is_some() {}
+                set.spawn_blocking(work);
+            }
+            Err(_) => work(),
         }
+    }
+
+    /// Persists a job's record on the blocking pool and waits for it (an
+    /// RPC acknowledges only what is durable).
+    pub(crate) async fn persist_durably(self: &Arc<Self>, slot: &Arc<JobSlot>) -> io::Result<()> {
+        let (state, slot) = (self.clone(), slot.clone());
+        tokio::task::spawn_blocking(move || state.persist(&slot))
+            .await
+            .map_err(|e| io::Error::other(format!("a blocking task failed: {e}")))?
     }
 
     pub(crate) fn add_op(&self, op: OpRecord) -> io::Result<()> {
