@@ -377,6 +377,38 @@ impl ObjectInfo {
     }
 }
 
+/// How many times an idempotent call (a listing page, the start of a read,
+/// a metadata look-up) is tried again after a retryable failure (no answer,
+/// 408, 429, 5xx).
+const RETRIES: u32 = 4;
+
+/// Runs `call`, trying it again (with jittered exponential backoff from
+/// 100 ms) while it fails with a retryable status, at most [`RETRIES`]
+/// times. `what` names the call in errors and logs.
+async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, gcs::Error>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let err = storage_error(what, e);
+                if attempt >= RETRIES || !err.is_retryable() {
+                    return Err(err);
+                }
+                attempt += 1;
+                let base = Duration::from_millis(100u64 << attempt);
+                let delay = base.mul_f64(0.5 + fastrand::f64() / 2.0);
+                tracing::warn!(attempt, ?delay, error = %err, "Cloud Storage call failed; trying again");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
 /// Maps a gcloud-storage error, naming what was being done.
 fn storage_error(what: impl fmt::Display, e: gcs::Error) -> Error {
     // reqwest's errors name the URL, and a resumable session's URL is a
@@ -577,12 +609,12 @@ impl Storage {
                     max_results: page_size.map(i32::from),
                     ..Default::default()
                 };
-                bump(&storage.inner.calls.lists);
-                let page = storage
-                    .gcs()?
-                    .list_objects(&req)
-                    .await
-                    .map_err(|e| storage_error(format!("listing {prefix}"), e))?;
+                let gcs = storage.gcs()?;
+                let page = retrying(&format!("listing {prefix}"), || {
+                    bump(&storage.inner.calls.lists);
+                    gcs.list_objects(&req)
+                })
+                .await?;
                 // Cloud Storage allows names this crate's URIs refuse (with
                 // `..` segments or control characters): skip those, loudly.
                 let items: Vec<ObjectInfo> = page
@@ -631,12 +663,12 @@ impl Storage {
             None => GcsRange::default(),
         };
         let name = uri.to_string();
-        bump(&self.inner.calls.reads);
-        let stream = self
-            .gcs()?
-            .download_streamed_object(&req, &range)
-            .await
-            .map_err(|e| storage_error(format!("reading {uri}"), e))?;
+        let gcs = self.gcs()?;
+        let stream = retrying(&format!("reading {uri}"), || {
+            bump(&self.inner.calls.reads);
+            gcs.download_streamed_object(&req, &range)
+        })
+        .await?;
         Ok(stream
             .map_err(move |e| storage_error(format!("reading {name}"), e))
             .boxed())
@@ -653,11 +685,19 @@ impl Storage {
             object: uri.object().to_owned(),
             ..Default::default()
         };
-        bump(&self.inner.calls.other);
-        match self.gcs()?.get_object(&req).await {
+        let gcs = self.gcs()?;
+        let found = retrying(&format!("looking up {uri}"), || {
+            bump(&self.inner.calls.other);
+            gcs.get_object(&req)
+        })
+        .await;
+        match found {
             Ok(o) => ObjectInfo::from_object(&o).map(Some),
-            Err(gcs::Error::Response(r)) if r.code == 404 => Ok(None),
-            Err(e) => Err(storage_error(format!("looking up {uri}"), e)),
+            Err(Error::Storage {
+                http_status: Some(404),
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -233,3 +233,81 @@ async fn storage_shares_the_clients_token_and_an_emulator_gets_none() {
     assert_eq!(heads.len(), 1);
     assert!(!heads[0].contains("authorization"), "{}", heads[0]);
 }
+
+/// A loopback proxy in front of `target` whose first `failures` connections
+/// are answered `503 Service Unavailable` (then closed); later ones are
+/// forwarded byte for byte.
+async fn flaky_proxy(target: &str, failures: usize) -> (String, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let target = target.trim_start_matches("http://").to_owned();
+    let refused = Arc::new(Mutex::new(0usize));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let fail = {
+                let mut n = count.lock().unwrap();
+                (*n < failures).then(|| *n += 1).is_some()
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                if fail {
+                    let mut buf = [0u8; 8192];
+                    let _ = sock.read(&mut buf).await;
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut sock, &mut out).await;
+                }
+            });
+        }
+    });
+    (url, refused)
+}
+
+/// Listing, reading and metadata look-ups are tried again after a 503:
+/// a passing failure of the storage service loses nothing.
+#[tokio::test]
+async fn idempotent_storage_calls_survive_passing_503s() {
+    let gcs = FakeGcs::start();
+    gcs.buckets(&["flaky"]).await;
+    let direct = gcs.storage();
+    let obj = uri("gs://flaky/dir/a.jsonl");
+    direct
+        .upload_bytes(&obj, b"{\"a\":1}\n".to_vec())
+        .await
+        .unwrap();
+    for (what, failures) in [("metadata", 2), ("list", 2), ("read", 2)] {
+        let (url, refused) = flaky_proxy(&gcs.url, failures).await;
+        let s = Storage::builder()
+            .ignore_env()
+            .emulator_host(&url)
+            .build()
+            .unwrap();
+        match what {
+            "metadata" => assert!(s.metadata(&obj).await.unwrap().is_some()),
+            "list" => {
+                let found: Vec<_> = s.list(&uri("gs://flaky/dir/")).try_collect().await.unwrap();
+                assert_eq!(found.len(), 1);
+            }
+            _ => {
+                let bytes: Vec<bytes::Bytes> = s
+                    .read(&obj, None)
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert_eq!(bytes.concat(), b"{\"a\":1}\n");
+            }
+        }
+        assert_eq!(
+            *refused.lock().unwrap(),
+            failures,
+            "{what}: the 503s were met"
+        );
+    }
+}
