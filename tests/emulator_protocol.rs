@@ -594,6 +594,53 @@ async fn a_job_interrupted_by_a_crash_reruns_to_complete_output_without_duplicat
     assert_eq!(out_dirs.len(), 1, "{out_dirs:?}");
 }
 
+/// Claims are recorded before they are made, so a record may name a
+/// directory its job never created — by now another job's output. Recovery
+/// removes a claimed directory only when it carries this job's marker (or
+/// is empty): another's output survives, this job's own is replaced.
+#[tokio::test]
+async fn recovery_removes_only_the_jobs_own_claim() {
+    let (dir, emu, client) = started().await;
+    write_gcs(&emu, "gs://bkt/in.jsonl", &[prompt_line(1)]);
+    let first = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let done = client.wait_with(first.name(), fast_wait()).await.unwrap();
+    let own_dir = predictions_file(&emu, &done)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let marker = std::fs::read_to_string(own_dir.join(".vertex-batch-claim")).unwrap();
+    assert_eq!(marker, done.id(), "the claim says whose it is");
+    emu.knobs().hold_queued(true);
+    let held = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/other"))
+        .await
+        .unwrap();
+    emu.shutdown().await;
+
+    // Someone else's output where the held job's record says it claimed.
+    let foreign = dir.path().join("gcs/bkt/other/prediction-model-foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("predictions.jsonl"), "{}\n").unwrap();
+    let file = dir.path().join("jobs").join(format!("{}.json", held.id()));
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    record["job"]["state"] = serde_json::json!("JOB_STATE_RUNNING");
+    record["output_claim"] = serde_json::json!("gcs/bkt/other/prediction-model-foreign");
+    std::fs::write(&file, record.to_string()).unwrap();
+
+    let emu = Emulator::builder(dir.path()).start().await.unwrap();
+    let client = emu.client(PROJECT, LOCATION).unwrap();
+    let rerun = client.wait_with(held.name(), fast_wait()).await.unwrap();
+    assert_eq!(rerun.state(), JobState::Succeeded);
+    assert!(
+        foreign.join("predictions.jsonl").exists(),
+        "another's output survives"
+    );
+}
+
 /// A data directory moved while a job ran (records hold paths relative to
 /// it) resumes in its new place: the interrupted run's output is found and
 /// removed there, leaving exactly one output directory.

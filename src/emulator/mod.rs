@@ -210,7 +210,14 @@ fn recover(state: &Arc<EmuState>, loaded: Vec<Arc<state::JobSlot>>) {
         }
         if let Some(c) = claim.and_then(inside) {
             let _ = if c.is_dir() {
-                std::fs::remove_dir_all(&c)
+                // Only this job's (or an empty) directory: a record may name
+                // a claim it never made (a crash in between), and that name
+                // may since be another job's output.
+                if runner::claim_is_ours(&c, slot.id) {
+                    std::fs::remove_dir_all(&c)
+                } else {
+                    Ok(())
+                }
             } else {
                 std::fs::remove_file(&c)
             };

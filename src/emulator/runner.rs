@@ -101,10 +101,15 @@ pub(crate) fn finish(
     state.persist_or_log(slot);
     let claim = claim.and_then(|c| state.resolve_record_path(&c));
     let staging = state.gcs.is_some().then(|| staging_dir(state, slot.id));
+    let id = slot.id;
     state.in_background(move || {
         if let Some(path) = claim {
             let _ = if path.is_dir() {
-                fs::remove_dir_all(&path)
+                if claim_is_ours(&path, id) {
+                    fs::remove_dir_all(&path)
+                } else {
+                    Ok(())
+                }
             } else if fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
                 fs::remove_file(&path)
             } else {
@@ -234,11 +239,41 @@ fn resolve_input(dir: &Path, job: &pb::BatchPredictionJob) -> Result<Input, Stri
     }
 }
 
+/// The file a job leaves in the output directory it claims, holding its
+/// id: recovery and failure clean-up remove a claimed directory only when
+/// it is this job's (or still empty), never another job's output.
+pub(crate) const CLAIM_MARKER: &str = ".vertex-batch-claim";
+
+/// Records `path` as the job's output claim, durably, before the claim is
+/// made: a crash in between leaves a record naming a claim that may not
+/// exist, never a claim no record names.
+async fn record_claim(
+    state: &Arc<EmuState>,
+    slot: &Arc<JobSlot>,
+    path: Option<&Path>,
+) -> Result<(), String> {
+    slot.lock().output_claim = path.map(|p| state.to_record_path(p));
+    state
+        .persist_durably(slot)
+        .await
+        .map_err(|e| format!("recording the output claim: {e}"))
+}
+
+/// Whether a claimed directory may be removed by job `id`: it holds `id`'s
+/// marker, or nothing at all.
+pub(crate) fn claim_is_ours(dir: &Path, id: u64) -> bool {
+    match fs::read_to_string(dir.join(CLAIM_MARKER)) {
+        Ok(owner) => owner.trim() == id.to_string(),
+        Err(_) => fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()),
+    }
+}
+
 async fn plan_output(
     state: &Arc<EmuState>,
-    id: u64,
+    slot: &Arc<JobSlot>,
     job: &pb::BatchPredictionJob,
 ) -> Result<Output, String> {
+    let id = slot.id;
     let dest = job
         .output_config
         .as_ref()
@@ -262,10 +297,17 @@ async fn plan_output(
             let (name, dir) = loop {
                 let name = format!("prediction-model-{}", timefmt::format_millis(t));
                 let dir = base.join(&name);
-                // `create_dir` claims the directory: two jobs never share one.
+                // Recorded first, then claimed: `create_dir` makes the
+                // directory this job's alone (two jobs never share one), and
+                // the marker inside says whose it is.
+                record_claim(state, slot, Some(&dir)).await?;
                 match fs::create_dir(&dir) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        fs::write(dir.join(CLAIM_MARKER), id.to_string())
+                            .map_err(|e| format!("claiming {}: {e}", dir.display()))?;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        record_claim(state, slot, None).await?;
                         t += Duration::from_millis(1);
                         continue;
                     }
@@ -319,7 +361,9 @@ async fn plan_output(
                     .map_err(|e| format!("creating {}: {e}", parent.display()))?;
             }
             // Claim the table (an empty file until the job publishes it), so
-            // no other job can write it and an existing one is never replaced.
+            // no other job can write it and an existing one is never
+            // replaced; recorded before it is made.
+            record_claim(state, slot, Some(&path)).await?;
             match fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -327,11 +371,13 @@ async fn plan_output(
             {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Not ours: forget it before failing.
+                    record_claim(state, slot, None).await?;
                     return Err(format!(
                         "output table bq://{}.{}.{table} already exists",
                         uri.project(),
                         uri.dataset()
-                    ))
+                    ));
                 }
                 Err(e) => return Err(format!("creating {}: {e}", path.display())),
             }
@@ -454,7 +500,7 @@ async fn upload_dir(
             let path = entry.map_err(|e| e.to_string())?.path();
             if path.is_dir() {
                 todo.push(path);
-            } else {
+            } else if path.file_name().is_some_and(|n| n != CLAIM_MARKER) {
                 files.push(path);
             }
         }
@@ -589,7 +635,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
             )),
         );
     }
-    let output = match plan_output(state, slot.id, &job).await {
+    let output = match plan_output(state, slot, &job).await {
         Ok(o) => o,
         Err(e) => return finish(state, slot, pb::JobState::Failed, Some((3, e))),
     };
