@@ -291,7 +291,11 @@ async fn plan_output(
                 None => storage::gcs_path(&state.dir, &prefix)?,
             };
             // The service names the directory after the time; keep it unique.
-            fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
+            let b = base.clone();
+            blocking(move || fs::create_dir_all(&b))
+                .await
+                .and_then(|r| r)
+                .map_err(|e| format!("creating {}: {e}", base.display()))?;
             let mut t = now;
             let prefix_str = prefix.to_string();
             let (name, dir) = loop {
@@ -301,11 +305,15 @@ async fn plan_output(
                 // directory this job's alone (two jobs never share one), and
                 // the marker inside says whose it is.
                 record_claim(state, slot, Some(&dir)).await?;
-                match fs::create_dir(&dir) {
-                    Ok(()) => {
-                        fs::write(dir.join(CLAIM_MARKER), id.to_string())
-                            .map_err(|e| format!("claiming {}: {e}", dir.display()))?;
-                    }
+                let d = dir.clone();
+                let made = blocking(move || {
+                    fs::create_dir(&d)?;
+                    fs::write(d.join(CLAIM_MARKER), id.to_string())
+                })
+                .await
+                .and_then(|r| r);
+                match made {
+                    Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         record_claim(state, slot, None).await?;
                         t += Duration::from_millis(1);
@@ -357,19 +365,28 @@ async fn plan_output(
                 .unwrap_or_else(|| format!("predictions_{}", timefmt::format_compact(now)));
             let path = storage::bq_path(&state.dir, &uri, Some(&table))?;
             if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)
+                let p = parent.to_path_buf();
+                blocking(move || fs::create_dir_all(&p))
+                    .await
+                    .and_then(|r| r)
                     .map_err(|e| format!("creating {}: {e}", parent.display()))?;
             }
             // Claim the table (an empty file until the job publishes it), so
             // no other job can write it and an existing one is never
             // replaced; recorded before it is made.
             record_claim(state, slot, Some(&path)).await?;
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(_) => {}
+            let p = path.clone();
+            let made = blocking(move || {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&p)
+                    .map(drop)
+            })
+            .await
+            .and_then(|r| r);
+            match made {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     // Not ours: forget it before failing.
                     record_claim(state, slot, None).await?;
@@ -493,18 +510,24 @@ async fn upload_dir(
     local: &Path,
     remote: &GcsUri,
 ) -> Result<(), String> {
-    let mut files = Vec::new();
-    let mut todo = vec![local.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in fs::read_dir(&d).map_err(|e| format!("listing {}: {e}", d.display()))? {
-            let path = entry.map_err(|e| e.to_string())?.path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if path.file_name().is_some_and(|n| n != CLAIM_MARKER) {
-                files.push(path);
+    let root = local.to_path_buf();
+    let mut files = blocking(move || -> Result<Vec<PathBuf>, String> {
+        let mut files = Vec::new();
+        let mut todo = vec![root];
+        while let Some(d) = todo.pop() {
+            for entry in fs::read_dir(&d).map_err(|e| format!("listing {}: {e}", d.display()))? {
+                let path = entry.map_err(|e| e.to_string())?.path();
+                if path.is_dir() {
+                    todo.push(path);
+                } else if path.file_name().is_some_and(|n| n != CLAIM_MARKER) {
+                    files.push(path);
+                }
             }
         }
-    }
+        Ok(files)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     files.sort();
     for path in files {
         let Ok(rel) = path.strip_prefix(local) else {
@@ -704,7 +727,11 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
             state.persist_or_log(slot);
         }
         Ok(end) => {
-            let mut publish = Sink::publish(&output).map_err(|e| e.to_string());
+            let (partial, final_path) = (output.partial.clone(), output.final_path.clone());
+            let mut publish = blocking(move || Sink::publish(&partial, &final_path))
+                .await
+                .and_then(|r| r)
+                .map_err(|e| e.to_string());
             if let (Ok(()), Some(gcs), Some(remote)) = (&publish, &state.gcs, &output.remote) {
                 publish = upload_dir(gcs, &output.claim, remote).await;
             }
@@ -763,7 +790,8 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
             }
         }
         Err(e) => {
-            let _ = fs::remove_file(&output.partial);
+            let partial = output.partial.clone();
+            let _ = blocking(move || fs::remove_file(partial)).await;
             stats(&mut slot.lock());
             finish(
                 state,
@@ -890,13 +918,13 @@ impl Sink {
     }
 
     /// Renames the partial files into place (the incremental chunk first).
-    fn publish(output: &Output) -> io::Result<()> {
-        if let Some((partial, done)) = Self::incremental_paths(&output.final_path) {
-            if partial.exists() {
-                fs::rename(partial, done)?;
+    fn publish(partial: &Path, final_path: &Path) -> io::Result<()> {
+        if let Some((inc_partial, done)) = Self::incremental_paths(final_path) {
+            if inc_partial.exists() {
+                fs::rename(inc_partial, done)?;
             }
         }
-        fs::rename(&output.partial, &output.final_path)
+        fs::rename(partial, final_path)
     }
 }
 
