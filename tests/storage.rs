@@ -311,3 +311,77 @@ async fn idempotent_storage_calls_survive_passing_503s() {
         );
     }
 }
+
+/// A proxy in front of `target` that cuts its first `cuts` connections
+/// after forwarding `keep` bytes of the answer (a download that breaks
+/// mid-body); later connections are forwarded whole.
+async fn cutting_proxy(target: &str, cuts: usize, keep: usize) -> (String, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let target = target.trim_start_matches("http://").to_owned();
+    let cut = Arc::new(Mutex::new(0usize));
+    let count = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let cutting = {
+                let mut n = count.lock().unwrap();
+                (*n < cuts).then(|| *n += 1).is_some()
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(out) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = sock.into_split();
+                let (mut or, mut ow) = out.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut ow).await;
+                });
+                if cutting {
+                    let mut left = keep;
+                    let mut buf = vec![0u8; 4096];
+                    while left > 0 {
+                        let Ok(n) = or.read(&mut buf[..left.min(4096)]).await else {
+                            break;
+                        };
+                        if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        left -= n;
+                    }
+                    up.abort();
+                    // Dropping both halves resets the connection mid-body.
+                } else {
+                    let _ = tokio::io::copy(&mut or, &mut cw).await;
+                    up.abort();
+                }
+            });
+        }
+    });
+    (url, cut)
+}
+
+/// A download that breaks mid-body reads on from the last byte received:
+/// every byte once, in order.
+#[tokio::test]
+async fn a_broken_download_resumes_where_it_stopped() {
+    let gcs = FakeGcs::start();
+    gcs.buckets(&["resume"]).await;
+    let obj = uri("gs://resume/big.jsonl");
+    let body: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| format!("{{\"row\":{i}}}\n").into_bytes())
+        .collect();
+    gcs.storage()
+        .upload_bytes(&obj, body.clone())
+        .await
+        .unwrap();
+    let (url, cut) = cutting_proxy(&gcs.url, 2, 60_000).await;
+    let s = Storage::builder()
+        .ignore_env()
+        .emulator_host(&url)
+        .build()
+        .unwrap();
+    let got: Vec<bytes::Bytes> = s.read_resuming(&obj).try_collect().await.unwrap();
+    assert_eq!(*cut.lock().unwrap(), 2, "the download broke twice");
+    assert_eq!(got.concat(), body);
+}

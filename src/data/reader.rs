@@ -26,7 +26,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use futures::{stream::BoxStream, Stream, StreamExt, TryStreamExt};
+use futures::{stream::BoxStream, Stream, StreamExt};
 
 use super::fingerprint::{fingerprint, FingerprintSet};
 use super::results::{parse_line, Outcome, ParsedLine, ResultRow, Usage};
@@ -120,10 +120,8 @@ impl SourceFile {
     /// A Cloud Storage object, downloaded when reading reaches it.
     pub(crate) fn gcs(storage: crate::storage::Storage, uri: crate::uri::GcsUri) -> Self {
         let name: Arc<str> = uri.to_string().into();
-        let bytes = futures::stream::once(async move { storage.read(&uri, None).await })
-            .try_flatten()
-            .boxed();
-        SourceFile::stream(name, bytes)
+        // A broken download reads on from where it stopped: no row lost.
+        SourceFile::stream(name, storage.read_resuming(&uri))
     }
 
     /// A file whose bytes arrive as a stream of chunks.
