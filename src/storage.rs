@@ -514,6 +514,53 @@ impl Storage {
         ObjectInfo::from_object(&o)
     }
 
+    /// Uploads `data` to `uri` only if no object is there yet
+    /// (`ifGenerationMatch=0`): `None` when one was, which is left as it is.
+    /// Two writers racing for one name: exactly one wins.
+    ///
+    /// ```no_run
+    /// # async fn demo(s: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+    /// let uri = "gs://my-bucket/batches/k/manifest.json".parse()?;
+    /// if s.create_bytes(&uri, b"{}".to_vec()).await?.is_none() {
+    ///     println!("someone else wrote it first");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_bytes(
+        &self,
+        uri: &GcsUri,
+        data: impl Into<Bytes>,
+    ) -> Result<Option<ObjectInfo>> {
+        let data: Bytes = data.into();
+        if let Some(root) = &self.inner.local {
+            bump(&self.inner.calls.uploads);
+            let mut w = local::Writer::create(root, uri).await?;
+            w.write(&data).await?;
+            return w.finish_new().await;
+        }
+        let req = UploadObjectRequest {
+            bucket: uri.bucket().to_owned(),
+            if_generation_match: Some(0),
+            ..Default::default()
+        };
+        let mut media = Media::new(uri.object().to_owned());
+        media.content_length = Some(data.len() as u64);
+        bump(&self.inner.calls.uploads);
+        match self
+            .gcs()?
+            .upload_object(&req, data, &UploadType::Simple(media))
+            .await
+            .map_err(|e| storage_error(format!("creating {uri}"), e))
+        {
+            Ok(o) => ObjectInfo::from_object(&o).map(Some),
+            Err(Error::Storage {
+                http_status: Some(412),
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Starts a resumable upload to `uri` (replacing any object there once
     /// finished). Write to it, then [`ObjectWriter::finish`].
     pub async fn writer(&self, uri: &GcsUri) -> Result<ObjectWriter> {
@@ -1061,6 +1108,22 @@ mod local {
                 .write_all(data)
                 .await
                 .map_err(|e| io(&self.tmp, e))
+        }
+
+        /// Publishes only if nothing is at the target yet (a hard link
+        /// cannot replace a file): `None` when something was.
+        pub(super) async fn finish_new(mut self) -> Result<Option<ObjectInfo>> {
+            self.file.flush().await.map_err(|e| io(&self.tmp, e))?;
+            let linked = tokio::fs::hard_link(&self.tmp, &self.target).await;
+            let _ = tokio::fs::remove_file(&self.tmp).await;
+            match linked {
+                Ok(()) => Ok(Some(ObjectInfo {
+                    uri: self.uri,
+                    size: self.len,
+                })),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(io(&self.target, e)),
+            }
         }
 
         pub(super) async fn finish(mut self) -> Result<ObjectInfo> {

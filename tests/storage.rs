@@ -385,3 +385,89 @@ async fn a_broken_download_resumes_where_it_stopped() {
     assert_eq!(*cut.lock().unwrap(), 2, "the download broke twice");
     assert_eq!(got.concat(), body);
 }
+
+/// Create-only writes: of two writers of one name, the first wins and the
+/// second is told. The local layout enforces it itself (a hard link never
+/// replaces a file). fake-gcs-server ignores `ifGenerationMatch` on
+/// uploads, so against Cloud Storage the test checks the request carries
+/// `ifGenerationMatch=0` and that the service's 412 reads as "already
+/// there".
+#[tokio::test]
+async fn create_bytes_never_replaces_an_object() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("once")).unwrap();
+    let s = Storage::local(dir.path());
+    let obj = uri("gs://once/batch/manifest.json");
+    assert!(s
+        .create_bytes(&obj, b"first".to_vec())
+        .await
+        .unwrap()
+        .is_some());
+    assert!(s
+        .create_bytes(&obj, b"second".to_vec())
+        .await
+        .unwrap()
+        .is_none());
+    let got: Vec<bytes::Bytes> = s
+        .read(&obj, None)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(got.concat(), b"first");
+
+    let (url, seen) = answering_server(
+        412,
+        r#"{"error":{"code":412,"message":"Precondition Failed","errors":[]}}"#,
+    )
+    .await;
+    let remote = Storage::builder()
+        .ignore_env()
+        .emulator_host(&url)
+        .build()
+        .unwrap();
+    assert!(remote
+        .create_bytes(&obj, b"x".to_vec())
+        .await
+        .unwrap()
+        .is_none());
+    let head = seen.lock().unwrap()[0].clone();
+    assert!(head.contains("ifgenerationmatch=0"), "{head}");
+}
+
+/// A loopback HTTP/1.1 server answering every request with `status` and
+/// `body`, recording each request's head (lowercased).
+async fn answering_server(status: u16, body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while let Ok(n) = sock.read(&mut tmp).await {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        rec.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&buf[..end]).to_lowercase());
+                        let resp = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = sock.write_all(resp.as_bytes()).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}

@@ -258,8 +258,26 @@ impl Client {
                     inputs,
                     rounds: vec![Round { parts }],
                 };
-                write_manifest(storage, &manifest_uri, &m).await?;
-                m
+                // Create-only: of two processes starting the same batch at
+                // once, one manifest wins and both follow it.
+                let json = serde_json::to_vec_pretty(&m)
+                    .map_err(|e| Error::Config(format!("writing the batch manifest: {e}")))?;
+                match storage.create_bytes(&manifest_uri, json).await? {
+                    Some(_) => m,
+                    None => {
+                        tracing::info!(
+                            key,
+                            "another process staged this batch first; following it"
+                        );
+                        read_manifest(storage, &manifest_uri)
+                            .await?
+                            .ok_or_else(|| Error::Storage {
+                                message: format!("{manifest_uri} vanished after it was created"),
+                                http_status: None,
+                                source: None,
+                            })?
+                    }
+                }
             }
         };
         let mut batch = Batch {
