@@ -60,55 +60,36 @@ fn lines(path: &Path) -> Vec<Value> {
     common::read_jsonl(path)
 }
 
-/// An emulator with its data in a local directory (jobs read gs:// inputs
-/// from there) and the environment pointing the tool at it.
-struct Local {
+/// An emulator and the environment pointing the tool at it: with its
+/// `gs://` data in its own directory ([`Setup::local`]), or in
+/// fake-gcs-server with a bucket `cli-bkt` ([`Setup::full`]).
+struct Setup {
+    gcs: Option<FakeGcs>,
     emu: Emulator,
     host: String,
     _dir: tempfile::TempDir,
 }
 
-impl Local {
-    async fn start() -> Local {
-        let dir = common::temp();
-        let emu = Emulator::start(dir.path()).await.unwrap();
-        let host = emu.host();
-        Local {
-            emu,
-            host,
-            _dir: dir,
-        }
+impl Setup {
+    async fn local() -> Setup {
+        Self::start(None).await
     }
 
-    fn env(&self) -> Vec<(&str, &str)> {
-        vec![
-            ("VERTEX_AI_EMULATOR_HOST", self.host.as_str()),
-            ("GOOGLE_CLOUD_PROJECT", "cli-project"),
-        ]
-    }
-}
-
-/// fake-gcs-server with a bucket, an emulator using it, and the
-/// environment pointing the tool at both.
-struct Full {
-    gcs: FakeGcs,
-    emu: Emulator,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Full {
-    async fn start() -> Full {
+    async fn full() -> Setup {
         let gcs = FakeGcs::start();
         gcs.buckets(&["cli-bkt"]).await;
+        Self::start(Some(gcs)).await
+    }
+
+    async fn start(gcs: Option<FakeGcs>) -> Setup {
         let dir = common::temp();
-        let emu = Emulator::builder(dir.path())
-            .gcs_storage(gcs.storage())
-            .start()
-            .await
-            .unwrap();
+        let mut builder = Emulator::builder(dir.path());
+        if let Some(g) = &gcs {
+            builder = builder.gcs_storage(g.storage());
+        }
+        let emu = builder.start().await.unwrap();
         let host = emu.host();
-        Full {
+        Setup {
             gcs,
             emu,
             host,
@@ -117,11 +98,18 @@ impl Full {
     }
 
     fn env(&self) -> Vec<(&str, &str)> {
-        vec![
+        let mut env = vec![
             ("VERTEX_AI_EMULATOR_HOST", self.host.as_str()),
-            ("STORAGE_EMULATOR_HOST", self.gcs.url.as_str()),
             ("GOOGLE_CLOUD_PROJECT", "cli-project"),
-        ]
+        ];
+        if let Some(g) = &self.gcs {
+            env.push(("STORAGE_EMULATOR_HOST", g.url.as_str()));
+        }
+        env
+    }
+
+    fn gcs_url(&self) -> &str {
+        self.gcs.as_ref().map_or("", |g| g.url.as_str())
     }
 }
 
@@ -135,7 +123,7 @@ fn prompt(key: &str, text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_writes_exactly_one_matched_line_per_prompt() {
-    let f = Full::start().await;
+    let f = Setup::full().await;
     f.emu.knobs().fail_rows_containing(Some("flaky".into()));
     f.emu.knobs().set_duplicate_every(7);
     f.emu.knobs().set_shuffle_output(true);
@@ -226,7 +214,7 @@ async fn run_writes_exactly_one_matched_line_per_prompt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_prompts_to_stdout_succeed_with_exit_zero_and_results_reads_a_gs_dir_alone() {
-    let f = Full::start().await;
+    let f = Setup::full().await;
     let dir = common::temp();
     let input = dir.path().join("prompts.txt");
     std::fs::write(&input, "Why is the sky blue?\n\nName a river.\n").unwrap();
@@ -287,7 +275,7 @@ async fn text_prompts_to_stdout_succeed_with_exit_zero_and_results_reads_a_gs_di
     .unwrap();
     let results = dir.path().join("again.jsonl");
     let out = run(
-        &[("STORAGE_EMULATOR_HOST", f.gcs.url.as_str())],
+        &[("STORAGE_EMULATOR_HOST", f.gcs_url())],
         &[
             "results",
             &out_dir,
@@ -308,7 +296,7 @@ async fn text_prompts_to_stdout_succeed_with_exit_zero_and_results_reads_a_gs_di
     // By job id, without --input: only what the job wrote.
     let mut env = f.env();
     env.retain(|(k, _)| *k != "STORAGE_EMULATOR_HOST");
-    env.push(("STORAGE_EMULATOR_HOST", f.gcs.url.as_str()));
+    env.push(("STORAGE_EMULATOR_HOST", f.gcs_url()));
     let out = run(&env, &["results", job.id(), "--output", "-"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.lines().count(), 2);
@@ -316,7 +304,7 @@ async fn text_prompts_to_stdout_succeed_with_exit_zero_and_results_reads_a_gs_di
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_status_watch_list_cancel_delete() {
-    let l = Local::start().await;
+    let l = Setup::local().await;
     let env = l.env();
     common::write_gcs(
         &l.emu,
@@ -425,7 +413,7 @@ async fn submit_status_watch_list_cancel_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_prompts_file_submits_as_a_batch() {
-    let f = Full::start().await;
+    let f = Setup::full().await;
     let dir = common::temp();
     let input = dir.path().join("p.jsonl");
     common::write_lines(&input, &[prompt("x", "One"), prompt("y", "Two")]);
@@ -607,7 +595,7 @@ async fn no_credentials_and_no_network_have_their_own_exit_codes() {
 
 /// Starts `run` on jobs held QUEUED and interrupts it once its first
 /// progress line is out (the Ctrl-C handler is installed by then).
-async fn interrupt_run(f: &Full, extra: &[&str]) -> (Out, tempfile::TempDir) {
+async fn interrupt_run(f: &Setup, extra: &[&str]) -> (Out, tempfile::TempDir) {
     f.emu.knobs().hold_queued(true);
     let dir = common::temp();
     let input = dir.path().join("p.jsonl");
@@ -658,7 +646,7 @@ async fn interrupt_run(f: &Full, extra: &[&str]) -> (Out, tempfile::TempDir) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_detaches_and_the_printed_command_reattaches() {
-    let f = Full::start().await;
+    let f = Setup::full().await;
     let (out, _dir) = interrupt_run(&f, &["--request-key", "ctrl-c-1"]).await;
     assert_eq!(out.code, 130, "{}", out.stderr);
     assert!(out.stderr.contains("detached"), "{}", out.stderr);
@@ -697,7 +685,7 @@ async fn ctrl_c_detaches_and_the_printed_command_reattaches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_with_cancel_on_interrupt_cancels_the_jobs() {
-    let f = Full::start().await;
+    let f = Setup::full().await;
     let (out, _dir) = interrupt_run(&f, &["--cancel-on-interrupt"]).await;
     assert_eq!(out.code, 130, "{}", out.stderr);
     assert!(out.stderr.contains("cancel requested"), "{}", out.stderr);

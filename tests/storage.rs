@@ -150,45 +150,11 @@ async fn a_missing_object_or_bucket_is_a_404_naming_it() {
 /// A loopback HTTP/1.1 server that records each request's headers and
 /// answers 404 with a Cloud Storage error body.
 async fn recording_server() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let rec = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let rec = rec.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                loop {
-                    let Ok(n) = sock.read(&mut tmp).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&tmp[..n]);
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                        rec.lock().unwrap().push(head);
-                        buf.drain(..end + 4);
-                        let body =
-                            br#"{"error":{"code":404,"message":"No such object","errors":[]}}"#;
-                        let resp = format!(
-                            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                            body.len()
-                        );
-                        let _ = sock.write_all(resp.as_bytes()).await;
-                        let _ = sock.write_all(body).await;
-                    }
-                }
-            });
-        }
-    });
-    (url, seen)
+    answering_server(
+        404,
+        r#"{"error":{"code":404,"message":"No such object","errors":[]}}"#,
+    )
+    .await
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use vertex_batch::{
 
 use crate::{
     fail::{CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},
-    output::{write_all, ResultsFile},
+    output::{deliver, ResultsFile},
     progress::{short_state, Progress, Snapshot},
     prompts::{Format, Prompts},
     Global,
@@ -437,7 +437,7 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
         .as_deref()
         .map(|p| Prompts::check(p, a.format))
         .transpose()?;
-    let mut out = ResultsFile::create(&a.output)?;
+    let out = ResultsFile::create(&a.output)?;
     let (storage, dir) = if a.target.starts_with("gs://") {
         let dir = GcsUri::parse_field(&a.target, "output directory")
             .map_err(|e| CliError::usage(e.to_string()))?;
@@ -505,10 +505,7 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
         .read()
         .await
         .map_err(|e| CliError::from_lib(e, Some(g)))?;
-    let written = write_all(rows, &mut out).await?;
-    let dest = out.name().to_owned();
-    out.finish()?;
-    eprintln!("{}", written.summary(&dest));
+    let written = deliver(rows, out).await?;
     Ok(Exit::Code(if written.all_succeeded() {
         0
     } else {

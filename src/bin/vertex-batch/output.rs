@@ -184,8 +184,18 @@ impl Written {
     }
 }
 
+/// Writes every row of `rows` to `out`, moves the file into place and
+/// prints the one-line summary.
+pub async fn deliver(rows: ResultStream, mut out: ResultsFile) -> CliResult<Written> {
+    let written = write_all(rows, &mut out).await?;
+    let dest = out.name().to_owned();
+    out.finish()?;
+    eprintln!("{}", written.summary(&dest));
+    Ok(written)
+}
+
 /// Writes every row of `rows` to `out`, warning about unreadable lines.
-pub async fn write_all(mut rows: ResultStream, out: &mut ResultsFile) -> CliResult<Written> {
+async fn write_all(mut rows: ResultStream, out: &mut ResultsFile) -> CliResult<Written> {
     let mut unreadable = 0;
     while let Some(row) = rows.next().await {
         match row {

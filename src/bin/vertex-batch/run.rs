@@ -10,7 +10,7 @@ use vertex_batch::{
 
 use crate::{
     fail::{CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},
-    output::{write_all, ResultsFile},
+    output::{deliver, ResultsFile},
     progress::{Progress, Snapshot},
     prompts::{Format, Prompts},
     Global,
@@ -55,7 +55,7 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     let client = g.client()?;
     let storage = g.storage_for(&client)?;
     let prompts = Prompts::check(&a.input, a.format)?;
-    let mut out = ResultsFile::create(&a.output)?;
+    let out = ResultsFile::create(&a.output)?;
     eprintln!("{} prompts in {}", prompts.rows(), prompts.path().display());
     let mut job = JobSpec::new(&a.model).display_name(&a.display_name);
     for (k, v) in &a.labels {
@@ -124,10 +124,7 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
         .results()
         .await
         .map_err(|e| CliError::from_lib(e, Some(g)))?;
-    let written = write_all(rows, &mut out).await?;
-    let dest = out.name().to_owned();
-    out.finish()?;
-    eprintln!("{}", written.summary(&dest));
+    let written = deliver(rows, out).await?;
     Ok(Exit::Code(if !failed_jobs.is_empty() {
         JOB_NOT_SUCCEEDED
     } else if !written.all_succeeded() {
