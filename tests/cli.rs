@@ -113,6 +113,29 @@ impl Setup {
     }
 }
 
+/// `run --model gemini-2.0-flash-001 --input INPUT --staging STAGING
+/// --output OUTPUT`, then `extra`.
+fn run_args<'a>(
+    input: &'a Path,
+    staging: &'a str,
+    output: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut a = vec![
+        "run",
+        "--model",
+        "gemini-2.0-flash-001",
+        "--input",
+        input.to_str().unwrap(),
+        "--staging",
+        staging,
+        "--output",
+        output,
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
 fn prompt(key: &str, text: &str) -> String {
     serde_json::json!({
         "key": key,
@@ -143,17 +166,7 @@ async fn run_writes_exactly_one_matched_line_per_prompt() {
     let results = dir.path().join("results.jsonl");
     let out = run(
         &f.env(),
-        &[
-            "run",
-            "--model",
-            "gemini-2.0-flash-001",
-            "--input",
-            input.to_str().unwrap(),
-            "--staging",
-            "gs://cli-bkt/runs",
-            "--output",
-            results.to_str().unwrap(),
-        ],
+        &run_args(&input, "gs://cli-bkt/runs", results.to_str().unwrap(), &[]),
     )
     .await;
     assert_eq!(
@@ -220,19 +233,12 @@ async fn text_prompts_to_stdout_succeed_with_exit_zero_and_results_reads_a_gs_di
     std::fs::write(&input, "Why is the sky blue?\n\nName a river.\n").unwrap();
     let out = run(
         &f.env(),
-        &[
-            "run",
-            "--model",
-            "gemini-2.0-flash-001",
-            "--input",
-            input.to_str().unwrap(),
-            "--staging",
+        &run_args(
+            &input,
             "gs://cli-bkt/text",
-            "--request-key",
-            "text-1",
-            "--output",
             "-",
-        ],
+            &["--request-key", "text-1"],
+        ),
     )
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -601,18 +607,7 @@ async fn interrupt_run(f: &Setup, extra: &[&str]) -> (Out, tempfile::TempDir) {
     let input = dir.path().join("p.jsonl");
     common::write_lines(&input, &[prompt("a", "One"), prompt("b", "Two")]);
     let results = dir.path().join("r.jsonl");
-    let mut args = vec![
-        "run",
-        "--model",
-        "gemini-2.0-flash-001",
-        "--input",
-        input.to_str().unwrap(),
-        "--staging",
-        "gs://cli-bkt/int",
-        "--output",
-        results.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
+    let args = run_args(&input, "gs://cli-bkt/int", results.to_str().unwrap(), extra);
     let mut child = cli(&f.env(), &args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -260,14 +260,7 @@ async fn idempotent_storage_calls_survive_passing_503s() {
                 assert_eq!(found.len(), 1);
             }
             _ => {
-                let bytes: Vec<bytes::Bytes> = s
-                    .read(&obj, None)
-                    .await
-                    .unwrap()
-                    .try_collect()
-                    .await
-                    .unwrap();
-                assert_eq!(bytes.concat(), b"{\"a\":1}\n");
+                assert_eq!(read_all(&s, &obj, None).await, b"{\"a\":1}\n");
             }
         }
         assert_eq!(
@@ -374,14 +367,7 @@ async fn create_bytes_never_replaces_an_object() {
         .await
         .unwrap()
         .is_none());
-    let got: Vec<bytes::Bytes> = s
-        .read(&obj, None)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(got.concat(), b"first");
+    assert_eq!(read_all(&s, &obj, None).await, b"first");
 
     let (url, seen) = answering_server(
         412,
