@@ -574,3 +574,25 @@ async fn a_transport_error_keeps_its_typed_source() {
     }
     assert!(refused, "the io::Error is reachable: {err:?}");
 }
+
+/// Classification looks at types, not message text: a service error whose
+/// message happens to say "Content-Type" or "Timeout expired" stays the
+/// service's error with its own code.
+#[tokio::test]
+async fn service_messages_that_mention_transport_words_stay_service_errors() {
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr)
+        .await
+        .with_retry_policy(RetryPolicy::none());
+    server.push_error(tonic::Status::invalid_argument(
+        "the Content-Type of the input file is not text/html",
+    ));
+    let err = client.get("123").await.unwrap_err();
+    assert!(matches!(err, Error::Service(_)), "{err:?}");
+    assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
+    server.push_error(tonic::Status::cancelled(
+        "Timeout expired while the job was queued",
+    ));
+    let err = client.get("123").await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::Cancelled), "{err:?}");
+}

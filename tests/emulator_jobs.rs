@@ -363,3 +363,39 @@ async fn an_overlong_or_non_utf8_row_fails_alone() {
         );
     }
 }
+
+/// A job stuck on slow storage never holds up an RPC: on a one-thread
+/// runtime, a Get made while the job's rows wait on their I/O thread is
+/// answered at once — before those rows are done (were the I/O on the
+/// runtime's thread, the Get could only be answered after them).
+#[tokio::test(flavor = "current_thread")]
+async fn slow_job_io_never_delays_an_rpc() {
+    let dir = temp();
+    let emu = Emulator::start(dir.path()).await.unwrap();
+    write_gcs(
+        &emu,
+        "gs://bkt/in.jsonl",
+        &(0..10).map(prompt_line).collect::<Vec<_>>(),
+    );
+    emu.knobs().set_io_delay(std::time::Duration::from_secs(2));
+    let client = emu.in_memory_client("proj-1", "us-central1").unwrap();
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    let running = poll_until(&client, job.name(), "RUNNING", |j| {
+        j.state() == JobState::Running
+    })
+    .await;
+    assert_eq!(running.completion_stats().successful, 0);
+    let again = client.get(job.name()).await.unwrap();
+    assert_eq!(again.state(), JobState::Running);
+    assert_eq!(
+        again.completion_stats().successful,
+        0,
+        "answered while the rows wait"
+    );
+    emu.knobs().set_io_delay(std::time::Duration::ZERO);
+    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    assert_eq!(done.completion_stats().successful, 10);
+}

@@ -49,6 +49,9 @@ pub struct KnobValues {
     /// The longest input line read (default 32 MiB): a longer row fails
     /// alone, and memory stays bounded.
     pub max_line_bytes: usize,
+    /// Emulated slow storage: each chunk of rows waits this long on its I/O
+    /// thread before it is read (default 0). RPCs are answered meanwhile.
+    pub io_delay: Duration,
 }
 
 impl Default for KnobValues {
@@ -70,6 +73,7 @@ impl Default for KnobValues {
             incremental_chunk: false,
             succeed_despite_failed_rows: false,
             max_line_bytes: 32 << 20,
+            io_delay: Duration::ZERO,
         }
     }
 }
@@ -144,6 +148,11 @@ impl Knobs {
     /// Time spent `PENDING` before `RUNNING`.
     pub fn set_queue_delay(&self, d: Duration) {
         self.update(|v| v.queue_delay = d);
+    }
+
+    /// Emulated slow storage (see [`KnobValues::io_delay`]).
+    pub fn set_io_delay(&self, d: Duration) {
+        self.update(|v| v.io_delay = d);
     }
 
     /// The longest input line a job reads; a longer row fails alone.

@@ -998,6 +998,7 @@ struct Rows {
     ctx: ModelCtx,
     bigquery: bool,
     max_line: usize,
+    io_delay: Duration,
     line: Vec<u8>,
     scratch: Vec<u8>,
     out: Vec<u8>,
@@ -1008,6 +1009,11 @@ struct Rows {
 impl Rows {
     /// Processes up to `n` rows; true when the input is exhausted.
     fn chunk(&mut self, n: u64, processed_time: &str) -> io::Result<bool> {
+        if !self.io_delay.is_zero() {
+            // Slow storage, emulated where real storage would be slow: on
+            // this I/O thread, not on the workers that answer RPCs.
+            std::thread::sleep(self.io_delay);
+        }
         let mut in_chunk = 0;
         while in_chunk < n {
             let reader = match &mut self.reader {
@@ -1114,6 +1120,7 @@ async fn stream_rows(
 ) -> io::Result<RowsEnd> {
     let knobs = state.knobs.values();
     let max_line = knobs.max_line_bytes;
+    let io_delay = knobs.io_delay;
     let (partial, final_path) = (output.partial.clone(), output.final_path.clone());
     let seed = slot.id;
     let writer = blocking(move || Sink::new(&partial, &final_path, !bigquery, total, &knobs, seed))
@@ -1126,6 +1133,7 @@ async fn stream_rows(
         ctx: ctx.clone(),
         bigquery,
         max_line,
+        io_delay,
         line: Vec::with_capacity(4096),
         scratch: Vec::with_capacity(1024),
         out: Vec::with_capacity(4096),

@@ -87,6 +87,10 @@ pub struct EmulatorArgs {
     /// The longest input line read; a longer row fails alone.
     #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
     pub max_line_bytes: usize,
+    /// Emulated slow storage: each chunk of rows waits this long on its I/O
+    /// thread, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub io_delay_ms: u64,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
@@ -115,6 +119,7 @@ impl EmulatorArgs {
             max_run_time: Duration::from_secs(self.max_run_time_secs),
             delete_delay: Duration::from_millis(self.delete_delay_ms),
             max_line_bytes: self.max_line_bytes.max(1),
+            io_delay: Duration::from_millis(self.io_delay_ms),
             ..KnobValues::default()
         };
         if let Some(secs) = self.job_duration_secs {
