@@ -296,7 +296,8 @@ fn emulator_url(host: &str) -> Result<String> {
             Ok(url)
         }
         _ => Err(Error::Config(format!(
-            "{ENV_STORAGE_EMULATOR_HOST} must be http://host:port or host:port, got {host:?}"
+            "{ENV_STORAGE_EMULATOR_HOST} must be http://host:port or host:port, got {:?}",
+            crate::uri::without_userinfo(host)
         ))),
     }
 }

@@ -339,9 +339,31 @@ impl fmt::Display for OutputDestination {
     }
 }
 
+/// `text` for an error message, with any userinfo (`user:password@`) of a
+/// URL or host replaced by `…@`: a password must not reach logs.
+pub(crate) fn without_userinfo(text: &str) -> String {
+    let (scheme, rest) = match text.find("://") {
+        Some(i) => text.split_at(i + 3),
+        None => ("", text),
+    };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => format!("{scheme}…{}", &rest[at..]),
+        None => text.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_never_reaches_a_message() {
+        assert_eq!(without_userinfo("http://u:secret@h:1/x"), "http://…@h:1/x");
+        assert_eq!(without_userinfo("u:secret@h:1"), "…@h:1");
+        assert_eq!(without_userinfo("http://h:1/a@b"), "http://h:1/a@b");
+        assert_eq!(without_userinfo("127.0.0.1:8080"), "127.0.0.1:8080");
+    }
 
     fn field_of(e: Error) -> String {
         match e {

@@ -782,3 +782,71 @@ async fn the_emulator_subcommand_serves_like_the_emulator_binary() {
     };
     assert_eq!(strip(ours), strip(theirs));
 }
+
+/// A JSONL prompts file with a byte-order mark is still JSONL (keys kept);
+/// a pipe or device as PROMPTS, an empty or directory-like RESULTS name are
+/// refused before anything runs; a device as RESULTS is written, not
+/// replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_and_results_paths_are_judged_before_anything_runs() {
+    let f = Setup::full().await;
+    let dir = common::temp();
+    let input = dir.path().join("bom.jsonl");
+    let mut bytes = b"\xef\xbb\xbf".to_vec();
+    bytes.extend_from_slice(prompt("k1", "Hello").as_bytes());
+    bytes.push(b'\n');
+    std::fs::write(&input, bytes).unwrap();
+    let out = run(&f.env(), &run_args(&input, "gs://cli-bkt/bom", "-", &[])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let row: Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(row["key"], "k1", "read as JSONL, not as text");
+
+    let out = run(
+        &f.env(),
+        &run_args(&input, "gs://cli-bkt/bom", "/dev/null", &[]),
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+
+    for (input, output, want) in [
+        (Path::new("/dev/null"), "-", "not a regular file"),
+        (input.as_path(), "", "not a file name"),
+        (input.as_path(), "newdir/", "not a file name"),
+    ] {
+        let out = run(&f.env(), &run_args(input, "gs://cli-bkt/bom", output, &[])).await;
+        assert_eq!(out.code, 2, "{output:?}: {}", out.stderr);
+        assert!(out.stderr.contains(want), "{}", out.stderr);
+    }
+}
+
+/// Output into a pipe whose reader went away (`… | head`) ends quietly,
+/// never with a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_is_not_a_panic() {
+    let l = Setup::local().await;
+    common::write_gcs(&l.emu, "gs://bkt/in.jsonl", &[prompt("a", "Hello")]);
+    l.emu.knobs().hold_queued(true);
+    let client = l.emu.client("cli-project", "us-central1").unwrap();
+    let spec = vertex_batch::JobSpec::new("gemini-2.0-flash-001")
+        .input("gs://bkt/in.jsonl")
+        .output("gs://bkt/out");
+    // Enough jobs that `list --json` outgrows a pipe's buffer.
+    for _ in 0..120 {
+        client.create(&spec).await.unwrap();
+    }
+    let mut child = cli(&l.env(), &["list", "--json", "--limit", "500"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+}

@@ -308,7 +308,8 @@ impl ClientBuilder {
 fn authority(text: &str, what: &str) -> Result<Authority> {
     if text.contains('@') {
         return Err(Error::Config(format!(
-            "{what} {text:?} has userinfo (an `@`); give host[:port] only"
+            "{what} {:?} has userinfo (an `@`); give host[:port] only",
+            crate::uri::without_userinfo(text)
         )));
     }
     let a: Authority = text
@@ -327,7 +328,8 @@ fn emulator_uri(host: &str) -> Result<(String, Authority)> {
     let bare = bare.strip_suffix('/').unwrap_or(bare);
     if bare.is_empty() || bare.contains('/') || bare.contains("://") {
         return Err(Error::Config(format!(
-            "{ENV_EMULATOR_HOST} must be host:port, got {host:?}"
+            "{ENV_EMULATOR_HOST} must be host:port, got {:?}",
+            crate::uri::without_userinfo(host)
         )));
     }
     let a = authority(bare, ENV_EMULATOR_HOST)?;

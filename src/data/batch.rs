@@ -479,9 +479,9 @@ impl Batch {
 
     fn snapshot(&self, rows: u64) -> BatchProgress {
         let current = self.jobs.last().map(Vec::as_slice).unwrap_or_default();
-        let (succeeded, failed) = current.iter().fold((0, 0), |(s, f), j| {
+        let (succeeded, failed) = current.iter().fold((0u64, 0u64), |(s, f), j| {
             let c = j.completion_stats();
-            (s + c.successful, f + c.failed)
+            (s.saturating_add(c.successful), f.saturating_add(c.failed))
         });
         let all = self.jobs();
         BatchProgress {

@@ -91,7 +91,9 @@ impl FingerprintSet {
         if self.in_sorted(fp) || !self.recent.insert(fp) {
             return false;
         }
-        if self.recent.len() >= RECENT_MAX {
+        // At least 32k, and a sixteenth of the set: merges stay rare as the
+        // set grows (each moves the whole vector), for 16/17 of the memory.
+        if self.recent.len() >= RECENT_MAX.max(self.sorted.len() / 16) {
             self.merge();
         }
         true

@@ -197,8 +197,14 @@ pub async fn run(args: EmulatorArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("VERTEX_AI_EMULATOR_HOST={}", emu.host());
-    println!("data dir: {}", emu.data_dir().display());
+    // A closed stdout (the reader went away) must not stop the emulator.
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "VERTEX_AI_EMULATOR_HOST={}", emu.host());
+        let _ = writeln!(stdout, "data dir: {}", emu.data_dir().display());
+        let _ = stdout.flush();
+    }
     if tokio::signal::ctrl_c().await.is_err() {
         eprintln!("error: cannot listen for Ctrl-C; stopping");
     }

@@ -17,6 +17,38 @@ use crate::{
     Global,
 };
 
+/// Writes `text` to stdout; a closed pipe (`… | head`) is not an error.
+pub fn out(text: &str) -> CliResult<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::other(format!("writing to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Text from the service, safe for a terminal: control characters (escape
+/// sequences, carriage returns) are shown escaped, never sent raw.
+pub fn clean(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Parses `KEY=VALUE`.
 pub fn label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -121,7 +153,7 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
         if a.json {
             print_json(&job.to_json())?;
         } else {
-            println!("{}", job.name());
+            out(&format!("{}\n", job.name()))?;
         }
         return Ok(Exit::Code(0));
     }
@@ -157,7 +189,7 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
         }))?;
     } else {
         for j in batch.jobs() {
-            println!("{}", j.name());
+            out(&format!("{}\n", j.name()))?;
         }
         eprintln!(
             "batch {} ({} prompts); read it with: vertex-batch run … --request-key {}",
@@ -172,8 +204,7 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
 fn print_json(v: &serde_json::Value) -> CliResult<()> {
     let s = serde_json::to_string_pretty(v)
         .map_err(|e| CliError::other(format!("encoding JSON: {e}")))?;
-    println!("{s}");
-    Ok(())
+    out(&format!("{s}\n"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -194,7 +225,7 @@ pub async fn status(g: &Global, a: StatusArgs) -> CliResult<Exit> {
     if a.json {
         print_json(&job.to_json())?;
     } else {
-        print!("{}", describe(&job));
+        out(&describe(&job))?;
     }
     Ok(Exit::Code(0))
 }
@@ -205,10 +236,10 @@ fn describe(job: &Job) -> String {
     let time = |k: &str| json[k].as_str().unwrap_or("-").to_owned();
     let s = job.completion_stats();
     let mut lines = vec![
-        ("name", job.name().to_owned()),
-        ("display name", job.display_name().to_owned()),
+        ("name", clean(job.name())),
+        ("display name", clean(job.display_name())),
         ("state", job.state().as_str().to_owned()),
-        ("model", job.model().to_owned()),
+        ("model", clean(job.model())),
         ("created", time("createTime")),
         ("started", time("startTime")),
         ("ended", time("endTime")),
@@ -223,10 +254,10 @@ fn describe(job: &Job) -> String {
         ),
     ];
     if let Some(o) = job.output_location() {
-        lines.push(("output", o.uri()));
+        lines.push(("output", clean(&o.uri())));
     }
     if let Some(e) = job.error() {
-        lines.push(("error", e.to_string()));
+        lines.push(("error", clean(&e.to_string())));
     }
     let mut out = String::new();
     for (k, v) in lines {
@@ -342,7 +373,7 @@ pub async fn list(g: &Global, a: ListArgs) -> CliResult<Exit> {
         eprintln!("no jobs");
         return Ok(Exit::Code(0));
     }
-    print!("{}", table(&jobs));
+    out(&table(&jobs))?;
     Ok(Exit::Code(0))
 }
 
@@ -367,11 +398,11 @@ fn table(jobs: &[Job]) -> String {
             .map(|t| t.chars().take(19).collect::<String>().replace('T', " "))
             .unwrap_or_else(|| "-".into());
         rows.push([
-            j.id().to_owned(),
+            clean(j.id()),
             short_state(j.state().as_str()).to_owned(),
             rows_done,
-            created,
-            j.display_name().to_owned(),
+            clean(&created),
+            clean(j.display_name()),
         ]);
     }
     let widths: Vec<usize> = (0..5)
@@ -438,13 +469,15 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
         .map(|p| Prompts::check(p, a.format))
         .transpose()?;
     let out = ResultsFile::create(&a.output)?;
-    let (storage, dir) = if a.target.starts_with("gs://") {
+    // `job_ended_well`: false for a job that failed, was cancelled or
+    // expired (exit 3 even when its partial output reads clean).
+    let (storage, dir, job_ended_well) = if a.target.starts_with("gs://") {
         let dir = GcsUri::parse_field(&a.target, "output directory")
             .map_err(|e| CliError::usage(e.to_string()))?;
         let storage = Storage::builder()
             .build()
             .map_err(|e| CliError::from_lib(e, Some(g)))?;
-        (storage, dir)
+        (storage, dir, true)
     } else {
         let client = g.client()?;
         let job = client
@@ -477,7 +510,11 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
                 )))
             }
         };
-        (g.storage_for(&client)?, dir)
+        let ended_well = matches!(
+            job.state(),
+            JobState::Succeeded | JobState::PartiallySucceeded
+        );
+        (g.storage_for(&client)?, dir, ended_well)
     };
     let mut reader = ResultReader::new().storage(storage).output_gcs(dir);
     // Plain-text prompts are joined through a JSONL copy.
@@ -506,7 +543,9 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
         .await
         .map_err(|e| CliError::from_lib(e, Some(g)))?;
     let written = deliver(rows, out).await?;
-    Ok(Exit::Code(if written.all_succeeded() {
+    Ok(Exit::Code(if !job_ended_well {
+        JOB_NOT_SUCCEEDED
+    } else if written.all_succeeded() {
         0
     } else {
         ROWS_NOT_SUCCEEDED

@@ -68,6 +68,7 @@ struct Global {
     location: String,
     /// How long to keep retrying a call that fails for a passing reason
     /// (unavailable, rate limited, network), in seconds; 0: never retry.
+    /// It also bounds each call: a budget under 60 s is each call's deadline.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 300)]
     retry_for: u64,
 }
@@ -140,6 +141,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The library's warnings (failed polls, skipped objects, unmatched
+    // rows) reach stderr; RUST_LOG overrides. The emulator sets up its own.
+    if !matches!(cli.command, Command::Emulator(_)) {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .try_init();
+    }
     let global = cli.global.clone();
     let outcome = runtime.block_on(async move {
         match cli.command {

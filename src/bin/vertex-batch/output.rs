@@ -70,7 +70,25 @@ impl ResultsFile {
                 name: "stdout".into(),
             });
         }
+        if dest.is_empty() || dest.ends_with('/') || dest.ends_with(std::path::MAIN_SEPARATOR) {
+            return Err(CliError::usage(format!(
+                "--output {dest:?} is not a file name (use - for stdout)"
+            )));
+        }
         let path = PathBuf::from(dest);
+        // An existing destination that is not a regular file (a device such
+        // as /dev/null, a FIFO) is written to directly, never replaced.
+        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| CliError::usage(format!("cannot write {dest}: {e}")))?;
+            return Ok(ResultsFile {
+                out: Box::new(BufWriter::new(f)),
+                file: None,
+                name: dest.to_owned(),
+            });
+        }
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
@@ -143,9 +161,16 @@ impl ResultsFile {
             .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
         drop(self.out);
         if let Some((tmp, path)) = self.file.take() {
-            tmp.persist(&path).map_err(|e| {
-                CliError::other(format!("moving the results into {}: {e}", path.display()))
-            })?;
+            if let Err(e) = tmp.persist(&path) {
+                // Keep what was written: hours of results are not dropped.
+                let kept = e.path.keep().map(|p| p.display().to_string());
+                return Err(CliError::other(format!(
+                    "moving the results into {}: {}; they are kept in {}",
+                    path.display(),
+                    e.error,
+                    kept.unwrap_or_else(|_| "(a temporary file that could not be kept)".into())
+                )));
+            }
         }
         Ok(())
     }
@@ -163,10 +188,10 @@ pub struct Written {
 }
 
 impl Written {
-    /// Whether every row succeeded.
+    /// Whether every row succeeded and nothing was unreadable.
     pub fn all_succeeded(&self) -> bool {
         let t = &self.totals;
-        t.failed + t.blocked + t.missing == 0
+        t.failed + t.blocked + t.missing + t.errors + self.unreadable == 0
     }
 
     /// One line for a person.

@@ -61,7 +61,9 @@ fn detect(path: &Path) -> CliResult<Format> {
                 path.display()
             )));
         }
-        match line.iter().find(|b| !b.is_ascii_whitespace()) {
+        // A byte-order mark is not content (the line readers drop it too).
+        let text = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&line);
+        match text.iter().find(|b| !b.is_ascii_whitespace()) {
             None => continue,
             Some(b'{') => return Ok(Format::Jsonl),
             Some(_) => return Ok(Format::Text),
@@ -73,6 +75,18 @@ impl Prompts {
     /// Opens and checks `path`: every line parses, keys are unique, there
     /// is at least one prompt. Errors name the file and the line.
     pub fn check(path: &Path, format: Format) -> CliResult<Prompts> {
+        // Read three times (detect, check, upload): a pipe or a device
+        // would give different bytes each time.
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => {
+                return Err(CliError::usage(format!(
+                    "the prompts file {} is not a regular file (a pipe or device cannot be read twice); \
+                     save it to a file first",
+                    path.display()
+                )))
+            }
+            _ => {}
+        }
         let format = match format {
             Format::Auto => detect(path)?,
             f => f,

@@ -61,19 +61,25 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     for (k, v) in &a.labels {
         job = job.label(k, v);
     }
-    let mut spec = BatchSpec::new(job, &a.staging);
-    if let Some(k) = &a.request_key {
-        spec = spec.request_key(k);
-    }
+    // The key is chosen (and shown) before anything is staged, so a run
+    // killed while staging or submitting can be picked up again with it
+    // instead of starting a second, billed batch.
+    let key = a
+        .request_key
+        .clone()
+        .unwrap_or_else(|| format!("b{:016x}", fastrand::u64(..)));
+    eprintln!("batch {key}: staging (if this is interrupted, run again with --request-key {key})");
+    let spec = BatchSpec::new(job, &a.staging).request_key(&key);
     let broken = Cell::new(None);
     let mut batch = client
         .start_batch(&storage, &spec, prompts.iter(&broken)?)
         .await
         .map_err(|e| CliError::from_lib(e, Some(g)))?;
-    if let Some(n) = broken.get() {
+    let broken = broken.get().unwrap_or(0);
+    if broken > 0 {
         // The file changed between the check and the upload.
         eprintln!(
-            "warning: {n} line(s) of {} stopped parsing while it was read; they were left out",
+            "warning: {broken} line(s) of {} stopped parsing while it was read; they were left out",
             prompts.path().display()
         );
     }
@@ -86,7 +92,7 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
         batch.root()
     );
     for j in &jobs {
-        eprintln!("  {}", j.name());
+        eprintln!("  {}", crate::jobs::clean(j.name()));
     }
 
     let mut ui = Progress::new();
@@ -127,7 +133,7 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     let written = deliver(rows, out).await?;
     Ok(Exit::Code(if !failed_jobs.is_empty() {
         JOB_NOT_SUCCEEDED
-    } else if !written.all_succeeded() {
+    } else if !written.all_succeeded() || broken > 0 {
         ROWS_NOT_SUCCEEDED
     } else {
         0
@@ -188,12 +194,17 @@ async fn interrupted(g: &Global, a: &RunArgs, batch: &Batch, ui: &mut Progress) 
     if a.cancel_on_interrupt {
         ui.finish(&format!("interrupted: cancelling {} job(s)…", live.len()));
         let client = g.client()?;
+        // Every job is tried: one that ended since the last poll (or a
+        // failed call) does not leave the others running.
         for j in &live {
-            client
-                .cancel(j.name())
-                .await
-                .map_err(|e| CliError::from_lib(e, Some(g)))?;
-            eprintln!("  cancel requested: {}", j.name());
+            match client.cancel(j.name()).await {
+                Ok(()) => eprintln!("  cancel requested: {}", j.name()),
+                Err(e) => eprintln!(
+                    "  could not cancel {}: {}",
+                    j.name(),
+                    CliError::from_lib(e, Some(g)).message
+                ),
+            }
         }
     } else {
         ui.finish(&format!(
@@ -208,7 +219,10 @@ async fn interrupted(g: &Global, a: &RunArgs, batch: &Batch, ui: &mut Progress) 
 /// This command line with `--request-key KEY` (replacing one given).
 fn rerun_command(key: &str) -> String {
     let mut args: Vec<String> = Vec::new();
-    let mut it = std::env::args().skip(1);
+    // `args_os`: an argument that is not UTF-8 must not panic here.
+    let mut it = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned());
     while let Some(arg) = it.next() {
         if arg == "--request-key" {
             it.next();
