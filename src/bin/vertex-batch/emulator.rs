@@ -208,7 +208,13 @@ pub async fn run(args: EmulatorArgs) -> ExitCode {
     if tokio::signal::ctrl_c().await.is_err() {
         eprintln!("error: cannot listen for Ctrl-C; stopping");
     }
-    eprintln!("stopping…");
-    emu.shutdown().await;
+    eprintln!("stopping… (Ctrl-C again to stop at once)");
+    tokio::select! {
+        () = emu.shutdown() => {}
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("stopped at once; running jobs resume on the next start");
+            return ExitCode::from(130);
+        }
+    }
     ExitCode::SUCCESS
 }

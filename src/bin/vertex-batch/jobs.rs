@@ -281,6 +281,7 @@ pub async fn watch(g: &Global, a: WatchArgs) -> CliResult<Exit> {
     loop {
         tokio::select! {
             _ = &mut ctrl_c => {
+                crate::run::exit_on_next_ctrl_c();
                 ui.finish("interrupted: stopped watching; the job keeps running");
                 return Ok(Exit::Code(INTERRUPTED));
             }

@@ -96,7 +96,11 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     }
 
     let mut ui = Progress::new();
-    if follow(&mut batch, &mut ui, g).await? == Followed::Interrupted {
+    let followed = follow(&mut batch, &mut ui, g).await?;
+    // From here on (reading results, cancelling) a Ctrl-C ends the process
+    // at once: the handler installed while following stays in place.
+    exit_on_next_ctrl_c();
+    if followed == Followed::Interrupted {
         return interrupted(g, &a, &batch, &mut ui).await;
     }
     let jobs = batch.jobs();
@@ -214,6 +218,16 @@ async fn interrupted(g: &Global, a: &RunArgs, batch: &Batch, ui: &mut Progress) 
         ));
     }
     Ok(Exit::Code(INTERRUPTED))
+}
+
+/// Ends the process (exit 130) at the next Ctrl-C.
+pub fn exit_on_next_ctrl_c() {
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted again: stopping now");
+            std::process::exit(i32::from(INTERRUPTED));
+        }
+    });
 }
 
 /// This command line with `--request-key KEY` (replacing one given).
