@@ -915,3 +915,49 @@ async fn row_delay_paces_progress_visibly() {
         "20 rows at 50 ms took {ran:?}"
     );
 }
+
+/// An output claim never published is released when the job fails: the
+/// claimed directory does not linger as an orphan.
+#[tokio::test(start_paused = true)]
+async fn a_failed_jobs_unpublished_claim_is_released() {
+    let (dir, emu, client) = in_memory().await;
+    write_gcs(
+        &emu,
+        "gs://bkt/in.jsonl",
+        &(0..20).map(prompt_line).collect::<Vec<_>>(),
+    );
+    emu.knobs().set_job_duration(Some(Duration::from_secs(60)));
+    let job = client
+        .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
+        .await
+        .unwrap();
+    poll_until(&client, job.name(), "RUNNING", |j| {
+        j.state() == JobState::Running
+    })
+    .await;
+    // Make publishing fail: a non-empty directory where predictions.jsonl
+    // is to be renamed.
+    let out = dir.path().join("gcs/bkt/out");
+    let claimed: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    std::fs::create_dir_all(claimed[0].join("predictions.jsonl/blocker")).unwrap();
+    let done = client
+        .wait_terminal_with(job.name(), fast_wait().timeout(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert_eq!(done.state(), JobState::Failed, "{done:?}");
+    assert!(
+        done.error().unwrap().message().contains("publishing"),
+        "{:?}",
+        done.error()
+    );
+    emu.shutdown().await;
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "the claim was released: {left:?}");
+}
