@@ -160,35 +160,23 @@ mod tests {
 
     #[test]
     fn a_servers_retry_delay_is_capped_even_without_a_budget() {
-        let status = status_with_details(
-            tonic::Code::ResourceExhausted,
-            "slow down",
-            &[StatusDetail::RetryInfo(RetryInfo {
-                retry_delay: Some(pbjson_types::Duration {
-                    seconds: 86_400,
-                    nanos: 0,
-                }),
-            })],
-        );
-        let err = Error::from_status(status, "test");
+        let asking = |seconds| {
+            let status = status_with_details(
+                tonic::Code::ResourceExhausted,
+                "slow down",
+                &[StatusDetail::RetryInfo(RetryInfo {
+                    retry_delay: Some(pbjson_types::Duration { seconds, nanos: 0 }),
+                })],
+            );
+            Error::from_status(status, "test")
+        };
+        let err = asking(86_400);
         assert_eq!(err.retry_delay(), Some(Duration::from_secs(86_400)));
         let p = RetryPolicy::default().total_timeout(None);
         let d = p.next_delay(1, &err, Duration::ZERO).unwrap();
         assert!(d <= Duration::from_secs(30), "{d:?}");
         // A modest ask is honoured.
-        let small = status_with_details(
-            tonic::Code::ResourceExhausted,
-            "slow down",
-            &[StatusDetail::RetryInfo(RetryInfo {
-                retry_delay: Some(pbjson_types::Duration {
-                    seconds: 7,
-                    nanos: 0,
-                }),
-            })],
-        );
-        let d = p
-            .next_delay(1, &Error::from_status(small, "test"), Duration::ZERO)
-            .unwrap();
+        let d = p.next_delay(1, &asking(7), Duration::ZERO).unwrap();
         assert!(d >= Duration::from_secs(7), "{d:?}");
     }
 

@@ -383,6 +383,12 @@ impl ObjectInfo {
 /// 408, 429, 5xx).
 const RETRIES: u32 = 4;
 
+/// The wait before retry `attempt` (1-based): 200 ms doubling, jittered
+/// to between half and all of it.
+fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis(100u64 << attempt.min(16)).mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
 /// Runs `call`, trying it again (with jittered exponential backoff from
 /// 100 ms) while it fails with a retryable status, at most [`RETRIES`]
 /// times. `what` names the call in errors and logs.
@@ -401,8 +407,7 @@ where
                     return Err(err);
                 }
                 attempt += 1;
-                let base = Duration::from_millis(100u64 << attempt);
-                let delay = base.mul_f64(0.5 + fastrand::f64() / 2.0);
+                let delay = retry_delay(attempt);
                 tracing::warn!(attempt, ?delay, error = %err, "Cloud Storage call failed; trying again");
                 tokio::time::sleep(delay).await;
             }
@@ -493,26 +498,13 @@ impl Storage {
 
     /// Uploads a small object in one request.
     pub async fn upload_bytes(&self, uri: &GcsUri, data: impl Into<Bytes>) -> Result<ObjectInfo> {
-        let data: Bytes = data.into();
-        if let Some(root) = &self.inner.local {
-            bump(&self.inner.calls.uploads);
-            let mut w = local::Writer::create(root, uri).await?;
-            w.write(&data).await?;
-            return w.finish().await;
-        }
-        let req = UploadObjectRequest {
-            bucket: uri.bucket().to_owned(),
-            ..Default::default()
-        };
-        let mut media = Media::new(uri.object().to_owned());
-        media.content_length = Some(data.len() as u64);
-        bump(&self.inner.calls.uploads);
-        let o = self
-            .gcs()?
-            .upload_object(&req, data, &UploadType::Simple(media))
-            .await
-            .map_err(|e| storage_error(format!("uploading {uri}"), e))?;
-        ObjectInfo::from_object(&o)
+        self.simple_upload(uri, data.into(), false)
+            .await?
+            .ok_or_else(|| Error::Storage {
+                message: format!("uploading {uri}: refused by a precondition"),
+                http_status: Some(412),
+                source: None,
+            })
     }
 
     /// Uploads `data` to `uri` only if no object is there yet
@@ -532,32 +524,44 @@ impl Storage {
         uri: &GcsUri,
         data: impl Into<Bytes>,
     ) -> Result<Option<ObjectInfo>> {
-        let data: Bytes = data.into();
+        self.simple_upload(uri, data.into(), true).await
+    }
+
+    /// One-request upload; with `create_only`, `None` when an object was
+    /// already there.
+    async fn simple_upload(
+        &self,
+        uri: &GcsUri,
+        data: Bytes,
+        create_only: bool,
+    ) -> Result<Option<ObjectInfo>> {
+        bump(&self.inner.calls.uploads);
         if let Some(root) = &self.inner.local {
-            bump(&self.inner.calls.uploads);
             let mut w = local::Writer::create(root, uri).await?;
             w.write(&data).await?;
-            return w.finish_new().await;
+            return match create_only {
+                true => w.finish_new().await,
+                false => w.finish().await.map(Some),
+            };
         }
         let req = UploadObjectRequest {
             bucket: uri.bucket().to_owned(),
-            if_generation_match: Some(0),
+            if_generation_match: create_only.then_some(0),
             ..Default::default()
         };
         let mut media = Media::new(uri.object().to_owned());
         media.content_length = Some(data.len() as u64);
-        bump(&self.inner.calls.uploads);
         match self
             .gcs()?
             .upload_object(&req, data, &UploadType::Simple(media))
             .await
-            .map_err(|e| storage_error(format!("creating {uri}"), e))
+            .map_err(|e| storage_error(format!("uploading {uri}"), e))
         {
             Ok(o) => ObjectInfo::from_object(&o).map(Some),
             Err(Error::Storage {
                 http_status: Some(412),
                 ..
-            }) => Ok(None),
+            }) if create_only => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -785,8 +789,7 @@ impl Storage {
                             error = %e,
                             "download broke; reading on from where it stopped"
                         );
-                        let base = Duration::from_millis(100u64 << st.failures);
-                        tokio::time::sleep(base.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
+                        tokio::time::sleep(retry_delay(st.failures)).await;
                     }
                     Some(Err(e)) => {
                         st.done = true;
