@@ -9,7 +9,7 @@
 
 use std::{process::Command, time::Duration};
 
-use vertex_batch::{emulator::Emulator, JobSpec, PollPolicy, WaitOptions};
+use vertex_batch::{emulator::Emulator, policy::PollPolicy, JobSpec, WaitOptions};
 
 const SIZES: &[u64] = &[100_000, 1_000_000];
 const RUNS: usize = 3;
@@ -102,10 +102,7 @@ fn child(rows: u64) {
         let started = std::time::Instant::now();
         let job = client.create(&spec).await.expect("create");
         let done = client
-            .wait_with(
-                job.name(),
-                WaitOptions::new().policy(PollPolicy::fixed(Duration::from_millis(20))),
-            )
+            .wait(job.name(), &WaitOptions::new().policy(PollPolicy::fixed(Duration::from_millis(20))))
             .await
             .expect("job succeeded");
         let secs = started.elapsed().as_secs_f64();

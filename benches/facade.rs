@@ -40,9 +40,10 @@ use std::{
 
 use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use vertex_batch::{
-    emulator::Emulator,
-    proto::aiplatform::{job_service_client::JobServiceClient, GetBatchPredictionJobRequest},
-    Client, Credentials, JobSpec, PollPolicy, WaitOptions,
+    emulator::Emulator, policy::PollPolicy,
+    proto::aiplatform::job_service_client::JobServiceClient,
+    proto::aiplatform::GetBatchPredictionJobRequest, transport::Credentials, Client, JobSpec,
+    WaitOptions,
 };
 
 const ROUNDS: usize = 9;
@@ -129,7 +130,7 @@ async fn variants(addr: SocketAddr, job: &str) -> [Variant; 5] {
         ("authorization", auth.clone()),
         (
             "x-goog-api-client",
-            value(vertex_batch::api_client_header()),
+            value(vertex_batch::transport::api_client_header()),
         ),
         (
             "x-goog-request-params",
@@ -167,7 +168,7 @@ async fn finished_job(addr: SocketAddr) -> String {
         .await
         .expect("create");
     let fast = WaitOptions::new().policy(PollPolicy::fixed(Duration::from_millis(10)));
-    client.wait_with(job.name(), fast).await.expect("job");
+    client.wait(job.name(), &fast).await.expect("job");
     job.name().to_owned()
 }
 

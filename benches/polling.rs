@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use vertex_batch::{emulator::Emulator, JobSpec, PollPolicy, WaitOptions};
+use vertex_batch::{emulator::Emulator, policy::PollPolicy, JobSpec, WaitOptions};
 
 const DURATIONS: &[u64] = &[60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600];
 const RUNS: usize = 5;
@@ -56,7 +56,10 @@ async fn run_one(policy: &PollPolicy, duration: Duration) -> (u64, f64) {
     let job = client.create(&spec).await.expect("create");
     let t0 = tokio::time::Instant::now();
     let done = client
-        .wait_terminal_with(job.name(), WaitOptions::new().policy(policy.clone()))
+        .wait(
+            job.name(),
+            &WaitOptions::new().policy(policy.clone()).any_end(),
+        )
         .await
         .expect("wait");
     let detected = t0.elapsed().as_secs_f64();

@@ -20,7 +20,8 @@ use std::{
 };
 
 use vertex_batch::{
-    data::BatchSpec, Client, InputLimits, JobSpec, PollPolicy, Prompt, WatchManyOptions,
+    client::WatchManyOptions, data::input::InputLimits, data::BatchSpec, policy::PollPolicy,
+    Client, JobSpec, Prompt,
 };
 
 fn env(name: &str, default: u64) -> u64 {

@@ -15,10 +15,7 @@ use std::process::ExitCode;
 
 use futures::StreamExt;
 use vertex_batch::{
-    data::{BatchSpec, Outcome},
-    emulator::Emulator,
-    storage::Storage,
-    Client, JobSpec, Prompt,
+    data::BatchSpec, data::Outcome, emulator::Emulator, storage::Storage, Client, JobSpec, Prompt,
 };
 
 const PROMPTS: [(&str, &str); 6] = [
@@ -55,16 +52,15 @@ struct Args {
     key: Option<String>,
 }
 
-async fn run(a: Args) -> vertex_batch::Result<()> {
+async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Where to run: Vertex AI with a project, else an embedded emulator.
     let dir;
     let (client, storage, staging, emu) = match &a.project {
         Some(project) => {
-            let staging = a.staging.clone().ok_or_else(|| {
-                vertex_batch::Error::Config(
-                    "--staging gs://bucket/prefix is required on Vertex AI".into(),
-                )
-            })?;
+            let staging = a
+                .staging
+                .clone()
+                .ok_or("--staging gs://bucket/prefix is required on Vertex AI")?;
             let client = Client::builder()
                 .project(project)
                 .location(&a.location)
@@ -73,7 +69,7 @@ async fn run(a: Args) -> vertex_batch::Result<()> {
             (client, storage, staging, None)
         }
         None => {
-            dir = tempfile::tempdir().map_err(|e| vertex_batch::Error::Config(e.to_string()))?;
+            dir = tempfile::tempdir()?;
             let emu = Emulator::start(dir.path()).await?;
             // A transient quota error on one prompt, to show the retry.
             emu.knobs().fail_rows_containing(Some("tides".into()));

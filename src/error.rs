@@ -9,11 +9,10 @@
 //! No variant ever carries a credential: tokens are kept out of messages and
 //! `Debug` output by construction.
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
-use prost::Message;
-
-use crate::proto::google::rpc;
+pub use crate::validation::ValidationError;
+use crate::{job::Job, status::ServiceError};
 
 /// A boxed error kept as the source of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -23,7 +22,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// # Troubleshooting
 ///
 /// * [`Error::Validation`]: the request was rejected locally, before any
-///   network call. `field` names the offending field (e.g. `output_uri`).
+///   network call. [`ValidationError::field`] names the offending field
+///   (e.g. `output_uri`).
 /// * [`Error::Config`]: the client could not be built (missing project,
 ///   bad endpoint, plaintext to a remote host without opt-in, …).
 /// * [`Error::Auth`]: no access token could be obtained. Check Application
@@ -36,7 +36,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   common problem when the endpoint or the location is wrong.
 /// * [`Error::Timeout`]: a deadline set on the call or on a wait ran out.
 /// * [`Error::JobNotSucceeded`]: a waited-for job ended in a state that is not
-///   `SUCCEEDED`; the final job is inside.
+///   `SUCCEEDED`; the final job is inside ([`Error::job`]).
+///
+/// Struct variants are `#[non_exhaustive]` (match them with `..`) and the
+/// tuple variants hold opaque types, so every variant can gain fields
+/// without a breaking change.
 /// * [`Error::Storage`]: a Cloud Storage call failed; `http_status` is the
 ///   HTTP status when the server answered (404: the bucket or object does not
 ///   exist; 401/403: the credentials lack access to the bucket).
@@ -45,19 +49,20 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A request or value was rejected locally, before any network call.
-    #[error("invalid {field}: {message}")]
-    Validation {
-        /// The field (or argument) that is wrong, e.g. `output_uri` or `labels`.
-        field: String,
-        /// What is wrong with it.
+    /// A request or value was rejected locally, before any network call;
+    /// [`ValidationError::field`] names what is wrong.
+    #[error(transparent)]
+    Validation(ValidationError),
+    /// The client could not be configured.
+    #[error("configuration error: {message}")]
+    #[non_exhaustive]
+    Config {
+        /// What is wrong with the configuration.
         message: String,
     },
-    /// The client could not be configured.
-    #[error("configuration error: {0}")]
-    Config(String),
     /// Credentials could not produce an access token.
     #[error("authentication failed: {message}")]
+    #[non_exhaustive]
     Auth {
         /// What failed (never contains a token).
         message: String,
@@ -67,6 +72,7 @@ pub enum Error {
     },
     /// The connection to the endpoint failed.
     #[error("transport error talking to {endpoint}: {message}")]
+    #[non_exhaustive]
     Transport {
         /// The endpoint the client talks to.
         endpoint: String,
@@ -84,6 +90,7 @@ pub enum Error {
         "the server at {endpoint} did not answer with gRPC ({detail}); this is a common problem \
          when using an invalid endpoint, or a location that does not match the endpoint's region"
     )]
+    #[non_exhaustive]
     NotGrpc {
         /// The endpoint the client talks to.
         endpoint: String,
@@ -92,6 +99,7 @@ pub enum Error {
     },
     /// A deadline ran out.
     #[error("timed out after {after:?} {during}")]
+    #[non_exhaustive]
     Timeout {
         /// How long was waited.
         after: Duration,
@@ -103,9 +111,10 @@ pub enum Error {
     /// Returned by [`crate::Client::wait`]; the final job is kept so
     /// the caller can inspect its error, stats and partial failures.
     #[error("job {} ended {:?}{}", .0.name(), .0.state(), .0.error().map(|e| format!(": {e}")).unwrap_or_default())]
-    JobNotSucceeded(Box<crate::Job>),
+    JobNotSucceeded(Box<Job>),
     /// A Cloud Storage call failed.
     #[error("Cloud Storage: {message}")]
+    #[non_exhaustive]
     Storage {
         /// What failed, naming the object or bucket (never a token).
         message: String,
@@ -117,6 +126,7 @@ pub enum Error {
     },
     /// A line of a batch job's output could not be read.
     #[error("{file}:{line}: {message}")]
+    #[non_exhaustive]
     Output {
         /// The output file (`gs://…` or a local path).
         file: String,
@@ -132,7 +142,7 @@ impl Error {
     pub(crate) fn redact(&mut self, secret: &str) {
         const MARK: &str = "[REDACTED]";
         match self {
-            Error::Service(s) => s.message = s.message.replace(secret, MARK),
+            Error::Service(s) => s.redact(secret, MARK),
             Error::Transport { message, .. } => *message = message.replace(secret, MARK),
             Error::NotGrpc { detail, .. } => *detail = detail.replace(secret, MARK),
             _ => {}
@@ -140,13 +150,43 @@ impl Error {
     }
 
     pub(crate) fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Validation {
-            field: field.into(),
+        Error::Validation(ValidationError::new(field, message))
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Error::Config {
             message: message.into(),
         }
     }
 
+    /// The failed job, for [`Error::JobNotSucceeded`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// match client.wait("1234567890", &vertex_batch::WaitOptions::new()).await {
+    ///     Ok(job) => println!("{} succeeded", job.name()),
+    ///     Err(e) => match e.job() {
+    ///         Some(job) => println!("{} ended {}", job.name(), job.state()),
+    ///         None => return Err(e),
+    ///     },
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn job(&self) -> Option<&Job> {
+        match self {
+            Error::JobNotSucceeded(job) => Some(job),
+            _ => None,
+        }
+    }
+
     /// The gRPC status code, for errors the service (or the transport) reported.
+    ///
+    /// | variant | `code()` |
+    /// |---|---|
+    /// | [`Error::Service`] | the service's code |
+    /// | [`Error::Transport`] | `Some(Unavailable)` (the connection failed) |
+    /// | [`Error::Timeout`] | `Some(DeadlineExceeded)` (a local deadline ran out) |
+    /// | [`Error::Validation`], [`Error::Config`], [`Error::Auth`], [`Error::NotGrpc`], [`Error::JobNotSucceeded`], [`Error::Storage`], [`Error::Output`] | `None`: local conditions (or another protocol) with no gRPC code; match the variant instead |
     ///
     /// ```
     /// # use vertex_batch::Error;
@@ -155,7 +195,7 @@ impl Error {
     /// ```
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
-            Error::Service(s) => Some(s.code),
+            Error::Service(s) => Some(s.code()),
             Error::Transport { .. } => Some(tonic::Code::Unavailable),
             Error::Timeout { .. } => Some(tonic::Code::DeadlineExceeded),
             _ => None,
@@ -199,13 +239,13 @@ impl Error {
     /// Decodes `google.rpc.Status` details and recognises answers that were
     /// not gRPC at all (an HTML page or an HTTP error from a wrong endpoint).
     pub fn from_status(status: tonic::Status, endpoint: &str) -> Self {
-        if let Some(auth) = find_source::<crate::client::layer::AuthFailure>(&status) {
+        if let Some(auth) = find_source::<AuthFailure>(&status) {
             return Error::Auth {
                 message: auth.0.clone(),
                 source: None,
             };
         }
-        if let Some(not_grpc) = find_source::<crate::client::layer::NotGrpcResponse>(&status) {
+        if let Some(not_grpc) = find_source::<NotGrpcResponse>(&status) {
             return Error::NotGrpc {
                 endpoint: endpoint.to_owned(),
                 detail: not_grpc.to_string(),
@@ -222,6 +262,22 @@ impl Error {
         }
         Error::Service(Box::new(ServiceError::from_status(&status)))
     }
+}
+
+/// An authentication failure travelling through tonic as a boxed error; the
+/// facade turns it back into [`Error::Auth`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct AuthFailure(pub(crate) String);
+
+/// An answer that is not gRPC (an HTML page, a plain HTTP error from a
+/// wrong endpoint or a proxy), recognised by its `content-type`; the facade
+/// turns it into [`Error::NotGrpc`].
+#[derive(Debug, thiserror::Error)]
+#[error("HTTP {status} with content-type {content_type:?}")]
+pub(crate) struct NotGrpcResponse {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
 }
 
 /// Finds an error of type `E` in the status's source chain.
@@ -251,238 +307,11 @@ fn is_transport(status: &tonic::Status) -> bool {
     false
 }
 
-/// A non-OK gRPC status from the service, with its details decoded.
-#[derive(Clone, PartialEq)]
-pub struct ServiceError {
-    code: tonic::Code,
-    message: String,
-    details: Vec<StatusDetail>,
-}
-
-impl ServiceError {
-    /// Decodes a tonic status, including its `google.rpc.Status` details.
-    pub fn from_status(status: &tonic::Status) -> Self {
-        let details = if status.details().is_empty() {
-            Vec::new()
-        } else {
-            match rpc::Status::decode(status.details()) {
-                Ok(s) => s.details.iter().map(StatusDetail::from_any).collect(),
-                Err(_) => Vec::new(),
-            }
-        };
-        ServiceError {
-            code: status.code(),
-            message: status.message().to_owned(),
-            details,
-        }
-    }
-
-    /// Builds one from a `google.rpc.Status` (e.g. a job's `error` field).
-    pub fn from_rpc_status(status: &rpc::Status) -> Self {
-        ServiceError {
-            code: tonic::Code::from_i32(status.code),
-            message: status.message.clone(),
-            details: status.details.iter().map(StatusDetail::from_any).collect(),
-        }
-    }
-
-    /// The gRPC code.
-    pub fn code(&self) -> tonic::Code {
-        self.code
-    }
-
-    /// The status message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The decoded details, in the order the service sent them.
-    pub fn details(&self) -> &[StatusDetail] {
-        &self.details
-    }
-
-    /// The field violations of every `google.rpc.BadRequest` detail.
-    pub fn field_violations(&self) -> Vec<&rpc::bad_request::FieldViolation> {
-        self.details
-            .iter()
-            .filter_map(|d| match d {
-                StatusDetail::BadRequest(b) => Some(b.field_violations.iter()),
-                _ => None,
-            })
-            .flatten()
-            .collect()
-    }
-
-    /// The `google.rpc.ErrorInfo` detail, if present.
-    pub fn error_info(&self) -> Option<&rpc::ErrorInfo> {
-        self.details.iter().find_map(|d| match d {
-            StatusDetail::ErrorInfo(e) => Some(e),
-            _ => None,
-        })
-    }
-
-    /// The delay asked for by a `google.rpc.RetryInfo` detail, if present.
-    pub fn retry_delay(&self) -> Option<Duration> {
-        self.details.iter().find_map(|d| match d {
-            StatusDetail::RetryInfo(r) => r
-                .retry_delay
-                .as_ref()
-                .and_then(|d| Duration::try_from(*d).ok()),
-            _ => None,
-        })
-    }
-}
-
-impl fmt::Debug for ServiceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceError")
-            .field("code", &self.code)
-            .field("message", &self.message)
-            .field("details", &self.details)
-            .finish()
-    }
-}
-
-impl fmt::Display for ServiceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.code, self.message)?;
-        for d in &self.details {
-            match d {
-                StatusDetail::BadRequest(b) => {
-                    for v in &b.field_violations {
-                        write!(f, "; field {}: {}", v.field, v.description)?;
-                    }
-                }
-                StatusDetail::ErrorInfo(e) => {
-                    write!(f, "; reason {} ({})", e.reason, e.domain)?;
-                }
-                StatusDetail::QuotaFailure(q) => {
-                    for v in &q.violations {
-                        write!(f, "; quota {}: {}", v.subject, v.description)?;
-                    }
-                }
-                StatusDetail::RetryInfo(_) => {
-                    if let Some(d) = self.retry_delay() {
-                        write!(f, "; retry after {d:?}")?;
-                    }
-                }
-                StatusDetail::PreconditionFailure(p) => {
-                    for v in &p.violations {
-                        write!(
-                            f,
-                            "; precondition {} {}: {}",
-                            v.r#type, v.subject, v.description
-                        )?;
-                    }
-                }
-                StatusDetail::ResourceInfo(r) => {
-                    write!(f, "; resource {} {}", r.resource_type, r.resource_name)?;
-                }
-                StatusDetail::LocalizedMessage(m) => write!(f, "; {}", m.message)?,
-                StatusDetail::Help(_)
-                | StatusDetail::DebugInfo(_)
-                | StatusDetail::RequestInfo(_)
-                | StatusDetail::Other(_) => {}
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ServiceError {}
-
-/// One decoded detail of a `google.rpc.Status`.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum StatusDetail {
-    /// `google.rpc.BadRequest`: which request fields are wrong.
-    BadRequest(rpc::BadRequest),
-    /// `google.rpc.ErrorInfo`: a machine-readable reason and domain.
-    ErrorInfo(rpc::ErrorInfo),
-    /// `google.rpc.QuotaFailure`: which quota ran out.
-    QuotaFailure(rpc::QuotaFailure),
-    /// `google.rpc.RetryInfo`: how long to wait before retrying.
-    RetryInfo(rpc::RetryInfo),
-    /// `google.rpc.PreconditionFailure`.
-    PreconditionFailure(rpc::PreconditionFailure),
-    /// `google.rpc.ResourceInfo`.
-    ResourceInfo(rpc::ResourceInfo),
-    /// `google.rpc.Help`.
-    Help(rpc::Help),
-    /// `google.rpc.LocalizedMessage`.
-    LocalizedMessage(rpc::LocalizedMessage),
-    /// `google.rpc.DebugInfo`.
-    DebugInfo(rpc::DebugInfo),
-    /// `google.rpc.RequestInfo`.
-    RequestInfo(rpc::RequestInfo),
-    /// A detail of a type this crate does not decode (or that failed to decode).
-    Other(pbjson_types::Any),
-}
-
-const TYPE_PREFIX: &str = "type.googleapis.com/google.rpc.";
-
-impl StatusDetail {
-    fn from_any(any: &pbjson_types::Any) -> Self {
-        fn dec<M: Message + Default>(any: &pbjson_types::Any) -> Option<M> {
-            M::decode(any.value.as_ref()).ok()
-        }
-        let name = any.type_url.strip_prefix(TYPE_PREFIX).unwrap_or("");
-        let decoded = match name {
-            "BadRequest" => dec(any).map(StatusDetail::BadRequest),
-            "ErrorInfo" => dec(any).map(StatusDetail::ErrorInfo),
-            "QuotaFailure" => dec(any).map(StatusDetail::QuotaFailure),
-            "RetryInfo" => dec(any).map(StatusDetail::RetryInfo),
-            "PreconditionFailure" => dec(any).map(StatusDetail::PreconditionFailure),
-            "ResourceInfo" => dec(any).map(StatusDetail::ResourceInfo),
-            "Help" => dec(any).map(StatusDetail::Help),
-            "LocalizedMessage" => dec(any).map(StatusDetail::LocalizedMessage),
-            "DebugInfo" => dec(any).map(StatusDetail::DebugInfo),
-            "RequestInfo" => dec(any).map(StatusDetail::RequestInfo),
-            _ => None,
-        };
-        decoded.unwrap_or_else(|| StatusDetail::Other(any.clone()))
-    }
-
-    /// Packs this detail into a `google.protobuf.Any` (used by the emulator
-    /// and by tests that script service errors).
-    pub fn to_any(&self) -> pbjson_types::Any {
-        fn pack<M: Message>(name: &str, m: &M) -> pbjson_types::Any {
-            pbjson_types::Any {
-                type_url: format!("{TYPE_PREFIX}{name}"),
-                value: m.encode_to_vec().into(),
-            }
-        }
-        match self {
-            StatusDetail::BadRequest(m) => pack("BadRequest", m),
-            StatusDetail::ErrorInfo(m) => pack("ErrorInfo", m),
-            StatusDetail::QuotaFailure(m) => pack("QuotaFailure", m),
-            StatusDetail::RetryInfo(m) => pack("RetryInfo", m),
-            StatusDetail::PreconditionFailure(m) => pack("PreconditionFailure", m),
-            StatusDetail::ResourceInfo(m) => pack("ResourceInfo", m),
-            StatusDetail::Help(m) => pack("Help", m),
-            StatusDetail::LocalizedMessage(m) => pack("LocalizedMessage", m),
-            StatusDetail::DebugInfo(m) => pack("DebugInfo", m),
-            StatusDetail::RequestInfo(m) => pack("RequestInfo", m),
-            StatusDetail::Other(a) => a.clone(),
-        }
-    }
-}
-
-/// Builds a `tonic::Status` carrying `google.rpc.Status` details, the way
-/// Google services send them (in the `grpc-status-details-bin` trailer).
-pub fn status_with_details(
-    code: tonic::Code,
-    message: impl Into<String>,
-    details: &[StatusDetail],
-) -> tonic::Status {
-    let message = message.into();
-    let rpc_status = rpc::Status {
-        code: code as i32,
-        message: message.clone(),
-        details: details.iter().map(StatusDetail::to_any).collect(),
-    };
-    tonic::Status::with_details(code, message, rpc_status.encode_to_vec().into())
-}
-
 /// A `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<ValidationError> for Error {
+    fn from(e: ValidationError) -> Self {
+        Error::Validation(e)
+    }
+}

@@ -1,16 +1,13 @@
 //! A batch prediction job as Rust sees it: [`Job`], [`JobState`],
 //! [`CompletionStats`] and [`OutputLocation`].
 
-use std::{
-    collections::HashMap,
-    fmt,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{borrow::Cow, collections::HashMap, fmt, time::SystemTime};
 
 use crate::{
-    error::ServiceError,
     names::JobName,
     proto::aiplatform::{self as pb, batch_prediction_job::output_info},
+    status::ServiceError,
+    time::to_system_time,
     uri::{BigQueryUri, GcsUri},
 };
 
@@ -237,14 +234,12 @@ impl From<pb::BatchPredictionJob> for Job {
 }
 
 impl Job {
-    /// The full resource name as the service sent it.
+    /// The full resource name as the service sent it
+    /// (`projects/*/locations/*/batchPredictionJobs/*`). Every client method
+    /// that takes a job takes `&job` itself too (see [`JobRef`]); to get a
+    /// typed [`JobName`], `job.name().parse()`.
     pub fn name(&self) -> &str {
         &self.raw.name
-    }
-
-    /// The resource name, parsed (`None` if the server sent an unusual one).
-    pub fn job_name(&self) -> Option<JobName> {
-        self.raw.name.parse().ok()
     }
 
     /// The numeric id (the last segment of the name).
@@ -400,39 +395,70 @@ impl<'de> serde::Deserialize<'de> for Job {
     }
 }
 
-/// Converts a protobuf timestamp; `None` if it is out of range.
-pub(crate) fn to_system_time(ts: &pbjson_types::Timestamp) -> Option<SystemTime> {
-    let nanos = u32::try_from(ts.nanos)
-        .ok()
-        .filter(|n| *n < 1_000_000_000)?;
-    if ts.seconds >= 0 {
-        UNIX_EPOCH.checked_add(Duration::new(u64::try_from(ts.seconds).ok()?, nanos))
-    } else {
-        let back = Duration::new(ts.seconds.unsigned_abs(), 0);
-        UNIX_EPOCH
-            .checked_sub(back)?
-            .checked_add(Duration::from_nanos(u64::from(nanos)))
+/// A job, however the caller names it: every [`crate::Client`] method that
+/// takes a job takes `impl Into<JobRef>`, so a full name, a bare numeric id
+/// (in the client's location), a [`JobName`] or a [`Job`] all work alike.
+///
+/// ```no_run
+/// # async fn demo(client: vertex_batch::Client, job: vertex_batch::Job) -> vertex_batch::Result<()> {
+/// use vertex_batch::JobName;
+/// client.get("1234567890").await?;                                 // a bare id
+/// client.get("projects/p/locations/us-central1/batchPredictionJobs/1").await?;
+/// let name: JobName = job.name().parse()?;
+/// client.get(&name).await?;                                        // &JobName
+/// client.get(name).await?;                                         // JobName
+/// client.get(&job).await?;                                         // &Job
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRef<'a>(Cow<'a, str>);
+
+impl JobRef<'_> {
+    /// The name as given (a full name or a bare id; checked when used).
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
-/// Converts a `SystemTime` to a protobuf timestamp.
-#[cfg_attr(not(feature = "emulator"), allow(dead_code))]
-pub(crate) fn to_timestamp(t: SystemTime) -> pbjson_types::Timestamp {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => pbjson_types::Timestamp {
-            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-        },
-        Err(e) => {
-            let d = e.duration();
-            let mut seconds = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            let mut nanos = i32::try_from(d.subsec_nanos()).unwrap_or(0);
-            if nanos > 0 {
-                seconds -= 1;
-                nanos = 1_000_000_000 - nanos;
-            }
-            pbjson_types::Timestamp { seconds, nanos }
-        }
+impl<'a> From<&'a str> for JobRef<'a> {
+    fn from(s: &'a str) -> Self {
+        JobRef(Cow::Borrowed(s))
+    }
+}
+
+impl<'a> From<&'a String> for JobRef<'a> {
+    fn from(s: &'a String) -> Self {
+        JobRef(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for JobRef<'static> {
+    fn from(s: String) -> Self {
+        JobRef(Cow::Owned(s))
+    }
+}
+
+impl From<JobName> for JobRef<'static> {
+    fn from(n: JobName) -> Self {
+        JobRef(Cow::Owned(n.to_string()))
+    }
+}
+
+impl From<&JobName> for JobRef<'static> {
+    fn from(n: &JobName) -> Self {
+        JobRef(Cow::Owned(n.to_string()))
+    }
+}
+
+impl<'a> From<&'a Job> for JobRef<'a> {
+    fn from(job: &'a Job) -> Self {
+        JobRef(Cow::Borrowed(job.name()))
+    }
+}
+
+impl<'a> From<&'a JobRef<'_>> for JobRef<'a> {
+    fn from(r: &'a JobRef<'_>) -> Self {
+        JobRef(Cow::Borrowed(r.as_str()))
     }
 }
 
@@ -456,21 +482,6 @@ mod tests {
             "JOB_STATE_UNRECOGNIZED(99)"
         );
         assert!(!JobState::from_proto(99).is_terminal());
-    }
-
-    #[test]
-    fn timestamps_convert_both_ways() {
-        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_000_000);
-        assert_eq!(to_system_time(&to_timestamp(t)), Some(t));
-        let before = UNIX_EPOCH - Duration::new(5, 250_000_000);
-        let ts = to_timestamp(before);
-        assert_eq!((ts.seconds, ts.nanos), (-6, 750_000_000));
-        assert_eq!(to_system_time(&ts), Some(before));
-        let bad = pbjson_types::Timestamp {
-            seconds: 1,
-            nanos: -5,
-        };
-        assert_eq!(to_system_time(&bad), None);
     }
 
     #[test]

@@ -29,7 +29,7 @@
 //! let job = client.create(&spec).await?;
 //! println!("submitted {} ({})", job.name(), job.state());
 //!
-//! let job = client.get(job.name()).await?;
+//! let job = client.get(&job).await?;
 //! if let Some(out) = job.output_location() {
 //!     println!("predictions in {out}");
 //! }
@@ -40,7 +40,7 @@
 //!
 //! ```no_run
 //! use futures::StreamExt;
-//! use vertex_batch::{data::BatchSpec, storage::Storage, Client, JobSpec, Prompt};
+//! use vertex_batch::{storage::Storage, BatchSpec, Client, JobSpec, Prompt};
 //!
 //! # async fn demo() -> vertex_batch::Result<()> {
 //! let client = Client::builder().project("my-project").location("us-central1").build()?;
@@ -59,53 +59,72 @@
 //!
 //! ## Map
 //!
-//! * [`Client`] / [`ClientBuilder`]: the connection, credentials and calls.
-//! * [`data`]: the data plane — [`Prompt`], the input writer, batches
-//!   ([`data::BatchSpec`], [`data::Batch`]) and results
-//!   ([`data::ResultReader`], [`data::ResultRow`], [`data::Outcome`]).
+//! The root re-exports what a first program types: [`Client`],
+//! [`ClientBuilder`], [`JobSpec`], [`Job`], [`JobState`], [`JobRef`],
+//! [`JobName`], [`LocationName`], [`GcsUri`], [`WaitOptions`],
+//! [`ListOptions`], [`Error`], [`Result`], and the data plane's [`Prompt`],
+//! [`BatchSpec`], [`ResultRow`] and [`Outcome`]. Everything else lives in
+//! the module that defines it:
+//!
+//! * [`client`]: the client, its builder and the options of its calls.
+//! * [`job`], [`spec`], [`names`], [`uri`]: jobs, what to submit, typed
+//!   names and locations.
+//! * [`error`], [`status`]: the error type, and the service's statuses.
+//! * [`policy`]: retrying calls and polling jobs.
+//! * [`transport`]: credentials, headers, endpoints and environment names.
+//! * [`data`]: the data plane (input writer, batches, results reader).
 //! * [`storage`]: Cloud Storage (uploads, listing, downloads).
-//! * [`JobSpec`]: what to submit; [`Job`], [`JobState`]: what comes back.
-//! * [`JobName`], [`LocationName`], [`GcsUri`], [`BigQueryUri`]: typed names.
-//! * [`Error`]: one error type with [`Error::code`] and [`Error::is_retryable`].
 //! * [`proto`]: the generated messages and stubs, for anything else.
+//! * `emulator` (feature `emulator`): a local JobService that runs jobs.
+//!
+//! ## Layers
+//!
+//! The modules form layers; each uses only its own layer and the ones
+//! above it in this list, never one below (`scripts/check-layers.py`, run
+//! by CI, checks this and that the module graph has no cycle):
+//!
+//! 1. `proto` — the generated messages and stubs.
+//! 2. `names`, `uri`, `time`, `validation` — values, and the
+//!    [`error::ValidationError`] they fail with.
+//! 3. `status`, `job` — what the service reports.
+//! 4. `error` — the crate's [`Error`] (which can hold a [`Job`]).
+//! 5. `spec` and the data types (`data::{key, request, results, input,
+//!    fingerprint}`).
+//! 6. `policy` — retry and poll schedules.
+//! 7. `transport` — credentials, headers, endpoints.
+//! 8. `client` — the operations on jobs.
+//! 9. `storage` — Cloud Storage.
+//! 10. the data plane (`data::{reader, join, read, batch}`).
+//! 11. `emulator`; the command line (`src/bin/`) sits on top.
+//!
+//! A call flows down that list: a prompt becomes a request line (`data`),
+//! uploaded (`storage`), submitted by the client (`client`), sent over the
+//! transport (`transport`) through a generated stub (`proto`) to Vertex AI
+//! — or to the `emulator`, which runs the job and writes the output that
+//! the data plane reads back.
 #![warn(missing_docs)]
 
-mod client;
+pub mod client;
 pub mod data;
 #[cfg(feature = "emulator")]
 pub mod emulator;
-mod error;
-mod job;
-mod names;
-mod poll;
+pub mod error;
+pub mod job;
+pub mod names;
+pub mod policy;
 pub mod proto;
-mod retry;
-mod spec;
+pub mod spec;
+pub mod status;
 pub mod storage;
-mod timefmt;
-mod uri;
+mod time;
+pub mod transport;
+pub mod uri;
+mod validation;
 
-pub use client::{
-    auth::{Credentials, CLOUD_PLATFORM_SCOPE},
-    builder::{
-        endpoint_for_location, ClientBuilder, DEFAULT_LOCATION, ENV_EMULATOR_HOST, ENV_LOCATION,
-        ENV_PROJECT, ENV_QUOTA_PROJECT,
-    },
-    layer::{api_client_header, API_CLIENT, REQUEST_PARAMS, USER_PROJECT},
-    lifecycle::{JobPage, ListOptions},
-    multi::WatchManyOptions,
-    submit::REQUEST_KEY_LABEL,
-    wait::WaitOptions,
-    Client,
-};
-pub use data::{
-    input::{write_input_files, BatchRequest, InputEncoder, InputLimits},
-    request::Prompt,
-};
-pub use error::{status_with_details, BoxError, Error, Result, ServiceError, StatusDetail};
-pub use job::{CompletionStats, Job, JobState, OutputLocation};
-pub use names::{normalize_model, JobName, LocationName};
-pub use poll::{estimate_remaining, PollPolicy, Poller};
-pub use retry::RetryPolicy;
-pub use spec::{JobSpec, MAX_LABELS};
-pub use uri::{BigQueryUri, GcsUri, InputSource, OutputDestination};
+pub use client::{Client, ClientBuilder, ListOptions, WaitOptions};
+pub use data::{BatchSpec, Outcome, Prompt, ResultRow};
+pub use error::{Error, Result};
+pub use job::{Job, JobRef, JobState};
+pub use names::{JobName, LocationName};
+pub use spec::JobSpec;
+pub use uri::GcsUri;

@@ -2,7 +2,9 @@
 
 use std::{fmt, str::FromStr};
 
-use crate::error::{Error, Result};
+use crate::validation::ValidationError;
+
+type Result<T, E = ValidationError> = std::result::Result<T, E>;
 
 /// A project id: 6–30 characters of lowercase letters, digits and `-`,
 /// starting with a letter. Domain-scoped ids (`example.com:my-project`) and
@@ -10,7 +12,7 @@ use crate::error::{Error, Result};
 fn check_project(project: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c);
     if project.is_empty() || project.len() > 100 || !project.chars().all(ok_char) {
-        return Err(Error::validation(
+        return Err(ValidationError::new(
             "project",
             format!(
                 "{project:?} is not a project id (lowercase letters, digits and '-', e.g. \"my-project\")"
@@ -29,7 +31,7 @@ fn check_location(location: &str) -> Result<()> {
         || location.starts_with('-')
         || location.ends_with('-')
     {
-        return Err(Error::validation(
+        return Err(ValidationError::new(
             "location",
             format!(
                 "{location:?} is not a location (a region like \"us-central1\", \"global\", \"us\" or \"eu\")"
@@ -87,12 +89,12 @@ impl fmt::Display for LocationName {
 }
 
 impl FromStr for LocationName {
-    type Err = Error;
+    type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             ["projects", p, "locations", l] => LocationName::new(*p, *l),
-            _ => Err(Error::validation(
+            _ => Err(ValidationError::new(
                 "parent",
                 format!("{s:?} is not of the form projects/PROJECT/locations/LOCATION"),
             )),
@@ -149,7 +151,7 @@ impl fmt::Display for JobName {
 }
 
 impl FromStr for JobName {
-    type Err = Error;
+    type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self> {
         let parts = JobNameRef::parse(s)?;
         Ok(JobName {
@@ -165,7 +167,7 @@ impl FromStr for JobName {
 /// A batch prediction job id: 1–64 digits.
 pub(crate) fn check_job_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::validation(
+        return Err(ValidationError::new(
             "name",
             format!("{id:?} is not a batch prediction job id (digits only)"),
         ));
@@ -202,7 +204,7 @@ impl<'a> JobNameRef<'a> {
             None,
         ) = shape
         else {
-            return Err(Error::validation(
+            return Err(ValidationError::new(
                 "name",
                 format!(
                     "{s:?} is not of the form projects/PROJECT/locations/LOCATION/batchPredictionJobs/ID \
@@ -229,7 +231,7 @@ impl<'a> JobNameRef<'a> {
 ///   `projects/*/locations/*/models/*` pass through unchanged.
 ///
 /// ```
-/// use vertex_batch::normalize_model;
+/// use vertex_batch::names::normalize_model;
 /// assert_eq!(normalize_model("gemini-2.5-flash")?, "publishers/google/models/gemini-2.5-flash");
 /// assert_eq!(
 ///     normalize_model("projects/p/locations/us-central1/models/42")?,
@@ -240,7 +242,7 @@ impl<'a> JobNameRef<'a> {
 /// ```
 pub fn normalize_model(model: &str) -> Result<String> {
     let model = model.trim();
-    let bad = |why: &str| Err(Error::validation("model", format!("{model:?} {why}")));
+    let bad = |why: &str| Err(ValidationError::new("model", format!("{model:?} {why}")));
     if model.is_empty() {
         return bad("is empty; give a Gemini model id such as \"gemini-2.0-flash-001\"");
     }
@@ -259,10 +261,10 @@ pub fn normalize_model(model: &str) -> Result<String> {
         }
         ["projects", p, "locations", l, "models", id] if id_ok(id) => {
             check_project(p).map_err(|_| {
-                Error::validation("model", format!("{model:?} has an invalid project"))
+                ValidationError::new("model", format!("{model:?} has an invalid project"))
             })?;
             check_location(l).map_err(|_| {
-                Error::validation("model", format!("{model:?} has an invalid location"))
+                ValidationError::new("model", format!("{model:?} has an invalid location"))
             })?;
             Ok(model.to_owned())
         }
@@ -323,10 +325,7 @@ mod tests {
             "projects/p/models/1",
         ] {
             let err = normalize_model(bad).unwrap_err();
-            assert!(
-                matches!(err, Error::Validation { ref field, .. } if field == "model"),
-                "{bad}"
-            );
+            assert!(err.field() == "model", "{bad}");
         }
     }
 }

@@ -12,12 +12,21 @@ use crate::{
         self as pb,
         batch_prediction_job::{input_config, output_config, InputConfig, OutputConfig},
     },
-    timefmt,
+    time,
     uri::{InputSource, OutputDestination},
 };
 
 /// The most labels a resource may carry.
 pub const MAX_LABELS: usize = 64;
+
+/// The label that carries the request key. Its name uses underscores, so
+/// every AIP-160 filter parser accepts `labels.vertex_batch_request_key`.
+pub const REQUEST_KEY_LABEL: &str = "vertex_batch_request_key";
+
+/// The label that carries a fingerprint of the job spec, so a request key
+/// reused for a different spec is caught instead of answered with the
+/// earlier job.
+pub const SPEC_LABEL: &str = "vertex_batch_spec";
 
 type Customizer = Arc<dyn Fn(&mut pb::BatchPredictionJob) + Send + Sync>;
 
@@ -204,7 +213,7 @@ impl JobSpec {
     /// lowercase letters, digits, `_`, `-`). Reuse a key to make a submit
     /// idempotent across process restarts.
     pub fn request_key(self, key: impl Into<String>) -> Self {
-        self.label(crate::REQUEST_KEY_LABEL, key)
+        self.label(REQUEST_KEY_LABEL, key)
     }
 
     /// The labels set so far.
@@ -319,7 +328,7 @@ fn default_display_name(model: &str) -> String {
         .collect();
     format!(
         "vertex-batch-{id}-{}",
-        timefmt::format_compact(SystemTime::now())
+        time::format_compact(SystemTime::now())
     )
 }
 
@@ -450,7 +459,7 @@ mod tests {
 
     fn field(spec: &JobSpec) -> String {
         match spec.to_request(&parent()) {
-            Err(Error::Validation { field, .. }) => field,
+            Err(Error::Validation(v)) => v.field().to_owned(),
             other => panic!("expected a validation error, got {other:?}"),
         }
     }
@@ -513,7 +522,7 @@ mod tests {
         let global = LocationName::new("p", "global").unwrap();
         let bq = JobSpec::new("m").input("bq://p.d.t").output("bq://p.d");
         assert!(
-            matches!(bq.to_request(&global), Err(Error::Validation { field, .. }) if field == "location")
+            matches!(bq.to_request(&global), Err(Error::Validation(v)) if v.field() == "location")
         );
     }
 

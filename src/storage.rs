@@ -39,10 +39,10 @@ use gcloud_storage::http::{
 };
 
 use crate::{
-    client::auth::{Credentials, TokenCache},
+    client::Client,
     error::{Error, Result},
+    transport::auth::{Credentials, TokenCache},
     uri::GcsUri,
-    Client,
 };
 
 /// `STORAGE_EMULATOR_HOST`: a Cloud Storage emulator (`http://host:port` or
@@ -234,7 +234,7 @@ impl StorageBuilder {
         };
         let tokens = tokens.filter(|t| !t.is_anonymous());
         if emulated && tokens.is_some() && !is_loopback_url(&endpoint) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "refusing to send credentials in plaintext to the storage emulator at {endpoint}"
             )));
         }
@@ -269,14 +269,14 @@ fn http_client() -> Result<reqwest_middleware::ClientWithMiddleware> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS setup for Cloud Storage: {e}")))?
+        .map_err(|e| Error::config(format!("TLS setup for Cloud Storage: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(Duration::from_secs(20))
         .build()
-        .map_err(|e| Error::Config(format!("HTTP client for Cloud Storage: {e}")))?;
+        .map_err(|e| Error::config(format!("HTTP client for Cloud Storage: {e}")))?;
     Ok(reqwest_middleware::ClientBuilder::new(client).build())
 }
 
@@ -295,7 +295,7 @@ fn emulator_url(host: &str) -> Result<String> {
         {
             Ok(url)
         }
-        _ => Err(Error::Config(format!(
+        _ => Err(Error::config(format!(
             "{ENV_STORAGE_EMULATOR_HOST} must be http://host:port or host:port, got {:?}",
             crate::uri::without_userinfo(host)
         ))),
@@ -312,7 +312,7 @@ fn https_url(ep: &str) -> Result<String> {
     match http::Uri::try_from(url.as_str()) {
         Ok(u) if u.scheme_str() == Some("https") && u.authority().is_some() => Ok(url),
         Ok(u) if u.scheme_str() == Some("http") && is_loopback_url(&url) => Ok(url),
-        _ => Err(Error::Config(format!(
+        _ => Err(Error::config(format!(
             "invalid Cloud Storage endpoint {ep:?}: expected https://host[:port]"
         ))),
     }
@@ -481,7 +481,7 @@ impl Storage {
         self.inner
             .client
             .as_ref()
-            .ok_or_else(|| Error::Config("no Cloud Storage client (a local directory)".into()))
+            .ok_or_else(|| Error::config("no Cloud Storage client (a local directory)"))
     }
 
     /// The requests made so far by this client and its clones.
@@ -652,7 +652,7 @@ impl Storage {
             let prefix = prefix.clone();
             async move {
                 let Some(page_token) = token else {
-                    return Ok(None);
+                    return Ok::<_, Error>(None);
                 };
                 let req = ListObjectsRequest {
                     bucket: prefix.bucket().to_owned(),
@@ -683,7 +683,7 @@ impl Storage {
                     .collect();
                 let next = page.next_page_token.filter(|t| !t.is_empty()).map(Some);
                 Ok(Some((
-                    futures::stream::iter(items.into_iter().map(Ok)),
+                    futures::stream::iter(items.into_iter().map(Ok::<_, Error>)),
                     next,
                 )))
             }
@@ -1192,7 +1192,7 @@ mod local {
         futures::stream::once(async move {
             tokio::task::spawn_blocking(move || walk(&root, &prefix))
                 .await
-                .map_err(|e| Error::Config(format!("listing failed: {e}")))?
+                .map_err(|e| Error::config(format!("listing failed: {e}")))?
         })
         .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
         .try_flatten()
@@ -1334,7 +1334,7 @@ mod tests {
             .credentials(Credentials::access_token("secret-token"))
             .build()
             .unwrap_err();
-        assert!(matches!(err, Error::Config(_)));
+        assert!(matches!(err, Error::Config { .. }));
         assert!(!err.to_string().contains("secret-token"));
         let ok = Storage::builder()
             .ignore_env()

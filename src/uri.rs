@@ -3,7 +3,9 @@
 
 use std::{fmt, str::FromStr};
 
-use crate::error::{Error, Result};
+use crate::validation::ValidationError;
+
+type Result<T, E = ValidationError> = std::result::Result<T, E>;
 
 /// A Cloud Storage location `gs://bucket[/object]`.
 ///
@@ -28,7 +30,7 @@ pub struct GcsUri {
 impl GcsUri {
     /// Parses `uri`, naming `field` in any error.
     pub fn parse_field(uri: &str, field: &str) -> Result<Self> {
-        let bad = |why: String| Error::validation(field, format!("{uri:?}: {why}"));
+        let bad = |why: String| ValidationError::new(field, format!("{uri:?}: {why}"));
         let rest = uri
             .strip_prefix("gs://")
             .ok_or_else(|| bad("a Cloud Storage URI starts with gs://".into()))?;
@@ -91,7 +93,7 @@ impl fmt::Display for GcsUri {
 }
 
 impl FromStr for GcsUri {
-    type Err = Error;
+    type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self> {
         GcsUri::parse_field(s, "uri")
     }
@@ -100,7 +102,7 @@ impl FromStr for GcsUri {
 /// A BigQuery location `bq://project.dataset[.table]`.
 ///
 /// ```
-/// use vertex_batch::BigQueryUri;
+/// use vertex_batch::uri::BigQueryUri;
 /// let t: BigQueryUri = "bq://my-project.my_dataset.requests".parse()?;
 /// assert_eq!((t.project(), t.dataset(), t.table()), ("my-project", "my_dataset", Some("requests")));
 /// assert!("bq://only-project".parse::<BigQueryUri>().is_err());
@@ -117,7 +119,7 @@ impl BigQueryUri {
     /// Parses `uri`, naming `field` in any error. `table_required` says
     /// whether `bq://project.dataset` (no table) is acceptable.
     pub fn parse_field(uri: &str, field: &str, table_required: bool) -> Result<Self> {
-        let bad = |why: String| Error::validation(field, format!("{uri:?}: {why}"));
+        let bad = |why: String| ValidationError::new(field, format!("{uri:?}: {why}"));
         let rest = uri
             .strip_prefix("bq://")
             .ok_or_else(|| bad("a BigQuery URI starts with bq://".into()))?;
@@ -211,7 +213,7 @@ impl fmt::Display for BigQueryUri {
 }
 
 impl FromStr for BigQueryUri {
-    type Err = Error;
+    type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self> {
         BigQueryUri::parse_field(s, "uri", false)
     }
@@ -231,7 +233,7 @@ impl InputSource {
     /// `bq://project.dataset.table`.
     ///
     /// ```
-    /// use vertex_batch::InputSource;
+    /// use vertex_batch::uri::InputSource;
     /// let src = InputSource::parse(["gs://bkt/a.jsonl", "gs://bkt/more/*.jsonl"])?;
     /// assert!(matches!(src, InputSource::Gcs(ref v) if v.len() == 2));
     /// assert!(InputSource::parse(["gs://bkt/a.jsonl", "bq://p.d.t"]).is_err());
@@ -244,7 +246,7 @@ impl InputSource {
     {
         let uris: Vec<String> = uris.into_iter().map(|s| s.as_ref().to_owned()).collect();
         match uris.as_slice() {
-            [] => Err(Error::validation(
+            [] => Err(ValidationError::new(
                 "input_uri",
                 "no input given: use gs://bucket/file.jsonl or bq://project.dataset.table",
             )),
@@ -253,7 +255,7 @@ impl InputSource {
             )),
             many => {
                 if many.iter().any(|u| u.starts_with("bq://")) {
-                    return Err(Error::validation(
+                    return Err(ValidationError::new(
                         "input_uri",
                         "a job reads either Cloud Storage files or one BigQuery table, not both",
                     ));
@@ -263,7 +265,7 @@ impl InputSource {
                     .map(|u| {
                         let g = GcsUri::parse_field(u, "input_uri")?;
                         if g.object().is_empty() {
-                            return Err(Error::validation(
+                            return Err(ValidationError::new(
                                 "input_uri",
                                 format!("{u:?}: name an object (a JSONL file), not just a bucket"),
                             ));
@@ -307,14 +309,14 @@ impl OutputDestination {
         } else if uri.starts_with("gs://") {
             let g = GcsUri::parse_field(uri, "output_uri")?;
             if g.has_wildcard() {
-                return Err(Error::validation(
+                return Err(ValidationError::new(
                     "output_uri",
                     format!("{uri:?}: an output prefix cannot hold wildcards"),
                 ));
             }
             Ok(OutputDestination::Gcs(g))
         } else {
-            Err(Error::validation(
+            Err(ValidationError::new(
                 "output_uri",
                 format!("{uri:?}: expected gs://bucket/prefix or bq://project.dataset[.table]"),
             ))
@@ -365,11 +367,8 @@ mod tests {
         assert_eq!(without_userinfo("127.0.0.1:8080"), "127.0.0.1:8080");
     }
 
-    fn field_of(e: Error) -> String {
-        match e {
-            Error::Validation { field, .. } => field,
-            other => panic!("not a validation error: {other}"),
-        }
+    fn field_of(e: ValidationError) -> String {
+        e.field().to_owned()
     }
 
     #[test]

@@ -9,9 +9,8 @@ use std::time::Duration;
 use common::gcs::{EmulatorProcess, FakeGcs};
 use futures::StreamExt;
 use vertex_batch::{
-    data::{BatchSpec, Outcome, ResultRow},
-    emulator::Emulator,
-    Client, Error, InputLimits, JobSpec, PollPolicy, Prompt, WatchManyOptions,
+    client::WatchManyOptions, data::input::InputLimits, data::BatchSpec, data::Outcome,
+    data::ResultRow, emulator::Emulator, policy::PollPolicy, Client, Error, JobSpec, Prompt,
 };
 
 /// `n` prompts keyed `k0…`; every 10th is blocked, every 10th (offset 5)
@@ -209,7 +208,7 @@ async fn a_duplicate_key_fails_before_any_job_and_a_bad_batch_key_before_any_cal
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Validation { field, message } if field == "key" && message.contains("\"a\"")),
+        matches!(&err, Error::Validation(v) if v.field() == "key" && v.message().contains("\"a\"")),
         "{err}"
     );
     assert_eq!(s.emu.rpc_counts().get("CreateBatchPredictionJob"), None);
@@ -219,7 +218,7 @@ async fn a_duplicate_key_fails_before_any_job_and_a_bad_batch_key_before_any_cal
         .start_batch(&s.storage, &spec("Not A Key"), vec![("a", "x")])
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Validation { ref field, .. } if field == "request_key"));
+    assert!(matches!(err, Error::Validation(v) if v.field() == "request_key"));
     assert_eq!(s.storage.calls().total(), calls);
 }
 

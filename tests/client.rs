@@ -8,16 +8,16 @@ use std::time::Duration;
 use common::recorder::Recorder;
 use serde_json::json;
 use vertex_batch::{
-    proto::{aiplatform as pb, rpc},
-    status_with_details, Client, Credentials, Error, JobSpec, JobState, RetryPolicy, StatusDetail,
+    policy::RetryPolicy, proto::aiplatform as pb, proto::rpc, status::status_with_details,
+    status::StatusDetail, transport::Credentials, Client, Error, JobSpec, JobState,
 };
 
 const TOKEN: &str = "ya29.super-secret-token-value";
 
 fn fast_retries() -> RetryPolicy {
     RetryPolicy::default()
-        .initial_backoff(Duration::from_millis(1))
-        .max_backoff(Duration::from_millis(5))
+        .with_initial_backoff(Duration::from_millis(1))
+        .with_max_backoff(Duration::from_millis(5))
 }
 
 async fn client_for(addr: std::net::SocketAddr) -> Client {
@@ -153,7 +153,7 @@ async fn invalid_specs_never_reach_the_network() {
     ];
     for (spec, field) in bad {
         match client.create(&spec).await {
-            Err(Error::Validation { field: f, .. }) => assert_eq!(f, field),
+            Err(Error::Validation(v)) => assert_eq!(v.field(), field),
             other => panic!("expected a validation error on {field}, got {other:?}"),
         }
     }
@@ -161,10 +161,7 @@ async fn invalid_specs_never_reach_the_network() {
         "abc",
         "projects/p/locations/europe-west4/batchPredictionJobs/1",
     ] {
-        assert!(matches!(
-            client.get(name).await,
-            Err(Error::Validation { .. })
-        ));
+        assert!(matches!(client.get(name).await, Err(Error::Validation(_))));
     }
     assert!(server.requests().is_empty());
 }
@@ -324,7 +321,7 @@ async fn each_attempt_carries_the_policy_deadline_and_a_hung_one_is_retried() {
 
     // The first Get hangs far past its 1 s deadline; the second answers.
     let short =
-        client.with_retry_policy(fast_retries().attempt_timeout(Some(Duration::from_secs(1))));
+        client.with_retry_policy(fast_retries().with_attempt_timeout(Some(Duration::from_secs(1))));
     server.push_hang(Duration::from_secs(60));
     let got = short.get(job.name()).await.unwrap();
     assert_eq!(got.name(), job.name());
@@ -343,7 +340,7 @@ async fn each_attempt_carries_the_policy_deadline_and_a_hung_one_is_retried() {
 
     // No attempt outlives the total budget.
     let budget =
-        client.with_retry_policy(fast_retries().total_timeout(Some(Duration::from_secs(5))));
+        client.with_retry_policy(fast_retries().with_total_timeout(Some(Duration::from_secs(5))));
     budget.get(job.name()).await.unwrap();
     let sent = grpc_timeout(&server.requests().pop().unwrap().headers["grpc-timeout"]);
     assert!(
@@ -352,8 +349,11 @@ async fn each_attempt_carries_the_policy_deadline_and_a_hung_one_is_retried() {
     );
 
     // Without either limit nothing is sent.
-    let unbounded =
-        client.with_retry_policy(fast_retries().attempt_timeout(None).total_timeout(None));
+    let unbounded = client.with_retry_policy(
+        fast_retries()
+            .with_attempt_timeout(None)
+            .with_total_timeout(None),
+    );
     unbounded.get(job.name()).await.unwrap();
     let last = server.requests().pop().unwrap();
     assert!(!last.headers.contains_key("grpc-timeout"));
@@ -470,7 +470,7 @@ async fn plaintext_to_a_remote_host_needs_an_opt_in() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(err, Error::Config(ref m) if m.contains("plaintext")),
+        matches!(err, Error::Config { ref message, .. } if message.contains("plaintext")),
         "{err}"
     );
     let ok = Client::builder()
@@ -527,11 +527,11 @@ async fn a_job_in_an_unknown_state_with_an_end_time_has_ended() {
         ..Default::default()
     });
     let opts = vertex_batch::WaitOptions::new()
-        .policy(vertex_batch::PollPolicy::fixed(
+        .policy(vertex_batch::policy::PollPolicy::fixed(
             std::time::Duration::from_millis(5),
         ))
         .timeout(std::time::Duration::from_secs(20));
-    let job = client.wait_terminal_with(name, opts).await.unwrap();
+    let job = client.wait(name, &opts.any_end()).await.unwrap();
     assert_eq!(job.state(), JobState::Unrecognized(99));
     assert!(job.has_ended());
     assert!(!job.state().is_terminal());

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use serde_json::json;
-use vertex_batch::{emulator::Emulator, Error, JobSpec, JobState, OutputLocation};
+use vertex_batch::{emulator::Emulator, job::OutputLocation, Error, JobSpec, JobState};
 
 fn spec(input: &str, output: &str) -> JobSpec {
     JobSpec::new("gemini-2.0-flash-001")
@@ -29,7 +29,7 @@ async fn gcs_job_writes_one_prediction_per_input_line() {
         .await
         .unwrap();
     assert_eq!(job.state(), JobState::Pending);
-    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let done = client.wait(job.name(), &fast_wait()).await.unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
     let stats = done.completion_stats();
     assert_eq!(
@@ -89,7 +89,7 @@ async fn bad_rows_fail_alone_and_the_job_partially_succeeds() {
         .create(&spec("gs://bkt/mixed.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let err = client.wait_with(job.name(), fast_wait()).await.unwrap_err();
+    let err = client.wait(job.name(), &fast_wait()).await.unwrap_err();
     let Error::JobNotSucceeded(done) = err else {
         panic!("{err}")
     };
@@ -158,7 +158,7 @@ async fn wildcards_and_several_inputs_are_read() {
         .create(&spec("gs://bkt/in/*.jsonl", "gs://bkt/out").input("gs://bkt/extra.jsonl"))
         .await
         .unwrap();
-    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let done = client.wait(job.name(), &fast_wait()).await.unwrap();
     assert_eq!(done.completion_stats().successful, 4);
     assert_eq!(read_jsonl(&predictions_file(&emu, &done)).len(), 4);
 }
@@ -182,7 +182,7 @@ async fn bigquery_tables_carry_columns_and_name_the_output_table() {
         .create(&spec("bq://proj-1.prompts.requests", "bq://proj-1.results"))
         .await
         .unwrap();
-    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let done = client.wait(job.name(), &fast_wait()).await.unwrap();
     let OutputLocation::BigQuery { dataset, table } = done.output_location().unwrap() else {
         panic!()
     };
@@ -202,7 +202,7 @@ async fn bigquery_tables_carry_columns_and_name_the_output_table() {
     // A named table is used as is, and never overwritten.
     let named = spec("bq://proj-1.prompts.requests", "bq://proj-1.results.run1");
     let done = client
-        .wait_with(client.create(&named).await.unwrap().name(), fast_wait())
+        .wait(client.create(&named).await.unwrap().name(), &fast_wait())
         .await
         .unwrap();
     assert_eq!(
@@ -211,7 +211,7 @@ async fn bigquery_tables_carry_columns_and_name_the_output_table() {
     );
     let again = client.create(&named).await.unwrap();
     let failed = client
-        .wait_terminal_with(again.name(), fast_wait())
+        .wait(again.name(), &fast_wait().any_end())
         .await
         .unwrap();
     assert_eq!(failed.state(), JobState::Failed);
@@ -235,7 +235,7 @@ async fn max_output_tokens_from_the_job_parameters_cut_answers() {
         .create(&spec("gs://bkt/p.jsonl", "gs://bkt/out").max_output_tokens(5))
         .await
         .unwrap();
-    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let done = client.wait(job.name(), &fast_wait()).await.unwrap();
     let rows = read_jsonl(&predictions_file(&emu, &done));
     let cand = &rows[0]["response"]["candidates"][0];
     assert_eq!(
@@ -256,7 +256,7 @@ async fn a_crash_after_publishing_never_doubles_the_output() {
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let done = client.wait(job.name(), &fast_wait()).await.unwrap();
     let out_dir = predictions_file(&emu, &done)
         .parent()
         .unwrap()
@@ -278,7 +278,7 @@ async fn a_crash_after_publishing_never_doubles_the_output() {
 
     let emu = Emulator::start(dir.path()).await.unwrap();
     let client = emu.client("proj-1", "us-central1").unwrap();
-    let rerun = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let rerun = client.wait(job.name(), &fast_wait()).await.unwrap();
     assert_eq!(rerun.completion_stats().successful, 20);
     let out_root = emu.gcs_path("gs://bkt/out").unwrap();
     let dirs: Vec<_> = std::fs::read_dir(&out_root).unwrap().collect();
@@ -297,11 +297,11 @@ async fn an_enormous_wait_deadline_is_no_deadline() {
         .await
         .unwrap();
     let opts = vertex_batch::WaitOptions::new()
-        .policy(vertex_batch::PollPolicy::fixed(
+        .policy(vertex_batch::policy::PollPolicy::fixed(
             std::time::Duration::from_millis(10),
         ))
         .timeout(std::time::Duration::MAX);
-    let done = client.wait_with(job.name(), opts).await.unwrap();
+    let done = client.wait(job.name(), &opts).await.unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
 }
 
@@ -396,6 +396,6 @@ async fn slow_job_io_never_delays_an_rpc() {
         "answered while the rows wait"
     );
     emu.knobs().set_io_delay(std::time::Duration::ZERO);
-    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let done = client.wait(job.name(), &fast_wait()).await.unwrap();
     assert_eq!(done.completion_stats().successful, 10);
 }

@@ -14,11 +14,10 @@ use common::*;
 use futures::TryStreamExt;
 use tonic::{metadata::MetadataValue, Code};
 use vertex_batch::{
-    emulator::Emulator,
-    proto::aiplatform::{
-        self as pb, batch_prediction_job::input_config, job_service_client::JobServiceClient,
-    },
-    Client, Error, Job, JobSpec, JobState, ListOptions, LocationName, RetryPolicy, ServiceError,
+    emulator::Emulator, policy::RetryPolicy, proto::aiplatform as pb,
+    proto::aiplatform::batch_prediction_job::input_config,
+    proto::aiplatform::job_service_client::JobServiceClient, status::ServiceError, Client, Error,
+    Job, JobSpec, JobState, ListOptions, LocationName,
 };
 
 const PROJECT: &str = "p1";
@@ -33,6 +32,10 @@ fn spec(input: &str, output: &str) -> JobSpec {
 }
 
 /// A valid create request for `p1/us-central1`, to be spoiled one field at a time.
+fn valid_spec() -> JobSpec {
+    spec("gs://bkt/in.jsonl", "gs://bkt/out")
+}
+
 fn valid_request() -> pb::CreateBatchPredictionJobRequest {
     spec("gs://bkt/in.jsonl", "gs://bkt/out")
         .to_request(&LocationName::new(PROJECT, LOCATION).unwrap())
@@ -53,7 +56,7 @@ fn names(jobs: &[Job]) -> Vec<String> {
 }
 
 async fn list_names(client: &Client, opts: ListOptions) -> Vec<String> {
-    let jobs: Vec<Job> = client.list(opts).try_collect().await.unwrap();
+    let jobs: Vec<Job> = client.list(&opts).try_collect().await.unwrap();
     names(&jobs)
 }
 
@@ -87,11 +90,9 @@ async fn invalid_creates_are_rejected_naming_the_offending_field() {
     let (_dir, _emu, client) = started().await;
 
     // A valid request with one change made to its job.
-    let changed = |change: fn(&mut pb::BatchPredictionJob)| {
-        let mut request = valid_request();
-        change(request.batch_prediction_job.as_mut().unwrap());
-        request
-    };
+    // (A `with_proto` change is applied after local validation, so it
+    // reaches the emulator as it is.)
+    let changed = |change: fn(&mut pb::BatchPredictionJob)| valid_spec().with_proto(change);
     let empty_name = changed(|j| j.display_name = String::new());
     let format_mismatch =
         changed(|j| j.input_config.as_mut().unwrap().instances_format = "bigquery".into());
@@ -115,7 +116,7 @@ async fn invalid_creates_are_rejected_naming_the_offending_field() {
         (bare_model, "batch_prediction_job.model"),
     ];
     for (request, field) in cases {
-        let err = client.create_request(request).await.unwrap_err();
+        let err = client.create(&request).await.unwrap_err();
         assert_eq!(err.code(), Some(Code::InvalidArgument), "{field}: {err}");
         assert_eq!(violated_fields(&err), vec![field.to_owned()], "{err}");
     }
@@ -127,7 +128,7 @@ async fn invalid_creates_are_rejected_naming_the_offending_field() {
         .unwrap()
         .jobs
         .is_empty());
-    let job = client.create_request(valid_request()).await.unwrap();
+    let job = client.create(&valid_spec()).await.unwrap();
     assert_eq!(
         list_names(&client, ListOptions::new()).await,
         vec![job.name().to_owned()]
@@ -201,7 +202,7 @@ async fn unknown_jobs_are_not_found_and_other_methods_unimplemented() {
     assert_eq!(err.code(), Some(Code::NotFound), "{err}");
 
     // A real job's id under another project is not that job.
-    let job = client.create_request(valid_request()).await.unwrap();
+    let job = client.create(&valid_spec()).await.unwrap();
     let elsewhere = format!(
         "projects/someone-else/locations/{LOCATION}/batchPredictionJobs/{}",
         job.id()
@@ -276,10 +277,10 @@ async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
             )
             .await
             .unwrap();
-        c.wait_terminal_with(job.name(), fast_wait()).await.unwrap();
+        c.wait(job.name(), &fast_wait().any_end()).await.unwrap();
     }
     for name in &created {
-        client.wait_terminal_with(name, fast_wait()).await.unwrap();
+        client.wait(name, &fast_wait().any_end()).await.unwrap();
     }
     let newest_first: Vec<String> = created.iter().rev().cloned().collect();
 
@@ -334,7 +335,7 @@ async fn list_pages_newest_first_and_filters_select_the_right_jobs() {
     let injected = ListOptions::new().label("team", "a AND state=JOB_STATE_FAILED");
     let err = client.list_page(&injected, None).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Validation { field, .. } if field == "filter"),
+        matches!(&err, Error::Validation(v) if v.field() == "filter"),
         "{err:?}"
     );
     assert!(err.to_string().contains("team"), "{err}");
@@ -431,7 +432,7 @@ async fn cancelling_a_running_job_ends_it_cancelled_with_rows_left_over() {
     );
 
     let done = client
-        .wait_terminal_with(job.name(), fast_wait())
+        .wait(job.name(), &fast_wait().any_end())
         .await
         .unwrap();
     assert_eq!(done.state(), JobState::Cancelled);
@@ -458,7 +459,7 @@ async fn only_ended_jobs_can_be_deleted_and_then_they_are_gone() {
 
     client.cancel(job.name()).await.unwrap();
     client
-        .wait_terminal_with(job.name(), fast_wait())
+        .wait(job.name(), &fast_wait().any_end())
         .await
         .unwrap();
     client.delete(job.name()).await.unwrap();
@@ -491,7 +492,7 @@ async fn jobs_survive_a_graceful_restart_and_ids_keep_growing() {
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let before = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let before = client.wait(job.name(), &fast_wait()).await.unwrap();
     let location = before.output_location().expect("an output location");
     emu.shutdown().await;
 
@@ -519,20 +520,17 @@ async fn jobs_survive_a_graceful_restart_and_ids_keep_growing() {
 #[tokio::test]
 async fn a_deleted_jobs_name_is_never_reused_after_a_restart() {
     let (dir, emu, client) = started().await;
-    let kept = client.create_request(valid_request()).await.unwrap();
-    let deleted = client.create_request(valid_request()).await.unwrap();
+    let kept = client.create(&valid_spec()).await.unwrap();
+    let deleted = client.create(&valid_spec()).await.unwrap();
     for j in [&kept, &deleted] {
-        client
-            .wait_terminal_with(j.name(), fast_wait())
-            .await
-            .unwrap();
+        client.wait(j.name(), &fast_wait().any_end()).await.unwrap();
     }
     client.delete(deleted.name()).await.unwrap();
     emu.shutdown().await;
 
     let emu = Emulator::start(dir.path()).await.unwrap();
     let client = emu.client(PROJECT, LOCATION).unwrap();
-    let next = client.create_request(valid_request()).await.unwrap();
+    let next = client.create(&valid_spec()).await.unwrap();
     assert_ne!(next.name(), deleted.name());
     assert!(job_id(&next) > job_id(&deleted));
 }
@@ -563,7 +561,7 @@ async fn a_job_interrupted_by_a_crash_reruns_to_complete_output_without_duplicat
     let emu = Emulator::builder(dir.path()).start().await.unwrap();
     emu.knobs().set_job_duration(None);
     let client = emu.client(PROJECT, LOCATION).unwrap();
-    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let done = client.wait(job.name(), &fast_wait()).await.unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
     let stats = done.completion_stats();
     assert_eq!(
@@ -606,7 +604,7 @@ async fn recovery_removes_only_the_jobs_own_claim() {
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let done = client.wait_with(first.name(), fast_wait()).await.unwrap();
+    let done = client.wait(first.name(), &fast_wait()).await.unwrap();
     let own_dir = predictions_file(&emu, &done)
         .parent()
         .unwrap()
@@ -633,7 +631,7 @@ async fn recovery_removes_only_the_jobs_own_claim() {
 
     let emu = Emulator::builder(dir.path()).start().await.unwrap();
     let client = emu.client(PROJECT, LOCATION).unwrap();
-    let rerun = client.wait_with(held.name(), fast_wait()).await.unwrap();
+    let rerun = client.wait(held.name(), &fast_wait()).await.unwrap();
     assert_eq!(rerun.state(), JobState::Succeeded);
     assert!(
         foreign.join("predictions.jsonl").exists(),
@@ -673,7 +671,7 @@ async fn a_moved_data_dir_resumes_a_job_without_duplicates() {
     let emu = Emulator::builder(&new_dir).start().await.unwrap();
     emu.knobs().set_job_duration(None);
     let client = emu.client(PROJECT, LOCATION).unwrap();
-    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let done = client.wait(job.name(), &fast_wait()).await.unwrap();
     assert_eq!(done.completion_stats().successful, 100);
     let out_dirs: Vec<_> = std::fs::read_dir(emu.gcs_path("gs://bkt/out").unwrap())
         .unwrap()
@@ -773,7 +771,7 @@ async fn held_jobs_stay_queued_until_released_then_succeed() {
         );
     }
     emu.knobs().hold_queued(false);
-    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let done = client.wait(job.name(), &fast_wait()).await.unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
     assert_eq!(done.completion_stats().successful, 1);
 }
@@ -799,7 +797,7 @@ async fn fail_jobs_fails_every_job_with_the_given_message() {
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
         .await
         .unwrap();
-    let err = client.wait_with(job.name(), fast_wait()).await.unwrap_err();
+    let err = client.wait(job.name(), &fast_wait()).await.unwrap_err();
     let Error::JobNotSucceeded(done) = err else {
         panic!("{err}")
     };
@@ -817,7 +815,11 @@ async fn a_lost_create_response_reports_unavailable_but_the_job_exists() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(Code::Unavailable), "{err}");
-    let jobs: Vec<Job> = client.list(ListOptions::new()).try_collect().await.unwrap();
+    let jobs: Vec<Job> = client
+        .list(&ListOptions::new())
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(jobs.len(), 1, "create is not retried: exactly one job");
     assert_eq!(jobs[0].display_name(), "lost");
 
@@ -837,7 +839,7 @@ async fn unavailable_fraction_fails_rpcs_until_reset() {
         .client(PROJECT, LOCATION)
         .unwrap()
         .with_retry_policy(RetryPolicy::none());
-    let job = client.create_request(valid_request()).await.unwrap();
+    let job = client.create(&valid_spec()).await.unwrap();
 
     emu.knobs().set_unavailable_fraction(1.0);
     let gets_before = emu
@@ -903,7 +905,7 @@ async fn row_delay_paces_progress_visibly() {
         "never saw a RUNNING job part-way through"
     );
 
-    let done = client.wait_with(job.name(), fast_wait()).await.unwrap();
+    let done = client.wait(job.name(), &fast_wait()).await.unwrap();
     assert_eq!(done.completion_stats().successful, 20);
     let ran = done
         .end_time()
@@ -945,7 +947,10 @@ async fn a_failed_jobs_unpublished_claim_is_released() {
     assert_eq!(claimed.len(), 1, "{claimed:?}");
     std::fs::create_dir_all(claimed[0].join("predictions.jsonl/blocker")).unwrap();
     let done = client
-        .wait_terminal_with(job.name(), fast_wait().timeout(Duration::from_secs(3600)))
+        .wait(
+            job.name(),
+            &fast_wait().timeout(Duration::from_secs(3600)).any_end(),
+        )
         .await
         .unwrap();
     assert_eq!(done.state(), JobState::Failed, "{done:?}");

@@ -21,9 +21,9 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::time::Instant;
 use tonic::Code;
 use vertex_batch::{
-    emulator::{Emulator, KnobValues},
-    Client, Credentials, Error, Job, JobSpec, JobState, ListOptions, PollPolicy, RetryPolicy,
-    WaitOptions, WatchManyOptions, REQUEST_KEY_LABEL,
+    client::WatchManyOptions, emulator::Emulator, emulator::KnobValues, policy::PollPolicy,
+    policy::RetryPolicy, spec::REQUEST_KEY_LABEL, transport::Credentials, Client, Error, Job,
+    JobSpec, JobState, ListOptions, WaitOptions,
 };
 
 const PROJECT: &str = "p1";
@@ -58,7 +58,11 @@ fn gets(emu: &Emulator) -> u64 {
 }
 
 async fn all_jobs(client: &Client) -> Vec<Job> {
-    client.list(ListOptions::new()).try_collect().await.unwrap()
+    client
+        .list(&ListOptions::new())
+        .try_collect()
+        .await
+        .unwrap()
 }
 
 fn not_succeeded(result: vertex_batch::Result<Job>, what: &str) -> Job {
@@ -87,8 +91,8 @@ async fn wait_survives_unavailable_rpcs_and_an_emulator_restart_mid_job() {
     emu.knobs().set_unavailable_fraction(0.3);
 
     let fast_retry = RetryPolicy::default()
-        .initial_backoff(Duration::from_millis(10))
-        .max_backoff(Duration::from_millis(100));
+        .with_initial_backoff(Duration::from_millis(10))
+        .with_max_backoff(Duration::from_millis(100));
     let client = Client::builder()
         .ignore_env()
         .project(PROJECT)
@@ -107,7 +111,7 @@ async fn wait_survives_unavailable_rpcs_and_an_emulator_restart_mid_job() {
         tokio::spawn(async move {
             let opts = WaitOptions::new()
                 .policy(PollPolicy::default().max_interval(Duration::from_millis(200)));
-            client.wait_with(&name, opts).await
+            client.wait(&name, &opts).await
         })
     };
 
@@ -279,7 +283,7 @@ async fn a_reused_request_key_returns_the_existing_job() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, vertex_batch::Error::Validation { field, .. } if field == "labels"),
+        matches!(&err, vertex_batch::Error::Validation(v) if v.field() == "labels"),
         "{err:?}"
     );
     assert_eq!(emu.rpc_counts().values().sum::<u64>(), before);
@@ -303,7 +307,7 @@ async fn wait_is_ok_only_for_succeeded_and_wait_terminal_returns_every_end() {
 
     // SUCCEEDED
     let job = client.create(&spec(INPUT)).await.unwrap();
-    let done = client.wait(job.name()).await.unwrap();
+    let done = client.wait(job.name(), &WaitOptions::new()).await.unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
     assert_eq!(done.completion_stats().successful, 3);
     ended.push((job.name().to_owned(), JobState::Succeeded));
@@ -311,7 +315,7 @@ async fn wait_is_ok_only_for_succeeded_and_wait_terminal_returns_every_end() {
     // FAILED
     emu.knobs().fail_jobs(Some("boom".into()));
     let job = client.create(&spec(INPUT)).await.unwrap();
-    let done = not_succeeded(client.wait(job.name()).await, "FAILED");
+    let done = not_succeeded(client.wait(job.name(), &WaitOptions::new()).await, "FAILED");
     emu.knobs().fail_jobs(None);
     assert_eq!(done.name(), job.name());
     assert_eq!(done.state(), JobState::Failed);
@@ -327,7 +331,10 @@ async fn wait_is_ok_only_for_succeeded_and_wait_terminal_returns_every_end() {
     })
     .await;
     client.cancel(job.name()).await.unwrap();
-    let done = not_succeeded(client.wait(job.name()).await, "CANCELLED");
+    let done = not_succeeded(
+        client.wait(job.name(), &WaitOptions::new()).await,
+        "CANCELLED",
+    );
     emu.knobs().set_job_duration(None);
     assert_eq!(done.state(), JobState::Cancelled);
     assert!(done.completion_stats().incomplete.is_some_and(|n| n > 0));
@@ -338,7 +345,10 @@ async fn wait_is_ok_only_for_succeeded_and_wait_terminal_returns_every_end() {
     emu.knobs().set_queue_ttl(Duration::from_secs(3600));
     let job = client.create(&spec(INPUT)).await.unwrap();
     let t0 = Instant::now();
-    let done = not_succeeded(client.wait(job.name()).await, "EXPIRED");
+    let done = not_succeeded(
+        client.wait(job.name(), &WaitOptions::new()).await,
+        "EXPIRED",
+    );
     assert!(
         t0.elapsed() >= Duration::from_secs(3600),
         "{:?}",
@@ -350,14 +360,20 @@ async fn wait_is_ok_only_for_succeeded_and_wait_terminal_returns_every_end() {
 
     // PARTIALLY_SUCCEEDED
     let job = client.create(&spec(bad)).await.unwrap();
-    let done = not_succeeded(client.wait(job.name()).await, "PARTIALLY_SUCCEEDED");
+    let done = not_succeeded(
+        client.wait(job.name(), &WaitOptions::new()).await,
+        "PARTIALLY_SUCCEEDED",
+    );
     assert_eq!(done.state(), JobState::PartiallySucceeded);
     let stats = done.completion_stats();
     assert_eq!((stats.successful, stats.failed), (2, 1));
     ended.push((job.name().to_owned(), JobState::PartiallySucceeded));
 
     for (name, state) in &ended {
-        let job = client.wait_terminal(name).await.unwrap();
+        let job = client
+            .wait(name, &WaitOptions::new().any_end())
+            .await
+            .unwrap();
         assert_eq!(job.state(), *state, "{name}");
         assert_eq!(job.name(), name);
     }
@@ -386,9 +402,15 @@ async fn cancel_then_wait_is_cancelled_and_only_ended_jobs_can_be_deleted() {
     );
 
     client.cancel(job.name()).await.unwrap();
-    let done = client.wait_terminal(job.name()).await.unwrap();
+    let done = client
+        .wait(job.name(), &WaitOptions::new().any_end())
+        .await
+        .unwrap();
     assert_eq!(done.state(), JobState::Cancelled);
-    let err = client.wait(job.name()).await.unwrap_err();
+    let err = client
+        .wait(job.name(), &WaitOptions::new())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::JobNotSucceeded(j) if j.state() == JobState::Cancelled),
         "{err:?}"
@@ -412,15 +434,15 @@ async fn a_wait_deadline_gives_timeout_not_a_job_failure() {
 
     let t0 = Instant::now();
     let err = client
-        .wait_with(
+        .wait(
             job.name(),
-            WaitOptions::new().timeout(Duration::from_secs(60)),
+            &WaitOptions::new().timeout(Duration::from_secs(60)),
         )
         .await
         .unwrap_err();
     let waited = t0.elapsed();
     match &err {
-        Error::Timeout { after, during } => {
+        Error::Timeout { after, during, .. } => {
             assert!(
                 *after >= Duration::from_secs(60) && *after < Duration::from_secs(61),
                 "{after:?}"
@@ -449,7 +471,11 @@ async fn a_dropped_wait_stops_polling() {
     emu.knobs().hold_queued(true);
     let job = client.create(&spec(INPUT)).await.unwrap();
 
-    let outcome = tokio::time::timeout(Duration::from_secs(30), client.wait(job.name())).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.wait(job.name(), &WaitOptions::new()),
+    )
+    .await;
     assert!(outcome.is_err(), "the held job cannot end: {outcome:?}");
     let polled = gets(&emu);
     assert!(
@@ -474,7 +500,7 @@ async fn watch_yields_distinct_monotonic_snapshots_and_one_terminal_end() {
 
     let opts =
         WaitOptions::new().policy(PollPolicy::default().max_interval(Duration::from_secs(30)));
-    let snapshots: Vec<Job> = client.watch(job.name(), opts).try_collect().await.unwrap();
+    let snapshots: Vec<Job> = client.watch(job.name(), &opts).try_collect().await.unwrap();
 
     assert!(!snapshots.is_empty());
     assert!(
@@ -532,7 +558,7 @@ async fn watch_many_ends_every_job_within_the_get_budget_and_reports_unknown_job
     let gets_before = gets(&emu);
     let t0 = Instant::now();
     let updates: Vec<(String, vertex_batch::Result<Job>)> = client
-        .watch_many(&watched, WatchManyOptions::new().gets_per_second(2.0))
+        .watch_many(&watched, &WatchManyOptions::new().gets_per_second(2.0))
         .collect()
         .await;
     let elapsed = t0.elapsed().as_secs_f64();
@@ -563,7 +589,7 @@ async fn watch_many_reports_an_unknown_job_as_not_found_while_the_others_finish(
     watched.insert(1, unknown.clone());
 
     let updates: Vec<(String, vertex_batch::Result<Job>)> = client
-        .watch_many(&watched, WatchManyOptions::new().gets_per_second(1000.0))
+        .watch_many(&watched, &WatchManyOptions::new().gets_per_second(1000.0))
         .collect()
         .await;
     check_watch_many_updates(updates, &names, &unknown);
@@ -620,7 +646,7 @@ async fn an_hour_long_job_is_waited_with_few_gets_and_seen_soon_after_it_ends() 
     let created_at = job.create_time().unwrap();
     let before = gets(&emu);
 
-    let done = client.wait(job.name()).await.unwrap();
+    let done = client.wait(job.name(), &WaitOptions::new()).await.unwrap();
     let returned_at: SystemTime = created_at + created.elapsed();
     let calls = gets(&emu) - before;
     let end = done.end_time().unwrap();
@@ -656,7 +682,7 @@ async fn not_found_is_never_retried_but_unavailable_is() {
     assert_eq!(gets(&emu), 1, "NOT_FOUND is not retried");
 
     // Contrast: a retryable code uses every attempt of the policy.
-    let client = client.with_retry_policy(RetryPolicy::default().max_attempts(3));
+    let client = client.with_retry_policy(RetryPolicy::default().with_max_attempts(3));
     emu.knobs().set_unavailable_fraction(1.0);
     let err = client.get("1234567").await.unwrap_err();
     assert_eq!(err.code(), Some(Code::Unavailable), "{err}");
@@ -778,13 +804,14 @@ async fn rows_failed_end_succeeded_or_partially_succeeded_and_are_told_apart() {
     );
     let client = emu.client(PROJECT, LOCATION).unwrap();
     let opts = || {
-        vertex_batch::WaitOptions::new()
-            .policy(vertex_batch::PollPolicy::fixed(Duration::from_millis(5)))
+        vertex_batch::WaitOptions::new().policy(vertex_batch::policy::PollPolicy::fixed(
+            Duration::from_millis(5),
+        ))
     };
 
     // PARTIALLY_SUCCEEDED: an error carrying the job.
     let job = client.create(&spec(INPUT)).await.unwrap();
-    let err = client.wait_with(job.name(), opts()).await.unwrap_err();
+    let err = client.wait(job.name(), &opts()).await.unwrap_err();
     let Error::JobNotSucceeded(job) = err else {
         panic!("{err}")
     };
@@ -795,7 +822,7 @@ async fn rows_failed_end_succeeded_or_partially_succeeded_and_are_told_apart() {
     // SUCCEEDED despite a failed row: Ok, but not clean, and a warning.
     emu.knobs().set_succeed_despite_failed_rows(true);
     let job = client.create(&spec(INPUT)).await.unwrap();
-    let job = client.wait_with(job.name(), opts()).await.unwrap();
+    let job = client.wait(job.name(), &opts()).await.unwrap();
     assert_eq!(job.state(), JobState::Succeeded);
     assert_eq!(job.completion_stats().failed, 1);
     assert!(!job.is_clean_success());
@@ -808,7 +835,7 @@ async fn rows_failed_end_succeeded_or_partially_succeeded_and_are_told_apart() {
     // No failed row: clean.
     emu.knobs().fail_rows_containing(None);
     let job = client.create(&spec(INPUT)).await.unwrap();
-    let job = client.wait_with(job.name(), opts()).await.unwrap();
+    let job = client.wait(job.name(), &opts()).await.unwrap();
     assert!(job.is_clean_success());
 }
 
@@ -820,7 +847,7 @@ async fn a_wait_whose_polls_keep_failing_ends_after_its_budget() {
     let (_dir, emu, client) = in_memory().await;
     write_gcs(&emu, INPUT, &lines(1));
     emu.knobs().hold_queued(true);
-    let client = client.with_retry_policy(vertex_batch::RetryPolicy::none());
+    let client = client.with_retry_policy(vertex_batch::policy::RetryPolicy::none());
     let job = client.create(&spec(INPUT)).await.unwrap();
     emu.knobs().set_unavailable_fraction(1.0);
     for (budget, opts) in [
@@ -832,7 +859,10 @@ async fn a_wait_whose_polls_keep_failing_ends_after_its_budget() {
     ] {
         let started = tokio::time::Instant::now();
         let err = client
-            .wait_terminal_with(job.name(), opts.timeout(Duration::from_secs(7200)))
+            .wait(
+                job.name(),
+                &opts.timeout(Duration::from_secs(7200)).any_end(),
+            )
             .await
             .unwrap_err();
         let took = started.elapsed();
@@ -887,13 +917,15 @@ async fn a_transient_token_failure_does_not_end_a_wait() {
         .project(PROJECT)
         .location(LOCATION)
         .emulator_host(emu.host())
-        .credentials(vertex_batch::Credentials::from_provider(provider.clone()))
-        .retry_policy(vertex_batch::RetryPolicy::none())
+        .credentials(vertex_batch::transport::Credentials::from_provider(
+            provider.clone(),
+        ))
+        .retry_policy(vertex_batch::policy::RetryPolicy::none())
         .build()
         .unwrap();
     let job = client.create(&spec(INPUT)).await.unwrap();
     let done = client
-        .wait_terminal_with(job.name(), fast_wait())
+        .wait(job.name(), &fast_wait().any_end())
         .await
         .expect("the wait outlives the hiccup");
     assert_eq!(done.state(), JobState::Succeeded);
@@ -932,7 +964,7 @@ async fn a_request_key_reused_for_another_spec_is_an_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Validation { field, .. } if field == "request_key"),
+        matches!(&err, Error::Validation(v) if v.field() == "request_key"),
         "{err:?}"
     );
     assert!(err.to_string().contains(first.name()), "{err}");

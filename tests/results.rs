@@ -5,9 +5,8 @@ mod common;
 
 use common::*;
 use vertex_batch::{
-    data::{Inputs, Outcome, ResultReader, Totals},
-    emulator::Emulator,
-    JobSpec, JobState,
+    data::Inputs, data::Outcome, data::ResultReader, data::Totals, emulator::Emulator, JobSpec,
+    JobState,
 };
 
 /// `n` keyed input lines; every 10th prompt is blocked, every 10th (offset
@@ -158,7 +157,7 @@ async fn a_cancelled_job_leaves_its_unfinished_rows_missing_with_their_requests(
     .await;
     client.cancel(job.name()).await.unwrap();
     let job = client
-        .wait_terminal_with(job.name(), fast_wait())
+        .wait(job.name(), &fast_wait().any_end())
         .await
         .unwrap();
     assert_eq!(job.state(), JobState::Cancelled);

@@ -10,7 +10,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
 };
-use vertex_batch::{storage::Storage, Client, Credentials, Error, GcsUri};
+use vertex_batch::{storage::Storage, transport::Credentials, Client, Error, GcsUri};
 
 fn uri(s: &str) -> GcsUri {
     s.parse().unwrap()

@@ -6,7 +6,8 @@ use std::{path::PathBuf, pin::pin, time::Duration};
 
 use futures::StreamExt;
 use vertex_batch::{
-    emulator::Emulator, Client, Job, JobSpec, PollPolicy, WaitOptions, ENV_EMULATOR_HOST,
+    emulator::Emulator, policy::PollPolicy, transport::ENV_EMULATOR_HOST, Client, Job, JobSpec,
+    WaitOptions,
 };
 
 /// What one example needs from the shared code.
@@ -147,7 +148,7 @@ pub async fn main(
     } else {
         PollPolicy::default().max_interval(Duration::from_secs(60))
     };
-    let mut updates = pin!(client.watch(job.name(), WaitOptions::new().policy(policy)));
+    let mut updates = pin!(client.watch(job.name(), &WaitOptions::new().policy(policy)));
     let mut last = None;
     while let Some(update) = updates.next().await {
         let job = update.map_err(|e| e.to_string())?;

@@ -1,47 +1,25 @@
 //! [`ClientBuilder`]: project, location, endpoint, credentials, transport.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use http::{uri::Authority, HeaderValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use http::HeaderValue;
+use tonic::transport::Channel;
 
-use super::{
-    auth::{Credentials, TokenCache},
-    layer::{api_client_header, HeaderLayer, Shared},
-    Client, Inner,
-};
+use super::shared::{Client, Inner};
 use crate::{
     error::{Error, Result},
     names::LocationName,
-    retry::RetryPolicy,
+    policy::RetryPolicy,
+    transport::{
+        auth::{Credentials, TokenCache},
+        endpoint::{
+            authority, emulator_uri, endpoint_for_location, is_loopback, lazy_channel,
+            resolve_endpoint, DEFAULT_LOCATION, ENV_EMULATOR_HOST, ENV_LOCATION, ENV_PROJECT,
+            ENV_QUOTA_PROJECT,
+        },
+        headers::{api_client_header, HeaderLayer, Shared},
+    },
 };
-
-/// `GOOGLE_CLOUD_PROJECT`: the project when none is given.
-pub const ENV_PROJECT: &str = "GOOGLE_CLOUD_PROJECT";
-/// `GOOGLE_CLOUD_LOCATION`: the location when none is given.
-pub const ENV_LOCATION: &str = "GOOGLE_CLOUD_LOCATION";
-/// `GOOGLE_CLOUD_QUOTA_PROJECT`: the quota project (`x-goog-user-project`).
-pub const ENV_QUOTA_PROJECT: &str = "GOOGLE_CLOUD_QUOTA_PROJECT";
-/// `VERTEX_AI_EMULATOR_HOST=host:port`: talk plaintext to an emulator, no credentials.
-pub const ENV_EMULATOR_HOST: &str = "VERTEX_AI_EMULATOR_HOST";
-/// The location used when none is given and `GOOGLE_CLOUD_LOCATION` is unset.
-pub const DEFAULT_LOCATION: &str = "us-central1";
-
-/// The Vertex AI host serving `location` (port 443, TLS).
-///
-/// ```
-/// use vertex_batch::endpoint_for_location;
-/// assert_eq!(endpoint_for_location("us-central1"), "us-central1-aiplatform.googleapis.com");
-/// assert_eq!(endpoint_for_location("global"), "aiplatform.googleapis.com");
-/// assert_eq!(endpoint_for_location("eu"), "aiplatform.eu.rep.googleapis.com");
-/// ```
-pub fn endpoint_for_location(location: &str) -> String {
-    match location {
-        "global" => "aiplatform.googleapis.com".to_owned(),
-        "us" | "eu" => format!("aiplatform.{location}.rep.googleapis.com"),
-        region => format!("{region}-aiplatform.googleapis.com"),
-    }
-}
 
 /// Builds a [`Client`].
 ///
@@ -72,6 +50,19 @@ pub struct ClientBuilder {
     use_env: bool,
     retry: Option<RetryPolicy>,
     connect_timeout: Option<Duration>,
+}
+
+impl Client {
+    /// Starts a [`ClientBuilder`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder().project("my-project").build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
 }
 
 impl ClientBuilder {
@@ -171,8 +162,8 @@ impl ClientBuilder {
 
     fn build_inner(self, given: Option<Channel>) -> Result<Client> {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::Config(
-                "Client::build must be called inside a Tokio runtime".into(),
+            return Err(Error::config(
+                "Client::build must be called inside a Tokio runtime",
             ));
         }
         let project = self
@@ -180,7 +171,7 @@ impl ClientBuilder {
             .clone()
             .or_else(|| self.env(ENV_PROJECT))
             .ok_or_else(|| {
-                Error::Config(format!(
+                Error::config(format!(
                     "no project: call .project(\"my-project\") or set {ENV_PROJECT}"
                 ))
             })?;
@@ -223,7 +214,7 @@ impl ClientBuilder {
                 .and_then(|a| authority(a, "endpoint").ok())
                 .is_some_and(|a| is_loopback(a.host()));
             if !loopback {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "refusing to send credentials in plaintext to {uri}; use a loopback emulator, \
                      an https endpoint, or call .allow_plaintext(true)"
                 )));
@@ -245,7 +236,7 @@ impl ClientBuilder {
             })
             .transpose()?;
         let api_client = HeaderValue::try_from(api_client_header())
-            .map_err(|e| Error::Config(format!("x-goog-api-client: {e}")))?;
+            .map_err(|e| Error::config(format!("x-goog-api-client: {e}")))?;
         let tokens = Arc::new(TokenCache::new(credentials));
         let layer = HeaderLayer::new(Shared {
             tokens: tokens.clone(),
@@ -284,104 +275,10 @@ impl ClientBuilder {
         if tls_host.is_none() && emulator.is_none() {
             tracing::warn!(endpoint = %uri, "using plaintext to a non-emulator endpoint");
         }
-        let mut endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| Error::Config(format!("invalid endpoint {uri:?}: {e}")))?
-            .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_secs(20)))
-            .tcp_nodelay(true);
-        if let Some(host) = &tls_host {
-            let tls = ClientTlsConfig::new()
-                .with_enabled_roots()
-                .domain_name(host.clone());
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| Error::Config(format!("TLS setup for {host}: {e}")))?;
-        }
-        Ok((uri, endpoint.connect_lazy(), emulator.is_some()))
+        let connect_timeout = self.connect_timeout.unwrap_or(Duration::from_secs(20));
+        let channel = lazy_channel(&uri, tls_host.as_deref(), connect_timeout)?;
+        Ok((uri, channel, emulator.is_some()))
     }
-}
-
-/// `host:port` of an emulator to a plaintext URI.
-/// Parses `host[:port]` into the authority that will be dialled. Userinfo
-/// (`user:pass@host`) is refused outright: it is never sent, and text before
-/// an `@` must not be mistaken for the host (`127.0.0.1:1@evil:80` dials
-/// `evil`).
-fn authority(text: &str, what: &str) -> Result<Authority> {
-    if text.contains('@') {
-        return Err(Error::Config(format!(
-            "{what} {:?} has userinfo (an `@`); give host[:port] only",
-            crate::uri::without_userinfo(text)
-        )));
-    }
-    let a: Authority = text
-        .parse()
-        .map_err(|e| Error::Config(format!("{what} {text:?} is not host[:port]: {e}")))?;
-    if a.host().is_empty() {
-        return Err(Error::Config(format!("{what} {text:?} has no host")));
-    }
-    Ok(a)
-}
-
-/// The emulator's URI (`http://host:port`) and its authority.
-fn emulator_uri(host: &str) -> Result<(String, Authority)> {
-    let host = host.trim();
-    let bare = host.strip_prefix("http://").unwrap_or(host);
-    let bare = bare.strip_suffix('/').unwrap_or(bare);
-    if bare.is_empty() || bare.contains('/') || bare.contains("://") {
-        return Err(Error::Config(format!(
-            "{ENV_EMULATOR_HOST} must be host:port, got {:?}",
-            crate::uri::without_userinfo(host)
-        )));
-    }
-    let a = authority(bare, ENV_EMULATOR_HOST)?;
-    Ok((format!("http://{a}"), a))
-}
-
-/// Turns an endpoint setting into a URI and, for TLS, the host name to verify.
-fn resolve_endpoint(ep: &str, allow_plaintext: bool) -> Result<(String, Option<String>)> {
-    let ep = ep.trim().trim_end_matches('/');
-    if let Some(rest) = ep.strip_prefix("http://") {
-        if rest.is_empty() || rest.contains('/') {
-            return Err(Error::Config(format!(
-                "invalid endpoint {ep:?}: expected http://host[:port]"
-            )));
-        }
-        let a = authority(rest, "endpoint")?;
-        if !(allow_plaintext || is_loopback(a.host())) {
-            return Err(Error::Config(format!(
-                "refusing plaintext to {a}: plaintext is only used for loopback and emulators; \
-                 use https://, set {ENV_EMULATOR_HOST} for an emulator, or call .allow_plaintext(true)"
-            )));
-        }
-        return Ok((format!("http://{a}"), None));
-    }
-    let rest = ep.strip_prefix("https://").unwrap_or(ep);
-    if rest.is_empty() || rest.contains("://") || rest.contains('/') {
-        return Err(Error::Config(format!(
-            "invalid endpoint {ep:?}: expected host[:port] or https://host[:port]"
-        )));
-    }
-    let a = authority(rest, "endpoint")?;
-    let host = a
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let uri = match a.port_u16() {
-        Some(_) => format!("https://{a}"),
-        None => format!("https://{a}:443"),
-    };
-    Ok((uri, Some(host)))
-}
-
-/// Whether `host` (as `http::uri::Authority::host` gives it, IPv6 in
-/// brackets) is a loopback address.
-pub(crate) fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -405,7 +302,7 @@ mod tests {
         assert!(resolve_endpoint("http://localhost:1", false).is_ok());
         assert!(matches!(
             resolve_endpoint("http://10.0.0.5:8080", false),
-            Err(Error::Config(_))
+            Err(Error::Config { .. })
         ));
         assert!(resolve_endpoint("http://10.0.0.5:8080", true).is_ok());
         assert!(resolve_endpoint("ftp://x", false).is_err());
@@ -461,7 +358,8 @@ mod tests {
     /// plaintext is allowed, and errors name what was given.
     #[tokio::test]
     async fn a_callers_channel_gets_credentials_only_when_safe() {
-        let channel = || Endpoint::from_static("http://192.0.2.1:1").connect_lazy();
+        let channel =
+            || tonic::transport::Endpoint::from_static("http://192.0.2.1:1").connect_lazy();
         let token = || Credentials::access_token("secret-token");
         let err = ClientBuilder::default()
             .ignore_env()

@@ -10,32 +10,31 @@ use std::{
 use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, Stream, StreamExt};
 use tokio::time::Instant;
 
-use super::Client;
+use super::{
+    follow::{FollowSettings, Seen, Tracker},
+    shared::Client,
+};
 use crate::{
     error::Result,
-    job::{CompletionStats, Job, JobState},
-    poll::{PollPolicy, Poller},
-    retry::RetryPolicy,
+    job::{Job, JobRef},
+    policy::{PollPolicy, RetryPolicy},
+    time::after,
 };
 
 /// Settings of [`Client::watch_many`].
 #[derive(Debug, Clone)]
 pub struct WatchManyOptions {
-    policy: PollPolicy,
+    follow: FollowSettings,
     gets_per_second: f64,
     max_in_flight: usize,
-    failure_budget: Option<Duration>,
-    connect_budget: Option<Duration>,
 }
 
 impl Default for WatchManyOptions {
     fn default() -> Self {
         WatchManyOptions {
-            policy: PollPolicy::default(),
+            follow: FollowSettings::default(),
             gets_per_second: 10.0,
             max_in_flight: 32,
-            failure_budget: None,
-            connect_budget: None,
         }
     }
 }
@@ -48,7 +47,7 @@ impl WatchManyOptions {
 
     /// The polling policy of each job.
     pub fn policy(mut self, policy: PollPolicy) -> Self {
-        self.policy = policy;
+        self.follow.policy = policy;
         self
     }
 
@@ -71,23 +70,16 @@ impl WatchManyOptions {
     /// How long one job's polls may keep failing before its stream ends
     /// with the last error (see [`crate::WaitOptions::failure_budget`]).
     pub fn failure_budget(mut self, d: Duration) -> Self {
-        self.failure_budget = Some(d);
+        self.follow.failure_budget = Some(d);
         self
     }
 
     /// How long the endpoint may stay unreachable (see
     /// [`crate::WaitOptions::connect_budget`]).
     pub fn connect_budget(mut self, d: Duration) -> Self {
-        self.connect_budget = Some(d);
+        self.follow.connect_budget = Some(d);
         self
     }
-}
-
-struct Entry {
-    name: String,
-    poller: Poller,
-    last: Option<(JobState, CompletionStats)>,
-    failures: super::wait::Failures,
 }
 
 /// A token bucket: `rate` tokens a second, bursts up to one second's worth.
@@ -131,7 +123,7 @@ type Poll = BoxFuture<'static, (usize, Result<Job>)>;
 struct Multi {
     client: Client,
     opts: WatchManyOptions,
-    entries: Vec<Entry>,
+    entries: Vec<Tracker>,
     due: BinaryHeap<Reverse<(Instant, usize)>>,
     in_flight: FuturesUnordered<Poll>,
     bucket: Bucket,
@@ -179,26 +171,18 @@ impl Multi {
     }
 
     fn handle(&mut self, idx: usize, result: Result<Job>) {
-        let entry = &mut self.entries[idx];
-        match result {
-            Ok(job) => {
-                entry.failures.succeeded();
-                let key = (job.state(), job.completion_stats());
-                let terminal = job.has_ended();
-                if !terminal {
-                    let at = crate::poll::after(entry.poller.next_delay(&job));
-                    self.due.push(Reverse((at, idx)));
+        let tracker = &mut self.entries[idx];
+        match tracker.seen(result) {
+            Seen::Job { job, changed, next } => {
+                if let Some(delay) = next {
+                    self.due.push(Reverse((after(delay), idx)));
                 }
-                if entry.last != Some(key) {
-                    entry.last = Some(key);
-                    self.out.push_back((entry.name.clone(), Ok(job)));
+                if changed {
+                    self.out.push_back((tracker.name.clone(), Ok(job)));
                 }
             }
-            Err(e) if entry.failures.failed(&entry.name, &e) => {
-                let at = crate::poll::after(entry.poller.next_backoff());
-                self.due.push(Reverse((at, idx)));
-            }
-            Err(e) => self.out.push_back((entry.name.clone(), Err(e))),
+            Seen::Retry(delay) => self.due.push(Reverse((after(delay), idx))),
+            Seen::Fail(e) => self.out.push_back((tracker.name.clone(), Err(e))),
         }
     }
 }
@@ -223,8 +207,8 @@ impl Client {
     /// ```no_run
     /// # async fn demo(client: vertex_batch::Client, names: Vec<String>) {
     /// use futures::StreamExt;
-    /// use vertex_batch::WatchManyOptions;
-    /// let mut updates = std::pin::pin!(client.watch_many(names, WatchManyOptions::new().gets_per_second(5.0)));
+    /// use vertex_batch::client::WatchManyOptions;
+    /// let mut updates = std::pin::pin!(client.watch_many(&names, &WatchManyOptions::new().gets_per_second(5.0)));
     /// while let Some((name, job)) = updates.next().await {
     ///     match job {
     ///         Ok(job) => println!("{name}: {}", job.state()),
@@ -233,40 +217,35 @@ impl Client {
     /// }
     /// # }
     /// ```
-    pub fn watch_many<I, S>(
+    pub fn watch_many<'a, I>(
         &self,
-        names: I,
-        opts: WatchManyOptions,
+        jobs: I,
+        opts: &WatchManyOptions,
     ) -> impl Stream<Item = (String, Result<Job>)> + Send + 'static
     where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
+        I: IntoIterator,
+        I::Item: Into<JobRef<'a>>,
     {
+        let opts = opts.clone();
         let now = Instant::now();
         let mut out = VecDeque::new();
         let mut entries = Vec::new();
         let mut due = BinaryHeap::new();
-        for name in names {
-            let name = name.as_ref();
+        for job in jobs {
+            let job = job.into();
+            let name = job.as_str();
             match self.job_path(name) {
                 Ok(n) => {
                     due.push(Reverse((now, entries.len())));
-                    entries.push(Entry {
-                        name: n,
-                        poller: opts.policy.start(),
-                        last: None,
-                        failures: super::wait::Failures::new(
-                            opts.failure_budget,
-                            opts.connect_budget,
-                        ),
-                    });
+                    entries.push(Tracker::new(n, &opts.follow));
                 }
                 Err(e) => out.push_back((name.to_owned(), Err(e))),
             }
         }
-        let attempt_timeout = self.retry_policy().get_attempt_timeout();
+        let attempt_timeout = self.retry_policy().attempt_timeout();
         let multi = Multi {
-            client: self.with_retry_policy(RetryPolicy::none().attempt_timeout(attempt_timeout)),
+            client: self
+                .with_retry_policy(RetryPolicy::none().with_attempt_timeout(attempt_timeout)),
             bucket: Bucket {
                 tokens: opts.gets_per_second.max(1.0),
                 capacity: opts.gets_per_second.max(1.0),

@@ -36,7 +36,7 @@ use super::{
     reader::{parse_lines, ReadOptions, ResultStream, SourceFile},
 };
 use crate::{
-    client::{multi::WatchManyOptions, Client},
+    client::{Client, WatchManyOptions},
     error::{Error, Result},
     job::Job,
     spec::JobSpec,
@@ -200,7 +200,7 @@ pub struct BatchProgress {
 }
 
 fn uri(s: &str, field: &str) -> Result<GcsUri> {
-    GcsUri::parse_field(s, field)
+    Ok(GcsUri::parse_field(s, field)?)
 }
 
 fn child(root: &GcsUri, rel: &str) -> Result<GcsUri> {
@@ -261,7 +261,7 @@ impl Client {
                 // Create-only: of two processes starting the same batch at
                 // once, one manifest wins and both follow it.
                 let json = serde_json::to_vec_pretty(&m)
-                    .map_err(|e| Error::Config(format!("writing the batch manifest: {e}")))?;
+                    .map_err(|e| Error::config(format!("writing the batch manifest: {e}")))?;
                 match storage.create_bytes(&manifest_uri, json).await? {
                     Some(_) => m,
                     None => {
@@ -385,7 +385,7 @@ async fn read_manifest(storage: &Storage, at: &GcsUri) -> Result<Option<Manifest
 
 async fn write_manifest(storage: &Storage, at: &GcsUri, m: &Manifest) -> Result<()> {
     let json = serde_json::to_vec_pretty(m)
-        .map_err(|e| Error::Config(format!("writing the batch manifest: {e}")))?;
+        .map_err(|e| Error::config(format!("writing the batch manifest: {e}")))?;
     storage.upload_bytes(at, json).await.map(|_| ())
 }
 
@@ -443,9 +443,7 @@ impl Batch {
     /// with `done` set. Also keeps this batch's snapshots current.
     pub fn progress(&mut self) -> impl Stream<Item = Result<BatchProgress>> + '_ {
         let names: Vec<String> = self.jobs().iter().map(|j| j.name().to_owned()).collect();
-        let updates = self
-            .client
-            .watch_many(names.clone(), self.spec.watch.clone());
+        let updates = self.client.watch_many(names.clone(), &self.spec.watch);
         let current = self.manifest.rounds.len() - 1;
         let rows: u64 = self.manifest.rounds[current]
             .parts

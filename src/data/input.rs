@@ -36,7 +36,10 @@ use super::{
     },
     request::Prompt,
 };
-use crate::{proto::aiplatform::GenerateContentRequest, Error, Result};
+use crate::{
+    error::{Error, Result},
+    proto::aiplatform::GenerateContentRequest,
+};
 
 /// The request of one input line.
 ///
@@ -395,7 +398,7 @@ impl InputEncoder {
     /// let mut out = Vec::new();
     /// enc.encode("k1", serde_json::json!({"contents": []}), &mut out)?;
     /// let err = enc.encode("k1", "again", &mut out).unwrap_err();
-    /// assert!(matches!(err, Error::Validation { ref field, .. } if field == "key"));
+    /// assert!(matches!(err, Error::Validation(v) if v.field() == "key"));
     /// assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
     /// # Ok::<(), vertex_batch::Error>(())
     /// ```
@@ -539,7 +542,7 @@ fn add_label(mut labels: Map<String, Value>, key: &str) -> Result<Map<String, Va
     if labels.contains_key(KEY_LABEL) {
         return Err(label_taken(key));
     }
-    if labels.len() >= crate::MAX_LABELS {
+    if labels.len() >= crate::spec::MAX_LABELS {
         return Err(too_many_labels(key));
     }
     labels.insert(KEY_LABEL.to_owned(), Value::String(key_label_value(key)));
@@ -958,7 +961,7 @@ mod tests {
         ] {
             let err = encode_one("k", r).unwrap_err();
             assert!(
-                matches!(&err, Error::Validation { field, .. } if field == "labels"),
+                matches!(&err, Error::Validation(v) if v.field() == "labels"),
                 "{err}"
             );
         }
@@ -975,7 +978,7 @@ mod tests {
         let len = out.len();
         let err = enc.encode("doc-7", "b", &mut out).unwrap_err();
         assert!(
-            matches!(&err, Error::Validation { field, message } if field == "key" && message.contains("\"doc-7\"")),
+            matches!(&err, Error::Validation(v) if v.field() == "key" && v.message().contains("\"doc-7\"")),
             "{err}"
         );
         assert!(enc.encode("", "b", &mut out).is_err());

@@ -309,7 +309,7 @@ fn missing_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::Outcome;
+    use crate::data::results::Outcome;
 
     fn ok(key: &str) -> String {
         format!(
@@ -391,7 +391,7 @@ mod tests {
         let label = |k: &str| {
             format!(
                 r#"{{"status":"","request":{{"labels":{{"team":"x","{}":"{}"}}}},"response":{{"candidates":[{{"content":{{"parts":[{{"text":"t"}}]}}}}]}}}}"#,
-                crate::data::KEY_LABEL,
+                crate::data::key::KEY_LABEL,
                 crate::data::key::key_label_value(k)
             )
         };

@@ -23,7 +23,7 @@
 
 use std::{collections::HashMap, fmt};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The longest key, in UTF-8 bytes (1 KiB). Keys are any non-empty UTF-8
 /// string up to this length; nothing else is restricted.
@@ -231,7 +231,7 @@ pub(crate) fn insert_key_label(labels: &mut HashMap<String, String>, key: &str) 
     if labels.contains_key(KEY_LABEL) {
         return Err(label_taken(key));
     }
-    if labels.len() >= crate::MAX_LABELS {
+    if labels.len() >= crate::spec::MAX_LABELS {
         return Err(too_many_labels(key));
     }
     labels.insert(KEY_LABEL.to_owned(), key_label_value(key));
@@ -255,7 +255,7 @@ pub(crate) fn too_many_labels(key: &str) -> Error {
         format!(
             "the request for key {} already has {} labels; the key mirror needs one more",
             display_key(key),
-            crate::MAX_LABELS
+            crate::spec::MAX_LABELS
         ),
     )
 }
@@ -357,17 +357,17 @@ mod tests {
     fn keys_are_checked() {
         assert!(check_key("x").is_ok());
         assert!(check_key(&"é".repeat(MAX_KEY_BYTES / 2)).is_ok());
-        let Err(Error::Validation { field, message }) = check_key(&"k".repeat(MAX_KEY_BYTES + 1))
-        else {
+        let Err(Error::Validation(v)) = check_key(&"k".repeat(MAX_KEY_BYTES + 1)) else {
             panic!("expected a validation error")
         };
-        assert_eq!(field, "key");
+        let message = v.message();
+        assert_eq!(v.field(), "key");
         assert!(
             message.contains("kkkk") && message.contains("1025 bytes"),
             "{message}"
         );
         assert!(message.len() < 200, "the key is shortened: {message}");
-        assert!(matches!(check_key(""), Err(Error::Validation { field, .. }) if field == "key"));
+        assert!(matches!(check_key(""), Err(Error::Validation(v)) if v.field() == "key"));
     }
 
     #[test]
@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(labels[KEY_LABEL], key_label_value("k1"));
         let err = insert_key_label(&mut labels, "k1").unwrap_err().to_string();
         assert!(err.contains(KEY_LABEL) && err.contains("\"k1\""), "{err}");
-        let mut full: HashMap<_, _> = (0..crate::MAX_LABELS)
+        let mut full: HashMap<_, _> = (0..crate::spec::MAX_LABELS)
             .map(|i| (format!("l{i}"), String::new()))
             .collect();
         assert!(insert_key_label(&mut full, "k").is_err());

@@ -14,19 +14,15 @@ mod fingerprint;
 pub mod input;
 mod join;
 pub mod key;
-mod read;
+pub(crate) mod read;
 mod reader;
 pub mod request;
-mod results;
+pub(crate) mod results;
 
 pub use batch::{Batch, BatchProgress, BatchSpec, MAX_BATCH_KEY_LEN};
 pub use join::Inputs;
 pub use key::KEY_LABEL;
-#[cfg(feature = "emulator")]
-pub(crate) use read::dir_prefix;
 pub use read::ResultReader;
 pub use reader::{local_output_files, read_local_files, ReadOptions, ResultStream, Totals};
-pub use request::{parse_request, parse_response};
-#[cfg(feature = "emulator")]
-pub(crate) use results::MaybeBorrowed;
+pub use request::{parse_request, parse_response, Prompt};
 pub use results::{Answer, Blocked, FinishReason, Missing, Outcome, ResultRow, RowError, Usage};

@@ -110,7 +110,7 @@ impl ResultReader {
                 Output::Local(p) => vec![SourceFile::local(p.clone())],
                 Output::Gcs(dir) => {
                     let storage = self.storage.as_ref().ok_or_else(|| {
-                        Error::Config(format!(
+                        Error::config(format!(
                             "reading {dir} needs a Cloud Storage client: call .storage(..)"
                         ))
                     })?;
@@ -162,5 +162,8 @@ pub(crate) fn dir_prefix(dir: &GcsUri) -> Result<GcsUri> {
     if object.is_empty() {
         return Ok(dir.clone());
     }
-    GcsUri::parse_field(&format!("gs://{}/{object}/", dir.bucket()), "output_dir")
+    Ok(GcsUri::parse_field(
+        &format!("gs://{}/{object}/", dir.bucket()),
+        "output_dir",
+    )?)
 }

@@ -217,7 +217,7 @@ impl Cutter {
                     (buf, f, res)
                 })
                 .await
-                .map_err(|e| Error::Config(format!("a reading thread failed: {e}")))?;
+                .map_err(|e| Error::config(format!("a reading thread failed: {e}")))?;
                 self.buf = buf;
                 *file = f;
                 let n = res.map_err(|e| Error::Storage {
@@ -370,7 +370,7 @@ where
                     Piece::Block(b) => tokio::task::spawn_blocking(move || parse_block(b, &parse))
                         .await
                         .unwrap_or_else(|e| {
-                            vec![Err(Error::Config(format!("a parsing thread failed: {e}")))]
+                            vec![Err(Error::config(format!("a parsing thread failed: {e}")))]
                         }),
                 }
             }
@@ -724,7 +724,7 @@ mod tests {
         let label = crate::data::key::key_label_value(&"long ".repeat(20));
         let line = format!(
             r#"{{"status":"","request":{{"labels":{{"{}":"{label}"}}}},"response":{{"candidates":[{{}}]}}}}"#,
-            crate::data::KEY_LABEL
+            crate::data::key::KEY_LABEL
         );
         let text = format!("{line}\n{line}\n");
         let leaked: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());

@@ -15,11 +15,11 @@
 use serde_json::Value;
 
 use crate::{
+    error::{Error, Result},
     proto::aiplatform::{
         part, safety_setting::HarmBlockThreshold, Content, GenerateContentRequest,
         GenerateContentResponse, GenerationConfig, HarmCategory, Part, SafetySetting,
     },
-    Error, Result,
 };
 
 /// A `GenerateContentRequest` under construction, starting from the common
@@ -636,12 +636,12 @@ mod tests {
         for bad in ["", "not json", "[1,2]", "\"s\"", r#"{"candidates": 5}"#] {
             let err = parse_response(bad).unwrap_err();
             assert!(
-                matches!(&err, Error::Validation { field, .. } if field == "response"),
+                matches!(&err, Error::Validation(v) if v.field() == "response"),
                 "{bad}: {err}"
             );
         }
         assert!(matches!(parse_request("{\"contents\": 1}"),
-            Err(Error::Validation { field, .. }) if field == "request"));
+            Err(Error::Validation(v)) if v.field() == "request"));
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {

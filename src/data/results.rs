@@ -20,7 +20,7 @@
 //!   has the wrong type, is an [`Error::Output`](crate::Error::Output) naming
 //!   its file and line — never a panic, never a silently dropped row;
 //! * the key comes from the top-level `key` field, or, when a pipeline
-//!   dropped it, from the label [`KEY_LABEL`](crate::data::KEY_LABEL) that the
+//!   dropped it, from the label [`KEY_LABEL`](crate::data::key::KEY_LABEL) that the
 //!   input writer mirrors into `request.labels`.
 
 use std::{borrow::Cow, fmt, time::SystemTime};
@@ -143,7 +143,7 @@ impl Answer {
     /// values ignored, `null` read as absent); it fails only on a response
     /// whose known fields have the wrong types.
     pub fn response(&self) -> Result<GenerateContentResponse> {
-        crate::data::parse_response(self.line.response()?.get())
+        super::request::parse_response(self.line.response()?.get())
     }
 }
 
@@ -178,9 +178,9 @@ impl RawLine {
             response: Option<Box<RawValue>>,
         }
         let only: Only = serde_json::from_str(self.as_str())
-            .map_err(|e| crate::Error::validation("response", e.to_string()))?;
+            .map_err(|e| crate::error::Error::validation("response", e.to_string()))?;
         only.response
-            .ok_or_else(|| crate::Error::validation("response", "the line has no response"))
+            .ok_or_else(|| crate::error::Error::validation("response", "the line has no response"))
     }
 }
 
@@ -305,7 +305,7 @@ impl Blocked {
 
     /// The typed response (see [`Answer::response`]).
     pub fn response(&self) -> Result<GenerateContentResponse> {
-        crate::data::parse_response(self.line.response()?.get())
+        super::request::parse_response(self.line.response()?.get())
     }
 }
 
@@ -458,7 +458,7 @@ impl ResultRow {
         self.inner
             .processed_time
             .as_deref()
-            .and_then(crate::timefmt::parse)
+            .and_then(crate::time::parse)
     }
 
     /// What happened to the request.
@@ -688,7 +688,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
             ) -> std::result::Result<Labels<'a>, M::Error> {
                 let mut found = None;
                 while let Some(k) = m.next_key::<MaybeBorrowed<'de>>()? {
-                    if k.0 == crate::data::KEY_LABEL {
+                    if k.0 == crate::data::key::KEY_LABEL {
                         found = m.next_value::<Option<MaybeBorrowed<'de>>>()?.map(|v| v.0);
                     } else {
                         m.next_value::<serde::de::IgnoredAny>()?;
@@ -898,7 +898,7 @@ mod tests {
     fn the_key_label_stands_in_for_a_dropped_key() {
         let line = format!(
             r#"{{"status":"","request":{{"contents":[],"labels":{{"{}":"rabc"}}}},"response":{{"candidates":[]}}}}"#,
-            crate::data::KEY_LABEL
+            crate::data::key::KEY_LABEL
         );
         let p = parse(&line);
         assert_eq!(p.row.key(), None);

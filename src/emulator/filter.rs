@@ -10,7 +10,7 @@
 
 use std::time::SystemTime;
 
-use crate::{job::to_system_time, proto::aiplatform as pb, timefmt};
+use crate::{proto::aiplatform as pb, time};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Op {
@@ -61,7 +61,7 @@ impl Filter {
             Term::Label(Op::Has, k, _) => job.labels.contains_key(k),
             Term::Label(op, k, v) => eq_op(*op, job.labels.get(k) == Some(v)),
             Term::CreateTime(op, t) => {
-                let Some(ct) = job.create_time.as_ref().and_then(to_system_time) else {
+                let Some(ct) = job.create_time.as_ref().and_then(time::to_system_time) else {
                     return false;
                 };
                 match op {
@@ -142,7 +142,7 @@ fn parse_term(raw: &str) -> Result<Term, String> {
         }
         "model" if matches!(op, Op::Eq | Op::Ne) => Ok(Term::Model(op, value)),
         "create_time" | "createTime" if op != Op::Has => {
-            let t = timefmt::parse(&value)
+            let t = time::parse(&value)
                 .ok_or_else(|| format!("filter term {raw:?}: {value:?} is not an RFC 3339 time"))?;
             Ok(Term::CreateTime(op, t))
         }
@@ -187,7 +187,7 @@ fn unquote(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::to_timestamp;
+    use crate::time::to_timestamp;
 
     fn job(
         state: pb::JobState,
@@ -224,8 +224,8 @@ mod tests {
             name in r#"[a-zA-Z0-9 "\\_-]{0,30}"#,
             state in 1i32..12,
         ) {
-            let st = crate::JobState::from_proto(state);
-            let opts = crate::ListOptions::new().label(&key, &value).display_name(&name).state(st);
+            let st = crate::job::JobState::from_proto(state);
+            let opts = crate::client::ListOptions::new().label(&key, &value).display_name(&name).state(st);
             let f = Filter::parse(&opts.filter()).unwrap();
             let mut j = pb::BatchPredictionJob {
                 state,

@@ -47,11 +47,14 @@
 
 mod filter;
 mod knobs;
-pub mod model;
+mod model;
+mod pace;
+mod plan;
+mod rows;
 mod runner;
 mod service;
 mod state;
-pub mod storage;
+mod storage;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -68,17 +71,18 @@ use tokio::{
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-pub use self::filter::Filter;
 pub use self::knobs::{KnobValues, Knobs};
+pub use self::model::{ANSWER_PREFIX, BLOCK_MARKER};
 use self::{service::EmulatorService, state::EmuState};
 use crate::{
+    client::Client,
     error::{Error, Result},
+    job::JobState,
     proto::{
         aiplatform::{job_service_server::JobServiceServer, JobState as PbState},
         longrunning::operations_server::OperationsServer,
     },
     uri::{BigQueryUri, GcsUri},
-    Client, JobState,
 };
 
 /// Configures an [`Emulator`] before it starts.
@@ -131,7 +135,7 @@ impl EmulatorBuilder {
     /// starts serving. The listener is bound before this returns, so the
     /// emulator is ready for clients at once.
     pub async fn start(self) -> Result<Emulator> {
-        let io = |what: &str, e: std::io::Error| Error::Config(format!("emulator: {what}: {e}"));
+        let io = |what: &str, e: std::io::Error| Error::config(format!("emulator: {what}: {e}"));
         let listener = TcpListener::bind((self.ip, self.port))
             .await
             .map_err(|e| io(&format!("binding {}:{}", self.ip, self.port), e))?;
@@ -213,7 +217,7 @@ fn recover(state: &Arc<EmuState>, loaded: Vec<Arc<state::JobSlot>>) {
                 // Only this job's (or an empty) directory: a record may name
                 // a claim it never made (a crash in between), and that name
                 // may since be another job's output.
-                if runner::claim_is_ours(&c, slot.id) {
+                if plan::claim_is_ours(&c, slot.id) {
                     std::fs::remove_dir_all(&c)
                 } else {
                     Ok(())
@@ -231,9 +235,9 @@ fn recover(state: &Arc<EmuState>, loaded: Vec<Arc<state::JobSlot>>) {
             JobState::Cancelling => runner::finish(state, &slot, PbState::Cancelled, None),
             JobState::Running => {
                 tracing::info!(job = slot.id, "re-running a job interrupted by a restart");
-                state.spawn_runner(slot, true);
+                runner::spawn(state, slot, true);
             }
-            _ => state.spawn_runner(slot, false),
+            _ => runner::spawn(state, slot, false),
         }
     }
 }

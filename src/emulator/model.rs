@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::data::MaybeBorrowed;
+use crate::{data::results::MaybeBorrowed, proto::aiplatform as pb};
 
 /// What the emulator reads from one request (everything else is carried
 /// through untouched).
@@ -47,10 +47,18 @@ struct Part<'a> {
     text: Option<Cow<'a, str>>,
 }
 
+/// The part of a `generationConfig` (a row's, or a job's model
+/// parameters) the model reads.
 #[derive(Deserialize, Default)]
 struct GenerationConfig {
     #[serde(rename = "maxOutputTokens", alias = "max_output_tokens", default)]
     max_output_tokens: Option<f64>,
+}
+
+impl GenerationConfig {
+    fn max_tokens(&self) -> Option<u64> {
+        self.max_output_tokens.map(|m| m.max(0.0) as u64)
+    }
 }
 
 #[derive(Serialize)]
@@ -123,6 +131,33 @@ pub struct ModelCtx {
     pub fail_rows_containing: Option<String>,
 }
 
+impl ModelCtx {
+    /// The settings of `job`: its model id, and the `maxOutputTokens` of
+    /// its model parameters.
+    pub(crate) fn for_job(job: &pb::BatchPredictionJob) -> Self {
+        let max_output_tokens = job
+            .model_parameters
+            .as_ref()
+            .and_then(|v| serde_json::to_value(v).ok())
+            .and_then(|p| GenerationConfig::deserialize(p).ok())
+            .and_then(|g| g.max_tokens());
+        let model_version = job
+            .model
+            .rsplit('/')
+            .next()
+            .unwrap_or(&job.model)
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        ModelCtx {
+            model_version,
+            max_output_tokens,
+            fail_rows_containing: None,
+        }
+    }
+}
+
 /// Generates the `GenerateContentResponse` JSON for a raw request, appending
 /// it to `out`. Errors are the row's status text.
 pub fn respond(request: &RawValue, ctx: &ModelCtx, out: &mut Vec<u8>) -> Result<(), String> {
@@ -171,8 +206,7 @@ pub fn respond(request: &RawValue, ctx: &ModelCtx, out: &mut Vec<u8>) -> Result<
     }
     let max = req
         .generation_config
-        .and_then(|g| g.max_output_tokens)
-        .map(|m| m.max(0.0) as u64)
+        .and_then(|g| g.max_tokens())
         .or(ctx.max_output_tokens)
         .unwrap_or(u64::MAX);
 
@@ -385,6 +419,12 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{
+        input::{BatchRequest, InputEncoder, InputLimits},
+        key::{decode_key_label, key_hash, KeyLabel, KEY_LABEL},
+        request::{parse_request_value, parse_response_value, response_text, Prompt},
+    };
+    use std::collections::HashMap;
 
     fn ctx() -> ModelCtx {
         ModelCtx {
@@ -495,5 +535,65 @@ mod tests {
             v["response"]["candidates"][0]["content"]["parts"][0]["text"],
             "Emulated answer to: hi"
         );
+    }
+
+    /// The input writer's lines, run through the model: every row is
+    /// understood, and its key comes back through the echoed request's labels.
+    #[test]
+    fn encoded_lines_run_in_the_emulator_and_their_keys_come_back() {
+        let long_key = format!("doc/{}", "x".repeat(200));
+        let rows: Vec<(String, BatchRequest)> = vec![
+            ("plain".into(), "Give me a recipe for banana bread.".into()),
+            (
+                "typed".into(),
+                Prompt::text("Summarise this")
+                    .system("Be brief")
+                    .temperature(0.2)
+                    .into(),
+            ),
+            (
+                "raw".into(),
+                BatchRequest::json(
+                    r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"labels":{"team":"a"}}"#,
+                )
+                .unwrap(),
+            ),
+            (long_key.clone(), "long key".into()),
+        ];
+        let hashes: HashMap<_, _> = rows.iter().map(|(k, _)| (key_hash(k), k.clone())).collect();
+
+        let mut encoder = InputEncoder::new(InputLimits::default());
+        let mut input = Vec::new();
+        for (key, request) in rows.clone() {
+            encoder.encode(&key, request, &mut input).unwrap();
+        }
+        let ctx = ModelCtx {
+            model_version: "gemini-2.0-flash-001".into(),
+            max_output_tokens: None,
+            fail_rows_containing: None,
+        };
+        let mut keys = Vec::new();
+        for line in std::str::from_utf8(&input).unwrap().lines() {
+            let (mut scratch, mut out) = (Vec::new(), Vec::new());
+            let error = process_gcs_line(
+                line,
+                "2024-11-13T14:04:28.376+00:00",
+                &ctx,
+                &mut scratch,
+                &mut out,
+            );
+            assert_eq!(error, None, "{line}");
+            let mut output: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let response = parse_response_value(output["response"].take()).unwrap();
+            assert!(response_text(&response).is_some());
+            let request = parse_request_value(output["request"].take()).unwrap();
+            let key = match decode_key_label(&request.labels[KEY_LABEL]).unwrap() {
+                KeyLabel::Exact(k) => k,
+                KeyLabel::Hash(h) => hashes[&h].clone(),
+            };
+            keys.push(key);
+        }
+        let expected: Vec<String> = rows.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, expected);
     }
 }

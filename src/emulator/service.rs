@@ -12,7 +12,6 @@ use super::{
     state::{EmuState, JobRecord, JobSlot, OpRecord},
 };
 use crate::{
-    error::{status_with_details, StatusDetail},
     names::{JobName, LocationName},
     proto::{
         aiplatform::{
@@ -23,6 +22,7 @@ use crate::{
         longrunning::{self, operations_server::Operations},
         rpc::{bad_request::FieldViolation, BadRequest},
     },
+    status::{status_with_details, StatusDetail},
     uri::{BigQueryUri, GcsUri},
 };
 
@@ -102,7 +102,7 @@ impl EmulatorService {
     fn find(&self, name: &str) -> Result<(JobName, Arc<JobSlot>), Status> {
         let job: JobName = name
             .parse()
-            .map_err(|e: crate::Error| invalid(vec![("name", e.to_string())]))?;
+            .map_err(|e: crate::error::ValidationError| invalid(vec![("name", e.to_string())]))?;
         let id: u64 = job
             .id()
             .parse()
@@ -132,7 +132,11 @@ fn check_format(v: &mut Violations, field: &'static str, actual: &str, expected:
 }
 
 /// A URI that must parse.
-fn check_uri<T>(v: &mut Violations, field: &'static str, parsed: crate::Result<T>) {
+fn check_uri<T, E: std::fmt::Display>(
+    v: &mut Violations,
+    field: &'static str,
+    parsed: std::result::Result<T, E>,
+) {
     if let Err(e) = parsed {
         v.push((field, e.to_string()));
     }
@@ -314,7 +318,7 @@ impl JobService for EmulatorService {
             .await
             .map_err(|e| Status::internal(format!("emulator could not store the job: {e}")))?;
         self.state.insert(slot.clone());
-        self.state.spawn_runner(slot, false);
+        super::runner::spawn(&self.state, slot, false);
         tracing::info!(job = %job.name, model = %job.model, "job created");
         if self.state.knobs.take_lost_create() {
             tracing::info!(job = %job.name, "answering UNAVAILABLE after commit (lost response)");
@@ -345,7 +349,7 @@ impl JobService for EmulatorService {
         let parent: LocationName = req
             .parent
             .parse()
-            .map_err(|e: crate::Error| invalid(vec![("parent", e.to_string())]))?;
+            .map_err(|e: crate::error::ValidationError| invalid(vec![("parent", e.to_string())]))?;
         let filter = Filter::parse(&req.filter).map_err(|e| invalid(vec![("filter", e)]))?;
         let page_size = match req.page_size {
             n if n < 0 => return Err(invalid(vec![("page_size", "must not be negative".into())])),
@@ -399,7 +403,7 @@ impl JobService for EmulatorService {
         let (_, slot) = self.find(&name)?;
         {
             let mut rec = slot.lock();
-            let state = crate::JobState::from_proto(rec.job.state);
+            let state = crate::job::JobState::from_proto(rec.job.state);
             if state.is_terminal() {
                 return Err(Status::failed_precondition(format!(
                     "BatchPredictionJob {name} has already ended ({state}) and cannot be cancelled"
@@ -423,7 +427,7 @@ impl JobService for EmulatorService {
         let name = request.get_ref().name.clone();
         self.begin("DeleteBatchPredictionJob", &request, "name", &name)?;
         let (job_name, slot) = self.find(&name)?;
-        let state = crate::JobState::from_proto(slot.lock().job.state);
+        let state = crate::job::JobState::from_proto(slot.lock().job.state);
         if !state.is_terminal() {
             return Err(Status::failed_precondition(format!(
                 "BatchPredictionJob {name} is {state}; cancel it and wait for it to end before deleting it"

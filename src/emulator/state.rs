@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use super::knobs::Knobs;
-use crate::{job::to_timestamp, proto::aiplatform as pb, proto::longrunning};
+use crate::{proto::aiplatform as pb, proto::longrunning, time::to_timestamp};
 
 /// Wall-clock time that follows Tokio's clock, so that a paused test clock
 /// moves job timestamps too.
@@ -115,7 +115,7 @@ pub(crate) struct EmuState {
     /// Flips to true when the emulator shuts down; runners stop and keep
     /// their job's durable state for the next start.
     pub(crate) stopping: watch::Sender<bool>,
-    runners: Mutex<tokio::task::JoinSet<()>>,
+    pub(crate) runners: Mutex<tokio::task::JoinSet<()>>,
     rpc_counts: Mutex<BTreeMap<String, u64>>,
     /// Where `gs://` lives: a Cloud Storage endpoint (e.g. fake-gcs-server),
     /// or `None` for the data directory.
@@ -355,13 +355,6 @@ impl EmuState {
             .clone()
     }
 
-    /// Starts a job's runner.
-    pub(crate) fn spawn_runner(self: &Arc<Self>, slot: Arc<JobSlot>, resume: bool) {
-        let mut set = self.runners.lock().unwrap_or_else(|e| e.into_inner());
-        while set.try_join_next().is_some() {}
-        set.spawn(super::runner::run(self.clone(), slot, resume));
-    }
-
     /// Takes the runners, to wait for them or abort them.
     pub(crate) fn take_runners(&self) -> tokio::task::JoinSet<()> {
         std::mem::take(&mut *self.runners.lock().unwrap_or_else(|e| e.into_inner()))
@@ -420,3 +413,11 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// How often a running job's progress is written to disk.
 pub(crate) const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// Runs `f` on the blocking pool (a panic there is an I/O error here).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(format!("a blocking task failed: {e}")))
+}

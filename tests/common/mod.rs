@@ -64,7 +64,9 @@ pub fn temp() -> tempfile::TempDir {
 /// milliseconds (the default policy first waits 2 s).
 pub fn fast_wait() -> vertex_batch::WaitOptions {
     vertex_batch::WaitOptions::new()
-        .policy(vertex_batch::PollPolicy::fixed(Duration::from_millis(10)))
+        .policy(vertex_batch::policy::PollPolicy::fixed(
+            Duration::from_millis(10),
+        ))
         .timeout(Duration::from_secs(60))
 }
 
@@ -73,7 +75,7 @@ pub fn fast_wait() -> vertex_batch::WaitOptions {
 pub async fn run_to_end(client: &Client, spec: &JobSpec) -> Job {
     let job = client.create(spec).await.unwrap();
     client
-        .wait_terminal_with(job.name(), fast_wait())
+        .wait(job.name(), &fast_wait().any_end())
         .await
         .unwrap()
 }
@@ -106,7 +108,7 @@ pub async fn poll_until(
 pub async fn collect_jobs(client: &Client) -> Vec<Job> {
     use futures::TryStreamExt;
     client
-        .list(vertex_batch::ListOptions::new())
+        .list(&vertex_batch::ListOptions::new())
         .try_collect()
         .await
         .unwrap()

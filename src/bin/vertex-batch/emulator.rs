@@ -4,8 +4,7 @@
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use vertex_batch::{
-    emulator::{Emulator, KnobValues},
-    storage::{Storage, ENV_STORAGE_EMULATOR_HOST},
+    emulator::Emulator, emulator::KnobValues, storage::Storage, storage::ENV_STORAGE_EMULATOR_HOST,
 };
 
 /// The emulator's flags.

@@ -90,7 +90,7 @@ impl CliError {
         }
         };
         match &e {
-            Error::Validation { .. } | Error::Config(_) => Self::usage(e.to_string()),
+            Error::Validation(_) | Error::Config { .. } => Self::usage(e.to_string()),
             Error::Auth { message, .. } => Self::new(
                 AUTH,
                 format!(

@@ -4,9 +4,8 @@ use std::{cell::Cell, path::PathBuf, pin::pin};
 
 use futures::StreamExt;
 use vertex_batch::{
-    data::{BatchSpec, Inputs, ResultReader},
-    storage::Storage,
-    GcsUri, Job, JobSpec, JobState, ListOptions, OutputLocation, WaitOptions,
+    data::BatchSpec, data::Inputs, data::ResultReader, job::OutputLocation, storage::Storage,
+    GcsUri, Job, JobSpec, JobState, ListOptions, WaitOptions,
 };
 
 use crate::{
@@ -275,7 +274,7 @@ pub struct WatchArgs {
 pub async fn watch(g: &Global, a: WatchArgs) -> CliResult<Exit> {
     let client = g.client()?;
     let mut ui = Progress::new();
-    let mut updates = pin!(client.watch(&a.job.job, WaitOptions::new()));
+    let mut updates = pin!(client.watch(&a.job.job, &WaitOptions::new()));
     let mut ctrl_c = pin!(tokio::signal::ctrl_c());
     let mut last: Option<Job> = None;
     loop {
@@ -360,7 +359,7 @@ pub async fn list(g: &Global, a: ListArgs) -> CliResult<Exit> {
         opts = opts.label(k, v);
     }
     let mut jobs = Vec::new();
-    let mut stream = pin!(client.list(opts).take(a.limit));
+    let mut stream = pin!(client.list(&opts).take(a.limit));
     while let Some(j) = stream.next().await {
         jobs.push(j.map_err(|e| CliError::from_lib(e, Some(g)))?);
     }

@@ -104,11 +104,11 @@ impl Global {
             CliError::usage("no project: pass --project PROJECT or set GOOGLE_CLOUD_PROJECT")
         })?;
         let retry = if self.retry_for == 0 {
-            vertex_batch::RetryPolicy::none()
+            vertex_batch::policy::RetryPolicy::none()
         } else {
-            vertex_batch::RetryPolicy::default()
-                .max_attempts(u32::MAX)
-                .total_timeout(Some(std::time::Duration::from_secs(self.retry_for)))
+            vertex_batch::policy::RetryPolicy::default()
+                .with_max_attempts(u32::MAX)
+                .with_total_timeout(Some(std::time::Duration::from_secs(self.retry_for)))
         };
         Client::builder()
             .project(project)

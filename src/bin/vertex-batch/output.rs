@@ -229,6 +229,7 @@ async fn write_all(mut rows: ResultStream, out: &mut ResultsFile) -> CliResult<W
                 file,
                 line,
                 message,
+                ..
             }) => {
                 unreadable += 1;
                 if unreadable <= 10 {

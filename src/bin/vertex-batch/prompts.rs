@@ -129,7 +129,7 @@ impl Prompts {
 
     fn line_error(&self, e: vertex_batch::Error) -> CliError {
         let message = match e {
-            vertex_batch::Error::Validation { message, .. } => message,
+            vertex_batch::Error::Validation(v) => v.message().to_owned(),
             other => other.to_string(),
         };
         CliError::usage(format!("{}: {message}", self.path.display()))

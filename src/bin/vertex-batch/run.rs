@@ -3,10 +3,7 @@
 use std::{cell::Cell, path::PathBuf, pin::pin};
 
 use futures::StreamExt;
-use vertex_batch::{
-    data::{Batch, BatchSpec},
-    GcsUri, JobSpec, JobState,
-};
+use vertex_batch::{data::Batch, data::BatchSpec, GcsUri, JobSpec, JobState};
 
 use crate::{
     fail::{CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},

@@ -1,4 +1,5 @@
-//! RFC 3339 formatting and parsing of UTC times, without a date library.
+//! Time: RFC 3339 formatting and parsing of UTC times (without a date
+//! library), protobuf timestamp conversions, and saturating deadlines.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -98,9 +99,68 @@ pub fn parse(s: &str) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
+/// Converts a protobuf timestamp; `None` if it is out of range.
+pub(crate) fn to_system_time(ts: &pbjson_types::Timestamp) -> Option<SystemTime> {
+    let nanos = u32::try_from(ts.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
+    if ts.seconds >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(u64::try_from(ts.seconds).ok()?, nanos))
+    } else {
+        let back = Duration::new(ts.seconds.unsigned_abs(), 0);
+        UNIX_EPOCH
+            .checked_sub(back)?
+            .checked_add(Duration::from_nanos(u64::from(nanos)))
+    }
+}
+
+/// Converts a `SystemTime` to a protobuf timestamp.
+#[cfg_attr(not(feature = "emulator"), allow(dead_code))]
+pub(crate) fn to_timestamp(t: SystemTime) -> pbjson_types::Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => pbjson_types::Timestamp {
+            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+        },
+        Err(e) => {
+            let d = e.duration();
+            let mut seconds = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            let mut nanos = i32::try_from(d.subsec_nanos()).unwrap_or(0);
+            if nanos > 0 {
+                seconds -= 1;
+                nanos = 1_000_000_000 - nanos;
+            }
+            pbjson_types::Timestamp { seconds, nanos }
+        }
+    }
+}
+
+/// The instant `d` from now on Tokio's clock, saturating thirty years out
+/// instead of overflowing on a huge `d`.
+pub(crate) fn after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_convert_both_ways() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_000_000);
+        assert_eq!(to_system_time(&to_timestamp(t)), Some(t));
+        let before = UNIX_EPOCH - Duration::new(5, 250_000_000);
+        let ts = to_timestamp(before);
+        assert_eq!((ts.seconds, ts.nanos), (-6, 750_000_000));
+        assert_eq!(to_system_time(&ts), Some(before));
+        let bad = pbjson_types::Timestamp {
+            seconds: 1,
+            nanos: -5,
+        };
+        assert_eq!(to_system_time(&bad), None);
+    }
 
     #[test]
     fn formats_and_parses() {

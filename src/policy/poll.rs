@@ -16,22 +16,21 @@
 
 use std::time::Duration;
 
+use super::backoff::{sane_multiplier, Backoff};
 use crate::job::{Job, JobState};
 
 /// How often to poll a job; see the module docs for the default.
 ///
 /// ```
 /// use std::time::Duration;
-/// use vertex_batch::PollPolicy;
+/// use vertex_batch::policy::PollPolicy;
 /// let ui = PollPolicy::default().max_interval(Duration::from_secs(15));
 /// let fixed = PollPolicy::fixed(Duration::from_secs(5));
 /// # let _ = (ui, fixed);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollPolicy {
-    initial: Duration,
-    multiplier: f64,
-    backoff_cap: Duration,
+    backoff: Backoff,
     adaptive: bool,
     near_end: Duration,
     adaptive_cap: Duration,
@@ -42,9 +41,11 @@ pub struct PollPolicy {
 impl Default for PollPolicy {
     fn default() -> Self {
         PollPolicy {
-            initial: Duration::from_secs(2),
-            multiplier: 2.0,
-            backoff_cap: Duration::from_secs(60),
+            backoff: Backoff {
+                initial: Duration::from_secs(2),
+                multiplier: 2.0,
+                cap: Duration::from_secs(60),
+            },
             adaptive: true,
             near_end: Duration::from_secs(10),
             adaptive_cap: Duration::from_secs(600),
@@ -59,9 +60,11 @@ impl PollPolicy {
     /// samples do with 5 s).
     pub fn fixed(interval: Duration) -> Self {
         PollPolicy {
-            initial: interval,
-            multiplier: 1.0,
-            backoff_cap: interval,
+            backoff: Backoff {
+                initial: interval,
+                multiplier: 1.0,
+                cap: interval,
+            },
             adaptive: false,
             jitter: 0.0,
             ..Default::default()
@@ -72,9 +75,11 @@ impl PollPolicy {
     /// (Google's Rust poller uses 1 s doubling to 60 s).
     pub fn backoff(initial: Duration, cap: Duration, multiplier: f64) -> Self {
         PollPolicy {
-            initial,
-            multiplier: multiplier.max(1.0),
-            backoff_cap: cap,
+            backoff: Backoff {
+                initial,
+                multiplier: sane_multiplier(multiplier, 1.0),
+                cap,
+            },
             adaptive: false,
             jitter: 0.0,
             ..Default::default()
@@ -84,7 +89,7 @@ impl PollPolicy {
     /// Caps every interval (e.g. for a progress display that wants updates
     /// at least this often).
     pub fn max_interval(mut self, cap: Duration) -> Self {
-        self.backoff_cap = self.backoff_cap.min(cap);
+        self.backoff.cap = self.backoff.cap.min(cap);
         self.adaptive_cap = self.adaptive_cap.min(cap);
         self.near_end = self.near_end.min(cap);
         self
@@ -99,7 +104,7 @@ impl PollPolicy {
 
     /// The first backoff interval (default 2 s).
     pub fn initial_interval(mut self, d: Duration) -> Self {
-        self.initial = d;
+        self.backoff.initial = d;
         self
     }
 
@@ -157,10 +162,7 @@ impl Poller {
     /// The delay after a failed poll (plain backoff).
     pub fn next_backoff(&mut self) -> Duration {
         let p = &self.policy;
-        let exp = p.multiplier.powi(self.backoff_step.min(64) as i32);
-        let d = Duration::try_from_secs_f64(p.initial.as_secs_f64() * exp)
-            .unwrap_or(Duration::MAX)
-            .min(p.backoff_cap);
+        let d = p.backoff.delay(self.backoff_step);
         self.backoff_step = self.backoff_step.saturating_add(1);
         self.jittered(d)
     }
@@ -173,14 +175,6 @@ impl Poller {
         Duration::try_from_secs_f64(d.as_secs_f64() * (1.0 + j * (2.0 * fastrand::f64() - 1.0)))
             .unwrap_or(d)
     }
-}
-
-/// `now + d` on Tokio's clock, saturating about thirty years on instead of
-/// overflowing.
-pub(crate) fn after(d: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// Predicted time left from the job's own progress, when it can be told.
@@ -215,7 +209,7 @@ pub fn estimate_remaining(job: &Job) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{job::to_timestamp, proto::aiplatform as pb};
+    use crate::{proto::aiplatform as pb, time::to_timestamp};
     use std::time::UNIX_EPOCH;
 
     fn running(done: i64, left: i64, elapsed_secs: u64) -> Job {
@@ -242,11 +236,11 @@ mod tests {
         for _ in 0..5 {
             let _ = p.next_backoff();
         }
-        assert!(after(Duration::MAX) > tokio::time::Instant::now());
-        let r = crate::RetryPolicy::default()
-            .initial_backoff(Duration::MAX)
-            .max_backoff(Duration::MAX)
-            .multiplier(1e300);
+        assert!(crate::time::after(Duration::MAX) > tokio::time::Instant::now());
+        let r = crate::policy::retry::RetryPolicy::default()
+            .with_initial_backoff(Duration::MAX)
+            .with_max_backoff(Duration::MAX)
+            .with_multiplier(1e300);
         assert_eq!(r.backoff(50), Duration::MAX);
     }
 

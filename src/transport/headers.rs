@@ -20,7 +20,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tower::{Layer, Service};
 
 use super::auth::TokenCache;
-use crate::error::{BoxError, Error};
+use crate::error::{AuthFailure, BoxError, Error, NotGrpcResponse};
 
 /// `x-goog-request-params`.
 pub const REQUEST_PARAMS: HeaderName = HeaderName::from_static(REQUEST_PARAMS_STR);
@@ -97,22 +97,6 @@ impl<S> Layer<S> for HeaderLayer {
 pub(crate) struct HeaderService<S> {
     inner: S,
     shared: Arc<Shared>,
-}
-
-/// An authentication failure travelling through tonic as a boxed error; the
-/// facade turns it back into [`Error::Auth`].
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct AuthFailure(pub(crate) String);
-
-/// An answer that is not gRPC (an HTML page, a plain HTTP error from a
-/// wrong endpoint or a proxy), recognised by its `content-type`; the facade
-/// turns it into [`Error::NotGrpc`].
-#[derive(Debug, thiserror::Error)]
-#[error("HTTP {status} with content-type {content_type:?}")]
-pub(crate) struct NotGrpcResponse {
-    status: u16,
-    content_type: String,
 }
 
 /// Passes gRPC answers on; anything else becomes a [`NotGrpcResponse`].
@@ -192,6 +176,16 @@ where
         }))
     }
 }
+
+/// The `grpc-timeout` header value for `d`, in tonic's own format.
+pub(crate) fn grpc_timeout(d: std::time::Duration) -> Option<MetadataValue<Ascii>> {
+    let mut probe = tonic::Request::new(());
+    probe.set_timeout(d);
+    probe.metadata().get(GRPC_TIMEOUT).cloned()
+}
+
+/// The header carrying a call's deadline.
+pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 #[cfg(test)]
 mod tests {

@@ -1,15 +1,17 @@
-//! Listing, cancelling and deleting jobs.
+//! Listing jobs: [`ListOptions`] (filters built safely), one page at a
+//! time or as a stream.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures::{stream, Stream, TryStreamExt};
 
-use super::{Client, Routing};
+use super::{call::Routing, shared::Client};
 use crate::{
-    error::{Error, Result, ServiceError},
+    error::{Error, Result},
     job::{Job, JobState},
-    proto::{aiplatform as pb, longrunning},
-    timefmt,
+    proto::aiplatform as pb,
+    spec::check_label,
+    time,
 };
 
 /// What to list: filters (joined by `AND`) and a page size.
@@ -61,7 +63,7 @@ impl ListOptions {
     /// checks too) makes listing fail with a validation error before any
     /// call, rather than send a filter that means something else.
     pub fn label(mut self, key: &str, value: &str) -> Self {
-        match crate::spec::check_label(key, value) {
+        match check_label(key, value) {
             // The value quoted (AIP-160), so every filter parser reads it
             // as one string whatever it holds.
             Ok(()) => self.terms.push(format!(
@@ -78,14 +80,14 @@ impl ListOptions {
     /// Only jobs created after `t`.
     pub fn created_after(mut self, t: SystemTime) -> Self {
         self.terms
-            .push(format!("create_time>\"{}\"", timefmt::format_millis(t)));
+            .push(format!("create_time>\"{}\"", time::format_millis(t)));
         self
     }
 
     /// Only jobs created before `t`.
     pub fn created_before(mut self, t: SystemTime) -> Self {
         self.terms
-            .push(format!("create_time<\"{}\"", timefmt::format_millis(t)));
+            .push(format!("create_time<\"{}\"", time::format_millis(t)));
         self
     }
 
@@ -162,18 +164,19 @@ impl Client {
     /// use futures::TryStreamExt;
     /// use vertex_batch::{JobState, ListOptions};
     /// let running: Vec<_> = client
-    ///     .list(ListOptions::new().state(JobState::Running))
+    ///     .list(&ListOptions::new().state(JobState::Running))
     ///     .try_collect()
     ///     .await?;
     /// println!("{} jobs running", running.len());
     /// # Ok(()) }
     /// ```
-    pub fn list(&self, opts: ListOptions) -> impl Stream<Item = Result<Job>> + Send + 'static {
+    pub fn list(&self, opts: &ListOptions) -> impl Stream<Item = Result<Job>> + Send + 'static {
         enum Next {
             Page(Option<String>),
             Done,
         }
         let client = self.clone();
+        let opts = opts.clone();
         let pages = stream::try_unfold(Next::Page(None), move |next| {
             let client = client.clone();
             let opts = opts.clone();
@@ -193,78 +196,5 @@ impl Client {
         pages
             .map_ok(|jobs| stream::iter(jobs.into_iter().map(Ok::<Job, Error>)))
             .try_flatten()
-    }
-
-    /// Asks the service to cancel a job. The job moves to `CANCELLING` and
-    /// then ends `CANCELLED` (or `SUCCEEDED`/`FAILED` if it was about to);
-    /// use [`Client::wait`] to see how it ended. A job that already ended
-    /// gives `FAILED_PRECONDITION`.
-    pub async fn cancel(&self, name: impl AsRef<str>) -> Result<()> {
-        self.call_on_job(
-            "CancelBatchPredictionJob",
-            name.as_ref(),
-            |name| pb::CancelBatchPredictionJobRequest { name },
-            |s, r| {
-                let mut stub = s.jobs.clone();
-                async move { stub.cancel_batch_prediction_job(r).await }
-            },
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Deletes a job that has ended, following the returned long-running
-    /// operation until it is done (at most 5 minutes). A job still running
-    /// gives `FAILED_PRECONDITION`: cancel it and wait first.
-    pub async fn delete(&self, name: impl AsRef<str>) -> Result<()> {
-        let op = self
-            .call_on_job(
-                "DeleteBatchPredictionJob",
-                name.as_ref(),
-                |name| pb::DeleteBatchPredictionJobRequest { name },
-                |s, r| {
-                    let mut stub = s.jobs.clone();
-                    async move { stub.delete_batch_prediction_job(r).await }
-                },
-            )
-            .await?;
-        self.await_operation(op, Duration::from_secs(300)).await
-    }
-
-    /// Polls a long-running operation until it is done, within `limit`.
-    async fn await_operation(&self, mut op: longrunning::Operation, limit: Duration) -> Result<()> {
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(100);
-        while !op.done {
-            if started.elapsed() + delay > limit {
-                return Err(Error::Timeout {
-                    after: started.elapsed(),
-                    during: format!("waiting for operation {}", op.name),
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-            let request = longrunning::GetOperationRequest {
-                name: op.name.clone(),
-            };
-            op = self
-                .call(
-                    "GetOperation",
-                    Routing::name(&op.name),
-                    true,
-                    request,
-                    |s, r| {
-                        let mut stub = s.ops.clone();
-                        async move { stub.get_operation(r).await }
-                    },
-                )
-                .await?;
-        }
-        match op.result {
-            Some(longrunning::operation::Result::Error(status)) => Err(Error::Service(Box::new(
-                ServiceError::from_rpc_status(&status),
-            ))),
-            _ => Ok(()),
-        }
     }
 }

@@ -1,4 +1,5 @@
-//! [`Client::submit`]: a create that is safe to retry.
+//! Creating jobs: [`Client::create`] (one attempt) and [`Client::submit`]
+//! (a create that is safe to retry).
 //!
 //! The service has no request id, so after an ambiguous failure (the
 //! request may have been committed but the answer was lost) a blind retry
@@ -9,26 +10,18 @@
 
 use tokio::time::Instant;
 
-use super::Client;
+use super::{call::Routing, list::ListOptions, shared::Client};
 use crate::{
-    client::lifecycle::ListOptions,
     error::{Error, Result},
     job::Job,
-    spec::JobSpec,
+    names::LocationName,
+    proto::aiplatform as pb,
+    spec::{JobSpec, REQUEST_KEY_LABEL, SPEC_LABEL},
 };
-
-/// The label that carries the request key. Its name uses underscores, so
-/// every AIP-160 filter parser accepts `labels.vertex_batch_request_key`.
-pub const REQUEST_KEY_LABEL: &str = "vertex_batch_request_key";
-
-/// The label that carries a fingerprint of the job spec, so a request key
-/// reused for a different spec is caught instead of answered with the
-/// earlier job.
-pub const SPEC_LABEL: &str = "vertex_batch_spec";
 
 /// A fingerprint of everything the job asks for but our own labels:
 /// `s` + 24 hex digits of the SHA-256 of its canonical JSON (keys sorted).
-fn spec_fingerprint(job: &crate::proto::aiplatform::BatchPredictionJob) -> String {
+fn spec_fingerprint(job: &pb::BatchPredictionJob) -> String {
     let mut job = job.clone();
     job.labels.remove(REQUEST_KEY_LABEL);
     job.labels.remove(SPEC_LABEL);
@@ -95,6 +88,38 @@ fn new_request_key() -> String {
 
 /// # Submitting without duplicates
 impl Client {
+    /// Creates a batch prediction job from `spec` after validating it locally.
+    ///
+    /// Not retried: the service has no request id, so a blind retry after a
+    /// lost answer could start a second, billed job. Use
+    /// [`Client::submit`] for a create that is safe to retry. To send a
+    /// request this crate would refuse (e.g. to test a server's
+    /// validation), customise the proto with [`JobSpec::with_proto`] or use
+    /// the generated stub in [`crate::proto`].
+    pub async fn create(&self, spec: &JobSpec) -> Result<Job> {
+        let request = spec.to_request(&self.inner.parent)?;
+        self.send_create(request).await
+    }
+
+    /// Sends a prepared `CreateBatchPredictionJobRequest` as it is, once.
+    async fn send_create(&self, request: pb::CreateBatchPredictionJobRequest) -> Result<Job> {
+        let _valid: LocationName = request.parent.parse()?;
+        let parent = request.parent.clone();
+        let job = self
+            .call(
+                "CreateBatchPredictionJob",
+                Routing::parent(&parent),
+                false,
+                request,
+                |s, r| {
+                    let mut stub = s.jobs.clone();
+                    async move { stub.create_batch_prediction_job(r).await }
+                },
+            )
+            .await?;
+        Ok(Job::from(job))
+    }
+
     /// Creates a job, retrying safely: never makes two jobs for one call.
     ///
     /// The request key comes from [`JobSpec::request_key`] when set (reuse
@@ -161,7 +186,7 @@ impl Client {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let err = match self.create_request(request.clone()).await {
+            let err = match self.send_create(request.clone()).await {
                 Ok(job) => return Ok(job),
                 Err(e) => e,
             };

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::backoff::{sane_multiplier, Backoff};
 use crate::error::Error;
 
 /// How idempotent calls are retried.
@@ -18,20 +19,18 @@ use crate::error::Error;
 ///
 /// ```
 /// use std::time::Duration;
-/// use vertex_batch::RetryPolicy;
+/// use vertex_batch::policy::RetryPolicy;
 /// let policy = RetryPolicy::default()
-///     .max_attempts(3)
-///     .attempt_timeout(Some(Duration::from_secs(10)));
-/// assert_eq!(policy.get_max_attempts(), 3);
+///     .with_max_attempts(3)
+///     .with_attempt_timeout(Some(Duration::from_secs(10)));
+/// assert_eq!(policy.max_attempts(), 3);
 /// let none = RetryPolicy::none();
-/// assert_eq!(none.get_max_attempts(), 1);
+/// assert_eq!(none.max_attempts(), 1);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     max_attempts: u32,
-    initial_backoff: Duration,
-    max_backoff: Duration,
-    multiplier: f64,
+    backoff: Backoff,
     total_timeout: Option<Duration>,
     attempt_timeout: Option<Duration>,
 }
@@ -40,9 +39,11 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 6,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-            multiplier: 2.0,
+            backoff: Backoff {
+                initial: Duration::from_secs(1),
+                multiplier: 2.0,
+                cap: Duration::from_secs(30),
+            },
             total_timeout: Some(Duration::from_secs(300)),
             attempt_timeout: Some(Duration::from_secs(60)),
         }
@@ -59,31 +60,31 @@ impl RetryPolicy {
     }
 
     /// At most this many attempts in all (at least 1).
-    pub fn max_attempts(mut self, n: u32) -> Self {
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n.max(1);
         self
     }
 
     /// The first backoff delay (before jitter).
-    pub fn initial_backoff(mut self, d: Duration) -> Self {
-        self.initial_backoff = d;
+    pub fn with_initial_backoff(mut self, d: Duration) -> Self {
+        self.backoff.initial = d;
         self
     }
 
     /// The longest backoff delay (before jitter).
-    pub fn max_backoff(mut self, d: Duration) -> Self {
-        self.max_backoff = d;
+    pub fn with_max_backoff(mut self, d: Duration) -> Self {
+        self.backoff.cap = d;
         self
     }
 
     /// The factor the backoff grows by after each attempt (at least 1).
-    pub fn multiplier(mut self, m: f64) -> Self {
-        self.multiplier = if m.is_finite() { m.max(1.0) } else { 2.0 };
+    pub fn with_multiplier(mut self, m: f64) -> Self {
+        self.backoff.multiplier = sane_multiplier(m, 2.0);
         self
     }
 
     /// The time budget for all attempts and delays of one call (`None`: no limit).
-    pub fn total_timeout(mut self, d: Option<Duration>) -> Self {
+    pub fn with_total_timeout(mut self, d: Option<Duration>) -> Self {
         self.total_timeout = d;
         self
     }
@@ -91,36 +92,45 @@ impl RetryPolicy {
     /// The deadline of each attempt (`None`: no limit of its own). An
     /// attempt's deadline is never later than the end of the total budget,
     /// so with both `None` calls carry no deadline at all.
-    pub fn attempt_timeout(mut self, d: Option<Duration>) -> Self {
+    pub fn with_attempt_timeout(mut self, d: Option<Duration>) -> Self {
         self.attempt_timeout = d;
         self
     }
 
     /// The configured number of attempts.
-    pub fn get_max_attempts(&self) -> u32 {
+    pub fn max_attempts(&self) -> u32 {
         self.max_attempts
     }
 
     /// The configured per-attempt deadline.
-    pub fn get_attempt_timeout(&self) -> Option<Duration> {
+    pub fn attempt_timeout(&self) -> Option<Duration> {
         self.attempt_timeout
     }
 
     /// The configured total budget.
-    pub fn get_total_timeout(&self) -> Option<Duration> {
+    pub fn total_timeout(&self) -> Option<Duration> {
         self.total_timeout
+    }
+
+    /// The first backoff.
+    pub fn initial_backoff(&self) -> Duration {
+        self.backoff.initial
+    }
+
+    /// The longest backoff (and the cap on a server's `RetryInfo` delay).
+    pub fn max_backoff(&self) -> Duration {
+        self.backoff.cap
+    }
+
+    /// The factor each backoff grows by.
+    pub fn multiplier(&self) -> f64 {
+        self.backoff.multiplier
     }
 
     /// The backoff before attempt `attempt + 1` (`attempt` counts from 1),
     /// before jitter.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .multiplier
-            .powi(attempt.saturating_sub(1).min(64) as i32);
-        let secs = self.initial_backoff.as_secs_f64() * exp;
-        Duration::try_from_secs_f64(secs)
-            .unwrap_or(Duration::MAX)
-            .min(self.max_backoff)
+        self.backoff.delay(attempt.saturating_sub(1))
     }
 
     /// What to do after attempt `attempt` failed with `err`, `elapsed` into
@@ -136,7 +146,7 @@ impl RetryPolicy {
         // longest backoff: a bogus (or hostile) hour-long delay must not
         // stall a call that has no total budget.
         let delay = match err.retry_delay() {
-            Some(asked) => asked.min(self.max_backoff).max(jittered),
+            Some(asked) => asked.min(self.backoff.cap).max(jittered),
             None => jittered,
         };
         if let Some(total) = self.total_timeout {
@@ -151,8 +161,8 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{status_with_details, StatusDetail};
     use crate::proto::rpc::RetryInfo;
+    use crate::status::{status_with_details, StatusDetail};
 
     fn unavailable() -> Error {
         Error::from_status(tonic::Status::unavailable("down"), "test")
@@ -172,7 +182,7 @@ mod tests {
         };
         let err = asking(86_400);
         assert_eq!(err.retry_delay(), Some(Duration::from_secs(86_400)));
-        let p = RetryPolicy::default().total_timeout(None);
+        let p = RetryPolicy::default().with_total_timeout(None);
         let d = p.next_delay(1, &err, Duration::ZERO).unwrap();
         assert!(d <= Duration::from_secs(30), "{d:?}");
         // A modest ask is honoured.

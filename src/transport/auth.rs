@@ -23,7 +23,7 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(20);
 /// How the client authenticates.
 ///
 /// ```
-/// use vertex_batch::Credentials;
+/// use vertex_batch::transport::Credentials;
 /// let creds = Credentials::access_token("ya29.secret");
 /// assert!(!format!("{creds:?}").contains("secret"));
 /// ```

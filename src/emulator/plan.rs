@@ -1,0 +1,395 @@
+//! Where a job's rows come from and go to: resolving and staging its input
+//! (local files, or downloaded from Cloud Storage), counting its rows, and
+//! planning and claiming its output (a directory in the service's layout,
+//! or a BigQuery table file), uploaded when the job publishes.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use super::{
+    state::{blocking, EmuState, JobSlot},
+    storage,
+};
+use crate::{
+    proto::aiplatform::{
+        self as pb,
+        batch_prediction_job::{input_config, output_config, output_info, OutputInfo},
+    },
+    time,
+    uri::{BigQueryUri, GcsUri},
+};
+
+/// The resolved input of a job.
+pub(crate) enum Input {
+    Gcs(Vec<PathBuf>),
+    BigQuery(PathBuf),
+}
+
+impl Input {
+    pub(crate) fn files(&self) -> Vec<&Path> {
+        match self {
+            Input::Gcs(v) => v.iter().map(PathBuf::as_path).collect(),
+            Input::BigQuery(p) => vec![p.as_path()],
+        }
+    }
+}
+
+/// Where the output goes: the partial file, the final file, what the job
+/// claimed (its GCS directory or its BigQuery table file), and `output_info`.
+pub(crate) struct Output {
+    pub(crate) partial: PathBuf,
+    pub(crate) final_path: PathBuf,
+    pub(crate) claim: PathBuf,
+    pub(crate) info: OutputInfo,
+    /// With a Cloud Storage backend: the `gs://` directory the local output
+    /// directory (`claim`) is uploaded to once published.
+    pub(crate) remote: Option<GcsUri>,
+}
+
+pub(crate) fn resolve_input(dir: &Path, job: &pb::BatchPredictionJob) -> Result<Input, String> {
+    let source = job
+        .input_config
+        .as_ref()
+        .and_then(|c| c.source.as_ref())
+        .ok_or("the job has no input source")?;
+    match source {
+        input_config::Source::GcsSource(g) => {
+            let uris = g
+                .uris
+                .iter()
+                .map(|u| GcsUri::parse_field(u, "input_uri").map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            storage::expand_gcs(dir, &uris).map(Input::Gcs)
+        }
+        input_config::Source::BigquerySource(b) => {
+            let uri = BigQueryUri::parse_field(&b.input_uri, "input_uri", true)
+                .map_err(|e| e.to_string())?;
+            let path = storage::bq_path(dir, &uri, None)?;
+            if path.is_file() {
+                Ok(Input::BigQuery(path))
+            } else {
+                Err(format!(
+                    "input table {uri} not found (the emulator looks for {})",
+                    path.display()
+                ))
+            }
+        }
+        input_config::Source::VertexMultimodalDatasetSource(_) => {
+            Err("the emulator does not support Vertex multimodal dataset input".into())
+        }
+    }
+}
+
+/// The file a job leaves in the output directory it claims, holding its
+/// id: recovery and failure clean-up remove a claimed directory only when
+/// it is this job's (or still empty), never another job's output.
+pub(crate) const CLAIM_MARKER: &str = ".vertex-batch-claim";
+
+/// Records `path` as the job's output claim, durably, before the claim is
+/// made: a crash in between leaves a record naming a claim that may not
+/// exist, never a claim no record names.
+async fn record_claim(
+    state: &Arc<EmuState>,
+    slot: &Arc<JobSlot>,
+    path: Option<&Path>,
+) -> Result<(), String> {
+    slot.lock().output_claim = path.map(|p| state.to_record_path(p));
+    state
+        .persist_durably(slot)
+        .await
+        .map_err(|e| format!("recording the output claim: {e}"))
+}
+
+/// Whether a claimed directory may be removed by job `id`: it holds `id`'s
+/// marker, or nothing at all.
+pub(crate) fn claim_is_ours(dir: &Path, id: u64) -> bool {
+    match fs::read_to_string(dir.join(CLAIM_MARKER)) {
+        Ok(owner) => owner.trim() == id.to_string(),
+        Err(_) => fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()),
+    }
+}
+
+pub(crate) async fn plan_output(
+    state: &Arc<EmuState>,
+    slot: &Arc<JobSlot>,
+    job: &pb::BatchPredictionJob,
+) -> Result<Output, String> {
+    let id = slot.id;
+    let dest = job
+        .output_config
+        .as_ref()
+        .and_then(|c| c.destination.as_ref())
+        .ok_or("the job has no output destination")?;
+    let now = state.clock.now();
+    match dest {
+        output_config::Destination::GcsDestination(g) => {
+            let prefix = GcsUri::parse_field(&g.output_uri_prefix, "output_uri")
+                .map_err(|e| e.to_string())?;
+            // With a Cloud Storage backend the output is written to a
+            // staging directory of the job's, then uploaded.
+            let base = match &state.gcs {
+                Some(_) => staging_dir(state, id).join("out"),
+                None => storage::gcs_path(&state.dir, &prefix)?,
+            };
+            // The service names the directory after the time; keep it unique.
+            let b = base.clone();
+            blocking(move || fs::create_dir_all(&b))
+                .await
+                .and_then(|r| r)
+                .map_err(|e| format!("creating {}: {e}", base.display()))?;
+            let mut t = now;
+            let prefix_str = prefix.to_string();
+            let (name, dir) = loop {
+                let name = format!("prediction-model-{}", time::format_millis(t));
+                let dir = base.join(&name);
+                // Recorded first, then claimed: `create_dir` makes the
+                // directory this job's alone (two jobs never share one), and
+                // the marker inside says whose it is.
+                record_claim(state, slot, Some(&dir)).await?;
+                let d = dir.clone();
+                let made = blocking(move || {
+                    fs::create_dir(&d)?;
+                    fs::write(d.join(CLAIM_MARKER), id.to_string())
+                })
+                .await
+                .and_then(|r| r);
+                match made {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        record_claim(state, slot, None).await?;
+                        t += Duration::from_millis(1);
+                        continue;
+                    }
+                    Err(e) => return Err(format!("creating {}: {e}", dir.display())),
+                }
+                // Remotely, a directory that already holds objects is taken.
+                if let Some(gcs) = &state.gcs {
+                    let remote = remote_dir(&prefix_str, &name)?;
+                    let taken =
+                        futures::StreamExt::next(&mut gcs.list(
+                            &crate::data::read::dir_prefix(&remote).map_err(|e| e.to_string())?,
+                        ))
+                        .await;
+                    match taken {
+                        None => {}
+                        Some(Err(e)) => return Err(e.to_string()),
+                        Some(Ok(_)) => {
+                            t += Duration::from_millis(1);
+                            continue;
+                        }
+                    }
+                }
+                break (name, dir);
+            };
+            Ok(Output {
+                partial: dir.join(".predictions.jsonl.partial"),
+                final_path: dir.join("predictions.jsonl"),
+                claim: dir.clone(),
+                remote: match &state.gcs {
+                    Some(_) => Some(remote_dir(&prefix_str, &name)?),
+                    None => None,
+                },
+                info: OutputInfo {
+                    bigquery_output_table: String::new(),
+                    output_location: Some(output_info::OutputLocation::GcsOutputDirectory(
+                        format!("{}/{name}", prefix_str.trim_end_matches('/')),
+                    )),
+                },
+            })
+        }
+        output_config::Destination::BigqueryDestination(b) => {
+            let uri = BigQueryUri::parse_field(&b.output_uri, "output_uri", false)
+                .map_err(|e| e.to_string())?;
+            let table = uri
+                .table()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("predictions_{}", time::format_compact(now)));
+            let path = storage::bq_path(&state.dir, &uri, Some(&table))?;
+            if let Some(parent) = path.parent() {
+                let p = parent.to_path_buf();
+                blocking(move || fs::create_dir_all(&p))
+                    .await
+                    .and_then(|r| r)
+                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            }
+            // Claim the table (an empty file until the job publishes it), so
+            // no other job can write it and an existing one is never
+            // replaced; recorded before it is made.
+            record_claim(state, slot, Some(&path)).await?;
+            let p = path.clone();
+            let made = blocking(move || {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&p)
+                    .map(drop)
+            })
+            .await
+            .and_then(|r| r);
+            match made {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Not ours: forget it before failing.
+                    record_claim(state, slot, None).await?;
+                    return Err(format!(
+                        "output table bq://{}.{}.{table} already exists",
+                        uri.project(),
+                        uri.dataset()
+                    ));
+                }
+                Err(e) => return Err(format!("creating {}: {e}", path.display())),
+            }
+            Ok(Output {
+                partial: path.with_file_name(format!(".{table}.jsonl.partial")),
+                claim: path.clone(),
+                remote: None,
+                final_path: path,
+                info: OutputInfo {
+                    bigquery_output_table: table,
+                    output_location: Some(output_info::OutputLocation::BigqueryOutputDataset(
+                        format!("bq://{}.{}", uri.project(), uri.dataset()),
+                    )),
+                },
+            })
+        }
+        output_config::Destination::VertexMultimodalDatasetDestination(_) => {
+            Err("the emulator does not support Vertex multimodal dataset output".into())
+        }
+    }
+}
+
+/// A job's staging directory (Cloud Storage backend): downloaded inputs and
+/// the output before it is uploaded.
+pub(crate) fn staging_dir(state: &Arc<EmuState>, id: u64) -> PathBuf {
+    state.dir.join("staging").join(id.to_string())
+}
+
+/// `gs://…/prefix/name`.
+fn remote_dir(prefix: &str, name: &str) -> Result<GcsUri, String> {
+    GcsUri::parse_field(
+        &format!("{}/{name}", prefix.trim_end_matches('/')),
+        "output_uri",
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// A job's `gs://` input URIs, if its input is Cloud Storage.
+pub(crate) fn gcs_input_uris(job: &pb::BatchPredictionJob) -> Option<Vec<String>> {
+    match job.input_config.as_ref()?.source.as_ref()? {
+        input_config::Source::GcsSource(g) => Some(g.uris.clone()),
+        _ => None,
+    }
+}
+
+/// Downloads a job's inputs from Cloud Storage into its staging directory,
+/// expanding wildcards by listing, and returns the local files in order.
+pub(crate) async fn stage_inputs(
+    state: &Arc<EmuState>,
+    gcs: &crate::storage::Storage,
+    id: u64,
+    uris: &[String],
+) -> Result<Input, String> {
+    use futures::TryStreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut objects = Vec::new();
+    for u in uris {
+        let uri = GcsUri::parse_field(u, "input_uri").map_err(|e| e.to_string())?;
+        if !uri.has_wildcard() {
+            match gcs.metadata(&uri).await.map_err(|e| e.to_string())? {
+                Some(_) => objects.push(uri),
+                None => return Err(format!("input {uri} not found")),
+            }
+            continue;
+        }
+        let object = uri.object();
+        let literal = &object[..object.find(['*', '?', '[']).unwrap_or(object.len())];
+        let prefix = GcsUri::parse_field(&format!("gs://{}/{literal}", uri.bucket()), "input_uri")
+            .map_err(|e| e.to_string())?;
+        let glob = storage::Glob::new(object);
+        let mut found: Vec<GcsUri> = gcs
+            .list(&prefix)
+            .map_ok(|o| o.uri().clone())
+            .try_filter(|o| futures::future::ready(glob.matches(o.object())))
+            .try_collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        if found.is_empty() {
+            return Err(format!("input {uri} matched no objects"));
+        }
+        found.sort_by(|a, b| a.object().cmp(b.object()));
+        objects.extend(found);
+    }
+    let dir = staging_dir(state, id).join("in");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut files = Vec::with_capacity(objects.len());
+    for (i, uri) in objects.iter().enumerate() {
+        let path = dir.join(format!("input-{i:05}.jsonl"));
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let mut bytes = gcs.read(uri, None).await.map_err(|e| e.to_string())?;
+        while let Some(chunk) = bytes.try_next().await.map_err(|e| e.to_string())? {
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        files.push(path);
+    }
+    Ok(Input::Gcs(files))
+}
+
+/// Uploads every file below the local directory `local` to `remote`,
+/// keeping relative names (`predictions.jsonl`,
+/// `incremental_predictions/predictions_0001.jsonl`).
+pub(crate) async fn upload_dir(
+    gcs: &crate::storage::Storage,
+    local: &Path,
+    remote: &GcsUri,
+) -> Result<(), String> {
+    let root = local.to_path_buf();
+    let mut files = blocking(move || -> Result<Vec<PathBuf>, String> {
+        let mut files = Vec::new();
+        let mut todo = vec![root];
+        while let Some(d) = todo.pop() {
+            for entry in fs::read_dir(&d).map_err(|e| format!("listing {}: {e}", d.display()))? {
+                let path = entry.map_err(|e| e.to_string())?.path();
+                if path.is_dir() {
+                    todo.push(path);
+                } else if path.file_name().is_some_and(|n| n != CLAIM_MARKER) {
+                    files.push(path);
+                }
+            }
+        }
+        Ok(files)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    files.sort();
+    for path in files {
+        let Ok(rel) = path.strip_prefix(local) else {
+            continue;
+        };
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        let uri = GcsUri::parse_field(
+            &format!("{}/{rel}", remote.to_string().trim_end_matches('/')),
+            "output_uri",
+        )
+        .map_err(|e| e.to_string())?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        gcs.upload(&uri, file)
+            .await
+            .map_err(|e| format!("uploading the output: {e}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,539 @@
+//! Running a job's rows: read each input line (capped, streamed), answer
+//! it with the model, write the output line (with the quirks the knobs ask
+//! for), and publish live `completion_stats`. The file I/O runs on the
+//! blocking pool, a chunk of rows at a time.
+
+use std::{
+    fs::{self, File},
+    io::{self, BufRead, BufReader, BufWriter, Write},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::{
+    model::{process_bq_line, process_gcs_line, ModelCtx},
+    pace::{wait_until, Pace, Wake},
+    plan::Output,
+    state::{blocking, EmuState, JobSlot, PERSIST_EVERY},
+};
+use crate::{
+    proto::{aiplatform as pb, rpc},
+    time,
+};
+
+/// At most this many row errors are kept in `partial_failures`.
+const MAX_PARTIAL_FAILURES: usize = 20;
+
+/// Row tallies of a run.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    pub(crate) errors: Vec<rpc::Status>,
+}
+
+impl Tally {
+    /// The job's `completion_stats` with these tallies, out of `total` rows.
+    pub(crate) fn stats(&self, total: u64) -> pb::CompletionStats {
+        pb::CompletionStats {
+            successful_count: self.ok as i64,
+            failed_count: self.failed as i64,
+            incomplete_count: total.saturating_sub(self.ok + self.failed) as i64,
+            successful_forecast_point_count: 0,
+        }
+    }
+}
+
+/// Where output rows go: the partial output file, plus the quirks the
+/// knobs ask for (rows out of order, rows twice, an incremental chunk).
+pub(crate) struct Sink {
+    main: BufWriter<File>,
+    /// Rows held back to be written in a shuffled order.
+    window: Vec<Vec<u8>>,
+    shuffle: bool,
+    rng: fastrand::Rng,
+    duplicate_every: u64,
+    pushed: u64,
+    /// The incremental chunk and how many rows it still takes.
+    incremental: Option<(BufWriter<File>, u64)>,
+}
+
+/// Rows shuffled together when output order is scrambled.
+const SHUFFLE_WINDOW: usize = 64;
+
+impl Sink {
+    fn new(
+        partial: &Path,
+        final_path: &Path,
+        gcs: bool,
+        total: u64,
+        knobs: &super::knobs::KnobValues,
+        seed: u64,
+    ) -> io::Result<Sink> {
+        let main = BufWriter::with_capacity(1 << 18, File::create(partial)?);
+        let incremental = match (
+            gcs && knobs.incremental_chunk,
+            Self::incremental_paths(final_path),
+        ) {
+            (true, Some((partial, _))) => {
+                if let Some(parent) = partial.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                let rows = (total / 2).min(1000);
+                Some((BufWriter::new(File::create(partial)?), rows))
+            }
+            _ => None,
+        };
+        Ok(Sink {
+            main,
+            window: Vec::new(),
+            shuffle: knobs.shuffle_output,
+            rng: fastrand::Rng::with_seed(seed),
+            duplicate_every: knobs.duplicate_every,
+            pushed: 0,
+            incremental,
+        })
+    }
+
+    /// The incremental chunk's partial and final paths (GCS output only).
+    fn incremental_paths(final_path: &Path) -> Option<(PathBuf, PathBuf)> {
+        let dir = final_path.parent()?.join("incremental_predictions");
+        Some((
+            dir.join(".predictions_0001.jsonl.partial"),
+            dir.join("predictions_0001.jsonl"),
+        ))
+    }
+
+    /// Adds one output line (without its newline).
+    fn push(&mut self, line: &[u8]) -> io::Result<()> {
+        self.pushed += 1;
+        let copies = if self.duplicate_every > 0 && self.pushed.is_multiple_of(self.duplicate_every)
+        {
+            2
+        } else {
+            1
+        };
+        if let Some((w, left)) = &mut self.incremental {
+            if *left > 0 {
+                *left -= 1;
+                w.write_all(line)?;
+                w.write_all(b"\n")?;
+            }
+        }
+        for _ in 0..copies {
+            if self.shuffle {
+                self.window.push(line.to_vec());
+                if self.window.len() == SHUFFLE_WINDOW {
+                    self.drain_window()?;
+                }
+            } else {
+                self.main.write_all(line)?;
+                self.main.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_window(&mut self) -> io::Result<()> {
+        self.rng.shuffle(&mut self.window);
+        for l in self.window.drain(..) {
+            self.main.write_all(&l)?;
+            self.main.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.drain_window()?;
+        if let Some((w, _)) = &mut self.incremental {
+            w.flush()?;
+        }
+        self.main.flush()
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if let Some((w, _)) = &mut self.incremental {
+            w.get_ref().sync_all()?;
+        }
+        self.main.get_ref().sync_all()
+    }
+
+    /// Renames the partial files into place (the incremental chunk first).
+    pub(crate) fn publish(partial: &Path, final_path: &Path) -> io::Result<()> {
+        if let Some((inc_partial, done)) = Self::incremental_paths(final_path) {
+            if inc_partial.exists() {
+                fs::rename(inc_partial, done)?;
+            }
+        }
+        fs::rename(partial, final_path)
+    }
+}
+
+pub(crate) enum RowsEnd {
+    Finished,
+    Cancelled,
+    TimedOut,
+    Stopped,
+}
+
+/// How one line read out.
+enum LineRead {
+    Eof,
+    Line,
+    /// Longer than the cap: skipped (its bytes counted), nothing kept.
+    TooLong(u64),
+}
+
+/// Reads one line (with its newline) into `buf`, keeping at most `cap`
+/// bytes: a longer line is consumed to its end without being stored, so
+/// memory stays bounded whatever the input.
+fn read_line_capped(r: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> io::Result<LineRead> {
+    buf.clear();
+    let mut total = 0u64;
+    let mut too_long = false;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(match (total, too_long) {
+                (0, _) => LineRead::Eof,
+                (n, true) => LineRead::TooLong(n),
+                _ => LineRead::Line,
+            });
+        }
+        let (take, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        total += take as u64;
+        if !too_long {
+            if buf.len() + take > cap {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&avail[..take]);
+            }
+        }
+        r.consume(take);
+        if done {
+            return Ok(if too_long {
+                LineRead::TooLong(total)
+            } else {
+                LineRead::Line
+            });
+        }
+    }
+}
+
+/// The blocking half of running rows: the open input, the output sink and
+/// the buffers. It is moved onto a blocking thread for each chunk of rows
+/// and back, so no file I/O (nor fsync) runs on the async workers.
+struct Rows {
+    files: Vec<PathBuf>,
+    next_file: usize,
+    reader: Option<BufReader<File>>,
+    writer: Sink,
+    ctx: ModelCtx,
+    bigquery: bool,
+    max_line: usize,
+    io_delay: Duration,
+    line: Vec<u8>,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+    done: u64,
+    tally: Tally,
+}
+
+impl Rows {
+    /// Processes up to `n` rows; true when the input is exhausted.
+    fn chunk(&mut self, n: u64, processed_time: &str) -> io::Result<bool> {
+        if !self.io_delay.is_zero() {
+            // Slow storage, emulated where real storage would be slow: on
+            // this I/O thread, not on the workers that answer RPCs.
+            std::thread::sleep(self.io_delay);
+        }
+        let mut in_chunk = 0;
+        while in_chunk < n {
+            let reader = match &mut self.reader {
+                Some(r) => r,
+                None => {
+                    let Some(f) = self.files.get(self.next_file) else {
+                        return Ok(true);
+                    };
+                    self.next_file += 1;
+                    self.reader
+                        .insert(BufReader::with_capacity(1 << 18, File::open(f)?))
+                }
+            };
+            self.out.clear();
+            let err = match read_line_capped(reader, &mut self.line, self.max_line)? {
+                LineRead::Eof => {
+                    self.reader = None;
+                    continue;
+                }
+                LineRead::TooLong(len) => {
+                    let message = format!(
+                        "invalid row: {len} bytes, longer than the {} bytes a row may have",
+                        self.max_line
+                    );
+                    super::model::failed_row(&message, processed_time, &mut self.out);
+                    Some(message)
+                }
+                LineRead::Line => {
+                    if self.line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    match std::str::from_utf8(&self.line) {
+                        Err(e) => {
+                            // Failed, not rewritten: the echo stays byte-exact.
+                            let message = format!("invalid row: not UTF-8 ({e})");
+                            super::model::failed_row(&message, processed_time, &mut self.out);
+                            Some(message)
+                        }
+                        Ok(text) => {
+                            let text = text.trim_end_matches(['\n', '\r']);
+                            if self.bigquery {
+                                process_bq_line(
+                                    text,
+                                    processed_time,
+                                    &self.ctx,
+                                    &mut self.scratch,
+                                    &mut self.out,
+                                )
+                            } else {
+                                process_gcs_line(
+                                    text,
+                                    processed_time,
+                                    &self.ctx,
+                                    &mut self.scratch,
+                                    &mut self.out,
+                                )
+                            }
+                        }
+                    }
+                }
+            };
+            self.writer.push(&self.out)?;
+            self.done += 1;
+            in_chunk += 1;
+            match err {
+                None => self.tally.ok += 1,
+                Some(message) => {
+                    self.tally.failed += 1;
+                    if self.tally.errors.len() < MAX_PARTIAL_FAILURES {
+                        self.tally.errors.push(rpc::Status {
+                            code: 3,
+                            message: format!("row {}: {message}", self.done),
+                            details: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// What [`stream_rows`] runs: a job, its input files and output, its
+/// model settings, its row count and pace.
+pub(crate) struct RowsJob<'a> {
+    pub(crate) state: &'a Arc<EmuState>,
+    pub(crate) slot: &'a Arc<JobSlot>,
+    pub(crate) files: &'a [&'a Path],
+    pub(crate) output: &'a Output,
+    pub(crate) ctx: &'a ModelCtx,
+    pub(crate) bigquery: bool,
+    pub(crate) total: u64,
+    pub(crate) pace: Pace,
+}
+
+/// Runs every row of `job`, chunk by chunk, leaving the tallies in `tally`
+/// however it ends.
+pub(crate) async fn stream_rows(job: RowsJob<'_>, tally: &mut Tally) -> io::Result<RowsEnd> {
+    let RowsJob {
+        state,
+        slot,
+        files,
+        output,
+        ctx,
+        bigquery,
+        total,
+        pace,
+    } = job;
+    let knobs = state.knobs.values();
+    let max_line = knobs.max_line_bytes;
+    let io_delay = knobs.io_delay;
+    let (partial, final_path) = (output.partial.clone(), output.final_path.clone());
+    let seed = slot.id;
+    let writer = blocking(move || Sink::new(&partial, &final_path, !bigquery, total, &knobs, seed))
+        .await??;
+    let mut rows = Rows {
+        files: files.iter().map(|f| f.to_path_buf()).collect(),
+        next_file: 0,
+        reader: None,
+        writer,
+        ctx: ctx.clone(),
+        bigquery,
+        max_line,
+        io_delay,
+        line: Vec::with_capacity(4096),
+        scratch: Vec::with_capacity(1024),
+        out: Vec::with_capacity(4096),
+        done: 0,
+        tally: Tally::default(),
+    };
+    let mut last_persist = Instant::now();
+    let end = loop {
+        // Start of a chunk: pace, and check for cancel and shutdown.
+        match wait_until(state, slot, pace.chunk_start(rows.done, total)).await {
+            Wake::Elapsed => {}
+            Wake::Cancel => break RowsEnd::Cancelled,
+            Wake::Stop => {
+                *tally = std::mem::take(&mut rows.tally);
+                return Ok(RowsEnd::Stopped);
+            }
+        }
+        if pace.overran() {
+            break RowsEnd::TimedOut;
+        }
+        let processed_time = time::format_millis(state.clock.now());
+        let (back, result) = blocking(move || {
+            let r = rows.chunk(pace.chunk, &processed_time);
+            (rows, r)
+        })
+        .await?;
+        rows = back;
+        let exhausted = match result {
+            Ok(e) => e,
+            Err(e) => {
+                *tally = std::mem::take(&mut rows.tally);
+                return Err(e);
+            }
+        };
+        publish_progress(
+            state,
+            slot,
+            &rows.tally,
+            total,
+            rows.done,
+            &mut last_persist,
+        )
+        .await;
+        if exhausted {
+            break RowsEnd::Finished;
+        }
+    };
+    let finished = matches!(end, RowsEnd::Finished);
+    let (back, result) = blocking(move || {
+        let r = rows
+            .writer
+            .flush()
+            .and_then(|()| if finished { rows.writer.sync() } else { Ok(()) });
+        (rows, r)
+    })
+    .await?;
+    rows = back;
+    *tally = std::mem::take(&mut rows.tally);
+    result?;
+    if finished {
+        publish_progress(state, slot, tally, total, rows.done, &mut last_persist).await;
+    }
+    Ok(end)
+}
+
+async fn publish_progress(
+    state: &Arc<EmuState>,
+    slot: &Arc<JobSlot>,
+    tally: &Tally,
+    total: u64,
+    done: u64,
+    last_persist: &mut Instant,
+) {
+    {
+        let mut rec = slot.lock();
+        debug_assert_eq!(done, tally.ok + tally.failed);
+        rec.job.completion_stats = Some(tally.stats(total));
+        if rec.job.partial_failures.len() != tally.errors.len() {
+            rec.job.partial_failures = tally.errors.clone();
+        }
+        rec.job.update_time = Some(state.clock.now_ts());
+    }
+    if last_persist.elapsed() >= PERSIST_EVERY {
+        *last_persist = Instant::now();
+        // The record's fsync runs on the blocking pool; awaited, so it is
+        // never overtaken by a later write of the same record.
+        let (state, slot) = (state.clone(), slot.clone());
+        if blocking(move || state.persist_or_log(&slot)).await.is_err() {
+            tracing::error!("persisting a job record panicked");
+        }
+    }
+}
+
+/// Counts the rows (non-blank lines) of the input files, never holding
+/// more than `cap` bytes of a line.
+pub(crate) fn count_rows(files: &[PathBuf], cap: usize) -> io::Result<u64> {
+    let mut n = 0u64;
+    let mut buf = Vec::with_capacity(4096);
+    for f in files {
+        let mut r = BufReader::with_capacity(1 << 18, File::open(f)?);
+        loop {
+            match read_line_capped(&mut r, &mut buf, cap)? {
+                LineRead::Eof => break,
+                LineRead::TooLong(_) => n += 1,
+                LineRead::Line => {
+                    if buf.iter().any(|b| !b.is_ascii_whitespace()) {
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Lines come back exactly as split on '\n' when they fit, as their
+        /// length when they do not, whatever the buffer boundaries.
+        #[test]
+        fn capped_lines_match_a_plain_split(
+            text in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'a'), any::<u8>()], 0..400),
+            cap in 1usize..64,
+            buf_size in 1usize..16,
+        ) {
+            let mut r = BufReader::with_capacity(buf_size, &text[..]);
+            let mut buf = Vec::new();
+            let mut want: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+            want.reverse();
+            loop {
+                match read_line_capped(&mut r, &mut buf, cap).unwrap() {
+                    LineRead::Eof => break,
+                    LineRead::Line => {
+                        let w = want.pop().unwrap();
+                        prop_assert!(w.len() <= cap);
+                        prop_assert_eq!(&buf[..], w);
+                    }
+                    LineRead::TooLong(n) => {
+                        let w = want.pop().unwrap();
+                        prop_assert!(w.len() > cap);
+                        prop_assert_eq!(n, w.len() as u64);
+                        prop_assert!(buf.len() <= cap);
+                    }
+                }
+            }
+            prop_assert!(want.is_empty());
+        }
+    }
+}

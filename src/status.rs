@@ -1,0 +1,248 @@
+//! What the service says when a call fails: [`ServiceError`] (a gRPC status
+//! with its `google.rpc.Status` details decoded) and [`StatusDetail`].
+//!
+//! A job's own `error` and `partial_failures` use the same types.
+
+use std::{fmt, time::Duration};
+
+use prost::Message;
+
+use crate::proto::google::rpc;
+
+/// A non-OK gRPC status from the service, with its details decoded.
+#[derive(Clone, PartialEq)]
+pub struct ServiceError {
+    code: tonic::Code,
+    message: String,
+    details: Vec<StatusDetail>,
+}
+
+impl ServiceError {
+    /// Decodes a tonic status, including its `google.rpc.Status` details.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        let details = if status.details().is_empty() {
+            Vec::new()
+        } else {
+            match rpc::Status::decode(status.details()) {
+                Ok(s) => s.details.iter().map(StatusDetail::from_any).collect(),
+                Err(_) => Vec::new(),
+            }
+        };
+        ServiceError {
+            code: status.code(),
+            message: status.message().to_owned(),
+            details,
+        }
+    }
+
+    /// Builds one from a `google.rpc.Status` (e.g. a job's `error` field).
+    pub fn from_rpc_status(status: &rpc::Status) -> Self {
+        ServiceError {
+            code: tonic::Code::from_i32(status.code),
+            message: status.message.clone(),
+            details: status.details.iter().map(StatusDetail::from_any).collect(),
+        }
+    }
+
+    /// Replaces `secret` in the message with `mark`.
+    pub(crate) fn redact(&mut self, secret: &str, mark: &str) {
+        self.message = self.message.replace(secret, mark);
+    }
+
+    /// The gRPC code.
+    pub fn code(&self) -> tonic::Code {
+        self.code
+    }
+
+    /// The status message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The decoded details, in the order the service sent them.
+    pub fn details(&self) -> &[StatusDetail] {
+        &self.details
+    }
+
+    /// The field violations of every `google.rpc.BadRequest` detail.
+    pub fn field_violations(&self) -> Vec<&rpc::bad_request::FieldViolation> {
+        self.details
+            .iter()
+            .filter_map(|d| match d {
+                StatusDetail::BadRequest(b) => Some(b.field_violations.iter()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// The `google.rpc.ErrorInfo` detail, if present.
+    pub fn error_info(&self) -> Option<&rpc::ErrorInfo> {
+        self.details.iter().find_map(|d| match d {
+            StatusDetail::ErrorInfo(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// The delay asked for by a `google.rpc.RetryInfo` detail, if present.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        self.details.iter().find_map(|d| match d {
+            StatusDetail::RetryInfo(r) => r
+                .retry_delay
+                .as_ref()
+                .and_then(|d| Duration::try_from(*d).ok()),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Debug for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceError")
+            .field("code", &self.code)
+            .field("message", &self.message)
+            .field("details", &self.details)
+            .finish()
+    }
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)?;
+        for d in &self.details {
+            match d {
+                StatusDetail::BadRequest(b) => {
+                    for v in &b.field_violations {
+                        write!(f, "; field {}: {}", v.field, v.description)?;
+                    }
+                }
+                StatusDetail::ErrorInfo(e) => {
+                    write!(f, "; reason {} ({})", e.reason, e.domain)?;
+                }
+                StatusDetail::QuotaFailure(q) => {
+                    for v in &q.violations {
+                        write!(f, "; quota {}: {}", v.subject, v.description)?;
+                    }
+                }
+                StatusDetail::RetryInfo(_) => {
+                    if let Some(d) = self.retry_delay() {
+                        write!(f, "; retry after {d:?}")?;
+                    }
+                }
+                StatusDetail::PreconditionFailure(p) => {
+                    for v in &p.violations {
+                        write!(
+                            f,
+                            "; precondition {} {}: {}",
+                            v.r#type, v.subject, v.description
+                        )?;
+                    }
+                }
+                StatusDetail::ResourceInfo(r) => {
+                    write!(f, "; resource {} {}", r.resource_type, r.resource_name)?;
+                }
+                StatusDetail::LocalizedMessage(m) => write!(f, "; {}", m.message)?,
+                StatusDetail::Help(_)
+                | StatusDetail::DebugInfo(_)
+                | StatusDetail::RequestInfo(_)
+                | StatusDetail::Other(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+/// One decoded detail of a `google.rpc.Status`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StatusDetail {
+    /// `google.rpc.BadRequest`: which request fields are wrong.
+    BadRequest(rpc::BadRequest),
+    /// `google.rpc.ErrorInfo`: a machine-readable reason and domain.
+    ErrorInfo(rpc::ErrorInfo),
+    /// `google.rpc.QuotaFailure`: which quota ran out.
+    QuotaFailure(rpc::QuotaFailure),
+    /// `google.rpc.RetryInfo`: how long to wait before retrying.
+    RetryInfo(rpc::RetryInfo),
+    /// `google.rpc.PreconditionFailure`.
+    PreconditionFailure(rpc::PreconditionFailure),
+    /// `google.rpc.ResourceInfo`.
+    ResourceInfo(rpc::ResourceInfo),
+    /// `google.rpc.Help`.
+    Help(rpc::Help),
+    /// `google.rpc.LocalizedMessage`.
+    LocalizedMessage(rpc::LocalizedMessage),
+    /// `google.rpc.DebugInfo`.
+    DebugInfo(rpc::DebugInfo),
+    /// `google.rpc.RequestInfo`.
+    RequestInfo(rpc::RequestInfo),
+    /// A detail of a type this crate does not decode (or that failed to decode).
+    Other(pbjson_types::Any),
+}
+
+const TYPE_PREFIX: &str = "type.googleapis.com/google.rpc.";
+
+impl StatusDetail {
+    fn from_any(any: &pbjson_types::Any) -> Self {
+        fn dec<M: Message + Default>(any: &pbjson_types::Any) -> Option<M> {
+            M::decode(any.value.as_ref()).ok()
+        }
+        let name = any.type_url.strip_prefix(TYPE_PREFIX).unwrap_or("");
+        let decoded = match name {
+            "BadRequest" => dec(any).map(StatusDetail::BadRequest),
+            "ErrorInfo" => dec(any).map(StatusDetail::ErrorInfo),
+            "QuotaFailure" => dec(any).map(StatusDetail::QuotaFailure),
+            "RetryInfo" => dec(any).map(StatusDetail::RetryInfo),
+            "PreconditionFailure" => dec(any).map(StatusDetail::PreconditionFailure),
+            "ResourceInfo" => dec(any).map(StatusDetail::ResourceInfo),
+            "Help" => dec(any).map(StatusDetail::Help),
+            "LocalizedMessage" => dec(any).map(StatusDetail::LocalizedMessage),
+            "DebugInfo" => dec(any).map(StatusDetail::DebugInfo),
+            "RequestInfo" => dec(any).map(StatusDetail::RequestInfo),
+            _ => None,
+        };
+        decoded.unwrap_or_else(|| StatusDetail::Other(any.clone()))
+    }
+
+    /// Packs this detail into a `google.protobuf.Any` (used by the emulator
+    /// and by tests that script service errors).
+    pub fn to_any(&self) -> pbjson_types::Any {
+        fn pack<M: Message>(name: &str, m: &M) -> pbjson_types::Any {
+            pbjson_types::Any {
+                type_url: format!("{TYPE_PREFIX}{name}"),
+                value: m.encode_to_vec().into(),
+            }
+        }
+        match self {
+            StatusDetail::BadRequest(m) => pack("BadRequest", m),
+            StatusDetail::ErrorInfo(m) => pack("ErrorInfo", m),
+            StatusDetail::QuotaFailure(m) => pack("QuotaFailure", m),
+            StatusDetail::RetryInfo(m) => pack("RetryInfo", m),
+            StatusDetail::PreconditionFailure(m) => pack("PreconditionFailure", m),
+            StatusDetail::ResourceInfo(m) => pack("ResourceInfo", m),
+            StatusDetail::Help(m) => pack("Help", m),
+            StatusDetail::LocalizedMessage(m) => pack("LocalizedMessage", m),
+            StatusDetail::DebugInfo(m) => pack("DebugInfo", m),
+            StatusDetail::RequestInfo(m) => pack("RequestInfo", m),
+            StatusDetail::Other(a) => a.clone(),
+        }
+    }
+}
+
+/// Builds a `tonic::Status` carrying `google.rpc.Status` details, the way
+/// Google services send them (in the `grpc-status-details-bin` trailer).
+pub fn status_with_details(
+    code: tonic::Code,
+    message: impl Into<String>,
+    details: &[StatusDetail],
+) -> tonic::Status {
+    let message = message.into();
+    let rpc_status = rpc::Status {
+        code: code as i32,
+        message: message.clone(),
+        details: details.iter().map(StatusDetail::to_any).collect(),
+    };
+    tonic::Status::with_details(code, message, rpc_status.encode_to_vec().into())
+}

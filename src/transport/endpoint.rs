@@ -1,0 +1,145 @@
+//! Where the client connects: the regional endpoint, an emulator's
+//! `host:port`, the rules for plaintext, and the lazy channel.
+
+use std::{net::IpAddr, time::Duration};
+
+use http::uri::Authority;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::error::{Error, Result};
+
+/// `GOOGLE_CLOUD_PROJECT`: the project when none is given.
+pub const ENV_PROJECT: &str = "GOOGLE_CLOUD_PROJECT";
+/// `GOOGLE_CLOUD_LOCATION`: the location when none is given.
+pub const ENV_LOCATION: &str = "GOOGLE_CLOUD_LOCATION";
+/// `GOOGLE_CLOUD_QUOTA_PROJECT`: the quota project (`x-goog-user-project`).
+pub const ENV_QUOTA_PROJECT: &str = "GOOGLE_CLOUD_QUOTA_PROJECT";
+/// `VERTEX_AI_EMULATOR_HOST=host:port`: talk plaintext to an emulator, no credentials.
+pub const ENV_EMULATOR_HOST: &str = "VERTEX_AI_EMULATOR_HOST";
+/// The location used when none is given and `GOOGLE_CLOUD_LOCATION` is unset.
+pub const DEFAULT_LOCATION: &str = "us-central1";
+
+/// The Vertex AI host serving `location` (port 443, TLS).
+///
+/// ```
+/// use vertex_batch::transport::endpoint_for_location;
+/// assert_eq!(endpoint_for_location("us-central1"), "us-central1-aiplatform.googleapis.com");
+/// assert_eq!(endpoint_for_location("global"), "aiplatform.googleapis.com");
+/// assert_eq!(endpoint_for_location("eu"), "aiplatform.eu.rep.googleapis.com");
+/// ```
+pub fn endpoint_for_location(location: &str) -> String {
+    match location {
+        "global" => "aiplatform.googleapis.com".to_owned(),
+        "us" | "eu" => format!("aiplatform.{location}.rep.googleapis.com"),
+        region => format!("{region}-aiplatform.googleapis.com"),
+    }
+}
+
+/// `host:port` of an emulator to a plaintext URI.
+/// Parses `host[:port]` into the authority that will be dialled. Userinfo
+/// (`user:pass@host`) is refused outright: it is never sent, and text before
+/// an `@` must not be mistaken for the host (`127.0.0.1:1@evil:80` dials
+/// `evil`).
+pub(crate) fn authority(text: &str, what: &str) -> Result<Authority> {
+    if text.contains('@') {
+        return Err(Error::config(format!(
+            "{what} {:?} has userinfo (an `@`); give host[:port] only",
+            crate::uri::without_userinfo(text)
+        )));
+    }
+    let a: Authority = text
+        .parse()
+        .map_err(|e| Error::config(format!("{what} {text:?} is not host[:port]: {e}")))?;
+    if a.host().is_empty() {
+        return Err(Error::config(format!("{what} {text:?} has no host")));
+    }
+    Ok(a)
+}
+
+/// The emulator's URI (`http://host:port`) and its authority.
+pub(crate) fn emulator_uri(host: &str) -> Result<(String, Authority)> {
+    let host = host.trim();
+    let bare = host.strip_prefix("http://").unwrap_or(host);
+    let bare = bare.strip_suffix('/').unwrap_or(bare);
+    if bare.is_empty() || bare.contains('/') || bare.contains("://") {
+        return Err(Error::config(format!(
+            "{ENV_EMULATOR_HOST} must be host:port, got {:?}",
+            crate::uri::without_userinfo(host)
+        )));
+    }
+    let a = authority(bare, ENV_EMULATOR_HOST)?;
+    Ok((format!("http://{a}"), a))
+}
+
+/// Turns an endpoint setting into a URI and, for TLS, the host name to verify.
+pub(crate) fn resolve_endpoint(
+    ep: &str,
+    allow_plaintext: bool,
+) -> Result<(String, Option<String>)> {
+    let ep = ep.trim().trim_end_matches('/');
+    if let Some(rest) = ep.strip_prefix("http://") {
+        if rest.is_empty() || rest.contains('/') {
+            return Err(Error::config(format!(
+                "invalid endpoint {ep:?}: expected http://host[:port]"
+            )));
+        }
+        let a = authority(rest, "endpoint")?;
+        if !(allow_plaintext || is_loopback(a.host())) {
+            return Err(Error::config(format!(
+                "refusing plaintext to {a}: plaintext is only used for loopback and emulators; \
+                 use https://, set {ENV_EMULATOR_HOST} for an emulator, or call .allow_plaintext(true)"
+            )));
+        }
+        return Ok((format!("http://{a}"), None));
+    }
+    let rest = ep.strip_prefix("https://").unwrap_or(ep);
+    if rest.is_empty() || rest.contains("://") || rest.contains('/') {
+        return Err(Error::config(format!(
+            "invalid endpoint {ep:?}: expected host[:port] or https://host[:port]"
+        )));
+    }
+    let a = authority(rest, "endpoint")?;
+    let host = a
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let uri = match a.port_u16() {
+        Some(_) => format!("https://{a}"),
+        None => format!("https://{a}:443"),
+    };
+    Ok((uri, Some(host)))
+}
+
+/// Whether `host` (as `http::uri::Authority::host` gives it, IPv6 in
+/// brackets) is a loopback address.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// A channel to `uri` that connects on first use; TLS (verifying
+/// `tls_host`) when a host is given, plaintext otherwise.
+pub(crate) fn lazy_channel(
+    uri: &str,
+    tls_host: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(uri.to_owned())
+        .map_err(|e| Error::config(format!("invalid endpoint {uri:?}: {e}")))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true);
+    if let Some(host) = tls_host {
+        let tls = ClientTlsConfig::new()
+            .with_enabled_roots()
+            .domain_name(host.to_owned());
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| Error::config(format!("TLS setup for {host}: {e}")))?;
+    }
+    Ok(endpoint.connect_lazy())
+}
