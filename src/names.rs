@@ -9,7 +9,7 @@ type Result<T, E = ValidationError> = std::result::Result<T, E>;
 /// A project id: 6–30 characters of lowercase letters, digits and `-`,
 /// starting with a letter. Domain-scoped ids (`example.com:my-project`) and
 /// project numbers are accepted too.
-fn check_project(project: &str) -> Result<()> {
+pub(crate) fn check_project(project: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c);
     if project.is_empty() || project.len() > 100 || !project.chars().all(ok_char) {
         return Err(ValidationError::new(
@@ -242,31 +242,45 @@ impl<'a> JobNameRef<'a> {
 /// ```
 pub fn normalize_model(model: &str) -> Result<String> {
     let model = model.trim();
-    let bad = |why: &str| Err(ValidationError::new("model", format!("{model:?} {why}")));
     if model.is_empty() {
-        return bad("is empty; give a Gemini model id such as \"gemini-2.0-flash-001\"");
+        return Err(ValidationError::new(
+            "model",
+            format!("{model:?} is empty; give a Gemini model id such as \"gemini-2.0-flash-001\""),
+        ));
     }
-    let id_ok = |id: &str| {
-        !id.is_empty()
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-._@".contains(c))
-    };
     let parts: Vec<&str> = model.split('/').collect();
     match parts.as_slice() {
-        [id] if id_ok(id) => Ok(format!("publishers/google/models/{id}")),
-        ["models", id] if id_ok(id) => Ok(format!("publishers/google/models/{id}")),
-        ["publishers", publisher, "models", id] if id_ok(publisher) && id_ok(id) => {
-            Ok(model.to_owned())
+        [id] | ["models", id] if model_id_ok(id) => Ok(format!("publishers/google/models/{id}")),
+        _ => check_model_resource(model).map(|()| model.to_owned()),
+    }
+}
+
+/// Whether `id` can be a model (or publisher) id.
+fn model_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._@".contains(c))
+}
+
+/// Checks a full model resource name, `publishers/P/models/M` or
+/// `projects/P/locations/L/models/ID`: the form the service (and the
+/// emulator) accepts, and what [`normalize_model`] produces.
+pub(crate) fn check_model_resource(model: &str) -> Result<()> {
+    let bad = |why: &str| Err(ValidationError::new("model", format!("{model:?} {why}")));
+    let parts: Vec<&str> = model.split('/').collect();
+    match parts.as_slice() {
+        ["publishers", publisher, "models", id] if model_id_ok(publisher) && model_id_ok(id) => {
+            Ok(())
         }
-        ["projects", p, "locations", l, "models", id] if id_ok(id) => {
-            check_project(p).map_err(|_| {
-                ValidationError::new("model", format!("{model:?} has an invalid project"))
-            })?;
-            check_location(l).map_err(|_| {
-                ValidationError::new("model", format!("{model:?} has an invalid location"))
-            })?;
-            Ok(model.to_owned())
+        ["projects", p, "locations", l, "models", id] if model_id_ok(id) => {
+            if check_project(p).is_err() {
+                return bad("has an invalid project");
+            }
+            if check_location(l).is_err() {
+                return bad("has an invalid location");
+            }
+            Ok(())
         }
         _ => bad(
             "is not a model: use a Gemini id (\"gemini-2.0-flash-001\"), \

@@ -41,7 +41,10 @@ use gcloud_storage::http::{
 use crate::{
     client::Client,
     error::{Error, Result},
-    transport::auth::{Credentials, TokenCache},
+    transport::{
+        auth::{Credentials, TokenCache},
+        endpoint::{no_tls_roots, tls_roots, HAS_TLS_ROOTS},
+    },
     uri::GcsUri,
 };
 
@@ -238,6 +241,9 @@ impl StorageBuilder {
                 "refusing to send credentials in plaintext to the storage emulator at {endpoint}"
             )));
         }
+        if !emulated && !HAS_TLS_ROOTS {
+            return Err(no_tls_roots(&endpoint));
+        }
         let http = http_client()?;
         let config = gcloud_storage::client::ClientConfig {
             http: Some(http),
@@ -258,14 +264,9 @@ impl StorageBuilder {
     }
 }
 
-/// reqwest with rustls on ring, system roots plus webpki roots.
+/// reqwest with rustls on ring, with the trust roots the features select.
 fn http_client() -> Result<reqwest_middleware::ClientWithMiddleware> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // A system certificate rustls cannot use is skipped, as browsers do.
-        let _ = roots.add(cert);
-    }
+    let roots = tls_roots();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -3,7 +3,7 @@
 
 use std::{fmt, str::FromStr};
 
-use crate::validation::ValidationError;
+use crate::{names::check_project, validation::ValidationError};
 
 type Result<T, E = ValidationError> = std::result::Result<T, E>;
 
@@ -153,12 +153,7 @@ impl BigQueryUri {
                 )))
             }
         };
-        let project_ok = !project.is_empty()
-            && project.len() <= 100
-            && project.chars().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | ':' | '.')
-            });
-        if !project_ok {
+        if check_project(project).is_err() {
             return Err(bad(format!("{project:?} is not a valid project id")));
         }
         let ident_ok = |s: &str, dash: bool| {

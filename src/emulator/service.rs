@@ -12,7 +12,7 @@ use super::{
     state::{EmuState, JobRecord, JobSlot, OpRecord},
 };
 use crate::{
-    names::{JobName, LocationName},
+    names::{check_model_resource, JobName, LocationName},
     proto::{
         aiplatform::{
             self as pb,
@@ -162,21 +162,10 @@ fn validate_create(
     if job.display_name.trim().is_empty() {
         v.push(("batch_prediction_job.display_name", "required".into()));
     }
-    let model_ok = {
-        let parts: Vec<&str> = job.model.split('/').collect();
-        matches!(parts.as_slice(), ["publishers", p, "models", m] if !p.is_empty() && !m.is_empty())
-            || matches!(parts.as_slice(), ["projects", p, "locations", l, "models", m] if !p.is_empty() && !l.is_empty() && !m.is_empty())
-    };
     if job.model.is_empty() {
         v.push(("batch_prediction_job.model", "required".into()));
-    } else if !model_ok {
-        v.push((
-            "batch_prediction_job.model",
-            format!(
-                "{:?} is not a model resource name (publishers/*/models/* or projects/*/locations/*/models/*)",
-                job.model
-            ),
-        ));
+    } else if let Err(e) = check_model_resource(&job.model) {
+        v.push(("batch_prediction_job.model", e.message().to_owned()));
     }
     match &job.input_config {
         None => v.push(("batch_prediction_job.input_config", "required".into())),

@@ -122,6 +122,36 @@ pub(crate) fn is_loopback(host: &str) -> bool {
             .unwrap_or(false)
 }
 
+/// Whether any TLS trust roots were compiled in (features
+/// `tls-native-roots`, `tls-webpki-roots`).
+pub(crate) const HAS_TLS_ROOTS: bool = cfg!(any(
+    feature = "tls-native-roots",
+    feature = "tls-webpki-roots"
+));
+
+/// The error for TLS without trust roots.
+pub(crate) fn no_tls_roots(host: &str) -> Error {
+    Error::config(format!(
+        "TLS to {host} needs trust roots: build vertex-batch with the `tls-native-roots` \
+         (default) or `tls-webpki-roots` feature"
+    ))
+}
+
+/// The trust roots the features select, for rustls clients (Cloud Storage).
+/// Empty when none is compiled in.
+pub(crate) fn tls_roots() -> rustls::RootCertStore {
+    #[allow(unused_mut)]
+    let mut roots = rustls::RootCertStore::empty();
+    #[cfg(feature = "tls-webpki-roots")]
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    #[cfg(feature = "tls-native-roots")]
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system certificate rustls cannot use is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
 /// A channel to `uri` that connects on first use; TLS (verifying
 /// `tls_host`) when a host is given, plaintext otherwise.
 pub(crate) fn lazy_channel(
@@ -134,6 +164,9 @@ pub(crate) fn lazy_channel(
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true);
     if let Some(host) = tls_host {
+        if !HAS_TLS_ROOTS {
+            return Err(no_tls_roots(host));
+        }
         let tls = ClientTlsConfig::new()
             .with_enabled_roots()
             .domain_name(host.to_owned());
