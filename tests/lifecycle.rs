@@ -23,7 +23,7 @@ use tonic::Code;
 use vertex_batch::{
     client::WatchManyOptions, emulator::Emulator, emulator::KnobValues, policy::PollPolicy,
     policy::RetryPolicy, spec::REQUEST_KEY_LABEL, transport::Credentials, Client, Error, Job,
-    JobSpec, JobState, ListOptions, WaitOptions,
+    JobName, JobSpec, JobState, ListOptions, WaitOptions,
 };
 
 const PROJECT: &str = "p1";
@@ -377,6 +377,74 @@ async fn wait_is_ok_only_for_succeeded_and_wait_terminal_returns_every_end() {
         assert_eq!(job.state(), *state, "{name}");
         assert_eq!(job.name(), name);
     }
+}
+
+// ---------------------------------------------------------------------------
+// One way to name a job
+// ---------------------------------------------------------------------------
+
+/// Every method that takes a job takes a full name, a bare id, a `String`,
+/// a `JobName`, a `&JobName` and a `&Job` alike, and a job of another
+/// location is refused before any call, whichever form names it.
+#[tokio::test(start_paused = true)]
+async fn every_job_method_takes_every_form_of_name() {
+    let (_dir, emu, client) = in_memory().await;
+    write_gcs(&emu, INPUT, &lines(20));
+    emu.knobs().set_job_duration(Some(Duration::from_secs(60)));
+    let job = client.create(&spec(INPUT)).await.unwrap();
+    let name: JobName = job.name().parse().unwrap();
+    assert_eq!(client.resolve_job(job.id()).unwrap(), name);
+    assert_eq!(client.resolve_job(&job).unwrap(), name);
+
+    let by_str = client.get(job.name()).await.unwrap();
+    let by_id = client.get(job.id()).await.unwrap();
+    let by_string = client.get(job.name().to_owned()).await.unwrap();
+    let by_ref = client.get(&name).await.unwrap();
+    let by_job = client.get(&job).await.unwrap();
+    let by_name = client.get(name.clone()).await.unwrap();
+    for got in [&by_str, &by_id, &by_string, &by_ref, &by_job, &by_name] {
+        assert_eq!(got.name(), job.name());
+    }
+
+    let updates: Vec<_> = client
+        .watch_many([&job], &WatchManyOptions::new())
+        .collect()
+        .await;
+    assert!(updates.iter().all(|(n, r)| n == job.name() && r.is_ok()));
+    let watched: Vec<Job> = client
+        .watch(&name, &WaitOptions::new())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(watched.last().unwrap().state(), JobState::Succeeded);
+    let done = client
+        .wait(name.clone(), &WaitOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(done.state(), JobState::Succeeded);
+
+    let other: JobName = "projects/p1/locations/europe-west4/batchPredictionJobs/1"
+        .parse()
+        .unwrap();
+    let before = emu.rpc_counts();
+    for err in [
+        client.get(&other).await.unwrap_err(),
+        client.cancel(other.clone()).await.unwrap_err(),
+        client.delete(other.to_string()).await.unwrap_err(),
+        client.wait(&other, &WaitOptions::new()).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::Validation(v) if v.field() == "name"),
+            "{err:?}"
+        );
+    }
+    assert_eq!(emu.rpc_counts(), before, "nothing was sent");
+
+    client.delete(&done).await.unwrap();
+    assert_eq!(
+        client.get(&job).await.unwrap_err().code(),
+        Some(Code::NotFound)
+    );
 }
 
 // ---------------------------------------------------------------------------
