@@ -15,6 +15,12 @@ pub use crate::validation::ValidationError;
 use crate::{job::Job, status::ServiceError};
 
 /// A boxed error kept as the source of an [`Error`].
+///
+/// ```
+/// use vertex_batch::error::BoxError;
+/// let source: BoxError = "connection reset".into();
+/// assert_eq!(source.to_string(), "connection reset");
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong in this crate.
@@ -37,15 +43,29 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// * [`Error::Timeout`]: a deadline set on the call or on a wait ran out.
 /// * [`Error::JobNotSucceeded`]: a waited-for job ended in a state that is not
 ///   `SUCCEEDED`; the final job is inside ([`Error::job`]).
-///
-/// Struct variants are `#[non_exhaustive]` (match them with `..`) and the
-/// tuple variants hold opaque types, so every variant can gain fields
-/// without a breaking change.
 /// * [`Error::Storage`]: a Cloud Storage call failed; `http_status` is the
 ///   HTTP status when the server answered (404: the bucket or object does not
 ///   exist; 401/403: the credentials lack access to the bucket).
 /// * [`Error::Output`]: a line of a job's output could not be read; `file`
 ///   and `line` say where. The rest of the output is still read.
+///
+/// Struct variants are `#[non_exhaustive]` (match them with `..`) and the
+/// tuple variants hold opaque types, so every variant can gain fields
+/// without a breaking change.
+///
+/// ```no_run
+/// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+/// use vertex_batch::Error;
+/// match client.get("1234567890").await {
+///     Ok(job) => println!("{}", job.state()),
+///     Err(Error::Validation(v)) => eprintln!("fix {}: {}", v.field(), v.message()),
+///     Err(Error::Auth { message, .. }) => eprintln!("credentials: {message}"),
+///     Err(e) if e.code() == Some(tonic::Code::NotFound) => eprintln!("no such job"),
+///     Err(e) if e.is_retryable() => eprintln!("try again later: {e}"),
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -308,6 +328,14 @@ fn is_transport(status: &tonic::Status) -> bool {
 }
 
 /// A `Result` with this crate's [`Error`].
+///
+/// ```
+/// fn location(name: &str) -> vertex_batch::Result<vertex_batch::LocationName> {
+///     Ok(name.parse()?)
+/// }
+/// assert!(location("projects/p/locations/us-central1").is_ok());
+/// assert!(location("nonsense").is_err());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<ValidationError> for Error {

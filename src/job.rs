@@ -146,6 +146,15 @@ impl fmt::Display for JobState {
 }
 
 /// Row counts of a job (`completion_stats`).
+///
+/// ```
+/// use vertex_batch::job::CompletionStats;
+/// let stats = CompletionStats { successful: 90, failed: 2, incomplete: Some(8) };
+/// assert_eq!((stats.done(), stats.total()), (92, 100));
+/// // The service sends -1 when it does not know how many rows are left.
+/// let unknown = CompletionStats { incomplete: None, ..stats };
+/// assert_eq!(unknown.total(), 92);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct CompletionStats {
     /// Rows with a prediction.
@@ -171,6 +180,14 @@ impl CompletionStats {
 }
 
 /// Where a job's predictions were written (`output_info`).
+///
+/// ```
+/// use vertex_batch::job::OutputLocation;
+/// let out = OutputLocation::Gcs("gs://my-bucket/out/prediction-model-2024".into());
+/// assert_eq!(out.gcs().unwrap().bucket(), "my-bucket");
+/// assert!(out.bigquery().is_none());
+/// assert_eq!(out.to_string(), "gs://my-bucket/out/prediction-model-2024");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputLocation {
     /// A Cloud Storage directory holding `predictions.jsonl` files.
@@ -222,6 +239,18 @@ impl fmt::Display for OutputLocation {
 /// Accessors give Rust types; [`Job::proto`] and [`Job::into_proto`] give the
 /// raw message for anything not covered. It serialises (serde) to the same
 /// proto3 JSON the REST API shows.
+///
+/// ```
+/// use vertex_batch::{proto::aiplatform as pb, Job, JobState};
+/// let job = Job::from(pb::BatchPredictionJob {
+///     name: "projects/p/locations/us-central1/batchPredictionJobs/42".into(),
+///     state: pb::JobState::Running as i32,
+///     ..Default::default()
+/// });
+/// assert_eq!((job.id(), job.state()), ("42", JobState::Running));
+/// assert!(!job.has_ended());
+/// assert_eq!(job.to_json()["state"], "JOB_STATE_RUNNING");
+/// ```
 #[derive(Clone, PartialEq)]
 pub struct Job {
     raw: pb::BatchPredictionJob,

@@ -10,28 +10,24 @@
 //!
 //! ## Quickstart
 //!
+//! The same as the README's:
+//!
 //! ```no_run
 //! use serde_json::json;
-//! use vertex_batch::{Client, JobSpec};
+//! use vertex_batch::{Client, Error, JobSpec, WaitOptions};
 //!
 //! # async fn demo() -> vertex_batch::Result<()> {
-//! // Project and location from the arguments or GOOGLE_CLOUD_PROJECT /
-//! // GOOGLE_CLOUD_LOCATION; credentials from Application Default Credentials.
-//! // With VERTEX_AI_EMULATOR_HOST=host:port set, it talks to an emulator.
 //! let client = Client::builder().project("my-project").location("us-central1").build()?;
-//!
 //! let spec = JobSpec::new("gemini-2.0-flash-001")
-//!     .display_name("batch-predict-gcs")
-//!     .input("gs://cloud-samples-data/batch/prompt_for_batch_gemini_predict.jsonl")
-//!     .output("gs://my-bucket/batch-output")
+//!     .display_name("nightly-summaries")
+//!     .input("gs://my-bucket/prompts/*.jsonl")
+//!     .output("gs://my-bucket/results")
 //!     .model_parameters(json!({"temperature": 0.2, "maxOutputTokens": 200}));
-//!
-//! let job = client.create(&spec).await?;
-//! println!("submitted {} ({})", job.name(), job.state());
-//!
-//! let job = client.get(&job).await?;
-//! if let Some(out) = job.output_location() {
-//!     println!("predictions in {out}");
+//! let job = client.submit(&spec).await?;          // safe to retry: never two jobs
+//! match client.wait(&job, &WaitOptions::new()).await {
+//!     Ok(done) => println!("predictions in {}", done.output_location().unwrap()),
+//!     Err(Error::JobNotSucceeded(job)) => eprintln!("ended {}: {:?}", job.state(), job.error()),
+//!     Err(e) => return Err(e),
 //! }
 //! # Ok(()) }
 //! ```
@@ -40,20 +36,33 @@
 //!
 //! ```no_run
 //! use futures::StreamExt;
-//! use vertex_batch::{storage::Storage, BatchSpec, Client, JobSpec, Prompt};
+//! use vertex_batch::{storage::Storage, BatchSpec, Client, JobSpec, Outcome, Prompt};
 //!
 //! # async fn demo() -> vertex_batch::Result<()> {
 //! let client = Client::builder().project("my-project").location("us-central1").build()?;
-//! let storage = Storage::for_client(&client)?;
+//! let storage = Storage::for_client(&client)?;         // one token for both APIs
 //! let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
-//!     .request_key("nightly-2026-11-22"); // the same key after a crash resumes the batch
-//! let prompts = vec![("q1", Prompt::text("Why is the sky blue?")), ("q2", Prompt::text("Name three rivers."))];
-//! let (_batch, mut results) = client.run_batch(&storage, &spec, prompts).await?;
+//!     .request_key("nightly-2026-11-22");               // run again after a crash: it resumes
+//! let prompts = vec![
+//!     ("q1", Prompt::text("Why is the sky blue?").max_output_tokens(200)),
+//!     ("q2", Prompt::text("Name three rivers.").system("Answer in one line.")),
+//! ];
+//! let (mut batch, mut results) = client.run_batch(&storage, &spec, prompts).await?;
 //! while let Some(row) = results.next().await {
 //!     let row = row?;
-//!     println!("{}: {} {}", row.key().unwrap_or("?"), row.outcome().kind(), row.text().unwrap_or(""));
+//!     match row.outcome() {
+//!         Outcome::Succeeded(a) => println!("{}: {}", row.key().unwrap(), a.text()),
+//!         Outcome::Failed(e) => println!("{}: failed {:?} {}", row.key().unwrap(), e.code(), e.message()),
+//!         Outcome::Blocked(b) => println!("{}: blocked {:?}", row.key().unwrap(), b.reason()),
+//!         Outcome::Missing(_) => println!("{}: never came back", row.key().unwrap()),
+//!     }
 //! }
-//! println!("{:?}", results.totals());
+//! let totals = results.totals();                        // succeeded + failed + blocked + missing = prompts
+//! if totals.failed + totals.missing > 0 {
+//!     batch.retry_failed().await?;                      // a follow-up job of those rows only
+//!     batch.wait().await?;
+//!     let _merged = batch.results().await?;             // latest outcome per key
+//! }
 //! # Ok(()) }
 //! ```
 //!
@@ -122,6 +131,11 @@ pub mod uri;
 mod validation;
 
 pub use client::{Client, ClientBuilder, ListOptions, WaitOptions};
+
+// The README's Rust examples compile as doctests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub use data::{BatchSpec, Outcome, Prompt, ResultRow};
 pub use error::{Error, Result};
 pub use job::{Job, JobRef, JobState};

@@ -17,15 +17,41 @@ use crate::{
 };
 
 /// The most labels a resource may carry.
+///
+/// ```
+/// use vertex_batch::{spec::MAX_LABELS, JobSpec, LocationName};
+/// let parent = LocationName::new("p", "us-central1")?;
+/// let mut spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+/// for i in 0..=MAX_LABELS {
+///     spec = spec.label(format!("l{i}"), "x");
+/// }
+/// assert!(spec.to_request(&parent).is_err());
+/// # Ok::<_, vertex_batch::Error>(())
+/// ```
 pub const MAX_LABELS: usize = 64;
 
 /// The label that carries the request key. Its name uses underscores, so
 /// every AIP-160 filter parser accepts `labels.vertex_batch_request_key`.
+///
+/// ```
+/// use vertex_batch::{spec::REQUEST_KEY_LABEL, JobSpec};
+/// let spec = JobSpec::new("gemini-2.0-flash-001").request_key("nightly-2026-11-22");
+/// assert_eq!(spec.labels()[REQUEST_KEY_LABEL], "nightly-2026-11-22");
+/// ```
 pub const REQUEST_KEY_LABEL: &str = "vertex_batch_request_key";
 
 /// The label that carries a fingerprint of the job spec, so a request key
 /// reused for a different spec is caught instead of answered with the
-/// earlier job.
+/// earlier job. [`crate::Client::submit`] sets it; it is read back from the
+/// job found by key.
+///
+/// ```no_run
+/// # async fn demo(client: vertex_batch::Client, spec: vertex_batch::JobSpec) -> vertex_batch::Result<()> {
+/// use vertex_batch::spec::SPEC_LABEL;
+/// let job = client.submit(&spec.request_key("k1")).await?;
+/// println!("spec fingerprint {}", job.labels()[SPEC_LABEL]);
+/// # Ok(()) }
+/// ```
 pub const SPEC_LABEL: &str = "vertex_batch_spec";
 
 type Customizer = Arc<dyn Fn(&mut pb::BatchPredictionJob) + Send + Sync>;

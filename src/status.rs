@@ -10,6 +10,23 @@ use prost::Message;
 use crate::proto::google::rpc;
 
 /// A non-OK gRPC status from the service, with its details decoded.
+///
+/// ```
+/// use vertex_batch::{proto::rpc, status::{status_with_details, ServiceError, StatusDetail}};
+/// let violation = rpc::bad_request::FieldViolation {
+///     field: "batch_prediction_job.model".into(),
+///     description: "unknown model".into(),
+///     ..Default::default()
+/// };
+/// let status = status_with_details(
+///     tonic::Code::InvalidArgument,
+///     "bad request",
+///     &[StatusDetail::BadRequest(rpc::BadRequest { field_violations: vec![violation] })],
+/// );
+/// let err = ServiceError::from_status(&status);
+/// assert_eq!(err.code(), tonic::Code::InvalidArgument);
+/// assert_eq!(err.field_violations()[0].field, "batch_prediction_job.model");
+/// ```
 #[derive(Clone, PartialEq)]
 pub struct ServiceError {
     code: tonic::Code,
@@ -155,6 +172,15 @@ impl fmt::Display for ServiceError {
 impl std::error::Error for ServiceError {}
 
 /// One decoded detail of a `google.rpc.Status`.
+///
+/// ```
+/// use vertex_batch::{proto::rpc, status::StatusDetail};
+/// let retry = StatusDetail::RetryInfo(rpc::RetryInfo {
+///     retry_delay: Some(pbjson_types::Duration { seconds: 30, nanos: 0 }),
+/// });
+/// let any = retry.to_any();
+/// assert_eq!(any.type_url, "type.googleapis.com/google.rpc.RetryInfo");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum StatusDetail {

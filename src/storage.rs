@@ -50,15 +50,49 @@ use crate::{
 
 /// `STORAGE_EMULATOR_HOST`: a Cloud Storage emulator (`http://host:port` or
 /// `host:port`), used over plaintext with no credentials.
+///
+/// ```
+/// use vertex_batch::storage::{Storage, ENV_STORAGE_EMULATOR_HOST};
+///
+/// assert_eq!(ENV_STORAGE_EMULATOR_HOST, "STORAGE_EMULATOR_HOST");
+/// // The same as `STORAGE_EMULATOR_HOST=127.0.0.1:4443`, without the environment:
+/// let storage = Storage::builder().ignore_env().emulator_host("127.0.0.1:4443").build()?;
+/// assert_eq!(storage.endpoint(), "http://127.0.0.1:4443");
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
 pub const ENV_STORAGE_EMULATOR_HOST: &str = "STORAGE_EMULATOR_HOST";
 
 /// The Cloud Storage endpoint.
+///
+/// ```
+/// use vertex_batch::storage::{Storage, DEFAULT_ENDPOINT};
+///
+/// let storage = Storage::builder().ignore_env().build()?; // no network I/O yet
+/// assert_eq!(storage.endpoint(), DEFAULT_ENDPOINT);
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
 pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 
 /// Resumable uploads send chunks that are multiples of this (256 KiB).
+///
+/// ```
+/// use vertex_batch::storage::{Storage, CHUNK_QUANTUM};
+///
+/// assert_eq!(CHUNK_QUANTUM, 256 * 1024);
+/// // Four quanta (1 MiB) per upload request; other sizes are rounded up.
+/// let storage = Storage::builder().chunk_size(4 * CHUNK_QUANTUM).build()?;
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
 pub const CHUNK_QUANTUM: usize = 256 << 10;
 
 /// The default upload chunk (8 MiB).
+///
+/// ```
+/// use vertex_batch::storage::{CHUNK_QUANTUM, DEFAULT_CHUNK_SIZE};
+///
+/// assert_eq!(DEFAULT_CHUNK_SIZE, 8 << 20);
+/// assert_eq!(DEFAULT_CHUNK_SIZE % CHUNK_QUANTUM, 0);
+/// ```
 pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
 
 /// Attempts per upload chunk before giving up.
@@ -100,6 +134,21 @@ struct Inner {
 }
 
 /// Counts of the HTTP requests a [`Storage`] made, by kind.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> vertex_batch::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let storage = vertex_batch::storage::Storage::local(dir.path());
+/// use futures::TryStreamExt;
+///
+/// storage.upload_bytes(&"gs://my-bucket/in/a.jsonl".parse()?, "{}\n").await?;
+/// let _objects: Vec<_> = storage.list(&"gs://my-bucket/in/".parse()?).try_collect().await?;
+/// let calls = storage.calls();
+/// assert_eq!((calls.uploads, calls.lists, calls.reads), (1, 1, 0));
+/// assert_eq!(calls.total(), 2);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StorageCalls {
     /// Uploads: simple uploads, resumable sessions started, and chunks sent.
@@ -141,6 +190,18 @@ impl fmt::Debug for Storage {
 }
 
 /// Configures a [`Storage`].
+///
+/// ```
+/// use vertex_batch::storage::Storage;
+///
+/// let storage = Storage::builder()
+///     .ignore_env()                    // whatever STORAGE_EMULATOR_HOST says,
+///     .emulator_host("127.0.0.1:4443") // use fake-gcs-server: plaintext, no credentials
+///     .chunk_size(1 << 20)             // 1 MiB upload chunks
+///     .build()?;                       // no network I/O yet
+/// assert_eq!(storage.endpoint(), "http://127.0.0.1:4443");
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct StorageBuilder {
     credentials: Option<Credentials>,
@@ -173,6 +234,15 @@ impl Default for StorageBuilder {
 impl StorageBuilder {
     /// The credentials (default: Application Default Credentials; none for
     /// an emulator).
+    ///
+    /// ```
+    /// use vertex_batch::{storage::Storage, transport::Credentials};
+    ///
+    /// let storage = Storage::builder()
+    ///     .credentials(Credentials::access_token("ya29.example")) // e.g. from `gcloud auth print-access-token`
+    ///     .build()?;
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
         self
@@ -180,6 +250,14 @@ impl StorageBuilder {
 
     /// Uses `client`'s credentials: its very token cache, so one token serves
     /// both APIs. (Ignored for an emulator, which gets no credentials.)
+    ///
+    /// ```no_run
+    /// # fn demo(client: &vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// use vertex_batch::storage::Storage;
+    ///
+    /// let storage = Storage::builder().credentials_of(client).chunk_size(32 << 20).build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn credentials_of(mut self, client: &Client) -> Self {
         self.tokens = Some(client.inner.tokens.clone());
         self
@@ -187,6 +265,17 @@ impl StorageBuilder {
 
     /// Another endpoint (`https://host[:port]`; `http://` only on
     /// loopback).
+    ///
+    /// ```
+    /// use vertex_batch::storage::Storage;
+    ///
+    /// let storage = Storage::builder().ignore_env().endpoint("https://storage.example.internal").build()?;
+    /// assert_eq!(storage.endpoint(), "https://storage.example.internal");
+    /// // Plain HTTP only to this machine:
+    /// assert!(Storage::builder().ignore_env().endpoint("http://storage.example.com").build().is_err());
+    /// assert!(Storage::builder().ignore_env().endpoint("http://127.0.0.1:4443").build().is_ok());
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
@@ -213,6 +302,19 @@ impl StorageBuilder {
     }
 
     /// Builds the client. No network I/O happens here.
+    ///
+    /// ```
+    /// use vertex_batch::{storage::Storage, transport::Credentials};
+    ///
+    /// let storage = Storage::builder().ignore_env().emulator_host("127.0.0.1:4443").build()?;
+    /// // Credentials never go in plaintext to an emulator on another machine:
+    /// let refused = Storage::builder()
+    ///     .emulator_host("gcs-emulator.internal:4443")
+    ///     .credentials(Credentials::access_token("ya29.example"))
+    ///     .build();
+    /// assert!(refused.is_err());
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
     pub fn build(self) -> Result<Storage> {
         let emulator = self.emulator.clone().or_else(|| {
             self.use_env
@@ -354,6 +456,20 @@ impl token_source::TokenSource for SharedTokenSource {
 }
 
 /// An object's name and size.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> vertex_batch::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let storage = vertex_batch::storage::Storage::local(dir.path());
+/// use futures::TryStreamExt;
+///
+/// storage.upload_bytes(&"gs://my-bucket/in/prompts.jsonl".parse()?, "{}\n").await?;
+/// let objects: Vec<_> = storage.list(&"gs://my-bucket/in/".parse()?).try_collect().await?;
+/// assert_eq!(objects[0].uri().to_string(), "gs://my-bucket/in/prompts.jsonl");
+/// assert_eq!(objects[0].size(), 3);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     uri: GcsUri,
@@ -445,6 +561,16 @@ fn storage_error(what: impl fmt::Display, e: gcs::Error) -> Error {
 /// # Operations
 impl Storage {
     /// A builder.
+    ///
+    /// ```
+    /// use vertex_batch::{storage::Storage, transport::Credentials};
+    ///
+    /// let storage = Storage::builder()
+    ///     .credentials(Credentials::application_default()) // the default, found on first use
+    ///     .chunk_size(16 << 20)
+    ///     .build()?;
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
     pub fn builder() -> StorageBuilder {
         StorageBuilder::default()
     }
@@ -453,6 +579,18 @@ impl Storage {
     /// file `root/BUCKET/OBJECT` — the layout of the emulator's data
     /// directory (`DATA_DIR/gcs`), so a batch runs against an embedded
     /// emulator with no storage server at all. Buckets are directories.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use vertex_batch::storage::Storage;
+    ///
+    /// let dir = tempfile::tempdir()?; // e.g. an emulator's DATA_DIR/gcs
+    /// let storage = Storage::local(dir.path());
+    /// storage.upload_bytes(&"gs://my-bucket/in/prompts.jsonl".parse()?, "{}\n").await?;
+    /// assert!(dir.path().join("my-bucket/in/prompts.jsonl").is_file());
+    /// # Ok(()) }
+    /// ```
     pub fn local(root: impl Into<std::path::PathBuf>) -> Storage {
         let root = root.into();
         Storage {
@@ -469,6 +607,15 @@ impl Storage {
     /// A client sharing `client`'s credentials (its very token cache).
     /// `STORAGE_EMULATOR_HOST` still points it at an emulator, with no
     /// credentials.
+    ///
+    /// ```no_run
+    /// # fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::{storage::Storage, Client};
+    ///
+    /// let client = Client::builder().project("my-project").location("us-central1").build()?;
+    /// let storage = Storage::for_client(&client)?; // one token for both APIs
+    /// # Ok(()) }
+    /// ```
     pub fn for_client(client: &Client) -> Result<Storage> {
         Storage::builder().credentials_of(client).build()
     }
@@ -498,6 +645,17 @@ impl Storage {
     }
 
     /// Uploads a small object in one request.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let uri = "gs://my-bucket/batches/k/manifest.json".parse()?;
+    /// let info = storage.upload_bytes(&uri, br#"{"version":1}"#.to_vec()).await?;
+    /// assert_eq!((info.uri(), info.size()), (&uri, 13));
+    /// # Ok(()) }
+    /// ```
     pub async fn upload_bytes(&self, uri: &GcsUri, data: impl Into<Bytes>) -> Result<ObjectInfo> {
         self.simple_upload(uri, data.into(), false)
             .await?
@@ -569,6 +727,22 @@ impl Storage {
 
     /// Starts a resumable upload to `uri` (replacing any object there once
     /// finished). Write to it, then [`ObjectWriter::finish`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let mut w = storage.writer(&"gs://my-bucket/in/part-00000.jsonl".parse()?).await?;
+    /// for i in 0..3 {
+    ///     let line = format!("{{\"key\":\"q{i}\",\"request\":{{}}}}\n");
+    ///     w.write(line.as_bytes()).await?;
+    /// }
+    /// let written = w.len();
+    /// let info = w.finish().await?; // the object exists from here on
+    /// assert_eq!(info.size(), written);
+    /// # Ok(()) }
+    /// ```
     pub async fn writer(&self, uri: &GcsUri) -> Result<ObjectWriter> {
         if let Some(root) = &self.inner.local {
             bump(&self.inner.calls.uploads);
@@ -606,6 +780,18 @@ impl Storage {
     }
 
     /// Uploads everything `reader` yields, resumably, one chunk in memory.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// // Any `AsyncRead`: a `tokio::fs::File`, a socket, or bytes in memory.
+    /// let reader: &[u8] = b"{\"key\":\"q1\",\"request\":{}}\n";
+    /// let info = storage.upload(&"gs://my-bucket/in/prompts.jsonl".parse()?, reader).await?;
+    /// assert_eq!(info.size(), 26);
+    /// # Ok(()) }
+    /// ```
     pub async fn upload(
         &self,
         uri: &GcsUri,
@@ -630,12 +816,48 @@ impl Storage {
 
     /// The objects whose names start with `prefix`'s object part, in name
     /// order; pages are fetched as the stream is read.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// use futures::StreamExt;
+    ///
+    /// for name in ["out/a/predictions.jsonl", "out/b/predictions.jsonl", "in/prompts.jsonl"] {
+    ///     storage.upload_bytes(&format!("gs://my-bucket/{name}").parse()?, "").await?;
+    /// }
+    /// let mut objects = storage.list(&"gs://my-bucket/out/".parse()?);
+    /// let mut names = Vec::new();
+    /// while let Some(o) = objects.next().await {
+    ///     names.push(o?.uri().object().to_owned());
+    /// }
+    /// assert_eq!(names, ["out/a/predictions.jsonl", "out/b/predictions.jsonl"]);
+    /// # Ok(()) }
+    /// ```
     pub fn list(&self, prefix: &GcsUri) -> BoxStream<'static, Result<ObjectInfo>> {
         self.list_paged(prefix, None)
     }
 
     /// [`Storage::list`] asking for pages of `page_size` objects (the
     /// service's default and maximum is 1,000).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// use futures::TryStreamExt;
+    ///
+    /// for i in 0..3 {
+    ///     storage.upload_bytes(&format!("gs://my-bucket/out/part-{i}.jsonl").parse()?, "").await?;
+    /// }
+    /// // Pages of two objects: the stream fetches the next page when it needs it.
+    /// let prefix = "gs://my-bucket/out/".parse()?;
+    /// let objects: Vec<_> = storage.list_paged(&prefix, Some(2)).try_collect().await?;
+    /// assert_eq!(objects.len(), 3);
+    /// # Ok(()) }
+    /// ```
     pub fn list_paged(
         &self,
         prefix: &GcsUri,
@@ -694,6 +916,22 @@ impl Storage {
     }
 
     /// An object's bytes as a stream of chunks; `range` reads part of it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// use futures::TryStreamExt;
+    ///
+    /// let uri = "gs://my-bucket/out/predictions.jsonl".parse()?;
+    /// storage.upload_bytes(&uri, "0123456789").await?;
+    /// let all: Vec<bytes::Bytes> = storage.read(&uri, None).await?.try_collect().await?;
+    /// assert_eq!(all.concat(), b"0123456789");
+    /// let part: Vec<bytes::Bytes> = storage.read(&uri, Some(2..5)).await?.try_collect().await?;
+    /// assert_eq!(part.concat(), b"234");
+    /// # Ok(()) }
+    /// ```
     pub async fn read(
         &self,
         uri: &GcsUri,
@@ -803,6 +1041,18 @@ impl Storage {
     }
 
     /// An object's metadata, or `None` when it does not exist.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let uri = "gs://my-bucket/batches/k/manifest.json".parse()?;
+    /// assert_eq!(storage.metadata(&uri).await?, None);
+    /// storage.upload_bytes(&uri, "{}").await?;
+    /// assert_eq!(storage.metadata(&uri).await?.map(|o| o.size()), Some(2));
+    /// # Ok(()) }
+    /// ```
     pub async fn metadata(&self, uri: &GcsUri) -> Result<Option<ObjectInfo>> {
         if let Some(root) = &self.inner.local {
             bump(&self.inner.calls.other);
@@ -830,6 +1080,18 @@ impl Storage {
     }
 
     /// Deletes an object.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let uri = "gs://my-bucket/tmp/scratch.jsonl".parse()?;
+    /// storage.upload_bytes(&uri, "{}").await?;
+    /// storage.delete(&uri).await?;
+    /// assert!(storage.metadata(&uri).await?.is_none());
+    /// # Ok(()) }
+    /// ```
     pub async fn delete(&self, uri: &GcsUri) -> Result<()> {
         if let Some(root) = &self.inner.local {
             bump(&self.inner.calls.other);
@@ -849,6 +1111,16 @@ impl Storage {
 
     /// Creates a bucket (for emulators and tests; real buckets are created
     /// with their location and policies by their owners).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::storage::Storage;
+    ///
+    /// // fake-gcs-server, e.g. `docker run -p 4443:4443 fsouza/fake-gcs-server -scheme http`
+    /// let storage = Storage::builder().emulator_host("127.0.0.1:4443").build()?;
+    /// storage.create_bucket("my-project", "my-bucket").await?; // already there: fine too
+    /// # Ok(()) }
+    /// ```
     pub async fn create_bucket(&self, project: &str, name: &str) -> Result<()> {
         if let Some(root) = &self.inner.local {
             bump(&self.inner.calls.other);
@@ -877,6 +1149,28 @@ impl Storage {
 /// A resumable upload in progress: bytes are buffered up to one chunk and
 /// sent chunk by chunk; [`ObjectWriter::finish`] sends the rest and
 /// completes the object. Dropping it without finishing leaves no object.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> vertex_batch::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let storage = vertex_batch::storage::Storage::local(dir.path());
+/// use vertex_batch::data::input::{InputEncoder, InputLimits};
+///
+/// let mut w = storage.writer(&"gs://my-bucket/in/part-00000.jsonl".parse()?).await?;
+/// assert!(w.is_empty());
+/// let mut encoder = InputEncoder::new(InputLimits::default());
+/// let mut line = Vec::new();
+/// for (key, prompt) in [("q1", "Why is the sky blue?"), ("q2", "Name three rivers.")] {
+///     line.clear();
+///     encoder.encode(key, prompt, &mut line)?;
+///     w.write(&line).await?; // a full chunk is sent as soon as it fills
+/// }
+/// println!("{} bytes, {} chunks sent so far", w.len(), w.chunks_sent());
+/// let info = w.finish().await?;
+/// assert_eq!(info.size(), encoder.parts()[0].bytes);
+/// # Ok(()) }
+/// ```
 pub struct ObjectWriter {
     storage: Storage,
     uri: GcsUri,

@@ -215,6 +215,15 @@ impl FromStr for BigQueryUri {
 }
 
 /// Where a job reads its prompts.
+///
+/// ```
+/// use vertex_batch::uri::InputSource;
+/// let gcs = InputSource::parse(["gs://bkt/part-1.jsonl", "gs://bkt/part-2.jsonl"])?;
+/// assert_eq!(gcs.format(), "jsonl");
+/// let bq = InputSource::parse(["bq://p.dataset.requests"])?;
+/// assert_eq!(bq.format(), "bigquery");
+/// # Ok::<_, vertex_batch::error::ValidationError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputSource {
     /// One or more JSONL files in Cloud Storage (`instances_format = "jsonl"`).
@@ -283,6 +292,14 @@ impl InputSource {
 }
 
 /// Where a job writes its predictions.
+///
+/// ```
+/// use vertex_batch::uri::OutputDestination;
+/// let out = OutputDestination::parse("gs://bkt/out")?;
+/// assert_eq!((out.format(), out.to_string().as_str()), ("jsonl", "gs://bkt/out"));
+/// assert_eq!(OutputDestination::parse("bq://p.d")?.format(), "bigquery");
+/// # Ok::<_, vertex_batch::error::ValidationError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputDestination {
     /// A Cloud Storage prefix (`predictions_format = "jsonl"`).

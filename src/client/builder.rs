@@ -156,6 +156,18 @@ impl ClientBuilder {
     /// Builds the client over a channel the caller made (a custom
     /// connector, a proxy, an in-memory transport). Endpoint settings are
     /// ignored; credentials default to none, as for an emulator.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use tonic::transport::Endpoint;
+    /// let channel = Endpoint::from_static("http://127.0.0.1:8080").connect_lazy();
+    /// let client = vertex_batch::Client::builder()
+    ///     .project("p")
+    ///     .location("us-central1")
+    ///     .build_with_channel(channel)?;
+    /// # let _ = client;
+    /// # Ok(()) }
+    /// ```
     pub fn build_with_channel(self, channel: Channel) -> Result<Client> {
         self.build_inner(Some(channel))
     }

@@ -96,6 +96,19 @@ impl Client {
     /// request this crate would refuse (e.g. to test a server's
     /// validation), customise the proto with [`JobSpec::with_proto`] or use
     /// the generated stub in [`crate::proto`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// use vertex_batch::JobSpec;
+    /// let spec = JobSpec::new("gemini-2.0-flash-001")
+    ///     .input("gs://my-bucket/prompts.jsonl")
+    ///     .output("gs://my-bucket/out")
+    ///     // Any field this crate has no setter for:
+    ///     .with_proto(|job| job.disable_container_logging = true);
+    /// let job = client.create(&spec).await?;
+    /// println!("{} is {}", job.name(), job.state());
+    /// # Ok(()) }
+    /// ```
     pub async fn create(&self, spec: &JobSpec) -> Result<Job> {
         let request = spec.to_request(&self.inner.parent)?;
         self.send_create(request).await
@@ -210,6 +223,14 @@ impl Client {
 
     /// The job created with request key `key`, if any (the oldest, should
     /// there be several).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// if let Some(job) = client.find_by_request_key("nightly-2026-11-22").await? {
+    ///     println!("already submitted: {}", job.name());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn find_by_request_key(&self, key: &str) -> Result<Option<Job>> {
         let opts = ListOptions::new()
             .label(REQUEST_KEY_LABEL, key)

@@ -40,6 +40,15 @@ impl Client {
     /// then ends `CANCELLED` (or `SUCCEEDED`/`FAILED` if it was about to);
     /// use [`Client::wait`] to see how it ended. A job that already ended
     /// gives `FAILED_PRECONDITION`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, job: vertex_batch::Job) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{JobState, WaitOptions};
+    /// client.cancel(&job).await?;
+    /// let ended = client.wait(&job, &WaitOptions::new().any_end()).await?;
+    /// assert!(ended.state() == JobState::Cancelled || ended.has_ended());
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel<'a>(&self, job: impl Into<JobRef<'a>>) -> Result<()> {
         self.call_on_job(
             "CancelBatchPredictionJob",
@@ -57,6 +66,13 @@ impl Client {
     /// Deletes a job that has ended, following the returned long-running
     /// operation until it is done (at most 5 minutes). A job still running
     /// gives `FAILED_PRECONDITION`: cancel it and wait first.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// client.delete("1234567890").await?;
+    /// assert_eq!(client.get("1234567890").await.unwrap_err().code(), Some(tonic::Code::NotFound));
+    /// # Ok(()) }
+    /// ```
     pub async fn delete<'a>(&self, job: impl Into<JobRef<'a>>) -> Result<()> {
         let op = self
             .call_on_job(

@@ -111,7 +111,25 @@ impl ListOptions {
     }
 }
 
-/// One page of jobs.
+/// One page of jobs, from [`Client::list_page`].
+///
+/// ```no_run
+/// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+/// use vertex_batch::ListOptions;
+/// let opts = ListOptions::new().page_size(50);
+/// let mut token: Option<String> = None;
+/// loop {
+///     let page = client.list_page(&opts, token.as_deref()).await?;
+///     for job in &page.jobs {
+///         println!("{} {}", job.name(), job.state());
+///     }
+///     match page.next_page_token {
+///         Some(t) => token = Some(t),
+///         None => break,
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct JobPage {
     /// The jobs, newest first.

@@ -22,6 +22,17 @@ use crate::{
 };
 
 /// Settings of [`Client::watch_many`].
+///
+/// ```
+/// use std::time::Duration;
+/// use vertex_batch::{client::WatchManyOptions, policy::PollPolicy};
+/// let opts = WatchManyOptions::new()
+///     .gets_per_second(2.0)
+///     .max_in_flight(8)
+///     .policy(PollPolicy::fixed(Duration::from_secs(30)))
+///     .failure_budget(Duration::from_secs(300));
+/// # let _ = opts;
+/// ```
 #[derive(Debug, Clone)]
 pub struct WatchManyOptions {
     follow: FollowSettings,

@@ -45,6 +45,23 @@ use crate::{
 };
 
 /// The longest request key a batch takes (its jobs' keys add a suffix).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> vertex_batch::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let storage = vertex_batch::storage::Storage::local(dir.path());
+/// # let client = vertex_batch::Client::builder().ignore_env().project("my-project")
+/// #     .location("us-central1").emulator_host("127.0.0.1:8085").build()?;
+/// use vertex_batch::{data::{BatchSpec, MAX_BATCH_KEY_LEN}, Error, JobSpec};
+///
+/// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+///     .request_key("k".repeat(MAX_BATCH_KEY_LEN + 1));
+/// // Refused before anything is staged or submitted.
+/// let err = client.start_batch(&storage, &spec, [("q1", "hi")]).await.unwrap_err();
+/// assert!(matches!(err, Error::Validation(ref v) if v.field() == "request_key"));
+/// # Ok(()) }
+/// ```
 pub const MAX_BATCH_KEY_LEN: usize = 48;
 
 /// What to run: a job template, where to stage, and the batch's key.
@@ -82,6 +99,18 @@ impl BatchSpec {
     /// A batch of jobs like `job` (model, parameters, labels, display name;
     /// its input and output are set per part), staged under `staging`
     /// (`gs://bucket[/prefix]`).
+    ///
+    /// ```
+    /// use vertex_batch::{client::WatchManyOptions, data::{input::InputLimits, ReadOptions}};
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let job = JobSpec::new("gemini-2.0-flash-001").display_name("nightly");
+    /// let spec = BatchSpec::new(job, "gs://my-bucket/batches")
+    ///     .request_key("nightly-2026-11-22")
+    ///     .limits(InputLimits::default().max_rows_per_file(50_000)) // a job per 50,000 prompts
+    ///     .watch_options(WatchManyOptions::new().gets_per_second(2.0))
+    ///     .read_options(ReadOptions::new().parallelism(4));
+    /// ```
     pub fn new(job: JobSpec, staging: impl Into<String>) -> Self {
         BatchSpec {
             job,
@@ -173,6 +202,22 @@ struct Part {
 }
 
 /// A batch on its way: its jobs, their progress, its results.
+///
+/// ```no_run
+/// # async fn demo(client: vertex_batch::Client, storage: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+/// use vertex_batch::{BatchSpec, JobSpec, Prompt};
+///
+/// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+///     .request_key("nightly-2026-11-22");
+/// let prompts = (0..1000).map(|i| (format!("doc-{i}"), Prompt::text(format!("Summarise document {i}."))));
+/// let batch = client.start_batch(&storage, &spec, prompts).await?;
+/// println!("{} prompts staged under {}: {:?}", batch.rows(), batch.root(), batch.input_files());
+/// for job in batch.jobs() {
+///     println!("{} is {}", job.name(), job.state());
+/// }
+/// assert_eq!((batch.request_key(), batch.rounds()), ("nightly-2026-11-22", 1));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Batch {
     client: Client,
@@ -185,6 +230,21 @@ pub struct Batch {
 }
 
 /// One look at a whole batch.
+///
+/// ```no_run
+/// # async fn demo(mut batch: vertex_batch::data::Batch) -> vertex_batch::Result<()> {
+/// use futures::StreamExt;
+///
+/// let mut progress = std::pin::pin!(batch.progress());
+/// while let Some(p) = progress.next().await.transpose()? {
+///     let states: Vec<_> = p.jobs.iter().map(|j| j.state()).collect();
+///     println!("{}/{} rows succeeded, {} failed; jobs {states:?}", p.succeeded, p.rows, p.failed);
+///     if p.done {
+///         break;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct BatchProgress {
     /// The latest snapshot of every job (all rounds).
@@ -218,6 +278,20 @@ impl Client {
     ///
     /// Keys are any UTF-8 (see [`crate::data::key`]); a duplicate key is an
     /// error naming it, raised before any job is submitted.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, storage: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+    ///     .request_key("nightly-2026-11-22");
+    /// let prompts = [("q1", "Why is the sky blue?"), ("q2", "Name three rivers.")];
+    /// // After a crash, the same call reattaches: no second upload, no second job.
+    /// let mut batch = client.start_batch(&storage, &spec, prompts).await?;
+    /// batch.wait().await?;
+    /// let results = batch.results().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start_batch<I, K, R>(
         &self,
         storage: &Storage,
@@ -298,6 +372,18 @@ impl Client {
     /// The whole trip: [`Client::start_batch`], wait for every job, and
     /// read the results joined to the prompts. Safe to run again with the
     /// same key after a crash.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, storage: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches");
+    /// let prompts = [("q1", "Why is the sky blue?"), ("q2", "Name three rivers.")];
+    /// let (batch, results) = client.run_batch(&storage, &spec, prompts).await?;
+    /// let (rows, errors, totals) = results.collect_all().await;
+    /// println!("{} rows ({} unreadable lines) from {} jobs", totals.rows(), errors.len(), batch.jobs().len());
+    /// # Ok(()) }
+    /// ```
     pub async fn run_batch<I, K, R>(
         &self,
         storage: &Storage,
@@ -441,6 +527,22 @@ impl Batch {
 
     /// Follows every job: one [`BatchProgress`] per change, the last one
     /// with `done` set. Also keeps this batch's snapshots current.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut batch: vertex_batch::data::Batch) -> vertex_batch::Result<()> {
+    /// use futures::StreamExt;
+    ///
+    /// {
+    ///     let mut progress = std::pin::pin!(batch.progress());
+    ///     while let Some(p) = progress.next().await {
+    ///         let p = p?;
+    ///         eprintln!("{}/{} rows done", p.succeeded + p.failed, p.rows);
+    ///     }
+    /// }
+    /// // Every job has ended, and `batch.jobs()` holds their final snapshots.
+    /// let results = batch.results().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn progress(&mut self) -> impl Stream<Item = Result<BatchProgress>> + '_ {
         let names: Vec<String> = self.jobs().iter().map(|j| j.name().to_owned()).collect();
         let updates = self.client.watch_many(names.clone(), &self.spec.watch);
@@ -493,6 +595,14 @@ impl Batch {
 
     /// Waits until every job has ended (in any state: a failed job's rows
     /// come back as failed or missing in [`Batch::results`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(mut batch: vertex_batch::data::Batch) -> vertex_batch::Result<()> {
+    /// batch.wait().await?; // every job has ended, whichever way
+    /// let unsuccessful = batch.jobs().iter().filter(|j| !j.state().is_success()).count();
+    /// println!("{unsuccessful} of {} jobs did not succeed", batch.jobs().len());
+    /// # Ok(()) }
+    /// ```
     pub async fn wait(&mut self) -> Result<()> {
         let mut progress = Box::pin(self.progress());
         while let Some(p) = progress.next().await {
@@ -504,6 +614,23 @@ impl Batch {
     /// Every prompt's result, read from the jobs' output directories
     /// (newest round first: the latest outcome per key wins) and joined to
     /// the staged inputs.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut batch: vertex_batch::data::Batch) -> vertex_batch::Result<()> {
+    /// use futures::StreamExt;
+    /// use vertex_batch::Outcome;
+    ///
+    /// batch.wait().await?;
+    /// let mut results = batch.results().await?;
+    /// while let Some(row) = results.next().await {
+    ///     let row = row?;
+    ///     if let Outcome::Succeeded(answer) = row.outcome() {
+    ///         println!("{}: {}", row.key().unwrap_or("?"), answer.text());
+    ///     }
+    /// }
+    /// assert_eq!(results.totals().rows(), batch.rows()); // every prompt once
+    /// # Ok(()) }
+    /// ```
     pub async fn results(&self) -> Result<ResultStream> {
         let mut reader = ResultReader::new()
             .storage(self.storage.clone())
@@ -536,6 +663,18 @@ impl Batch {
     /// of jobs (keys and requests byte-exact from the inputs). Returns how
     /// many rows were resubmitted (0: nothing to retry, no job made).
     /// Blocked prompts are not retried.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut batch: vertex_batch::data::Batch) -> vertex_batch::Result<()> {
+    /// batch.wait().await?;
+    /// // Up to two follow-up rounds, while rows keep failing.
+    /// while batch.rounds() < 3 && batch.retry_failed().await? > 0 {
+    ///     batch.wait().await?;
+    /// }
+    /// let (_rows, _errors, totals) = batch.results().await?.collect_all().await; // latest outcome per key
+    /// println!("{} rows still failed after {} rounds", totals.failed + totals.missing, batch.rounds());
+    /// # Ok(()) }
+    /// ```
     pub async fn retry_failed(&mut self) -> Result<u64> {
         if let Some(j) = self.jobs().iter().find(|j| !j.has_ended()) {
             return Err(Error::validation(

@@ -213,8 +213,18 @@ impl From<InputLine> for BatchRequest {
 }
 
 /// The service's documented limit on requests per batch job.
+///
+/// ```
+/// use vertex_batch::data::input::{InputLimits, SERVICE_MAX_ROWS_PER_JOB};
+/// assert_eq!(InputLimits::default().rows(), SERVICE_MAX_ROWS_PER_JOB);
+/// ```
 pub const SERVICE_MAX_ROWS_PER_JOB: u64 = 200_000;
 /// The service's documented limit on the size of one Cloud Storage input file.
+///
+/// ```
+/// use vertex_batch::data::input::{InputLimits, SERVICE_MAX_BYTES_PER_FILE};
+/// assert_eq!(InputLimits::default().bytes(), SERVICE_MAX_BYTES_PER_FILE);
+/// ```
 pub const SERVICE_MAX_BYTES_PER_FILE: u64 = 1_000_000_000;
 
 /// How big one input file (part) may get.
@@ -704,6 +714,17 @@ where
 }
 
 /// One line of a batch input file.
+///
+/// ```
+/// use vertex_batch::data::input::{read_input_lines, InputLine};
+///
+/// let file = b"\n{\"key\": \"q1\", \"request\": {\"contents\": []}}\n";
+/// let line: InputLine = read_input_lines(&file[..]).next().unwrap()?;
+/// assert_eq!(line.key, "q1");
+/// assert_eq!(line.request.get(), r#"{"contents": []}"#);
+/// assert_eq!(line.line, 2); // the blank first line still counts
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct InputLine {
     /// The row key.

@@ -36,6 +36,16 @@ use crate::error::{Error, Result};
 /// Where a batch's input lines (`{"key": …, "request": {…}}`) are read from.
 /// They are read twice by a joined read, so this names them rather than
 /// holding a stream.
+///
+/// ```
+/// use vertex_batch::data::Inputs;
+///
+/// let staged = Inputs::local(["batch/input/part-00000.jsonl", "batch/input/part-00001.jsonl"]);
+/// assert_eq!(staged.len(), 2);
+/// let small = Inputs::memory("prompts.jsonl", "{\"key\":\"q1\",\"request\":{\"contents\":[]}}\n");
+/// assert!(!small.is_empty());
+/// assert!(Inputs::default().is_empty());
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Inputs {
     files: Vec<InputFile>,
@@ -50,6 +60,14 @@ enum InputFile {
 
 impl Inputs {
     /// Input files on the local disk, in order.
+    ///
+    /// ```
+    /// use vertex_batch::data::{Inputs, ResultReader};
+    ///
+    /// let reader = ResultReader::new()
+    ///     .output_local("out/prediction-model-2026-11-22T10:00:00.000Z")
+    ///     .inputs(Inputs::local(["prompts.jsonl"]));
+    /// ```
     pub fn local(files: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
         Inputs {
             files: files
@@ -60,6 +78,18 @@ impl Inputs {
     }
 
     /// Input lines held in memory (e.g. a small batch built in a test).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// use vertex_batch::data::{Inputs, ResultReader};
+    ///
+    /// let inputs = Inputs::memory("test-inputs", "{\"key\":\"a\",\"request\":{}}\n{\"key\":\"b\",\"request\":{}}\n");
+    /// // No output yet: both inputs come back missing.
+    /// let (_rows, _errors, totals) = ResultReader::new().inputs(inputs).read().await?.collect_all().await;
+    /// assert_eq!(totals.missing, 2);
+    /// # Ok(()) }
+    /// ```
     pub fn memory(name: &str, jsonl: impl Into<Bytes>) -> Self {
         Inputs {
             files: vec![InputFile::Memory(name.into(), jsonl.into())],
@@ -68,6 +98,20 @@ impl Inputs {
 
     /// Input objects in Cloud Storage, in order (each is downloaded twice by
     /// a joined read: once for the keys, once for the missing requests).
+    ///
+    /// ```
+    /// # fn main() -> vertex_batch::Result<()> {
+    /// use vertex_batch::{data::{Inputs, ResultReader}, storage::Storage};
+    ///
+    /// let storage = Storage::local("/tmp/gcs"); // or Storage::for_client(&client)?
+    /// let inputs = Inputs::gcs(&storage, ["gs://my-bucket/batches/k/input/part-00000.jsonl".parse()?]);
+    /// assert_eq!(inputs.len(), 1);
+    /// let reader = ResultReader::new()
+    ///     .storage(storage)
+    ///     .output_gcs("gs://my-bucket/batches/k/output/r0-p00000".parse()?)
+    ///     .inputs(inputs);
+    /// # Ok(()) }
+    /// ```
     pub fn gcs(
         storage: &crate::storage::Storage,
         objects: impl IntoIterator<Item = crate::uri::GcsUri>,

@@ -27,6 +27,12 @@ use crate::error::{Error, Result};
 
 /// The longest key, in UTF-8 bytes (1 KiB). Keys are any non-empty UTF-8
 /// string up to this length; nothing else is restricted.
+///
+/// ```
+/// use vertex_batch::data::key::{check_key, MAX_KEY_BYTES};
+/// assert!(check_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
+/// assert!(check_key(&"k".repeat(MAX_KEY_BYTES + 1)).is_err());
+/// ```
 pub const MAX_KEY_BYTES: usize = 1024;
 
 /// The label key under which every request mirrors its row key.
@@ -47,6 +53,13 @@ pub const KEY_LABEL: &str = "vertex_batch_key";
 pub const MAX_EXACT_KEY_BYTES: usize = (MAX_LABEL_VALUE_CHARS - 1) * 5 / 8;
 
 /// The longest label value this module produces.
+///
+/// ```
+/// use vertex_batch::data::key::{key_label_value, MAX_LABEL_VALUE_CHARS};
+/// for key in ["a", "row-000042", &"long key ".repeat(100)] {
+///     assert!(key_label_value(key).len() <= MAX_LABEL_VALUE_CHARS);
+/// }
+/// ```
 pub const MAX_LABEL_VALUE_CHARS: usize = 63;
 
 /// Bytes of SHA-256 kept in a [`KeyHash`].
@@ -153,6 +166,17 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// What a label value under [`KEY_LABEL`] says about its key.
+///
+/// ```
+/// use vertex_batch::data::key::{decode_key_label, key_label_value, KeyLabel};
+///
+/// match decode_key_label(&key_label_value("q1")) {
+///     Some(KeyLabel::Exact(key)) => assert_eq!(key, "q1"),
+///     Some(KeyLabel::Hash(_)) | None => unreachable!("short keys are stored as they are"),
+/// }
+/// let long = "x".repeat(100);
+/// assert!(matches!(decode_key_label(&key_label_value(&long)), Some(KeyLabel::Hash(_))));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KeyLabel {
     /// The key itself (short keys are stored reversibly).

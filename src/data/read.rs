@@ -60,6 +60,22 @@ enum Output {
 
 impl ResultReader {
     /// A reader with no outputs yet and the default [`ReadOptions`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
+    /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::ResultReader;
+    ///
+    /// // `dir`: a job's output directory, downloaded.
+    /// let (rows, _errors, totals) = ResultReader::new().output_local(dir.path()).read().await?.collect_all().await;
+    /// assert_eq!(rows[0].key(), Some("q1"));
+    /// assert_eq!(totals.succeeded, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -75,6 +91,25 @@ impl ResultReader {
     /// `output_info.gcs_output_directory`: every `*.jsonl` object below it
     /// (`predictions.jsonl`, `incremental_predictions/…`) is read. Needs
     /// [`ResultReader::storage`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use vertex_batch::{data::ResultReader, storage::Storage};
+    ///
+    /// let storage = Storage::local(dir.path()); // or Storage::for_client(&client)?
+    /// let line = r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]}}]}}"#;
+    /// storage.upload_bytes(&"gs://my-bucket/out/predictions.jsonl".parse()?, line).await?;
+    /// let rows = ResultReader::new()
+    ///     .storage(storage)
+    ///     .output_gcs("gs://my-bucket/out".parse()?)
+    ///     .read()
+    ///     .await?;
+    /// let (rows, _errors, _totals) = rows.collect_all().await;
+    /// assert_eq!(rows[0].text(), Some("Blue."));
+    /// # Ok(()) }
+    /// ```
     pub fn output_gcs(mut self, dir: GcsUri) -> Self {
         self.outputs.push(Output::Gcs(dir));
         self
@@ -99,6 +134,26 @@ impl ResultReader {
     }
 
     /// Lists the output files and starts reading.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let output = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&output, concat!(
+    /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+    /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{Inputs, ResultReader};
+    ///
+    /// // `output` holds q1 twice; the inputs were q1 and q2.
+    /// let inputs = Inputs::memory("prompts.jsonl", "{\"key\":\"q1\",\"request\":{}}\n{\"key\":\"q2\",\"request\":{}}\n");
+    /// let rows = ResultReader::new().output_local(&output).inputs(inputs).read().await?;
+    /// let (rows, _errors, totals) = rows.collect_all().await;
+    /// assert_eq!(rows.len(), 2); // every input key exactly once
+    /// assert_eq!((totals.succeeded, totals.missing, totals.duplicates), (1, 1, 1));
+    /// # Ok(()) }
+    /// ```
     pub async fn read(self) -> Result<ResultStream> {
         let mut groups = Vec::with_capacity(self.outputs.len());
         for out in &self.outputs {

@@ -33,6 +33,16 @@ use super::results::{parse_line, Outcome, ParsedLine, ResultRow, Usage};
 use crate::error::{Error, Result};
 
 /// How output is read.
+///
+/// ```
+/// use vertex_batch::data::{ReadOptions, ResultReader};
+///
+/// let options = ReadOptions::new()
+///     .parallelism(2)           // two blocks parsed at once
+///     .block_size(4 << 20)      // 4 MiB blocks
+///     .max_line_bytes(16 << 20); // a longer line is an error, and reading goes on
+/// let reader = ResultReader::new().output_local("out/").options(options);
+/// ```
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
     parallelism: usize,
@@ -404,6 +414,13 @@ fn parsed_lines(
 }
 
 /// Counts of what a read or a join produced.
+///
+/// ```
+/// use vertex_batch::data::Totals;
+///
+/// let totals = Totals { succeeded: 97, failed: 2, missing: 1, duplicates: 3, ..Totals::default() };
+/// assert_eq!(totals.rows(), 100); // duplicates are not rows
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Rows that succeeded.
@@ -449,6 +466,32 @@ impl Totals {
 /// Items are `Ok(row)` for each distinct request and `Err(..)` for lines
 /// that could not be read (the stream goes on after them). Once the stream
 /// has ended, [`ResultStream::totals`] holds the final counts.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let file = dir.path().join("predictions.jsonl");
+/// # std::fs::write(&file, concat!(
+/// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+/// #     "not json\n",
+/// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+/// # )).unwrap();
+/// use futures::StreamExt;
+/// use vertex_batch::data::{read_local_files, ReadOptions};
+///
+/// // `file`: a row for q1, an unreadable line, and q1 again.
+/// let mut rows = read_local_files(vec![file], ReadOptions::new());
+/// while let Some(row) = rows.next().await {
+///     match row {
+///         Ok(row) => println!("{}: {}", row.key().unwrap_or("?"), row.outcome().kind()),
+///         Err(e) => eprintln!("skipped: {e}"),
+///     }
+/// }
+/// let totals = rows.totals();
+/// assert_eq!((totals.succeeded, totals.errors, totals.duplicates), (1, 1, 1));
+/// # }
+/// ```
 pub struct ResultStream {
     inner: BoxStream<'static, Vec<Result<ResultRow>>>,
     /// The batch being handed out.
@@ -493,6 +536,24 @@ impl ResultStream {
     }
 
     /// Reads everything: the rows, the errors, and the totals.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+    /// #     "not json\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, ReadOptions};
+    ///
+    /// let (rows, errors, totals) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// assert_eq!(rows[0].text(), Some("Blue."));
+    /// assert_eq!(errors.len(), 1); // the unreadable line
+    /// assert_eq!(totals.succeeded, 1);
+    /// # }
+    /// ```
     pub async fn collect_all(mut self) -> (Vec<ResultRow>, Vec<Error>, Totals) {
         let (mut rows, mut errors) = (Vec::new(), Vec::new());
         while let Some(item) = self.next().await {
@@ -620,6 +681,21 @@ pub fn read_local_files(files: Vec<PathBuf>, opts: ReadOptions) -> ResultStream 
 /// The prediction files below a local output directory: every `*.jsonl`
 /// file at any depth (the service may write `incremental_predictions/`
 /// chunks beside `predictions.jsonl`), sorted by path.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use vertex_batch::data::local_output_files;
+///
+/// let dir = tempfile::tempdir()?;
+/// std::fs::create_dir_all(dir.path().join("incremental_predictions"))?;
+/// std::fs::write(dir.path().join("predictions.jsonl"), "")?;
+/// std::fs::write(dir.path().join("incremental_predictions/predictions_0001.jsonl"), "")?;
+/// std::fs::write(dir.path().join(".partial.jsonl"), "")?; // hidden: left out
+/// let files = local_output_files(dir.path())?;
+/// assert_eq!(files.len(), 2);
+/// assert!(files[0].ends_with("incremental_predictions/predictions_0001.jsonl"));
+/// # Ok(()) }
+/// ```
 pub fn local_output_files(dir: &Path) -> Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {

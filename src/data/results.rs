@@ -31,6 +31,34 @@ use serde_json::value::RawValue;
 use crate::{error::Result, proto::aiplatform::GenerateContentResponse};
 
 /// What happened to one request of a batch.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> vertex_batch::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let file = dir.path().join("predictions.jsonl");
+/// # std::fs::write(&file, concat!(
+/// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+/// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+/// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+/// # )).unwrap();
+/// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+///
+/// // `file`: an output file with a succeeded (q1), a failed (q2) and a blocked (q3) row.
+/// let (rows, _errors, _totals) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+/// for row in &rows {
+///     match row.outcome() {
+///         Outcome::Succeeded(answer) => println!("{}", answer.text()),
+///         Outcome::Failed(error) => println!("failed: {}", error.message()),
+///         Outcome::Blocked(blocked) => println!("blocked: {:?}", blocked.reason()),
+///         Outcome::Missing(_) => println!("never came back"),
+///     }
+/// }
+/// assert!(rows[0].outcome().is_success());
+/// let retry: Vec<_> = rows.iter().filter(|r| r.outcome().needs_retry()).filter_map(|r| r.key()).collect();
+/// assert_eq!(retry, ["q2"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// The model answered. Truncated answers (`MAX_TOKENS`) and answers cut
@@ -79,6 +107,30 @@ impl Outcome {
 }
 
 /// A successful answer.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> vertex_batch::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let file = dir.path().join("predictions.jsonl");
+/// # std::fs::write(&file, concat!(
+/// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+/// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+/// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+/// # )).unwrap();
+/// use vertex_batch::data::{read_local_files, FinishReason, Outcome, ReadOptions};
+///
+/// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+/// let Outcome::Succeeded(answer) = rows[0].outcome() else { panic!("q1 succeeded") };
+/// assert_eq!(answer.text(), "Rayleigh scattering.");
+/// assert_eq!(answer.finish_reason(), Some(&FinishReason::Stop));
+/// assert_eq!(answer.usage().total_tokens, 13);
+/// assert_eq!(answer.model_version(), Some("gemini-2.0-flash-001"));
+/// assert!(answer.output_line().starts_with(r#"{"key":"q1""#));
+/// assert!(answer.raw_response()?.get().starts_with(r#"{"candidates""#));
+/// assert_eq!(answer.response()?.candidates.len(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Answer {
     text: Text,
@@ -193,6 +245,17 @@ impl PartialEq for RawLine {
 /// A failed row: the service's `status` text, with the code and message
 /// parsed out when it embeds a JSON error such as
 /// `{"error": {"code": 400, "message": "…", "status": "INVALID_ARGUMENT"}}`.
+///
+/// ```
+/// use vertex_batch::data::RowError;
+///
+/// let status = r#"{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}"#;
+/// let e = RowError::from_status(status);
+/// assert_eq!(e.status(), status);
+/// assert_eq!(e.code(), Some(429));
+/// assert_eq!(e.message(), "Quota exceeded");
+/// assert_eq!(e.status_name(), Some("RESOURCE_EXHAUSTED"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowError {
     status: String,
@@ -271,6 +334,27 @@ impl RowError {
 }
 
 /// A blocked prompt: `promptFeedback` and no candidate.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> vertex_batch::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let file = dir.path().join("predictions.jsonl");
+/// # std::fs::write(&file, concat!(
+/// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+/// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+/// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+/// # )).unwrap();
+/// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+///
+/// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+/// let Outcome::Blocked(blocked) = rows[2].outcome() else { panic!("q3 was blocked") };
+/// assert_eq!(blocked.reason(), Some("SAFETY"));
+/// assert_eq!(blocked.message(), Some("unsafe prompt"));
+/// assert!(blocked.raw_response()?.get().contains("promptFeedback"));
+/// assert!(blocked.response()?.prompt_feedback.is_some());
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Blocked {
     reason: Option<String>,
@@ -310,6 +394,20 @@ impl Blocked {
 }
 
 /// A request that never came back, with the request as the input holds it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> vertex_batch::Result<()> {
+/// use vertex_batch::data::{Inputs, Outcome, ResultReader};
+///
+/// // A job that wrote no output at all: every input comes back missing.
+/// let inputs = Inputs::memory("prompts.jsonl", "{\"key\":\"q1\",\"request\":{\"contents\":[]}}\n");
+/// let (rows, _, totals) = ResultReader::new().inputs(inputs).read().await?.collect_all().await;
+/// let Outcome::Missing(missing) = rows[0].outcome() else { panic!("q1 is missing") };
+/// assert_eq!(missing.request().get(), r#"{"contents":[]}"#);
+/// assert_eq!(totals.missing, 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Missing {
     pub(crate) request: Box<RawValue>,
@@ -323,6 +421,18 @@ impl Missing {
 }
 
 /// Why a candidate stopped.
+///
+/// ```
+/// use vertex_batch::data::FinishReason;
+///
+/// let reason = FinishReason::parse("MAX_TOKENS");
+/// assert_eq!(reason, FinishReason::MaxTokens);
+/// assert_eq!(reason.to_string(), "MAX_TOKENS");
+/// match FinishReason::parse("SPII") {
+///     FinishReason::Other(name) => assert_eq!(name, "SPII"),
+///     _ => unreachable!(),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FinishReason {
@@ -377,6 +487,16 @@ impl fmt::Display for FinishReason {
 }
 
 /// Token counts of one response (`usageMetadata`), or summed over many.
+///
+/// ```
+/// use vertex_batch::data::Usage;
+///
+/// let one = Usage { prompt_tokens: 9, candidates_tokens: 4, total_tokens: 13, ..Usage::default() };
+/// let mut sum = Usage::default();
+/// sum += one;
+/// sum += one;
+/// assert_eq!((sum.prompt_tokens, sum.total_tokens), (18, 26));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     /// `promptTokenCount`.
@@ -406,6 +526,29 @@ impl std::ops::AddAssign for Usage {
 ///
 /// A row is one pointer wide (its data is boxed), so streams of millions of
 /// rows move little memory.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> vertex_batch::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let file = dir.path().join("predictions.jsonl");
+/// # std::fs::write(&file, concat!(
+/// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+/// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+/// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+/// # )).unwrap();
+/// use vertex_batch::data::{read_local_files, ReadOptions};
+///
+/// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+/// let row = &rows[0];
+/// assert_eq!(row.key(), Some("q1"));
+/// assert_eq!(row.text(), Some("Rayleigh scattering."));
+/// assert_eq!(row.processed_time_str(), Some("2024-11-13T14:04:28.376+00:00"));
+/// assert!(row.processed_time().is_some());
+/// assert_eq!(rows[1].text(), None); // q2 failed
+/// assert_eq!(rows[1].clone().into_outcome().kind(), "failed");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ResultRow {
     inner: Box<RowData>,

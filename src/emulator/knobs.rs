@@ -8,6 +8,20 @@ use std::{
 use tokio::sync::watch;
 
 /// Current knob values; see [`Knobs`] for what each does.
+///
+/// ```
+/// use std::time::Duration;
+/// use vertex_batch::emulator::{KnobValues, Knobs};
+///
+/// let values = KnobValues {
+///     queue_delay: Duration::from_secs(2),
+///     fail_rows_containing: Some("FAIL".into()),
+///     shuffle_output: true,
+///     ..KnobValues::default()
+/// };
+/// assert_eq!(values.max_requests_per_job, 200_000); // the service's limit
+/// assert_eq!(Knobs::new(values.clone()).values(), values);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnobValues {
     /// Emulated time spent on each row (default 0: as fast as possible).
@@ -114,6 +128,14 @@ impl std::fmt::Debug for Knobs {
 
 impl Knobs {
     /// Knobs starting from `values`.
+    ///
+    /// ```
+    /// use vertex_batch::emulator::{KnobValues, Knobs};
+    ///
+    /// let knobs = Knobs::new(KnobValues { duplicate_every: 10, ..KnobValues::default() });
+    /// assert_eq!(knobs.values().duplicate_every, 10);
+    /// assert!(!knobs.is_holding());
+    /// ```
     pub fn new(values: KnobValues) -> Self {
         Knobs {
             values: Arc::new(Mutex::new(values)),
@@ -128,6 +150,26 @@ impl Knobs {
     }
 
     /// A copy of the current values.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::emulator::Knobs;
+    ///
+    /// let knobs = Knobs::default();
+    /// knobs.set_row_delay(Duration::from_millis(10));
+    /// knobs.set_queue_delay(Duration::from_secs(5));
+    /// knobs.set_io_delay(Duration::from_millis(1));
+    /// knobs.set_queue_ttl(Duration::from_secs(60));
+    /// knobs.set_max_run_time(Duration::from_secs(600));
+    /// knobs.set_max_requests_per_job(1_000);
+    /// knobs.set_delete_delay(Duration::ZERO);
+    /// knobs.set_shuffle_output(true);
+    /// knobs.set_duplicate_every(7);
+    /// knobs.set_incremental_chunk(true);
+    /// knobs.set_succeed_despite_failed_rows(true);
+    /// let v = knobs.values(); // a copy: later changes do not show in it
+    /// assert_eq!((v.row_delay, v.max_requests_per_job, v.duplicate_every), (Duration::from_millis(10), 1_000, 7));
+    /// ```
     pub fn values(&self) -> KnobValues {
         self.values
             .lock()
@@ -156,11 +198,27 @@ impl Knobs {
     }
 
     /// The longest input line a job reads; a longer row fails alone.
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_max_line_bytes(64 << 10); // rows over 64 KiB fail
+    /// assert_eq!(knobs.values().max_line_bytes, 64 << 10);
+    /// knobs.set_max_line_bytes(0);
+    /// assert_eq!(knobs.values().max_line_bytes, 1);
+    /// ```
     pub fn set_max_line_bytes(&self, n: usize) {
         self.update(|v| v.max_line_bytes = n.max(1));
     }
 
     /// Holds new and waiting jobs in `QUEUED` (`true`) or lets them run.
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.hold_queued(true); // e.g. to test cancelling a job before it runs
+    /// assert!(knobs.is_holding());
+    /// knobs.hold_queued(false); // held jobs go on
+    /// assert!(!knobs.is_holding());
+    /// ```
     pub fn hold_queued(&self, hold: bool) {
         self.hold.send_replace(hold);
     }
@@ -175,11 +233,26 @@ impl Knobs {
     }
 
     /// Makes jobs fail with `message` (`None`: stop failing them).
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.fail_jobs(Some("quota exceeded".into()));
+    /// assert_eq!(knobs.values().fail_jobs.as_deref(), Some("quota exceeded"));
+    /// knobs.fail_jobs(None);
+    /// ```
     pub fn fail_jobs(&self, message: Option<String>) {
         self.update(|v| v.fail_jobs = message);
     }
 
     /// Answers this fraction of RPCs `UNAVAILABLE` (clamped to 0.0–1.0).
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_unavailable_fraction(0.25); // one RPC in four, to test retries
+    /// assert_eq!(knobs.values().unavailable_fraction, 0.25);
+    /// knobs.set_unavailable_fraction(2.0);
+    /// assert_eq!(knobs.values().unavailable_fraction, 1.0);
+    /// ```
     pub fn set_unavailable_fraction(&self, fraction: f64) {
         let f = if fraction.is_finite() {
             fraction.clamp(0.0, 1.0)
@@ -191,6 +264,14 @@ impl Knobs {
 
     /// Makes the next `n` creates commit their job but answer `UNAVAILABLE`,
     /// as if the response was lost on the way back.
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// // The next create makes its job but answers UNAVAILABLE, so a test can
+    /// // check that a retried `Client::submit` finds that job, not a second one.
+    /// knobs.lose_create_responses(1);
+    /// assert_eq!(knobs.values().lost_create_responses, 1);
+    /// ```
     pub fn lose_create_responses(&self, n: u32) {
         self.update(|v| v.lost_create_responses = n);
     }
@@ -216,6 +297,12 @@ impl Knobs {
     }
 
     /// Makes rows whose prompt contains `text` fail (`None`: none fail).
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.fail_rows_containing(Some("FAIL-ME".into())); // those rows end RESOURCE_EXHAUSTED
+    /// assert_eq!(knobs.values().fail_rows_containing.as_deref(), Some("FAIL-ME"));
+    /// ```
     pub fn fail_rows_containing(&self, text: Option<String>) {
         self.update(|v| v.fail_rows_containing = text);
     }
@@ -242,6 +329,12 @@ impl Knobs {
     }
 
     /// Seeds the fault-injection random generator (for repeatable runs).
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_unavailable_fraction(0.1);
+    /// knobs.seed(42); // the same calls, in the same order, fail on every run
+    /// ```
     pub fn seed(&self, seed: u64) {
         *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = fastrand::Rng::with_seed(seed);
     }

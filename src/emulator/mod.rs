@@ -86,6 +86,21 @@ use crate::{
 };
 
 /// Configures an [`Emulator`] before it starts.
+///
+/// ```no_run
+/// # async fn demo() -> vertex_batch::Result<()> {
+/// use std::{net::Ipv4Addr, time::Duration};
+/// use vertex_batch::emulator::{Emulator, KnobValues};
+///
+/// let emu = Emulator::builder("/tmp/vertex-emulator")
+///     .ip(Ipv4Addr::UNSPECIFIED.into()) // reachable from other containers
+///     .port(8085)
+///     .knobs(KnobValues { queue_delay: Duration::from_secs(2), ..KnobValues::default() })
+///     .start()
+///     .await?;
+/// println!("VERTEX_AI_EMULATOR_HOST={}", emu.host());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct EmulatorBuilder {
     data_dir: PathBuf,
@@ -113,6 +128,16 @@ impl EmulatorBuilder {
     /// fake-gcs-server) instead of the data directory: jobs read their
     /// inputs from it and write their outputs to it, exactly as on Vertex
     /// AI. Only job records and staging files stay in the data directory.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::{emulator::Emulator, storage::Storage};
+    ///
+    /// let gcs = Storage::builder().emulator_host("127.0.0.1:4443").build()?; // fake-gcs-server
+    /// let emu = Emulator::builder("/tmp/vertex-emulator").gcs_storage(gcs).start().await?;
+    /// assert_eq!(emu.storage().endpoint(), "http://127.0.0.1:4443");
+    /// # Ok(()) }
+    /// ```
     pub fn gcs_storage(mut self, storage: crate::storage::Storage) -> Self {
         self.gcs = Some(storage);
         self
@@ -120,6 +145,20 @@ impl EmulatorBuilder {
 
     /// Starts with jobs held `QUEUED` (see [`Knobs::hold_queued`]), set
     /// before any job is resumed or any RPC is served.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// # let spec = vertex_batch::JobSpec::new("gemini-2.0-flash-001")
+    /// #     .input("gs://my-bucket/prompts.jsonl").output("gs://my-bucket/out");
+    /// use vertex_batch::emulator::Emulator;
+    ///
+    /// let emu = Emulator::builder("/tmp/vertex-emulator").hold_queued(true).start().await?;
+    /// let client = emu.client("my-project", "us-central1")?;
+    /// let job = client.create(&spec).await?; // it waits in QUEUED
+    /// // … look at it, cancel it, restart the emulator …
+    /// emu.knobs().hold_queued(false); // now it runs
+    /// # Ok(()) }
+    /// ```
     pub fn hold_queued(mut self, hold: bool) -> Self {
         self.hold = hold;
         self
@@ -134,6 +173,16 @@ impl EmulatorBuilder {
     /// Binds the port, loads the data directory, resumes unfinished jobs and
     /// starts serving. The listener is bound before this returns, so the
     /// emulator is ready for clients at once.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::emulator::Emulator;
+    ///
+    /// let emu = Emulator::builder("/tmp/vertex-emulator").start().await?;
+    /// // Bound and serving already: clients may connect at once.
+    /// let client = emu.client("my-project", "us-central1")?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start(self) -> Result<Emulator> {
         let io = |what: &str, e: std::io::Error| Error::config(format!("emulator: {what}: {e}"));
         let listener = TcpListener::bind((self.ip, self.port))
@@ -244,6 +293,21 @@ fn recover(state: &Arc<EmuState>, loaded: Vec<Arc<state::JobSlot>>) {
 
 /// A running emulator. Dropping it stops it (as [`Emulator::abort`] does);
 /// call [`Emulator::shutdown`] for a graceful stop.
+///
+/// ```no_run
+/// # async fn demo() -> vertex_batch::Result<()> {
+/// use vertex_batch::{emulator::Emulator, BatchSpec, JobSpec};
+///
+/// let emu = Emulator::start("/tmp/vertex-emulator").await?;
+/// let client = emu.client("my-project", "us-central1")?;
+/// let storage = emu.storage(); // its gs:// objects, under data_dir()/gcs
+/// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches");
+/// let (_batch, results) = client.run_batch(&storage, &spec, [("q1", "Hello")]).await?;
+/// let (rows, _errors, _totals) = results.collect_all().await;
+/// println!("{:?}, after {:?}", rows[0].text(), emu.rpc_counts());
+/// emu.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct Emulator {
     addr: SocketAddr,
     state: Arc<EmuState>,
@@ -263,6 +327,15 @@ impl std::fmt::Debug for Emulator {
 
 impl Emulator {
     /// A builder for an emulator over `data_dir` (created if missing).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::emulator::Emulator;
+    ///
+    /// let emu = Emulator::builder("/tmp/vertex-emulator").port(8085).start().await?;
+    /// assert_eq!(emu.addr().port(), 8085);
+    /// # Ok(()) }
+    /// ```
     pub fn builder(data_dir: impl Into<PathBuf>) -> EmulatorBuilder {
         EmulatorBuilder {
             data_dir: data_dir.into(),
@@ -275,6 +348,16 @@ impl Emulator {
     }
 
     /// Starts an emulator over `data_dir` on an ephemeral loopback port.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::emulator::Emulator;
+    ///
+    /// let emu = Emulator::start("/tmp/vertex-emulator").await?;
+    /// // For other programs (Google's own clients too):
+    /// println!("export VERTEX_AI_EMULATOR_HOST={}", emu.host());
+    /// # Ok(()) }
+    /// ```
     pub async fn start(data_dir: impl Into<PathBuf>) -> Result<Emulator> {
         Emulator::builder(data_dir).start().await
     }
@@ -301,6 +384,16 @@ impl Emulator {
 
     /// A client for `project`/`location` talking to this emulator
     /// (environment variables are ignored).
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: vertex_batch::emulator::Emulator) -> vertex_batch::Result<()> {
+    /// use futures::TryStreamExt;
+    /// use vertex_batch::ListOptions;
+    ///
+    /// let client = emu.client("my-project", "us-central1")?;
+    /// let jobs: Vec<_> = client.list(&ListOptions::new()).try_collect().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn client(&self, project: &str, location: &str) -> Result<Client> {
         Client::builder()
             .ignore_env()
@@ -314,6 +407,22 @@ impl Emulator {
     /// paused Tokio clock (`#[tokio::test(start_paused = true)]`): no socket
     /// wait can let the clock jump, so hours of emulated job time pass in
     /// milliseconds.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// # let spec = vertex_batch::JobSpec::new("gemini-2.0-flash-001")
+    /// #     .input("gs://my-bucket/prompts.jsonl").output("gs://my-bucket/out");
+    /// use std::time::Duration;
+    /// use vertex_batch::{emulator::Emulator, WaitOptions};
+    ///
+    /// tokio::time::pause(); // as `#[tokio::test(start_paused = true)]` does
+    /// let emu = Emulator::start("/tmp/vertex-emulator").await?;
+    /// emu.knobs().set_job_duration(Some(Duration::from_secs(6 * 3600)));
+    /// let client = emu.in_memory_client("my-project", "us-central1")?;
+    /// let job = client.create(&spec).await?;
+    /// let done = client.wait(&job, &WaitOptions::new()).await?; // six emulated hours, in milliseconds
+    /// # Ok(()) }
+    /// ```
     pub fn in_memory_client(&self, project: &str, location: &str) -> Result<Client> {
         let tx = self.mem_tx.clone();
         let channel = tonic::transport::Endpoint::from_static("http://emulator.in-memory")
@@ -350,12 +459,30 @@ impl Emulator {
     }
 
     /// The local file behind a `gs://` URI.
+    ///
+    /// ```no_run
+    /// # fn demo(emu: vertex_batch::emulator::Emulator) -> Result<(), Box<dyn std::error::Error>> {
+    /// let path = emu.gcs_path("gs://my-bucket/prompts.jsonl")?;
+    /// assert_eq!(path, emu.data_dir().join("gcs/my-bucket/prompts.jsonl"));
+    /// std::fs::create_dir_all(path.parent().unwrap())?;
+    /// std::fs::write(&path, r#"{"request":{"contents":[{"role":"user","parts":[{"text":"Hello"}]}]}}"#)?;
+    /// # Ok(()) }
+    /// ```
     pub fn gcs_path(&self, uri: &str) -> Result<PathBuf> {
         let uri = GcsUri::parse_field(uri, "uri")?;
         storage::gcs_path(&self.state.dir, &uri).map_err(|e| Error::validation("uri", e))
     }
 
     /// The local file behind a `bq://project.dataset.table` URI.
+    ///
+    /// ```no_run
+    /// # fn demo(emu: vertex_batch::emulator::Emulator) -> Result<(), Box<dyn std::error::Error>> {
+    /// let table = emu.bigquery_path("bq://my-project.my_dataset.prompts")?;
+    /// assert_eq!(table, emu.data_dir().join("bigquery/my-project/my_dataset/prompts.jsonl"));
+    /// std::fs::create_dir_all(table.parent().unwrap())?;
+    /// std::fs::write(&table, r#"{"request":{"contents":[{"role":"user","parts":[{"text":"Hello"}]}]}}"#)?;
+    /// # Ok(()) }
+    /// ```
     pub fn bigquery_path(&self, uri: &str) -> Result<PathBuf> {
         let uri = BigQueryUri::parse_field(uri, "uri", true)?;
         storage::bq_path(&self.state.dir, &uri, None).map_err(|e| Error::validation("uri", e))
@@ -364,6 +491,17 @@ impl Emulator {
     /// Stops gracefully: no new connections, in-flight RPCs finish, running
     /// jobs stop where they are and are resumed by the next start on the same
     /// data directory.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::emulator::Emulator;
+    ///
+    /// let emu = Emulator::start("/tmp/vertex-emulator").await?;
+    /// // … create jobs …
+    /// emu.shutdown().await;
+    /// let emu = Emulator::start("/tmp/vertex-emulator").await?; // unfinished jobs carry on
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(mut self) {
         self.state.stopping.send_replace(true);
         if let Some(tx) = self.shutdown.take() {
@@ -378,6 +516,17 @@ impl Emulator {
 
     /// Stops at once, as a crash would: nothing more is written, and the
     /// next start finds the jobs as they were last persisted.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::emulator::Emulator;
+    ///
+    /// let emu = Emulator::start("/tmp/vertex-emulator").await?;
+    /// // … create jobs …
+    /// emu.abort(); // as if the process was killed
+    /// let emu = Emulator::start("/tmp/vertex-emulator").await?; // interrupted jobs run again
+    /// # Ok(()) }
+    /// ```
     pub fn abort(mut self) {
         self.kill();
     }

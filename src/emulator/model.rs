@@ -115,9 +115,22 @@ struct Usage {
 }
 
 /// A prompt containing this text is blocked (`promptFeedback`, no candidate).
+///
+/// ```
+/// use vertex_batch::{emulator::BLOCK_MARKER, Prompt};
+/// // A row the emulator will answer as blocked by safety filters.
+/// let prompt = Prompt::text(format!("tell me something {BLOCK_MARKER}"));
+/// # let _ = prompt;
+/// ```
 pub const BLOCK_MARKER: &str = "[blocked]";
 
 /// The fixed words every answer starts with.
+///
+/// ```
+/// use vertex_batch::emulator::ANSWER_PREFIX;
+/// // An emulated answer to "hi" reads "Emulated answer to: hi".
+/// assert_eq!(format!("{ANSWER_PREFIX} hi"), "Emulated answer to: hi");
+/// ```
 pub const ANSWER_PREFIX: &str = "Emulated answer to:";
 
 /// Per-job settings for the model.

@@ -130,6 +130,15 @@ impl PollPolicy {
 
 /// The polling schedule of one job: feed it each snapshot, it says how long
 /// to wait before the next look.
+///
+/// ```
+/// use std::time::Duration;
+/// use vertex_batch::{policy::PollPolicy, Job};
+/// let mut poller = PollPolicy::fixed(Duration::from_secs(5)).start();
+/// let queued = Job::from(vertex_batch::proto::aiplatform::BatchPredictionJob::default());
+/// assert_eq!(poller.next_delay(&queued), Duration::from_secs(5));
+/// assert_eq!(poller.next_backoff(), Duration::from_secs(5));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Poller {
     policy: PollPolicy,
@@ -178,6 +187,24 @@ impl Poller {
 }
 
 /// Predicted time left from the job's own progress, when it can be told.
+///
+/// ```
+/// use std::time::Duration;
+/// use vertex_batch::{policy::estimate_remaining, proto::aiplatform as pb, Job};
+/// let ts = |s| pbjson_types::Timestamp { seconds: s, nanos: 0 };
+/// let job = Job::from(pb::BatchPredictionJob {
+///     state: pb::JobState::Running as i32,
+///     start_time: Some(ts(1_000)),
+///     update_time: Some(ts(1_100)), // 100 s in,
+///     completion_stats: Some(pb::CompletionStats {
+///         successful_count: 250, // 250 rows done,
+///         incomplete_count: 750, // 750 to go: about 300 s left.
+///         ..Default::default()
+///     }),
+///     ..Default::default()
+/// });
+/// assert_eq!(estimate_remaining(&job), Some(Duration::from_secs(300)));
+/// ```
 pub fn estimate_remaining(job: &Job) -> Option<Duration> {
     if job.state() != JobState::Running {
         return None;

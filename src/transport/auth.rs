@@ -15,6 +15,13 @@ use tokio::sync::{Mutex, OnceCell, RwLock};
 use crate::error::{BoxError, Error, Result};
 
 /// The OAuth scope Vertex AI needs.
+///
+/// ```
+/// use vertex_batch::transport::{Credentials, CLOUD_PLATFORM_SCOPE};
+/// assert!(CLOUD_PLATFORM_SCOPE.ends_with("/auth/cloud-platform"));
+/// // Application Default Credentials ask for this scope.
+/// let _adc = Credentials::application_default();
+/// ```
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
 /// Refresh a cached token this long before it expires.

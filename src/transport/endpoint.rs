@@ -9,14 +9,34 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use crate::error::{Error, Result};
 
 /// `GOOGLE_CLOUD_PROJECT`: the project when none is given.
+///
+/// ```no_run
+/// # async fn demo() -> vertex_batch::Result<()> {
+/// use vertex_batch::transport::{ENV_EMULATOR_HOST, ENV_LOCATION, ENV_PROJECT};
+/// // Equivalent to Client::builder().project("my-project").location("europe-west4").
+/// std::env::set_var(ENV_PROJECT, "my-project");
+/// std::env::set_var(ENV_LOCATION, "europe-west4");
+/// std::env::remove_var(ENV_EMULATOR_HOST);
+/// let client = vertex_batch::Client::builder().build()?;
+/// assert_eq!(client.parent().to_string(), "projects/my-project/locations/europe-west4");
+/// # Ok(()) }
+/// ```
 pub const ENV_PROJECT: &str = "GOOGLE_CLOUD_PROJECT";
-/// `GOOGLE_CLOUD_LOCATION`: the location when none is given.
+/// `GOOGLE_CLOUD_LOCATION`: the location when none is given (see
+/// [`ENV_PROJECT`] for an example).
 pub const ENV_LOCATION: &str = "GOOGLE_CLOUD_LOCATION";
-/// `GOOGLE_CLOUD_QUOTA_PROJECT`: the quota project (`x-goog-user-project`).
+/// `GOOGLE_CLOUD_QUOTA_PROJECT`: the quota project (`x-goog-user-project`;
+/// see [`ENV_PROJECT`] for an example).
 pub const ENV_QUOTA_PROJECT: &str = "GOOGLE_CLOUD_QUOTA_PROJECT";
-/// `VERTEX_AI_EMULATOR_HOST=host:port`: talk plaintext to an emulator, no credentials.
+/// `VERTEX_AI_EMULATOR_HOST=host:port`: talk plaintext to an emulator, no
+/// credentials (see [`ENV_PROJECT`] for an example).
 pub const ENV_EMULATOR_HOST: &str = "VERTEX_AI_EMULATOR_HOST";
 /// The location used when none is given and `GOOGLE_CLOUD_LOCATION` is unset.
+///
+/// ```
+/// use vertex_batch::transport::{endpoint_for_location, DEFAULT_LOCATION};
+/// assert_eq!(endpoint_for_location(DEFAULT_LOCATION), "us-central1-aiplatform.googleapis.com");
+/// ```
 pub const DEFAULT_LOCATION: &str = "us-central1";
 
 /// The Vertex AI host serving `location` (port 443, TLS).

@@ -22,12 +22,22 @@ use tower::{Layer, Service};
 use super::auth::TokenCache;
 use crate::error::{AuthFailure, BoxError, Error, NotGrpcResponse};
 
-/// `x-goog-request-params`.
+/// `x-goog-request-params`: the routing parameter of every call.
+///
+/// ```
+/// use vertex_batch::transport::{api_client_header, API_CLIENT, REQUEST_PARAMS, USER_PROJECT};
+/// assert_eq!(REQUEST_PARAMS.as_str(), "x-goog-request-params");
+/// assert_eq!(API_CLIENT.as_str(), "x-goog-api-client");
+/// assert_eq!(USER_PROJECT.as_str(), "x-goog-user-project");
+/// assert!(api_client_header().contains("gl-rust/"));
+/// ```
 pub const REQUEST_PARAMS: HeaderName = HeaderName::from_static(REQUEST_PARAMS_STR);
 pub(crate) const REQUEST_PARAMS_STR: &str = "x-goog-request-params";
-/// `x-goog-api-client`.
+/// `x-goog-api-client`: what client made the call (see [`REQUEST_PARAMS`]
+/// for an example).
 pub const API_CLIENT: HeaderName = HeaderName::from_static("x-goog-api-client");
-/// `x-goog-user-project`.
+/// `x-goog-user-project`: the quota project, when one is set (see
+/// [`REQUEST_PARAMS`] for an example).
 pub const USER_PROJECT: HeaderName = HeaderName::from_static("x-goog-user-project");
 
 /// Characters left as they are in a routing value (RFC 3986 unreserved).

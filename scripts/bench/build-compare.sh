@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Clean-build times, side by side in one run: this crate (default features,
+# dependencies included) at HEAD, optionally at another revision, and
+# Google's official crates for the same job (google-cloud-aiplatform-v1 with
+# only `job-service`, plus google-cloud-storage), each in a fresh target
+# directory, in an order that alternates every round.
+#
+#   scripts/bench/build-compare.sh [ROUNDS] [BASE_REV]
+#
+# Prints one line a build and, per round, the ratios to Google's crates.
+# Needs the crates in the local registry cache (or network access to it).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-2}
+BASE=${2:-}
+WORK=$(mktemp -d /tmp/vb-build-compare.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+git worktree add --detach "$WORK/ours" HEAD >/dev/null 2>&1
+trap 'git worktree remove --force "$WORK/ours" >/dev/null 2>&1 || true; [ -n "$BASE" ] && git worktree remove --force "$WORK/base" >/dev/null 2>&1; rm -rf "$WORK"' EXIT
+if [ -n "$BASE" ]; then
+    git worktree add --detach "$WORK/base" "$BASE" >/dev/null 2>&1
+    # The same dependency versions as HEAD (a revision from before the lock
+    # file was committed would otherwise resolve the newest ones).
+    cp Cargo.lock "$WORK/base/Cargo.lock"
+fi
+
+mkdir -p "$WORK/google/src"
+cat >"$WORK/google/Cargo.toml" <<'EOF'
+[package]
+name = "google-crates-build"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+google-cloud-aiplatform-v1 = { version = "=1.18.0", default-features = false, features = ["job-service"] }
+google-cloud-storage = "=1.21.0"
+
+[workspace]
+EOF
+echo 'pub use google_cloud_aiplatform_v1; pub use google_cloud_storage;' >"$WORK/google/src/lib.rs"
+# Resolve once (not timed), so every build compiles the same versions.
+(cd "$WORK/google" && cargo generate-lockfile --quiet)
+
+build() { # name dir
+    local dir=$2 target="$WORK/target-$1"
+    rm -rf "$target"
+    local start end
+    start=$(date +%s.%N)
+    (cd "$dir" && CARGO_TARGET_DIR="$target" cargo build --quiet --locked 2>/dev/null \
+        || CARGO_TARGET_DIR="$target" cargo build --quiet)
+    end=$(date +%s.%N)
+    rm -rf "$target"
+    echo "$end - $start" | bc
+}
+
+names=(google ours)
+[ -n "$BASE" ] && names+=(base)
+for round in $(seq 1 "$ROUNDS"); do
+    order=("${names[@]}")
+    if [ $((round % 2)) -eq 0 ]; then
+        order=($(printf '%s\n' "${names[@]}" | tac))
+    fi
+    declare -A secs=()
+    for n in "${order[@]}"; do
+        secs[$n]=$(build "$n" "$WORK/$n")
+        printf 'round %d  %-6s %7.1f s\n' "$round" "$n" "${secs[$n]}"
+    done
+    printf 'round %d  ours/google %.2f' "$round" "$(echo "${secs[ours]} / ${secs[google]}" | bc -l)"
+    if [ -n "$BASE" ]; then
+        printf '  base/google %.2f  ours/base %.2f' \
+            "$(echo "${secs[base]} / ${secs[google]}" | bc -l)" \
+            "$(echo "${secs[ours]} / ${secs[base]}" | bc -l)"
+    fi
+    echo
+    unset secs
+done
