@@ -1,0 +1,168 @@
+//! The [`Storage`] handle, the state its clones share, and what it reports
+//! about objects ([`ObjectInfo`]) and calls ([`StorageCalls`]).
+
+use std::{fmt, sync::Arc};
+
+use gcloud_storage::http::{self as gcs};
+
+use crate::{
+    error::{Error, Result},
+    uri::GcsUri,
+};
+
+/// A Cloud Storage client. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+/// use futures::StreamExt;
+/// use vertex_batch::{storage::Storage, GcsUri};
+///
+/// let storage = Storage::for_client(&client)?;
+/// let uri: GcsUri = "gs://my-bucket/prompts/part-0.jsonl".parse()?;
+/// let mut w = storage.writer(&uri).await?;
+/// w.write(b"{\"key\":\"a\",\"request\":{}}\n").await?;
+/// let info = w.finish().await?;
+/// println!("{} bytes at {}", info.size(), info.uri());
+/// let mut objects = storage.list(&"gs://my-bucket/prompts/".parse()?);
+/// while let Some(o) = objects.next().await {
+///     println!("{}", o?.uri());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Storage {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    /// `None` for a local directory.
+    pub(super) client: Option<gcloud_storage::client::Client>,
+    /// A local directory standing in for Cloud Storage (see
+    /// [`Storage::local`]); `client` is then unused.
+    pub(super) local: Option<std::path::PathBuf>,
+    pub(super) endpoint: String,
+    pub(super) chunk_size: usize,
+    pub(super) calls: Calls,
+}
+
+/// Counts of the HTTP requests a [`Storage`] made, by kind.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> vertex_batch::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let storage = vertex_batch::storage::Storage::local(dir.path());
+/// use futures::TryStreamExt;
+///
+/// storage.upload_bytes(&"gs://my-bucket/in/a.jsonl".parse()?, "{}\n").await?;
+/// let _objects: Vec<_> = storage.list(&"gs://my-bucket/in/".parse()?).try_collect().await?;
+/// let calls = storage.calls();
+/// assert_eq!((calls.uploads, calls.lists, calls.reads), (1, 1, 0));
+/// assert_eq!(calls.total(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageCalls {
+    /// Uploads: simple uploads, resumable sessions started, and chunks sent.
+    pub uploads: u64,
+    /// List pages fetched.
+    pub lists: u64,
+    /// Downloads started.
+    pub reads: u64,
+    /// Metadata look-ups, deletes and bucket creations.
+    pub other: u64,
+}
+
+impl StorageCalls {
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.uploads + self.lists + self.reads + self.other
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Calls {
+    pub(super) uploads: std::sync::atomic::AtomicU64,
+    pub(super) lists: std::sync::atomic::AtomicU64,
+    pub(super) reads: std::sync::atomic::AtomicU64,
+    pub(super) other: std::sync::atomic::AtomicU64,
+}
+
+pub(super) fn bump(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("endpoint", &self.inner.endpoint)
+            .field("chunk_size", &self.inner.chunk_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An object's name and size.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> vertex_batch::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let storage = vertex_batch::storage::Storage::local(dir.path());
+/// use futures::TryStreamExt;
+///
+/// storage.upload_bytes(&"gs://my-bucket/in/prompts.jsonl".parse()?, "{}\n").await?;
+/// let objects: Vec<_> = storage.list(&"gs://my-bucket/in/".parse()?).try_collect().await?;
+/// assert_eq!(objects[0].uri().to_string(), "gs://my-bucket/in/prompts.jsonl");
+/// assert_eq!(objects[0].size(), 3);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub(super) uri: GcsUri,
+    pub(super) size: u64,
+}
+
+impl ObjectInfo {
+    /// The object.
+    pub fn uri(&self) -> &GcsUri {
+        &self.uri
+    }
+
+    /// Its size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub(super) fn from_object(o: &gcs::objects::Object) -> Result<Self> {
+        Ok(ObjectInfo {
+            uri: GcsUri::parse_field(&format!("gs://{}/{}", o.bucket, o.name), "object")?,
+            size: u64::try_from(o.size).unwrap_or(0),
+        })
+    }
+}
+
+impl Storage {
+    /// The endpoint, e.g. `https://storage.googleapis.com`.
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    pub(super) fn gcs(&self) -> Result<&gcloud_storage::client::Client> {
+        self.inner
+            .client
+            .as_ref()
+            .ok_or_else(|| Error::config("no Cloud Storage client (a local directory)"))
+    }
+
+    /// The requests made so far by this client and its clones.
+    pub fn calls(&self) -> StorageCalls {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.inner.calls;
+        StorageCalls {
+            uploads: c.uploads.load(Relaxed),
+            lists: c.lists.load(Relaxed),
+            reads: c.reads.load(Relaxed),
+            other: c.other.load(Relaxed),
+        }
+    }
+}
