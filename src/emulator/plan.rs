@@ -104,6 +104,27 @@ async fn record_claim(
         .map_err(|e| format!("recording the output claim: {e}"))
 }
 
+/// Claims `path` for the job: records it (durably), then makes it with
+/// `make` on the blocking pool. `Ok(false)` when it already existed — not
+/// this job's — and the record is forgotten again.
+async fn claim(
+    state: &Arc<EmuState>,
+    slot: &Arc<JobSlot>,
+    path: &Path,
+    make: impl FnOnce(&Path) -> io::Result<()> + Send + 'static,
+) -> Result<bool, String> {
+    record_claim(state, slot, Some(path)).await?;
+    let p = path.to_path_buf();
+    match blocking(move || make(&p)).await.and_then(|r| r) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            record_claim(state, slot, None).await?;
+            Ok(false)
+        }
+        Err(e) => Err(format!("creating {}: {e}", path.display())),
+    }
+}
+
 /// Whether a claimed directory may be removed by job `id`: it holds `id`'s
 /// marker, or nothing at all.
 pub(crate) fn claim_is_ours(dir: &Path, id: u64) -> bool {
@@ -149,22 +170,14 @@ pub(crate) async fn plan_output(
                 // Recorded first, then claimed: `create_dir` makes the
                 // directory this job's alone (two jobs never share one), and
                 // the marker inside says whose it is.
-                record_claim(state, slot, Some(&dir)).await?;
-                let d = dir.clone();
-                let made = blocking(move || {
-                    fs::create_dir(&d)?;
+                let made = claim(state, slot, &dir, move |d| {
+                    fs::create_dir(d)?;
                     fs::write(d.join(CLAIM_MARKER), id.to_string())
                 })
-                .await
-                .and_then(|r| r);
-                match made {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        record_claim(state, slot, None).await?;
-                        t += Duration::from_millis(1);
-                        continue;
-                    }
-                    Err(e) => return Err(format!("creating {}: {e}", dir.display())),
+                .await?;
+                if !made {
+                    t += Duration::from_millis(1);
+                    continue;
                 }
                 // Remotely, a directory that already holds objects is taken.
                 if let Some(gcs) = &state.gcs {
@@ -219,29 +232,20 @@ pub(crate) async fn plan_output(
             // Claim the table (an empty file until the job publishes it), so
             // no other job can write it and an existing one is never
             // replaced; recorded before it is made.
-            record_claim(state, slot, Some(&path)).await?;
-            let p = path.clone();
-            let made = blocking(move || {
+            let made = claim(state, slot, &path, |p| {
                 fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .open(&p)
+                    .open(p)
                     .map(drop)
             })
-            .await
-            .and_then(|r| r);
-            match made {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // Not ours: forget it before failing.
-                    record_claim(state, slot, None).await?;
-                    return Err(format!(
-                        "output table bq://{}.{}.{table} already exists",
-                        uri.project(),
-                        uri.dataset()
-                    ));
-                }
-                Err(e) => return Err(format!("creating {}: {e}", path.display())),
+            .await?;
+            if !made {
+                return Err(format!(
+                    "output table bq://{}.{}.{table} already exists",
+                    uri.project(),
+                    uri.dataset()
+                ));
             }
             Ok(Output {
                 partial: path.with_file_name(format!(".{table}.jsonl.partial")),
