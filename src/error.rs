@@ -226,6 +226,12 @@ impl Error {
     /// `RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED` (and transport failures and
     /// timeouts). Whether it is *safe* to retry depends on the call: a create
     /// is not idempotent (see [`crate::Client::submit`]).
+    ///
+    /// ```
+    /// use vertex_batch::Error;
+    /// assert!(Error::from_status(tonic::Status::unavailable("x"), "endpoint").is_retryable());
+    /// assert!(!Error::from_status(tonic::Status::invalid_argument("x"), "endpoint").is_retryable());
+    /// ```
     pub fn is_retryable(&self) -> bool {
         if let Error::Storage { http_status, .. } = self {
             // No status: the request never got an answer (connection failure).
@@ -242,6 +248,12 @@ impl Error {
     }
 
     /// The service error, if this is one.
+    ///
+    /// ```
+    /// use vertex_batch::Error;
+    /// let err = Error::from_status(tonic::Status::not_found("no such job"), "endpoint");
+    /// assert_eq!(err.as_service().unwrap().message(), "no such job");
+    /// ```
     pub fn as_service(&self) -> Option<&ServiceError> {
         match self {
             Error::Service(s) => Some(s),
@@ -250,6 +262,16 @@ impl Error {
     }
 
     /// The delay the service asked for in a `google.rpc.RetryInfo`, if any.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::{proto::{protobuf, rpc}, status::{status_with_details, StatusDetail}, Error};
+    /// let delay = Some(protobuf::Duration { seconds: 30, nanos: 0 });
+    /// let retry = StatusDetail::RetryInfo(rpc::RetryInfo { retry_delay: delay });
+    /// let status = status_with_details(tonic::Code::ResourceExhausted, "quota", &[retry]);
+    /// let err = Error::from_status(status, "endpoint");
+    /// assert_eq!(err.retry_delay(), Some(Duration::from_secs(30)));
+    /// ```
     pub fn retry_delay(&self) -> Option<Duration> {
         self.as_service().and_then(ServiceError::retry_delay)
     }
@@ -258,6 +280,13 @@ impl Error {
     ///
     /// Decodes `google.rpc.Status` details and recognises answers that were
     /// not gRPC at all (an HTML page or an HTTP error from a wrong endpoint).
+    ///
+    /// ```
+    /// use vertex_batch::Error;
+    /// let err = Error::from_status(tonic::Status::unavailable("x"), "endpoint");
+    /// assert!(matches!(err, Error::Service(_)));
+    /// assert_eq!(err.code(), Some(tonic::Code::Unavailable));
+    /// ```
     pub fn from_status(status: tonic::Status, endpoint: &str) -> Self {
         if let Some(auth) = find_source::<AuthFailure>(&status) {
             return Error::Auth {

@@ -59,6 +59,12 @@ pub enum JobState {
 impl JobState {
     /// The state for a wire value; unknown values are kept as
     /// [`JobState::Unrecognized`].
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, JobState};
+    /// assert_eq!(JobState::from_proto(pb::JobState::Running as i32), JobState::Running);
+    /// assert_eq!(JobState::from_proto(99), JobState::Unrecognized(99));
+    /// ```
     pub fn from_proto(value: i32) -> Self {
         use pb::JobState as P;
         match P::try_from(value) {
@@ -80,6 +86,12 @@ impl JobState {
 
     /// The wire value as the enum (`UNSPECIFIED` for an unrecognized one;
     /// [`JobState::to_wire`] keeps it).
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, JobState};
+    /// assert_eq!(JobState::Succeeded.to_proto(), pb::JobState::Succeeded);
+    /// assert_eq!(JobState::Unrecognized(99).to_proto(), pb::JobState::Unspecified);
+    /// ```
     pub fn to_proto(self) -> pb::JobState {
         use pb::JobState as P;
         match self {
@@ -100,6 +112,12 @@ impl JobState {
     }
 
     /// The wire value, unrecognized ones included.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, JobState};
+    /// assert_eq!(JobState::Failed.to_wire(), pb::JobState::Failed as i32);
+    /// assert_eq!(JobState::Unrecognized(99).to_wire(), 99);
+    /// ```
     pub fn to_wire(self) -> i32 {
         match self {
             JobState::Unrecognized(v) => v,
@@ -109,6 +127,13 @@ impl JobState {
 
     /// True exactly for the states a job never leaves: `SUCCEEDED`, `FAILED`,
     /// `CANCELLED`, `EXPIRED` and `PARTIALLY_SUCCEEDED`.
+    ///
+    /// ```
+    /// use vertex_batch::JobState;
+    /// assert!(JobState::Failed.is_terminal());
+    /// assert!(!JobState::Running.is_terminal());
+    /// assert!(!JobState::Unrecognized(99).is_terminal()); // see Job::has_ended
+    /// ```
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -121,6 +146,12 @@ impl JobState {
     }
 
     /// True only for `SUCCEEDED`.
+    ///
+    /// ```
+    /// use vertex_batch::JobState;
+    /// assert!(JobState::Succeeded.is_success());
+    /// assert!(!JobState::PartiallySucceeded.is_success());
+    /// ```
     pub fn is_success(self) -> bool {
         self == JobState::Succeeded
     }
@@ -128,6 +159,13 @@ impl JobState {
     /// The name the API uses, e.g. `JOB_STATE_RUNNING`
     /// (`JOB_STATE_UNRECOGNIZED` for a value this crate does not know; its
     /// `Display` shows the number).
+    ///
+    /// ```
+    /// use vertex_batch::JobState;
+    /// assert_eq!(JobState::Running.as_str(), "JOB_STATE_RUNNING");
+    /// assert_eq!(JobState::Unrecognized(99).as_str(), "JOB_STATE_UNRECOGNIZED");
+    /// assert_eq!(JobState::Unrecognized(99).to_string(), "JOB_STATE_UNRECOGNIZED(99)");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Unrecognized(_) => "JOB_STATE_UNRECOGNIZED",
@@ -168,12 +206,25 @@ pub struct CompletionStats {
 
 impl CompletionStats {
     /// Rows processed so far (successful + failed).
+    ///
+    /// ```
+    /// use vertex_batch::job::CompletionStats;
+    /// let stats = CompletionStats { successful: 90, failed: 2, incomplete: Some(8) };
+    /// assert_eq!(stats.done(), 92);
+    /// ```
     pub fn done(&self) -> u64 {
         self.successful.saturating_add(self.failed)
     }
 
     /// All rows counted (successful + failed + incomplete); only the done
     /// rows while the number incomplete is unknown.
+    ///
+    /// ```
+    /// use vertex_batch::job::CompletionStats;
+    /// let stats = CompletionStats { successful: 90, failed: 2, incomplete: Some(8) };
+    /// assert_eq!(stats.total(), 100);
+    /// assert_eq!(CompletionStats { incomplete: None, ..stats }.total(), 92);
+    /// ```
     pub fn total(&self) -> u64 {
         self.done().saturating_add(self.incomplete.unwrap_or(0))
     }
@@ -203,6 +254,12 @@ pub enum OutputLocation {
 
 impl OutputLocation {
     /// The location as a URI: `gs://…` or `bq://project.dataset.table`.
+    ///
+    /// ```
+    /// use vertex_batch::job::OutputLocation;
+    /// let out = OutputLocation::BigQuery { dataset: "bq://p.d".into(), table: "predictions".into() };
+    /// assert_eq!(out.uri(), "bq://p.d.predictions");
+    /// ```
     pub fn uri(&self) -> String {
         match self {
             OutputLocation::Gcs(d) => d.clone(),
@@ -212,6 +269,12 @@ impl OutputLocation {
     }
 
     /// The Cloud Storage directory, parsed.
+    ///
+    /// ```
+    /// use vertex_batch::job::OutputLocation;
+    /// let out = OutputLocation::Gcs("gs://my-bucket/out/prediction-1".into());
+    /// assert_eq!(out.gcs().unwrap().object(), "out/prediction-1");
+    /// ```
     pub fn gcs(&self) -> Option<GcsUri> {
         match self {
             OutputLocation::Gcs(d) => d.parse().ok(),
@@ -220,6 +283,13 @@ impl OutputLocation {
     }
 
     /// The BigQuery table, parsed.
+    ///
+    /// ```
+    /// use vertex_batch::job::OutputLocation;
+    /// let out = OutputLocation::BigQuery { dataset: "bq://p.d".into(), table: "predictions".into() };
+    /// let table = out.bigquery().unwrap();
+    /// assert_eq!((table.dataset(), table.table()), ("d", Some("predictions")));
+    /// ```
     pub fn bigquery(&self) -> Option<BigQueryUri> {
         match self {
             OutputLocation::BigQuery { .. } => self.uri().parse().ok(),
@@ -267,36 +337,93 @@ impl Job {
     /// (`projects/*/locations/*/batchPredictionJobs/*`). Every client method
     /// that takes a job takes `&job` itself too (see [`JobRef`]); to get a
     /// typed [`JobName`], `job.name().parse()`.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, Job};
+    ///
+    /// let job = Job::from(pb::BatchPredictionJob {
+    ///     name: "projects/p/locations/us-central1/batchPredictionJobs/42".into(),
+    ///     ..Default::default()
+    /// });
+    /// let name: vertex_batch::JobName = job.name().parse().unwrap();
+    /// assert_eq!(name.parent().location(), "us-central1");
+    /// ```
     pub fn name(&self) -> &str {
         &self.raw.name
     }
 
     /// The numeric id (the last segment of the name).
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, Job};
+    ///
+    /// let job = Job::from(pb::BatchPredictionJob {
+    ///     name: "projects/p/locations/us-central1/batchPredictionJobs/42".into(),
+    ///     ..Default::default()
+    /// });
+    /// assert_eq!(job.id(), "42");
+    /// ```
     pub fn id(&self) -> &str {
         self.raw.name.rsplit('/').next().unwrap_or_default()
     }
 
     /// The display name.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, Job};
+    ///
+    /// let job = Job::from(pb::BatchPredictionJob { display_name: "nightly".into(), ..Default::default() });
+    /// assert_eq!(job.display_name(), "nightly");
+    /// ```
     pub fn display_name(&self) -> &str {
         &self.raw.display_name
     }
 
     /// The model resource name.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, Job};
+    ///
+    /// let model = "publishers/google/models/gemini-2.0-flash-001";
+    /// let job = Job::from(pb::BatchPredictionJob { model: model.into(), ..Default::default() });
+    /// assert_eq!(job.model(), model);
+    /// ```
     pub fn model(&self) -> &str {
         &self.raw.model
     }
 
     /// The state.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, Job, JobState};
+    /// let job = Job::from(pb::BatchPredictionJob { state: pb::JobState::Failed as i32, ..Default::default() });
+    /// assert_eq!(job.state(), JobState::Failed);
+    /// ```
     pub fn state(&self) -> JobState {
         JobState::from_proto(self.raw.state)
     }
 
     /// Labels.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, Job};
+    ///
+    /// let labels = [("team".to_string(), "search".to_string())].into();
+    /// let job = Job::from(pb::BatchPredictionJob { labels, ..Default::default() });
+    /// assert_eq!(job.labels()["team"], "search");
+    /// ```
     pub fn labels(&self) -> &HashMap<String, String> {
         &self.raw.labels
     }
 
     /// Model parameters as JSON (e.g. `{"temperature": 0.2}`).
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// let job: vertex_batch::Job =
+    ///     serde_json::from_value(json!({"modelParameters": {"temperature": 0.2}})).unwrap();
+    /// assert_eq!(job.model_parameters(), Some(json!({"temperature": 0.2})));
+    /// ```
     pub fn model_parameters(&self) -> Option<serde_json::Value> {
         self.raw
             .model_parameters
@@ -305,26 +432,69 @@ impl Job {
     }
 
     /// When the job was created.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use vertex_batch::{proto::{aiplatform as pb, protobuf::Timestamp}, Job};
+    /// let t = Some(Timestamp { seconds: 1_700_000_000, nanos: 0 });
+    /// let job = Job::from(pb::BatchPredictionJob { create_time: t, ..Default::default() });
+    /// assert_eq!(job.create_time(), Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+    /// ```
     pub fn create_time(&self) -> Option<SystemTime> {
         self.raw.create_time.as_ref().and_then(to_system_time)
     }
 
     /// When the job first started running.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use vertex_batch::{proto::{aiplatform as pb, protobuf::Timestamp}, Job};
+    /// let t = Some(Timestamp { seconds: 1_700_000_000, nanos: 0 });
+    /// let job = Job::from(pb::BatchPredictionJob { start_time: t, ..Default::default() });
+    /// assert_eq!(job.start_time(), Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+    /// ```
     pub fn start_time(&self) -> Option<SystemTime> {
         self.raw.start_time.as_ref().and_then(to_system_time)
     }
 
     /// When the job ended.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use vertex_batch::{proto::{aiplatform as pb, protobuf::Timestamp}, Job};
+    /// let t = Some(Timestamp { seconds: 1_700_000_000, nanos: 0 });
+    /// let job = Job::from(pb::BatchPredictionJob { end_time: t, ..Default::default() });
+    /// assert_eq!(job.end_time(), Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+    /// ```
     pub fn end_time(&self) -> Option<SystemTime> {
         self.raw.end_time.as_ref().and_then(to_system_time)
     }
 
     /// When the job was last updated.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use vertex_batch::{proto::{aiplatform as pb, protobuf::Timestamp}, Job};
+    /// let t = Some(Timestamp { seconds: 1_700_000_000, nanos: 0 });
+    /// let job = Job::from(pb::BatchPredictionJob { update_time: t, ..Default::default() });
+    /// assert_eq!(job.update_time(), Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+    /// ```
     pub fn update_time(&self) -> Option<SystemTime> {
         self.raw.update_time.as_ref().and_then(to_system_time)
     }
 
     /// Row counts (zeros until the service reports some).
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, Job};
+    ///
+    /// let counts = pb::CompletionStats {
+    ///     successful_count: 9, failed_count: 1, incomplete_count: -1, ..Default::default()
+    /// };
+    /// let job = Job::from(pb::BatchPredictionJob { completion_stats: Some(counts), ..Default::default() });
+    /// let stats = job.completion_stats();
+    /// assert_eq!((stats.successful, stats.failed, stats.incomplete), (9, 1, None)); // -1: unknown
+    /// ```
     pub fn completion_stats(&self) -> CompletionStats {
         let s = self.raw.completion_stats.unwrap_or_default();
         let n = |v: i64| u64::try_from(v).unwrap_or(0);
@@ -337,6 +507,15 @@ impl Job {
     }
 
     /// Where the predictions were written, once the service says.
+    ///
+    /// ```
+    /// use vertex_batch::job::OutputLocation;
+    /// let job: vertex_batch::Job = serde_json::from_value(serde_json::json!({
+    ///     "outputInfo": {"gcsOutputDirectory": "gs://my-bucket/out/prediction-1"}
+    /// })).unwrap();
+    /// let out = OutputLocation::Gcs("gs://my-bucket/out/prediction-1".into());
+    /// assert_eq!(job.output_location(), Some(out));
+    /// ```
     pub fn output_location(&self) -> Option<OutputLocation> {
         let info = self.raw.output_info.as_ref()?;
         match info.output_location.as_ref()? {
@@ -354,6 +533,13 @@ impl Job {
     }
 
     /// The job's error, when it failed.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::{aiplatform as pb, rpc}, Job};
+    /// let status = rpc::Status { code: 3, message: "bad input".into(), details: vec![] };
+    /// let job = Job::from(pb::BatchPredictionJob { error: Some(status), ..Default::default() });
+    /// assert_eq!(job.error().unwrap().code(), tonic::Code::InvalidArgument);
+    /// ```
     pub fn error(&self) -> Option<ServiceError> {
         self.raw
             .error
@@ -363,6 +549,13 @@ impl Job {
     }
 
     /// Up to 20 row errors the service reported while the job ran.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::{aiplatform as pb, rpc}, Job};
+    /// let row = rpc::Status { code: 3, message: "row 7: bad request".into(), details: vec![] };
+    /// let job = Job::from(pb::BatchPredictionJob { partial_failures: vec![row], ..Default::default() });
+    /// assert_eq!(job.partial_failures()[0].message(), "row 7: bad request");
+    /// ```
     pub fn partial_failures(&self) -> Vec<ServiceError> {
         self.raw
             .partial_failures
@@ -374,26 +567,67 @@ impl Job {
     /// Whether the job has ended: a terminal state, or `end_time` set
     /// whatever the state says (the rule Google's own Go sample uses; it
     /// catches states newer than this crate).
+    ///
+    /// ```
+    /// use vertex_batch::{proto::{aiplatform as pb, protobuf::Timestamp}, Job};
+    /// // A state this crate does not know, but `end_time` is set: it has ended.
+    /// let end_time = Some(Timestamp { seconds: 1_700_000_000, nanos: 0 });
+    /// let job = Job::from(pb::BatchPredictionJob { state: 99, end_time, ..Default::default() });
+    /// assert!(job.has_ended());
+    /// ```
     pub fn has_ended(&self) -> bool {
         self.state().is_terminal() || self.raw.end_time.is_some()
     }
 
     /// True when the job ended `SUCCEEDED` *and* no row failed.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, Job};
+    ///
+    /// let counts = pb::CompletionStats { successful_count: 9, failed_count: 1, ..Default::default() };
+    /// let job = Job::from(pb::BatchPredictionJob {
+    ///     state: pb::JobState::Succeeded as i32,
+    ///     completion_stats: Some(counts),
+    ///     ..Default::default()
+    /// });
+    /// assert!(job.state().is_success() && !job.is_clean_success());
+    /// ```
     pub fn is_clean_success(&self) -> bool {
         self.state().is_success() && self.completion_stats().failed == 0
     }
 
     /// The raw proto.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, Job};
+    ///
+    /// let job = Job::from(pb::BatchPredictionJob { model_version_id: "2".into(), ..Default::default() });
+    /// assert_eq!(job.proto().model_version_id, "2");
+    /// ```
     pub fn proto(&self) -> &pb::BatchPredictionJob {
         &self.raw
     }
 
     /// The raw proto, owned.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, Job};
+    ///
+    /// let raw = pb::BatchPredictionJob { display_name: "nightly".into(), ..Default::default() };
+    /// assert_eq!(Job::from(raw.clone()).into_proto(), raw);
+    /// ```
     pub fn into_proto(self) -> pb::BatchPredictionJob {
         self.raw
     }
 
     /// The job as proto3 JSON, as the REST API shows it.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::aiplatform as pb, Job};
+    ///
+    /// let job = Job::from(pb::BatchPredictionJob { display_name: "nightly".into(), ..Default::default() });
+    /// assert_eq!(job.to_json()["displayName"], "nightly");
+    /// ```
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.raw).unwrap_or(serde_json::Value::Null)
     }
@@ -444,6 +678,13 @@ pub struct JobRef<'a>(Cow<'a, str>);
 
 impl JobRef<'_> {
     /// The name as given (a full name or a bare id; checked when used).
+    ///
+    /// ```
+    /// use vertex_batch::{JobName, JobRef};
+    /// assert_eq!(JobRef::from("1234567890").as_str(), "1234567890");
+    /// let name: JobName = "projects/p/locations/us-central1/batchPredictionJobs/1".parse().unwrap();
+    /// assert_eq!(JobRef::from(&name).as_str(), name.to_string());
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }

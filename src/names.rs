@@ -59,6 +59,14 @@ pub struct LocationName {
 
 impl LocationName {
     /// Builds and validates a location name.
+    ///
+    /// ```
+    /// use vertex_batch::LocationName;
+    /// let loc = LocationName::new("my-project", "us-central1")?;
+    /// assert_eq!(loc.to_string(), "projects/my-project/locations/us-central1");
+    /// assert!(LocationName::new("My Project", "us-central1").is_err());
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn new(project: impl Into<String>, location: impl Into<String>) -> Result<Self> {
         let (project, location) = (project.into(), location.into());
         check_project(&project)?;
@@ -67,16 +75,36 @@ impl LocationName {
     }
 
     /// The project id.
+    ///
+    /// ```
+    /// use vertex_batch::LocationName;
+    /// assert_eq!(LocationName::new("my-project", "europe-west4")?.project(), "my-project");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn project(&self) -> &str {
         &self.project
     }
 
     /// The location (region, `global`, or multi-region).
+    ///
+    /// ```
+    /// use vertex_batch::LocationName;
+    /// assert_eq!(LocationName::new("my-project", "global")?.location(), "global");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn location(&self) -> &str {
         &self.location
     }
 
     /// The job of this location with the given numeric id.
+    ///
+    /// ```
+    /// use vertex_batch::LocationName;
+    /// let loc = LocationName::new("p1", "us-central1")?;
+    /// assert_eq!(loc.job("123")?.to_string(), "projects/p1/locations/us-central1/batchPredictionJobs/123");
+    /// assert!(loc.job("not-a-number").is_err());
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn job(&self, id: impl Into<String>) -> Result<JobName> {
         JobName::new(self.clone(), id)
     }
@@ -119,6 +147,14 @@ pub struct JobName {
 
 impl JobName {
     /// Builds a job name from its parent and numeric id.
+    ///
+    /// ```
+    /// use vertex_batch::{JobName, LocationName};
+    /// let job = JobName::new(LocationName::new("p1", "us-central1")?, "123")?;
+    /// assert_eq!(job.to_string(), "projects/p1/locations/us-central1/batchPredictionJobs/123");
+    /// assert!(JobName::new(LocationName::new("p1", "us-central1")?, "").is_err());
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn new(parent: LocationName, id: impl Into<String>) -> Result<Self> {
         let id = id.into();
         check_job_id(&id)?;
@@ -126,6 +162,15 @@ impl JobName {
     }
 
     /// Parses a full name, or a bare numeric id resolved against `parent`.
+    ///
+    /// ```
+    /// use vertex_batch::{JobName, LocationName};
+    /// let here = LocationName::new("p1", "us-central1")?;
+    /// assert_eq!(JobName::parse_in("123", &here)?.parent(), &here);
+    /// let full = JobName::parse_in("projects/p2/locations/europe-west4/batchPredictionJobs/9", &here)?;
+    /// assert_eq!(full.parent().project(), "p2");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn parse_in(s: &str, parent: &LocationName) -> Result<Self> {
         if is_bare_id(s) {
             return JobName::new(parent.clone(), s);
@@ -134,11 +179,25 @@ impl JobName {
     }
 
     /// The `projects/*/locations/*` parent.
+    ///
+    /// ```
+    /// use vertex_batch::JobName;
+    /// let job: JobName = "projects/p1/locations/us-central1/batchPredictionJobs/123".parse()?;
+    /// assert_eq!(job.parent().to_string(), "projects/p1/locations/us-central1");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn parent(&self) -> &LocationName {
         &self.parent
     }
 
     /// The numeric id.
+    ///
+    /// ```
+    /// use vertex_batch::JobName;
+    /// let job: JobName = "projects/p1/locations/us-central1/batchPredictionJobs/123".parse()?;
+    /// assert_eq!(job.id(), "123");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn id(&self) -> &str {
         &self.id
     }

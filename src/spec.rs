@@ -112,6 +112,15 @@ impl JobSpec {
     /// A job for `model`: a Gemini id (`gemini-2.0-flash-001`), `models/ID`,
     /// `publishers/P/models/M[@version]` or a tuned model
     /// `projects/P/locations/L/models/ID`.
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let job = spec.to_request(&LocationName::new("p", "us-central1")?)?.batch_prediction_job.unwrap();
+    /// assert_eq!(job.model, "publishers/google/models/gemini-2.0-flash-001");
+    /// assert!(job.display_name.starts_with("vertex-batch-gemini-2-0-flash-001-"));
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn new(model: impl Into<String>) -> Self {
         JobSpec {
             model: model.into(),
@@ -127,6 +136,14 @@ impl JobSpec {
     }
 
     /// The display name (default: `vertex-batch-<model id>-<UTC timestamp>`).
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let req = spec.display_name("nightly-summaries").to_request(&LocationName::new("p", "us-central1")?)?;
+    /// assert_eq!(req.batch_prediction_job.unwrap().display_name, "nightly-summaries");
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn display_name(mut self, name: impl Into<String>) -> Self {
         self.display_name = Some(name.into());
         self
@@ -134,12 +151,32 @@ impl JobSpec {
 
     /// Adds an input URI: `gs://bucket/file.jsonl` (repeatable, wildcards
     /// allowed) or one `bq://project.dataset.table`.
+    ///
+    /// ```
+    /// use vertex_batch::proto::aiplatform::batch_prediction_job::input_config::Source;
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/a.jsonl").output("gs://bkt/out");
+    /// let job = spec.to_request(&LocationName::new("p", "us-central1")?)?.batch_prediction_job.unwrap();
+    /// let Some(Source::GcsSource(src)) = job.input_config.unwrap().source else { panic!("not GCS") };
+    /// assert_eq!(src.uris, ["gs://bkt/a.jsonl"]);
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn input(mut self, uri: impl Into<String>) -> Self {
         self.inputs.push(uri.into());
         self
     }
 
     /// Adds several input URIs.
+    ///
+    /// ```
+    /// use vertex_batch::proto::aiplatform::batch_prediction_job::input_config::Source;
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").inputs(["gs://bkt/a.jsonl", "gs://bkt/b/*.jsonl"]);
+    /// let job = spec.output("gs://bkt/out").to_request(&LocationName::new("p", "us-central1")?)?.batch_prediction_job.unwrap();
+    /// let Some(Source::GcsSource(src)) = job.input_config.unwrap().source else { panic!("not GCS") };
+    /// assert_eq!(src.uris, ["gs://bkt/a.jsonl", "gs://bkt/b/*.jsonl"]);
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn inputs<I, S>(mut self, uris: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -151,6 +188,15 @@ impl JobSpec {
 
     /// The output: `gs://bucket/prefix`, `bq://project.dataset` or
     /// `bq://project.dataset.table`.
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("bq://p.results");
+    /// let job = spec.to_request(&LocationName::new("p", "us-central1")?)?.batch_prediction_job.unwrap();
+    /// assert_eq!(job.output_config.unwrap().predictions_format, "bigquery");
+    /// assert!(JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").to_request(&LocationName::new("p", "us-central1")?).is_err());
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn output(mut self, uri: impl Into<String>) -> Self {
         self.output = Some(uri.into());
         self
@@ -159,12 +205,31 @@ impl JobSpec {
     /// Model parameters as a JSON object, e.g.
     /// `json!({"temperature": 0.2, "maxOutputTokens": 200})`. Replaces any
     /// set before; the typed setters below add to it.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let req = spec.model_parameters(json!({"maxOutputTokens": 200})).to_request(&LocationName::new("p", "us-central1")?)?;
+    /// let params = serde_json::to_value(req.batch_prediction_job.unwrap().model_parameters).unwrap();
+    /// assert_eq!(params["maxOutputTokens"], 200.0);
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn model_parameters(mut self, params: Value) -> Self {
         self.parameters = Some(params);
         self
     }
 
     /// Sets one model parameter (camelCase key, as the API spells it).
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let req = spec.parameter("candidateCount", 2).to_request(&LocationName::new("p", "us-central1")?)?;
+    /// let params = serde_json::to_value(req.batch_prediction_job.unwrap().model_parameters).unwrap();
+    /// assert_eq!(params["candidateCount"], 2.0);
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn parameter(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         let key = key.into();
         let value = value.into();
@@ -184,21 +249,57 @@ impl JobSpec {
     }
 
     /// `temperature`.
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let req = spec.temperature(0.2).to_request(&LocationName::new("p", "us-central1")?)?;
+    /// let params = serde_json::to_value(req.batch_prediction_job.unwrap().model_parameters).unwrap();
+    /// assert_eq!(params["temperature"], 0.2);
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn temperature(self, t: f64) -> Self {
         self.parameter("temperature", t)
     }
 
     /// `maxOutputTokens`.
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let req = spec.max_output_tokens(200).to_request(&LocationName::new("p", "us-central1")?)?;
+    /// let params = serde_json::to_value(req.batch_prediction_job.unwrap().model_parameters).unwrap();
+    /// assert_eq!(params["maxOutputTokens"], 200.0);
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn max_output_tokens(self, n: u32) -> Self {
         self.parameter("maxOutputTokens", n)
     }
 
     /// `topP`.
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let req = spec.top_p(0.95).to_request(&LocationName::new("p", "us-central1")?)?;
+    /// let params = serde_json::to_value(req.batch_prediction_job.unwrap().model_parameters).unwrap();
+    /// assert_eq!(params["topP"], 0.95);
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn top_p(self, p: f64) -> Self {
         self.parameter("topP", p)
     }
 
     /// `topK`.
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let req = spec.top_k(40).to_request(&LocationName::new("p", "us-central1")?)?;
+    /// let params = serde_json::to_value(req.batch_prediction_job.unwrap().model_parameters).unwrap();
+    /// assert_eq!(params["topK"], 40.0);
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn top_k(self, k: u32) -> Self {
         self.parameter("topK", k)
     }
@@ -206,12 +307,31 @@ impl JobSpec {
     /// Adds a label (lowercase letters, digits, `_`, `-`, international
     /// characters; keys start with a letter; at most 64 characters each, at
     /// most 64 labels).
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let spec = spec.label("team", "search");
+    /// assert_eq!(spec.labels()["team"], "search");
+    /// assert!(spec.label("Team", "x").to_request(&LocationName::new("p", "us-central1")?).is_err()); // keys are lowercase
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
         self
     }
 
     /// The service account the job runs as.
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let sa = "batch@my-project.iam.gserviceaccount.com";
+    /// let job = spec.clone().service_account(sa).to_request(&LocationName::new("p", "us-central1")?)?.batch_prediction_job.unwrap();
+    /// assert_eq!(job.service_account, sa);
+    /// assert!(spec.service_account("not-an-email").to_request(&LocationName::new("p", "us-central1")?).is_err());
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn service_account(mut self, email: impl Into<String>) -> Self {
         self.service_account = Some(email.into());
         self
@@ -219,6 +339,15 @@ impl JobSpec {
 
     /// A customer-managed encryption key
     /// (`projects/P/locations/L/keyRings/R/cryptoKeys/K`).
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let key = "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k";
+    /// let job = spec.encryption_key(key).to_request(&LocationName::new("p", "us-central1")?)?.batch_prediction_job.unwrap();
+    /// assert_eq!(job.encryption_spec.unwrap().kms_key_name, key);
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn encryption_key(mut self, kms_key_name: impl Into<String>) -> Self {
         self.encryption_key = Some(kms_key_name.into());
         self
@@ -226,6 +355,15 @@ impl JobSpec {
 
     /// Sets any other field of the proto after the spec is applied, e.g.
     /// `instance_config` or `dedicated_resources`.
+    ///
+    /// ```
+    /// use vertex_batch::{JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let spec = spec.with_proto(|job| job.generate_explanation = true);
+    /// let job = spec.to_request(&LocationName::new("p", "us-central1")?)?.batch_prediction_job.unwrap();
+    /// assert!(job.generate_explanation);
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn with_proto(
         mut self,
         f: impl Fn(&mut pb::BatchPredictionJob) + Send + Sync + 'static,
@@ -238,16 +376,39 @@ impl JobSpec {
     /// job after an ambiguous failure (the label `vertex_batch_request_key`;
     /// lowercase letters, digits, `_`, `-`). Reuse a key to make a submit
     /// idempotent across process restarts.
+    ///
+    /// ```
+    /// use vertex_batch::JobSpec;
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").request_key("nightly-2026-11-22");
+    /// assert_eq!(spec.labels()["vertex_batch_request_key"], "nightly-2026-11-22");
+    /// ```
     pub fn request_key(self, key: impl Into<String>) -> Self {
         self.label(REQUEST_KEY_LABEL, key)
     }
 
     /// The labels set so far.
+    ///
+    /// ```
+    /// use vertex_batch::JobSpec;
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").label("team", "search").label("env", "prod");
+    /// let keys: Vec<&str> = spec.labels().keys().map(String::as_str).collect();
+    /// assert_eq!(keys, ["env", "team"]);
+    /// ```
     pub fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels
     }
 
     /// Validates the spec and builds the request for `parent`.
+    ///
+    /// ```
+    /// use vertex_batch::{Error, JobSpec, LocationName};
+    /// let spec = JobSpec::new("gemini-2.0-flash-001").input("gs://bkt/in.jsonl").output("gs://bkt/out");
+    /// let req = spec.to_request(&LocationName::new("p", "us-central1")?)?;
+    /// assert_eq!(req.parent, "projects/p/locations/us-central1");
+    /// let err = JobSpec::new("gemini-2.0-flash-001").to_request(&LocationName::new("p", "us-central1")?).unwrap_err();
+    /// assert!(matches!(err, Error::Validation(ref v) if v.field() == "input_uri"));
+    /// # Ok::<_, vertex_batch::Error>(())
+    /// ```
     pub fn to_request(&self, parent: &LocationName) -> Result<pb::CreateBatchPredictionJobRequest> {
         let model = normalize_model(&self.model)?;
         let input = InputSource::parse(&self.inputs)?;

@@ -36,6 +36,13 @@ pub struct ServiceError {
 
 impl ServiceError {
     /// Decodes a tonic status, including its `google.rpc.Status` details.
+    ///
+    /// ```
+    /// use vertex_batch::status::ServiceError;
+    /// let err = ServiceError::from_status(&tonic::Status::permission_denied("no access"));
+    /// assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    /// assert!(err.details().is_empty());
+    /// ```
     pub fn from_status(status: &tonic::Status) -> Self {
         let details = if status.details().is_empty() {
             Vec::new()
@@ -53,6 +60,13 @@ impl ServiceError {
     }
 
     /// Builds one from a `google.rpc.Status` (e.g. a job's `error` field).
+    ///
+    /// ```
+    /// use vertex_batch::{proto::rpc, status::ServiceError};
+    /// let status = rpc::Status { code: 3, message: "bad input".into(), details: vec![] };
+    /// let err = ServiceError::from_rpc_status(&status);
+    /// assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    /// ```
     pub fn from_rpc_status(status: &rpc::Status) -> Self {
         ServiceError {
             code: tonic::Code::from_i32(status.code),
@@ -67,21 +81,50 @@ impl ServiceError {
     }
 
     /// The gRPC code.
+    ///
+    /// ```
+    /// use vertex_batch::status::ServiceError;
+    /// let err = ServiceError::from_status(&tonic::Status::resource_exhausted("quota"));
+    /// assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    /// ```
     pub fn code(&self) -> tonic::Code {
         self.code
     }
 
     /// The status message.
+    ///
+    /// ```
+    /// use vertex_batch::status::ServiceError;
+    /// let err = ServiceError::from_status(&tonic::Status::not_found("job 42 not found"));
+    /// assert_eq!(err.message(), "job 42 not found");
+    /// ```
     pub fn message(&self) -> &str {
         &self.message
     }
 
     /// The decoded details, in the order the service sent them.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::rpc, status::{status_with_details, ServiceError, StatusDetail}};
+    /// let info = rpc::ErrorInfo { reason: "RATE_LIMIT_EXCEEDED".into(), ..Default::default() };
+    /// let detail = StatusDetail::ErrorInfo(info);
+    /// let status = status_with_details(tonic::Code::ResourceExhausted, "quota", &[detail]);
+    /// assert!(matches!(ServiceError::from_status(&status).details(), [StatusDetail::ErrorInfo(_)]));
+    /// ```
     pub fn details(&self) -> &[StatusDetail] {
         &self.details
     }
 
     /// The field violations of every `google.rpc.BadRequest` detail.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::rpc, status::{status_with_details, ServiceError, StatusDetail}};
+    /// let v = rpc::bad_request::FieldViolation { field: "display_name".into(), ..Default::default() };
+    /// let bad = StatusDetail::BadRequest(rpc::BadRequest { field_violations: vec![v] });
+    /// let status = status_with_details(tonic::Code::InvalidArgument, "bad request", &[bad]);
+    /// let err = ServiceError::from_status(&status);
+    /// assert_eq!(err.field_violations()[0].field, "display_name");
+    /// ```
     pub fn field_violations(&self) -> Vec<&rpc::bad_request::FieldViolation> {
         self.details
             .iter()
@@ -94,6 +137,15 @@ impl ServiceError {
     }
 
     /// The `google.rpc.ErrorInfo` detail, if present.
+    ///
+    /// ```
+    /// use vertex_batch::{proto::rpc, status::{status_with_details, ServiceError, StatusDetail}};
+    /// let info = rpc::ErrorInfo { reason: "RATE_LIMIT_EXCEEDED".into(), ..Default::default() };
+    /// let detail = StatusDetail::ErrorInfo(info);
+    /// let status = status_with_details(tonic::Code::ResourceExhausted, "quota", &[detail]);
+    /// let err = ServiceError::from_status(&status);
+    /// assert_eq!(err.error_info().unwrap().reason, "RATE_LIMIT_EXCEEDED");
+    /// ```
     pub fn error_info(&self) -> Option<&rpc::ErrorInfo> {
         self.details.iter().find_map(|d| match d {
             StatusDetail::ErrorInfo(e) => Some(e),
@@ -102,6 +154,15 @@ impl ServiceError {
     }
 
     /// The delay asked for by a `google.rpc.RetryInfo` detail, if present.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::{proto::{protobuf, rpc}, status::{status_with_details, ServiceError, StatusDetail}};
+    /// let delay = Some(protobuf::Duration { seconds: 30, nanos: 0 });
+    /// let retry = StatusDetail::RetryInfo(rpc::RetryInfo { retry_delay: delay });
+    /// let err = ServiceError::from_status(&status_with_details(tonic::Code::Unavailable, "busy", &[retry]));
+    /// assert_eq!(err.retry_delay(), Some(Duration::from_secs(30)));
+    /// ```
     pub fn retry_delay(&self) -> Option<Duration> {
         self.details.iter().find_map(|d| match d {
             StatusDetail::RetryInfo(r) => r
@@ -234,6 +295,12 @@ impl StatusDetail {
 
     /// Packs this detail into a `google.protobuf.Any` (used by the emulator
     /// and by tests that script service errors).
+    ///
+    /// ```
+    /// use vertex_batch::{proto::rpc, status::StatusDetail};
+    /// let any = StatusDetail::BadRequest(rpc::BadRequest::default()).to_any();
+    /// assert_eq!(any.type_url, "type.googleapis.com/google.rpc.BadRequest");
+    /// ```
     pub fn to_any(&self) -> pbjson_types::Any {
         fn pack<M: Message>(name: &str, m: &M) -> pbjson_types::Any {
             pbjson_types::Any {
@@ -259,6 +326,14 @@ impl StatusDetail {
 
 /// Builds a `tonic::Status` carrying `google.rpc.Status` details, the way
 /// Google services send them (in the `grpc-status-details-bin` trailer).
+///
+/// ```
+/// use vertex_batch::{proto::rpc, status::{status_with_details, ServiceError, StatusDetail}};
+/// let detail = StatusDetail::ErrorInfo(rpc::ErrorInfo { reason: "RATE_LIMIT_EXCEEDED".into(), ..Default::default() });
+/// let status = status_with_details(tonic::Code::ResourceExhausted, "quota", &[detail.clone()]);
+/// assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+/// assert_eq!(ServiceError::from_status(&status).details(), &[detail]);
+/// ```
 pub fn status_with_details(
     code: tonic::Code,
     message: impl Into<String>,

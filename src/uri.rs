@@ -29,6 +29,14 @@ pub struct GcsUri {
 
 impl GcsUri {
     /// Parses `uri`, naming `field` in any error.
+    ///
+    /// ```
+    /// use vertex_batch::GcsUri;
+    /// let out = GcsUri::parse_field("gs://bkt/results", "output_uri")?;
+    /// assert_eq!(out.to_string(), "gs://bkt/results");
+    /// assert_eq!(GcsUri::parse_field("s3://bkt/x", "output_uri").unwrap_err().field(), "output_uri");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn parse_field(uri: &str, field: &str) -> Result<Self> {
         let bad = |why: String| ValidationError::new(field, format!("{uri:?}: {why}"));
         let rest = uri
@@ -67,16 +75,36 @@ impl GcsUri {
     }
 
     /// The bucket.
+    ///
+    /// ```
+    /// use vertex_batch::GcsUri;
+    /// assert_eq!("gs://bkt/prompts/a.jsonl".parse::<GcsUri>()?.bucket(), "bkt");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
 
     /// The object name or prefix (may be empty).
+    ///
+    /// ```
+    /// use vertex_batch::GcsUri;
+    /// assert_eq!("gs://bkt/prompts/a.jsonl".parse::<GcsUri>()?.object(), "prompts/a.jsonl");
+    /// assert_eq!("gs://bkt".parse::<GcsUri>()?.object(), "");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn object(&self) -> &str {
         &self.object
     }
 
     /// Whether the object holds a wildcard (`*`, `?`, `[`).
+    ///
+    /// ```
+    /// use vertex_batch::GcsUri;
+    /// assert!("gs://bkt/prompts/*.jsonl".parse::<GcsUri>()?.has_wildcard());
+    /// assert!(!"gs://bkt/prompts/a.jsonl".parse::<GcsUri>()?.has_wildcard());
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn has_wildcard(&self) -> bool {
         self.object.contains(['*', '?', '['])
     }
@@ -118,6 +146,15 @@ pub struct BigQueryUri {
 impl BigQueryUri {
     /// Parses `uri`, naming `field` in any error. `table_required` says
     /// whether `bq://project.dataset` (no table) is acceptable.
+    ///
+    /// ```
+    /// use vertex_batch::uri::BigQueryUri;
+    /// let t = BigQueryUri::parse_field("bq://p1.ds.requests", "input_uri", true)?;
+    /// assert_eq!(t.table(), Some("requests"));
+    /// assert!(BigQueryUri::parse_field("bq://p1.ds", "input_uri", true).is_err());
+    /// assert!(BigQueryUri::parse_field("bq://p1.ds", "output_uri", false).is_ok());
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn parse_field(uri: &str, field: &str, table_required: bool) -> Result<Self> {
         let bad = |why: String| ValidationError::new(field, format!("{uri:?}: {why}"));
         let rest = uri
@@ -182,16 +219,36 @@ impl BigQueryUri {
     }
 
     /// The project id.
+    ///
+    /// ```
+    /// use vertex_batch::uri::BigQueryUri;
+    /// assert_eq!("bq://my-project.ds.t".parse::<BigQueryUri>()?.project(), "my-project");
+    /// assert_eq!("bq://example.com:proj.ds".parse::<BigQueryUri>()?.project(), "example.com:proj");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn project(&self) -> &str {
         &self.project
     }
 
     /// The dataset.
+    ///
+    /// ```
+    /// use vertex_batch::uri::BigQueryUri;
+    /// assert_eq!("bq://my-project.my_dataset".parse::<BigQueryUri>()?.dataset(), "my_dataset");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn dataset(&self) -> &str {
         &self.dataset
     }
 
     /// The table, when one is given.
+    ///
+    /// ```
+    /// use vertex_batch::uri::BigQueryUri;
+    /// assert_eq!("bq://p1.ds.requests".parse::<BigQueryUri>()?.table(), Some("requests"));
+    /// assert_eq!("bq://p1.ds".parse::<BigQueryUri>()?.table(), None);
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn table(&self) -> Option<&str> {
         self.table.as_deref()
     }
@@ -283,6 +340,13 @@ impl InputSource {
     }
 
     /// The `instances_format` this source implies.
+    ///
+    /// ```
+    /// use vertex_batch::uri::InputSource;
+    /// assert_eq!(InputSource::parse(["gs://bkt/a.jsonl"])?.format(), "jsonl");
+    /// assert_eq!(InputSource::parse(["bq://p1.ds.requests"])?.format(), "bigquery");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn format(&self) -> &'static str {
         match self {
             InputSource::Gcs(_) => "jsonl",
@@ -311,6 +375,14 @@ pub enum OutputDestination {
 impl OutputDestination {
     /// Parses `gs://bucket/prefix`, `bq://project.dataset` or
     /// `bq://project.dataset.table`.
+    ///
+    /// ```
+    /// use vertex_batch::uri::OutputDestination;
+    /// assert!(matches!(OutputDestination::parse("gs://bkt/out")?, OutputDestination::Gcs(_)));
+    /// assert!(matches!(OutputDestination::parse("bq://p1.ds")?, OutputDestination::BigQuery(_)));
+    /// assert!(OutputDestination::parse("gs://bkt/out/*").is_err()); // no wildcards in a prefix
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn parse(uri: &str) -> Result<Self> {
         if uri.starts_with("bq://") {
             Ok(OutputDestination::BigQuery(BigQueryUri::parse_field(
@@ -336,6 +408,13 @@ impl OutputDestination {
     }
 
     /// The `predictions_format` this destination implies.
+    ///
+    /// ```
+    /// use vertex_batch::uri::OutputDestination;
+    /// assert_eq!(OutputDestination::parse("gs://bkt/out")?.format(), "jsonl");
+    /// assert_eq!(OutputDestination::parse("bq://p1.ds.results")?.format(), "bigquery");
+    /// # Ok::<_, vertex_batch::error::ValidationError>(())
+    /// ```
     pub fn format(&self) -> &'static str {
         match self {
             OutputDestination::Gcs(_) => "jsonl",

@@ -28,11 +28,23 @@ impl ValidationError {
     }
 
     /// The field (or argument) that is wrong, e.g. `output_uri` or `labels`.
+    ///
+    /// ```
+    /// use vertex_batch::{error::ValidationError, GcsUri};
+    /// let err: ValidationError = "s3://bucket/x".parse::<GcsUri>().unwrap_err();
+    /// assert_eq!(err.field(), "uri");
+    /// ```
     pub fn field(&self) -> &str {
         &self.field
     }
 
     /// What is wrong with it.
+    ///
+    /// ```
+    /// use vertex_batch::{error::ValidationError, GcsUri};
+    /// let err: ValidationError = "s3://bucket/x".parse::<GcsUri>().unwrap_err();
+    /// assert!(err.message().contains("gs://"));
+    /// ```
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -74,12 +74,24 @@ impl ClientBuilder {
     }
 
     /// The project id.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder().project("my-project").build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub fn project(mut self, project: impl Into<String>) -> Self {
         self.project = Some(project.into());
         self
     }
 
     /// The location: a region (`us-central1`), `global`, `us` or `eu`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder().project("p").location("europe-west4").build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub fn location(mut self, location: impl Into<String>) -> Self {
         self.location = Some(location.into());
         self
@@ -88,6 +100,15 @@ impl ClientBuilder {
     /// Overrides the endpoint: `host[:port]` or `https://host[:port]` for TLS,
     /// `http://host:port` for plaintext (loopback only, unless
     /// [`ClientBuilder::allow_plaintext`] is set).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder()
+    ///     .project("p")
+    ///     .endpoint("https://private-vertex.example.com")
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
@@ -96,18 +117,42 @@ impl ClientBuilder {
     /// Talks plaintext to an emulator at `host:port`, with no credentials
     /// (unless [`ClientBuilder::credentials`] is also given). The same as
     /// setting `VERTEX_AI_EMULATOR_HOST`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder().project("p").emulator_host("127.0.0.1:8080").build()?;
+    /// assert_eq!(client.endpoint(), "http://127.0.0.1:8080"); // connects lazily
+    /// # Ok(()) }
+    /// ```
     pub fn emulator_host(mut self, host_port: impl Into<String>) -> Self {
         self.emulator = Some(host_port.into());
         self
     }
 
     /// The credentials (default: Application Default Credentials).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::transport::Credentials;
+    /// let client = vertex_batch::Client::builder()
+    ///     .project("p")
+    ///     .credentials(Credentials::access_token("ya29.example-token"))
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
         self
     }
 
     /// The quota project sent as `x-goog-user-project`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder().project("p").quota_project("billing-project").build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub fn quota_project(mut self, project: impl Into<String>) -> Self {
         self.quota_project = Some(project.into());
         self
@@ -115,24 +160,63 @@ impl ClientBuilder {
 
     /// Allows a plaintext `http://` endpoint that is not on loopback. Tokens
     /// would cross the network unencrypted: use only on a trusted network.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder()
+    ///     .project("p")
+    ///     .endpoint("http://10.0.0.5:8080") // a proxy on a trusted network
+    ///     .allow_plaintext(true)
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub fn allow_plaintext(mut self, allow: bool) -> Self {
         self.allow_plaintext = allow;
         self
     }
 
     /// Ignores the environment variables (for tests and embedded use).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// use vertex_batch::{Client, Error};
+    /// // GOOGLE_CLOUD_PROJECT is not read: the project must be given.
+    /// let err = Client::builder().ignore_env().emulator_host("127.0.0.1:8080").build().unwrap_err();
+    /// assert!(matches!(err, Error::Config { .. }));
+    /// # Ok(()) }
+    /// ```
     pub fn ignore_env(mut self) -> Self {
         self.use_env = false;
         self
     }
 
     /// The retry policy for idempotent calls (default: [`RetryPolicy::default`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::policy::RetryPolicy;
+    /// let client = vertex_batch::Client::builder()
+    ///     .project("p")
+    ///     .retry_policy(RetryPolicy::default().with_max_attempts(3))
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
     }
 
     /// How long to wait for a connection (default 20 s).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder()
+    ///     .project("p")
+    ///     .connect_timeout(std::time::Duration::from_secs(5))
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = Some(d);
         self
@@ -149,6 +233,13 @@ impl ClientBuilder {
     ///
     /// Must be called inside a Tokio runtime; returns [`Error::Config`]
     /// otherwise.
+    ///
+    /// ```
+    /// use vertex_batch::{Client, Error};
+    /// // Outside a Tokio runtime: a configuration error, not a panic.
+    /// let err = Client::builder().project("p").emulator_host("127.0.0.1:8080").build().unwrap_err();
+    /// assert!(matches!(err, Error::Config { .. }));
+    /// ```
     pub fn build(self) -> Result<Client> {
         self.build_inner(None)
     }

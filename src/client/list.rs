@@ -34,11 +34,22 @@ pub struct ListOptions {
 
 impl ListOptions {
     /// No filter, the service's default page size.
+    ///
+    /// ```
+    /// use vertex_batch::ListOptions;
+    /// assert_eq!(ListOptions::new().filter(), ""); // every job
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Only jobs in `state`.
+    ///
+    /// ```
+    /// use vertex_batch::{JobState, ListOptions};
+    /// let opts = ListOptions::new().state(JobState::Failed);
+    /// assert_eq!(opts.filter(), "state=JOB_STATE_FAILED");
+    /// ```
     pub fn state(mut self, state: JobState) -> Self {
         self.terms.push(format!("state={}", state.as_str()));
         self
@@ -62,6 +73,13 @@ impl ListOptions {
     /// service's label rules (which [`JobSpec::label`](crate::JobSpec::label)
     /// checks too) makes listing fail with a validation error before any
     /// call, rather than send a filter that means something else.
+    ///
+    /// ```
+    /// use vertex_batch::ListOptions;
+    /// assert_eq!(ListOptions::new().label("team", "search").filter(), r#"labels.team="search""#);
+    /// // An invalid key is left out of the filter; listing with it fails.
+    /// assert_eq!(ListOptions::new().label("Team", "search").filter(), "");
+    /// ```
     pub fn label(mut self, key: &str, value: &str) -> Self {
         match check_label(key, value) {
             // The value quoted (AIP-160), so every filter parser reads it
@@ -78,6 +96,14 @@ impl ListOptions {
     }
 
     /// Only jobs created after `t`.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use vertex_batch::ListOptions;
+    /// let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let opts = ListOptions::new().created_after(t);
+    /// assert_eq!(opts.filter(), r#"create_time>"2023-11-14T22:13:20.000Z""#);
+    /// ```
     pub fn created_after(mut self, t: SystemTime) -> Self {
         self.terms
             .push(format!("create_time>\"{}\"", time::format_millis(t)));
@@ -85,6 +111,14 @@ impl ListOptions {
     }
 
     /// Only jobs created before `t`.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use vertex_batch::ListOptions;
+    /// let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let opts = ListOptions::new().created_before(t);
+    /// assert_eq!(opts.filter(), r#"create_time<"2023-11-14T22:13:20.000Z""#);
+    /// ```
     pub fn created_before(mut self, t: SystemTime) -> Self {
         self.terms
             .push(format!("create_time<\"{}\"", time::format_millis(t)));
@@ -92,12 +126,24 @@ impl ListOptions {
     }
 
     /// Adds a raw filter term in the service's syntax.
+    ///
+    /// ```
+    /// use vertex_batch::{JobState, ListOptions};
+    /// let opts = ListOptions::new().state(JobState::Running).raw_filter("labels.env:*");
+    /// assert_eq!(opts.filter(), "state=JOB_STATE_RUNNING AND labels.env:*");
+    /// ```
     pub fn raw_filter(mut self, term: impl Into<String>) -> Self {
         self.terms.push(term.into());
         self
     }
 
     /// Jobs per page (the service caps it).
+    ///
+    /// ```
+    /// use vertex_batch::ListOptions;
+    /// let opts = ListOptions::new().page_size(100);
+    /// assert_eq!(opts.filter(), ""); // the page size is not part of the filter
+    /// ```
     pub fn page_size(mut self, n: u32) -> Self {
         self.page_size = i32::try_from(n).unwrap_or(i32::MAX);
         self
@@ -106,6 +152,12 @@ impl ListOptions {
     /// The filter string sent to the service. An invalid label term is left
     /// out of it; listing with such options fails instead (see
     /// [`ListOptions::label`]).
+    ///
+    /// ```
+    /// use vertex_batch::{JobState, ListOptions};
+    /// let opts = ListOptions::new().state(JobState::Succeeded).display_name("nightly");
+    /// assert_eq!(opts.filter(), r#"state=JOB_STATE_SUCCEEDED AND display_name="nightly""#);
+    /// ```
     pub fn filter(&self) -> String {
         self.terms.join(" AND ")
     }
@@ -141,6 +193,17 @@ pub struct JobPage {
 /// # Listing, cancelling and deleting
 impl Client {
     /// One page of jobs; pass the previous page's `next_page_token` to go on.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// let opts = vertex_batch::ListOptions::new().page_size(10);
+    /// let first = client.list_page(&opts, None).await?;
+    /// if let Some(token) = first.next_page_token.as_deref() {
+    ///     let second = client.list_page(&opts, Some(token)).await?;
+    ///     println!("{} more jobs", second.jobs.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn list_page(&self, opts: &ListOptions, page_token: Option<&str>) -> Result<JobPage> {
         if let Some(why) = &opts.invalid {
             return Err(Error::validation("filter", format!("label {why}")));

@@ -52,17 +52,36 @@ impl Default for WatchManyOptions {
 
 impl WatchManyOptions {
     /// Defaults: the default [`PollPolicy`], 10 Get calls per second, 32 in flight.
+    ///
+    /// ```
+    /// use vertex_batch::client::WatchManyOptions;
+    /// let opts = WatchManyOptions::new();
+    /// assert!(format!("{opts:?}").contains("gets_per_second: 10.0, max_in_flight: 32"));
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The polling policy of each job.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::{client::WatchManyOptions, policy::PollPolicy};
+    /// let opts = WatchManyOptions::new().policy(PollPolicy::fixed(Duration::from_secs(60)));
+    /// # let _ = opts;
+    /// ```
     pub fn policy(mut self, policy: PollPolicy) -> Self {
         self.follow.policy = policy;
         self
     }
 
     /// The budget: at most this many Get calls per second in all (at least 0.01).
+    ///
+    /// ```
+    /// use vertex_batch::client::WatchManyOptions;
+    /// let opts = WatchManyOptions::new().gets_per_second(0.0); // raised to the minimum
+    /// assert!(format!("{opts:?}").contains("gets_per_second: 0.01"));
+    /// ```
     pub fn gets_per_second(mut self, rate: f64) -> Self {
         self.gets_per_second = if rate.is_finite() {
             rate.max(0.01)
@@ -73,6 +92,12 @@ impl WatchManyOptions {
     }
 
     /// At most this many Get calls at once (at least 1).
+    ///
+    /// ```
+    /// use vertex_batch::client::WatchManyOptions;
+    /// let opts = WatchManyOptions::new().max_in_flight(0); // raised to the minimum
+    /// assert!(format!("{opts:?}").contains("max_in_flight: 1"));
+    /// ```
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
         self
@@ -80,6 +105,13 @@ impl WatchManyOptions {
 
     /// How long one job's polls may keep failing before its stream ends
     /// with the last error (see [`crate::WaitOptions::failure_budget`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::client::WatchManyOptions;
+    /// let opts = WatchManyOptions::new().failure_budget(Duration::from_secs(1800));
+    /// assert!(format!("{opts:?}").contains("failure_budget: Some(1800s)"));
+    /// ```
     pub fn failure_budget(mut self, d: Duration) -> Self {
         self.follow.failure_budget = Some(d);
         self
@@ -87,6 +119,13 @@ impl WatchManyOptions {
 
     /// How long the endpoint may stay unreachable (see
     /// [`crate::WaitOptions::connect_budget`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::client::WatchManyOptions;
+    /// let opts = WatchManyOptions::new().connect_budget(Duration::from_secs(300));
+    /// assert!(format!("{opts:?}").contains("connect_budget: Some(300s)"));
+    /// ```
     pub fn connect_budget(mut self, d: Duration) -> Self {
         self.follow.connect_budget = Some(d);
         self

@@ -121,22 +121,63 @@ impl fmt::Debug for Client {
 /// # Building and configuration
 impl Client {
     /// The `projects/*/locations/*` this client works in.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder()
+    ///     .project("my-project")
+    ///     .location("europe-west4")
+    ///     .emulator_host("127.0.0.1:8080")
+    ///     .build()?;
+    /// assert_eq!(client.parent().to_string(), "projects/my-project/locations/europe-west4");
+    /// # Ok(()) }
+    /// ```
     pub fn parent(&self) -> &LocationName {
         &self.inner.parent
     }
 
     /// The endpoint URI the client talks to.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder()
+    ///     .project("my-project")
+    ///     .location("europe-west4")
+    ///     .emulator_host("127.0.0.1:8080")
+    ///     .build()?;
+    /// assert_eq!(client.endpoint(), "http://127.0.0.1:8080");
+    /// # Ok(()) }
+    /// ```
     pub fn endpoint(&self) -> &str {
         &self.inner.endpoint
     }
 
     /// The retry policy for idempotent calls.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// use vertex_batch::{policy::RetryPolicy, Client};
+    /// let client = Client::builder().project("p").emulator_host("127.0.0.1:8080").build()?;
+    /// assert_eq!(client.retry_policy(), &RetryPolicy::default());
+    /// # Ok(()) }
+    /// ```
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.inner.retry
     }
 
     /// A client sharing this one's connection and credentials, with another
     /// retry policy.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// use vertex_batch::policy::RetryPolicy;
+    /// let once = client.with_retry_policy(RetryPolicy::none()); // same connection, no retries
+    /// let job = once.get("1234567890").await?;
+    /// # let _ = job; Ok(()) }
+    /// ```
     pub fn with_retry_policy(&self, retry: RetryPolicy) -> Client {
         Client {
             inner: Arc::new(Inner::with_stubs(

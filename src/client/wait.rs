@@ -64,17 +64,36 @@ pub struct WaitOptions {
 
 impl WaitOptions {
     /// The default policy, no deadline, `Ok` only for `SUCCEEDED`.
+    ///
+    /// ```
+    /// use vertex_batch::WaitOptions;
+    /// assert_eq!(WaitOptions::new(), WaitOptions::default());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The polling policy.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::{policy::PollPolicy, WaitOptions};
+    /// let opts = WaitOptions::new().policy(PollPolicy::fixed(Duration::from_secs(60)));
+    /// assert_ne!(opts, WaitOptions::new());
+    /// ```
     pub fn policy(mut self, policy: PollPolicy) -> Self {
         self.follow.policy = policy;
         self
     }
 
     /// Gives up with [`Error::Timeout`] after this long.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::WaitOptions;
+    /// let opts = WaitOptions::new().timeout(Duration::from_secs(3600));
+    /// assert_ne!(opts, WaitOptions::new()); // the default has no deadline
+    /// ```
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
@@ -82,6 +101,13 @@ impl WaitOptions {
 
     /// [`Client::wait`] returns any ended job as `Ok` (`FAILED`,
     /// `CANCELLED`, … included) instead of [`Error::JobNotSucceeded`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// let job = client.wait("1234567890", &vertex_batch::WaitOptions::new().any_end()).await?;
+    /// println!("ended {}", job.state()); // SUCCEEDED, FAILED, CANCELLED, …
+    /// # Ok(()) }
+    /// ```
     pub fn any_end(mut self) -> Self {
         self.any_end = true;
         self
@@ -89,6 +115,13 @@ impl WaitOptions {
 
     /// How long polls may keep failing in a row before the wait returns the
     /// last error (default 10 minutes).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::WaitOptions;
+    /// let opts = WaitOptions::new().failure_budget(Duration::from_secs(1800));
+    /// assert_ne!(opts, WaitOptions::new());
+    /// ```
     pub fn failure_budget(mut self, d: Duration) -> Self {
         self.follow.failure_budget = Some(d);
         self
@@ -97,6 +130,13 @@ impl WaitOptions {
     /// How long the endpoint may stay unreachable (no connection at all:
     /// DNS failure, connection refused) before the wait returns the last
     /// error (default 1 minute).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::WaitOptions;
+    /// let opts = WaitOptions::new().connect_budget(Duration::from_secs(300));
+    /// assert_ne!(opts, WaitOptions::new());
+    /// ```
     pub fn connect_budget(mut self, d: Duration) -> Self {
         self.follow.connect_budget = Some(d);
         self

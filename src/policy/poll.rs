@@ -58,6 +58,14 @@ impl Default for PollPolicy {
 impl PollPolicy {
     /// Polls every `interval`, no jitter, no adaptation (what Google's
     /// samples do with 5 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::PollPolicy;
+    /// let s = Duration::from_secs;
+    /// let mut poller = PollPolicy::fixed(s(5)).start();
+    /// assert_eq!((poller.next_backoff(), poller.next_backoff()), (s(5), s(5)));
+    /// ```
     pub fn fixed(interval: Duration) -> Self {
         PollPolicy {
             backoff: Backoff {
@@ -73,6 +81,15 @@ impl PollPolicy {
 
     /// Plain exponential backoff from `initial` to `cap`, no adaptation
     /// (Google's Rust poller uses 1 s doubling to 60 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::PollPolicy;
+    /// let s = Duration::from_secs;
+    /// let mut poller = PollPolicy::backoff(s(1), s(4), 2.0).start();
+    /// let delays: Vec<_> = (0..4).map(|_| poller.next_backoff()).collect();
+    /// assert_eq!(delays, [s(1), s(2), s(4), s(4)]);
+    /// ```
     pub fn backoff(initial: Duration, cap: Duration, multiplier: f64) -> Self {
         PollPolicy {
             backoff: Backoff {
@@ -88,6 +105,15 @@ impl PollPolicy {
 
     /// Caps every interval (e.g. for a progress display that wants updates
     /// at least this often).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::PollPolicy;
+    /// let s = Duration::from_secs;
+    /// let mut poller = PollPolicy::backoff(s(1), s(60), 2.0).max_interval(s(3)).start();
+    /// let delays: Vec<_> = (0..3).map(|_| poller.next_backoff()).collect();
+    /// assert_eq!(delays, [s(1), s(2), s(3)]);
+    /// ```
     pub fn max_interval(mut self, cap: Duration) -> Self {
         self.backoff.cap = self.backoff.cap.min(cap);
         self.adaptive_cap = self.adaptive_cap.min(cap);
@@ -97,18 +123,46 @@ impl PollPolicy {
 
     /// The shortest interval once the end is near (default 10 s): the most
     /// the end of a job can go unnoticed when the estimate is right.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::{policy::PollPolicy, proto::aiplatform as pb, Job};
+    /// let stats = pb::CompletionStats { successful_count: 10, incomplete_count: 0, ..Default::default() };
+    /// let job = Job::from(pb::BatchPredictionJob {
+    ///     state: pb::JobState::Running as i32, completion_stats: Some(stats), ..Default::default() });
+    /// let mut poller = PollPolicy::default().near_end_interval(Duration::from_secs(3)).jitter(0.0).start();
+    /// assert_eq!(poller.next_delay(&job), Duration::from_secs(3)); // all rows done: the end is near
+    /// ```
     pub fn near_end_interval(mut self, d: Duration) -> Self {
         self.near_end = d;
         self
     }
 
     /// The first backoff interval (default 2 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::PollPolicy;
+    /// let s = Duration::from_secs;
+    /// let mut poller = PollPolicy::default().initial_interval(s(5)).jitter(0.0).start();
+    /// assert_eq!((poller.next_backoff(), poller.next_backoff()), (s(5), s(10)));
+    /// ```
     pub fn initial_interval(mut self, d: Duration) -> Self {
         self.backoff.initial = d;
         self
     }
 
     /// Jitter as a fraction of each interval (default 0.1; 0 for none).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::PollPolicy;
+    /// let s = Duration::from_secs;
+    /// let mut poller = PollPolicy::fixed(s(10)).jitter(0.2).start();
+    /// let d = poller.next_backoff();
+    /// assert!(d >= s(8) && d <= s(12));
+    /// assert_eq!(PollPolicy::fixed(s(10)).jitter(0.0).start().next_backoff(), s(10));
+    /// ```
     pub fn jitter(mut self, fraction: f64) -> Self {
         self.jitter = if fraction.is_finite() {
             fraction.clamp(0.0, 0.5)
@@ -119,6 +173,16 @@ impl PollPolicy {
     }
 
     /// Starts the schedule of one job.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::PollPolicy;
+    /// let s = Duration::from_secs;
+    /// let policy = PollPolicy::backoff(s(1), s(60), 2.0);
+    /// let (mut a, mut b) = (policy.start(), policy.start());
+    /// assert_eq!((a.next_backoff(), a.next_backoff()), (s(1), s(2)));
+    /// assert_eq!(b.next_backoff(), s(1)); // each job has a schedule of its own
+    /// ```
     pub fn start(&self) -> Poller {
         Poller {
             policy: self.clone(),
@@ -148,6 +212,16 @@ pub struct Poller {
 
 impl Poller {
     /// The delay before the next poll, given the latest snapshot.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::{policy::PollPolicy, proto::aiplatform as pb, Job};
+    /// let job = |state: pb::JobState| Job::from(pb::BatchPredictionJob { state: state as i32, ..Default::default() });
+    /// let mut poller = PollPolicy::backoff(Duration::from_secs(1), Duration::from_secs(60), 2.0).start();
+    /// assert_eq!(poller.next_delay(&job(pb::JobState::Pending)), Duration::from_secs(1));
+    /// assert_eq!(poller.next_delay(&job(pb::JobState::Pending)), Duration::from_secs(2));
+    /// assert_eq!(poller.next_delay(&job(pb::JobState::Running)), Duration::from_secs(1)); // new state
+    /// ```
     pub fn next_delay(&mut self, job: &Job) -> Duration {
         let state = job.state();
         if self.last_state != Some(state) {
@@ -169,6 +243,15 @@ impl Poller {
     }
 
     /// The delay after a failed poll (plain backoff).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::PollPolicy;
+    /// let s = Duration::from_secs;
+    /// let mut poller = PollPolicy::backoff(s(1), s(60), 2.0).start();
+    /// let delays: Vec<_> = (0..3).map(|_| poller.next_backoff()).collect();
+    /// assert_eq!(delays, [s(1), s(2), s(4)]);
+    /// ```
     pub fn next_backoff(&mut self) -> Duration {
         let p = &self.policy;
         let d = p.backoff.delay(self.backoff_step);

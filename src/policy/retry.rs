@@ -52,6 +52,12 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// A policy that makes one attempt and never retries.
+    ///
+    /// ```
+    /// use vertex_batch::policy::RetryPolicy;
+    /// let policy = RetryPolicy::none();
+    /// assert_eq!(policy.max_attempts(), 1);
+    /// ```
     pub fn none() -> Self {
         RetryPolicy {
             max_attempts: 1,
@@ -60,30 +66,68 @@ impl RetryPolicy {
     }
 
     /// At most this many attempts in all (at least 1).
+    ///
+    /// ```
+    /// use vertex_batch::policy::RetryPolicy;
+    /// assert_eq!(RetryPolicy::default().with_max_attempts(3).max_attempts(), 3);
+    /// assert_eq!(RetryPolicy::default().with_max_attempts(0).max_attempts(), 1);
+    /// ```
     pub fn with_max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n.max(1);
         self
     }
 
     /// The first backoff delay (before jitter).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::RetryPolicy;
+    /// let policy = RetryPolicy::default().with_initial_backoff(Duration::from_millis(200));
+    /// assert_eq!(policy.initial_backoff(), Duration::from_millis(200));
+    /// assert_eq!(policy.backoff(2), Duration::from_millis(400));
+    /// ```
     pub fn with_initial_backoff(mut self, d: Duration) -> Self {
         self.backoff.initial = d;
         self
     }
 
     /// The longest backoff delay (before jitter).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::RetryPolicy;
+    /// let policy = RetryPolicy::default().with_max_backoff(Duration::from_secs(4));
+    /// assert_eq!(policy.max_backoff(), Duration::from_secs(4));
+    /// assert_eq!(policy.backoff(5), Duration::from_secs(4));
+    /// ```
     pub fn with_max_backoff(mut self, d: Duration) -> Self {
         self.backoff.cap = d;
         self
     }
 
     /// The factor the backoff grows by after each attempt (at least 1).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::RetryPolicy;
+    /// let policy = RetryPolicy::default().with_multiplier(3.0);
+    /// assert_eq!(policy.backoff(3), Duration::from_secs(9));
+    /// assert_eq!(RetryPolicy::default().with_multiplier(0.5).multiplier(), 1.0);
+    /// ```
     pub fn with_multiplier(mut self, m: f64) -> Self {
         self.backoff.multiplier = sane_multiplier(m, 2.0);
         self
     }
 
     /// The time budget for all attempts and delays of one call (`None`: no limit).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::RetryPolicy;
+    /// let policy = RetryPolicy::default().with_total_timeout(Some(Duration::from_secs(30)));
+    /// assert_eq!(policy.total_timeout(), Some(Duration::from_secs(30)));
+    /// assert_eq!(policy.with_total_timeout(None).total_timeout(), None);
+    /// ```
     pub fn with_total_timeout(mut self, d: Option<Duration>) -> Self {
         self.total_timeout = d;
         self
@@ -92,49 +136,109 @@ impl RetryPolicy {
     /// The deadline of each attempt (`None`: no limit of its own). An
     /// attempt's deadline is never later than the end of the total budget,
     /// so with both `None` calls carry no deadline at all.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::RetryPolicy;
+    /// let policy = RetryPolicy::default().with_attempt_timeout(Some(Duration::from_secs(10)));
+    /// assert_eq!(policy.attempt_timeout(), Some(Duration::from_secs(10)));
+    /// assert_eq!(policy.with_attempt_timeout(None).attempt_timeout(), None);
+    /// ```
     pub fn with_attempt_timeout(mut self, d: Option<Duration>) -> Self {
         self.attempt_timeout = d;
         self
     }
 
     /// The configured number of attempts.
+    ///
+    /// ```
+    /// use vertex_batch::policy::RetryPolicy;
+    /// assert_eq!(RetryPolicy::default().max_attempts(), 6);
+    /// ```
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
     }
 
     /// The configured per-attempt deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::RetryPolicy;
+    /// assert_eq!(RetryPolicy::default().attempt_timeout(), Some(Duration::from_secs(60)));
+    /// ```
     pub fn attempt_timeout(&self) -> Option<Duration> {
         self.attempt_timeout
     }
 
     /// The configured total budget.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::RetryPolicy;
+    /// assert_eq!(RetryPolicy::default().total_timeout(), Some(Duration::from_secs(300)));
+    /// ```
     pub fn total_timeout(&self) -> Option<Duration> {
         self.total_timeout
     }
 
     /// The first backoff.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::RetryPolicy;
+    /// assert_eq!(RetryPolicy::default().initial_backoff(), Duration::from_secs(1));
+    /// ```
     pub fn initial_backoff(&self) -> Duration {
         self.backoff.initial
     }
 
     /// The longest backoff (and the cap on a server's `RetryInfo` delay).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::policy::RetryPolicy;
+    /// assert_eq!(RetryPolicy::default().max_backoff(), Duration::from_secs(30));
+    /// ```
     pub fn max_backoff(&self) -> Duration {
         self.backoff.cap
     }
 
     /// The factor each backoff grows by.
+    ///
+    /// ```
+    /// use vertex_batch::policy::RetryPolicy;
+    /// assert_eq!(RetryPolicy::default().multiplier(), 2.0);
+    /// ```
     pub fn multiplier(&self) -> f64 {
         self.backoff.multiplier
     }
 
     /// The backoff before attempt `attempt + 1` (`attempt` counts from 1),
     /// before jitter.
+    ///
+    /// ```
+    /// use vertex_batch::policy::RetryPolicy;
+    /// let policy = RetryPolicy::default();
+    /// let delays: Vec<u64> = (1..=7).map(|a| policy.backoff(a).as_secs()).collect();
+    /// assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+    /// ```
     pub fn backoff(&self, attempt: u32) -> Duration {
         self.backoff.delay(attempt.saturating_sub(1))
     }
 
     /// What to do after attempt `attempt` failed with `err`, `elapsed` into
     /// the call: `Some(delay)` to retry after `delay`, `None` to give up.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::{policy::RetryPolicy, Error};
+    /// let policy = RetryPolicy::default();
+    /// let down = Error::from_status(tonic::Status::unavailable("down"), "test");
+    /// assert!(policy.next_delay(1, &down, Duration::ZERO).unwrap() <= policy.backoff(1));
+    /// assert_eq!(policy.next_delay(6, &down, Duration::ZERO), None); // out of attempts
+    /// let bad = Error::from_status(tonic::Status::invalid_argument("bad"), "test");
+    /// assert_eq!(policy.next_delay(1, &bad, Duration::ZERO), None); // never retried
+    /// ```
     pub fn next_delay(&self, attempt: u32, err: &Error, elapsed: Duration) -> Option<Duration> {
         if !err.is_retryable() || attempt >= self.max_attempts {
             return None;

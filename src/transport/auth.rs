@@ -56,18 +56,42 @@ impl Credentials {
     /// `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's user credentials, the
     /// metadata server, then `gcloud auth print-access-token`. Discovery
     /// happens on the first call, not when the client is built.
+    ///
+    /// ```
+    /// use vertex_batch::transport::Credentials;
+    /// let creds = Credentials::application_default(); // nothing is looked up yet
+    /// assert!(!creds.is_anonymous());
+    /// assert_eq!(format!("{creds:?}"), "Credentials(ApplicationDefault)");
+    /// ```
     pub fn application_default() -> Self {
         Credentials(Kind::Adc)
     }
 
     /// Any gcp_auth token provider, e.g.
     /// `gcp_auth::CustomServiceAccount::from_file(path)?`.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use vertex_batch::transport::Credentials;
+    /// let key = gcp_auth::CustomServiceAccount::from_file("service-account.json")?;
+    /// let creds = Credentials::from_provider(Arc::new(key));
+    /// assert_eq!(format!("{creds:?}"), "Credentials(Provider)");
+    /// # Ok::<_, gcp_auth::Error>(())
+    /// ```
     pub fn from_provider(provider: Arc<dyn gcp_auth::TokenProvider>) -> Self {
         Credentials(Kind::Provider(provider))
     }
 
     /// A fixed OAuth access token (e.g. from `gcloud auth print-access-token`).
     /// It is never refreshed.
+    ///
+    /// ```
+    /// use vertex_batch::transport::Credentials;
+    /// let creds = Credentials::access_token("ya29.a0Af-example");
+    /// assert_eq!(format!("{creds:?}"), "Credentials(AccessToken(<redacted>))");
+    /// // A token that cannot be a header value fails on the first call, not here.
+    /// assert_eq!(format!("{:?}", Credentials::access_token("bad\n")), "Credentials(AccessToken(<invalid>))");
+    /// ```
     pub fn access_token(token: impl AsRef<str>) -> Self {
         match bearer(token.as_ref()) {
             Ok(v) => Credentials(Kind::Static(v)),
@@ -78,11 +102,24 @@ impl Credentials {
     }
 
     /// No credentials: for emulators and test servers.
+    ///
+    /// ```
+    /// use vertex_batch::transport::Credentials;
+    /// let creds = Credentials::anonymous();
+    /// assert!(creds.is_anonymous());
+    /// assert_eq!(format!("{creds:?}"), "Credentials(Anonymous)");
+    /// ```
     pub fn anonymous() -> Self {
         Credentials(Kind::Anonymous)
     }
 
     /// Whether these credentials send no token.
+    ///
+    /// ```
+    /// use vertex_batch::transport::Credentials;
+    /// assert!(Credentials::anonymous().is_anonymous());
+    /// assert!(!Credentials::access_token("ya29.token").is_anonymous());
+    /// ```
     pub fn is_anonymous(&self) -> bool {
         matches!(self.0, Kind::Anonymous)
     }

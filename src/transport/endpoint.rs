@@ -24,12 +24,29 @@ use crate::error::{Error, Result};
 pub const ENV_PROJECT: &str = "GOOGLE_CLOUD_PROJECT";
 /// `GOOGLE_CLOUD_LOCATION`: the location when none is given (see
 /// [`ENV_PROJECT`] for an example).
+///
+/// ```
+/// use vertex_batch::transport::ENV_LOCATION;
+/// let location = std::env::var(ENV_LOCATION).unwrap_or_else(|_| "us-central1".into());
+/// assert!(!location.is_empty());
+/// ```
 pub const ENV_LOCATION: &str = "GOOGLE_CLOUD_LOCATION";
 /// `GOOGLE_CLOUD_QUOTA_PROJECT`: the quota project (`x-goog-user-project`;
 /// see [`ENV_PROJECT`] for an example).
+///
+/// ```
+/// use vertex_batch::transport::ENV_QUOTA_PROJECT;
+/// assert_eq!(ENV_QUOTA_PROJECT, "GOOGLE_CLOUD_QUOTA_PROJECT");
+/// ```
 pub const ENV_QUOTA_PROJECT: &str = "GOOGLE_CLOUD_QUOTA_PROJECT";
 /// `VERTEX_AI_EMULATOR_HOST=host:port`: talk plaintext to an emulator, no
 /// credentials (see [`ENV_PROJECT`] for an example).
+///
+/// ```
+/// use vertex_batch::transport::ENV_EMULATOR_HOST;
+/// assert_eq!(ENV_EMULATOR_HOST, "VERTEX_AI_EMULATOR_HOST");
+/// let _emulator: Option<String> = std::env::var(ENV_EMULATOR_HOST).ok(); // e.g. "localhost:8080"
+/// ```
 pub const ENV_EMULATOR_HOST: &str = "VERTEX_AI_EMULATOR_HOST";
 /// The location used when none is given and `GOOGLE_CLOUD_LOCATION` is unset.
 ///

@@ -35,9 +35,21 @@ pub const REQUEST_PARAMS: HeaderName = HeaderName::from_static(REQUEST_PARAMS_ST
 pub(crate) const REQUEST_PARAMS_STR: &str = "x-goog-request-params";
 /// `x-goog-api-client`: what client made the call (see [`REQUEST_PARAMS`]
 /// for an example).
+///
+/// ```
+/// use vertex_batch::transport::{api_client_header, API_CLIENT};
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert(API_CLIENT, api_client_header().parse().unwrap());
+/// assert!(headers["x-goog-api-client"].to_str().unwrap().contains("vertex-batch/"));
+/// ```
 pub const API_CLIENT: HeaderName = HeaderName::from_static("x-goog-api-client");
 /// `x-goog-user-project`: the quota project, when one is set (see
 /// [`REQUEST_PARAMS`] for an example).
+///
+/// ```
+/// use vertex_batch::transport::USER_PROJECT;
+/// assert_eq!(USER_PROJECT.as_str(), "x-goog-user-project");
+/// ```
 pub const USER_PROJECT: HeaderName = HeaderName::from_static("x-goog-user-project");
 
 /// Characters left as they are in a routing value (RFC 3986 unreserved).
@@ -60,6 +72,13 @@ pub(crate) fn routing_header(key: &str, value: &str) -> Option<MetadataValue<Asc
 }
 
 /// `gl-rust/<rustc> grpc/<tonic> vertex-batch/<version>`.
+///
+/// ```
+/// use vertex_batch::transport::api_client_header;
+/// let header = api_client_header();
+/// assert!(header.starts_with("gl-rust/"));
+/// assert!(header.ends_with(&format!("vertex-batch/{}", env!("CARGO_PKG_VERSION"))));
+/// ```
 pub fn api_client_header() -> String {
     format!(
         "gl-rust/{} grpc/{} vertex-batch/{}",
