@@ -125,24 +125,55 @@ impl BatchSpec {
     /// The batch's key: lowercase letters, digits, `-` and `_`, at most
     /// [`MAX_BATCH_KEY_LEN`] characters. Reuse it to resume the batch after
     /// a crash. Without one a random key is made.
+    ///
+    /// ```
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// // Same key after a crash: the batch is found again, not staged twice.
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+    ///     .request_key("nightly-2026-11-22");
+    /// ```
     pub fn request_key(mut self, key: impl Into<String>) -> Self {
         self.request_key = Some(key.into());
         self
     }
 
     /// Rows and bytes per input file (and so per job).
+    ///
+    /// ```
+    /// use vertex_batch::{data::input::InputLimits, BatchSpec, JobSpec};
+    ///
+    /// // One job per 10,000 prompts.
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+    ///     .limits(InputLimits::default().max_rows_per_file(10_000));
+    /// ```
     pub fn limits(mut self, limits: InputLimits) -> Self {
         self.limits = limits;
         self
     }
 
     /// How jobs are followed.
+    ///
+    /// ```
+    /// use vertex_batch::{client::WatchManyOptions, BatchSpec, JobSpec};
+    ///
+    /// // At most one Get call a second over all the batch's jobs.
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+    ///     .watch_options(WatchManyOptions::new().gets_per_second(1.0));
+    /// ```
     pub fn watch_options(mut self, opts: WatchManyOptions) -> Self {
         self.watch = opts;
         self
     }
 
     /// How results are read.
+    ///
+    /// ```
+    /// use vertex_batch::{data::ReadOptions, BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+    ///     .read_options(ReadOptions::new().parallelism(2).max_line_bytes(8 << 20));
+    /// ```
     pub fn read_options(mut self, opts: ReadOptions) -> Self {
         self.read = opts;
         self
@@ -477,16 +508,48 @@ async fn write_manifest(storage: &Storage, at: &GcsUri, m: &Manifest) -> Result<
 
 impl Batch {
     /// The batch's key.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, storage: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches").request_key("nightly");
+    /// let batch = client.start_batch(&storage, &spec, [("q1", "Why is the sky blue?")]).await?;
+    /// assert_eq!(batch.request_key(), "nightly");
+    /// # Ok(()) }
+    /// ```
     pub fn request_key(&self) -> &str {
         &self.manifest.request_key
     }
 
     /// Where the batch keeps its files (`STAGING/KEY`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, storage: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches").request_key("nightly");
+    /// let batch = client.start_batch(&storage, &spec, [("q1", "Why is the sky blue?")]).await?;
+    /// assert_eq!(batch.root().to_string(), "gs://my-bucket/batches/nightly");
+    /// # Ok(()) }
+    /// ```
     pub fn root(&self) -> &GcsUri {
         &self.root
     }
 
     /// The staged input files.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, storage: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches").request_key("nightly");
+    /// let batch = client.start_batch(&storage, &spec, [("q1", "Why is the sky blue?")]).await?;
+    /// for uri in batch.input_files() {
+    ///     println!("{uri}"); // gs://my-bucket/batches/nightly/input/part-00000.jsonl
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn input_files(&self) -> Vec<GcsUri> {
         self.manifest
             .inputs
@@ -496,16 +559,48 @@ impl Batch {
     }
 
     /// How many prompts the batch holds.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, storage: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches").request_key("nightly");
+    /// let batch = client.start_batch(&storage, &spec, [("q1", "Why is the sky blue?")]).await?;
+    /// assert_eq!(batch.rows(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn rows(&self) -> u64 {
         self.manifest.inputs.iter().map(|f| f.rows).sum()
     }
 
     /// The latest snapshot of every job, all rounds, oldest round first.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, storage: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches").request_key("nightly");
+    /// let batch = client.start_batch(&storage, &spec, [("q1", "Why is the sky blue?")]).await?;
+    /// for job in batch.jobs() {
+    ///     println!("{:?}", job.state());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn jobs(&self) -> Vec<Job> {
         self.jobs.iter().flatten().cloned().collect()
     }
 
     /// How many rounds ran (1 + follow-ups from [`Batch::retry_failed`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(mut batch: vertex_batch::data::Batch) -> vertex_batch::Result<()> {
+    /// assert_eq!(batch.rounds(), 1);
+    /// batch.wait().await?;
+    /// if batch.retry_failed().await? > 0 {
+    ///     assert_eq!(batch.rounds(), 2); // a follow-up round for the failed and missing rows
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn rounds(&self) -> usize {
         self.manifest.rounds.len()
     }

@@ -125,11 +125,25 @@ impl Inputs {
     }
 
     /// How many input files there are.
+    ///
+    /// ```
+    /// use vertex_batch::data::Inputs;
+    ///
+    /// let inputs = Inputs::local(["prompts-0.jsonl", "prompts-1.jsonl"]);
+    /// assert_eq!(inputs.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.files.len()
     }
 
     /// Whether there are no input files.
+    ///
+    /// ```
+    /// use vertex_batch::data::Inputs;
+    ///
+    /// assert!(!Inputs::memory("prompts.jsonl", "").is_empty()); // one (empty) file
+    /// assert!(Inputs::local(Vec::<std::path::PathBuf>::new()).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }

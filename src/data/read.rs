@@ -82,6 +82,22 @@ impl ResultReader {
 
     /// Adds a local output directory (every `*.jsonl` file below it) or a
     /// single output file.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
+    /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::ResultReader;
+    ///
+    /// // A downloaded output directory, or one file in it.
+    /// let reader = ResultReader::new().output_local(dir.path().join("predictions.jsonl"));
+    /// let (rows, _, _) = reader.read().await?.collect_all().await;
+    /// assert_eq!(rows[0].text(), Some("Blue."));
+    /// # Ok(()) }
+    /// ```
     pub fn output_local(mut self, path: impl Into<PathBuf>) -> Self {
         self.outputs.push(Output::Local(path.into()));
         self
@@ -116,18 +132,61 @@ impl ResultReader {
     }
 
     /// The Cloud Storage client for `gs://` outputs and inputs.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use vertex_batch::{data::ResultReader, storage::Storage};
+    ///
+    /// let storage = Storage::local(dir.path()); // or Storage::for_client(&client)?
+    /// let rows = ResultReader::new().storage(storage).output_gcs("gs://my-bucket/out".parse()?).read().await?;
+    /// assert_eq!(rows.collect_all().await.0.len(), 0); // nothing under gs://my-bucket/out yet
+    /// # Ok(()) }
+    /// ```
     pub fn storage(mut self, storage: Storage) -> Self {
         self.storage = Some(storage);
         self
     }
 
     /// Joins the results to these inputs.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
+    /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{Inputs, ResultReader};
+    ///
+    /// let inputs = Inputs::memory("prompts.jsonl", "{\"key\":\"q1\",\"request\":{}}\n{\"key\":\"q2\",\"request\":{}}\n");
+    /// let reader = ResultReader::new().output_local(dir.path()).inputs(inputs);
+    /// let (_, _, totals) = reader.read().await?.collect_all().await;
+    /// assert_eq!((totals.succeeded, totals.missing), (1, 1)); // q2 never came back
+    /// # Ok(()) }
+    /// ```
     pub fn inputs(mut self, inputs: Inputs) -> Self {
         self.inputs = Some(inputs);
         self
     }
 
     /// How to read.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
+    /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{ReadOptions, ResultReader};
+    ///
+    /// let reader = ResultReader::new().output_local(dir.path()).options(ReadOptions::new().parallelism(1));
+    /// let (rows, _, _) = reader.read().await?.collect_all().await;
+    /// assert_eq!(rows.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn options(mut self, options: ReadOptions) -> Self {
         self.options = options;
         self

@@ -65,17 +65,62 @@ impl Default for ReadOptions {
 impl ReadOptions {
     /// The defaults: one parsing thread per core (at most 8), 1 MiB blocks,
     /// lines up to 64 MiB.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
+    /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{ReadOptions, ResultReader};
+    ///
+    /// let reader = ResultReader::new().output_local(dir.path()).options(ReadOptions::new());
+    /// assert_eq!(reader.read().await?.collect_all().await.2.succeeded, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// How many blocks are parsed at once (at least 1).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
+    /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{ReadOptions, ResultReader};
+    ///
+    /// // One parser thread, e.g. next to other busy work (0 counts as 1).
+    /// let options = ReadOptions::new().parallelism(1);
+    /// let (rows, _, _) = ResultReader::new().output_local(dir.path()).options(options).read().await?.collect_all().await;
+    /// assert_eq!(rows.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn parallelism(mut self, n: usize) -> Self {
         self.parallelism = n.max(1);
         self
     }
 
     /// The size of the blocks handed to the parsers (at least 4 KiB).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
+    /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{ReadOptions, ResultReader};
+    ///
+    /// let options = ReadOptions::new().block_size(64 << 10); // 64 KiB blocks
+    /// let (rows, _, _) = ResultReader::new().output_local(dir.path()).options(options).read().await?.collect_all().await;
+    /// assert_eq!(rows.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn block_size(mut self, bytes: usize) -> Self {
         self.block_size = bytes.max(4096);
         self
@@ -84,6 +129,23 @@ impl ReadOptions {
     /// The longest line accepted. A longer line is an
     /// [`Error::Output`] naming it, and reading goes on after it; memory
     /// never grows past this for one line.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let text = "x".repeat(20_000);
+    /// # std::fs::write(dir.path().join("predictions.jsonl"), format!(
+    /// #     "{{\"key\":\"q1\",\"status\":\"\",\"response\":{{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"{text}\"}}]}}}}]}}}}\n"
+    /// # )).unwrap();
+    /// use vertex_batch::data::{ReadOptions, ResultReader};
+    ///
+    /// // `dir` holds one 20 KB line: over the limit, it is an error, not a row.
+    /// let options = ReadOptions::new().block_size(4096).max_line_bytes(8192);
+    /// let (rows, errors, _) = ResultReader::new().output_local(dir.path()).options(options).read().await?.collect_all().await;
+    /// assert_eq!((rows.len(), errors.len()), (0, 1));
+    /// # Ok(()) }
+    /// ```
     pub fn max_line_bytes(mut self, bytes: usize) -> Self {
         self.max_line_bytes = bytes.max(1024);
         self
@@ -444,6 +506,13 @@ pub struct Totals {
 impl Totals {
     /// Rows with an outcome: succeeded + failed + blocked + missing. For a
     /// joined read this equals the number of inputs.
+    ///
+    /// ```
+    /// use vertex_batch::data::Totals;
+    ///
+    /// let totals = Totals { succeeded: 8, failed: 1, blocked: 1, errors: 4, ..Totals::default() };
+    /// assert_eq!(totals.rows(), 10); // unreadable lines are not rows
+    /// ```
     pub fn rows(&self) -> u64 {
         self.succeeded + self.failed + self.blocked + self.missing
     }
@@ -531,6 +600,22 @@ impl ResultStream {
     /// The counts so far (final once the stream has ended). Rows are
     /// counted as they are read from the files, a little ahead of the
     /// stream's consumer.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
+    /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
+    /// # )).unwrap();
+    /// use futures::StreamExt;
+    /// use vertex_batch::data::ResultReader;
+    ///
+    /// let mut rows = ResultReader::new().output_local(dir.path()).read().await?;
+    /// while let Some(row) = rows.next().await { row?; }
+    /// assert_eq!(rows.totals().succeeded, 1); // final once the stream has ended
+    /// # Ok(()) }
+    /// ```
     pub fn totals(&self) -> Totals {
         *self.totals.lock().unwrap_or_else(|e| e.into_inner())
     }

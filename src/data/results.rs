@@ -94,6 +94,12 @@ impl Outcome {
     }
 
     /// Whether the row succeeded.
+    ///
+    /// ```
+    /// use vertex_batch::data::{Outcome, RowError};
+    ///
+    /// assert!(!Outcome::Failed(RowError::from_status("boom")).is_success());
+    /// ```
     pub fn is_success(&self) -> bool {
         matches!(self, Outcome::Succeeded(_))
     }
@@ -101,6 +107,13 @@ impl Outcome {
     /// Whether a follow-up job should send this request again: failed and
     /// missing rows. Blocked prompts are not retried (the same prompt would
     /// be blocked again).
+    ///
+    /// ```
+    /// use vertex_batch::data::{Outcome, RowError};
+    ///
+    /// // A failed row is sent again by a follow-up job.
+    /// assert!(Outcome::Failed(RowError::from_status("boom")).needs_retry());
+    /// ```
     pub fn needs_retry(&self) -> bool {
         matches!(self, Outcome::Failed(_) | Outcome::Missing(_))
     }
@@ -154,6 +167,24 @@ impl Answer {
     /// The first candidate's text: its text parts joined, thought parts
     /// (`"thought": true`) left out. Empty when the candidate holds no text
     /// (a function call, an answer cut for safety).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Succeeded(answer) = rows[0].outcome() else { panic!("q1 succeeded") };
+    /// assert_eq!(answer.text(), "Rayleigh scattering.");
+    /// # Ok(()) }
+    /// ```
     pub fn text(&self) -> &str {
         self.str_of(&self.text)
     }
@@ -167,26 +198,119 @@ impl Answer {
 
     /// Why the first candidate stopped (`STOP`, `MAX_TOKENS`, …; values this
     /// crate does not know are kept as [`FinishReason::Other`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Succeeded(answer) = rows[0].outcome() else { panic!("q1 succeeded") };
+    /// use vertex_batch::data::FinishReason;
+    /// assert_eq!(answer.finish_reason(), Some(&FinishReason::Stop));
+    /// # Ok(()) }
+    /// ```
     pub fn finish_reason(&self) -> Option<&FinishReason> {
         self.finish_reason.as_ref()
     }
 
     /// Token counts from `usageMetadata`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Succeeded(answer) = rows[0].outcome() else { panic!("q1 succeeded") };
+    /// let usage = answer.usage();
+    /// assert_eq!((usage.prompt_tokens, usage.candidates_tokens, usage.total_tokens), (9, 4, 13));
+    /// # Ok(()) }
+    /// ```
     pub fn usage(&self) -> &Usage {
         &self.usage
     }
 
     /// `modelVersion`, when the response names it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Succeeded(answer) = rows[0].outcome() else { panic!("q1 succeeded") };
+    /// assert_eq!(answer.model_version(), Some("gemini-2.0-flash-001"));
+    /// # Ok(()) }
+    /// ```
     pub fn model_version(&self) -> Option<&str> {
         self.model_version.as_ref().map(|t| self.str_of(t))
     }
 
     /// The whole output line this answer came from, byte-exact.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Succeeded(answer) = rows[0].outcome() else { panic!("q1 succeeded") };
+    /// assert!(answer.output_line().starts_with(r#"{"key":"q1""#));
+    /// # Ok(()) }
+    /// ```
     pub fn output_line(&self) -> &str {
         self.line.as_str()
     }
 
     /// The response exactly as the output line holds it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Succeeded(answer) = rows[0].outcome() else { panic!("q1 succeeded") };
+    /// let raw = answer.raw_response()?;
+    /// assert!(raw.get().starts_with(r#"{"candidates""#));
+    /// # Ok(()) }
+    /// ```
     pub fn raw_response(&self) -> Result<Box<RawValue>> {
         self.line.response()
     }
@@ -194,6 +318,25 @@ impl Answer {
     /// The typed response. Decoding is lenient (unknown fields and enum
     /// values ignored, `null` read as absent); it fails only on a response
     /// whose known fields have the wrong types.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Succeeded(answer) = rows[0].outcome() else { panic!("q1 succeeded") };
+    /// let response = answer.response()?;
+    /// assert_eq!(response.candidates.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn response(&self) -> Result<GenerateContentResponse> {
         super::request::parse_response(self.line.response()?.get())
     }
@@ -313,21 +456,51 @@ impl RowError {
     }
 
     /// The `status` text exactly as the output line holds it.
+    ///
+    /// ```
+    /// use vertex_batch::data::RowError;
+    ///
+    /// let e = RowError::from_status("Internal error");
+    /// assert_eq!(e.status(), "Internal error");
+    /// ```
     pub fn status(&self) -> &str {
         &self.status
     }
 
     /// The HTTP-style code of an embedded JSON error (e.g. 400, 429, 500).
+    ///
+    /// ```
+    /// use vertex_batch::data::RowError;
+    ///
+    /// let e = RowError::from_status(r#"{"error": {"code": 500, "message": "Internal"}}"#);
+    /// assert_eq!(e.code(), Some(500));
+    /// assert_eq!(RowError::from_status("no JSON here").code(), None);
+    /// ```
     pub fn code(&self) -> Option<i64> {
         self.code
     }
 
     /// The embedded error's message, or the whole status text.
+    ///
+    /// ```
+    /// use vertex_batch::data::RowError;
+    ///
+    /// let e = RowError::from_status(r#"Bad Request: {"error": {"code": 400, "message": "Invalid JSON payload"}}"#);
+    /// assert_eq!(e.message(), "Invalid JSON payload");
+    /// assert_eq!(RowError::from_status("timeout").message(), "timeout");
+    /// ```
     pub fn message(&self) -> &str {
         &self.message
     }
 
     /// The embedded error's status name (e.g. `INVALID_ARGUMENT`).
+    ///
+    /// ```
+    /// use vertex_batch::data::RowError;
+    ///
+    /// let e = RowError::from_status(r#"{"error": {"code": 429, "message": "Quota", "status": "RESOURCE_EXHAUSTED"}}"#);
+    /// assert_eq!(e.status_name(), Some("RESOURCE_EXHAUSTED"));
+    /// ```
     pub fn status_name(&self) -> Option<&str> {
         self.status_name.as_deref()
     }
@@ -373,21 +546,95 @@ impl fmt::Debug for Blocked {
 
 impl Blocked {
     /// `promptFeedback.blockReason` (e.g. `SAFETY`, `PROHIBITED_CONTENT`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Blocked(blocked) = rows[2].outcome() else { panic!("q3 was blocked") };
+    /// assert_eq!(blocked.reason(), Some("SAFETY"));
+    /// # Ok(()) }
+    /// ```
     pub fn reason(&self) -> Option<&str> {
         self.reason.as_deref()
     }
 
     /// `promptFeedback.blockReasonMessage`, when given.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Blocked(blocked) = rows[2].outcome() else { panic!("q3 was blocked") };
+    /// assert_eq!(blocked.message(), Some("unsafe prompt"));
+    /// # Ok(()) }
+    /// ```
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
     }
 
     /// The response exactly as the output line holds it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Blocked(blocked) = rows[2].outcome() else { panic!("q3 was blocked") };
+    /// assert!(blocked.raw_response()?.get().contains("promptFeedback"));
+    /// # Ok(()) }
+    /// ```
     pub fn raw_response(&self) -> Result<Box<RawValue>> {
         self.line.response()
     }
 
     /// The typed response (see [`Answer::response`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Blocked(blocked) = rows[2].outcome() else { panic!("q3 was blocked") };
+    /// let response = blocked.response()?;
+    /// assert!(response.candidates.is_empty());
+    /// assert!(response.prompt_feedback.is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn response(&self) -> Result<GenerateContentResponse> {
         super::request::parse_response(self.line.response()?.get())
     }
@@ -415,6 +662,18 @@ pub struct Missing {
 
 impl Missing {
     /// The original request (raw JSON, byte-exact from the input).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// use vertex_batch::data::{Inputs, Outcome, ResultReader};
+    ///
+    /// let inputs = Inputs::memory("prompts.jsonl", "{\"key\":\"q1\",\"request\":{\"contents\":[]}}\n");
+    /// let (rows, _, _) = ResultReader::new().inputs(inputs).read().await?.collect_all().await;
+    /// let Outcome::Missing(missing) = rows[0].outcome() else { panic!("q1 is missing") };
+    /// assert_eq!(missing.request().get(), r#"{"contents":[]}"#); // ready to send again
+    /// # Ok(()) }
+    /// ```
     pub fn request(&self) -> &RawValue {
         &self.request
     }
@@ -469,6 +728,13 @@ impl FinishReason {
     }
 
     /// The proto enum name.
+    ///
+    /// ```
+    /// use vertex_batch::data::FinishReason;
+    ///
+    /// assert_eq!(FinishReason::Safety.as_str(), "SAFETY");
+    /// assert_eq!(FinishReason::Other("SPII".into()).as_str(), "SPII");
+    /// ```
     pub fn as_str(&self) -> &str {
         match self {
             FinishReason::Stop => "STOP",
@@ -586,17 +852,72 @@ impl ResultRow {
 
     /// The request's key (from the line's `key`, or recovered from the
     /// request's key label). `None` for output of an input without keys.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let keys: Vec<_> = rows.iter().filter_map(|r| r.key()).collect();
+    /// assert_eq!(keys, ["q1", "q2", "q3"]);
+    /// # Ok(()) }
+    /// ```
     pub fn key(&self) -> Option<&str> {
         self.inner.key.as_deref()
     }
 
     /// `processed_time` as the output line holds it (RFC 3339).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// assert_eq!(rows[0].processed_time_str(), Some("2024-11-13T14:04:28.376+00:00"));
+    /// assert_eq!(rows[1].processed_time_str(), None);
+    /// # Ok(()) }
+    /// ```
     pub fn processed_time_str(&self) -> Option<&str> {
         self.inner.processed_time.as_deref()
     }
 
     /// `processed_time` parsed (an offset and 0–9 fractional digits are
     /// accepted); `None` when absent or unreadable.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// let at = rows[0].processed_time().unwrap();
+    /// assert_eq!(at.duration_since(UNIX_EPOCH).unwrap(), Duration::from_millis(1_731_506_668_376));
+    /// # Ok(()) }
+    /// ```
     pub fn processed_time(&self) -> Option<SystemTime> {
         self.inner
             .processed_time
@@ -605,16 +926,70 @@ impl ResultRow {
     }
 
     /// What happened to the request.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let kinds: Vec<_> = rows.iter().map(|r| r.outcome().kind()).collect();
+    /// assert_eq!(kinds, ["succeeded", "failed", "blocked"]);
+    /// # Ok(()) }
+    /// ```
     pub fn outcome(&self) -> &Outcome {
         &self.inner.outcome
     }
 
     /// Takes the outcome.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, Outcome, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// let Outcome::Failed(error) = rows[1].clone().into_outcome() else { panic!("q2 failed") };
+    /// assert_eq!(error.code(), Some(400));
+    /// # Ok(()) }
+    /// ```
     pub fn into_outcome(self) -> Outcome {
         self.inner.outcome
     }
 
     /// The answer's text, for a succeeded row.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let file = dir.path().join("predictions.jsonl");
+    /// # std::fs::write(&file, concat!(
+    /// #     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#, "\n",
+    /// #     r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#, "\n",
+    /// #     r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#, "\n",
+    /// # )).unwrap();
+    /// use vertex_batch::data::{read_local_files, ReadOptions};
+    ///
+    /// let (rows, _, _) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
+    /// assert_eq!(rows[0].text(), Some("Rayleigh scattering."));
+    /// assert_eq!(rows[2].text(), None); // q3 was blocked
+    /// # Ok(()) }
+    /// ```
     pub fn text(&self) -> Option<&str> {
         match &self.inner.outcome {
             Outcome::Succeeded(a) => Some(a.text()),

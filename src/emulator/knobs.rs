@@ -178,21 +178,49 @@ impl Knobs {
     }
 
     /// Emulated time per row.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_row_delay(Duration::from_millis(50)); // 1,000 rows: 50 emulated seconds
+    /// assert_eq!(knobs.values().row_delay, Duration::from_millis(50));
+    /// ```
     pub fn set_row_delay(&self, d: Duration) {
         self.update(|v| v.row_delay = d);
     }
 
     /// Target duration of each job (`None`: use the row delay).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_job_duration(Some(Duration::from_secs(3600))); // every job takes an hour
+    /// assert_eq!(knobs.values().job_duration, Some(Duration::from_secs(3600)));
+    /// ```
     pub fn set_job_duration(&self, d: Option<Duration>) {
         self.update(|v| v.job_duration = d);
     }
 
     /// Time spent `PENDING` before `RUNNING`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_queue_delay(Duration::from_secs(30));
+    /// assert_eq!(knobs.values().queue_delay, Duration::from_secs(30));
+    /// ```
     pub fn set_queue_delay(&self, d: Duration) {
         self.update(|v| v.queue_delay = d);
     }
 
     /// Emulated slow storage (see [`KnobValues::io_delay`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_io_delay(Duration::from_millis(200));
+    /// assert_eq!(knobs.values().io_delay, Duration::from_millis(200));
+    /// ```
     pub fn set_io_delay(&self, d: Duration) {
         self.update(|v| v.io_delay = d);
     }
@@ -224,6 +252,13 @@ impl Knobs {
     }
 
     /// Whether jobs are being held in `QUEUED`.
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// assert!(!knobs.is_holding());
+    /// knobs.hold_queued(true);
+    /// assert!(knobs.is_holding());
+    /// ```
     pub fn is_holding(&self) -> bool {
         *self.hold.borrow()
     }
@@ -277,21 +312,48 @@ impl Knobs {
     }
 
     /// How long a held job may stay `QUEUED` before it ends `EXPIRED`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_queue_ttl(Duration::from_secs(60)); // held over a minute: EXPIRED
+    /// assert_eq!(knobs.values().queue_ttl, Duration::from_secs(60));
+    /// ```
     pub fn set_queue_ttl(&self, d: Duration) {
         self.update(|v| v.queue_ttl = d);
     }
 
     /// How long a job may run before it is cancelled.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_max_run_time(Duration::from_secs(600));
+    /// assert_eq!(knobs.values().max_run_time, Duration::from_secs(600));
+    /// ```
     pub fn set_max_run_time(&self, d: Duration) {
         self.update(|v| v.max_run_time = d);
     }
 
     /// The most requests one job may have.
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_max_requests_per_job(100); // a bigger job is refused
+    /// assert_eq!(knobs.values().max_requests_per_job, 100);
+    /// ```
     pub fn set_max_requests_per_job(&self, n: u64) {
         self.update(|v| v.max_requests_per_job = n);
     }
 
     /// How long a delete operation takes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_delete_delay(Duration::from_secs(5));
+    /// assert_eq!(knobs.values().delete_delay, Duration::from_secs(5));
+    /// ```
     pub fn set_delete_delay(&self, d: Duration) {
         self.update(|v| v.delete_delay = d);
     }
@@ -308,22 +370,46 @@ impl Knobs {
     }
 
     /// Writes output rows out of input order.
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_shuffle_output(true); // readers must not rely on row order
+    /// assert_eq!(knobs.values().shuffle_output, true);
+    /// ```
     pub fn set_shuffle_output(&self, on: bool) {
         self.update(|v| v.shuffle_output = on);
     }
 
     /// Writes every n-th output row twice (0: never).
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_duplicate_every(10); // rows 10, 20, … come out twice
+    /// assert_eq!(knobs.values().duplicate_every, 10);
+    /// ```
     pub fn set_duplicate_every(&self, n: u64) {
         self.update(|v| v.duplicate_every = n);
     }
 
     /// Also writes an `incremental_predictions/` chunk of the first rows.
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_incremental_chunk(true);
+    /// assert_eq!(knobs.values().incremental_chunk, true);
+    /// ```
     pub fn set_incremental_chunk(&self, on: bool) {
         self.update(|v| v.incremental_chunk = on);
     }
 
     /// Ends jobs with failed rows `SUCCEEDED` instead of
     /// `PARTIALLY_SUCCEEDED`.
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.set_succeed_despite_failed_rows(true);
+    /// assert_eq!(knobs.values().succeed_despite_failed_rows, true);
+    /// ```
     pub fn set_succeed_despite_failed_rows(&self, on: bool) {
         self.update(|v| v.succeed_despite_failed_rows = on);
     }

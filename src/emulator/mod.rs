@@ -113,12 +113,32 @@ pub struct EmulatorBuilder {
 
 impl EmulatorBuilder {
     /// The port to listen on (default 0: an ephemeral one).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::emulator::Emulator;
+    ///
+    /// let emu = Emulator::builder("/tmp/vertex-emulator").port(8085).start().await?;
+    /// assert_eq!(emu.host(), "127.0.0.1:8085");
+    /// # Ok(()) }
+    /// ```
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
         self
     }
 
     /// The address to listen on (default 127.0.0.1).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use std::net::Ipv4Addr;
+    /// use vertex_batch::emulator::Emulator;
+    ///
+    /// // All interfaces, e.g. to serve other containers.
+    /// let emu = Emulator::builder("/tmp/vertex-emulator").ip(Ipv4Addr::UNSPECIFIED.into()).start().await?;
+    /// assert!(emu.addr().ip().is_unspecified());
+    /// # Ok(()) }
+    /// ```
     pub fn ip(mut self, ip: IpAddr) -> Self {
         self.ip = ip;
         self
@@ -165,6 +185,16 @@ impl EmulatorBuilder {
     }
 
     /// The knobs to start with (in force before the first RPC is served).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::emulator::{Emulator, KnobValues};
+    ///
+    /// let knobs = KnobValues { duplicate_every: 5, shuffle_output: true, ..KnobValues::default() };
+    /// let emu = Emulator::builder("/tmp/vertex-emulator").knobs(knobs).start().await?;
+    /// assert_eq!(emu.knobs().values().duplicate_every, 5);
+    /// # Ok(()) }
+    /// ```
     pub fn knobs(mut self, knobs: KnobValues) -> Self {
         self.knobs = knobs;
         self
@@ -363,21 +393,55 @@ impl Emulator {
     }
 
     /// The address it listens on.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: vertex_batch::emulator::Emulator) -> vertex_batch::Result<()> {
+    /// let addr = emu.addr();
+    /// assert!(addr.ip().is_loopback()); // the default address
+    /// println!("listening on port {}", addr.port());
+    /// # Ok(()) }
+    /// ```
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// `host:port`, the value for `VERTEX_AI_EMULATOR_HOST`.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: vertex_batch::emulator::Emulator) -> vertex_batch::Result<()> {
+    /// // Lets other programs (Google's own clients too) find it.
+    /// println!("export VERTEX_AI_EMULATOR_HOST={}", emu.host());
+    /// # Ok(()) }
+    /// ```
     pub fn host(&self) -> String {
         self.addr.to_string()
     }
 
     /// The data directory.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::emulator::Emulator;
+    ///
+    /// let emu = Emulator::start("/tmp/vertex-emulator").await?;
+    /// assert_eq!(emu.data_dir(), std::path::Path::new("/tmp/vertex-emulator"));
+    /// # Ok(()) }
+    /// ```
     pub fn data_dir(&self) -> &Path {
         &self.state.dir
     }
 
     /// The runtime knobs.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: vertex_batch::emulator::Emulator) -> vertex_batch::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// // Changes take effect at once, for jobs already running too.
+    /// emu.knobs().set_row_delay(Duration::from_millis(10));
+    /// emu.knobs().set_unavailable_fraction(0.1);
+    /// # Ok(()) }
+    /// ```
     pub fn knobs(&self) -> &Knobs {
         &self.state.knobs
     }
@@ -446,6 +510,15 @@ impl Emulator {
     /// ([`EmulatorBuilder::gcs_storage`]), or its data directory through
     /// [`Storage::local`](crate::storage::Storage::local). Batches
     /// ([`Client::run_batch`]) run against either with no other setup.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: vertex_batch::emulator::Emulator) -> vertex_batch::Result<()> {
+    /// let storage = emu.storage();
+    /// storage.upload_bytes(&"gs://my-bucket/prompts.jsonl".parse()?, "{}\n").await?;
+    /// // Without a Cloud Storage endpoint it lands in the data directory.
+    /// assert!(emu.data_dir().join("gcs/my-bucket/prompts.jsonl").exists());
+    /// # Ok(()) }
+    /// ```
     pub fn storage(&self) -> crate::storage::Storage {
         match &self.state.gcs {
             Some(s) => s.clone(),
@@ -454,6 +527,14 @@ impl Emulator {
     }
 
     /// Counts of RPCs served so far, by method name.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: vertex_batch::emulator::Emulator) -> vertex_batch::Result<()> {
+    /// for (method, n) in emu.rpc_counts() {
+    ///     println!("{method}: {n}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn rpc_counts(&self) -> std::collections::BTreeMap<String, u64> {
         self.state.rpc_counts()
     }

@@ -135,12 +135,29 @@ impl StorageBuilder {
 
     /// An emulator (`http://host:port` or `host:port`): plaintext, no
     /// credentials. The same as `STORAGE_EMULATOR_HOST`.
+    ///
+    /// ```
+    /// use vertex_batch::storage::Storage;
+    ///
+    /// let storage = Storage::builder().emulator_host("127.0.0.1:4443").build()?; // fake-gcs-server
+    /// assert_eq!(storage.endpoint(), "http://127.0.0.1:4443");
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
     pub fn emulator_host(mut self, host: impl Into<String>) -> Self {
         self.emulator = Some(host.into());
         self
     }
 
     /// Ignores `STORAGE_EMULATOR_HOST`.
+    ///
+    /// ```
+    /// use vertex_batch::storage::Storage;
+    ///
+    /// // The endpoint set here wins, whatever STORAGE_EMULATOR_HOST says.
+    /// let storage = Storage::builder().ignore_env().endpoint("http://127.0.0.1:4443").build()?;
+    /// assert_eq!(storage.endpoint(), "http://127.0.0.1:4443");
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
     pub fn ignore_env(mut self) -> Self {
         self.use_env = false;
         self
@@ -148,6 +165,14 @@ impl StorageBuilder {
 
     /// The resumable upload chunk, rounded up to a multiple of 256 KiB
     /// (default 8 MiB). Memory per upload is one chunk.
+    ///
+    /// ```
+    /// use vertex_batch::storage::Storage;
+    ///
+    /// // 1 MB is rounded up to 4 × 256 KiB; each upload buffers at most that.
+    /// let storage = Storage::builder().ignore_env().emulator_host("127.0.0.1:4443").chunk_size(1_000_000).build()?;
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
     pub fn chunk_size(mut self, bytes: usize) -> Self {
         self.chunk_size = bytes.max(1).div_ceil(CHUNK_QUANTUM) * CHUNK_QUANTUM;
         self

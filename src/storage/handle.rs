@@ -75,6 +75,17 @@ pub struct StorageCalls {
 
 impl StorageCalls {
     /// All requests.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// storage.upload_bytes(&"gs://my-bucket/a.jsonl".parse()?, "{}\n").await?;
+    /// storage.upload_bytes(&"gs://my-bucket/b.jsonl".parse()?, "{}\n").await?;
+    /// assert_eq!(storage.calls().total(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn total(&self) -> u64 {
         self.uploads + self.lists + self.reads + self.other
     }
@@ -124,11 +135,31 @@ pub struct ObjectInfo {
 
 impl ObjectInfo {
     /// The object.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let info = storage.upload_bytes(&"gs://my-bucket/in/a.jsonl".parse()?, "{}\n").await?;
+    /// assert_eq!(info.uri().to_string(), "gs://my-bucket/in/a.jsonl");
+    /// # Ok(()) }
+    /// ```
     pub fn uri(&self) -> &GcsUri {
         &self.uri
     }
 
     /// Its size in bytes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let info = storage.upload_bytes(&"gs://my-bucket/in/a.jsonl".parse()?, "{}\n").await?;
+    /// assert_eq!(info.size(), 3);
+    /// # Ok(()) }
+    /// ```
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -143,6 +174,14 @@ impl ObjectInfo {
 
 impl Storage {
     /// The endpoint, e.g. `https://storage.googleapis.com`.
+    ///
+    /// ```
+    /// use vertex_batch::storage::Storage;
+    ///
+    /// let storage = Storage::builder().ignore_env().emulator_host("127.0.0.1:4443").build()?;
+    /// assert_eq!(storage.endpoint(), "http://127.0.0.1:4443");
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
     pub fn endpoint(&self) -> &str {
         &self.inner.endpoint
     }
@@ -155,6 +194,17 @@ impl Storage {
     }
 
     /// The requests made so far by this client and its clones.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let before = storage.calls();
+    /// storage.upload_bytes(&"gs://my-bucket/a.jsonl".parse()?, "{}\n").await?;
+    /// assert_eq!(storage.calls().uploads, before.uploads + 1);
+    /// # Ok(()) }
+    /// ```
     pub fn calls(&self) -> StorageCalls {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &self.inner.calls;

@@ -268,6 +268,18 @@ pub(super) enum Session {
 
 impl ObjectWriter {
     /// Appends bytes, sending every full chunk.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let mut w = storage.writer(&"gs://my-bucket/in/part-00000.jsonl".parse()?).await?;
+    /// w.write(b"{\"key\":\"q1\",\"request\":{}}\n").await?;
+    /// w.write(b"{\"key\":\"q2\",\"request\":{}}\n").await?;
+    /// assert_eq!(w.finish().await?.size(), 52);
+    /// # Ok(()) }
+    /// ```
     pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
         if let Session::Local(w) = &mut self.session {
             self.sent += data.len() as u64;
@@ -286,21 +298,69 @@ impl ObjectWriter {
     }
 
     /// Bytes written so far (sent or buffered).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let mut w = storage.writer(&"gs://my-bucket/in/part-00000.jsonl".parse()?).await?;
+    /// w.write(b"{}\n").await?;
+    /// assert_eq!(w.len(), 3); // sent or still buffered
+    /// # Ok(()) }
+    /// ```
     pub fn len(&self) -> u64 {
         self.sent + self.buf.len() as u64
     }
 
     /// Whether nothing was written yet.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let mut w = storage.writer(&"gs://my-bucket/in/part-00000.jsonl".parse()?).await?;
+    /// assert!(w.is_empty());
+    /// w.write(b"{}\n").await?;
+    /// assert!(!w.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// How many upload requests carried data so far.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let mut w = storage.writer(&"gs://my-bucket/in/part-00000.jsonl".parse()?).await?;
+    /// w.write(b"{}\n").await?;
+    /// // Less than a chunk is buffered until `finish`. (A local directory sends none.)
+    /// assert_eq!(w.chunks_sent(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn chunks_sent(&self) -> u64 {
         self.chunks
     }
 
     /// Sends what is buffered and completes the object.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let mut w = storage.writer(&"gs://my-bucket/in/part-00000.jsonl".parse()?).await?;
+    /// w.write(b"{}\n").await?;
+    /// let info = w.finish().await?; // the object exists only from here on
+    /// assert_eq!(info.size(), 3);
+    /// assert_eq!(storage.metadata(info.uri()).await?.map(|o| o.size()), Some(3));
+    /// # Ok(()) }
+    /// ```
     pub async fn finish(mut self) -> Result<ObjectInfo> {
         if let Session::Local(w) = self.session {
             return w.finish().await;
