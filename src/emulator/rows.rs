@@ -416,15 +416,7 @@ pub(crate) async fn stream_rows(job: RowsJob<'_>, tally: &mut Tally) -> io::Resu
                 return Err(e);
             }
         };
-        publish_progress(
-            state,
-            slot,
-            &rows.tally,
-            total,
-            rows.done,
-            &mut last_persist,
-        )
-        .await;
+        publish_progress(state, slot, &rows.tally, total, &mut last_persist).await;
         if exhausted {
             break RowsEnd::Finished;
         }
@@ -442,7 +434,7 @@ pub(crate) async fn stream_rows(job: RowsJob<'_>, tally: &mut Tally) -> io::Resu
     *tally = std::mem::take(&mut rows.tally);
     result?;
     if finished {
-        publish_progress(state, slot, tally, total, rows.done, &mut last_persist).await;
+        publish_progress(state, slot, tally, total, &mut last_persist).await;
     }
     Ok(end)
 }
@@ -452,12 +444,10 @@ async fn publish_progress(
     slot: &Arc<JobSlot>,
     tally: &Tally,
     total: u64,
-    done: u64,
     last_persist: &mut Instant,
 ) {
     {
         let mut rec = slot.lock();
-        debug_assert_eq!(done, tally.ok + tally.failed);
         rec.job.completion_stats = Some(tally.stats(total));
         if rec.job.partial_failures.len() != tally.errors.len() {
             rec.job.partial_failures = tally.errors.clone();
