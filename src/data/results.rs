@@ -191,7 +191,7 @@ impl Answer {
 
     fn str_of<'s>(&'s self, t: &'s Text) -> &'s str {
         match t {
-            Text::InLine(r) => self.line.as_str().get(r.clone()).unwrap_or_default(),
+            Text::InLine(r) => self.line.slice(r),
             Text::Owned(s) => s,
         }
     }
@@ -342,12 +342,25 @@ impl Answer {
     }
 }
 
-/// An answer's text: most often one unescaped JSON string, which is read
-/// straight from the line instead of being copied.
+/// A string of a row (its key, its time, an answer's text): most often an
+/// unescaped JSON string, which is read straight from the line instead of
+/// being copied.
 #[derive(Clone, PartialEq)]
 enum Text {
     InLine(std::ops::Range<usize>),
     Owned(String),
+}
+
+impl Text {
+    /// `part` as a range of `line` when it is borrowed from it, else a copy.
+    fn of(line: &str, part: Cow<'_, str>) -> Text {
+        match part {
+            Cow::Borrowed(b) => {
+                in_line(line, b).map_or_else(|| Text::Owned(b.to_owned()), Text::InLine)
+            }
+            Cow::Owned(o) => Text::Owned(o),
+        }
+    }
 }
 
 /// An output line kept as it was read (a cheap reference into the block
@@ -365,6 +378,15 @@ impl RawLine {
     pub(crate) fn as_str(&self) -> &str {
         // Checked when the line was parsed; an empty string otherwise.
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// A part of the line (a range taken from a string slice of it, so on
+    /// character boundaries): only that part is checked again, not the line.
+    fn slice(&self, r: &std::ops::Range<usize>) -> &str {
+        self.0
+            .get(r.clone())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
     }
 
     fn response(&self) -> Result<Box<RawValue>> {
@@ -815,16 +837,40 @@ impl std::ops::AddAssign for Usage {
 /// assert_eq!(rows[1].clone().into_outcome().kind(), "failed");
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ResultRow {
-    inner: Box<RowData>,
+    inner: RowData,
 }
 
-#[derive(Debug, Clone)]
+/// A row's parts. The key and the time are ranges of the output line when
+/// the outcome keeps the line (answers, blocked prompts) and they needed no
+/// unescaping: a row read costs one allocation, not three.
+#[derive(Clone)]
 struct RowData {
-    key: Option<String>,
-    processed_time: Option<String>,
+    key: Option<Text>,
+    processed_time: Option<Text>,
     outcome: Outcome,
+}
+
+impl RowData {
+    fn str_of<'s>(&'s self, t: &'s Text) -> &'s str {
+        match (t, &self.outcome) {
+            (Text::Owned(s), _) => s,
+            (Text::InLine(r), Outcome::Succeeded(Answer { line, .. }))
+            | (Text::InLine(r), Outcome::Blocked(Blocked { line, .. })) => line.slice(r),
+            (Text::InLine(_), _) => "",
+        }
+    }
+}
+
+impl fmt::Debug for ResultRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResultRow")
+            .field("key", &self.key())
+            .field("processed_time", &self.processed_time_str())
+            .field("outcome", self.outcome())
+            .finish()
+    }
 }
 
 impl ResultRow {
@@ -834,11 +880,11 @@ impl ResultRow {
         outcome: Outcome,
     ) -> Self {
         ResultRow {
-            inner: Box::new(RowData {
-                key,
-                processed_time,
+            inner: RowData {
+                key: key.map(Text::Owned),
+                processed_time: processed_time.map(Text::Owned),
                 outcome,
-            }),
+            },
         }
     }
 
@@ -847,7 +893,7 @@ impl ResultRow {
     }
 
     pub(crate) fn set_key(&mut self, key: Option<String>) {
-        self.inner.key = key;
+        self.inner.key = key.map(Text::Owned);
     }
 
     /// The request's key (from the line's `key`, or recovered from the
@@ -871,7 +917,8 @@ impl ResultRow {
     /// # Ok(()) }
     /// ```
     pub fn key(&self) -> Option<&str> {
-        self.inner.key.as_deref()
+        let d = &self.inner;
+        d.key.as_ref().map(|k| d.str_of(k))
     }
 
     /// `processed_time` as the output line holds it (RFC 3339).
@@ -894,7 +941,8 @@ impl ResultRow {
     /// # Ok(()) }
     /// ```
     pub fn processed_time_str(&self) -> Option<&str> {
-        self.inner.processed_time.as_deref()
+        let d = &self.inner;
+        d.processed_time.as_ref().map(|t| d.str_of(t))
     }
 
     /// `processed_time` parsed (an offset and 0–9 fractional digits are
@@ -919,10 +967,7 @@ impl ResultRow {
     /// # Ok(()) }
     /// ```
     pub fn processed_time(&self) -> Option<SystemTime> {
-        self.inner
-            .processed_time
-            .as_deref()
-            .and_then(crate::time::parse)
+        self.processed_time_str().and_then(crate::time::parse)
     }
 
     /// What happened to the request.
@@ -1238,12 +1283,10 @@ pub(crate) fn parse_line(bytes: &bytes::Bytes) -> std::result::Result<ParsedLine
             format!("not a valid output line: {e}")
         }
     })?;
-    let key = view.key.map(Cow::into_owned);
-    let key_label = match (&key, view.request) {
+    let key_label = match (&view.key, view.request) {
         (None, Some(req)) => req.labels.and_then(|l| l.0).map(Cow::into_owned),
         _ => None,
     };
-    let processed_time = view.processed_time.map(Cow::into_owned);
     let status = view.status.as_deref().unwrap_or("");
     let outcome = if !status.is_empty() {
         Outcome::Failed(RowError::from_status(status))
@@ -1255,8 +1298,20 @@ pub(crate) fn parse_line(bytes: &bytes::Bytes) -> std::result::Result<ParsedLine
             Some(response) => classify(response, line, RawLine::new(bytes.clone())),
         }
     };
+    // Ranges of the line where the outcome keeps it; copies otherwise.
+    let keeps_line = matches!(outcome, Outcome::Succeeded(_) | Outcome::Blocked(_));
+    let text = |part: Cow<'_, str>| match part {
+        Cow::Borrowed(_) if keeps_line => Text::of(line, part),
+        part => Text::Owned(part.into_owned()),
+    };
     Ok(ParsedLine {
-        row: ResultRow::new(key, processed_time, outcome),
+        row: ResultRow {
+            inner: RowData {
+                key: view.key.map(text),
+                processed_time: view.processed_time.map(text),
+                outcome,
+            },
+        },
         key_label,
     })
 }
@@ -1297,7 +1352,7 @@ fn classify(view: ResponseView<'_>, line_str: &str, line: RawLine) -> Outcome {
         Some(TextParts {
             first: Some(Cow::Borrowed(t)),
             rest: None,
-        }) => in_line(line_str, t).map_or_else(|| Text::Owned(t.to_owned()), Text::InLine),
+        }) => Text::of(line_str, Cow::Borrowed(t)),
         Some(TextParts {
             first: Some(first),
             rest,
@@ -1311,12 +1366,7 @@ fn classify(view: ResponseView<'_>, line_str: &str, line: RawLine) -> Outcome {
         text,
         finish_reason: candidate.finish_reason.as_deref().map(FinishReason::parse),
         usage,
-        model_version: view.model_version.map(|m| match m {
-            Cow::Borrowed(b) => {
-                in_line(line_str, b).map_or_else(|| Text::Owned(b.to_owned()), Text::InLine)
-            }
-            Cow::Owned(o) => Text::Owned(o),
-        }),
+        model_version: view.model_version.map(|m| Text::of(line_str, m)),
         line,
     })
 }
@@ -1350,6 +1400,34 @@ mod tests {
         let typed = a.response().unwrap();
         assert_eq!(typed.candidates.len(), 1);
         assert_eq!(typed.response_id, "abc");
+    }
+
+    #[test]
+    fn keys_and_times_read_the_same_from_the_line_or_copied() {
+        // Borrowed from the line (an answer keeps it), unescaped on the way
+        // (a copy), and on a failed row (which keeps no line).
+        let ok = parse(OK);
+        assert_eq!(ok.row.key(), Some("q1"));
+        assert_eq!(
+            ok.row.processed_time_str(),
+            Some("2024-11-13T14:04:28.376+00:00")
+        );
+        assert!(format!("{:?}", ok.row).contains(r#"key: Some("q1")"#));
+        let escaped = parse(
+            r#"{"key":"a\"b\u00e9","status":"","processed_time":"2024-11-13T14:04:28Z","response":{"promptFeedback":{"blockReason":"SAFETY"}}}"#,
+        );
+        assert_eq!(escaped.row.key(), Some("a\"bé"));
+        assert_eq!(
+            escaped.row.processed_time_str(),
+            Some("2024-11-13T14:04:28Z")
+        );
+        let failed =
+            parse(r#"{"key":"k9","status":"boom","processed_time":"2024-11-13T14:04:28Z"}"#);
+        assert_eq!(failed.row.key(), Some("k9"));
+        assert!(failed.row.processed_time().is_some());
+        let mut relabelled = ok.row.clone();
+        relabelled.set_key(Some("other".into()));
+        assert_eq!(relabelled.key(), Some("other"));
     }
 
     #[test]
