@@ -317,7 +317,7 @@ pub struct PartStats {
 }
 
 /// Encodes input lines, one call a line, streaming: it keeps no line, only
-/// per-part counts and a 128-bit hash of every key seen.
+/// per-part counts and a 96-bit hash (SHA-256) of every key seen.
 ///
 /// Keys must be unique across the whole input. Uniqueness is tracked through
 /// the first 128 bits of each key's SHA-256 (about 20 bytes of memory a
@@ -422,7 +422,7 @@ impl InputEncoder {
         let digest = sha256(key.as_bytes());
         let mut first = [0u8; 16];
         first.copy_from_slice(&digest[..16]);
-        let id = u128::from_le_bytes(first);
+        let id = super::fingerprint::Fingerprint::from_u128(u128::from_le_bytes(first));
         if self.seen.contains(id) {
             return Err(Error::validation(
                 "key",

@@ -4,8 +4,8 @@
 //!
 //! # How
 //!
-//! 1. The inputs are read once for their keys: each key's 128-bit
-//!    fingerprint goes into one sorted array (16 bytes a key, nothing else),
+//! 1. The inputs are read once for their keys: each key's 96-bit
+//!    fingerprint goes into one sorted array (12 bytes a key, nothing else),
 //!    plus, for keys too long for a reversible label, their label's hash.
 //! 2. The outputs are read, newest first when there are several (a
 //!    follow-up job's results win over the original's: the latest outcome per
@@ -17,7 +17,7 @@
 //!    missing, with its request byte-exact.
 //!
 //! So `succeeded + failed + blocked + missing` always equals the number of
-//! distinct input keys, and memory stays at about 16 bytes an input.
+//! distinct input keys, and memory stays at about 12 bytes an input.
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    fingerprint::fingerprint,
+    fingerprint::{fingerprint, Fingerprint},
     reader::{parse_lines, ReadOptions, ResultStream, SourceFile, Totals},
     results::{parse_line, ResultRow},
 };
@@ -170,14 +170,14 @@ fn parse_input(raw: &[u8]) -> std::result::Result<(String, Box<RawValue>), Strin
 
 /// The inputs' keys, as sorted fingerprints.
 pub(crate) struct KeyIndex {
-    sorted: Vec<u128>,
+    sorted: Vec<Fingerprint>,
     /// Hash-form key labels (keys too long to mirror reversibly) to their
     /// key.
     hashed_labels: HashMap<String, String>,
 }
 
 impl KeyIndex {
-    fn position(&self, fp: u128) -> Option<u32> {
+    fn position(&self, fp: Fingerprint) -> Option<u32> {
         self.sorted
             .binary_search(&fp)
             .ok()

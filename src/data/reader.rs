@@ -6,7 +6,7 @@
 //! are cut into blocks of about [`ReadOptions::block_size`] at line ends.
 //! Each block is parsed on a blocking thread; up to
 //! [`ReadOptions::parallelism`] blocks are parsed at once and their rows come
-//! out in file order. Memory is the blocks in flight plus one 16-byte key
+//! out in file order. Memory is the blocks in flight plus one 12-byte key
 //! fingerprint per distinct key (for de-duplication), whatever the size of
 //! the output.
 //!
@@ -14,9 +14,9 @@
 //!
 //! The service sometimes writes a row twice. Rows are de-duplicated by key:
 //! the first row read for a key wins and later ones are counted in
-//! [`Totals::duplicates`]. Keys are compared by a 128-bit xxh3 fingerprint;
-//! two distinct keys collide with a probability of about n²/2¹²⁹ (10⁻²⁷ for a
-//! million keys). Rows without a key are never de-duplicated.
+//! [`Totals::duplicates`]. Keys are compared by a 96-bit xxh3 fingerprint;
+//! two distinct keys collide with a probability of about n²/2⁹⁷ (6·10⁻¹⁸
+//! for a million keys, 6·10⁻¹² for a billion). Rows without a key are never de-duplicated.
 
 use std::{
     path::{Path, PathBuf},
@@ -28,7 +28,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use futures::{stream::BoxStream, Stream, StreamExt};
 
-use super::fingerprint::{fingerprint, FingerprintSet};
+use super::fingerprint::{fingerprint, Fingerprint, FingerprintSet};
 use super::results::{parse_line, Outcome, ParsedLine, ResultRow, Usage};
 use crate::error::{Error, Result};
 
@@ -156,7 +156,7 @@ impl ReadOptions {
 pub(crate) struct Parsed {
     pub(crate) line: ParsedLine,
     /// The fingerprint of the line's key, when it has one.
-    pub(crate) fingerprint: Option<u128>,
+    pub(crate) fingerprint: Option<Fingerprint>,
 }
 
 /// One file to read (an output or an input file): its name (for errors)
