@@ -6,6 +6,13 @@
 # directory, in an order that alternates every round.
 #
 #   scripts/bench/build-compare.sh [ROUNDS] [BASE_REV]
+#   CARGO_INCREMENTAL=0 scripts/bench/build-compare.sh [ROUNDS] [BASE_REV]
+#
+# Built as the workspace root, this crate compiles incrementally (cargo's
+# default for local packages), while Google's crates, like any registry
+# dependency, do not. With CARGO_INCREMENTAL=0 every build compiles the way
+# a project that depends on this crate from the registry compiles it: the
+# like-for-like comparison. The mode is printed first.
 #
 # Prints one line a build and, per round, the ratios to Google's crates.
 # Needs the crates in the local registry cache (or network access to it).
@@ -55,6 +62,7 @@ build() { # name dir
     echo "$end - $start" | bc
 }
 
+echo "incremental: ${CARGO_INCREMENTAL:-cargo's default (on for this crate, off for registry crates)}"
 names=(google ours)
 [ -n "$BASE" ] && names+=(base)
 for round in $(seq 1 "$ROUNDS"); do
