@@ -62,7 +62,8 @@ build() { # name dir
     echo "$end - $start" | bc
 }
 
-echo "incremental: ${CARGO_INCREMENTAL:-cargo's default (on for this crate, off for registry crates)}"
+default_mode="cargo default: on for this crate, off for registry crates"
+echo "incremental: ${CARGO_INCREMENTAL:-$default_mode}"
 names=(google ours)
 [ -n "$BASE" ] && names+=(base)
 for round in $(seq 1 "$ROUNDS"); do
