@@ -86,6 +86,12 @@ fn read_child(path: &str) {
         {
             opts = opts.parallelism(n);
         }
+        if let Some(n) = std::env::var("VB_BENCH_BLOCK_SIZE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            opts = opts.block_size(n);
+        }
         let mut s = read_local_files(vec![PathBuf::from(path)], opts);
         let (mut rows, mut text) = (0u64, 0usize);
         while let Some(r) = s.next().await {

@@ -213,6 +213,9 @@ impl SourceFile {
 struct Block {
     file: Arc<str>,
     first_line: u64,
+    /// How many lines `data` holds (its newlines, plus one for an
+    /// unterminated last line).
+    lines: usize,
     data: Bytes,
 }
 
@@ -243,10 +246,13 @@ impl Cutter {
     fn block(&mut self, end: usize) -> Piece {
         let data = self.buf.split_to(end).freeze();
         let first_line = self.line + 1;
-        self.line += memchr::memchr_iter(b'\n', &data).count() as u64;
+        let newlines = memchr::memchr_iter(b'\n', &data).count();
+        self.line += newlines as u64;
+        let lines = newlines + usize::from(data.last().is_some_and(|&b| b != b'\n'));
         Piece::Block(Block {
             file: self.name.clone(),
             first_line,
+            lines,
             data,
         })
     }
@@ -394,7 +400,7 @@ fn parse_block<T>(
     block: Block,
     parse: &impl Fn(Bytes) -> std::result::Result<T, String>,
 ) -> Vec<Result<T>> {
-    let mut out = Vec::with_capacity(block.data.len() / 512 + 1);
+    let mut out = Vec::with_capacity(block.lines);
     let mut line_no = block.first_line;
     let data = &block.data;
     let mut start = 0;
@@ -705,34 +711,35 @@ pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStr
     let mut seen = FingerprintSet::with_capacity(expected);
     let rows = parsed_lines(files, opts)
         .map(move |batch| {
-            let mut out = Vec::with_capacity(batch.len());
             let mut duplicates = 0;
-            for item in batch {
-                match item {
-                    Err(e) => out.push(Err(e)),
-                    Ok(mut p) => {
-                        let mut fp = p.fingerprint;
-                        if fp.is_none() {
-                            // No top-level key: recover it from a reversible
-                            // label, or tell repeats apart by the label itself.
-                            let key = plain_key(&p.line);
-                            fp = match (&key, &p.line.key_label) {
-                                (Some(k), _) => Some(fingerprint(k)),
-                                (None, Some(label)) => {
-                                    Some(fingerprint(&format!("\0label:{label}")))
-                                }
-                                (None, None) => None,
-                            };
-                            p.line.row.set_key(key);
-                        }
-                        if fp.is_some_and(|fp| !seen.insert(fp)) {
-                            duplicates += 1;
-                        } else {
-                            out.push(Ok(p.line.row));
-                        }
+            // Collected in place: the batch's allocation holds the rows.
+            let out: Vec<Result<ResultRow>> = batch
+                .into_iter()
+                .filter_map(|item| {
+                    let mut p = match item {
+                        Err(e) => return Some(Err(e)),
+                        Ok(p) => p,
+                    };
+                    let mut fp = p.fingerprint;
+                    if fp.is_none() {
+                        // No top-level key: recover it from a reversible
+                        // label, or tell repeats apart by the label itself.
+                        let key = plain_key(&p.line);
+                        fp = match (&key, &p.line.key_label) {
+                            (Some(k), _) => Some(fingerprint(k)),
+                            (None, Some(label)) => Some(fingerprint(&format!("\0label:{label}"))),
+                            (None, None) => None,
+                        };
+                        p.line.row.set_key(key);
                     }
-                }
-            }
+                    if fp.is_some_and(|fp| !seen.insert(fp)) {
+                        duplicates += 1;
+                        None
+                    } else {
+                        Some(Ok(p.line.row))
+                    }
+                })
+                .collect();
             if duplicates > 0 {
                 t.lock().unwrap_or_else(|e| e.into_inner()).duplicates += duplicates;
             }
