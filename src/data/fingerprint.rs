@@ -230,19 +230,19 @@ impl FingerprintSet {
             self.sorted.reserve_exact(new.len().max(old / 8));
         }
         self.sorted.resize(total, Fingerprint::default());
-        // From the largest new value down: find its place among the old
-        // values not yet moved (through the old index), move the old values
-        // above it up in one copy, and put it below them.
-        let mut end = old;
-        for (j, &v) in new.iter().enumerate().rev() {
-            let (lo, hi) = match self.bucket_range(v) {
-                Some(r) => (r.start.min(end), r.end.min(end)),
-                None => (0, end),
-            };
-            let pos = lo + self.sorted[lo..hi].partition_point(|&x| x < v);
-            self.sorted.copy_within(pos..end, pos + j + 1);
-            self.sorted[pos + j] = v;
-            end = pos;
+        // From the back, one pass: the old values above each new value (a
+        // run found by walking down, memory in order) move up in one copy,
+        // and the new value goes below them.
+        let (mut i, mut k) = (old, total);
+        for &v in new.iter().rev() {
+            let mut s = i;
+            while s > 0 && self.sorted[s - 1] > v {
+                s -= 1;
+            }
+            self.sorted.copy_within(s..i, k - (i - s));
+            k -= i - s + 1;
+            i = s;
+            self.sorted[k] = v;
         }
         let bits = Self::bits_for(total);
         if bits != self.bits || self.starts.len() != (1usize << bits) + 1 {
