@@ -11,6 +11,7 @@
 use std::{
     collections::HashSet,
     hash::{BuildHasherDefault, Hash, Hasher},
+    sync::{Arc, RwLock, RwLockReadGuard},
 };
 
 /// A 96-bit fingerprint of a key: the top 96 bits of its xxh3-128, packed
@@ -89,14 +90,59 @@ const RECENT_MAX: usize = 1 << 15;
 /// uniform, so an index of where each range of top bits starts (one `u32`
 /// per about sixteen members) takes a lookup straight to a handful of
 /// neighbours.
+///
+/// The sorted vector is shared (read-only between merges) with the threads
+/// that parse rows: they look keys up in it ahead of time ([`SortedProbe`]),
+/// and a key found there, or not found since the last merge, needs no second
+/// look from the one thread that inserts. Only the recent hash set is that
+/// thread's alone.
 #[derive(Default)]
 pub(crate) struct FingerprintSet {
+    shared: Arc<RwLock<Sorted>>,
+    /// Merges so far (the shared vector's version).
+    epoch: u64,
+    /// The shared vector's length.
+    sorted_len: usize,
+    recent: RecentSet,
+}
+
+/// The sorted members and their bucket index.
+#[derive(Default)]
+struct Sorted {
     sorted: Vec<Fingerprint>,
     /// Where each bucket (the top `bits` bits of a fingerprint) starts in
     /// `sorted`, plus the end: one `u32` per about sixteen members.
     starts: Vec<u32>,
     bits: u32,
-    recent: RecentSet,
+    epoch: u64,
+}
+
+/// What a look-up in the sorted members found, and when.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Probe {
+    found: bool,
+    epoch: u64,
+}
+
+/// Looks fingerprints up in a set's sorted members from another thread.
+#[derive(Clone)]
+pub(crate) struct SortedProbe(Arc<RwLock<Sorted>>);
+
+impl SortedProbe {
+    /// Looks every fingerprint `each` yields up under one read lock, and
+    /// hands each result back.
+    pub(crate) fn probe_all<'a>(
+        &self,
+        each: impl Iterator<Item = (Fingerprint, &'a mut Option<Probe>)>,
+    ) {
+        let sorted = self.0.read().unwrap_or_else(|e| e.into_inner());
+        for (fp, out) in each {
+            *out = Some(Probe {
+                found: sorted.contains(fp),
+                epoch: sorted.epoch,
+            });
+        }
+    }
 }
 
 impl FingerprintSet {
@@ -104,16 +150,30 @@ impl FingerprintSet {
     /// untouched pages cost no memory).
     pub(crate) fn with_capacity(n: usize) -> Self {
         FingerprintSet {
-            sorted: Vec::with_capacity(n),
-            starts: Vec::new(),
-            bits: 1,
+            shared: Arc::new(RwLock::new(Sorted {
+                sorted: Vec::with_capacity(n),
+                starts: Vec::new(),
+                bits: 1,
+                epoch: 0,
+            })),
+            epoch: 0,
+            sorted_len: 0,
             recent: RecentSet::default(),
         }
     }
 
+    /// A handle for looking members up ahead of time on other threads.
+    pub(crate) fn probe(&self) -> SortedProbe {
+        SortedProbe(self.shared.clone())
+    }
+
+    fn sorted(&self) -> RwLockReadGuard<'_, Sorted> {
+        self.shared.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The number of members.
     pub(crate) fn len(&self) -> usize {
-        self.sorted.len() + self.recent.len()
+        self.sorted_len + self.recent.len()
     }
 
     /// Whether the set has no members.
@@ -123,20 +183,50 @@ impl FingerprintSet {
 
     /// Whether `fp` is a member.
     pub(crate) fn contains(&self, fp: Fingerprint) -> bool {
-        self.recent.contains(&fp) || self.in_sorted(fp)
+        self.recent.contains(&fp) || self.sorted().contains(fp)
     }
 
     /// Adds `fp`; false when it was a member already.
     pub(crate) fn insert(&mut self, fp: Fingerprint) -> bool {
-        if self.in_sorted(fp) || !self.recent.insert(fp) {
+        self.insert_probed(fp, None)
+    }
+
+    /// Adds `fp`, given what a [`SortedProbe`] found for it (any time
+    /// before): false when it was a member already.
+    pub(crate) fn insert_probed(&mut self, fp: Fingerprint, probe: Option<Probe>) -> bool {
+        let in_sorted = match probe {
+            // Members are never removed: found then means a member now.
+            Some(p) if p.found => true,
+            // Not found, and no merge since: still not in the vector.
+            Some(p) if p.epoch == self.epoch => false,
+            _ => self.sorted().contains(fp),
+        };
+        if in_sorted || !self.recent.insert(fp) {
             return false;
         }
         // At least 32k, and a sixteenth of the set: merges stay rare as the
         // set grows (each moves the whole vector), for 16/17 of the memory.
-        if self.recent.len() >= RECENT_MAX.max(self.sorted.len() / 16) {
+        if self.recent.len() >= RECENT_MAX.max(self.sorted_len / 16) {
             self.merge();
         }
         true
+    }
+
+    /// Moves the recent inserts into the sorted vector.
+    fn merge(&mut self) {
+        let mut new: Vec<Fingerprint> = self.recent.drain().collect();
+        new.sort_unstable();
+        let mut sorted = self.shared.write().unwrap_or_else(|e| e.into_inner());
+        sorted.merge(&new);
+        sorted.epoch += 1;
+        self.epoch = sorted.epoch;
+        self.sorted_len = sorted.sorted.len();
+    }
+}
+
+impl Sorted {
+    fn contains(&self, fp: Fingerprint) -> bool {
+        self.in_sorted(fp)
     }
 
     fn in_sorted(&self, fp: Fingerprint) -> bool {
@@ -219,10 +309,8 @@ impl FingerprintSet {
         self.starts.push(to_u32(n));
     }
 
-    /// Moves the recent inserts into the sorted vector.
-    fn merge(&mut self) {
-        let mut new: Vec<Fingerprint> = self.recent.drain().collect();
-        new.sort_unstable();
+    /// Merges sorted `new` (none of them members) in.
+    fn merge(&mut self, new: &[Fingerprint]) {
         let old = self.sorted.len();
         let total = old + new.len();
         if self.sorted.capacity() < total {
@@ -284,7 +372,7 @@ mod tests {
             assert!(set.contains(fingerprint(&i.to_string())));
         }
         assert!(!set.contains(fingerprint("absent")));
-        assert!(set.sorted.windows(2).all(|w| w[0] < w[1]));
+        assert!(set.sorted().sorted.windows(2).all(|w| w[0] < w[1]));
     }
 
     proptest! {
@@ -319,6 +407,50 @@ mod tests {
             }
             for v in [0u128, 1 << 32, 63 << 32, u128::MAX, u128::MAX / 2] {
                 prop_assert_eq!(set.contains(Fingerprint::from_u128(v)), model.contains(&(v >> 32)));
+            }
+        }
+
+        /// Probes taken ahead of time, as parsing threads take them (a block
+        /// at a time, before the blocks ahead of it are inserted, merges in
+        /// between), give the answers of a `HashSet`.
+        #[test]
+        fn probes_taken_early_answer_like_a_hash_set(
+            values in prop::collection::vec(0u128..400, 0..3000),
+            block in 1usize..300,
+            lag in 0usize..4,
+            merge_every in 1usize..500,
+        ) {
+            let mut set = FingerprintSet::default();
+            let probe = set.probe();
+            let mut model = HashSet::new();
+            let mut pending: std::collections::VecDeque<Vec<(Fingerprint, Option<Probe>)>> =
+                Default::default();
+            let mut n = 0usize;
+            let mut insert_block = |set: &mut FingerprintSet, b: Vec<(Fingerprint, Option<Probe>)>| {
+                for (fp, p) in b {
+                    let v = u128::from(fp.hi) << 64 | u128::from(fp.lo) << 32;
+                    assert_eq!(set.insert_probed(fp, p), model.insert(v), "{fp:?}");
+                    n += 1;
+                    if n % merge_every == 0 {
+                        set.merge();
+                    }
+                }
+            };
+            for chunk in values.chunks(block) {
+                let mut b: Vec<_> = chunk
+                    .iter()
+                    .map(|v| (Fingerprint::from_u128(v << 32 | v << 100), None))
+                    .collect();
+                probe.probe_all(b.iter_mut().map(|(fp, p)| (*fp, p)));
+                pending.push_back(b);
+                // Blocks are inserted `lag` blocks after they were probed.
+                while pending.len() > lag {
+                    let b = pending.pop_front().unwrap();
+                    insert_block(&mut set, b);
+                }
+            }
+            while let Some(b) = pending.pop_front() {
+                insert_block(&mut set, b);
             }
         }
 

@@ -28,7 +28,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use futures::{stream::BoxStream, Stream, StreamExt};
 
-use super::fingerprint::{fingerprint, Fingerprint, FingerprintSet};
+use super::fingerprint::{fingerprint, Fingerprint, FingerprintSet, Probe, SortedProbe};
 use super::results::{parse_line, Outcome, ParsedLine, ResultRow, Usage};
 use crate::error::{Error, Result};
 
@@ -157,6 +157,8 @@ pub(crate) struct Parsed {
     pub(crate) line: ParsedLine,
     /// The fingerprint of the line's key, when it has one.
     pub(crate) fingerprint: Option<Fingerprint>,
+    /// What a look-up of `fingerprint` in the key set found.
+    pub(crate) probe: Option<Probe>,
 }
 
 /// One file to read (an output or an input file): its name (for errors)
@@ -427,29 +429,35 @@ fn parse_block<T>(
 
 /// Every line of `files`, in order, parsed by `parse` on up to
 /// `parallelism` blocking threads at once, one batch (a block's lines) at a
-/// time.
-pub(crate) fn parse_batches<T, F>(
+/// time; `finish` then sees each whole batch, on the same thread.
+pub(crate) fn parse_batches<T, F, G>(
     files: Vec<SourceFile>,
     opts: ReadOptions,
     parse: F,
+    finish: G,
 ) -> impl Stream<Item = Vec<Result<T>>> + Send
 where
     T: Send + 'static,
     F: Fn(Bytes) -> std::result::Result<T, String> + Clone + Send + Sync + 'static,
+    G: Fn(&mut Vec<Result<T>>) + Clone + Send + Sync + 'static,
 {
     let parallelism = opts.parallelism;
     futures::stream::iter(files)
         .flat_map(move |f| blocks(f, opts.clone()))
         .map(move |piece| {
-            let parse = parse.clone();
+            let (parse, finish) = (parse.clone(), finish.clone());
             async move {
                 match piece {
                     Piece::Error(e) => vec![Err(e)],
-                    Piece::Block(b) => tokio::task::spawn_blocking(move || parse_block(b, &parse))
-                        .await
-                        .unwrap_or_else(|e| {
-                            vec![Err(Error::config(format!("a parsing thread failed: {e}")))]
-                        }),
+                    Piece::Block(b) => tokio::task::spawn_blocking(move || {
+                        let mut batch = parse_block(b, &parse);
+                        finish(&mut batch);
+                        batch
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        vec![Err(Error::config(format!("a parsing thread failed: {e}")))]
+                    }),
                 }
             }
         })
@@ -466,19 +474,39 @@ where
     T: Send + 'static,
     F: Fn(Bytes) -> std::result::Result<T, String> + Clone + Send + Sync + 'static,
 {
-    parse_batches(files, opts, parse).flat_map(futures::stream::iter)
+    parse_batches(files, opts, parse, |_: &mut Vec<Result<T>>| {}).flat_map(futures::stream::iter)
 }
 
-/// Output lines parsed, with their key's fingerprint, a block at a time.
+/// Output lines parsed, with their key's fingerprint, a block at a time;
+/// each fingerprint is looked up in `seen`'s sorted members on the parsing
+/// thread, so the one thread that de-duplicates seldom has to.
 fn parsed_lines(
     files: Vec<SourceFile>,
     opts: ReadOptions,
+    seen: SortedProbe,
 ) -> impl Stream<Item = Vec<Result<Parsed>>> + Send {
-    parse_batches(files, opts, |raw| {
-        let line = parse_line(&raw)?;
-        let fingerprint = line.row.key().map(fingerprint);
-        Ok(Parsed { line, fingerprint })
-    })
+    let finish = move |batch: &mut Vec<Result<Parsed>>| {
+        seen.probe_all(
+            batch
+                .iter_mut()
+                .flatten()
+                .filter_map(|p| Some((p.fingerprint?, &mut p.probe))),
+        )
+    };
+    parse_batches(
+        files,
+        opts,
+        |raw| {
+            let line = parse_line(&raw)?;
+            let fingerprint = line.row.key().map(fingerprint);
+            Ok(Parsed {
+                line,
+                fingerprint,
+                probe: None,
+            })
+        },
+        finish,
+    )
 }
 
 /// Counts of what a read or a join produced.
@@ -709,7 +737,7 @@ pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStr
         .fold(0u64, u64::saturating_add);
     let expected = usize::try_from(bytes / 1024).unwrap_or(0).min(1 << 20);
     let mut seen = FingerprintSet::with_capacity(expected);
-    let rows = parsed_lines(files, opts)
+    let rows = parsed_lines(files, opts, seen.probe())
         .map(move |batch| {
             let mut duplicates = 0;
             // Collected in place: the batch's allocation holds the rows.
@@ -732,7 +760,7 @@ pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStr
                         };
                         p.line.row.set_key(key);
                     }
-                    if fp.is_some_and(|fp| !seen.insert(fp)) {
+                    if fp.is_some_and(|fp| !seen.insert_probed(fp, p.probe)) {
                         duplicates += 1;
                         None
                     } else {
