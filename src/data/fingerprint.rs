@@ -431,7 +431,7 @@ mod tests {
                     let v = u128::from(fp.hi) << 64 | u128::from(fp.lo) << 32;
                     assert_eq!(set.insert_probed(fp, p), model.insert(v), "{fp:?}");
                     n += 1;
-                    if n % merge_every == 0 {
+                    if n.is_multiple_of(merge_every) {
                         set.merge();
                     }
                 }
