@@ -25,7 +25,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{stream::BoxStream, Stream, StreamExt};
 
 use super::fingerprint::{fingerprint, Fingerprint, FingerprintSet, Probe, SortedProbe};
@@ -232,7 +232,9 @@ enum Piece {
 struct Cutter {
     name: Arc<str>,
     source: Source,
-    buf: BytesMut,
+    /// Bytes read and not yet handed out (a pooled buffer).
+    buf: Vec<u8>,
+    pool: BlockPool,
     /// Lines handed out so far.
     line: u64,
     /// Skipping the rest of an over-long line.
@@ -244,9 +246,17 @@ struct Cutter {
 }
 
 impl Cutter {
-    /// Splits off `buf[..end]` as the next block.
+    /// Splits off `buf[..end]` as the next block (the rest moves to a fresh
+    /// buffer from the pool).
     fn block(&mut self, end: usize) -> Piece {
-        let data = self.buf.split_to(end).freeze();
+        let mut rest = self.pool.get(self.opts.block_size);
+        rest.extend_from_slice(self.buf.get(end..).unwrap_or_default());
+        let mut full = std::mem::replace(&mut self.buf, rest);
+        full.truncate(end);
+        let data = Bytes::from_owner(Pooled {
+            buf: full,
+            pool: self.pool.clone(),
+        });
         let first_line = self.line + 1;
         let newlines = memchr::memchr_iter(b'\n', &data).count();
         self.line += newlines as u64;
@@ -283,16 +293,10 @@ impl Cutter {
                             Some(file) => file,
                             None => f.insert(std::fs::File::open(&path)?),
                         };
-                        let len = buf.len();
-                        buf.resize(len + want, 0);
-                        let n = loop {
-                            match file.read(&mut buf[len..]) {
-                                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                                r => break r,
-                            }
-                        };
-                        buf.truncate(len + *n.as_ref().unwrap_or(&0));
-                        n
+                        // Into the buffer's spare room, which is not zeroed
+                        // first.
+                        buf.reserve(want);
+                        file.take(want as u64).read_to_end(&mut buf)
                     })();
                     (buf, f, res)
                 })
@@ -312,9 +316,7 @@ impl Cutter {
             match memchr::memchr(b'\n', &self.buf[from..]) {
                 Some(i) => {
                     self.skipping = false;
-                    let tail = self.buf.split_off(from + i + 1);
-                    self.buf.truncate(from);
-                    self.buf.unsplit(tail);
+                    self.buf.drain(from..=from + i);
                 }
                 None => self.buf.truncate(from),
             }
@@ -378,12 +380,65 @@ impl Cutter {
     }
 }
 
+/// Block buffers handed back once every row of their block is dropped, so
+/// reading reuses a few resident buffers instead of allocating (and
+/// faulting in) a fresh one per block.
+#[derive(Clone)]
+struct BlockPool {
+    free: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    keep: usize,
+}
+
+impl BlockPool {
+    fn new(keep: usize) -> Self {
+        BlockPool {
+            free: Arc::default(),
+            keep,
+        }
+    }
+
+    /// An empty buffer with room for `capacity` bytes.
+    fn get(&self, capacity: usize) -> Vec<u8> {
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = reused.unwrap_or_default();
+        buf.reserve(capacity);
+        buf
+    }
+
+    fn put(&self, mut buf: Vec<u8>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < self.keep {
+            buf.clear();
+            free.push(buf);
+        }
+    }
+}
+
+/// A block's buffer, back to its pool when dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: BlockPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.put(std::mem::take(&mut self.buf));
+    }
+}
+
 /// Cuts a file's bytes into blocks of whole lines.
 fn blocks(file: SourceFile, opts: ReadOptions) -> impl Stream<Item = Piece> + Send {
     let cutter = Cutter {
         name: file.name,
         source: file.source,
-        buf: BytesMut::new(),
+        buf: Vec::new(),
+        pool: BlockPool::new(opts.parallelism + 2),
         line: 0,
         skipping: false,
         done: false,
