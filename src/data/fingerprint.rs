@@ -204,9 +204,10 @@ impl FingerprintSet {
         if in_sorted || !self.recent.insert(fp) {
             return false;
         }
-        // At least 32k, and a sixteenth of the set: merges stay rare as the
-        // set grows (each moves the whole vector), for 16/17 of the memory.
-        if self.recent.len() >= RECENT_MAX.max(self.sorted_len / 16) {
+        // At least 32k, and a 64th of the set: a merge is one pass over the
+        // vector (about 2 ms a million members), so merges can stay
+        // frequent while the hash set stays small (under 1.5 bytes a member).
+        if self.recent.len() >= RECENT_MAX.max(self.sorted_len / 64) {
             self.merge();
         }
         true
