@@ -227,10 +227,6 @@ impl FingerprintSet {
 
 impl Sorted {
     fn contains(&self, fp: Fingerprint) -> bool {
-        self.in_sorted(fp)
-    }
-
-    fn in_sorted(&self, fp: Fingerprint) -> bool {
         let Some(bucket) = self.bucket_range(fp).and_then(|r| self.sorted.get(r)) else {
             return false;
         };

@@ -16,7 +16,8 @@
 //! the first row read for a key wins and later ones are counted in
 //! [`Totals::duplicates`]. Keys are compared by a 96-bit xxh3 fingerprint;
 //! two distinct keys collide with a probability of about n²/2⁹⁷ (6·10⁻¹⁸
-//! for a million keys, 6·10⁻¹² for a billion). Rows without a key are never de-duplicated.
+//! for a million keys, 6·10⁻¹² for a billion). Rows without a key are never
+//! de-duplicated.
 
 use std::{
     path::{Path, PathBuf},
@@ -249,8 +250,10 @@ impl Cutter {
     /// Splits off `buf[..end]` as the next block (the rest moves to a fresh
     /// buffer from the pool).
     fn block(&mut self, end: usize) -> Piece {
-        let mut rest = self.pool.get(self.opts.block_size);
-        rest.extend_from_slice(self.buf.get(end..).unwrap_or_default());
+        let tail = self.buf.get(end..).unwrap_or_default();
+        // Room for the tail and the next read, so filling never reallocates.
+        let mut rest = self.pool.get(tail.len() + self.opts.block_size);
+        rest.extend_from_slice(tail);
         let mut full = std::mem::replace(&mut self.buf, rest);
         full.truncate(end);
         let data = Bytes::from_owner(Pooled {
@@ -386,14 +389,19 @@ impl Cutter {
 #[derive(Clone)]
 struct BlockPool {
     free: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    /// How many buffers to keep.
     keep: usize,
+    /// The largest buffer worth keeping (one that grew around a long line
+    /// is let go).
+    max_capacity: usize,
 }
 
 impl BlockPool {
-    fn new(keep: usize) -> Self {
+    fn new(keep: usize, block_size: usize) -> Self {
         BlockPool {
             free: Arc::default(),
             keep,
+            max_capacity: block_size.saturating_mul(4),
         }
     }
 
@@ -407,7 +415,7 @@ impl BlockPool {
 
     fn put(&self, mut buf: Vec<u8>) {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < self.keep {
+        if free.len() < self.keep && buf.capacity() <= self.max_capacity {
             buf.clear();
             free.push(buf);
         }
@@ -438,7 +446,7 @@ fn blocks(file: SourceFile, opts: ReadOptions) -> impl Stream<Item = Piece> + Se
         name: file.name,
         source: file.source,
         buf: Vec::new(),
-        pool: BlockPool::new(opts.parallelism + 2),
+        pool: BlockPool::new(opts.parallelism + 2, opts.block_size),
         line: 0,
         skipping: false,
         done: false,
@@ -917,6 +925,22 @@ mod tests {
         format!(
             r#"{{"key":"{key}","status":"","response":{{"candidates":[{{"content":{{"parts":[{{"text":"a-{key}"}}]}},"finishReason":"STOP"}}],"usageMetadata":{{"totalTokenCount":2}}}}}}"#
         )
+    }
+
+    #[test]
+    fn the_block_pool_keeps_a_few_buffers_of_block_size() {
+        let pool = BlockPool::new(2, 1024);
+        for _ in 0..3 {
+            pool.put(Vec::with_capacity(1024));
+        }
+        pool.put(Vec::with_capacity(1 << 20)); // grew around a long line
+        let kept = pool.free.lock().unwrap();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().all(|b| b.is_empty() && b.capacity() <= 4096));
+        drop(kept);
+        let reused = pool.get(10);
+        assert!(reused.is_empty() && reused.capacity() >= 1024);
+        assert_eq!(pool.free.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
