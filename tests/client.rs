@@ -596,3 +596,21 @@ async fn service_messages_that_mention_transport_words_stay_service_errors() {
     let err = client.get("123").await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::Cancelled), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_wait_timeout_holds_while_a_poll_hangs() {
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr).await;
+    let job = client.create(&gcs_sample()).await.unwrap();
+    // The Get hangs for a minute (each attempt may take 60 s, and retries
+    // more); the wait's own deadline is far shorter and must win.
+    server.push_hang(Duration::from_secs(60));
+    let opts = vertex_batch::WaitOptions::new().timeout(Duration::from_millis(300));
+    // Without the deadline around the poll, the wait would sit out the
+    // minute (and then time out anyway): the outer limit tells them apart.
+    let err = tokio::time::timeout(Duration::from_secs(20), client.wait(&job, &opts))
+        .await
+        .expect("the wait outlived its deadline while a poll hung")
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+}

@@ -84,16 +84,18 @@ impl Failures {
         self.answered = true;
     }
 
-    /// A poll of `job` failed with `e`: true to poll again (logged at
-    /// `warn`), false to give up with `e`.
-    pub(crate) fn failed(&mut self, job: &str, e: &Error) -> bool {
+    /// A poll of `job` sent at `sent` failed with `e`: true to poll again
+    /// (logged at `warn`), false to give up with `e`. A run of failures is
+    /// timed from when its first poll was sent, so the client's own retries
+    /// inside that poll count against the budgets.
+    pub(crate) fn failed(&mut self, job: &str, e: &Error, sent: Instant) -> bool {
         if !(e.is_retryable() || (self.answered && matches!(e, Error::Auth { .. }))) {
             return false;
         }
         let now = Instant::now();
-        let failing = now - *self.failing_since.get_or_insert(now);
+        let failing = now - *self.failing_since.get_or_insert(sent);
         let unreachable = if cannot_connect(e) {
-            now - *self.unreachable_since.get_or_insert(now)
+            now - *self.unreachable_since.get_or_insert(sent)
         } else {
             self.unreachable_since = None;
             Duration::ZERO
@@ -144,8 +146,8 @@ impl Tracker {
         }
     }
 
-    /// Takes in one poll's answer.
-    pub(crate) fn seen(&mut self, result: Result<Job>) -> Seen {
+    /// Takes in the answer of one poll, sent at `sent`.
+    pub(crate) fn seen(&mut self, result: Result<Job>, sent: Instant) -> Seen {
         match result {
             Ok(job) => {
                 self.failures.succeeded();
@@ -155,7 +157,7 @@ impl Tracker {
                 self.last = Some(key);
                 Seen::Job { job, changed, next }
             }
-            Err(e) if self.failures.failed(&self.name, &e) => {
+            Err(e) if self.failures.failed(&self.name, &e, sent) => {
                 Seen::Retry(self.poller.next_backoff())
             }
             Err(e) => Seen::Fail(e),

@@ -168,7 +168,8 @@ impl Bucket {
     }
 }
 
-type Poll = BoxFuture<'static, (usize, Result<Job>)>;
+/// A Get in flight: the job's index, when it was sent, and its answer.
+type Poll = BoxFuture<'static, (usize, Instant, Result<Job>)>;
 
 struct Multi {
     client: Client,
@@ -198,7 +199,7 @@ impl Multi {
                 let client = self.client.clone();
                 let name = self.entries[idx].name.clone();
                 self.in_flight
-                    .push(async move { (idx, client.get(&name).await) }.boxed());
+                    .push(async move { (idx, now, client.get(&name).await) }.boxed());
             }
             if self.due.is_empty() && self.in_flight.is_empty() {
                 return None;
@@ -212,17 +213,17 @@ impl Multi {
             });
             let blocked = self.in_flight.len() >= self.opts.max_in_flight;
             tokio::select! {
-                Some((idx, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    self.handle(idx, result);
+                Some((idx, sent, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.handle(idx, result, sent);
                 }
                 _ = sleep_opt(wake), if wake.is_some() && !blocked => {}
             }
         }
     }
 
-    fn handle(&mut self, idx: usize, result: Result<Job>) {
+    fn handle(&mut self, idx: usize, result: Result<Job>, sent: Instant) {
         let tracker = &mut self.entries[idx];
-        match tracker.seen(result) {
+        match tracker.seen(result, sent) {
             Seen::Job { job, changed, next } => {
                 if let Some(delay) = next {
                     self.due.push(Reverse((after(delay), idx)));

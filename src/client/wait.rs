@@ -166,6 +166,13 @@ impl Follow {
         }
     }
 
+    fn timed_out(&self) -> Error {
+        Error::Timeout {
+            after: self.started.elapsed(),
+            during: format!("waiting for job {}", self.tracker.name),
+        }
+    }
+
     /// The next snapshot (waiting first, except for the very first one) and
     /// whether it differs from the last.
     async fn next(&mut self) -> Result<(Job, bool)> {
@@ -175,16 +182,23 @@ impl Follow {
                 if let Some(deadline) = self.deadline {
                     if wake > deadline {
                         tokio::time::sleep_until(deadline).await;
-                        return Err(Error::Timeout {
-                            after: self.started.elapsed(),
-                            during: format!("waiting for job {}", self.tracker.name),
-                        });
+                        return Err(self.timed_out());
                     }
                 }
                 tokio::time::sleep_until(wake).await;
             }
-            let polled = self.client.get(self.tracker.name.as_str()).await;
-            match self.tracker.seen(polled) {
+            let sent = Instant::now();
+            let poll = self.client.get(self.tracker.name.as_str());
+            // The deadline holds during a poll too (the client's own retries
+            // of a Get can take minutes).
+            let polled = match self.deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, poll).await {
+                    Ok(polled) => polled,
+                    Err(_) => return Err(self.timed_out()),
+                },
+                None => poll.await,
+            };
+            match self.tracker.seen(polled, sent) {
                 Seen::Job { job, changed, next } => {
                     self.delay = Some(next.unwrap_or_default());
                     return Ok((job, changed));
