@@ -10,7 +10,7 @@
 
 use std::{
     collections::HashSet,
-    hash::{BuildHasherDefault, Hash, Hasher},
+    hash::{Hash, Hasher},
     sync::{Arc, RwLock, RwLockReadGuard},
 };
 
@@ -57,27 +57,53 @@ pub(crate) fn fingerprint(key: &str) -> Fingerprint {
     Fingerprint::from_u128(xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
 }
 
-/// A hasher for fingerprints, which are already uniformly distributed.
-#[derive(Default)]
-pub(crate) struct FingerprintHasher(u64);
+/// A hasher for fingerprints: one multiply-and-fold of the fingerprint's
+/// word with a random per-set seed. Fingerprints are uniform already; the
+/// seed is there so that keys ground to collide in a few bits cannot pile
+/// up in one corner of the hash set (xxh3 is not keyed).
+pub(crate) struct FingerprintHasher {
+    seed: u64,
+    hash: u64,
+}
 
 impl Hasher for FingerprintHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.hash
     }
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
             let mut b = [0u8; 8];
             b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
+            self.write_u64(u64::from_le_bytes(b));
         }
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = v;
+        let p = u128::from(v ^ self.seed ^ self.hash) * 0x9e37_79b9_7f4a_7c15;
+        self.hash = (p as u64) ^ ((p >> 64) as u64);
     }
 }
 
-type RecentSet = HashSet<Fingerprint, BuildHasherDefault<FingerprintHasher>>;
+/// Builds [`FingerprintHasher`]s with a seed drawn once per set.
+#[derive(Clone)]
+pub(crate) struct SeededHasher(u64);
+
+impl Default for SeededHasher {
+    fn default() -> Self {
+        SeededHasher(fastrand::u64(..))
+    }
+}
+
+impl std::hash::BuildHasher for SeededHasher {
+    type Hasher = FingerprintHasher;
+    fn build_hasher(&self) -> FingerprintHasher {
+        FingerprintHasher {
+            seed: self.0,
+            hash: 0,
+        }
+    }
+}
+
+type RecentSet = HashSet<Fingerprint, SeededHasher>;
 
 /// How many inserts wait in the hash set before they are merged into the
 /// sorted vector (384 KiB of fingerprints).
@@ -370,6 +396,20 @@ mod tests {
         }
         assert!(!set.contains(fingerprint("absent")));
         assert!(set.sorted().sorted.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn keys_ground_to_share_low_bits_still_spread_in_the_hash_set() {
+        use std::hash::BuildHasher;
+        // 1,000 fingerprints equal in the low 32 bits of their top word (what
+        // picks a slot in an unkeyed table): their hashes' low bits spread.
+        let build = SeededHasher::default();
+        let low: HashSet<u64> = (0..1000u128)
+            .map(|i| {
+                build.hash_one(Fingerprint::from_u128((i << 96) | (0xabcd_1234 << 64))) & 0xffff
+            })
+            .collect();
+        assert!(low.len() > 900, "{}", low.len());
     }
 
     proptest! {
