@@ -314,12 +314,19 @@ pub fn normalize_model(model: &str) -> Result<String> {
     }
 }
 
-/// Whether `id` can be a model (or publisher) id.
+/// Whether `id` can be a model (or publisher) id: letters, digits and
+/// `-._`, starting with a letter or digit, with at most one `@version`
+/// suffix of the same form (`gemini-2.5-flash@001`).
 fn model_id_ok(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._@".contains(c))
+    let part_ok = |p: &str| {
+        p.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+    };
+    match id.split_once('@') {
+        Some((name, version)) => part_ok(name) && part_ok(version),
+        None => part_ok(id),
+    }
 }
 
 /// Checks a full model resource name, `publishers/P/models/M` or
@@ -396,6 +403,12 @@ mod tests {
             "gemini 2",
             "publishers/google/models/",
             "projects/p/models/1",
+            "publishers/google/models/@",
+            "publishers/./models/..",
+            "projects/p/locations/us-central1/models/-",
+            "publishers/google/models/@001",
+            "publishers/google/models/gemini@",
+            "publishers/google/models/a@b@c",
         ] {
             let err = normalize_model(bad).unwrap_err();
             assert!(err.field() == "model", "{bad}");
