@@ -361,6 +361,9 @@ pub(crate) struct RowsJob<'a> {
     pub(crate) ctx: &'a ModelCtx,
     pub(crate) bigquery: bool,
     pub(crate) total: u64,
+    /// The row cap `total` was counted with (the knob may change while
+    /// the job runs; rows must be read the way they were counted).
+    pub(crate) max_line: usize,
     pub(crate) pace: Pace,
 }
 
@@ -375,10 +378,10 @@ pub(crate) async fn stream_rows(job: RowsJob<'_>, tally: &mut Tally) -> io::Resu
         ctx,
         bigquery,
         total,
+        max_line,
         pace,
     } = job;
     let knobs = state.knobs.values();
-    let max_line = knobs.max_line_bytes;
     let io_delay = knobs.io_delay;
     let (partial, final_path) = (output.partial.clone(), output.final_path.clone());
     let seed = slot.id;

@@ -221,6 +221,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
         ctx: &ctx,
         bigquery,
         total,
+        max_line: cap,
         pace,
     };
     let result = stream_rows(rows, &mut tally).await;
