@@ -190,10 +190,7 @@ impl Answer {
     }
 
     fn str_of<'s>(&'s self, t: &'s Text) -> &'s str {
-        match t {
-            Text::InLine(r) => self.line.slice(r),
-            Text::Owned(s) => s,
-        }
+        t.resolve(Some(&self.line))
     }
 
     /// Why the first candidate stopped (`STOP`, `MAX_TOKENS`, …; values this
@@ -352,6 +349,16 @@ enum Text {
 }
 
 impl Text {
+    /// The string, read from `line` when it is a range of it (empty if the
+    /// line is not there).
+    fn resolve<'s>(&'s self, line: Option<&'s RawLine>) -> &'s str {
+        match (self, line) {
+            (Text::Owned(s), _) => s,
+            (Text::InLine(r), Some(line)) => line.slice(r),
+            (Text::InLine(_), None) => "",
+        }
+    }
+
     /// `part` as a range of `line` when it is borrowed from it, else a copy.
     fn of(line: &str, part: Cow<'_, str>) -> Text {
         match part {
@@ -854,12 +861,13 @@ struct RowData {
 
 impl RowData {
     fn str_of<'s>(&'s self, t: &'s Text) -> &'s str {
-        match (t, &self.outcome) {
-            (Text::Owned(s), _) => s,
-            (Text::InLine(r), Outcome::Succeeded(Answer { line, .. }))
-            | (Text::InLine(r), Outcome::Blocked(Blocked { line, .. })) => line.slice(r),
-            (Text::InLine(_), _) => "",
-        }
+        let line = match &self.outcome {
+            Outcome::Succeeded(Answer { line, .. }) | Outcome::Blocked(Blocked { line, .. }) => {
+                Some(line)
+            }
+            Outcome::Failed(_) | Outcome::Missing(_) => None,
+        };
+        t.resolve(line)
     }
 }
 
