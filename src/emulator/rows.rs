@@ -202,6 +202,9 @@ fn read_line_capped(r: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> io::
             Err(e) => return Err(e),
         };
         if avail.is_empty() {
+            // A last line without a newline: a trailing '\r' let through as
+            // the start of a terminator is content after all.
+            let too_long = too_long || buf.len() > cap;
             return Ok(match (total, too_long) {
                 (0, _) => LineRead::Eof,
                 (n, true) => LineRead::TooLong(n),
@@ -505,6 +508,22 @@ pub(crate) fn count_rows(files: &[PathBuf], cap: usize) -> io::Result<u64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_carriage_return_ending_the_input_is_content() {
+        // No newline follows: both '\r' are the line's content, over a cap
+        // of 1; followed by a newline, one of them would end the line.
+        for (text, cap, want_too_long) in [(&b"\r\r"[..], 1, true), (b"\r\r\n", 1, false)] {
+            let mut r = BufReader::with_capacity(1, text);
+            let mut buf = Vec::new();
+            let got = read_line_capped(&mut r, &mut buf, cap).unwrap();
+            assert_eq!(
+                matches!(got, LineRead::TooLong(_)),
+                want_too_long,
+                "{text:?}"
+            );
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
