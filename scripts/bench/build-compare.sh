@@ -14,6 +14,12 @@
 # a project that depends on this crate from the registry compiles it: the
 # like-for-like comparison. The mode is printed first.
 #
+# A third build, `deps`, is the floor: this crate's manifest and lock file
+# with an empty library and an empty build script, so it compiles exactly
+# the dependencies and build dependencies (default features) and none of
+# this crate's own code or generated stubs. Whatever ratio `deps` shows is
+# the least any code on top of these dependencies can reach.
+#
 # Prints one line a build and, per round, the ratios to Google's crates.
 # Needs the crates in the local registry cache (or network access to it).
 set -euo pipefail
@@ -31,6 +37,26 @@ if [ -n "$BASE" ]; then
     # file was committed would otherwise resolve the newest ones).
     cp Cargo.lock "$WORK/base/Cargo.lock"
 fi
+
+# The floor: the manifest and lock file of HEAD, no code.
+mkdir -p "$WORK/deps/src"
+cp "$WORK/ours/Cargo.lock" "$WORK/deps/Cargo.lock"
+echo 'fn main() {}' >"$WORK/deps/build.rs"
+: >"$WORK/deps/src/lib.rs"
+python3 - "$WORK/ours/Cargo.toml" "$WORK/deps/Cargo.toml" <<'PY'
+import re, sys
+# Keep [package], [features], [dependencies] and [build-dependencies]; drop
+# targets, dev-dependencies and the package's `include` list.
+text = open(sys.argv[1]).read()
+keep, out = False, []
+for line in text.splitlines():
+    m = re.match(r"^\[+([^\]]+)\]+", line)
+    if m:
+        keep = m.group(1) in ("package", "features", "dependencies", "build-dependencies")
+    if keep and not line.startswith(("include", "readme")):
+        out.append(line)
+open(sys.argv[2], "w").write("\n".join(out) + "\n[workspace]\n")
+PY
 
 mkdir -p "$WORK/google/src"
 cat >"$WORK/google/Cargo.toml" <<'EOF'
@@ -64,7 +90,7 @@ build() { # name dir
 
 default_mode="cargo default: on for this crate, off for registry crates"
 echo "incremental: ${CARGO_INCREMENTAL:-$default_mode}"
-names=(google ours)
+names=(google ours deps)
 [ -n "$BASE" ] && names+=(base)
 for round in $(seq 1 "$ROUNDS"); do
     order=("${names[@]}")
@@ -76,7 +102,9 @@ for round in $(seq 1 "$ROUNDS"); do
         secs[$n]=$(build "$n" "$WORK/$n")
         printf 'round %d  %-6s %7.1f s\n' "$round" "$n" "${secs[$n]}"
     done
-    printf 'round %d  ours/google %.2f' "$round" "$(echo "${secs[ours]} / ${secs[google]}" | bc -l)"
+    printf 'round %d  ours/google %.2f  deps/google %.2f' "$round" \
+        "$(echo "${secs[ours]} / ${secs[google]}" | bc -l)" \
+        "$(echo "${secs[deps]} / ${secs[google]}" | bc -l)"
     if [ -n "$BASE" ]; then
         printf '  base/google %.2f  ours/base %.2f' \
             "$(echo "${secs[base]} / ${secs[google]}" | bc -l)" \
