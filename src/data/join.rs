@@ -197,7 +197,7 @@ async fn index_inputs(inputs: &Inputs, opts: &ReadOptions) -> Result<KeyIndex> {
         let line = std::str::from_utf8(&raw).map_err(|e| format!("not UTF-8: {e}"))?;
         #[derive(Deserialize)]
         struct KeyOnly<'a> {
-            #[serde(borrow)]
+            #[serde(borrow, default, deserialize_with = "crate::data::results::opt_str")]
             key: Option<std::borrow::Cow<'a, str>>,
         }
         let view: KeyOnly<'_> =

@@ -1057,11 +1057,11 @@ impl ResultRow {
 /// A line's fields, borrowed from the line where possible.
 #[derive(Deserialize)]
 struct LineView<'a> {
-    #[serde(borrow, default)]
+    #[serde(deserialize_with = "opt_str", borrow, default)]
     key: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(deserialize_with = "opt_str", borrow, default)]
     status: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(deserialize_with = "opt_str", borrow, default)]
     processed_time: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     request: Option<RequestLabels<'a>>,
@@ -1077,7 +1077,13 @@ struct ResponseView<'a> {
     prompt_feedback: Option<FeedbackView<'a>>,
     #[serde(default, rename = "usageMetadata", alias = "usage_metadata")]
     usage_metadata: Option<UsageView>,
-    #[serde(borrow, default, rename = "modelVersion", alias = "model_version")]
+    #[serde(
+        deserialize_with = "opt_str",
+        borrow,
+        default,
+        rename = "modelVersion",
+        alias = "model_version"
+    )]
     model_version: Option<Cow<'a, str>>,
 }
 
@@ -1085,7 +1091,13 @@ struct ResponseView<'a> {
 struct CandidateView<'a> {
     #[serde(borrow, default)]
     content: Option<ContentView<'a>>,
-    #[serde(borrow, default, rename = "finishReason", alias = "finish_reason")]
+    #[serde(
+        deserialize_with = "opt_str",
+        borrow,
+        default,
+        rename = "finishReason",
+        alias = "finish_reason"
+    )]
     finish_reason: Option<Cow<'a, str>>,
 }
 
@@ -1097,10 +1109,19 @@ struct ContentView<'a> {
 
 #[derive(Deserialize)]
 struct PartView<'a> {
-    #[serde(borrow, default)]
+    #[serde(deserialize_with = "opt_str", borrow, default)]
     text: Option<Cow<'a, str>>,
     #[serde(default)]
     thought: Option<bool>,
+}
+
+/// An optional string borrowed from the input when it has no escapes:
+/// `#[serde(borrow)]` borrows a `Cow<str>` field but not an
+/// `Option<Cow<str>>`, which serde copies into a `String` every time.
+pub(crate) fn opt_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Cow<'a, str>>, D::Error> {
+    Option::<MaybeBorrowed<'a>>::deserialize(d).map(|o| o.map(|m| m.0))
 }
 
 /// A string borrowed from the input when it has no escapes (serde's own
@@ -1195,9 +1216,16 @@ impl<'de: 'a, 'a> Deserialize<'de> for TextParts<'a> {
 
 #[derive(Deserialize)]
 struct FeedbackView<'a> {
-    #[serde(borrow, default, rename = "blockReason", alias = "block_reason")]
+    #[serde(
+        deserialize_with = "opt_str",
+        borrow,
+        default,
+        rename = "blockReason",
+        alias = "block_reason"
+    )]
     block_reason: Option<Cow<'a, str>>,
     #[serde(
+        deserialize_with = "opt_str",
         borrow,
         default,
         rename = "blockReasonMessage",
@@ -1572,5 +1600,35 @@ mod tests {
             parse_err(r#"{"key":"k","status":"","response":{"candidates":[{"content":"#)
                 .contains("truncated")
         );
+    }
+}
+#[cfg(test)]
+mod borrowing {
+    use super::*;
+
+    /// An answer's strings without escapes are ranges of its line, not
+    /// copies (serde copies an `Option<Cow<str>>` unless told otherwise);
+    /// escaped ones are unescaped copies and read the same.
+    #[test]
+    fn unescaped_strings_of_an_answer_are_ranges_of_its_line() {
+        let line = br#"{"key":"q1","processed_time":"2024-11-13T14:04:28Z","response":{"candidates":[{"content":{"parts":[{"text":"hello"}]},"finishReason":"STOP"}],"modelVersion":"m-1"}}"#;
+        let p = parse_line(&bytes::Bytes::from_static(line)).unwrap();
+        assert!(matches!(p.row.inner.key, Some(Text::InLine(_))));
+        assert!(matches!(p.row.inner.processed_time, Some(Text::InLine(_))));
+        let Outcome::Succeeded(a) = &p.row.inner.outcome else {
+            panic!("not a success")
+        };
+        assert!(matches!(a.text, Text::InLine(_)));
+        assert!(matches!(a.model_version, Some(Text::InLine(_))));
+        assert_eq!(
+            (p.row.key(), a.text(), a.model_version()),
+            (Some("q1"), "hello", Some("m-1"))
+        );
+
+        let escaped = br#"{"key":"q\u0031","response":{"candidates":[{"content":{"parts":[{"text":"a\nb"}]}}]}}"#;
+        let p = parse_line(&bytes::Bytes::from_static(escaped)).unwrap();
+        assert!(matches!(p.row.inner.key, Some(Text::Owned(_))));
+        assert_eq!(p.row.key(), Some("q1"));
+        assert_eq!(p.row.text(), Some("a\nb"));
     }
 }
