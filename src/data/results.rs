@@ -341,31 +341,41 @@ impl Answer {
 
 /// A string of a row (its key, its time, an answer's text): most often an
 /// unescaped JSON string, which is read straight from the line instead of
-/// being copied.
+/// being copied. 16 bytes, so a row moves cheaply between threads.
 #[derive(Clone, PartialEq)]
 enum Text {
-    InLine(std::ops::Range<usize>),
-    Owned(String),
+    /// Start and end of the string in the line.
+    InLine(u32, u32),
+    Owned(Box<str>),
 }
 
 impl Text {
+    fn owned(s: String) -> Text {
+        Text::Owned(s.into_boxed_str())
+    }
+
     /// The string, read from `line` when it is a range of it (empty if the
     /// line is not there).
     fn resolve<'s>(&'s self, line: Option<&'s RawLine>) -> &'s str {
         match (self, line) {
             (Text::Owned(s), _) => s,
-            (Text::InLine(r), Some(line)) => line.slice(r),
-            (Text::InLine(_), None) => "",
+            (Text::InLine(start, end), Some(line)) => line.slice(*start as usize..*end as usize),
+            (Text::InLine(..), None) => "",
         }
     }
 
     /// `part` as a range of `line` when it is borrowed from it, else a copy.
     fn of(line: &str, part: Cow<'_, str>) -> Text {
         match part {
-            Cow::Borrowed(b) => {
-                in_line(line, b).map_or_else(|| Text::Owned(b.to_owned()), Text::InLine)
-            }
-            Cow::Owned(o) => Text::Owned(o),
+            Cow::Borrowed(b) => in_line(line, b)
+                .and_then(|r| {
+                    Some(Text::InLine(
+                        r.start.try_into().ok()?,
+                        r.end.try_into().ok()?,
+                    ))
+                })
+                .unwrap_or_else(|| Text::owned(b.to_owned())),
+            Cow::Owned(o) => Text::owned(o),
         }
     }
 }
@@ -389,9 +399,9 @@ impl RawLine {
 
     /// A part of the line (a range taken from a string slice of it, so on
     /// character boundaries): only that part is checked again, not the line.
-    fn slice(&self, r: &std::ops::Range<usize>) -> &str {
+    fn slice(&self, r: std::ops::Range<usize>) -> &str {
         self.0
-            .get(r.clone())
+            .get(r)
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or_default()
     }
@@ -889,8 +899,8 @@ impl ResultRow {
     ) -> Self {
         ResultRow {
             inner: RowData {
-                key: key.map(Text::Owned),
-                processed_time: processed_time.map(Text::Owned),
+                key: key.map(Text::owned),
+                processed_time: processed_time.map(Text::owned),
                 outcome,
             },
         }
@@ -901,7 +911,7 @@ impl ResultRow {
     }
 
     pub(crate) fn set_key(&mut self, key: Option<String>) {
-        self.inner.key = key.map(Text::Owned);
+        self.inner.key = key.map(Text::owned);
     }
 
     /// The request's key (from the line's `key`, or recovered from the
@@ -1338,7 +1348,7 @@ pub(crate) fn parse_line(bytes: &bytes::Bytes) -> std::result::Result<ParsedLine
     let keeps_line = matches!(outcome, Outcome::Succeeded(_) | Outcome::Blocked(_));
     let text = |part: Cow<'_, str>| match part {
         Cow::Borrowed(_) if keeps_line => Text::of(line, part),
-        part => Text::Owned(part.into_owned()),
+        part => Text::owned(part.into_owned()),
     };
     Ok(ParsedLine {
         row: ResultRow {
@@ -1383,7 +1393,7 @@ fn classify(view: ResponseView<'_>, line_str: &str, line: RawLine) -> Outcome {
     };
     let parts = candidate.content.and_then(|c| c.parts);
     let text = match parts {
-        None | Some(TextParts { first: None, .. }) => Text::Owned(String::new()),
+        None | Some(TextParts { first: None, .. }) => Text::Owned(Box::default()),
         // One text borrowed from the line (no escapes): keep its position.
         Some(TextParts {
             first: Some(Cow::Borrowed(t)),
@@ -1395,7 +1405,7 @@ fn classify(view: ResponseView<'_>, line_str: &str, line: RawLine) -> Outcome {
         }) => {
             let mut s = first.into_owned();
             s.push_str(rest.as_deref().unwrap_or(""));
-            Text::Owned(s)
+            Text::owned(s)
         }
     };
     Outcome::Succeeded(Answer {
@@ -1613,13 +1623,13 @@ mod borrowing {
     fn unescaped_strings_of_an_answer_are_ranges_of_its_line() {
         let line = br#"{"key":"q1","processed_time":"2024-11-13T14:04:28Z","response":{"candidates":[{"content":{"parts":[{"text":"hello"}]},"finishReason":"STOP"}],"modelVersion":"m-1"}}"#;
         let p = parse_line(&bytes::Bytes::from_static(line)).unwrap();
-        assert!(matches!(p.row.inner.key, Some(Text::InLine(_))));
-        assert!(matches!(p.row.inner.processed_time, Some(Text::InLine(_))));
+        assert!(matches!(p.row.inner.key, Some(Text::InLine(..))));
+        assert!(matches!(p.row.inner.processed_time, Some(Text::InLine(..))));
         let Outcome::Succeeded(a) = &p.row.inner.outcome else {
             panic!("not a success")
         };
-        assert!(matches!(a.text, Text::InLine(_)));
-        assert!(matches!(a.model_version, Some(Text::InLine(_))));
+        assert!(matches!(a.text, Text::InLine(..)));
+        assert!(matches!(a.model_version, Some(Text::InLine(..))));
         assert_eq!(
             (p.row.key(), a.text(), a.model_version()),
             (Some("q1"), "hello", Some("m-1"))
