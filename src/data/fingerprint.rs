@@ -4,9 +4,11 @@
 //! key itself, so de-duplicating a million rows costs 12 MB, not the keys.
 //! Two distinct keys share a fingerprint with probability about
 //! n² / 2⁹⁷ among n keys: 6·10⁻¹⁸ for a million, 6·10⁻¹² for a billion.
-//! [`FingerprintSet`] keeps that promise: 12.25 bytes a member (a sorted
-//! vector and an index into it) plus a small hash set of recent inserts,
-//! instead of a hash table's 30 bytes a member at its usual load.
+//! [`FingerprintSet`] keeps that promise in 10 bytes a member (a sorted
+//! vector of each member's low 80 bits, and a fixed 256 KiB index of where
+//! each value of the top 16 bits starts in it) plus a small hash set of
+//! recent inserts, instead of a hash table's 30 bytes a member at its usual
+//! load.
 
 use std::{
     collections::HashSet,
@@ -109,13 +111,14 @@ type RecentSet = HashSet<Fingerprint, SeededHasher>;
 /// sorted vector (384 KiB of fingerprints).
 const RECENT_MAX: usize = 1 << 15;
 
-/// An exact set of fingerprints in about 12 bytes a member.
+/// An exact set of fingerprints in about 10 bytes a member.
 ///
 /// Members live in a sorted vector; new ones gather in a small hash set and
-/// are merged in (from the back, in place) when it fills. Fingerprints are
-/// uniform, so an index of where each range of top bits starts (one `u32`
-/// per about sixteen members) takes a lookup straight to a handful of
-/// neighbours.
+/// are merged in (from the back, in place) when it fills. The vector holds
+/// each member's low 80 bits only: its top 16 bits pick one of 65,536
+/// buckets, and an index of where each bucket starts says them. Fingerprints
+/// are uniform, so inside a bucket the bits below say where to look, and a
+/// lookup touches a handful of neighbours.
 ///
 /// The sorted vector is shared (read-only between merges) with the threads
 /// that parse rows: they look keys up in it ahead of time ([`SortedProbe`]),
@@ -132,14 +135,48 @@ pub(crate) struct FingerprintSet {
     recent: RecentSet,
 }
 
+/// How many top bits of a fingerprint pick its bucket (and are not stored).
+const BUCKET_BITS: u32 = 16;
+const BUCKETS: usize = 1 << BUCKET_BITS;
+
+/// A member's low 80 bits, packed in 10 bytes; ordered as the number.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C, packed(2))]
+struct Low {
+    /// Bits 79..16.
+    mid: u64,
+    /// Bits 15..0.
+    lo: u16,
+}
+
+impl Low {
+    fn of(fp: Fingerprint) -> Low {
+        let (hi, lo) = (fp.hi, fp.lo);
+        Low {
+            mid: hi << BUCKET_BITS | u64::from(lo >> (32 - BUCKET_BITS)),
+            lo: lo as u16,
+        }
+    }
+
+    /// The fingerprint with these low bits in `bucket`.
+    #[cfg(test)]
+    fn with_bucket(self, bucket: usize) -> Fingerprint {
+        let (mid, lo) = (self.mid, self.lo);
+        Fingerprint {
+            hi: (bucket as u64) << (64 - BUCKET_BITS) | mid >> BUCKET_BITS,
+            lo: ((mid as u32) << (32 - BUCKET_BITS)) | u32::from(lo),
+        }
+    }
+}
+
 /// The sorted members and their bucket index.
 #[derive(Default)]
 struct Sorted {
-    sorted: Vec<Fingerprint>,
-    /// Where each bucket (the top `bits` bits of a fingerprint) starts in
-    /// `sorted`, plus the end: one `u32` per about sixteen members.
+    /// The members' low bits, in order of bucket, then of those bits.
+    low: Vec<Low>,
+    /// Where each bucket starts in `low`, plus the end (`BUCKETS + 1`
+    /// entries; empty until the first merge).
     starts: Vec<u32>,
-    bits: u32,
     epoch: u64,
 }
 
@@ -177,9 +214,8 @@ impl FingerprintSet {
     pub(crate) fn with_capacity(n: usize) -> Self {
         FingerprintSet {
             shared: Arc::new(RwLock::new(Sorted {
-                sorted: Vec::with_capacity(n),
+                low: Vec::with_capacity(n),
                 starts: Vec::new(),
-                bits: 1,
                 epoch: 0,
             })),
             epoch: 0,
@@ -247,128 +283,116 @@ impl FingerprintSet {
         sorted.merge(&new);
         sorted.epoch += 1;
         self.epoch = sorted.epoch;
-        self.sorted_len = sorted.sorted.len();
+        self.sorted_len = sorted.low.len();
     }
 }
 
 impl Sorted {
     fn contains(&self, fp: Fingerprint) -> bool {
-        let Some(bucket) = self.bucket_range(fp).and_then(|r| self.sorted.get(r)) else {
+        let b = bucket(fp);
+        let Some(bucket) = self.bucket_range(b).and_then(|r| self.low.get(r)) else {
             return false;
         };
         // Fingerprints are uniform: the bits below the bucket's say where in
         // the bucket to look (one cache line, most often), and the value
         // there says which side holds the rest.
-        let below = fp.top() << self.bits;
-        let guess = ((u128::from(below) * bucket.len() as u128) >> 64) as usize;
+        let want = Low::of(fp);
+        let guess = ((u128::from(want.mid) * bucket.len() as u128) >> 64) as usize;
         match bucket.get(guess) {
             None => false,
-            Some(&v) if v == fp => true,
-            Some(&v) if v < fp => Self::scan_up(&bucket[guess + 1..], fp),
-            Some(_) => Self::scan_down(&bucket[..guess], fp),
+            Some(&v) if v == want => true,
+            Some(&v) if v < want => Self::scan_up(&bucket[guess + 1..], want),
+            Some(_) => Self::scan_down(&bucket[..guess], want),
         }
     }
 
-    /// Whether sorted `s` holds `fp`, looking from its start: a few steps,
+    /// Whether sorted `s` holds `want`, looking from its start: a few steps,
     /// then a binary search (clustered values stay logarithmic).
-    fn scan_up(s: &[Fingerprint], fp: Fingerprint) -> bool {
+    fn scan_up(s: &[Low], want: Low) -> bool {
         for (i, &v) in s.iter().take(4).enumerate() {
-            if v >= fp {
-                return v == fp;
+            if v >= want {
+                return v == want;
             }
             if i == 3 {
-                return s[4..].binary_search(&fp).is_ok();
+                return s[4..].binary_search(&want).is_ok();
             }
         }
         false
     }
 
-    /// Whether sorted `s` holds `fp`, looking from its end.
-    fn scan_down(s: &[Fingerprint], fp: Fingerprint) -> bool {
+    /// Whether sorted `s` holds `want`, looking from its end.
+    fn scan_down(s: &[Low], want: Low) -> bool {
         for (i, &v) in s.iter().rev().take(4).enumerate() {
-            if v <= fp {
-                return v == fp;
+            if v <= want {
+                return v == want;
             }
             if i == 3 {
-                return s[..s.len() - 4].binary_search(&fp).is_ok();
+                return s[..s.len() - 4].binary_search(&want).is_ok();
             }
         }
         false
     }
 
-    /// The slice of `sorted` holding the values whose top bits are `fp`'s.
-    fn bucket_range(&self, fp: Fingerprint) -> Option<std::ops::Range<usize>> {
-        if self.starts.len() < 2 {
-            return None;
-        }
-        let b = Self::bucket(fp, self.bits);
+    /// The range of `low` holding bucket `b`.
+    fn bucket_range(&self, b: usize) -> Option<std::ops::Range<usize>> {
         Some(*self.starts.get(b)? as usize..*self.starts.get(b + 1)? as usize)
-    }
-
-    /// How many top bits pick a bucket for `n` members: about one bucket
-    /// per sixteen members (1 to 32 bits).
-    fn bits_for(n: usize) -> u32 {
-        (usize::BITS - (n / 16).max(1).leading_zeros()).clamp(1, 32)
-    }
-
-    fn bucket(fp: Fingerprint, bits: u32) -> usize {
-        (fp.top() >> (64 - bits)) as usize
-    }
-
-    /// Rebuilds the bucket index from scratch.
-    fn index(&mut self) {
-        let n = self.sorted.len();
-        let bits = Self::bits_for(n);
-        self.bits = bits;
-        self.starts.clear();
-        self.starts.reserve_exact((1usize << bits) + 1);
-        let mut i = 0usize;
-        for b in 0..1usize << bits {
-            while i < n && Self::bucket(self.sorted[i], bits) < b {
-                i += 1;
-            }
-            self.starts.push(to_u32(i));
-        }
-        self.starts.push(to_u32(n));
     }
 
     /// Merges sorted `new` (none of them members) in.
     fn merge(&mut self, new: &[Fingerprint]) {
-        let old = self.sorted.len();
-        let total = old + new.len();
-        if self.sorted.capacity() < total {
-            // Grow by an eighth (not double), so the spare room stays small.
-            self.sorted.reserve_exact(new.len().max(old / 8));
+        if self.starts.is_empty() {
+            self.starts = vec![0; BUCKETS + 1];
         }
-        self.sorted.resize(total, Fingerprint::default());
-        // From the back, one pass: the old values above each new value (a
-        // run found by walking down, memory in order) move up in one copy,
-        // and the new value goes below them.
+        let old = self.low.len();
+        let total = old + new.len();
+        if self.low.capacity() < total {
+            // Grow by an eighth (not double), so the spare room stays small.
+            self.low.reserve_exact(new.len().max(old / 8));
+        }
+        self.low.resize(total, Low::default());
+        // From the back, one pass: the old values above each new value (the
+        // rest of the higher buckets, then a run of its own bucket found by
+        // walking down, memory in order) move up in one copy, and the new
+        // value goes below them.
         let (mut i, mut k) = (old, total);
         for &v in new.iter().rev() {
-            let mut s = i;
-            while s > 0 && self.sorted[s - 1] > v {
+            let b = bucket(v);
+            let want = Low::of(v);
+            let floor = self.starts[b] as usize;
+            let mut s = i.min(self.starts[b + 1] as usize);
+            while s > floor && self.low[s - 1] > want {
                 s -= 1;
             }
-            self.sorted.copy_within(s..i, k - (i - s));
+            self.low.copy_within(s..i, k - (i - s));
             k -= i - s + 1;
             i = s;
-            self.sorted[k] = v;
+            self.low[k] = want;
         }
-        let bits = Self::bits_for(total);
-        if bits != self.bits || self.starts.len() != (1usize << bits) + 1 {
-            self.index();
-            return;
-        }
-        // Same buckets: each start moves up by the new values below it.
+        // Each start moves up by the new values in the buckets below it.
         let mut below = 0usize;
         for (b, start) in self.starts.iter_mut().enumerate() {
-            while below < new.len() && Self::bucket(new[below], bits) < b {
+            while below < new.len() && bucket(new[below]) < b {
                 below += 1;
             }
             *start = to_u32(*start as usize + below);
         }
     }
+
+    /// Every member, in order.
+    #[cfg(test)]
+    fn members(&self) -> Vec<Fingerprint> {
+        (0..BUCKETS)
+            .flat_map(|b| {
+                let r = self.bucket_range(b).unwrap_or_default();
+                self.low[r].iter().map(move |l| l.with_bucket(b))
+            })
+            .collect()
+    }
+}
+
+/// The bucket of `fp`: its top 16 bits.
+fn bucket(fp: Fingerprint) -> usize {
+    (fp.top() >> (64 - BUCKET_BITS)) as usize
 }
 
 /// A position as stored in the index (sets past 4 billion members do not
@@ -395,7 +419,9 @@ mod tests {
             assert!(set.contains(fingerprint(&i.to_string())));
         }
         assert!(!set.contains(fingerprint("absent")));
-        assert!(set.sorted().sorted.windows(2).all(|w| w[0] < w[1]));
+        let members = set.sorted().members();
+        assert_eq!(members.len(), set.sorted_len);
+        assert!(members.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
@@ -445,6 +471,21 @@ mod tests {
             for v in [0u128, 1 << 32, 63 << 32, u128::MAX, u128::MAX / 2] {
                 prop_assert_eq!(set.contains(Fingerprint::from_u128(v)), model.contains(&(v >> 32)));
             }
+            // Merged, the stored low bits and their buckets give back every
+            // member, in order.
+            set.merge();
+            let mut want: Vec<u128> = model.into_iter().collect();
+            want.sort_unstable();
+            let want: Vec<Fingerprint> =
+                want.into_iter().map(|v| Fingerprint::from_u128(v << 32)).collect();
+            prop_assert_eq!(set.sorted().members(), want);
+        }
+
+        /// A fingerprint's low bits and its bucket give it back.
+        #[test]
+        fn low_bits_and_bucket_give_the_fingerprint_back(v in any::<u128>()) {
+            let fp = Fingerprint::from_u128(v);
+            prop_assert_eq!(Low::of(fp).with_bucket(bucket(fp)), fp);
         }
 
         /// Probes taken ahead of time, as parsing threads take them (a block
