@@ -1,14 +1,17 @@
 //! Key fingerprints and a compact set of them.
 //!
 //! Rows are told apart by a 96-bit fingerprint of their key instead of the
-//! key itself, so de-duplicating a million rows costs 12 MB, not the keys.
-//! Two distinct keys share a fingerprint with probability about
+//! key itself. Two distinct keys share a fingerprint with probability about
 //! n² / 2⁹⁷ among n keys: 6·10⁻¹⁸ for a million, 6·10⁻¹² for a billion.
-//! [`FingerprintSet`] keeps that promise in 10 bytes a member (a sorted
-//! vector of each member's low 80 bits, and a fixed 256 KiB index of where
-//! each value of the top 16 bits starts in it) plus a small hash set of
-//! recent inserts, instead of a hash table's 30 bytes a member at its usual
-//! load.
+//!
+//! [`FingerprintSet`], which de-duplicates the rows of a read, compares the
+//! top 80 bits only, in 8 bytes a member: a sorted vector of each member's
+//! bits 79..16 (a `u64`), a fixed 256 KiB index of where each value of the
+//! top 16 bits starts in it, and a small hash set of recent inserts (a hash
+//! table would take about 30 bytes a member). Two distinct keys of a read
+//! share those 80 bits with probability about n² / 2⁸¹: 4·10⁻¹³ for a
+//! million rows, 4·10⁻⁷ for a billion; a million rows cost 8 MB. Joins and
+//! the input writer keep all 96 bits.
 
 use std::{
     collections::HashSet,
@@ -37,6 +40,14 @@ impl Fingerprint {
     /// The top 64 bits (uniform for fingerprints of keys).
     fn top(self) -> u64 {
         self.hi
+    }
+
+    /// The top 80 bits (the rest zero): what a [`FingerprintSet`] compares.
+    fn prefix80(self) -> Self {
+        Fingerprint {
+            hi: self.hi,
+            lo: self.lo & !0xffff,
+        }
     }
 }
 
@@ -111,11 +122,12 @@ type RecentSet = HashSet<Fingerprint, SeededHasher>;
 /// sorted vector (384 KiB of fingerprints).
 const RECENT_MAX: usize = 1 << 15;
 
-/// An exact set of fingerprints in about 10 bytes a member.
+/// A set of fingerprints, exact on their top 80 bits, in about 8 bytes a
+/// member.
 ///
 /// Members live in a sorted vector; new ones gather in a small hash set and
 /// are merged in (from the back, in place) when it fills. The vector holds
-/// each member's low 80 bits only: its top 16 bits pick one of 65,536
+/// each member's bits 79..16 only: its top 16 bits pick one of 65,536
 /// buckets, and an index of where each bucket starts says them. Fingerprints
 /// are uniform, so inside a bucket the bits below say where to look, and a
 /// lookup touches a handful of neighbours.
@@ -139,41 +151,28 @@ pub(crate) struct FingerprintSet {
 const BUCKET_BITS: u32 = 16;
 const BUCKETS: usize = 1 << BUCKET_BITS;
 
-/// A member's low 80 bits, packed in 10 bytes; ordered as the number.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(C, packed(2))]
-struct Low {
-    /// Bits 79..16.
-    mid: u64,
-    /// Bits 15..0.
-    lo: u16,
+/// Bits 79..16 of a fingerprint: what the sorted vector stores of a
+/// member (its top 16 bits are its bucket, the 16 below are not compared).
+fn low_of(fp: Fingerprint) -> u64 {
+    let (hi, lo) = (fp.hi, fp.lo);
+    hi << BUCKET_BITS | u64::from(lo >> (32 - BUCKET_BITS))
 }
 
-impl Low {
-    fn of(fp: Fingerprint) -> Low {
-        let (hi, lo) = (fp.hi, fp.lo);
-        Low {
-            mid: hi << BUCKET_BITS | u64::from(lo >> (32 - BUCKET_BITS)),
-            lo: lo as u16,
-        }
-    }
-
-    /// The fingerprint with these low bits in `bucket`.
-    #[cfg(test)]
-    fn with_bucket(self, bucket: usize) -> Fingerprint {
-        let (mid, lo) = (self.mid, self.lo);
-        Fingerprint {
-            hi: (bucket as u64) << (64 - BUCKET_BITS) | mid >> BUCKET_BITS,
-            lo: ((mid as u32) << (32 - BUCKET_BITS)) | u32::from(lo),
-        }
+/// The fingerprint (80 bits, the rest zero) of stored bits `low` in
+/// `bucket`.
+#[cfg(test)]
+fn with_bucket(low: u64, bucket: usize) -> Fingerprint {
+    Fingerprint {
+        hi: (bucket as u64) << (64 - BUCKET_BITS) | low >> BUCKET_BITS,
+        lo: (low as u32) << (32 - BUCKET_BITS),
     }
 }
 
 /// The sorted members and their bucket index.
 #[derive(Default)]
 struct Sorted {
-    /// The members' low bits, in order of bucket, then of those bits.
-    low: Vec<Low>,
+    /// The members' bits 79..16, in order of bucket, then of those bits.
+    low: Vec<u64>,
     /// Where each bucket starts in `low`, plus the end (`BUCKETS + 1`
     /// entries; empty until the first merge).
     starts: Vec<u32>,
@@ -245,6 +244,7 @@ impl FingerprintSet {
 
     /// Whether `fp` is a member.
     pub(crate) fn contains(&self, fp: Fingerprint) -> bool {
+        let fp = fp.prefix80();
         self.recent.contains(&fp) || self.sorted().contains(fp)
     }
 
@@ -256,6 +256,7 @@ impl FingerprintSet {
     /// Adds `fp`, given what a [`SortedProbe`] found for it (any time
     /// before): false when it was a member already.
     pub(crate) fn insert_probed(&mut self, fp: Fingerprint, probe: Option<Probe>) -> bool {
+        let fp = fp.prefix80();
         let in_sorted = match probe {
             // Members are never removed: found then means a member now.
             Some(p) if p.found => true,
@@ -296,8 +297,8 @@ impl Sorted {
         // Fingerprints are uniform: the bits below the bucket's say where in
         // the bucket to look (one cache line, most often), and the value
         // there says which side holds the rest.
-        let want = Low::of(fp);
-        let guess = ((u128::from(want.mid) * bucket.len() as u128) >> 64) as usize;
+        let want = low_of(fp);
+        let guess = ((u128::from(want) * bucket.len() as u128) >> 64) as usize;
         match bucket.get(guess) {
             None => false,
             Some(&v) if v == want => true,
@@ -308,7 +309,7 @@ impl Sorted {
 
     /// Whether sorted `s` holds `want`, looking from its start: a few steps,
     /// then a binary search (clustered values stay logarithmic).
-    fn scan_up(s: &[Low], want: Low) -> bool {
+    fn scan_up(s: &[u64], want: u64) -> bool {
         for (i, &v) in s.iter().take(4).enumerate() {
             if v >= want {
                 return v == want;
@@ -321,7 +322,7 @@ impl Sorted {
     }
 
     /// Whether sorted `s` holds `want`, looking from its end.
-    fn scan_down(s: &[Low], want: Low) -> bool {
+    fn scan_down(s: &[u64], want: u64) -> bool {
         for (i, &v) in s.iter().rev().take(4).enumerate() {
             if v <= want {
                 return v == want;
@@ -349,7 +350,7 @@ impl Sorted {
             // Grow by an eighth (not double), so the spare room stays small.
             self.low.reserve_exact(new.len().max(old / 8));
         }
-        self.low.resize(total, Low::default());
+        self.low.resize(total, 0);
         // From the back, one pass: the old values above each new value (the
         // rest of the higher buckets, then a run of its own bucket found by
         // walking down, memory in order) move up in one copy, and the new
@@ -357,7 +358,7 @@ impl Sorted {
         let (mut i, mut k) = (old, total);
         for &v in new.iter().rev() {
             let b = bucket(v);
-            let want = Low::of(v);
+            let want = low_of(v);
             let floor = self.starts[b] as usize;
             let mut s = i.min(self.starts[b + 1] as usize);
             while s > floor && self.low[s - 1] > want {
@@ -384,7 +385,7 @@ impl Sorted {
         (0..BUCKETS)
             .flat_map(|b| {
                 let r = self.bucket_range(b).unwrap_or_default();
-                self.low[r].iter().map(move |l| l.with_bucket(b))
+                self.low[r].iter().map(move |&l| with_bucket(l, b))
             })
             .collect()
     }
@@ -448,8 +449,10 @@ mod tests {
             values in prop::collection::vec(
                 prop_oneof![
                     any::<u128>(),
-                    (0u128..64).prop_map(|v| v << 32),
-                    (u128::MAX - (64 << 32))..=u128::MAX,
+                    (0u128..64).prop_map(|v| v << 48),
+                    (u128::MAX - (64 << 48))..=u128::MAX,
+                    // Equal in the top 80 bits, different below.
+                    (0u128..64).prop_map(|v| v << 32 | 7 << 100),
                 ],
                 0..3000,
             ),
@@ -459,7 +462,7 @@ mod tests {
             let mut model = HashSet::new();
             for (n, v) in values.iter().enumerate() {
                 let fp = Fingerprint::from_u128(*v);
-                prop_assert_eq!(set.insert(fp), model.insert(v >> 32));
+                prop_assert_eq!(set.insert(fp), model.insert(v >> 48));
                 if n % merge_every == 0 {
                     set.merge();
                 }
@@ -468,8 +471,8 @@ mod tests {
             for v in &values {
                 prop_assert!(set.contains(Fingerprint::from_u128(*v)));
             }
-            for v in [0u128, 1 << 32, 63 << 32, u128::MAX, u128::MAX / 2] {
-                prop_assert_eq!(set.contains(Fingerprint::from_u128(v)), model.contains(&(v >> 32)));
+            for v in [0u128, 1 << 48, 63 << 48, 1 << 32 | 7 << 100, u128::MAX, u128::MAX / 2] {
+                prop_assert_eq!(set.contains(Fingerprint::from_u128(v)), model.contains(&(v >> 48)));
             }
             // Merged, the stored low bits and their buckets give back every
             // member, in order.
@@ -477,15 +480,20 @@ mod tests {
             let mut want: Vec<u128> = model.into_iter().collect();
             want.sort_unstable();
             let want: Vec<Fingerprint> =
-                want.into_iter().map(|v| Fingerprint::from_u128(v << 32)).collect();
+                want.into_iter().map(|v| Fingerprint::from_u128(v << 48)).collect();
             prop_assert_eq!(set.sorted().members(), want);
         }
 
-        /// A fingerprint's low bits and its bucket give it back.
+        /// A fingerprint's stored bits and its bucket give back its top 80
+        /// bits, and the stored bits order as those 80 bits do.
         #[test]
-        fn low_bits_and_bucket_give_the_fingerprint_back(v in any::<u128>()) {
-            let fp = Fingerprint::from_u128(v);
-            prop_assert_eq!(Low::of(fp).with_bucket(bucket(fp)), fp);
+        fn stored_bits_and_bucket_give_the_top_80_bits_back(a in any::<u128>(), b in any::<u128>()) {
+            let (fa, fb) = (Fingerprint::from_u128(a), Fingerprint::from_u128(b));
+            prop_assert_eq!(with_bucket(low_of(fa), bucket(fa)), fa.prefix80());
+            prop_assert_eq!(
+                (bucket(fa), low_of(fa)).cmp(&(bucket(fb), low_of(fb))),
+                (a >> 48).cmp(&(b >> 48))
+            );
         }
 
         /// Probes taken ahead of time, as parsing threads take them (a block
@@ -507,6 +515,7 @@ mod tests {
             let mut insert_block = |set: &mut FingerprintSet, b: Vec<(Fingerprint, Option<Probe>)>| {
                 for (fp, p) in b {
                     let v = u128::from(fp.hi) << 64 | u128::from(fp.lo) << 32;
+                    let v = v >> 48;
                     assert_eq!(set.insert_probed(fp, p), model.insert(v), "{fp:?}");
                     n += 1;
                     if n.is_multiple_of(merge_every) {

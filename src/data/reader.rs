@@ -14,10 +14,12 @@
 //!
 //! The service sometimes writes a row twice. Rows are de-duplicated by key:
 //! the first row read for a key wins and later ones are counted in
-//! [`Totals::duplicates`]. Keys are compared by a 96-bit xxh3 fingerprint;
-//! two distinct keys collide with a probability of about n²/2⁹⁷ (6·10⁻¹⁸
-//! for a million keys, 6·10⁻¹² for a billion). Rows without a key are never
-//! de-duplicated.
+//! [`Totals::duplicates`]. Keys are compared by the top 80 bits of their
+//! xxh3 fingerprint, 8 bytes a key: two distinct keys collide with a
+//! probability of about n²/2⁸¹ (4·10⁻¹³ for a million keys, 4·10⁻⁷ for a
+//! billion), and a collision would count a row as a duplicate. Reads joined
+//! to their inputs ([`Inputs`](crate::data::Inputs)) compare all 96 bits.
+//! Rows without a key are never de-duplicated.
 
 use std::{
     path::{Path, PathBuf},
