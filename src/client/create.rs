@@ -139,7 +139,7 @@ impl Client {
     /// the same key to make a submit safe across process restarts too), or is
     /// generated. It is kept on the job as the label
     /// `vertex-batch-request-key`. Retries follow the client's
-    /// [`crate::RetryPolicy`]; errors that prove the job was not created
+    /// [`RetryPolicy`](crate::policy::RetryPolicy); errors that prove the job was not created
     /// (`INVALID_ARGUMENT`, `PERMISSION_DENIED`, …) are returned at once.
     ///
     /// ```no_run

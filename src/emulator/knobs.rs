@@ -46,7 +46,7 @@ pub struct KnobValues {
     /// How long a delete's long-running operation takes to be done.
     pub delete_delay: Duration,
     /// Rows whose prompt contains this text fail with a
-    /// `RESOURCE_EXHAUSTED` status (see [`super::model`]).
+    /// `RESOURCE_EXHAUSTED` status (the emulator's model, `src/emulator/model.rs`).
     pub fail_rows_containing: Option<String>,
     /// Writes output rows out of input order (shuffled in windows of 64
     /// rows), as the service may.

@@ -7,7 +7,7 @@
 //! files with a deterministic built-in model, and writes the output in the
 //! service's layout. Google's own Python and Node clients work against it.
 //!
-//! Storage mapping (see [`storage`]):
+//! Storage mapping (`src/emulator/storage.rs`):
 //!
 //! | URI | file |
 //! |---|---|
