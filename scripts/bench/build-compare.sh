@@ -14,8 +14,8 @@
 # a project that depends on this crate from the registry compiles it: the
 # like-for-like comparison. The mode is printed first.
 #
-# A third build, `deps`, is the floor: this crate's manifest and lock file
-# with an empty library and an empty build script, so it compiles exactly
+# A third build, `deps`, is the floor: this crate's manifest and lock file,
+# verbatim, with every source file empty, so it compiles exactly
 # the dependencies and build dependencies (default features) and none of
 # this crate's own code or generated stubs. Whatever ratio `deps` shows is
 # the least any code on top of these dependencies can reach.
@@ -38,24 +38,25 @@ if [ -n "$BASE" ]; then
     cp Cargo.lock "$WORK/base/Cargo.lock"
 fi
 
-# The floor: the manifest and lock file of HEAD, no code.
-mkdir -p "$WORK/deps/src"
-cp "$WORK/ours/Cargo.lock" "$WORK/deps/Cargo.lock"
-echo 'fn main() {}' >"$WORK/deps/build.rs"
-: >"$WORK/deps/src/lib.rs"
-python3 - "$WORK/ours/Cargo.toml" "$WORK/deps/Cargo.toml" <<'PY'
-import re, sys
-# Keep [package], [features], [dependencies] and [build-dependencies]; drop
-# targets, dev-dependencies and the package's `include` list.
-text = open(sys.argv[1]).read()
-keep, out = False, []
-for line in text.splitlines():
-    m = re.match(r"^\[+([^\]]+)\]+", line)
-    if m:
-        keep = m.group(1) in ("package", "features", "dependencies", "build-dependencies")
-    if keep and not line.startswith(("include", "readme")):
-        out.append(line)
-open(sys.argv[2], "w").write("\n".join(out) + "\n[workspace]\n")
+# The floor: the manifest and lock file of HEAD, verbatim, with every
+# source file it names empty (so the lock file fits it exactly and
+# `--locked` holds).
+mkdir -p "$WORK/deps"
+cp "$WORK/ours/Cargo.toml" "$WORK/ours/Cargo.lock" "$WORK/deps/"
+python3 - "$WORK/deps" <<'PY'
+import os, sys, tomllib
+root = sys.argv[1]
+manifest = tomllib.load(open(os.path.join(root, "Cargo.toml"), "rb"))
+files = {"src/lib.rs": "", "build.rs": "fn main() {}\n"}
+default_dir = {"bin": "src/bin", "example": "examples", "test": "tests", "bench": "benches"}
+for kind, folder in default_dir.items():
+    for target in manifest.get(kind, []):
+        path = target.get("path") or f"{folder}/{target['name']}.rs"
+        files.setdefault(path, "fn main() {}\n")
+for path, text in files.items():
+    full = os.path.join(root, path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    open(full, "w").write(text)
 PY
 
 mkdir -p "$WORK/google/src"
@@ -81,8 +82,10 @@ build() { # name dir
     rm -rf "$target"
     local start end
     start=$(date +%s.%N)
+    # A revision from before the lock file was committed resolves afresh;
+    # any other failure stops the script.
     (cd "$dir" && CARGO_TARGET_DIR="$target" cargo build --quiet --locked 2>/dev/null \
-        || CARGO_TARGET_DIR="$target" cargo build --quiet)
+        || CARGO_TARGET_DIR="$target" cargo build --quiet) || return 1
     end=$(date +%s.%N)
     rm -rf "$target"
     echo "$end - $start" | bc
@@ -99,7 +102,7 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
     declare -A secs=()
     for n in "${order[@]}"; do
-        secs[$n]=$(build "$n" "$WORK/$n")
+        secs[$n]=$(build "$n" "$WORK/$n") || { echo "build of $n failed" >&2; exit 1; }
         printf 'round %d  %-6s %7.1f s\n' "$round" "$n" "${secs[$n]}"
     done
     printf 'round %d  ours/google %.2f  deps/google %.2f' "$round" \

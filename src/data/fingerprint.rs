@@ -4,14 +4,18 @@
 //! key itself. Two distinct keys share a fingerprint with probability about
 //! n² / 2⁹⁷ among n keys: 6·10⁻¹⁸ for a million, 6·10⁻¹² for a billion.
 //!
-//! [`FingerprintSet`], which de-duplicates the rows of a read, compares the
-//! top 80 bits only, in 8 bytes a member: a sorted vector of each member's
-//! bits 79..16 (a `u64`), a fixed 256 KiB index of where each value of the
-//! top 16 bits starts in it, and a small hash set of recent inserts (a hash
-//! table would take about 30 bytes a member). Two distinct keys of a read
-//! share those 80 bits with probability about n² / 2⁸¹: 4·10⁻¹³ for a
-//! million rows, 4·10⁻⁷ for a billion; a million rows cost 8 MB. Joins and
-//! the input writer keep all 96 bits.
+//! [`FingerprintSet`] (the de-duplication of a plain read, the input
+//! writer's duplicate-key check, the keys of a retry) compares the top 80
+//! bits only, in 8 bytes a member: a sorted vector of each member's bits
+//! 79..16 (a `u64`), a fixed 512 KiB index of where each value of the top
+//! 16 bits starts in it (made at the first merge, after 32,768 members), and
+//! a small hash set of recent inserts (a hash table would take about 30
+//! bytes a member). Two distinct keys share those 80 bits with probability
+//! about n² / 2⁸¹: 4·10⁻¹³ for a million keys, 4·10⁻⁷ for a billion; a
+//! million keys cost 8 MB. Joins to the inputs keep all 96 bits.
+//!
+//! The hash is seeded per process, so keys cannot be chosen ahead of time
+//! to collide.
 
 use std::{
     collections::HashSet,
@@ -19,8 +23,8 @@ use std::{
     sync::{Arc, RwLock, RwLockReadGuard},
 };
 
-/// A 96-bit fingerprint of a key: the top 96 bits of its xxh3-128, packed
-/// in 12 bytes. Ordered as the 96-bit number.
+/// A 96-bit fingerprint of a key: the top 96 bits of its seeded xxh3-128,
+/// packed in 12 bytes. Ordered as the 96-bit number.
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(C, packed(4))]
 pub(crate) struct Fingerprint {
@@ -65,9 +69,13 @@ impl Hash for Fingerprint {
     }
 }
 
-/// The fingerprint of a key (xxh3-128, top 96 bits).
+/// The fingerprint of a key: the top 96 bits of its xxh3-128, seeded with a
+/// random value drawn once per process (fingerprints are never stored, so
+/// keys chosen to collide cannot be worked out ahead of time).
 pub(crate) fn fingerprint(key: &str) -> Fingerprint {
-    Fingerprint::from_u128(xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| fastrand::u64(..));
+    Fingerprint::from_u128(xxhash_rust::xxh3::xxh3_128_with_seed(key.as_bytes(), seed))
 }
 
 /// A hasher for fingerprints: one multiply-and-fold of the fingerprint's
@@ -175,7 +183,7 @@ struct Sorted {
     low: Vec<u64>,
     /// Where each bucket starts in `low`, plus the end (`BUCKETS + 1`
     /// entries; empty until the first merge).
-    starts: Vec<u32>,
+    starts: Vec<usize>,
     epoch: u64,
 }
 
@@ -336,7 +344,7 @@ impl Sorted {
 
     /// The range of `low` holding bucket `b`.
     fn bucket_range(&self, b: usize) -> Option<std::ops::Range<usize>> {
-        Some(*self.starts.get(b)? as usize..*self.starts.get(b + 1)? as usize)
+        Some(*self.starts.get(b)?..*self.starts.get(b + 1)?)
     }
 
     /// Merges sorted `new` (none of them members) in.
@@ -359,8 +367,8 @@ impl Sorted {
         for &v in new.iter().rev() {
             let b = bucket(v);
             let want = low_of(v);
-            let floor = self.starts[b] as usize;
-            let mut s = i.min(self.starts[b + 1] as usize);
+            let floor = self.starts[b];
+            let mut s = i.min(self.starts[b + 1]);
             while s > floor && self.low[s - 1] > want {
                 s -= 1;
             }
@@ -375,7 +383,7 @@ impl Sorted {
             while below < new.len() && bucket(new[below]) < b {
                 below += 1;
             }
-            *start = to_u32(*start as usize + below);
+            *start += below;
         }
     }
 
@@ -394,12 +402,6 @@ impl Sorted {
 /// The bucket of `fp`: its top 16 bits.
 fn bucket(fp: Fingerprint) -> usize {
     (fp.top() >> (64 - BUCKET_BITS)) as usize
-}
-
-/// A position as stored in the index (sets past 4 billion members do not
-/// fit in memory long before this saturates).
-fn to_u32(i: usize) -> u32 {
-    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@
 //! are cut into blocks of about [`ReadOptions::block_size`] at line ends.
 //! Each block is parsed on a blocking thread; up to
 //! [`ReadOptions::parallelism`] blocks are parsed at once and their rows come
-//! out in file order. Memory is the blocks in flight plus one 12-byte key
-//! fingerprint per distinct key (for de-duplication), whatever the size of
-//! the output.
+//! out in file order. Memory is the blocks in flight plus about 8 bytes of
+//! key fingerprint per distinct key (for de-duplication), whatever the size
+//! of the output.
 //!
 //! # Duplicates
 //!
