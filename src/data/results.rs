@@ -1579,6 +1579,47 @@ mod tests {
             let line = format!(r#"{{"key":{key},"status":{status},"response":{response}}}"#);
             let _ = parse_line(&bytes::Bytes::from(line));
         }
+
+        /// Any strings (quotes, backslashes, control and non-ASCII
+        /// characters: escaped or not, borrowed or copied) read back as
+        /// written, on answers, blocked rows and failed rows alike.
+        #[test]
+        fn strings_read_back_as_written(
+            key in "\\PC{0,12}|[\"\\\\\\n\\u{7f}é😀a]{0,6}",
+            time in "\\PC{0,8}",
+            text in "\\PC{0,12}|[\"\\\\\\t\\u{1}b]{0,6}",
+            version in "\\PC{0,8}",
+            kind in 0u8..3,
+        ) {
+            let response = match kind {
+                0 => serde_json::json!({
+                    "candidates": [{"content": {"parts": [{"text": text}]}, "finishReason": "STOP"}],
+                    "modelVersion": version,
+                }),
+                1 => serde_json::json!({"promptFeedback": {"blockReason": text}}),
+                _ => serde_json::Value::Null,
+            };
+            let status = if kind == 2 { text.as_str() } else { "" };
+            let line = serde_json::json!({
+                "key": key, "processed_time": time, "status": status, "response": response,
+            })
+            .to_string();
+            let p = parse_line(&bytes::Bytes::from(line)).map_err(proptest::test_runner::TestCaseError::fail)?;
+            proptest::prop_assert_eq!(p.row.key(), Some(key.as_str()));
+            proptest::prop_assert_eq!(p.row.processed_time_str(), Some(time.as_str()));
+            match (kind, p.row.outcome()) {
+                (0, Outcome::Succeeded(a)) => {
+                    proptest::prop_assert_eq!(a.text(), text.as_str());
+                    proptest::prop_assert_eq!(a.model_version(), Some(version.as_str()));
+                }
+                (1, Outcome::Blocked(b)) => proptest::prop_assert_eq!(b.reason(), Some(text.as_str())),
+                (2, Outcome::Failed(e)) if !text.is_empty() => {
+                    proptest::prop_assert_eq!(e.status(), text.as_str())
+                }
+                (2, Outcome::Failed(_)) => {}
+                (k, o) => proptest::prop_assert!(false, "kind {} gave {}", k, o.kind()),
+            }
+        }
     }
 
     #[test]
