@@ -35,7 +35,7 @@ struct Request<'a> {
 
 #[derive(Deserialize)]
 struct Content<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "crate::data::results::opt_str")]
     role: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     parts: Vec<Part<'a>>,
@@ -43,7 +43,7 @@ struct Content<'a> {
 
 #[derive(Deserialize)]
 struct Part<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "crate::data::results::opt_str")]
     text: Option<Cow<'a, str>>,
 }
 
