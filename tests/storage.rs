@@ -423,3 +423,72 @@ async fn answering_server(status: u16, body: &'static str) -> (String, Arc<Mutex
     });
     (url, seen)
 }
+
+/// Object names with the characters URLs reserve (`&`, `+`, `=`, `%`, `#`,
+/// `?`, spaces) and non-ASCII ones keep their exact names through simple
+/// and resumable uploads, listing, ranged reads, look-ups and deletes.
+#[tokio::test]
+async fn names_with_reserved_characters_keep_their_exact_names() {
+    let gcs = FakeGcs::start();
+    gcs.buckets(&["odd"]).await;
+    let s = gcs.storage_small_chunks();
+    let simple = uri("gs://odd/in/a&b=c+d%20e #1?.jsonl");
+    let resumable = uri("gs://odd/in/ü/x+y&z=%.jsonl");
+    s.upload_bytes(&simple, &b"simple"[..]).await.unwrap();
+    let data = pattern(300_000);
+    let info = s.upload(&resumable, &data[..]).await.unwrap();
+    assert_eq!((info.uri(), info.size()), (&resumable, 300_000));
+    let mut names: Vec<String> = s
+        .list(&uri("gs://odd/in/"))
+        .map_ok(|o| o.uri().to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    names.sort();
+    assert_eq!(names, [simple.to_string(), resumable.to_string()]);
+    assert_eq!(read_all(&s, &simple, Some(1..4)).await, b"imp");
+    assert!(read_all(&s, &resumable, None).await == data);
+    assert_eq!(s.metadata(&simple).await.unwrap().unwrap().size(), 6);
+    s.delete(&simple).await.unwrap();
+    assert_eq!(s.metadata(&simple).await.unwrap(), None);
+    assert!(s.metadata(&resumable).await.unwrap().is_some());
+}
+
+/// A ranged read answered with the whole object (`200`) is an error, not
+/// bytes read twice; `416` (nothing from that offset on) is an empty read.
+#[tokio::test]
+async fn a_ranged_read_checks_the_answer_is_the_range() {
+    let (url, seen) = answering_server(200, "0123456789").await;
+    let s = Storage::builder()
+        .ignore_env()
+        .emulator_host(&url)
+        .build()
+        .unwrap();
+    let err = s
+        .read(&uri("gs://bkt/o"), Some(5..u64::MAX))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("ignored the byte range"), "{err}");
+    assert!(!err.is_retryable());
+    assert!(seen.lock().unwrap()[0].contains("range: bytes=5-"));
+    assert_eq!(read_all(&s, &uri("gs://bkt/o"), None).await, b"0123456789");
+
+    let (url, _) = answering_server(416, "").await;
+    let s = Storage::builder()
+        .ignore_env()
+        .emulator_host(&url)
+        .build()
+        .unwrap();
+    assert!(read_all(&s, &uri("gs://bkt/o"), Some(10..20))
+        .await
+        .is_empty());
+    let whole = s.read(&uri("gs://bkt/o"), None).await.err().unwrap();
+    assert!(matches!(
+        whole,
+        Error::Storage {
+            http_status: Some(416),
+            ..
+        }
+    ));
+}

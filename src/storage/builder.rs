@@ -1,18 +1,19 @@
 //! [`StorageBuilder`]: endpoint (Cloud Storage, an emulator, or a local
 //! directory), credentials shared with the JobService client, TLS.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc};
 
 use super::{
     handle::{Calls, Inner, Storage},
     upload::{CHUNK_QUANTUM, DEFAULT_CHUNK_SIZE},
+    wire::Wire,
 };
 use crate::{
     client::Client,
     error::{Error, Result},
     transport::{
         auth::{Credentials, TokenCache},
-        endpoint::{no_tls_roots, tls_roots, HAS_TLS_ROOTS},
+        endpoint::{no_tls_roots, HAS_TLS_ROOTS},
     },
 };
 
@@ -223,17 +224,9 @@ impl StorageBuilder {
         if !emulated && !HAS_TLS_ROOTS {
             return Err(no_tls_roots(&endpoint));
         }
-        let http = http_client()?;
-        let config = gcloud_storage::client::ClientConfig {
-            http: Some(http),
-            storage_endpoint: endpoint.clone(),
-            token_source_provider: tokens
-                .map(|t| Box::new(SharedTokens(t)) as Box<dyn token_source::TokenSourceProvider>),
-            ..Default::default()
-        };
         Ok(Storage {
             inner: Arc::new(Inner {
-                client: Some(gcloud_storage::client::Client::new(config)),
+                wire: Some(Wire::new(&endpoint, tokens)?),
                 local: None,
                 endpoint,
                 chunk_size: self.chunk_size,
@@ -241,23 +234,6 @@ impl StorageBuilder {
             }),
         })
     }
-}
-
-/// reqwest with rustls on ring, with the trust roots the features select.
-pub(super) fn http_client() -> Result<reqwest_middleware::ClientWithMiddleware> {
-    let roots = tls_roots();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::config(format!("TLS setup for Cloud Storage: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(Duration::from_secs(20))
-        .build()
-        .map_err(|e| Error::config(format!("HTTP client for Cloud Storage: {e}")))?;
-    Ok(reqwest_middleware::ClientBuilder::new(client).build())
 }
 
 pub(super) fn emulator_url(host: &str) -> Result<String> {
@@ -310,28 +286,6 @@ pub(super) fn is_loopback_url(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The JobService client's token cache as gcloud-storage's token source.
-#[derive(Debug)]
-pub(super) struct SharedTokens(Arc<TokenCache>);
-
-impl token_source::TokenSourceProvider for SharedTokens {
-    fn token_source(&self) -> Arc<dyn token_source::TokenSource> {
-        Arc::new(SharedTokenSource(self.0.clone()))
-    }
-}
-
-#[derive(Debug)]
-pub(super) struct SharedTokenSource(Arc<TokenCache>);
-
-#[async_trait::async_trait]
-impl token_source::TokenSource for SharedTokenSource {
-    async fn token(&self) -> std::result::Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        let value = self.0.header().await?;
-        let value = value.ok_or("no credentials")?;
-        Ok(value.to_str().map_err(|_| "invalid token")?.to_owned())
-    }
-}
-
 impl Storage {
     /// A builder.
     ///
@@ -368,7 +322,7 @@ impl Storage {
         let root = root.into();
         Storage {
             inner: Arc::new(Inner {
-                client: None,
+                wire: None,
                 endpoint: format!("file://{}", root.display()),
                 local: Some(root),
                 chunk_size: DEFAULT_CHUNK_SIZE,

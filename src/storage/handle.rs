@@ -3,8 +3,6 @@
 
 use std::{fmt, sync::Arc};
 
-use gcloud_storage::http::{self as gcs};
-
 use crate::{
     error::{Error, Result},
     uri::GcsUri,
@@ -36,9 +34,9 @@ pub struct Storage {
 
 pub(super) struct Inner {
     /// `None` for a local directory.
-    pub(super) client: Option<gcloud_storage::client::Client>,
+    pub(super) wire: Option<super::wire::Wire>,
     /// A local directory standing in for Cloud Storage (see
-    /// [`Storage::local`]); `client` is then unused.
+    /// [`Storage::local`]); `wire` is then unused.
     pub(super) local: Option<std::path::PathBuf>,
     pub(super) endpoint: String,
     pub(super) chunk_size: usize,
@@ -164,10 +162,17 @@ impl ObjectInfo {
         self.size
     }
 
-    pub(super) fn from_object(o: &gcs::objects::Object) -> Result<Self> {
+    pub(super) fn from_metadata(o: &tame_gcs::objects::Metadata) -> Result<Self> {
+        let (Some(bucket), Some(name)) = (&o.bucket, &o.name) else {
+            return Err(Error::Storage {
+                message: "the service described an object without its bucket or name".into(),
+                http_status: None,
+                source: None,
+            });
+        };
         Ok(ObjectInfo {
-            uri: GcsUri::parse_field(&format!("gs://{}/{}", o.bucket, o.name), "object")?,
-            size: u64::try_from(o.size).unwrap_or(0),
+            uri: GcsUri::parse_field(&format!("gs://{bucket}/{name}"), "object")?,
+            size: o.size.unwrap_or(0),
         })
     }
 }
@@ -186,9 +191,9 @@ impl Storage {
         &self.inner.endpoint
     }
 
-    pub(super) fn gcs(&self) -> Result<&gcloud_storage::client::Client> {
+    pub(super) fn wire(&self) -> Result<&super::wire::Wire> {
         self.inner
-            .client
+            .wire
             .as_ref()
             .ok_or_else(|| Error::config("no Cloud Storage client (a local directory)"))
     }

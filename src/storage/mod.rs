@@ -1,12 +1,17 @@
 //! Cloud Storage for the data plane: upload, list and stream-read objects.
 //!
-//! Built on the `gcloud-storage` crate, which speaks the Cloud Storage JSON
-//! API for everything (uploads, listing, downloads), so every call the crate
-//! makes can be tested offline against fake-gcs-server. (`object_store`
-//! writes through the XML API, which fake-gcs-server does not accept, and
-//! Google's own `google-cloud-storage` lists over gRPC, which it does not
-//! serve.) HTTP goes through reqwest with rustls on *ring* — the crypto the
-//! gRPC side already uses — and system plus webpki roots.
+//! Built on the `tame-gcs` crate, which builds Cloud Storage JSON API
+//! requests and parses their answers (uploads, listing, downloads), so
+//! every call the crate makes can be tested offline against
+//! fake-gcs-server. (`object_store` writes through the XML API, which
+//! fake-gcs-server does not accept, and Google's own `google-cloud-storage`
+//! lists over gRPC, which it does not serve.) tame-gcs does no I/O: its
+//! requests go out over hyper with rustls on *ring* — the HTTP stack and
+//! crypto the crate already has for gcp_auth and gRPC — with the trust
+//! roots the features select. Two things are written here rather than in
+//! tame-gcs: the query of upload requests (tame-gcs leaves `&`, `+`, `=`
+//! and `%` unescaped in object names there) and the `Content-Range` of
+//! resumable chunks (its resumable API sends whole objects only).
 //!
 //! # Credentials and emulators
 //!
@@ -28,6 +33,7 @@ mod local;
 mod objects;
 mod retry;
 mod upload;
+mod wire;
 
 pub use builder::{StorageBuilder, DEFAULT_ENDPOINT, ENV_STORAGE_EMULATOR_HOST};
 pub use handle::{ObjectInfo, Storage, StorageCalls};

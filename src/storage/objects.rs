@@ -5,18 +5,18 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use futures::{stream::BoxStream, StreamExt, TryStreamExt};
-use gcloud_storage::http::{
-    self as gcs,
-    objects::{
-        delete::DeleteObjectRequest, download::Range as GcsRange, get::GetObjectRequest,
-        list::ListObjectsRequest,
-    },
+use http::{header::RANGE, StatusCode};
+use http_body_util::BodyExt;
+use tame_gcs::{
+    objects::{GetObjectResponse, ListOptional, ListResponse},
+    BucketName, ObjectName,
 };
 
 use super::{
     handle::{bump, ObjectInfo, Storage},
     local,
-    retry::{retry_delay, retrying, storage_error, RETRIES},
+    retry::{retry_delay, retrying, RETRIES},
+    wire,
 };
 use crate::{
     error::{Error, Result},
@@ -87,34 +87,39 @@ impl Storage {
                 let Some(page_token) = token else {
                     return Ok::<_, Error>(None);
                 };
-                let req = ListObjectsRequest {
-                    bucket: prefix.bucket().to_owned(),
-                    prefix: Some(prefix.object().to_owned()).filter(|p| !p.is_empty()),
-                    page_token,
-                    max_results: page_size.map(i32::from),
-                    ..Default::default()
-                };
-                let gcs = storage.gcs()?;
-                let page = retrying(&format!("listing {prefix}"), || {
+                let what = format!("listing {prefix}");
+                let wire = storage.wire()?;
+                let bucket = BucketName::non_validated(prefix.bucket());
+                let page: ListResponse = retrying(&what, || async {
                     bump(&storage.inner.calls.lists);
-                    gcs.list_objects(&req)
+                    let options = ListOptional {
+                        prefix: Some(prefix.object()).filter(|p| !p.is_empty()),
+                        page_token: page_token.as_deref(),
+                        max_results: page_size.map(u32::from),
+                        ..Default::default()
+                    };
+                    let req = wire
+                        .objects
+                        .list(&bucket, Some(options))
+                        .map_err(|e| request_error(&what, e))?;
+                    let resp = wire.send(&what, req.map(|_| Bytes::new())).await?;
+                    wire::json(&what, resp).await
                 })
                 .await?;
                 // Cloud Storage allows names this crate's URIs refuse (with
                 // `..` segments or control characters): skip those, loudly.
                 let items: Vec<ObjectInfo> = page
-                    .items
-                    .unwrap_or_default()
+                    .objects
                     .iter()
-                    .filter_map(|o| match ObjectInfo::from_object(o) {
+                    .filter_map(|o| match ObjectInfo::from_metadata(o) {
                         Ok(info) => Some(info),
                         Err(e) => {
-                            tracing::warn!(object = %o.name, error = %e, "skipping an object");
+                            tracing::warn!(object = ?o.name, error = %e, "skipping an object");
                             None
                         }
                     })
                     .collect();
-                let next = page.next_page_token.filter(|t| !t.is_empty()).map(Some);
+                let next = page.page_token.filter(|t| !t.is_empty()).map(Some);
                 Ok(Some((
                     futures::stream::iter(items.into_iter().map(Ok::<_, Error>)),
                     next,
@@ -151,29 +156,51 @@ impl Storage {
             bump(&self.inner.calls.reads);
             return local::read(root, uri, range).await;
         }
-        let req = GetObjectRequest {
-            bucket: uri.bucket().to_owned(),
-            object: uri.object().to_owned(),
-            ..Default::default()
-        };
         let range = match range {
             Some(r) if r.end <= r.start => {
                 return Ok(futures::stream::empty().boxed());
             }
             // To the end, however long the object.
-            Some(r) if r.end == u64::MAX => GcsRange(Some(r.start), None),
-            Some(r) => GcsRange(Some(r.start), Some(r.end - 1)),
-            None => GcsRange::default(),
+            Some(r) if r.end == u64::MAX => Some(format!("bytes={}-", r.start)),
+            Some(r) => Some(format!("bytes={}-{}", r.start, r.end - 1)),
+            None => None,
         };
-        let name = uri.to_string();
-        let gcs = self.gcs()?;
-        let stream = retrying(&format!("reading {uri}"), || {
+        let what = format!("reading {uri}");
+        let wire = self.wire()?;
+        let (bucket, object) = ids(uri);
+        let resp = retrying(&what, || async {
             bump(&self.inner.calls.reads);
-            gcs.download_streamed_object(&req, &range)
+            let mut req = wire
+                .objects
+                .download(&(&bucket, &object), None)
+                .map_err(|e| request_error(&what, e))?
+                .map(|_| Bytes::new());
+            if let Some(r) = &range {
+                let value = http::HeaderValue::from_str(r).map_err(|e| request_error(&what, e))?;
+                req.headers_mut().insert(RANGE, value);
+            }
+            let resp = wire.send(&what, req).await?;
+            match resp.status() {
+                // Nothing at or after the range's start.
+                StatusCode::RANGE_NOT_SATISFIABLE if range.is_some() => Ok(None),
+                // A range answered with the whole object would repeat bytes.
+                StatusCode::OK if range.is_some() => Err(Error::Storage {
+                    message: format!("{what}: the service ignored the byte range"),
+                    http_status: Some(200),
+                    source: None,
+                }),
+                s if s.is_success() => Ok(Some(resp)),
+                _ => Err(wire::status_error(&what, resp).await),
+            }
         })
         .await?;
-        Ok(stream
-            .map_err(move |e| storage_error(format!("reading {name}"), e))
+        let Some(resp) = resp else {
+            return Ok(futures::stream::empty().boxed());
+        };
+        Ok(resp
+            .into_body()
+            .into_data_stream()
+            .map_err(move |e| wire::body_error(&what, Box::new(e)))
             .boxed())
     }
 
@@ -268,19 +295,21 @@ impl Storage {
             bump(&self.inner.calls.other);
             return local::metadata(root, uri).await;
         }
-        let req = GetObjectRequest {
-            bucket: uri.bucket().to_owned(),
-            object: uri.object().to_owned(),
-            ..Default::default()
-        };
-        let gcs = self.gcs()?;
-        let found = retrying(&format!("looking up {uri}"), || {
+        let what = format!("looking up {uri}");
+        let wire = self.wire()?;
+        let (bucket, object) = ids(uri);
+        let found: Result<GetObjectResponse> = retrying(&what, || async {
             bump(&self.inner.calls.other);
-            gcs.get_object(&req)
+            let req = wire
+                .objects
+                .get(&(&bucket, &object), None)
+                .map_err(|e| request_error(&what, e))?;
+            let resp = wire.send(&what, req.map(|_| Bytes::new())).await?;
+            wire::json(&what, resp).await
         })
         .await;
         match found {
-            Ok(o) => ObjectInfo::from_object(&o).map(Some),
+            Ok(o) => ObjectInfo::from_metadata(&o.metadata).map(Some),
             Err(Error::Storage {
                 http_status: Some(404),
                 ..
@@ -307,16 +336,20 @@ impl Storage {
             bump(&self.inner.calls.other);
             return local::delete(root, uri).await;
         }
-        let req = DeleteObjectRequest {
-            bucket: uri.bucket().to_owned(),
-            object: uri.object().to_owned(),
-            ..Default::default()
-        };
+        let what = format!("deleting {uri}");
+        let wire = self.wire()?;
+        let (bucket, object) = ids(uri);
         bump(&self.inner.calls.other);
-        self.gcs()?
-            .delete_object(&req)
-            .await
-            .map_err(|e| storage_error(format!("deleting {uri}"), e))
+        let req = wire
+            .objects
+            .delete(&(&bucket, &object), None)
+            .map_err(|e| request_error(&what, e))?;
+        let resp = wire.send(&what, req.map(|_| Bytes::new())).await?;
+        // Cloud Storage answers 204; emulators may answer 200.
+        match resp.status().is_success() {
+            true => Ok(()),
+            false => Err(wire::status_error(&what, resp).await),
+        }
     }
 
     /// Creates a bucket (for emulators and tests; real buckets are created
@@ -339,19 +372,37 @@ impl Storage {
                 .await
                 .map_err(|e| local::io(&dir, e));
         }
-        let req = gcs::buckets::insert::InsertBucketRequest {
-            name: name.to_owned(),
-            param: gcs::buckets::insert::InsertBucketParam {
-                project: project.to_owned(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        // tame-gcs covers objects only; this one bucket call is written out
+        // here (`POST /storage/v1/b?project=…`, body `{"name": …}`).
+        let what = format!("creating bucket {name}");
+        let wire = self.wire()?;
+        let project: String =
+            percent_encoding::utf8_percent_encode(project, percent_encoding::NON_ALPHANUMERIC)
+                .collect();
+        let body = serde_json::json!({ "name": name }).to_string();
+        let req = http::Request::post(format!("/storage/v1/b?project={project}"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Bytes::from(body))
+            .map_err(|e| request_error(&what, e))?;
         bump(&self.inner.calls.other);
-        match self.gcs()?.insert_bucket(&req).await {
-            Ok(_) => Ok(()),
-            Err(gcs::Error::Response(r)) if r.code == 409 => Ok(()),
-            Err(e) => Err(storage_error(format!("creating bucket {name}"), e)),
+        let resp = wire.send(&what, req).await?;
+        match resp.status() {
+            s if s.is_success() || s == StatusCode::CONFLICT => Ok(()),
+            _ => Err(wire::status_error(&what, resp).await),
         }
     }
+}
+
+/// The bucket and object of `uri`, as tame-gcs names them (already
+/// checked by [`GcsUri`]; Cloud Storage has the last word).
+pub(super) fn ids(uri: &GcsUri) -> (BucketName<'_>, ObjectName<'_>) {
+    (
+        BucketName::non_validated(uri.bucket()),
+        ObjectName::non_validated(uri.object()),
+    )
+}
+
+/// A request that could not be built (never sent, not retried).
+pub(super) fn request_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::config(format!("{what}: {e}"))
 }

@@ -1,11 +1,9 @@
 //! Retrying Cloud Storage calls, and turning their failures into
 //! [`Error::Storage`].
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
-use gcloud_storage::http::{self as gcs};
-
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How many times an idempotent call (a listing page, the start of a read,
 /// a metadata look-up) is tried again after a retryable failure (no answer,
@@ -20,52 +18,25 @@ pub(super) fn retry_delay(attempt: u32) -> Duration {
 
 /// Runs `call`, trying it again (with jittered exponential backoff from
 /// 100 ms) while it fails with a retryable status, at most [`RETRIES`]
-/// times. `what` names the call in errors and logs.
+/// times. `what` names the call in logs (`call` names it in its errors).
 pub(super) async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, gcs::Error>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let mut attempt = 0u32;
     loop {
         match call().await {
             Ok(v) => return Ok(v),
-            Err(e) => {
-                let err = storage_error(what, e);
+            Err(err) => {
                 if attempt >= RETRIES || !err.is_retryable() {
                     return Err(err);
                 }
                 attempt += 1;
                 let delay = retry_delay(attempt);
-                tracing::warn!(attempt, ?delay, error = %err, "Cloud Storage call failed; trying again");
+                tracing::warn!(call = what, attempt, ?delay, error = %err, "Cloud Storage call failed; trying again");
                 tokio::time::sleep(delay).await;
             }
         }
-    }
-}
-
-/// Maps a gcloud-storage error, naming what was being done.
-pub(super) fn storage_error(what: impl fmt::Display, e: gcs::Error) -> Error {
-    // reqwest's errors name the URL, and a resumable session's URL is a
-    // credential of its own (its `upload_id` lets anyone write the object):
-    // keep it out of messages and the source chain.
-    let e = match e {
-        gcs::Error::HttpClient(r) => gcs::Error::HttpClient(r.without_url()),
-        gcs::Error::RawResponse(r, body) => gcs::Error::RawResponse(r.without_url(), body),
-        other => other,
-    };
-    let http_status = match &e {
-        gcs::Error::Response(r) => Some(r.code),
-        gcs::Error::HttpClient(r) | gcs::Error::RawResponse(r, _) => r.status().map(|s| s.as_u16()),
-        _ => None,
-    };
-    let detail = match &e {
-        gcs::Error::TokenSource(_) => "could not obtain an access token".to_owned(),
-        other => other.to_string(),
-    };
-    Error::Storage {
-        message: format!("{what}: {detail}"),
-        http_status,
-        source: Some(Box::new(e)),
     }
 }

@@ -4,15 +4,16 @@
 use std::{fmt, time::Duration};
 
 use bytes::{Bytes, BytesMut};
-use gcloud_storage::http::{
-    objects::upload::{Media, UploadObjectRequest, UploadType},
-    resumable_upload_client::{ChunkSize, ResumableUploadClient, UploadStatus},
-};
+use http::{header, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use tame_gcs::objects::{InitResumableInsertResponse, Metadata, Object};
 
 use super::{
     handle::{bump, ObjectInfo, Storage},
     local,
-    retry::storage_error,
+    objects::{ids, request_error},
+    retry::retrying,
+    wire,
 };
 use crate::{
     error::{Error, Result},
@@ -104,25 +105,24 @@ impl Storage {
                 false => w.finish().await.map(Some),
             };
         }
-        let req = UploadObjectRequest {
-            bucket: uri.bucket().to_owned(),
-            if_generation_match: create_only.then_some(0),
-            ..Default::default()
-        };
-        let mut media = Media::new(uri.object().to_owned());
-        media.content_length = Some(data.len() as u64);
-        match self
-            .gcs()?
-            .upload_object(&req, data, &UploadType::Simple(media))
-            .await
-            .map_err(|e| storage_error(format!("uploading {uri}"), e))
-        {
-            Ok(o) => ObjectInfo::from_object(&o).map(Some),
-            Err(Error::Storage {
-                http_status: Some(412),
-                ..
-            }) if create_only => Ok(None),
-            Err(e) => Err(e),
+        let what = format!("uploading {uri}");
+        let wire = self.wire()?;
+        let len = data.len() as u64;
+        let (bucket, object) = ids(uri);
+        let req = wire
+            .objects
+            .insert_simple(&(&bucket, &object), data, len, None)
+            .map_err(|e| request_error(&what, e))?;
+        let mut query = format!("uploadType=media&name={}", query_value(uri.object()));
+        if create_only {
+            query.push_str("&ifGenerationMatch=0");
+        }
+        let req = with_query(req, &query).map_err(|e| request_error(&what, e))?;
+        let resp = wire.send(&what, req).await?;
+        match resp.status() {
+            StatusCode::PRECONDITION_FAILED if create_only => Ok(None),
+            s if s.is_success() => object_info(&what, resp).await.map(Some),
+            _ => Err(wire::status_error(&what, resp).await),
         }
     }
 
@@ -157,18 +157,25 @@ impl Storage {
                 chunks: 0,
             });
         }
-        let req = UploadObjectRequest {
-            bucket: uri.bucket().to_owned(),
-            ..Default::default()
-        };
-        let mut media = Media::new(uri.object().to_owned());
-        media.content_type = "application/jsonl".into();
-        bump(&self.inner.calls.uploads);
-        let session = self
-            .gcs()?
-            .prepare_resumable_upload(&req, &UploadType::Simple(media))
-            .await
-            .map_err(|e| storage_error(format!("starting an upload to {uri}"), e))?;
+        let what = format!("starting an upload to {uri}");
+        let wire = self.wire()?;
+        let (bucket, object) = ids(uri);
+        // Starting a session changes nothing until data is sent (one left
+        // unused expires), so a failed start is tried again.
+        let init: InitResumableInsertResponse = retrying(&what, || async {
+            let req = wire
+                .objects
+                .resumable_insert_init(&(&bucket, &object), Some("application/jsonl"))
+                .map_err(|e| request_error(&what, e))?;
+            let query = format!("uploadType=resumable&name={}", query_value(uri.object()));
+            let req = with_query(req.map(|()| Bytes::new()), &query)
+                .map_err(|e| request_error(&what, e))?;
+            bump(&self.inner.calls.uploads);
+            let resp = wire.send(&what, req).await?;
+            wire::json(&what, resp).await
+        })
+        .await?;
+        let session = init.resumable_session.0;
         Ok(ObjectWriter {
             storage: self.clone(),
             uri: uri.clone(),
@@ -262,8 +269,17 @@ impl fmt::Debug for ObjectWriter {
 }
 
 pub(super) enum Session {
-    Resumable(ResumableUploadClient),
+    /// The session's URL (a credential of its own: never logged).
+    Resumable(Uri),
     Local(local::Writer),
+}
+
+/// What a resumable session says after a request.
+enum Progress {
+    /// The object is complete.
+    Done(ObjectInfo),
+    /// Bytes `0..kept` are stored; the service waits for the rest.
+    Kept(u64),
 }
 
 impl ObjectWriter {
@@ -392,38 +408,30 @@ impl ObjectWriter {
             let len = self.buf.len() as u64;
             let total = self.sent + len;
             bump(&self.storage.inner.calls.uploads);
-            let result = if len == 0 {
+            let range = match (len, last) {
                 // Nothing left: complete the object at its size.
-                session.status(Some(total)).await
-            } else {
-                let size = ChunkSize::new(self.sent, total - 1, last.then_some(total));
-                session
-                    .upload_multiple_chunk(self.buf.clone().freeze(), &size)
-                    .await
+                (0, _) => format!("bytes */{total}"),
+                (_, true) => format!("bytes {}-{}/{total}", self.sent, total - 1),
+                (_, false) => format!("bytes {}-{}/*", self.sent, total - 1),
             };
+            let result = self.put(&session, &range, self.buf.clone().freeze()).await;
             match result {
-                Ok(UploadStatus::Ok(o)) => {
+                Ok(Progress::Done(info)) => {
                     self.chunks += u64::from(len > 0);
                     self.sent = total;
                     self.buf.clear();
-                    return ObjectInfo::from_object(&o).map(Some);
+                    return Ok(Some(info));
                 }
-                Ok(UploadStatus::ResumeIncomplete(r)) => {
+                Ok(Progress::Kept(kept)) => {
                     self.chunks += u64::from(len > 0);
-                    self.accept(r.last_byte.checked_add(1), total)?;
+                    self.accept(Some(kept), total)?;
                     if !last && self.buf.is_empty() {
                         return Ok(None);
                     }
                     // The service kept only part (or, for the last piece, is
                     // still waiting): send the rest.
                 }
-                Ok(UploadStatus::NotStarted) => {
-                    if !last {
-                        // Nothing kept: try the chunk again.
-                    }
-                }
-                Err(e) => {
-                    let err = storage_error(format!("uploading {}", self.uri), e);
+                Err(err) => {
                     if !err.is_retryable() || attempt >= CHUNK_ATTEMPTS {
                         return Err(err);
                     }
@@ -431,8 +439,10 @@ impl ObjectWriter {
                     tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
                     // Learn how much the service kept before sending again.
                     bump(&self.storage.inner.calls.uploads);
-                    if let Ok(UploadStatus::ResumeIncomplete(r)) = session.status(None).await {
-                        self.accept(r.last_byte.checked_add(1), total)?;
+                    if let Ok(Progress::Kept(kept)) =
+                        self.put(&session, "bytes */*", Bytes::new()).await
+                    {
+                        self.accept(Some(kept), total)?;
                     }
                 }
             }
@@ -446,6 +456,34 @@ impl ObjectWriter {
                     source: None,
                 });
             }
+        }
+    }
+
+    /// One request to the session: `body` at `content_range` (or, empty,
+    /// a question about what the service holds).
+    async fn put(&self, session: &Uri, content_range: &str, body: Bytes) -> Result<Progress> {
+        let what = format!("uploading {}", self.uri);
+        let wire = self.storage.wire()?;
+        let len = body.len() as u64;
+        let mut req = Object::resumable_append(
+            tame_gcs::objects::ResumableSession(session.clone()),
+            body,
+            len,
+        )
+        .map_err(|e| request_error(&what, e))?;
+        let range = HeaderValue::from_str(content_range).map_err(|e| request_error(&what, e))?;
+        req.headers_mut().insert(header::CONTENT_RANGE, range);
+        let resp = wire.send_session(&what, session, req).await?;
+        match resp.status() {
+            s if s.is_success() => object_info(&what, resp).await.map(Progress::Done),
+            StatusCode::PERMANENT_REDIRECT => kept_bytes(resp.headers().get(header::RANGE))
+                .map(Progress::Kept)
+                .ok_or_else(|| Error::Storage {
+                    message: format!("{what}: the service answered an unreadable Range header"),
+                    http_status: Some(308),
+                    source: None,
+                }),
+            _ => Err(wire::status_error(&what, resp).await),
         }
     }
 
@@ -473,5 +511,118 @@ impl ObjectWriter {
             self.sent += n as u64;
         }
         Ok(())
+    }
+}
+
+/// How many bytes a resumable session holds, from the `Range` header of
+/// its `308` answer: `bytes=0-N` holds `N + 1`; no header holds none.
+/// `None` for anything else (a range not from byte 0, junk, overflow).
+fn kept_bytes(range: Option<&HeaderValue>) -> Option<u64> {
+    let Some(v) = range else { return Some(0) };
+    v.to_str()
+        .ok()?
+        .strip_prefix("bytes=0-")?
+        .parse::<u64>()
+        .ok()?
+        .checked_add(1)
+}
+
+/// The object a finished upload describes (its JSON metadata).
+async fn object_info(
+    what: &str,
+    resp: http::Response<hyper::body::Incoming>,
+) -> Result<ObjectInfo> {
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| wire::body_error(what, e))?
+        .to_bytes();
+    let meta: Metadata = serde_json::from_slice(&body).map_err(|e| Error::Storage {
+        message: format!("{what}: could not read the object's metadata: {e}"),
+        http_status: Some(status),
+        source: Some(Box::new(e)),
+    })?;
+    ObjectInfo::from_metadata(&meta)
+}
+
+/// A query value with every byte but letters and digits escaped. (tame-gcs
+/// leaves `&`, `+`, `=` and `%` as they are in an upload's `name`, which
+/// would change the name; upload queries are therefore written here.)
+fn query_value(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `req` with its query replaced by `query`.
+fn with_query<B>(req: Request<B>, query: &str) -> std::result::Result<Request<B>, http::Error> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let mut uri = parts.uri.into_parts();
+    uri.path_and_query = Some(
+        format!("{path}?{query}")
+            .parse()
+            .map_err(http::Error::from)?,
+    );
+    parts.uri = Uri::from_parts(uri).map_err(http::Error::from)?;
+    Ok(Request::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_kept_range_reads_as_a_byte_count() {
+        let h = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(kept_bytes(None), Some(0));
+        assert_eq!(kept_bytes(Some(&h("bytes=0-262143"))), Some(262_144));
+        assert_eq!(kept_bytes(Some(&h("bytes=0-0"))), Some(1));
+        assert_eq!(kept_bytes(Some(&h("bytes=5-9"))), None);
+        assert_eq!(kept_bytes(Some(&h("bytes=0-"))), None);
+        assert_eq!(kept_bytes(Some(&h("bytes=0-18446744073709551615"))), None);
+        assert_eq!(kept_bytes(Some(&h("bytes=0--1"))), None);
+    }
+
+    #[test]
+    fn upload_queries_escape_every_reserved_byte() {
+        let req = Request::post("https://h/upload/storage/v1/b/bkt/o?name=a&b")
+            .body(())
+            .unwrap();
+        let req = with_query(
+            req,
+            &format!("uploadType=media&name={}", query_value("a&b+c=d%e #?/é")),
+        )
+        .unwrap();
+        assert_eq!(
+            req.uri().to_string(),
+            "https://h/upload/storage/v1/b/bkt/o?uploadType=media&name=a%26b%2Bc%3Dd%25e%20%23%3F%2F%C3%A9"
+        );
+    }
+
+    proptest! {
+        /// Any header value: a count, or `None` — never a panic; and every
+        /// `bytes=0-N` reads back as `N + 1`.
+        #[test]
+        fn any_range_header_parses_or_is_refused(s in "\\PC{0,40}", n in any::<u64>()) {
+            if let Ok(v) = HeaderValue::from_str(&s) {
+                let _ = kept_bytes(Some(&v));
+            }
+            let v = HeaderValue::from_str(&format!("bytes=0-{n}")).unwrap();
+            prop_assert_eq!(kept_bytes(Some(&v)), n.checked_add(1));
+        }
+
+        /// Any object name survives the upload query: decoding the `name`
+        /// parameter gives it back byte for byte.
+        #[test]
+        fn any_object_name_round_trips_through_the_query(name in "\\PC{1,60}") {
+            let req = Request::post("https://h/upload/storage/v1/b/bkt/o").body(()).unwrap();
+            let req = with_query(req, &format!("uploadType=resumable&name={}", query_value(&name))).unwrap();
+            let query = req.uri().query().unwrap();
+            let value = query.strip_prefix("uploadType=resumable&name=").unwrap();
+            prop_assert!(!value.contains(['&', '+', '=', '#', '?']));
+            let back = percent_encoding::percent_decode_str(value).decode_utf8().unwrap();
+            prop_assert_eq!(back, name);
+        }
     }
 }

@@ -1,0 +1,267 @@
+//! Sending Cloud Storage requests. tame-gcs builds every JSON API request
+//! (URL, query, headers) and parses every answer; this module carries them
+//! over hyper with rustls on *ring*, adds the shared token, and turns
+//! failures into [`Error::Storage`] — never naming a token or a resumable
+//! session's URL.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{
+    header::AUTHORIZATION,
+    uri::{Authority, PathAndQuery, Scheme},
+    Request, Response, StatusCode, Uri,
+};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
+
+use crate::{
+    error::{Error, Result},
+    transport::{auth::TokenCache, endpoint::tls_roots},
+};
+
+/// The largest JSON answer read (a listing page of 1,000 objects is about
+/// 1 MB).
+const MAX_JSON: usize = 32 << 20;
+
+/// The most of an error answer's body kept for its message.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// The HTTP client of one [`Storage`](super::Storage) and its clones.
+pub(super) struct Wire {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    scheme: Scheme,
+    authority: Authority,
+    tokens: Option<Arc<TokenCache>>,
+    /// tame-gcs's request builder for objects, at the endpoint's authority.
+    pub(super) objects: tame_gcs::objects::Object,
+}
+
+impl Wire {
+    /// A client for `endpoint` (`https://host[:port]`, or `http://` for an
+    /// emulator), sending `tokens`' bearer token with every API call.
+    pub(super) fn new(endpoint: &str, tokens: Option<Arc<TokenCache>>) -> Result<Wire> {
+        let bad = || Error::config(format!("invalid Cloud Storage endpoint {endpoint:?}"));
+        let uri: Uri = endpoint.parse().map_err(|_| bad())?;
+        let scheme = uri.scheme().cloned().ok_or_else(bad)?;
+        let authority = uri.authority().cloned().ok_or_else(bad)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::config(format!("TLS setup for Cloud Storage: {e}")))?
+            .with_root_certificates(tls_roots())
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(20)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Wire {
+            client,
+            scheme,
+            objects: tame_gcs::objects::Object::with_authority(authority.clone()),
+            authority,
+            tokens,
+        })
+    }
+
+    /// Sends an API request as tame-gcs built it (`https://AUTHORITY/…`)
+    /// to the endpoint, with the bearer token. `what` names the call in
+    /// errors. The answer's status is not checked here.
+    pub(super) async fn send(&self, what: &str, req: Request<Bytes>) -> Result<Response<Incoming>> {
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| Error::config(format!("{what}: {e}")))?;
+        if let Some(tokens) = &self.tokens {
+            if let Some(mut value) = tokens.header().await? {
+                value.set_sensitive(true);
+                parts.headers.insert(AUTHORIZATION, value);
+            }
+        }
+        self.exchange(what, Request::from_parts(parts, Full::new(body)))
+            .await
+    }
+
+    /// Sends a request to a resumable upload session. The session's URL is
+    /// its own credential: no token goes with it. The request goes to the
+    /// endpoint with the session's path and query, wherever the URL the
+    /// service gave points (an emulator behind a proxy, or one that names
+    /// itself by another host, works; nothing goes to a host not chosen).
+    pub(super) async fn send_session(
+        &self,
+        what: &str,
+        session: &Uri,
+        req: Request<Bytes>,
+    ) -> Result<Response<Incoming>> {
+        let (mut parts, body) = req.into_parts();
+        let path = session
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| Error::config(format!("{what}: {e}")))?;
+        parts.headers.remove(AUTHORIZATION);
+        self.exchange(what, Request::from_parts(parts, Full::new(body)))
+            .await
+    }
+
+    async fn exchange(&self, what: &str, req: Request<Full<Bytes>>) -> Result<Response<Incoming>> {
+        self.client
+            .request(req)
+            .await
+            .map_err(|e| transport_error(what, e))
+    }
+}
+
+/// Reads a JSON answer whole (bounded) and parses it with tame-gcs; a
+/// failure status becomes [`Error::Storage`] with the service's message.
+pub(super) async fn json<T>(what: &str, resp: Response<Incoming>) -> Result<T>
+where
+    T: tame_gcs::ApiResponse<Bytes>,
+{
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(status_error(what, resp).await);
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = Limited::new(body, MAX_JSON)
+        .collect()
+        .await
+        .map_err(|e| body_error(what, e))?
+        .to_bytes();
+    T::try_from_parts(Response::from_parts(parts, bytes)).map_err(|e| Error::Storage {
+        message: format!("{what}: could not read the answer: {e}"),
+        http_status: Some(status.as_u16()),
+        source: Some(Box::new(e)),
+    })
+}
+
+/// The error for an answer with a failure status, with the message from
+/// its `{"error": {"message": …}}` body when it has one.
+pub(super) async fn status_error(what: &str, resp: Response<Incoming>) -> Error {
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), MAX_ERROR_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Error::Storage {
+        message: format!("{what}: {}", error_message(status, &body)),
+        http_status: Some(status.as_u16()),
+        source: None,
+    }
+}
+
+/// `HTTP 404 Not Found: No such object: b/o` from a status and the body
+/// of a Cloud Storage error answer (JSON or plain text).
+pub(super) fn error_message(status: StatusCode, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Inner,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        message: String,
+    }
+    let detail = match serde_json::from_slice::<Body>(body) {
+        Ok(b) => b.error.message,
+        Err(_) => String::from_utf8_lossy(body)
+            .trim()
+            .chars()
+            .take(500)
+            .collect(),
+    };
+    let reason = status
+        .canonical_reason()
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
+    let head = format!("HTTP {}{reason}", status.as_u16());
+    match detail.is_empty() {
+        true => head,
+        false => format!("{head}: {detail}"),
+    }
+}
+
+/// A request that got no answer (connection refused, reset, timed out).
+pub(super) fn transport_error(
+    what: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::Storage {
+        message: format!("{what}: {}", chain(&e)),
+        http_status: None,
+        source: Some(Box::new(e)),
+    }
+}
+
+/// An answer whose body broke off.
+pub(super) fn body_error(what: &str, e: Box<dyn std::error::Error + Send + Sync>) -> Error {
+    Error::Storage {
+        message: format!("{what}: the answer broke off: {}", chain(&*e)),
+        http_status: None,
+        source: Some(e),
+    }
+}
+
+/// An error and its causes on one line (hyper's own message is often just
+/// "client error (Connect)").
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_come_from_json_or_text_bodies() {
+        assert_eq!(
+            error_message(
+                StatusCode::NOT_FOUND,
+                br#"{"error":{"code":404,"message":"No such object: b/o","errors":[]}}"#
+            ),
+            "HTTP 404 Not Found: No such object: b/o"
+        );
+        assert_eq!(
+            error_message(StatusCode::SERVICE_UNAVAILABLE, b""),
+            "HTTP 503 Service Unavailable"
+        );
+        assert_eq!(
+            error_message(StatusCode::BAD_REQUEST, b"invalid uploadType\n"),
+            "HTTP 400 Bad Request: invalid uploadType"
+        );
+    }
+}
