@@ -424,8 +424,9 @@ async fn answering_server(status: u16, body: &'static str) -> (String, Arc<Mutex
     (url, seen)
 }
 
-/// Object names with the characters URLs reserve (`&`, `+`, `=`, `%`, `#`,
-/// `?`, spaces) and non-ASCII ones keep their exact names through simple
+/// Object names with the characters URLs reserve or refuse (`&`, `+`, `=`,
+/// `%`, `#`, `?`, `;`, `[`, `]`, `^`, `|`, `\`, braces, backquotes,
+/// spaces) and non-ASCII ones keep their exact names through simple
 /// and resumable uploads, listing, ranged reads, look-ups and deletes.
 #[tokio::test]
 async fn names_with_reserved_characters_keep_their_exact_names() {
@@ -433,7 +434,7 @@ async fn names_with_reserved_characters_keep_their_exact_names() {
     gcs.buckets(&["odd"]).await;
     let s = gcs.storage_small_chunks();
     let simple = uri("gs://odd/in/a&b=c+d%20e #1?.jsonl");
-    let resumable = uri("gs://odd/in/ü/x+y&z=%.jsonl");
+    let resumable = uri("gs://odd/in/ü/x+y&z=%;[a]^|\\{b}`.jsonl");
     s.upload_bytes(&simple, &b"simple"[..]).await.unwrap();
     let data = pattern(300_000);
     let info = s.upload(&resumable, &data[..]).await.unwrap();
@@ -455,7 +456,8 @@ async fn names_with_reserved_characters_keep_their_exact_names() {
 }
 
 /// A ranged read answered with the whole object (`200`) is an error, not
-/// bytes read twice; `416` (nothing from that offset on) is an empty read.
+/// bytes read twice (unless the range was the whole object); a range past
+/// the end (`416`) is an error naming the status.
 #[tokio::test]
 async fn a_ranged_read_checks_the_answer_is_the_range() {
     let (url, seen) = answering_server(200, "0123456789").await;
@@ -474,21 +476,202 @@ async fn a_ranged_read_checks_the_answer_is_the_range() {
     assert!(seen.lock().unwrap()[0].contains("range: bytes=5-"));
     assert_eq!(read_all(&s, &uri("gs://bkt/o"), None).await, b"0123456789");
 
+    // A range from 0 to the end may be answered with the whole object.
+    assert_eq!(
+        read_all(&s, &uri("gs://bkt/o"), Some(0..u64::MAX)).await,
+        b"0123456789"
+    );
+
     let (url, _) = answering_server(416, "").await;
     let s = Storage::builder()
         .ignore_env()
         .emulator_host(&url)
         .build()
         .unwrap();
-    assert!(read_all(&s, &uri("gs://bkt/o"), Some(10..20))
+    let past_the_end = s
+        .read(&uri("gs://bkt/o"), Some(10..20))
         .await
-        .is_empty());
-    let whole = s.read(&uri("gs://bkt/o"), None).await.err().unwrap();
+        .err()
+        .unwrap();
     assert!(matches!(
-        whole,
+        past_the_end,
         Error::Storage {
             http_status: Some(416),
             ..
         }
     ));
+}
+
+/// One request as a scripted server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// A loopback HTTP/1.1 server answering requests in order with `script`
+/// (status, extra headers, body), one connection per request, recording
+/// each request with its body.
+async fn scripted_server(
+    script: Vec<(u16, &'static str, &'static str)>,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    tokio::spawn(async move {
+        let mut script = script.into_iter();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut tmp = [0u8; 65536];
+            let end = loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end;
+                }
+                match sock.read(&mut tmp).await {
+                    Ok(0) | Err(_) => break usize::MAX,
+                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                }
+            };
+            if end == usize::MAX {
+                continue;
+            }
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let mut seen = Seen {
+                head,
+                body: buf[end + 4..].to_vec(),
+            };
+            let len: usize = seen
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while seen.body.len() < len {
+                match sock.read(&mut tmp).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.body.extend_from_slice(&tmp[..n]),
+                }
+            }
+            rec.lock().unwrap().push(seen);
+            let (status, headers, body) = script.next().unwrap_or((500, "", ""));
+            let resp = format!(
+                "HTTP/1.1 {status} X\r\n{headers}content-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    (url, seen)
+}
+
+/// The resumable protocol when requests fail: after a failed chunk the
+/// writer asks what the service kept (`bytes */*`) and sends only the rest;
+/// when the failed last piece did arrive, the status answer completes the
+/// upload. Session requests go to the endpoint (not to the host the
+/// service named) and carry exactly the bytes their `Content-Range` says.
+#[tokio::test]
+async fn failed_chunks_resume_from_what_the_service_kept() {
+    let done =
+        r#"{"bucket":"bkt","name":"in/part.jsonl","size":"600000","storageClass":"ARCHIVE"}"#;
+    let (url, seen) = scripted_server(vec![
+        // The session, named on another host.
+        (
+            200,
+            "location: http://elsewhere.invalid:9/upload/s?upload_id=x1\r\n",
+            "",
+        ),
+        (503, "", ""),                          // first chunk fails
+        (308, "range: bytes=0-99999\r\n", ""),  // 100,000 bytes were kept
+        (308, "range: bytes=0-262143\r\n", ""), // the rest of chunk 1
+        (308, "range: bytes=0-524287\r\n", ""), // chunk 2
+        (503, "", ""),                          // the last piece fails...
+        (200, "", done),                        // ...but had arrived
+    ])
+    .await;
+    let s = Storage::builder()
+        .ignore_env()
+        .emulator_host(&url)
+        .chunk_size(256 << 10)
+        .build()
+        .unwrap();
+    let data = pattern(600_000);
+    let info = s
+        .upload(&uri("gs://bkt/in/part.jsonl"), &data[..])
+        .await
+        .unwrap();
+    assert_eq!(info.size(), 600_000);
+    let seen = seen.lock().unwrap();
+    let ranges: Vec<&str> = seen
+        .iter()
+        .map(|r| r.header("content-range").unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            "-",
+            "bytes 0-262143/*",
+            "bytes */*",
+            "bytes 100000-262143/*",
+            "bytes 262144-524287/*",
+            "bytes 524288-599999/600000",
+            "bytes */*",
+        ]
+    );
+    assert!(
+        seen[1].head.starts_with("PUT /upload/s?upload_id=x1 "),
+        "{}",
+        seen[1].head
+    );
+    for r in &seen[1..] {
+        if let Some((start, end)) = r
+            .header("content-range")
+            .and_then(|v| v.strip_prefix("bytes "))
+            .and_then(|v| v.split('/').next())
+            .and_then(|v| v.split_once('-'))
+        {
+            let (start, end): (usize, usize) = (start.parse().unwrap(), end.parse().unwrap());
+            assert!(r.body == data[start..=end], "bytes {start}-{end}");
+        } else {
+            assert!(r.body.is_empty());
+        }
+        assert!(r.header("authorization").is_none());
+    }
+}
+
+/// A service that claims bytes never sent, or completes an object at
+/// another size, is an error, not a silently wrong object.
+#[tokio::test]
+async fn a_session_that_lies_about_the_bytes_is_an_error() {
+    for (answer, expect) in [
+        ((308, "range: bytes=0-999999\r\n", ""), "never sent"),
+        (
+            (200, "", r#"{"bucket":"bkt","name":"o","size":"5"}"#),
+            "completed the object at 5 bytes",
+        ),
+    ] {
+        let (url, _) = scripted_server(vec![
+            (200, "location: /upload/s?upload_id=y\r\n", ""),
+            answer,
+        ])
+        .await;
+        let s = Storage::builder()
+            .ignore_env()
+            .emulator_host(&url)
+            .build()
+            .unwrap();
+        let err = s
+            .upload(&uri("gs://bkt/o"), &pattern(1000)[..])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(expect), "{err}");
+        assert!(!err.to_string().contains("upload_id"), "{err}");
+    }
 }

@@ -265,9 +265,15 @@ pub(super) fn https_url(ep: &str) -> Result<String> {
     } else {
         format!("https://{ep}")
     };
+    // Scheme and host (and port) only: requests are built from the host.
+    let bare = |u: &http::Uri| {
+        u.authority().is_some_and(|a| !a.as_str().contains('@'))
+            && u.path() == "/"
+            && u.query().is_none()
+    };
     match http::Uri::try_from(url.as_str()) {
-        Ok(u) if u.scheme_str() == Some("https") && u.authority().is_some() => Ok(url),
-        Ok(u) if u.scheme_str() == Some("http") && is_loopback_url(&url) => Ok(url),
+        Ok(u) if u.scheme_str() == Some("https") && bare(&u) => Ok(url),
+        Ok(u) if u.scheme_str() == Some("http") && bare(&u) && is_loopback_url(&url) => Ok(url),
         _ => Err(Error::config(format!(
             "invalid Cloud Storage endpoint {ep:?}: expected https://host[:port]"
         ))),

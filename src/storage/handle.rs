@@ -162,7 +162,7 @@ impl ObjectInfo {
         self.size
     }
 
-    pub(super) fn from_metadata(o: &tame_gcs::objects::Metadata) -> Result<Self> {
+    pub(super) fn from_json(o: &super::wire::ObjectJson) -> Result<Self> {
         let (Some(bucket), Some(name)) = (&o.bucket, &o.name) else {
             return Err(Error::Storage {
                 message: "the service described an object without its bucket or name".into(),
@@ -172,7 +172,7 @@ impl ObjectInfo {
         };
         Ok(ObjectInfo {
             uri: GcsUri::parse_field(&format!("gs://{bucket}/{name}"), "object")?,
-            size: o.size.unwrap_or(0),
+            size: o.size.0,
         })
     }
 }

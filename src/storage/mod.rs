@@ -113,6 +113,9 @@ mod tests {
         assert!(is_loopback_url("http://[::1]:80"));
         assert!(!is_loopback_url("http://10.0.0.1:80"));
         assert!(https_url("http://storage.example:80").is_err());
+        assert!(https_url("https://storage.example/prefix").is_err());
+        assert!(https_url("https://user@storage.example").is_err());
+        assert!(https_url("https://storage.example/?x=1").is_err());
         assert_eq!(
             https_url("storage.example").unwrap(),
             "https://storage.example"

@@ -8,7 +8,7 @@ use futures::{stream::BoxStream, StreamExt, TryStreamExt};
 use http::{header::RANGE, StatusCode};
 use http_body_util::BodyExt;
 use tame_gcs::{
-    objects::{GetObjectResponse, ListOptional, ListResponse},
+    objects::{DownloadObjectOptional, ListOptional},
     BucketName, ObjectName,
 };
 
@@ -16,7 +16,7 @@ use super::{
     handle::{bump, ObjectInfo, Storage},
     local,
     retry::{retry_delay, retrying, RETRIES},
-    wire,
+    wire::{self, ListJson, ObjectJson},
 };
 use crate::{
     error::{Error, Result},
@@ -90,7 +90,7 @@ impl Storage {
                 let what = format!("listing {prefix}");
                 let wire = storage.wire()?;
                 let bucket = BucketName::non_validated(prefix.bucket());
-                let page: ListResponse = retrying(&what, || async {
+                let page: ListJson = retrying(&what, || async {
                     bump(&storage.inner.calls.lists);
                     let options = ListOptional {
                         prefix: Some(prefix.object()).filter(|p| !p.is_empty()),
@@ -109,9 +109,9 @@ impl Storage {
                 // Cloud Storage allows names this crate's URIs refuse (with
                 // `..` segments or control characters): skip those, loudly.
                 let items: Vec<ObjectInfo> = page
-                    .objects
+                    .items
                     .iter()
-                    .filter_map(|o| match ObjectInfo::from_metadata(o) {
+                    .filter_map(|o| match ObjectInfo::from_json(o) {
                         Ok(info) => Some(info),
                         Err(e) => {
                             tracing::warn!(object = ?o.name, error = %e, "skipping an object");
@@ -119,7 +119,7 @@ impl Storage {
                         }
                     })
                     .collect();
-                let next = page.page_token.filter(|t| !t.is_empty()).map(Some);
+                let next = page.next_page_token.filter(|t| !t.is_empty()).map(Some);
                 Ok(Some((
                     futures::stream::iter(items.into_iter().map(Ok::<_, Error>)),
                     next,
@@ -152,56 +152,80 @@ impl Storage {
         uri: &GcsUri,
         range: Option<Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes>>> {
+        Ok(self.read_at(uri, range, None).await?.0)
+    }
+
+    /// [`Storage::read`] of one generation of the object (any when
+    /// `None`), with the generation read (when the service says). A range
+    /// starting at or after the object's end is an error (`416`).
+    async fn read_at(
+        &self,
+        uri: &GcsUri,
+        range: Option<Range<u64>>,
+        generation: Option<i64>,
+    ) -> Result<(BoxStream<'static, Result<Bytes>>, Option<i64>)> {
         if let Some(root) = &self.inner.local {
             bump(&self.inner.calls.reads);
-            return local::read(root, uri, range).await;
+            return Ok((local::read(root, uri, range).await?, None));
         }
+        // (The header, and whether a whole-object answer is what was asked.)
         let range = match range {
             Some(r) if r.end <= r.start => {
-                return Ok(futures::stream::empty().boxed());
+                return Ok((futures::stream::empty().boxed(), generation));
             }
             // To the end, however long the object.
-            Some(r) if r.end == u64::MAX => Some(format!("bytes={}-", r.start)),
-            Some(r) => Some(format!("bytes={}-{}", r.start, r.end - 1)),
+            Some(r) if r.end == u64::MAX => Some((format!("bytes={}-", r.start), r.start == 0)),
+            Some(r) => Some((format!("bytes={}-{}", r.start, r.end - 1), false)),
             None => None,
         };
         let what = format!("reading {uri}");
         let wire = self.wire()?;
-        let (bucket, object) = ids(uri);
+        let bucket = BucketName::non_validated(uri.bucket());
+        let object = ObjectName::non_validated(wire::PLACEHOLDER);
+        let path = object_path(uri);
         let resp = retrying(&what, || async {
             bump(&self.inner.calls.reads);
-            let mut req = wire
+            let options = DownloadObjectOptional {
+                generation,
+                ..Default::default()
+            };
+            let req = wire
                 .objects
-                .download(&(&bucket, &object), None)
+                .download(&(&bucket, &object), Some(options))
                 .map_err(|e| request_error(&what, e))?
                 .map(|_| Bytes::new());
-            if let Some(r) = &range {
+            let mut req =
+                wire::retarget(req, Some(&path), None).map_err(|e| request_error(&what, e))?;
+            if let Some((r, _)) = &range {
                 let value = http::HeaderValue::from_str(r).map_err(|e| request_error(&what, e))?;
                 req.headers_mut().insert(RANGE, value);
             }
             let resp = wire.send(&what, req).await?;
-            match resp.status() {
-                // Nothing at or after the range's start.
-                StatusCode::RANGE_NOT_SATISFIABLE if range.is_some() => Ok(None),
-                // A range answered with the whole object would repeat bytes.
-                StatusCode::OK if range.is_some() => Err(Error::Storage {
+            match (resp.status(), &range) {
+                // A range answered with the whole object would repeat bytes
+                // (unless the range was the whole object).
+                (StatusCode::OK, Some((_, false))) => Err(Error::Storage {
                     message: format!("{what}: the service ignored the byte range"),
                     http_status: Some(200),
                     source: None,
                 }),
-                s if s.is_success() => Ok(Some(resp)),
+                (s, _) if s.is_success() => Ok(resp),
                 _ => Err(wire::status_error(&what, resp).await),
             }
         })
         .await?;
-        let Some(resp) = resp else {
-            return Ok(futures::stream::empty().boxed());
-        };
-        Ok(resp
+        let read_generation = resp
+            .headers()
+            .get("x-goog-generation")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok());
+        let status = resp.status();
+        let body = resp
             .into_body()
             .into_data_stream()
-            .map_err(move |e| wire::body_error(&what, Box::new(e)))
-            .boxed())
+            .map_err(move |e| wire::body_error(&what, status, Box::new(e)))
+            .boxed();
+        Ok((body, read_generation.or(generation)))
     }
 
     /// An object's bytes as a stream that survives a broken download: after
@@ -221,6 +245,9 @@ impl Storage {
             storage: Storage,
             uri: GcsUri,
             offset: u64,
+            /// The generation being read, once known: a resumed read asks
+            /// for it, so a replaced object is an error, not a splice.
+            generation: Option<i64>,
             inner: Option<BoxStream<'static, Result<Bytes>>>,
             failures: u32,
             done: bool,
@@ -229,6 +256,7 @@ impl Storage {
             storage: self.clone(),
             uri: uri.clone(),
             offset: 0,
+            generation: None,
             inner: None,
             failures: 0,
             done: false,
@@ -240,8 +268,17 @@ impl Storage {
             loop {
                 if st.inner.is_none() {
                     let range = (st.offset > 0).then_some(st.offset..u64::MAX);
-                    match st.storage.read(&st.uri, range).await {
-                        Ok(s) => st.inner = Some(s),
+                    match st.storage.read_at(&st.uri, range, st.generation).await {
+                        Ok((s, generation)) => {
+                            st.inner = Some(s);
+                            st.generation = generation;
+                        }
+                        // The same generation has nothing from the offset on:
+                        // the break came after its last byte.
+                        Err(Error::Storage {
+                            http_status: Some(416),
+                            ..
+                        }) if st.generation.is_some() && st.offset > 0 => return None,
                         Err(e) => {
                             st.done = true;
                             return Some((Err(e), st));
@@ -298,18 +335,21 @@ impl Storage {
         let what = format!("looking up {uri}");
         let wire = self.wire()?;
         let (bucket, object) = ids(uri);
-        let found: Result<GetObjectResponse> = retrying(&what, || async {
+        let found: Result<ObjectJson> = retrying(&what, || async {
             bump(&self.inner.calls.other);
             let req = wire
                 .objects
                 .get(&(&bucket, &object), None)
+                .map_err(|e| request_error(&what, e))?
+                .map(|_| Bytes::new());
+            let req = wire::retarget(req, Some(&object_path(uri)), None)
                 .map_err(|e| request_error(&what, e))?;
-            let resp = wire.send(&what, req.map(|_| Bytes::new())).await?;
+            let resp = wire.send(&what, req).await?;
             wire::json(&what, resp).await
         })
         .await;
         match found {
-            Ok(o) => ObjectInfo::from_metadata(&o.metadata).map(Some),
+            Ok(o) => ObjectInfo::from_json(&o).map(Some),
             Err(Error::Storage {
                 http_status: Some(404),
                 ..
@@ -343,8 +383,11 @@ impl Storage {
         let req = wire
             .objects
             .delete(&(&bucket, &object), None)
+            .map_err(|e| request_error(&what, e))?
+            .map(|_| Bytes::new());
+        let req = wire::retarget(req, Some(&object_path(uri)), None)
             .map_err(|e| request_error(&what, e))?;
-        let resp = wire.send(&what, req.map(|_| Bytes::new())).await?;
+        let resp = wire.send(&what, req).await?;
         // Cloud Storage answers 204; emulators may answer 200.
         match resp.status().is_success() {
             true => Ok(()),
@@ -393,12 +436,22 @@ impl Storage {
     }
 }
 
-/// The bucket and object of `uri`, as tame-gcs names them (already
-/// checked by [`GcsUri`]; Cloud Storage has the last word).
-pub(super) fn ids(uri: &GcsUri) -> (BucketName<'_>, ObjectName<'_>) {
+/// The bucket of `uri` and the placeholder object name tame-gcs is given
+/// (see [`wire::escape`]); the bucket was checked by [`GcsUri`].
+pub(super) fn ids(uri: &GcsUri) -> (BucketName<'_>, ObjectName<'static>) {
     (
         BucketName::non_validated(uri.bucket()),
-        ObjectName::non_validated(uri.object()),
+        ObjectName::non_validated(wire::PLACEHOLDER),
+    )
+}
+
+/// `/storage/v1/b/BUCKET/o/OBJECT`, every reserved byte of the name
+/// escaped.
+pub(super) fn object_path(uri: &GcsUri) -> String {
+    format!(
+        "/storage/v1/b/{}/o/{}",
+        wire::escape(uri.bucket()),
+        wire::escape(uri.object())
     )
 }
 

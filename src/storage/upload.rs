@@ -4,9 +4,9 @@
 use std::{fmt, time::Duration};
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderValue, Request, StatusCode, Uri};
+use http::{header, HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
-use tame_gcs::objects::{InitResumableInsertResponse, Metadata, Object};
+use tame_gcs::objects::Object;
 
 use super::{
     handle::{bump, ObjectInfo, Storage},
@@ -113,11 +113,11 @@ impl Storage {
             .objects
             .insert_simple(&(&bucket, &object), data, len, None)
             .map_err(|e| request_error(&what, e))?;
-        let mut query = format!("uploadType=media&name={}", query_value(uri.object()));
+        let mut query = format!("uploadType=media&name={}", wire::escape(uri.object()));
         if create_only {
             query.push_str("&ifGenerationMatch=0");
         }
-        let req = with_query(req, &query).map_err(|e| request_error(&what, e))?;
+        let req = wire::retarget(req, None, Some(&query)).map_err(|e| request_error(&what, e))?;
         let resp = wire.send(&what, req).await?;
         match resp.status() {
             StatusCode::PRECONDITION_FAILED if create_only => Ok(None),
@@ -162,20 +162,31 @@ impl Storage {
         let (bucket, object) = ids(uri);
         // Starting a session changes nothing until data is sent (one left
         // unused expires), so a failed start is tried again.
-        let init: InitResumableInsertResponse = retrying(&what, || async {
+        let session: Uri = retrying(&what, || async {
             let req = wire
                 .objects
                 .resumable_insert_init(&(&bucket, &object), Some("application/jsonl"))
                 .map_err(|e| request_error(&what, e))?;
-            let query = format!("uploadType=resumable&name={}", query_value(uri.object()));
-            let req = with_query(req.map(|()| Bytes::new()), &query)
+            let query = format!("uploadType=resumable&name={}", wire::escape(uri.object()));
+            let req = wire::retarget(req.map(|()| Bytes::new()), None, Some(&query))
                 .map_err(|e| request_error(&what, e))?;
             bump(&self.inner.calls.uploads);
             let resp = wire.send(&what, req).await?;
-            wire::json(&what, resp).await
+            if !resp.status().is_success() {
+                return Err(wire::status_error(&what, resp).await);
+            }
+            // The session's URL is a credential: never put in a message.
+            resp.headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Uri>().ok())
+                .ok_or_else(|| Error::Storage {
+                    message: format!("{what}: the service gave no readable session URL"),
+                    http_status: Some(resp.status().as_u16()),
+                    source: None,
+                })
         })
         .await?;
-        let session = init.resumable_session.0;
         Ok(ObjectWriter {
             storage: self.clone(),
             uri: uri.clone(),
@@ -402,10 +413,26 @@ impl ObjectWriter {
             return Ok(None);
         };
         let session = session.clone();
+        // The chunk goes out without a copy; what the service has not
+        // taken when a request fails comes back to the buffer.
+        let mut data = self.buf.split().freeze();
+        let result = self.send_data(&session, &mut data, last).await;
+        if result.is_err() && !data.is_empty() {
+            self.buf = BytesMut::from(data);
+        }
+        result
+    }
+
+    async fn send_data(
+        &mut self,
+        session: &Uri,
+        data: &mut Bytes,
+        last: bool,
+    ) -> Result<Option<ObjectInfo>> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let len = self.buf.len() as u64;
+            let len = data.len() as u64;
             let total = self.sent + len;
             bump(&self.storage.inner.calls.uploads);
             let range = match (len, last) {
@@ -414,18 +441,16 @@ impl ObjectWriter {
                 (_, true) => format!("bytes {}-{}/{total}", self.sent, total - 1),
                 (_, false) => format!("bytes {}-{}/*", self.sent, total - 1),
             };
-            let result = self.put(&session, &range, self.buf.clone().freeze()).await;
+            let result = self.put(session, &range, data.clone()).await;
             match result {
                 Ok(Progress::Done(info)) => {
                     self.chunks += u64::from(len > 0);
-                    self.sent = total;
-                    self.buf.clear();
-                    return Ok(Some(info));
+                    return self.done(info, total, last, data).map(Some);
                 }
                 Ok(Progress::Kept(kept)) => {
                     self.chunks += u64::from(len > 0);
-                    self.accept(Some(kept), total)?;
-                    if !last && self.buf.is_empty() {
+                    self.accept(kept, total, data)?;
+                    if !last && data.is_empty() {
                         return Ok(None);
                     }
                     // The service kept only part (or, for the last piece, is
@@ -439,10 +464,13 @@ impl ObjectWriter {
                     tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
                     // Learn how much the service kept before sending again.
                     bump(&self.storage.inner.calls.uploads);
-                    if let Ok(Progress::Kept(kept)) =
-                        self.put(&session, "bytes */*", Bytes::new()).await
-                    {
-                        self.accept(Some(kept), total)?;
+                    match self.put(session, "bytes */*", Bytes::new()).await {
+                        Ok(Progress::Kept(kept)) => self.accept(kept, total, data)?,
+                        // The failed request did arrive, and finished the object.
+                        Ok(Progress::Done(info)) => {
+                            return self.done(info, total, last, data).map(Some)
+                        }
+                        Err(_) => {}
                     }
                 }
             }
@@ -457,6 +485,32 @@ impl ObjectWriter {
                 });
             }
         }
+    }
+
+    /// The service says the object is complete: only right after the last
+    /// piece, and at the size written.
+    fn done(
+        &mut self,
+        info: ObjectInfo,
+        total: u64,
+        last: bool,
+        data: &mut Bytes,
+    ) -> Result<ObjectInfo> {
+        if !last || info.size() != total {
+            return Err(Error::Storage {
+                message: format!(
+                    "uploading {}: the service completed the object at {} bytes of {total}{}",
+                    self.uri,
+                    info.size(),
+                    if last { "" } else { " written so far" }
+                ),
+                http_status: None,
+                source: None,
+            });
+        }
+        self.sent = total;
+        *data = Bytes::new();
+        Ok(info)
     }
 
     /// One request to the session: `body` at `content_range` (or, empty,
@@ -487,28 +541,29 @@ impl ObjectWriter {
         }
     }
 
-    /// The service holds bytes `0..kept`: drop them from the buffer. A
-    /// claim of more than was written is an error, not a silent skip.
-    pub(super) fn accept(&mut self, kept: Option<u64>, written: u64) -> Result<()> {
-        let kept = match kept {
-            Some(k) if k <= written => k,
-            _ => {
-                return Err(Error::Storage {
-                    message: format!(
-                        "uploading {}: the service claims bytes that were never sent",
-                        self.uri
-                    ),
-                    http_status: None,
-                    source: None,
-                })
-            }
-        };
+    /// The service holds bytes `0..kept`: drop them from `data`. A claim
+    /// of more than was written is an error, not a silent skip.
+    pub(super) fn accept(&mut self, kept: u64, written: u64, data: &mut Bytes) -> Result<()> {
+        if kept > written {
+            return Err(Error::Storage {
+                message: format!(
+                    "uploading {}: the service claims bytes that were never sent",
+                    self.uri
+                ),
+                http_status: None,
+                source: None,
+            });
+        }
         if kept > self.sent {
             let n = usize::try_from(kept - self.sent)
                 .unwrap_or(usize::MAX)
-                .min(self.buf.len());
-            let _ = self.buf.split_to(n);
+                .min(data.len());
+            bytes::Buf::advance(data, n);
             self.sent += n as u64;
+        }
+        if data.is_empty() {
+            // Let go of the chunk's memory.
+            *data = Bytes::new();
         }
         Ok(())
     }
@@ -532,44 +587,25 @@ async fn object_info(
     what: &str,
     resp: http::Response<hyper::body::Incoming>,
 ) -> Result<ObjectInfo> {
-    let status = resp.status().as_u16();
+    let status = resp.status();
     let body = Limited::new(resp.into_body(), 1 << 20)
         .collect()
         .await
-        .map_err(|e| wire::body_error(what, e))?
+        .map_err(|e| wire::body_error(what, status, e))?
         .to_bytes();
-    let meta: Metadata = serde_json::from_slice(&body).map_err(|e| Error::Storage {
+    let status = status.as_u16();
+    let meta: wire::ObjectJson = serde_json::from_slice(&body).map_err(|e| Error::Storage {
         message: format!("{what}: could not read the object's metadata: {e}"),
         http_status: Some(status),
         source: Some(Box::new(e)),
     })?;
-    ObjectInfo::from_metadata(&meta)
-}
-
-/// A query value with every byte but letters and digits escaped. (tame-gcs
-/// leaves `&`, `+`, `=` and `%` as they are in an upload's `name`, which
-/// would change the name; upload queries are therefore written here.)
-fn query_value(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// `req` with its query replaced by `query`.
-fn with_query<B>(req: Request<B>, query: &str) -> std::result::Result<Request<B>, http::Error> {
-    let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path().to_owned();
-    let mut uri = parts.uri.into_parts();
-    uri.path_and_query = Some(
-        format!("{path}?{query}")
-            .parse()
-            .map_err(http::Error::from)?,
-    );
-    parts.uri = Uri::from_parts(uri).map_err(http::Error::from)?;
-    Ok(Request::from_parts(parts, body))
+    ObjectInfo::from_json(&meta)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Request;
     use proptest::prelude::*;
 
     #[test]
@@ -589,11 +625,8 @@ mod tests {
         let req = Request::post("https://h/upload/storage/v1/b/bkt/o?name=a&b")
             .body(())
             .unwrap();
-        let req = with_query(
-            req,
-            &format!("uploadType=media&name={}", query_value("a&b+c=d%e #?/é")),
-        )
-        .unwrap();
+        let query = format!("uploadType=media&name={}", wire::escape("a&b+c=d%e #?/é"));
+        let req = wire::retarget(req, None, Some(&query)).unwrap();
         assert_eq!(
             req.uri().to_string(),
             "https://h/upload/storage/v1/b/bkt/o?uploadType=media&name=a%26b%2Bc%3Dd%25e%20%23%3F%2F%C3%A9"
@@ -617,12 +650,30 @@ mod tests {
         #[test]
         fn any_object_name_round_trips_through_the_query(name in "\\PC{1,60}") {
             let req = Request::post("https://h/upload/storage/v1/b/bkt/o").body(()).unwrap();
-            let req = with_query(req, &format!("uploadType=resumable&name={}", query_value(&name))).unwrap();
+            let query = format!("uploadType=resumable&name={}", wire::escape(&name));
+            let req = wire::retarget(req, None, Some(&query)).unwrap();
             let query = req.uri().query().unwrap();
             let value = query.strip_prefix("uploadType=resumable&name=").unwrap();
             prop_assert!(!value.contains(['&', '+', '=', '#', '?']));
             let back = percent_encoding::percent_decode_str(value).decode_utf8().unwrap();
             prop_assert_eq!(back, name);
+        }
+
+        /// Any object name is one escaped path segment that decodes back
+        /// to it, and the path parses as a URL.
+        #[test]
+        fn any_object_name_round_trips_through_the_path(name in "\\PC{1,60}") {
+            let Ok(uri) = format!("gs://bkt/{name}").parse::<crate::GcsUri>() else {
+                return Ok(()); // names the crate refuses (`..` segments)
+            };
+            let path = super::super::objects::object_path(&uri);
+            let segment = path.strip_prefix("/storage/v1/b/bkt/o/").unwrap();
+            prop_assert!(!segment.contains(['/', '?', '#', '&', '+', ';', '[', '\\']));
+            let req = Request::get("https://h/x?alt=media").body(()).unwrap();
+            let req = wire::retarget(req, Some(&path), None).unwrap();
+            prop_assert_eq!(req.uri().query(), Some("alt=media"));
+            let back = percent_encoding::percent_decode_str(segment).decode_utf8().unwrap();
+            prop_assert_eq!(back, uri.object());
         }
     }
 }

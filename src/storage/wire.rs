@@ -136,23 +136,62 @@ impl Wire {
     }
 }
 
-/// Reads a JSON answer whole (bounded) and parses it with tame-gcs; a
-/// failure status becomes [`Error::Storage`] with the service's message.
-pub(super) async fn json<T>(what: &str, resp: Response<Incoming>) -> Result<T>
-where
-    T: tame_gcs::ApiResponse<Bytes>,
-{
+/// The fields of an object resource the crate uses. Everything else
+/// (storage classes, timestamps, fields newer than any model of them) is
+/// ignored, so no answer fails for what it adds.
+#[derive(serde::Deserialize)]
+pub(super) struct ObjectJson {
+    pub(super) bucket: Option<String>,
+    pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) size: Size,
+}
+
+/// An object's size: the JSON API sends an int64 as a string; a number is
+/// read too.
+#[derive(Default)]
+pub(super) struct Size(pub(super) u64);
+
+impl<'de> serde::Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Either<'a> {
+            Number(u64),
+            Text(std::borrow::Cow<'a, str>),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(Size(n)),
+            Either::Text(s) => s.parse().map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A page of an object listing.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ListJson {
+    #[serde(default)]
+    pub(super) items: Vec<ObjectJson>,
+    pub(super) next_page_token: Option<String>,
+}
+
+/// Reads a JSON answer whole (bounded) and parses it; a failure status
+/// becomes [`Error::Storage`] with the service's message.
+pub(super) async fn json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    resp: Response<Incoming>,
+) -> Result<T> {
     let status = resp.status();
     if !status.is_success() {
         return Err(status_error(what, resp).await);
     }
-    let (parts, body) = resp.into_parts();
-    let bytes = Limited::new(body, MAX_JSON)
+    let bytes = Limited::new(resp.into_body(), MAX_JSON)
         .collect()
         .await
-        .map_err(|e| body_error(what, e))?
+        .map_err(|e| body_error(what, status, e))?
         .to_bytes();
-    T::try_from_parts(Response::from_parts(parts, bytes)).map_err(|e| Error::Storage {
+    serde_json::from_slice(&bytes).map_err(|e| Error::Storage {
         message: format!("{what}: could not read the answer: {e}"),
         http_status: Some(status.as_u16()),
         source: Some(Box::new(e)),
@@ -205,6 +244,37 @@ pub(super) fn error_message(status: StatusCode, body: &[u8]) -> String {
     }
 }
 
+/// Every byte but letters and digits escaped: for object names in paths
+/// and queries. (tame-gcs leaves `&`, `+`, `=`, `;`, `[`, `]`, `\\` and
+/// more as they are, which changes names or makes URLs that do not parse,
+/// so object names are never handed to it: it gets a placeholder and
+/// [`retarget`] writes the name here.)
+pub(super) fn escape(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The name tame-gcs is given in place of an object's.
+pub(super) const PLACEHOLDER: &str = "_";
+
+/// `req` with its path and/or query replaced (`None` keeps them).
+pub(super) fn retarget<B>(
+    req: Request<B>,
+    path: Option<&str>,
+    query: Option<&str>,
+) -> std::result::Result<Request<B>, http::Error> {
+    let (mut parts, body) = req.into_parts();
+    let path = path.unwrap_or(parts.uri.path()).to_owned();
+    let query = query.or(parts.uri.query()).map(str::to_owned);
+    let mut uri = parts.uri.into_parts();
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    uri.path_and_query = Some(target.parse().map_err(http::Error::from)?);
+    parts.uri = Uri::from_parts(uri).map_err(http::Error::from)?;
+    Ok(Request::from_parts(parts, body))
+}
+
 /// A request that got no answer (connection refused, reset, timed out).
 pub(super) fn transport_error(
     what: &str,
@@ -217,8 +287,20 @@ pub(super) fn transport_error(
     }
 }
 
-/// An answer whose body broke off.
-pub(super) fn body_error(what: &str, e: Box<dyn std::error::Error + Send + Sync>) -> Error {
+/// An answer whose body broke off (no status: worth trying again), or
+/// ran over the size read whole (the answer's status: not worth it).
+pub(super) fn body_error(
+    what: &str,
+    status: StatusCode,
+    e: Box<dyn std::error::Error + Send + Sync>,
+) -> Error {
+    if e.is::<http_body_util::LengthLimitError>() {
+        return Error::Storage {
+            message: format!("{what}: the answer is larger than expected"),
+            http_status: Some(status.as_u16()),
+            source: Some(e),
+        };
+    }
     Error::Storage {
         message: format!("{what}: the answer broke off: {}", chain(&*e)),
         http_status: None,
