@@ -1,18 +1,19 @@
 //! Cloud Storage for the data plane: upload, list and stream-read objects.
 //!
 //! Built on the `tame-gcs` crate, which builds Cloud Storage JSON API
-//! requests and parses their answers (uploads, listing, downloads), so
-//! every call the crate makes can be tested offline against
-//! fake-gcs-server. (`object_store` writes through the XML API, which
-//! fake-gcs-server does not accept, and Google's own `google-cloud-storage`
-//! lists over gRPC, which it does not serve.) tame-gcs does no I/O: its
-//! requests go out over hyper with rustls on *ring* — the HTTP stack and
-//! crypto the crate already has for gcp_auth and gRPC — with the trust
-//! roots the features select. Two things are written here rather than in
-//! tame-gcs: the query of upload requests (tame-gcs leaves `&`, `+`, `=`
-//! and `%` unescaped in object names there) and the `Content-Range` of
-//! resumable chunks (its resumable API sends whole objects only).
-//!
+//! requests (uploads, listing, downloads), so every call the crate makes
+//! can be tested offline against fake-gcs-server. (`object_store` writes
+//! through the XML API, which fake-gcs-server does not accept, and Google's
+//! own `google-cloud-storage` lists over gRPC, which it does not serve.)
+//! tame-gcs does no I/O: its requests go out over hyper with rustls on
+//! *ring* — the HTTP stack and crypto the crate already has for gcp_auth
+//! and gRPC — with the trust roots the features select. Written here
+//! rather than taken from tame-gcs: object names in URLs (it leaves
+//! reserved characters unescaped, so it is given a placeholder), the
+//! reading of answers (only bucket, name and size, so nothing newer than
+//! its model of an object fails a call), the resumable chunk protocol
+//! (`Content-Range`, `308`, status queries) and bucket creation.
+
 //! # Credentials and emulators
 //!
 //! [`Storage::for_client`] shares the JobService client's token cache: one
