@@ -124,6 +124,15 @@ pub(super) async fn read(
     let mut file = tokio::fs::File::open(&p).await.map_err(|e| io(&p, e))?;
     let limit = match range {
         Some(r) => {
+            // As Cloud Storage answers: nothing from past the end is a 416.
+            let len = file.metadata().await.map_err(|e| io(&p, e))?.len();
+            if r.start > 0 && r.start >= len && r.end > r.start {
+                return Err(Error::Storage {
+                    message: format!("reading {uri}: HTTP 416 Range Not Satisfiable"),
+                    http_status: Some(416),
+                    source: None,
+                });
+            }
             file.seek(std::io::SeekFrom::Start(r.start))
                 .await
                 .map_err(|e| io(&p, e))?;

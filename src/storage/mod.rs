@@ -70,6 +70,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(part.concat(), b"world");
+        // Past the end: a 416, as Cloud Storage answers.
+        assert!(matches!(
+            s.read(&u, Some(11..20)).await.err(),
+            Some(Error::Storage {
+                http_status: Some(416),
+                ..
+            })
+        ));
         s.upload_bytes(&"gs://bkt/a/c".parse().unwrap(), &b"x"[..])
             .await
             .unwrap();
