@@ -663,7 +663,7 @@ mod tests {
         /// to it, and the path parses as a URL.
         #[test]
         fn any_object_name_round_trips_through_the_path(name in "\\PC{1,60}") {
-            let Ok(uri) = format!("gs://bkt/{name}").parse::<crate::GcsUri>() else {
+            let Ok(uri) = format!("gs://bkt/{name}").parse::<crate::uri::GcsUri>() else {
                 return Ok(()); // names the crate refuses (`..` segments)
             };
             let path = super::super::objects::object_path(&uri);
