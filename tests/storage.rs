@@ -27,6 +27,16 @@ async fn read_all(storage: &Storage, u: &GcsUri, range: Option<std::ops::Range<u
     chunks.concat()
 }
 
+/// A client for the (fake) storage server at `url`, plaintext, no
+/// credentials.
+fn at(url: &str) -> Storage {
+    Storage::builder()
+        .ignore_env()
+        .emulator_host(url)
+        .build()
+        .unwrap()
+}
+
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -335,11 +345,7 @@ async fn a_broken_download_resumes_where_it_stopped() {
         .await
         .unwrap();
     let (url, cut) = cutting_proxy(&gcs.url, 2, 60_000).await;
-    let s = Storage::builder()
-        .ignore_env()
-        .emulator_host(&url)
-        .build()
-        .unwrap();
+    let s = at(&url);
     let got: Vec<bytes::Bytes> = s.read_resuming(&obj).try_collect().await.unwrap();
     assert_eq!(*cut.lock().unwrap(), 2, "the download broke twice");
     assert_eq!(got.concat(), body);
@@ -374,11 +380,7 @@ async fn create_bytes_never_replaces_an_object() {
         r#"{"error":{"code":412,"message":"Precondition Failed","errors":[]}}"#,
     )
     .await;
-    let remote = Storage::builder()
-        .ignore_env()
-        .emulator_host(&url)
-        .build()
-        .unwrap();
+    let remote = at(&url);
     assert!(remote
         .create_bytes(&obj, b"x".to_vec())
         .await
@@ -461,11 +463,7 @@ async fn names_with_reserved_characters_keep_their_exact_names() {
 #[tokio::test]
 async fn a_ranged_read_checks_the_answer_is_the_range() {
     let (url, seen) = answering_server(200, "0123456789").await;
-    let s = Storage::builder()
-        .ignore_env()
-        .emulator_host(&url)
-        .build()
-        .unwrap();
+    let s = at(&url);
     let err = s
         .read(&uri("gs://bkt/o"), Some(5..u64::MAX))
         .await
@@ -483,11 +481,7 @@ async fn a_ranged_read_checks_the_answer_is_the_range() {
     );
 
     let (url, _) = answering_server(416, "").await;
-    let s = Storage::builder()
-        .ignore_env()
-        .emulator_host(&url)
-        .build()
-        .unwrap();
+    let s = at(&url);
     let past_the_end = s
         .read(&uri("gs://bkt/o"), Some(10..20))
         .await

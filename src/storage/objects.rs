@@ -180,22 +180,14 @@ impl Storage {
         };
         let what = format!("reading {uri}");
         let wire = self.wire()?;
-        let bucket = BucketName::non_validated(uri.bucket());
-        let object = ObjectName::non_validated(wire::PLACEHOLDER);
-        let path = object_path(uri);
         let resp = retrying(&what, || async {
             bump(&self.inner.calls.reads);
             let options = DownloadObjectOptional {
                 generation,
                 ..Default::default()
             };
-            let req = wire
-                .objects
-                .download(&(&bucket, &object), Some(options))
-                .map_err(|e| request_error(&what, e))?
-                .map(|_| Bytes::new());
             let mut req =
-                wire::retarget(req, Some(&path), None).map_err(|e| request_error(&what, e))?;
+                object_request(&what, uri, |id| wire.objects.download(id, Some(options)))?;
             if let Some((r, _)) = &range {
                 let value = http::HeaderValue::from_str(r).map_err(|e| request_error(&what, e))?;
                 req.headers_mut().insert(RANGE, value);
@@ -334,16 +326,9 @@ impl Storage {
         }
         let what = format!("looking up {uri}");
         let wire = self.wire()?;
-        let (bucket, object) = ids(uri);
         let found: Result<ObjectJson> = retrying(&what, || async {
             bump(&self.inner.calls.other);
-            let req = wire
-                .objects
-                .get(&(&bucket, &object), None)
-                .map_err(|e| request_error(&what, e))?
-                .map(|_| Bytes::new());
-            let req = wire::retarget(req, Some(&object_path(uri)), None)
-                .map_err(|e| request_error(&what, e))?;
+            let req = object_request(&what, uri, |id| wire.objects.get(id, None))?;
             let resp = wire.send(&what, req).await?;
             wire::json(&what, resp).await
         })
@@ -378,15 +363,8 @@ impl Storage {
         }
         let what = format!("deleting {uri}");
         let wire = self.wire()?;
-        let (bucket, object) = ids(uri);
         bump(&self.inner.calls.other);
-        let req = wire
-            .objects
-            .delete(&(&bucket, &object), None)
-            .map_err(|e| request_error(&what, e))?
-            .map(|_| Bytes::new());
-        let req = wire::retarget(req, Some(&object_path(uri)), None)
-            .map_err(|e| request_error(&what, e))?;
+        let req = object_request(&what, uri, |id| wire.objects.delete(id, None))?;
         let resp = wire.send(&what, req).await?;
         // Cloud Storage answers 204; emulators may answer 200.
         match resp.status().is_success() {
@@ -453,6 +431,22 @@ pub(super) fn object_path(uri: &GcsUri) -> String {
         wire::escape(uri.bucket()),
         wire::escape(uri.object())
     )
+}
+
+/// A request for one object: built by tame-gcs for the placeholder name,
+/// then pointed at `uri`'s escaped path.
+fn object_request<B>(
+    what: &str,
+    uri: &GcsUri,
+    build: impl FnOnce(
+        &(&BucketName<'_>, &ObjectName<'_>),
+    ) -> std::result::Result<http::Request<B>, tame_gcs::Error>,
+) -> Result<http::Request<Bytes>> {
+    let (bucket, object) = ids(uri);
+    let req = build(&(&bucket, &object))
+        .map_err(|e| request_error(what, e))?
+        .map(|_| Bytes::new());
+    wire::retarget(req, Some(&object_path(uri)), None).map_err(|e| request_error(what, e))
 }
 
 /// A request that could not be built (never sent, not retried).

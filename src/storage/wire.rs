@@ -80,17 +80,7 @@ impl Wire {
     /// errors. The answer's status is not checked here.
     pub(super) async fn send(&self, what: &str, req: Request<Bytes>) -> Result<Response<Incoming>> {
         let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| Error::config(format!("{what}: {e}")))?;
+        parts.uri = self.on_endpoint(what, &parts.uri)?;
         if let Some(tokens) = &self.tokens {
             if let Some(mut value) = tokens.header().await? {
                 value.set_sensitive(true);
@@ -113,19 +103,24 @@ impl Wire {
         req: Request<Bytes>,
     ) -> Result<Response<Incoming>> {
         let (mut parts, body) = req.into_parts();
-        let path = session
+        parts.uri = self.on_endpoint(what, session)?;
+        parts.headers.remove(AUTHORIZATION);
+        self.exchange(what, Request::from_parts(parts, Full::new(body)))
+            .await
+    }
+
+    /// `uri`'s path and query on the endpoint's scheme and host.
+    fn on_endpoint(&self, what: &str, uri: &Uri) -> Result<Uri> {
+        let path = uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
+        Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path)
             .build()
-            .map_err(|e| Error::config(format!("{what}: {e}")))?;
-        parts.headers.remove(AUTHORIZATION);
-        self.exchange(what, Request::from_parts(parts, Full::new(body)))
-            .await
+            .map_err(|e| Error::config(format!("{what}: {e}")))
     }
 
     async fn exchange(&self, what: &str, req: Request<Full<Bytes>>) -> Result<Response<Incoming>> {
