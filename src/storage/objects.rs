@@ -397,9 +397,7 @@ impl Storage {
         // here (`POST /storage/v1/b?project=…`, body `{"name": …}`).
         let what = format!("creating bucket {name}");
         let wire = self.wire()?;
-        let project: String =
-            percent_encoding::utf8_percent_encode(project, percent_encoding::NON_ALPHANUMERIC)
-                .collect();
+        let project = wire::escape(project);
         let body = serde_json::json!({ "name": name }).to_string();
         let req = http::Request::post(format!("/storage/v1/b?project={project}"))
             .header(http::header::CONTENT_TYPE, "application/json")
