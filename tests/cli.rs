@@ -450,6 +450,48 @@ async fn a_local_prompts_file_submits_as_a_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_per_job_splits_a_batch_into_jobs_side_by_side() {
+    let f = Setup::full().await;
+    // The emulator refuses a job over 2 rows: only parts of at most 2 pass.
+    f.emu.knobs().set_max_requests_per_job(2);
+    let dir = common::temp();
+    let input = dir.path().join("p.jsonl");
+    let prompts: Vec<String> = (0..5)
+        .map(|i| prompt(&format!("k{i}"), &format!("Question {i}")))
+        .collect();
+    common::write_lines(&input, &prompts);
+    let results = dir.path().join("r.jsonl");
+    let out = run(
+        &f.env(),
+        &run_args(
+            &input,
+            "gs://cli-bkt/split",
+            results.to_str().unwrap(),
+            &["--rows-per-job", "2"],
+        ),
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("5 prompts in 3 job(s)"), "{}", out.stderr);
+    assert_eq!(lines(&results).len(), 5);
+    assert_eq!(f.emu.rpc_counts().get("CreateBatchPredictionJob"), Some(&3));
+    // Out of range: refused before anything runs.
+    for bad in ["0", "200001", "x"] {
+        let out = run(
+            &f.env(),
+            &run_args(
+                &input,
+                "gs://cli-bkt/split2",
+                results.to_str().unwrap(),
+                &["--rows-per-job", bad],
+            ),
+        )
+        .await;
+        assert_eq!(out.code, 2, "{bad}: {}", out.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_usage_and_bad_files_get_one_clear_line_and_exit_2() {
     let dir = common::temp();
     let p = |name: &str, text: &str| {

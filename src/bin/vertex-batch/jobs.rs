@@ -123,6 +123,29 @@ pub struct SubmitArgs {
     /// Print JSON instead of names.
     #[arg(long)]
     json: bool,
+    /// With a local prompts file: at most N prompts a job (default and
+    /// maximum: the service's 200,000).
+    #[arg(long, value_name = "N", value_parser = rows_per_job)]
+    rows_per_job: Option<u64>,
+}
+
+/// Parses `--rows-per-job`: 1 to the service's 200,000.
+pub fn rows_per_job(s: &str) -> Result<u64, String> {
+    let max = vertex_batch::data::input::SERVICE_MAX_ROWS_PER_JOB;
+    match s.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number of rows from 1 to {max}")),
+    }
+}
+
+/// `spec` with at most `rows` prompts a job, when given.
+pub fn with_rows_per_job(spec: BatchSpec, rows: Option<u64>) -> BatchSpec {
+    match rows {
+        Some(n) => {
+            spec.limits(vertex_batch::data::input::InputLimits::default().max_rows_per_file(n))
+        }
+        None => spec,
+    }
 }
 
 pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
@@ -132,6 +155,11 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
         job = job.label(k, v);
     }
     if remote {
+        if a.rows_per_job.is_some() {
+            return Err(CliError::usage(
+                "--rows-per-job splits a local prompts file; a gs:// or bq:// --input runs as one job",
+            ));
+        }
         let output = a.output.as_deref().ok_or_else(|| {
             CliError::usage("--output gs://… or bq://… is required with a gs:// or bq:// --input")
         })?;
@@ -169,7 +197,7 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
     let prompts = Prompts::check(&PathBuf::from(&a.input), a.format)?;
     let client = g.client()?;
     let storage = g.storage_for(&client)?;
-    let mut spec = BatchSpec::new(job, staging);
+    let mut spec = with_rows_per_job(BatchSpec::new(job, staging), a.rows_per_job);
     if let Some(k) = &a.request_key {
         spec = spec.request_key(k);
     }

@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// On Ctrl-C, cancel the jobs instead of leaving them running.
     #[arg(long)]
     cancel_on_interrupt: bool,
+    /// At most N prompts a job: a batch over N prompts runs as several
+    /// jobs side by side (default and maximum: the service's 200,000).
+    #[arg(long, value_name = "N", value_parser = crate::jobs::rows_per_job)]
+    rows_per_job: Option<u64>,
 }
 
 pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
@@ -66,7 +70,10 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
         .clone()
         .unwrap_or_else(|| format!("b{:016x}", fastrand::u64(..)));
     eprintln!("batch {key}: staging (if this is interrupted, run again with --request-key {key})");
-    let spec = BatchSpec::new(job, &a.staging).request_key(&key);
+    let spec = crate::jobs::with_rows_per_job(
+        BatchSpec::new(job, &a.staging).request_key(&key),
+        a.rows_per_job,
+    );
     let broken = Cell::new(None);
     let mut batch = client
         .start_batch(&storage, &spec, prompts.iter(&broken)?)
