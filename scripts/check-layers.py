@@ -41,7 +41,7 @@ LAYERS = [
                    "transport::channel"]),
     ("client operations", ["client", "client::*"]),
     ("Cloud Storage", ["storage", "storage::*"]),
-    ("data plane", ["data::reader", "data::join", "data::read", "data::batch", "data"]),
+    ("data plane", ["data::reader", "data::join", "data::read", "data::claim", "data::batch", "data"]),
     ("emulator", ["emulator", "emulator::*"]),
     ("crate root", ["lib"]),
 ]

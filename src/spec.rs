@@ -410,6 +410,36 @@ impl JobSpec {
     /// # Ok::<_, vertex_batch::Error>(())
     /// ```
     pub fn to_request(&self, parent: &LocationName) -> Result<pb::CreateBatchPredictionJobRequest> {
+        self.build(parent, Defaults::Made)
+    }
+
+    /// The request as the caller asked for it: like [`JobSpec::to_request`]
+    /// but a display name the caller did not set is left empty instead of
+    /// made up (the made-up one carries the time). What a spec fingerprint
+    /// is taken of, so the same spec gives the same fingerprint whenever
+    /// it is built.
+    pub(crate) fn to_request_as_asked(
+        &self,
+        parent: &LocationName,
+    ) -> Result<pb::CreateBatchPredictionJobRequest> {
+        self.build(parent, Defaults::Left)
+    }
+
+    /// Whether an input was set ([`JobSpec::input`]).
+    pub(crate) fn has_input(&self) -> bool {
+        !self.inputs.is_empty()
+    }
+
+    /// Whether an output was set ([`JobSpec::output`]).
+    pub(crate) fn has_output(&self) -> bool {
+        self.output.is_some()
+    }
+
+    fn build(
+        &self,
+        parent: &LocationName,
+        defaults: Defaults,
+    ) -> Result<pb::CreateBatchPredictionJobRequest> {
         let model = normalize_model(&self.model)?;
         let input = InputSource::parse(&self.inputs)?;
         let output = OutputDestination::parse(self.output.as_deref().ok_or_else(|| {
@@ -428,9 +458,10 @@ impl JobSpec {
                  use a region such as us-central1",
             ));
         }
-        let display_name = match &self.display_name {
-            Some(n) => check_display_name(n)?,
-            None => default_display_name(&model),
+        let display_name = match (&self.display_name, defaults) {
+            (Some(n), _) => check_display_name(n)?,
+            (None, Defaults::Made) => default_display_name(&model),
+            (None, Defaults::Left) => String::new(),
         };
         check_labels(&self.labels)?;
         let model_parameters = self.parameters.as_ref().map(to_proto_value).transpose()?;
@@ -499,6 +530,15 @@ impl JobSpec {
             batch_prediction_job: Some(job),
         })
     }
+}
+
+/// What [`JobSpec::build`] does with a field the caller left unset.
+#[derive(Clone, Copy)]
+enum Defaults {
+    /// Makes the value the service needs (a display name).
+    Made,
+    /// Leaves it empty.
+    Left,
 }
 
 fn default_display_name(model: &str) -> String {

@@ -139,10 +139,11 @@ async fn running_again_with_the_same_key_reattaches_without_a_second_upload_or_j
     let uploads = s.storage.calls().uploads;
     drop(first); // the process "crashes" while the jobs are queued
     s.emu.knobs().hold_queued(false);
-    let no_prompts: Vec<(String, Prompt)> = Vec::new();
+    // The same prompts again: checked against the staged digest, not
+    // uploaded.
     let (again, results) = s
         .client
-        .run_batch(&s.storage, &spec("resume-1"), no_prompts)
+        .run_batch(&s.storage, &spec("resume-1"), prompts(500))
         .await
         .unwrap();
     let again_names: Vec<String> = again.jobs().iter().map(|j| j.name().to_owned()).collect();
@@ -152,17 +153,16 @@ async fn running_again_with_the_same_key_reattaches_without_a_second_upload_or_j
     let (rows, errors, totals) = results.collect_all().await;
     assert!(errors.is_empty());
     assert_eq!((rows.len(), totals.rows()), (500, 500));
-    // And once more after the jobs ended: the same results, no new job.
-    let (_, results) = s
+    // And once more after the jobs ended, without the prompts: the same
+    // results, no new job.
+    let resumed = s
         .client
-        .run_batch(
-            &s.storage,
-            &spec("resume-1"),
-            Vec::<(String, Prompt)>::new(),
-        )
+        .resume_batch(&s.storage, &spec("resume-1"))
         .await
         .unwrap();
+    let results = resumed.results().await.unwrap();
     assert_eq!(results.collect_all().await.2.succeeded, totals.succeeded);
+    assert_eq!(s.storage.calls().uploads, uploads, "nothing uploaded again");
     assert_eq!(s.emu.rpc_counts().get("CreateBatchPredictionJob"), Some(&2));
 }
 

@@ -8,6 +8,7 @@
 //! the job exists it is returned, and only if the list *succeeds* and finds
 //! nothing is the create sent again.
 
+use futures::TryStreamExt;
 use tokio::time::Instant;
 
 use super::{call::Routing, list::ListOptions, shared::Client};
@@ -16,8 +17,48 @@ use crate::{
     job::Job,
     names::LocationName,
     proto::aiplatform as pb,
-    spec::{JobSpec, REQUEST_KEY_LABEL, SPEC_LABEL},
+    spec::{JobSpec, MAX_LABELS, REQUEST_KEY_LABEL, SPEC_LABEL},
 };
+
+/// The request `submit` sends for `spec` (which carries its request key),
+/// with the crate's labels on, checked as the service would check it —
+/// ours counted among the labels — and the spec's fingerprint.
+pub(crate) fn prepare(
+    spec: &JobSpec,
+    parent: &LocationName,
+) -> Result<(pb::CreateBatchPredictionJobRequest, String)> {
+    let mut request = spec.to_request(parent)?;
+    let fingerprint = spec_fingerprint_of(spec, parent)?;
+    let key = spec.labels().get(REQUEST_KEY_LABEL).cloned();
+    // Our labels go on after any `with_proto` customizer ran: it cannot
+    // remove them. They count against the service's limit.
+    match request.batch_prediction_job.as_mut() {
+        Some(job) => {
+            if let Some(key) = key {
+                job.labels.insert(REQUEST_KEY_LABEL.to_owned(), key);
+            }
+            job.labels
+                .insert(SPEC_LABEL.to_owned(), fingerprint.clone());
+            check_label_count(job)?;
+        }
+        None => return Err(Error::validation("spec", "the request holds no job")),
+    }
+    Ok((request, fingerprint))
+}
+
+/// The fingerprint of what `spec` asks for — model, input, output,
+/// parameters, the caller's labels and display name, every
+/// [`JobSpec::with_proto`] change — and nothing the crate made up (the
+/// default display name carries the time) or adds (its own labels). The
+/// same spec built twice, in two processes or a day apart, gives the same
+/// fingerprint: `s` + 24 hex digits of a SHA-256.
+pub(crate) fn spec_fingerprint_of(spec: &JobSpec, parent: &LocationName) -> Result<String> {
+    let request = spec.to_request_as_asked(parent)?;
+    match &request.batch_prediction_job {
+        Some(job) => Ok(spec_fingerprint(job)),
+        None => Err(Error::validation("spec", "the request holds no job")),
+    }
+}
 
 /// A fingerprint of everything the job asks for but our own labels:
 /// `s` + 24 hex digits of the SHA-256 of its canonical JSON (keys sorted).
@@ -155,43 +196,17 @@ impl Client {
     pub async fn submit(&self, spec: &JobSpec) -> Result<Job> {
         let given = spec.labels().get(REQUEST_KEY_LABEL).cloned();
         let key = given.clone().unwrap_or_else(new_request_key);
+        let spec = spec.clone().label(REQUEST_KEY_LABEL, key.clone());
         // Validated first, so a bad spec (or key) fails as such, before any call.
-        let mut request = spec
-            .clone()
-            .label(REQUEST_KEY_LABEL, key.clone())
-            .to_request(self.parent())?;
-        // Our labels go on after any `with_proto` customizer ran: it cannot
-        // remove them.
-        let fingerprint = match request.batch_prediction_job.as_mut() {
-            Some(job) => {
-                let fp = spec_fingerprint(job);
-                job.labels.insert(REQUEST_KEY_LABEL.to_owned(), key.clone());
-                job.labels.insert(SPEC_LABEL.to_owned(), fp.clone());
-                fp
-            }
-            None => return Err(Error::validation("spec", "the request holds no job")),
-        };
+        let (request, fingerprint) = prepare(&spec, self.parent())?;
         if given.is_some() {
             // A caller's key may have been used by an earlier submit (another
             // process, a restart): that job is the answer — if it is the same
             // job. A key reused for another spec is an error, not the old job.
-            if let Some(job) = self.find_by_request_key(&key).await? {
-                match job.labels().get(SPEC_LABEL) {
-                    Some(fp) if *fp != fingerprint => {
-                        return Err(Error::validation(
-                            "request_key",
-                            format!(
-                                "request key {key:?} was already used for a different job spec \
-                                 (job {}); use a new key",
-                                job.name()
-                            ),
-                        ))
-                    }
-                    _ => {
-                        tracing::info!(job = job.name(), key, "a job with this request key exists");
-                        return Ok(job);
-                    }
-                }
+            if let Some(job) = self.reconcile_request_key(&key).await? {
+                same_spec(&job, &key, &fingerprint)?;
+                tracing::info!(job = job.name(), key, "a job with this request key exists");
+                return Ok(job);
             }
         }
         let policy = self.retry_policy().clone();
@@ -200,6 +215,11 @@ impl Client {
         loop {
             attempt += 1;
             let err = match self.send_create(request.clone()).await {
+                // Another process may have created a job with the same key
+                // at the same time: the oldest is the answer for both.
+                Ok(job) if given.is_some() => {
+                    return Ok(self.reconcile_request_key(&key).await?.unwrap_or(job))
+                }
                 Ok(job) => return Ok(job),
                 Err(e) => e,
             };
@@ -209,7 +229,7 @@ impl Client {
             }
             if ambiguous {
                 tracing::info!(key, error = %err, "create failed ambiguously; looking for the job");
-                if let Some(job) = self.find_by_request_key(&key).await? {
+                if let Some(job) = self.reconcile_request_key(&key).await? {
                     tracing::info!(job = job.name(), "the job had been created");
                     return Ok(job);
                 }
@@ -221,8 +241,11 @@ impl Client {
         }
     }
 
-    /// The job created with request key `key`, if any (the oldest, should
-    /// there be several).
+    /// The job created with request key `key`, if any: the oldest, should
+    /// there be several (by creation time, then name, so every process
+    /// picks the same one). Reads every page of the filtered list: the
+    /// service may answer a filtered page short, or empty, with a token
+    /// for more.
     ///
     /// ```no_run
     /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
@@ -232,10 +255,89 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn find_by_request_key(&self, key: &str) -> Result<Option<Job>> {
-        let opts = ListOptions::new()
-            .label(REQUEST_KEY_LABEL, key)
-            .page_size(10);
-        let page = self.list_page(&opts, None).await?;
-        Ok(page.jobs.into_iter().next_back())
+        Ok(self.jobs_with_request_key(key).await?.into_iter().next())
+    }
+
+    /// Makes `key` stand for one live job: when several jobs carry it (two
+    /// processes created one at the same time), the oldest wins and every
+    /// other that has not ended is cancelled. Returns the winner, `None`
+    /// when no job carries the key. Every process that calls this sees the
+    /// same winner, so all follow one job and read the same answers.
+    ///
+    /// A cancel that fails is logged, not returned: the winner is still
+    /// the answer, and the next call tries the cancel again.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// if let Some(job) = client.reconcile_request_key("nightly-2026-11-22").await? {
+    ///     println!("the one job for this key: {}", job.name());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn reconcile_request_key(&self, key: &str) -> Result<Option<Job>> {
+        let mut jobs = self.jobs_with_request_key(key).await?.into_iter();
+        let Some(winner) = jobs.next() else {
+            return Ok(None);
+        };
+        for extra in jobs.filter(|j| !j.has_ended()) {
+            tracing::warn!(
+                key,
+                winner = winner.name(),
+                duplicate = extra.name(),
+                "two jobs carry one request key; cancelling the newer"
+            );
+            if let Err(e) = self.cancel(extra.name()).await {
+                tracing::warn!(job = extra.name(), error = %e, "could not cancel a duplicate job");
+            }
+        }
+        Ok(Some(winner))
+    }
+
+    /// Every job carrying request key `key`, oldest first (creation time,
+    /// then name), all pages read.
+    async fn jobs_with_request_key(&self, key: &str) -> Result<Vec<Job>> {
+        let opts = ListOptions::new().label(REQUEST_KEY_LABEL, key);
+        let mut jobs: Vec<Job> = self.list(&opts).try_collect().await?;
+        jobs.sort_by(|a, b| (a.create_time(), a.name()).cmp(&(b.create_time(), b.name())));
+        Ok(jobs)
+    }
+}
+
+/// The service takes at most [`MAX_LABELS`] labels, ours included.
+fn check_label_count(job: &pb::BatchPredictionJob) -> Result<()> {
+    if job.labels.len() > MAX_LABELS {
+        let ours = [REQUEST_KEY_LABEL, SPEC_LABEL];
+        let theirs = job
+            .labels
+            .keys()
+            .filter(|k| !ours.contains(&k.as_str()))
+            .count();
+        return Err(Error::validation(
+            "labels",
+            format!(
+                "{theirs} labels given; the service takes {MAX_LABELS} and vertex-batch adds its own \
+                 {} ({REQUEST_KEY_LABEL}, {SPEC_LABEL}), so at most {} of yours",
+                ours.len(),
+                MAX_LABELS - ours.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An error when `job`, found by request key `key`, was made from another
+/// spec than the one with `fingerprint`.
+pub(crate) fn same_spec(job: &Job, key: &str, fingerprint: &str) -> Result<()> {
+    match job.labels().get(SPEC_LABEL) {
+        Some(fp) if fp != fingerprint => Err(Error::validation(
+            "request_key",
+            format!(
+                "request key {key:?} belongs to job {}, which was made from another job spec \
+                 (model, input, output, parameters, labels or display name differ); submit the \
+                 spec it was made with to get that job back",
+                job.name()
+            ),
+        )),
+        _ => Ok(()),
     }
 }

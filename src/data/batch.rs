@@ -3,12 +3,17 @@
 //!
 //! # What happens
 //!
-//! 1. **Stage.** The prompts stream through the [`InputEncoder`] into
+//! 1. **Stage.** The job template is checked first (a template with an
+//!    input or output of its own is refused: each part gets its own). The
+//!    prompts stream through the [`InputEncoder`] into
 //!    resumable uploads under `STAGING/KEY/input/part-NNNNN.jsonl`, one part
 //!    per job when the input is over the service's limits (200,000 rows,
-//!    1 GB a file). Then `STAGING/KEY/manifest.json` records the parts.
-//! 2. **Submit.** One job per part through [`Client::submit`], each with
-//!    its own request key (`KEY-r0-pN`), so no part is ever submitted twice.
+//!    1 GB a file). Then `STAGING/KEY/manifest.json` records the parts,
+//!    the location, the template's fingerprint and a SHA-256 of the staged
+//!    prompts — the truth every later step and every re-run starts from.
+//! 2. **Submit.** One job per part, each with its own request key
+//!    (`KEY-r0-pN`), claimed first (below), so no part is ever submitted
+//!    twice.
 //! 3. **Watch.** [`Batch::progress`] follows every job under one budget of
 //!    Get calls ([`Client::watch_many`]).
 //! 4. **Read.** [`Batch::results`] reads every job's output directory joined
@@ -23,12 +28,67 @@
 //! key derived from `KEY`. Run [`Client::start_batch`] again with the same
 //! [`BatchSpec::request_key`] after a crash and it finds the manifest (no
 //! second upload) and the jobs already submitted (no second job); if they
-//! have ended, their results are read as they are.
+//! have ended, their results are read as they are. [`Client::resume_batch`]
+//! does the same without the prompts.
+//!
+//! A re-run is checked against the manifest before anything is submitted,
+//! with errors that name the batch's key and say how to resume:
+//!
+//! * other prompts (a digest of the staged lines differs) are refused —
+//!   new prompts need a new key;
+//! * another job template is refused: the fingerprint covers what the
+//!   caller set (model, parameters, labels, display name, service account,
+//!   encryption key, [`JobSpec::with_proto`] changes), not what the crate
+//!   made up (the default display name carries the time, so a re-run
+//!   without one is the same spec);
+//! * a client for another project or location is refused (its jobs would
+//!   not be found there).
+//!
+//! # One job per part, across processes and machines
+//!
+//! What the request key guarantees, for every process (on any machine)
+//! that runs the batch with the same key, staging location and prompts:
+//!
+//! * **One live job per part.** Before a part's job is created, the part
+//!   is claimed with a create-only object `STAGING/KEY/claims/rR-pNNNNN.json`;
+//!   the winner creates the job, the others wait for it and follow it. A
+//!   claim whose holder died before creating its job is taken over after
+//!   its lease ([`BatchSpec::claim_lease`], default
+//!   [`DEFAULT_CLAIM_LEASE`](super::DEFAULT_CLAIM_LEASE)) with a
+//!   generation-matched write. After every create the part's key is
+//!   reconciled ([`Client::reconcile_request_key`]): should two jobs carry
+//!   it anyway (storage that ignores preconditions, a holder slower than
+//!   its lease), the oldest wins and the others are cancelled.
+//! * **Every process reads the same answers**: all follow the oldest job
+//!   of each part, and read its output joined to the one staged input.
+//! * **Exactly one line per prompt** in [`Batch::results`], whatever the
+//!   output holds (duplicates dropped, missing rows reported missing).
+//! * **Crash-safe at any point.** The manifest is written only after every
+//!   part is staged, and a follow-up round is recorded in it before its
+//!   jobs are submitted; a process killed anywhere leaves a state the next
+//!   run with the key finishes, without a second upload of a staged batch
+//!   or a second job for a part.
+//!
+//! What it does not guarantee:
+//!
+//! * A cancelled duplicate may have run some rows before its cancel
+//!   landed; those rows are billed (the service bills completed rows).
+//! * Storage that ignores preconditions (fake-gcs-server) lets two
+//!   processes both claim a part, so both create a job and the reconcile
+//!   cancels one: one job stays live, but two were created.
+//! * Two processes calling [`Batch::retry_failed`] at once on storage
+//!   without preconditions may both record a follow-up round; the rounds
+//!   are the same rows under the same keys, so still one job per part.
+//! * Nothing stops a caller from deleting `STAGING/KEY/` or a job: the key
+//!   then starts over (or finds nothing to follow).
+
+use std::{fmt, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    claim::{submit_once, Step, DEFAULT_CLAIM_LEASE},
     fingerprint::{fingerprint, FingerprintSet},
     input::{BatchRequest, InputEncoder, InputLimits},
     join::Inputs,
@@ -93,6 +153,77 @@ pub struct BatchSpec {
     limits: InputLimits,
     watch: WatchManyOptions,
     read: ReadOptions,
+    claim_lease: Duration,
+    on_event: Option<EventHook>,
+}
+
+/// A caller's [`BatchSpec::on_event`] callback.
+#[derive(Clone)]
+struct EventHook(Arc<dyn Fn(&BatchEvent) + Send + Sync>);
+
+impl fmt::Debug for EventHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EventHook")
+    }
+}
+
+/// A step of [`Client::start_batch`] (and [`Batch::retry_failed`]), as it
+/// happens: for a progress display while staging and submitting, or a log.
+/// See [`BatchSpec::on_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BatchEvent {
+    /// An input part was uploaded (`part` counts from 0).
+    Staged {
+        /// The part.
+        part: usize,
+        /// Its prompts.
+        rows: u64,
+    },
+    /// The manifest was written: the batch exists, and a re-run with its
+    /// key resumes it instead of staging again.
+    ManifestWritten,
+    /// The batch was found staged (by this key) and is resumed.
+    Resumed,
+    /// This process claimed a part and is about to create its job.
+    Claimed {
+        /// The round (0: the prompts; later: retries).
+        round: usize,
+        /// The part.
+        part: usize,
+    },
+    /// Another process holds a part's claim: this one waits for its job
+    /// (or for its lease to run out).
+    WaitingForClaim {
+        /// The round.
+        round: usize,
+        /// The part.
+        part: usize,
+    },
+    /// A claim's lease ran out without a job; this process took it over.
+    TookOverClaim {
+        /// The round.
+        round: usize,
+        /// The part.
+        part: usize,
+    },
+    /// A part's job is known: created now, or found by its request key.
+    Submitted {
+        /// The round.
+        round: usize,
+        /// The part.
+        part: usize,
+        /// The job's name.
+        job: String,
+    },
+    /// A follow-up round was recorded in the manifest (before any of its
+    /// jobs is submitted).
+    RoundRecorded {
+        /// The round.
+        round: usize,
+        /// The prompts it retries.
+        rows: u64,
+    },
 }
 
 impl BatchSpec {
@@ -119,6 +250,49 @@ impl BatchSpec {
             limits: InputLimits::default(),
             watch: WatchManyOptions::default(),
             read: ReadOptions::default(),
+            claim_lease: DEFAULT_CLAIM_LEASE,
+            on_event: None,
+        }
+    }
+
+    /// How long a part's claim holds before another process may take it
+    /// over (default [`DEFAULT_CLAIM_LEASE`], at least 1 ms). A process that
+    /// died after claiming a part and before creating its job holds the
+    /// part up this long; see the [module docs](self#one-job-per-part-across-processes).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+    ///     .claim_lease(Duration::from_secs(60));
+    /// ```
+    pub fn claim_lease(mut self, lease: Duration) -> Self {
+        self.claim_lease = lease.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Calls `f` at every step of staging and submitting ([`BatchEvent`]),
+    /// on the task doing the work: keep it quick.
+    ///
+    /// ```
+    /// use vertex_batch::{data::BatchEvent, BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+    ///     .on_event(|e| {
+    ///         if let BatchEvent::Submitted { part, job, .. } = e {
+    ///             eprintln!("part {part}: {job}");
+    ///         }
+    ///     });
+    /// ```
+    pub fn on_event(mut self, f: impl Fn(&BatchEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(EventHook(Arc::new(f)));
+        self
+    }
+
+    fn emit(&self, event: BatchEvent) {
+        if let Some(EventHook(f)) = &self.on_event {
+            f(&event);
         }
     }
 
@@ -206,11 +380,34 @@ impl BatchSpec {
 struct Manifest {
     version: u32,
     request_key: String,
+    /// The location the jobs run in (`projects/P/locations/L`); absent in
+    /// version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
+    /// The job template's fingerprint (what the caller asked for, not
+    /// what the crate defaulted); absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spec: Option<String>,
+    /// What was staged; absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompts: Option<PromptsDigest>,
     /// The staged input files, in order.
     inputs: Vec<StagedFile>,
     /// Round 0 runs the inputs; each later round retries what failed.
     rounds: Vec<Round>,
 }
+
+/// The staged prompts: how many, and the SHA-256 of their request lines
+/// in order (the lines as staged, whatever the parts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PromptsDigest {
+    rows: u64,
+    sha256: String,
+}
+
+/// The manifest's version now; version 1 (no parent, spec or prompts
+/// digest) is still read.
+const MANIFEST_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StagedFile {
@@ -256,7 +453,11 @@ pub struct Batch {
     spec: BatchSpec,
     root: GcsUri,
     manifest: Manifest,
-    /// Jobs by round, latest snapshots.
+    /// The manifest object's generation as last read or written (the
+    /// precondition of the next write), when the backend reports one.
+    manifest_generation: Option<u64>,
+    /// Jobs by round, latest snapshots. Shorter than the manifest's rounds
+    /// while a recorded round is not fully submitted.
     jobs: Vec<Vec<Job>>,
 }
 
@@ -334,17 +535,22 @@ impl Client {
         K: AsRef<str>,
         R: Into<BatchRequest>,
     {
-        let key = spec.key()?;
-        let staging = uri(&spec.staging, "staging")?;
-        let root = child(&staging, &key)?;
-        let manifest_uri = child(&root, "manifest.json")?;
-        let manifest = match read_manifest(storage, &manifest_uri).await? {
-            Some(m) => {
-                tracing::info!(key, "batch already staged; reattaching");
-                m
+        let (key, root, manifest_uri, fingerprint) = self.batch_frame(spec)?;
+        let (manifest, generation) = match read_manifest(storage, &manifest_uri).await? {
+            Some((m, generation)) => {
+                check_resume(&m, &key, &root, self, &fingerprint)?;
+                if let Some(staged) = &m.prompts {
+                    let given = digest_prompts(spec.limits, prompts)?;
+                    if &given != staged {
+                        return Err(other_prompts(&key, &root, staged, &given));
+                    }
+                }
+                tracing::info!(key, "batch already staged; resuming");
+                spec.emit(BatchEvent::Resumed);
+                (m, generation)
             }
             None => {
-                let inputs = stage(storage, &root, spec.limits, prompts).await?;
+                let (inputs, digest) = stage(storage, &root, spec, prompts).await?;
                 let parts = inputs
                     .iter()
                     .enumerate()
@@ -358,31 +564,40 @@ impl Client {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let m = Manifest {
-                    version: 1,
+                    version: MANIFEST_VERSION,
                     request_key: key.clone(),
+                    parent: Some(self.parent().to_string()),
+                    spec: Some(fingerprint.clone()),
+                    prompts: Some(digest),
                     inputs,
                     rounds: vec![Round { parts }],
                 };
                 // Create-only: of two processes starting the same batch at
-                // once, one manifest wins and both follow it.
+                // once, one manifest wins and both follow it. Storage that
+                // ignores the precondition lets both writes through; both
+                // then read back the one that stayed (the same batch: the
+                // same prompts give the same manifest).
                 let json = serde_json::to_vec_pretty(&m)
                     .map_err(|e| Error::config(format!("writing the batch manifest: {e}")))?;
-                match storage.create_bytes(&manifest_uri, json).await? {
-                    Some(_) => m,
-                    None => {
-                        tracing::info!(
-                            key,
-                            "another process staged this batch first; following it"
-                        );
-                        read_manifest(storage, &manifest_uri)
-                            .await?
-                            .ok_or_else(|| Error::Storage {
-                                message: format!("{manifest_uri} vanished after it was created"),
-                                http_status: None,
-                                source: None,
-                            })?
+                let created = storage.create_bytes(&manifest_uri, json).await?;
+                if created.is_none() {
+                    tracing::info!(key, "another process staged this batch first; following it");
+                }
+                let (stored, generation) = read_manifest(storage, &manifest_uri)
+                    .await?
+                    .ok_or_else(|| Error::Storage {
+                        message: format!("{manifest_uri} vanished after it was written"),
+                        http_status: None,
+                        source: None,
+                    })?;
+                check_resume(&stored, &key, &root, self, &fingerprint)?;
+                if let (Some(theirs), Some(ours)) = (&stored.prompts, &m.prompts) {
+                    if theirs != ours {
+                        return Err(other_prompts(&key, &root, theirs, ours));
                     }
                 }
+                spec.emit(BatchEvent::ManifestWritten);
+                (stored, generation)
             }
         };
         let mut batch = Batch {
@@ -391,13 +606,90 @@ impl Client {
             spec: spec.clone(),
             root,
             manifest,
+            manifest_generation: generation,
             jobs: Vec::new(),
         };
-        for r in 0..batch.manifest.rounds.len() {
-            let jobs = batch.submit_round(r).await?;
-            batch.jobs.push(jobs);
-        }
+        batch.submit_pending().await?;
         Ok(batch)
+    }
+
+    /// Resumes the batch staged under `spec`'s request key, without its
+    /// prompts: the manifest tells what was staged, and the jobs already
+    /// submitted are found by their request keys (parts never submitted
+    /// are submitted now). An error when no batch was staged with that key.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, storage: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+    ///     .request_key("nightly-2026-11-22");
+    /// let mut batch = client.resume_batch(&storage, &spec).await?;
+    /// batch.wait().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn resume_batch(&self, storage: &Storage, spec: &BatchSpec) -> Result<Batch> {
+        let Some(given) = &spec.request_key else {
+            return Err(Error::validation(
+                "request_key",
+                "resuming a batch needs the request key it was started with",
+            ));
+        };
+        let (key, root, manifest_uri, fingerprint) = self.batch_frame(spec)?;
+        let (manifest, generation) =
+            read_manifest(storage, &manifest_uri)
+                .await?
+                .ok_or_else(|| {
+                    Error::validation(
+                        "request_key",
+                        format!("no batch {given:?} is staged under {root} (no {manifest_uri})"),
+                    )
+                })?;
+        check_resume(&manifest, &key, &root, self, &fingerprint)?;
+        spec.emit(BatchEvent::Resumed);
+        let mut batch = Batch {
+            client: self.clone(),
+            storage: storage.clone(),
+            spec: spec.clone(),
+            root,
+            manifest,
+            manifest_generation: generation,
+            jobs: Vec::new(),
+        };
+        batch.submit_pending().await?;
+        Ok(batch)
+    }
+
+    /// The batch's key, root, manifest and template fingerprint — the
+    /// template checked as a part's job would be (everything but its
+    /// input, output and request key), before anything is staged.
+    fn batch_frame(&self, spec: &BatchSpec) -> Result<(String, GcsUri, GcsUri, String)> {
+        let key = spec.key()?;
+        if spec.job.has_input() {
+            return Err(Error::validation(
+                "input_uri",
+                "a batch's job template must not name an input: the batch stages the prompts \
+                 and gives each part's job its own input file (remove .input(…) from the template)",
+            ));
+        }
+        if spec.job.has_output() {
+            return Err(Error::validation(
+                "output_uri",
+                "a batch's job template must not name an output: each part's job writes under \
+                 STAGING/KEY/output/ (remove .output(…) from the template)",
+            ));
+        }
+        let template = spec
+            .job
+            .clone()
+            .input(TEMPLATE_INPUT)
+            .output(TEMPLATE_OUTPUT)
+            .request_key(format!("{key}-r0-p0"));
+        let (_, fingerprint) = crate::client::prepare(&template, self.parent())?;
+        let staging = uri(&spec.staging, "staging")?;
+        let root = child(&staging, &key)?;
+        let manifest_uri = child(&root, "manifest.json")?;
+        Ok((key, root, manifest_uri, fingerprint))
     }
 
     /// The whole trip: [`Client::start_batch`], wait for every job, and
@@ -433,28 +725,35 @@ impl Client {
     }
 }
 
-/// Streams the prompts into part files under `root/input/`.
+/// Streams the prompts into part files under `root/input/`, and digests
+/// them.
 async fn stage<I, K, R>(
     storage: &Storage,
     root: &GcsUri,
-    limits: InputLimits,
+    spec: &BatchSpec,
     prompts: I,
-) -> Result<Vec<StagedFile>>
+) -> Result<(Vec<StagedFile>, PromptsDigest)>
 where
     I: IntoIterator<Item = (K, R)>,
     K: AsRef<str>,
     R: Into<BatchRequest>,
 {
-    let mut enc = InputEncoder::new(limits);
+    let mut enc = InputEncoder::new(spec.limits);
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut line = Vec::with_capacity(4096);
     let mut current: Option<(usize, ObjectWriter)> = None;
     let mut done = Vec::new();
     for (key, request) in prompts {
         line.clear();
         let part = enc.encode(key.as_ref(), request, &mut line)?;
+        digest.update(&line);
         if current.as_ref().map(|(p, _)| *p) != Some(part) {
-            if let Some((_, w)) = current.take() {
+            if let Some((p, w)) = current.take() {
                 done.push(w.finish().await?);
+                spec.emit(BatchEvent::Staged {
+                    part: p,
+                    rows: enc.parts()[p].rows,
+                });
             }
             let target = child(root, &format!("input/part-{part:05}.jsonl"))?;
             current = Some((part, storage.writer(&target).await?));
@@ -463,13 +762,17 @@ where
             w.write(&line).await?;
         }
     }
-    if let Some((_, w)) = current.take() {
-        done.push(w.finish().await?);
-    }
     if enc.is_empty() {
         return Err(Error::validation("prompts", "the batch holds no prompts"));
     }
-    Ok(done
+    if let Some((p, w)) = current.take() {
+        done.push(w.finish().await?);
+        spec.emit(BatchEvent::Staged {
+            part: p,
+            rows: enc.parts()[p].rows,
+        });
+    }
+    let files = done
         .iter()
         .zip(enc.parts())
         .map(|(o, p)| StagedFile {
@@ -477,33 +780,147 @@ where
             rows: p.rows,
             bytes: p.bytes,
         })
-        .collect())
+        .collect();
+    Ok((files, finish_digest(enc.rows(), digest)))
 }
 
-async fn read_manifest(storage: &Storage, at: &GcsUri) -> Result<Option<Manifest>> {
-    if storage.metadata(at).await?.is_none() {
-        return Ok(None);
+/// The digest [`stage`] would record for `prompts`, without uploading.
+fn digest_prompts<I, K, R>(limits: InputLimits, prompts: I) -> Result<PromptsDigest>
+where
+    I: IntoIterator<Item = (K, R)>,
+    K: AsRef<str>,
+    R: Into<BatchRequest>,
+{
+    let mut enc = InputEncoder::new(limits);
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut line = Vec::with_capacity(4096);
+    for (key, request) in prompts {
+        line.clear();
+        enc.encode(key.as_ref(), request, &mut line)?;
+        digest.update(&line);
     }
+    Ok(finish_digest(enc.rows(), digest))
+}
+
+fn finish_digest(rows: u64, digest: ring::digest::Context) -> PromptsDigest {
+    let sha256 = digest
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    PromptsDigest { rows, sha256 }
+}
+
+/// Placeholders for a part's input and output while the template is
+/// checked and fingerprinted (every part's are set when it is submitted).
+const TEMPLATE_INPUT: &str = "gs://vertex-batch-template/input.jsonl";
+const TEMPLATE_OUTPUT: &str = "gs://vertex-batch-template/output";
+
+/// An error unless the staged batch `m` can be resumed by `client` with
+/// the template of `fingerprint`. Errors name the batch's key — the one
+/// the caller gave — and say how to resume, never to start over.
+fn check_resume(
+    m: &Manifest,
+    key: &str,
+    root: &GcsUri,
+    client: &Client,
+    fingerprint: &str,
+) -> Result<()> {
+    if m.request_key != key {
+        return Err(Error::Output {
+            file: format!("{root}/manifest.json"),
+            line: 1,
+            message: format!("the manifest is for batch {:?}, not {key:?}", m.request_key),
+        });
+    }
+    let here = client.parent().to_string();
+    if let Some(there) = m.parent.as_deref().filter(|p| *p != here) {
+        return Err(Error::validation(
+            "location",
+            format!(
+                "batch {key:?} under {root} runs its jobs in {there}, and this client is for \
+                 {here}: resume it with a client for {there}"
+            ),
+        ));
+    }
+    if let Some(theirs) = m.spec.as_deref().filter(|s| *s != fingerprint) {
+        return Err(Error::validation(
+            "request_key",
+            format!(
+                "batch {key:?} under {root} was started with another job spec (spec {theirs}, \
+                 this one {fingerprint}: the model, parameters, labels, display name, service \
+                 account or encryption key differ); resume it with the spec it was started with"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn other_prompts(key: &str, root: &GcsUri, staged: &PromptsDigest, given: &PromptsDigest) -> Error {
+    let what = if staged.rows == given.rows {
+        format!("{} prompts, but not the same ones", given.rows)
+    } else {
+        format!("{} prompts, not {}", given.rows, staged.rows)
+    };
+    Error::validation(
+        "prompts",
+        format!(
+            "batch {key:?} under {root} was staged from other prompts: these are {what}. \
+             Resume it with the prompts it was staged from (or with Client::resume_batch); \
+             new prompts need a new request key"
+        ),
+    )
+}
+
+/// The manifest at `at` and its generation, or `None` when there is none.
+async fn read_manifest(storage: &Storage, at: &GcsUri) -> Result<Option<(Manifest, Option<u64>)>> {
+    let Some(info) = storage.metadata(at).await? else {
+        return Ok(None);
+    };
     let bytes: Vec<bytes::Bytes> = storage.read(at, None).await?.try_collect().await?;
     let m: Manifest = serde_json::from_slice(&bytes.concat()).map_err(|e| Error::Output {
         file: at.to_string(),
         line: 1,
         message: format!("not a batch manifest: {e}"),
     })?;
-    if m.version != 1 || m.rounds.is_empty() {
+    if !(1..=MANIFEST_VERSION).contains(&m.version) || m.rounds.is_empty() {
         return Err(Error::Output {
             file: at.to_string(),
             line: 1,
             message: format!("unsupported batch manifest (version {})", m.version),
         });
     }
-    Ok(Some(m))
+    Ok(Some((m, info.generation())))
 }
 
-async fn write_manifest(storage: &Storage, at: &GcsUri, m: &Manifest) -> Result<()> {
+/// Writes `m` over the manifest at generation `generation` (the one last
+/// read), and returns the new generation. An error when another process
+/// wrote the manifest since: the caller reads it again. Without a known
+/// generation the write is unconditional.
+async fn write_manifest(
+    storage: &Storage,
+    at: &GcsUri,
+    m: &Manifest,
+    generation: Option<u64>,
+) -> Result<Option<u64>> {
     let json = serde_json::to_vec_pretty(m)
         .map_err(|e| Error::config(format!("writing the batch manifest: {e}")))?;
-    storage.upload_bytes(at, json).await.map(|_| ())
+    let written = match generation {
+        Some(g) => storage.replace_bytes(at, json, g).await?,
+        None => Some(storage.upload_bytes(at, json).await?),
+    };
+    match written {
+        Some(info) => Ok(info.generation()),
+        None => Err(Error::Storage {
+            message: format!(
+                "{at} changed while this process was retrying the batch (another process \
+                 retried it too?); nothing was submitted: start the batch again to see its rounds"
+            ),
+            http_status: Some(412),
+            source: None,
+        }),
+    }
 }
 
 impl Batch {
@@ -605,19 +1022,55 @@ impl Batch {
         self.manifest.rounds.len()
     }
 
-    async fn submit_round(&self, r: usize) -> Result<Vec<Job>> {
-        let mut jobs = Vec::new();
-        for part in &self.manifest.rounds[r].parts {
-            let spec = self
-                .spec
-                .job
-                .clone()
-                .input(&part.input)
-                .output(&part.output_prefix)
-                .request_key(&part.request_key);
-            jobs.push(self.client.submit(&spec).await?);
+    /// Submits every round the manifest records and this batch has no jobs
+    /// for yet — all of them when resuming, a follow-up round recorded by
+    /// a [`Batch::retry_failed`] that did not get to submit it.
+    async fn submit_pending(&mut self) -> Result<()> {
+        while self.jobs.len() < self.manifest.rounds.len() {
+            let r = self.jobs.len();
+            let mut jobs = Vec::with_capacity(self.manifest.rounds[r].parts.len());
+            for i in 0..self.manifest.rounds[r].parts.len() {
+                jobs.push(self.submit_part(r, i).await?);
+            }
+            self.jobs.push(jobs);
         }
-        Ok(jobs)
+        Ok(())
+    }
+
+    /// Part `i` of round `r`'s one job: found by its request key, or
+    /// created under a claim (see the module docs).
+    async fn submit_part(&self, r: usize, i: usize) -> Result<Job> {
+        let part = &self.manifest.rounds[r].parts[i];
+        let spec = self
+            .spec
+            .job
+            .clone()
+            .input(&part.input)
+            .output(&part.output_prefix)
+            .request_key(&part.request_key);
+        let claim = child(&self.root, &format!("claims/r{r}-p{i:05}.json"))?;
+        let job = submit_once(
+            &self.client,
+            &self.storage,
+            &spec,
+            &part.request_key,
+            &claim,
+            self.spec.claim_lease,
+            |step| {
+                self.spec.emit(match step {
+                    Step::Claimed => BatchEvent::Claimed { round: r, part: i },
+                    Step::Waiting => BatchEvent::WaitingForClaim { round: r, part: i },
+                    Step::TookOver => BatchEvent::TookOverClaim { round: r, part: i },
+                })
+            },
+        )
+        .await?;
+        self.spec.emit(BatchEvent::Submitted {
+            round: r,
+            part: i,
+            job: job.name().to_owned(),
+        });
+        Ok(job)
     }
 
     /// Follows every job: one [`BatchProgress`] per change, the last one
@@ -759,6 +1212,12 @@ impl Batch {
     /// many rows were resubmitted (0: nothing to retry, no job made).
     /// Blocked prompts are not retried.
     ///
+    /// The round is recorded in the manifest first (its files staged
+    /// before), and submitted second: when the submit fails or the
+    /// process dies in between, the next `retry_failed` — or the next
+    /// [`Client::start_batch`] with the batch's key — submits that round's
+    /// missing jobs instead of making another round, and returns its rows.
+    ///
     /// ```no_run
     /// # async fn demo(mut batch: vertex_batch::data::Batch) -> vertex_batch::Result<()> {
     /// batch.wait().await?;
@@ -771,6 +1230,11 @@ impl Batch {
     /// # Ok(()) }
     /// ```
     pub async fn retry_failed(&mut self) -> Result<u64> {
+        if self.jobs.len() < self.manifest.rounds.len() {
+            let pending = self.rows_from(self.jobs.len());
+            self.submit_pending().await?;
+            return Ok(pending);
+        }
         if let Some(j) = self.jobs().iter().find(|j| !j.has_ended()) {
             return Err(Error::validation(
                 "batch",
@@ -847,15 +1311,47 @@ impl Batch {
             }
         }
         let total = parts.iter().map(|p| p.rows).sum();
-        self.manifest.rounds.push(Round { parts });
-        write_manifest(
-            &self.storage,
-            &child(&self.root, "manifest.json")?,
-            &self.manifest,
-        )
-        .await?;
-        let jobs = self.submit_round(r).await?;
-        self.jobs.push(jobs);
+        let mut next = self.manifest.clone();
+        next.version = MANIFEST_VERSION;
+        next.rounds.push(Round { parts });
+        let at = child(&self.root, "manifest.json")?;
+        // The truth first: the round is in the manifest before any of its
+        // jobs exists.
+        match write_manifest(&self.storage, &at, &next, self.manifest_generation).await {
+            Ok(generation) => {
+                self.manifest = next;
+                self.manifest_generation = generation;
+            }
+            Err(e) => {
+                // Another process recorded a round first: take its rounds.
+                match read_manifest(&self.storage, &at).await? {
+                    Some((theirs, generation))
+                        if theirs.rounds.len() > self.manifest.rounds.len() =>
+                    {
+                        self.manifest = theirs;
+                        self.manifest_generation = generation;
+                        let pending = self.rows_from(self.jobs.len());
+                        self.submit_pending().await?;
+                        return Ok(pending);
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
+        self.spec.emit(BatchEvent::RoundRecorded {
+            round: r,
+            rows: total,
+        });
+        self.submit_pending().await?;
         Ok(total)
+    }
+
+    /// The rows of rounds `from` on.
+    fn rows_from(&self, from: usize) -> u64 {
+        self.manifest.rounds[from..]
+            .iter()
+            .flat_map(|r| &r.parts)
+            .map(|p| p.rows)
+            .sum()
     }
 }

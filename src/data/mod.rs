@@ -10,6 +10,7 @@
 //!   inputs, with [`Totals`].
 
 mod batch;
+mod claim;
 mod fingerprint;
 pub mod input;
 mod join;
@@ -19,7 +20,8 @@ mod reader;
 pub mod request;
 pub(crate) mod results;
 
-pub use batch::{Batch, BatchProgress, BatchSpec, MAX_BATCH_KEY_LEN};
+pub use batch::{Batch, BatchEvent, BatchProgress, BatchSpec, MAX_BATCH_KEY_LEN};
+pub use claim::DEFAULT_CLAIM_LEASE;
 pub use join::Inputs;
 pub use key::KEY_LABEL;
 pub use read::ResultReader;

@@ -129,6 +129,8 @@ impl fmt::Debug for Storage {
 pub struct ObjectInfo {
     pub(super) uri: GcsUri,
     pub(super) size: u64,
+    /// The object's generation, when the backend says.
+    pub(super) generation: Option<u64>,
 }
 
 impl ObjectInfo {
@@ -162,6 +164,27 @@ impl ObjectInfo {
         self.size
     }
 
+    /// The object's generation: Cloud Storage's version number, which
+    /// changes with every write of the object (for the local backend, a
+    /// stand-in that changes likewise). What
+    /// [`Storage::replace_bytes`] takes as its precondition.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let uri = "gs://my-bucket/claims/a.json".parse()?;
+    /// let first = storage.upload_bytes(&uri, "1").await?;
+    /// let second = storage.upload_bytes(&uri, "2").await?;
+    /// assert!(first.generation().is_some());
+    /// assert_ne!(first.generation(), second.generation());
+    /// # Ok(()) }
+    /// ```
+    pub fn generation(&self) -> Option<u64> {
+        self.generation
+    }
+
     pub(super) fn from_json(o: &super::wire::ObjectJson) -> Result<Self> {
         let (Some(bucket), Some(name)) = (&o.bucket, &o.name) else {
             return Err(Error::Storage {
@@ -173,6 +196,7 @@ impl ObjectInfo {
         Ok(ObjectInfo {
             uri: GcsUri::parse_field(&format!("gs://{bucket}/{name}"), "object")?,
             size: o.size.0,
+            generation: (o.generation.0 > 0).then_some(o.generation.0),
         })
     }
 }

@@ -76,10 +76,7 @@ impl Writer {
         let linked = tokio::fs::hard_link(&self.tmp, &self.target).await;
         let _ = tokio::fs::remove_file(&self.tmp).await;
         match linked {
-            Ok(()) => Ok(Some(ObjectInfo {
-                uri: self.uri,
-                size: self.len,
-            })),
+            Ok(()) => Ok(Some(self.info().await?)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(io(&self.target, e)),
         }
@@ -90,11 +87,62 @@ impl Writer {
         tokio::fs::rename(&self.tmp, &self.target)
             .await
             .map_err(|e| io(&self.target, e))?;
+        self.info().await
+    }
+
+    /// Replaces the object only if its generation is still `generation`:
+    /// `None` (and nothing written) when it is not. Atomic within this
+    /// process (one lock for every local replace); across processes the
+    /// check and the rename are two steps, so a directory shared by
+    /// several processes gives only a best-effort precondition.
+    pub(super) async fn finish_if_generation(
+        mut self,
+        generation: u64,
+    ) -> Result<Option<ObjectInfo>> {
+        static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        self.file.flush().await.map_err(|e| io(&self.tmp, e))?;
+        let _held = LOCK.lock().await;
+        let current = match tokio::fs::metadata(&self.target).await {
+            Ok(m) if m.is_file() => generation_of(&m),
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&self.target, e)),
+        };
+        if current != Some(generation) {
+            let _ = tokio::fs::remove_file(&self.tmp).await;
+            return Ok(None);
+        }
+        tokio::fs::rename(&self.tmp, &self.target)
+            .await
+            .map_err(|e| io(&self.target, e))?;
+        self.info().await.map(Some)
+    }
+
+    async fn info(&self) -> Result<ObjectInfo> {
+        let m = tokio::fs::metadata(&self.target)
+            .await
+            .map_err(|e| io(&self.target, e))?;
         Ok(ObjectInfo {
-            uri: self.uri,
+            uri: self.uri.clone(),
             size: self.len,
+            generation: generation_of(&m),
         })
     }
+}
+
+/// A local file's stand-in for a generation: its modification time in
+/// nanoseconds, mixed with its inode on Unix (every write here renames a
+/// new file into place, so both change with each write).
+pub(super) fn generation_of(m: &std::fs::Metadata) -> Option<u64> {
+    let nanos = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos() as u64;
+    #[cfg(unix)]
+    let nanos = nanos ^ std::os::unix::fs::MetadataExt::ino(m).rotate_left(40);
+    Some(nanos.max(1))
 }
 
 pub(super) async fn metadata(root: &Path, uri: &GcsUri) -> Result<Option<ObjectInfo>> {
@@ -103,6 +151,7 @@ pub(super) async fn metadata(root: &Path, uri: &GcsUri) -> Result<Option<ObjectI
         Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
             uri: uri.clone(),
             size: m.len(),
+            generation: generation_of(&m),
         })),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -197,13 +246,14 @@ pub(super) fn walk(root: &Path, prefix: &GcsUri) -> Result<Vec<ObjectInfo>> {
                 if hidden || !name.starts_with(prefix.object()) {
                     continue;
                 }
-                let size = entry.metadata().map_err(|e| io(&p, e))?.len();
+                let meta = entry.metadata().map_err(|e| io(&p, e))?;
                 out.push(ObjectInfo {
                     uri: GcsUri::parse_field(
                         &format!("gs://{}/{name}", prefix.bucket()),
                         "object",
                     )?,
-                    size,
+                    size: meta.len(),
+                    generation: generation_of(&meta),
                 });
             }
         }

@@ -42,6 +42,17 @@ pub const CHUNK_QUANTUM: usize = 256 << 10;
 /// ```
 pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
 
+/// What a one-request upload requires of the object already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Precondition {
+    /// Nothing: the upload replaces any object.
+    None,
+    /// No object may be there (`ifGenerationMatch=0`).
+    DoesNotExist,
+    /// The object must be at this generation.
+    Generation(u64),
+}
+
 /// Attempts per upload chunk before giving up.
 pub(super) const CHUNK_ATTEMPTS: u32 = 5;
 
@@ -59,7 +70,7 @@ impl Storage {
     /// # Ok(()) }
     /// ```
     pub async fn upload_bytes(&self, uri: &GcsUri, data: impl Into<Bytes>) -> Result<ObjectInfo> {
-        self.simple_upload(uri, data.into(), false)
+        self.simple_upload(uri, data.into(), Precondition::None)
             .await?
             .ok_or_else(|| Error::Storage {
                 message: format!("uploading {uri}: refused by a precondition"),
@@ -85,24 +96,55 @@ impl Storage {
         uri: &GcsUri,
         data: impl Into<Bytes>,
     ) -> Result<Option<ObjectInfo>> {
-        self.simple_upload(uri, data.into(), true).await
+        self.simple_upload(uri, data.into(), Precondition::DoesNotExist)
+            .await
     }
 
-    /// One-request upload; with `create_only`, `None` when an object was
-    /// already there.
+    /// Replaces the object at `uri` with `data` only if its generation is
+    /// still `generation` (`ifGenerationMatch`): `None`, and nothing
+    /// written, when another write came first. Of several writers that
+    /// read one generation, at most one replaces it — where the backend
+    /// honours the precondition (Cloud Storage does; fake-gcs-server does
+    /// on this call, and the local backend within one process).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let storage = vertex_batch::storage::Storage::local(dir.path());
+    /// let uri = "gs://my-bucket/claims/a.json".parse()?;
+    /// let first = storage.upload_bytes(&uri, "mine").await?;
+    /// let gen = first.generation().unwrap();
+    /// assert!(storage.replace_bytes(&uri, "taken over", gen).await?.is_some());
+    /// // The generation moved on: a second replace from the same one is refused.
+    /// assert!(storage.replace_bytes(&uri, "too late", gen).await?.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub async fn replace_bytes(
+        &self,
+        uri: &GcsUri,
+        data: impl Into<Bytes>,
+        generation: u64,
+    ) -> Result<Option<ObjectInfo>> {
+        self.simple_upload(uri, data.into(), Precondition::Generation(generation))
+            .await
+    }
+
+    /// One-request upload; `None` when `precondition` did not hold.
     pub(super) async fn simple_upload(
         &self,
         uri: &GcsUri,
         data: Bytes,
-        create_only: bool,
+        precondition: Precondition,
     ) -> Result<Option<ObjectInfo>> {
         bump(&self.inner.calls.uploads);
         if let Some(root) = &self.inner.local {
             let mut w = local::Writer::create(root, uri).await?;
             w.write(&data).await?;
-            return match create_only {
-                true => w.finish_new().await,
-                false => w.finish().await.map(Some),
+            return match precondition {
+                Precondition::DoesNotExist => w.finish_new().await,
+                Precondition::Generation(g) => w.finish_if_generation(g).await,
+                Precondition::None => w.finish().await.map(Some),
             };
         }
         let what = format!("uploading {uri}");
@@ -114,13 +156,15 @@ impl Storage {
             .insert_simple(&(&bucket, &object), data, len, None)
             .map_err(|e| request_error(&what, e))?;
         let mut query = format!("uploadType=media&name={}", wire::escape(uri.object()));
-        if create_only {
-            query.push_str("&ifGenerationMatch=0");
+        match precondition {
+            Precondition::DoesNotExist => query.push_str("&ifGenerationMatch=0"),
+            Precondition::Generation(g) => query.push_str(&format!("&ifGenerationMatch={g}")),
+            Precondition::None => {}
         }
         let req = wire::retarget(req, None, Some(&query)).map_err(|e| request_error(&what, e))?;
         let resp = wire.send(&what, req).await?;
         match resp.status() {
-            StatusCode::PRECONDITION_FAILED if create_only => Ok(None),
+            StatusCode::PRECONDITION_FAILED if precondition != Precondition::None => Ok(None),
             s if s.is_success() => object_info(&what, resp).await.map(Some),
             _ => Err(wire::status_error(&what, resp).await),
         }

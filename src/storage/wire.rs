@@ -140,6 +140,9 @@ pub(super) struct ObjectJson {
     pub(super) name: Option<String>,
     #[serde(default)]
     pub(super) size: Size,
+    /// An int64 as a string, like the size.
+    #[serde(default)]
+    pub(super) generation: Size,
 }
 
 /// An object's size: the JSON API sends an int64 as a string; a number is
