@@ -256,3 +256,391 @@ async fn three_processes_fake_gcs_the_emulator_binary_and_the_client() {
     );
     assert!(totals.duplicates > 0, "the incremental chunk repeats rows");
 }
+
+/// A template without a display name, as most callers write it.
+fn plain_spec(key: &str) -> BatchSpec {
+    BatchSpec::new(
+        JobSpec::new("gemini-2.0-flash-001"),
+        "gs://staging-bkt/batches",
+    )
+    .request_key(key)
+    .limits(InputLimits::default().max_rows_per_file(400))
+    .watch_options(
+        WatchManyOptions::new()
+            .policy(PollPolicy::fixed(Duration::from_millis(10)))
+            .gets_per_second(1000.0),
+    )
+}
+
+fn job_names(batch: &vertex_batch::data::Batch) -> Vec<String> {
+    batch.jobs().iter().map(|j| j.name().to_owned()).collect()
+}
+
+fn creates(emu: &Emulator) -> u64 {
+    emu.rpc_counts()
+        .get("CreateBatchPredictionJob")
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_rerun_without_a_display_name_resumes_its_jobs() {
+    let s = setup().await;
+    let first = s
+        .client
+        .start_batch(&s.storage, &plain_spec("plain-1"), prompts(500))
+        .await
+        .unwrap();
+    // The made-up display name carries the time: the re-run's differs, and
+    // still it is the same spec.
+    let again = s
+        .client
+        .start_batch(&s.storage, &plain_spec("plain-1"), prompts(500))
+        .await
+        .unwrap();
+    assert_eq!(job_names(&again), job_names(&first));
+    assert_eq!(creates(&s.emu), 2);
+}
+
+#[tokio::test]
+async fn a_rerun_with_another_spec_names_the_batch_key_and_says_how_to_resume() {
+    let s = setup().await;
+    s.client
+        .start_batch(&s.storage, &plain_spec("spec-1"), prompts(10))
+        .await
+        .unwrap();
+    let other = BatchSpec::new(
+        JobSpec::new("gemini-2.0-flash-001").temperature(0.9),
+        "gs://staging-bkt/batches",
+    )
+    .request_key("spec-1");
+    let err = s
+        .client
+        .start_batch(&s.storage, &other, prompts(10))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, Error::Validation(v) if v.field() == "request_key"),
+        "{msg}"
+    );
+    assert!(msg.contains("\"spec-1\""), "{msg}");
+    assert!(!msg.contains("-r0-p0"), "names the caller's key: {msg}");
+    assert!(
+        msg.contains("resume it with the spec it was started with"),
+        "{msg}"
+    );
+    assert!(!msg.contains("new key"), "never advises a new batch: {msg}");
+    assert_eq!(creates(&s.emu), 1);
+}
+
+#[tokio::test]
+async fn a_rerun_with_other_prompts_is_refused_before_any_job() {
+    let s = setup().await;
+    s.client
+        .start_batch(&s.storage, &plain_spec("prompts-1"), prompts(20))
+        .await
+        .unwrap();
+    let uploads = s.storage.calls().uploads;
+    // Fewer prompts, and as many but one changed.
+    let mut changed = prompts(20);
+    changed[7].1 = Prompt::text("Something else entirely");
+    for (other, what) in [
+        (prompts(5), "5 prompts, not 20"),
+        (changed, "not the same ones"),
+    ] {
+        let err = s
+            .client
+            .start_batch(&s.storage, &plain_spec("prompts-1"), other)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, Error::Validation(v) if v.field() == "prompts"),
+            "{msg}"
+        );
+        assert!(msg.contains("other prompts") && msg.contains(what), "{msg}");
+    }
+    assert_eq!(s.storage.calls().uploads, uploads, "nothing staged");
+    assert_eq!(creates(&s.emu), 1);
+}
+
+#[tokio::test]
+async fn a_template_with_its_own_input_or_output_is_refused_before_anything_is_staged() {
+    let s = setup().await;
+    for (template, field) in [
+        (
+            JobSpec::new("gemini-2.0-flash-001").input("gs://staging-bkt/extra.jsonl"),
+            "input_uri",
+        ),
+        (
+            JobSpec::new("gemini-2.0-flash-001").output("gs://staging-bkt/out"),
+            "output_uri",
+        ),
+    ] {
+        let spec = BatchSpec::new(template, "gs://staging-bkt/batches").request_key("tmpl-1");
+        let err = s
+            .client
+            .start_batch(&s.storage, &spec, prompts(3))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Validation(v) if v.field() == field),
+            "{err}"
+        );
+    }
+    assert_eq!(s.storage.calls().uploads, 0);
+    assert_eq!(creates(&s.emu), 0);
+}
+
+#[tokio::test]
+async fn labels_are_counted_with_the_crates_own() {
+    let s = setup().await;
+    let labelled = |n: usize| {
+        (0..n).fold(
+            JobSpec::new("gemini-2.0-flash-001")
+                .input("gs://staging-bkt/in.jsonl")
+                .output("gs://staging-bkt/out"),
+            |spec, i| spec.label(format!("l{i}"), "v"),
+        )
+    };
+    // 63 of the caller's and our two would be 65: refused here, naming why.
+    let err = s.client.submit(&labelled(63)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Validation(v) if v.field() == "labels"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("at most 62 of yours"), "{err}");
+    assert_eq!(creates(&s.emu), 0, "nothing reached the service");
+    // A batch template too, before anything is staged (it adds the same two).
+    let spec = BatchSpec::new(
+        (0..63).fold(JobSpec::new("gemini-2.0-flash-001"), |j, i| {
+            j.label(format!("l{i}"), "v")
+        }),
+        "gs://staging-bkt/batches",
+    )
+    .request_key("labels-1");
+    let err = s
+        .client
+        .start_batch(&s.storage, &spec, prompts(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Validation(v) if v.field() == "labels"),
+        "{err}"
+    );
+    assert_eq!(s.storage.calls().uploads, 0);
+    // 62 fit.
+    let job = s.client.submit(&labelled(62)).await.unwrap();
+    assert_eq!(job.labels().len(), 64);
+}
+
+#[tokio::test]
+async fn find_by_request_key_reads_every_page_and_reconcile_keeps_the_oldest() {
+    let s = setup().await;
+    s.emu.knobs().hold_queued(true);
+    let spec = JobSpec::new("gemini-2.0-flash-001")
+        .input("gs://staging-bkt/in.jsonl")
+        .output("gs://staging-bkt/out")
+        .request_key("many-1");
+    // `create` never looks: twelve jobs carry one key, more than a page.
+    let mut made = Vec::new();
+    for _ in 0..12 {
+        made.push(s.client.create(&spec).await.unwrap());
+    }
+    let oldest = s
+        .client
+        .find_by_request_key("many-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(oldest.name(), made[0].name());
+    let winner = s
+        .client
+        .reconcile_request_key("many-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(winner.name(), made[0].name());
+    for j in &made[1..] {
+        let j = s.client.get(j.name()).await.unwrap();
+        assert!(
+            matches!(
+                j.state(),
+                vertex_batch::JobState::Cancelled | vertex_batch::JobState::Cancelling
+            ),
+            "{} is {}",
+            j.name(),
+            j.state()
+        );
+    }
+    let first = s.client.get(made[0].name()).await.unwrap();
+    assert!(!first.has_ended(), "the winner keeps running");
+    // And `submit` with that key answers the winner, not a new job.
+    let before = creates(&s.emu);
+    assert_eq!(s.client.submit(&spec).await.unwrap().name(), made[0].name());
+    assert_eq!(creates(&s.emu), before);
+}
+
+#[tokio::test]
+async fn a_retry_round_recorded_but_not_submitted_is_finished_not_repeated() {
+    let s = setup().await;
+    s.emu.knobs().fail_rows_containing(Some("flaky".into()));
+    // No retries: the failed submit below fails at once.
+    let client = Client::builder()
+        .ignore_env()
+        .project("p")
+        .location("us-central1")
+        .emulator_host(s.emu.host())
+        .retry_policy(vertex_batch::policy::RetryPolicy::none())
+        .build()
+        .unwrap();
+    let (mut batch, results) = client
+        .run_batch(&s.storage, &spec("round-1"), prompts(120))
+        .await
+        .unwrap();
+    assert_eq!(results.collect_all().await.2.failed, 12);
+    s.emu.knobs().fail_rows_containing(None);
+    s.emu.knobs().set_unavailable_fraction(1.0);
+    assert!(batch.retry_failed().await.is_err(), "the service is down");
+    s.emu.knobs().set_unavailable_fraction(0.0);
+    // The round was recorded: this call submits it, no second round.
+    assert_eq!(batch.retry_failed().await.unwrap(), 12);
+    assert_eq!(batch.rounds(), 2);
+    assert_eq!(creates(&s.emu), 2);
+    batch.wait().await.unwrap();
+    let (rows, errors, totals) = batch.results().await.unwrap().collect_all().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rows.len(), 120);
+    assert_eq!((totals.succeeded, totals.failed), (108, 0));
+    // A fresh process with the key finds the same two rounds.
+    let again = client
+        .start_batch(&s.storage, &spec("round-1"), prompts(120))
+        .await
+        .unwrap();
+    assert_eq!(again.rounds(), 2);
+    assert_eq!(job_names(&again), job_names(&batch));
+    assert_eq!(creates(&s.emu), 2);
+}
+
+#[tokio::test]
+async fn two_starts_at_once_end_with_one_live_job_per_part() {
+    // fake-gcs-server ignores preconditions: both claims "win", both
+    // create, and the reconcile cancels the newer job of each part.
+    let s = setup().await;
+    s.emu.knobs().hold_queued(true);
+    let spec = plain_spec("twice-1");
+    let (a, b) = tokio::join!(
+        s.client.start_batch(&s.storage, &spec, prompts(1000)),
+        s.client.start_batch(&s.storage, &spec, prompts(1000)),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(job_names(&a).len(), 3);
+    assert_eq!(job_names(&a), job_names(&b), "both follow the same jobs");
+    assert_live_jobs_per_part(&s.client, "twice-1", 3).await;
+    s.emu.knobs().hold_queued(false);
+    let mut a = a;
+    a.wait().await.unwrap();
+    let (rows, errors, totals) = a.results().await.unwrap().collect_all().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!((rows.len(), totals.missing), (1000, 0));
+}
+
+#[tokio::test]
+async fn claims_on_storage_that_keeps_preconditions_make_one_job_per_part() {
+    // The emulator's own directory as Cloud Storage: create-only holds.
+    let dir = common::temp();
+    let emu = Emulator::builder(dir.path())
+        .hold_queued(true)
+        .start()
+        .await
+        .unwrap();
+    let storage = emu.storage();
+    let client = emu.client("p", "us-central1").unwrap();
+    let spec = plain_spec("claim-1");
+    let (a, b) = tokio::join!(
+        client.start_batch(&storage, &spec, prompts(1000)),
+        client.start_batch(&storage, &spec, prompts(1000)),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(job_names(&a), job_names(&b));
+    assert_eq!(creates(&emu), 3, "one create per part: the claims held");
+}
+
+#[tokio::test]
+async fn a_claim_whose_holder_died_is_taken_over_after_its_lease() {
+    let dir = common::temp();
+    let emu = Emulator::builder(dir.path())
+        .hold_queued(true)
+        .start()
+        .await
+        .unwrap();
+    let storage = emu.storage();
+    let client = emu.client("p", "us-central1").unwrap();
+    // A process claimed part 0 and died before creating its job; its
+    // claim says it holds for an hour, but this process waits only its
+    // own lease of seeing the claim unchanged.
+    let claim: vertex_batch::GcsUri = "gs://staging-bkt/batches/dead-1/claims/r0-p00000.json"
+        .parse()
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    storage
+        .upload_bytes(
+            &claim,
+            format!(r#"{{"holder":"hdead","pid":1,"claimed_at_ms":{now_ms},"lease_ms":3600000}}"#),
+        )
+        .await
+        .unwrap();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let spec = plain_spec("dead-1")
+        .claim_lease(Duration::from_millis(200))
+        .on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    let batch = client
+        .start_batch(&storage, &spec, prompts(10))
+        .await
+        .unwrap();
+    assert_eq!(batch.jobs().len(), 1);
+    assert_eq!(creates(&emu), 1);
+    let events = events.lock().unwrap().clone();
+    use vertex_batch::data::BatchEvent::*;
+    assert!(
+        events.contains(&WaitingForClaim { round: 0, part: 0 }),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&TookOverClaim { round: 0, part: 0 }),
+        "{events:?}"
+    );
+    assert!(
+        !events.contains(&Claimed { round: 0, part: 0 }),
+        "{events:?}"
+    );
+}
+
+/// Every part key `KEY-r0-pN` (N < parts) carries exactly one job that is
+/// not cancelled.
+async fn assert_live_jobs_per_part(client: &Client, key: &str, parts: usize) {
+    use futures::TryStreamExt;
+    for p in 0..parts {
+        let part_key = format!("{key}-r0-p{p}");
+        let jobs: Vec<vertex_batch::Job> = client
+            .list(&vertex_batch::ListOptions::new().label("vertex_batch_request_key", &part_key))
+            .try_collect()
+            .await
+            .unwrap();
+        let live: Vec<_> = jobs
+            .iter()
+            .filter(|j| {
+                !matches!(
+                    j.state(),
+                    vertex_batch::JobState::Cancelled | vertex_batch::JobState::Cancelling
+                )
+            })
+            .collect();
+        assert_eq!(live.len(), 1, "{part_key}: {jobs:?}");
+    }
+}
