@@ -450,6 +450,68 @@ async fn a_local_prompts_file_submits_as_a_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_submit_prints_next_picks_the_batch_up() {
+    let f = Setup::full().await;
+    f.emu.knobs().hold_queued(true);
+    let dir = common::temp();
+    let input = dir.path().join("p.jsonl");
+    common::write_lines(
+        &input,
+        &[prompt("x", "One"), prompt("y", "Two"), prompt("z", "Three")],
+    );
+    // No display name and no key: both made up, and the printed command
+    // still resumes this batch.
+    let out = run(
+        &f.env(),
+        &[
+            "submit",
+            "--model",
+            "gemini-2.0-flash-001",
+            "--input",
+            input.to_str().unwrap(),
+            "--staging",
+            "gs://cli-bkt/next",
+            "--rows-per-job",
+            "2",
+            "--label",
+            "team=search",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 2, "two jobs: {}", out.stdout);
+    let next = out
+        .stderr
+        .lines()
+        .skip_while(|l| !l.contains("follow it and write its results with:"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no follow-up command: {}", out.stderr))
+        .trim()
+        .to_owned();
+    let words: Vec<&str> = next.split(' ').collect();
+    assert_eq!(words[0], "vertex-batch", "{next}");
+    assert!(
+        !next.contains('\''),
+        "plain words, no quoting needed here: {next}"
+    );
+    f.emu.knobs().hold_queued(false);
+    let mut cmd = cli(&f.env(), &words[1..]);
+    cmd.current_dir(dir.path());
+    let o = cmd.output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{next}\n{stderr}");
+    let key = words[words.iter().position(|w| *w == "--request-key").unwrap() + 1];
+    let rows = lines(&dir.path().join(format!("results-{key}.jsonl")));
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["outcome"] == "succeeded"), "{rows:?}");
+    assert_eq!(
+        f.emu.rpc_counts().get("CreateBatchPredictionJob"),
+        Some(&2),
+        "the run resumed the submitted jobs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_per_job_splits_a_batch_into_jobs_side_by_side() {
     let f = Setup::full().await;
     // The emulator refuses a job over 2 rows: only parts of at most 2 pass.

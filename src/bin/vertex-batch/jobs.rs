@@ -110,9 +110,9 @@ pub struct SubmitArgs {
     /// Where a local prompts file is staged: gs://BUCKET[/PREFIX].
     #[arg(long, value_name = "GS_URI")]
     staging: Option<String>,
-    /// The job's display name.
-    #[arg(long, default_value = "vertex-batch submit")]
-    display_name: String,
+    /// The job's display name (default: made from the model and the time).
+    #[arg(long)]
+    display_name: Option<String>,
     /// Makes the submit safe to repeat: the same key never makes a second
     /// job (or batch).
     #[arg(long, value_name = "KEY")]
@@ -127,6 +127,10 @@ pub struct SubmitArgs {
     /// maximum: the service's 200,000).
     #[arg(long, value_name = "N", value_parser = rows_per_job)]
     rows_per_job: Option<u64>,
+    /// With a local prompts file: how long a part's claim holds before
+    /// another process may take it over, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = claim_lease)]
+    claim_lease: f64,
 }
 
 /// Parses `--rows-per-job`: 1 to the service's 200,000.
@@ -138,19 +142,48 @@ pub fn rows_per_job(s: &str) -> Result<u64, String> {
     }
 }
 
-/// `spec` with at most `rows` prompts a job, when given.
-pub fn with_rows_per_job(spec: BatchSpec, rows: Option<u64>) -> BatchSpec {
-    match rows {
-        Some(n) => {
-            spec.limits(vertex_batch::data::input::InputLimits::default().max_rows_per_file(n))
-        }
-        None => spec,
+/// Parses `--claim-lease`: seconds, more than 0 and at most a day.
+pub fn claim_lease(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n > 0.0 && n <= 86_400.0 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 86400")),
     }
+}
+
+/// The batch of `job` staged under `staging`, at most `rows` prompts a job
+/// when given, with claims of `lease` seconds; its steps are told on
+/// stderr where a person wants to know (and are the crash tests' pause
+/// points, see [`crate::pause`]).
+pub fn batch_spec(job: JobSpec, staging: &str, rows: Option<u64>, lease: f64) -> BatchSpec {
+    let mut spec = BatchSpec::new(job, staging)
+        .claim_lease(std::time::Duration::from_secs_f64(lease))
+        .on_event(|e| {
+            use vertex_batch::data::BatchEvent;
+            match e {
+                BatchEvent::WaitingForClaim { part, .. } => {
+                    eprintln!("part {part}: another process is submitting its job; waiting for it")
+                }
+                BatchEvent::TookOverClaim { part, .. } => eprintln!(
+                    "part {part}: the process submitting it went away; submitting it here"
+                ),
+                _ => {}
+            }
+            if let Some(p) = crate::pause::point(e) {
+                crate::pause::at(&p);
+            }
+        });
+    if let Some(n) = rows {
+        spec = spec.limits(vertex_batch::data::input::InputLimits::default().max_rows_per_file(n));
+    }
+    spec
 }
 
 pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
     let remote = a.input.starts_with("gs://") || a.input.starts_with("bq://");
-    let mut job = JobSpec::new(&a.model).display_name(&a.display_name);
+    let mut job = JobSpec::new(&a.model);
+    if let Some(name) = &a.display_name {
+        job = job.display_name(name);
+    }
     for (k, v) in &a.labels {
         job = job.label(k, v);
     }
@@ -197,7 +230,7 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
     let prompts = Prompts::check(&PathBuf::from(&a.input), a.format)?;
     let client = g.client()?;
     let storage = g.storage_for(&client)?;
-    let mut spec = with_rows_per_job(BatchSpec::new(job, staging), a.rows_per_job);
+    let mut spec = batch_spec(job, staging, a.rows_per_job, a.claim_lease);
     if let Some(k) = &a.request_key {
         spec = spec.request_key(k);
     }
@@ -219,13 +252,50 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
             out(&format!("{}\n", j.name()))?;
         }
         eprintln!(
-            "batch {} ({} prompts); read it with: vertex-batch run … --request-key {}",
+            "batch {} ({} prompts); follow it and write its results with:\n  {}",
             batch.request_key(),
             batch.rows(),
-            batch.request_key()
+            follow_up_command(batch.request_key())
         );
     }
     Ok(Exit::Code(0))
+}
+
+/// The `run` that picks up the batch this `submit` started: this command
+/// line with `run` for `submit`, `--request-key KEY` (given or made),
+/// `--output results-KEY.jsonl`, and without `--json`. The same flags mean
+/// the same job spec, so it resumes the batch instead of starting one.
+fn follow_up_command(key: &str) -> String {
+    let mut args: Vec<String> = Vec::new();
+    let mut it = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned());
+    let mut replaced = false;
+    while let Some(arg) = it.next() {
+        if arg == "--request-key" {
+            it.next();
+            continue;
+        }
+        if arg.starts_with("--request-key=") || arg == "--json" {
+            continue;
+        }
+        if arg == "submit" && !replaced {
+            replaced = true;
+            args.push("run".into());
+            continue;
+        }
+        args.push(arg);
+    }
+    args.extend([
+        "--request-key".to_owned(),
+        key.to_owned(),
+        "--output".to_owned(),
+        format!("results-{key}.jsonl"),
+    ]);
+    std::iter::once("vertex-batch".to_owned())
+        .chain(args.iter().map(|a| crate::run::shell_quote(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn print_json(v: &serde_json::Value) -> CliResult<()> {

@@ -11,6 +11,7 @@ mod emulator;
 mod fail;
 mod jobs;
 mod output;
+mod pause;
 mod progress;
 mod prompts;
 mod run;

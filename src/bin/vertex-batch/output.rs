@@ -224,7 +224,10 @@ async fn write_all(mut rows: ResultStream, out: &mut ResultsFile) -> CliResult<W
     let mut unreadable = 0;
     while let Some(row) = rows.next().await {
         match row {
-            Ok(row) => out.write(&row)?,
+            Ok(row) => {
+                out.write(&row)?;
+                crate::pause::at("writing");
+            }
             Err(vertex_batch::Error::Output {
                 file,
                 line,

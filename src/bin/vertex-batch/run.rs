@@ -3,7 +3,7 @@
 use std::{cell::Cell, path::PathBuf, pin::pin};
 
 use futures::StreamExt;
-use vertex_batch::{data::Batch, data::BatchSpec, GcsUri, JobSpec, JobState};
+use vertex_batch::{data::Batch, GcsUri, JobSpec, JobState};
 
 use crate::{
     fail::{CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},
@@ -35,9 +35,10 @@ pub struct RunArgs {
     /// it to reattach to the batch instead of starting another.
     #[arg(long, value_name = "KEY")]
     request_key: Option<String>,
-    /// The jobs' display name.
-    #[arg(long, default_value = "vertex-batch run")]
-    display_name: String,
+    /// The jobs' display name (default: made from the model and the time;
+    /// a re-run with the request key need not repeat it).
+    #[arg(long)]
+    display_name: Option<String>,
     /// A label for the jobs (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::jobs::label)]
     labels: Vec<(String, String)>,
@@ -48,6 +49,11 @@ pub struct RunArgs {
     /// jobs side by side (default and maximum: the service's 200,000).
     #[arg(long, value_name = "N", value_parser = crate::jobs::rows_per_job)]
     rows_per_job: Option<u64>,
+    /// How long a part's claim holds before another run may take it over
+    /// (a run that died between claiming a part and creating its job holds
+    /// it up this long), in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = crate::jobs::claim_lease)]
+    claim_lease: f64,
 }
 
 pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
@@ -58,7 +64,10 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     let prompts = Prompts::check(&a.input, a.format)?;
     let out = ResultsFile::create(&a.output)?;
     eprintln!("{} prompts in {}", prompts.rows(), prompts.path().display());
-    let mut job = JobSpec::new(&a.model).display_name(&a.display_name);
+    let mut job = JobSpec::new(&a.model);
+    if let Some(name) = &a.display_name {
+        job = job.display_name(name);
+    }
     for (k, v) in &a.labels {
         job = job.label(k, v);
     }
@@ -70,10 +79,8 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
         .clone()
         .unwrap_or_else(|| format!("b{:016x}", fastrand::u64(..)));
     eprintln!("batch {key}: staging (if this is interrupted, run again with --request-key {key})");
-    let spec = crate::jobs::with_rows_per_job(
-        BatchSpec::new(job, &a.staging).request_key(&key),
-        a.rows_per_job,
-    );
+    let spec =
+        crate::jobs::batch_spec(job, &a.staging, a.rows_per_job, a.claim_lease).request_key(&key);
     let broken = Cell::new(None);
     let mut batch = client
         .start_batch(&storage, &spec, prompts.iter(&broken)?)
@@ -165,6 +172,7 @@ async fn follow(batch: &mut Batch, ui: &mut Progress, g: &Global) -> CliResult<F
                 None => return Ok(Followed::Done),
                 Some(Err(e)) => return Err(CliError::from_lib(e, Some(g))),
                 Some(Ok(p)) => {
+                    crate::pause::at("following");
                     let state = summary_state(&p.jobs);
                     ui.update(&Snapshot {
                         state: &state,
@@ -259,7 +267,7 @@ fn rerun_command(key: &str) -> String {
         .join(" ")
 }
 
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
