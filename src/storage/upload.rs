@@ -104,8 +104,8 @@ impl Storage {
     /// still `generation` (`ifGenerationMatch`): `None`, and nothing
     /// written, when another write came first. Of several writers that
     /// read one generation, at most one replaces it — where the backend
-    /// honours the precondition (Cloud Storage does; fake-gcs-server does
-    /// on this call, and the local backend within one process).
+    /// honours the precondition: Cloud Storage does, and the local backend
+    /// within one process; fake-gcs-server ignores it on uploads.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
