@@ -541,6 +541,83 @@ async fn a_job_in_an_unknown_state_with_an_end_time_has_ended() {
     assert!(!vertex_batch::Job::from(open).has_ended());
 }
 
+/// `watch_many` gives the final snapshot of a job whose end shows only in
+/// `end_time` — a state this crate does not know, or CANCELLING with the
+/// end time set — as `watch` does, though state and counts are those of
+/// the snapshot before.
+#[tokio::test]
+async fn watch_many_reports_a_job_that_ended_only_per_its_end_time() {
+    use futures::StreamExt;
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr).await;
+    let jobs = "projects/local-project/locations/us-central1/batchPredictionJobs";
+    let cancelling = format!("{jobs}/41");
+    let unknown = format!("{jobs}/42");
+    let open = |name: &str, state: i32| pb::BatchPredictionJob {
+        name: name.into(),
+        state,
+        ..Default::default()
+    };
+    server.put_job(open(&cancelling, pb::JobState::Cancelling as i32));
+    server.put_job(open(&unknown, 99));
+    let opts = vertex_batch::client::WatchManyOptions::new()
+        .gets_per_second(1000.0)
+        .policy(vertex_batch::policy::PollPolicy::fixed(
+            Duration::from_millis(5),
+        ));
+    let mut updates = std::pin::pin!(client.watch_many([&cancelling, &unknown], &opts));
+    let next = |u: Option<(String, vertex_batch::Result<vertex_batch::Job>)>| {
+        let (name, job) = u.expect("an update");
+        (name, job.unwrap())
+    };
+    // The first look at each job, still open.
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        let u = tokio::time::timeout(Duration::from_secs(20), updates.next())
+            .await
+            .expect("a first snapshot");
+        let (name, job) = next(u);
+        assert!(!job.has_ended(), "{name}");
+        first.push(name);
+    }
+    first.sort();
+    assert_eq!(first, [cancelling.clone(), unknown.clone()]);
+    // Both end; only `end_time` says so.
+    let end_time = Some(pbjson_types::Timestamp {
+        seconds: 1_700_000_000,
+        nanos: 0,
+    });
+    for (name, state) in [
+        (&cancelling, pb::JobState::Cancelling as i32),
+        (&unknown, 99),
+    ] {
+        server.put_job(pb::BatchPredictionJob {
+            end_time,
+            ..open(name, state)
+        });
+    }
+    let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(20), updates.collect::<Vec<_>>())
+        .await
+        .expect("the stream ends once both jobs have ended");
+    let mut ended: Vec<(String, JobState)> = rest
+        .into_iter()
+        .map(|u| {
+            let (name, job) = next(Some(u));
+            assert!(job.has_ended(), "{name}: {:?}", job.state());
+            (name, job.state())
+        })
+        .collect();
+    ended.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        ended,
+        [
+            (cancelling, JobState::Cancelling),
+            (unknown, JobState::Unrecognized(99))
+        ],
+        "one final snapshot per job"
+    );
+}
+
 /// A failed connection is `Error::Transport` whose source chain keeps the
 /// typed errors: the `tonic::Status`, and under it the `io::Error`.
 #[tokio::test]

@@ -228,7 +228,10 @@ impl Multi {
                 if let Some(delay) = next {
                     self.due.push(Reverse((after(delay), idx)));
                 }
-                if changed {
+                // An ended job is always reported, as `watch` does: its end
+                // may show only in `end_time` (a state this crate does not
+                // know, or CANCELLING), with state and counts unchanged.
+                if changed || next.is_none() {
                     self.out.push_back((tracker.name.clone(), Ok(job)));
                 }
             }
@@ -248,7 +251,11 @@ async fn sleep_opt(at: Option<Instant>) {
 impl Client {
     /// Follows many jobs with one stream of `(job name, snapshot)` updates:
     /// one per change of state or completion stats of any job, each job's
-    /// stream ending with its terminal snapshot (or a non-retryable error).
+    /// updates ending with the snapshot that shows it ended (or a
+    /// non-retryable error). Ended means [`Job::has_ended`], as for
+    /// [`Client::watch`]: a terminal state, or `end_time` set whatever the
+    /// state says; that last snapshot always comes, even when its state
+    /// and counts are those of the one before.
     ///
     /// All polls share one budget (`gets_per_second`); each job keeps its
     /// own adaptive schedule, so the budget goes where jobs are about to end.

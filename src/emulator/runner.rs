@@ -2,6 +2,13 @@
 //! its end — `SUCCEEDED`, `PARTIALLY_SUCCEEDED`, `FAILED` or `CANCELLED` —
 //! with the output published or its claim released.
 //!
+//! A cancel is never lost: the service records CANCELLING durably before
+//! it answers, and the runner's own state writes never replace a
+//! CANCELLING record (see `set_state`), so a job whose cancel was
+//! acknowledged ends CANCELLED — or, in the same run, SUCCEEDED or FAILED
+//! when its rows were all done already, as the service's jobs may — and a
+//! restart never runs it again.
+//!
 //! Memory stays flat: rows are streamed through fixed buffers (`rows`),
 //! and the output is written to a hidden partial file renamed into place
 //! only when the job ends, so a crash never leaves a `SUCCEEDED` job over
@@ -28,9 +35,17 @@ pub(crate) fn spawn(state: &Arc<EmuState>, slot: Arc<JobSlot>, resume: bool) {
     set.spawn(run(state.clone(), slot, resume));
 }
 
-fn set_state(state: &Arc<EmuState>, slot: &Arc<JobSlot>, new: pb::JobState) {
+/// Moves a job on to `new` (QUEUED, PENDING, RUNNING) — unless a cancel
+/// was acknowledged meanwhile: a CANCELLING record stays CANCELLING (as
+/// does an ended one), so no write of the runner's ever hides the cancel,
+/// in memory or on disk, and a restart finishes the job CANCELLED.
+pub(crate) fn set_state(state: &Arc<EmuState>, slot: &Arc<JobSlot>, new: pb::JobState) {
     {
         let mut rec = slot.lock();
+        let now = crate::job::JobState::from_proto(rec.job.state);
+        if now == crate::job::JobState::Cancelling || now.is_terminal() {
+            return;
+        }
         rec.job.state = new as i32;
         rec.job.update_time = Some(state.clock.now_ts());
         if new == pb::JobState::Running && rec.job.start_time.is_none() {

@@ -63,17 +63,22 @@ pub(crate) struct JobSlot {
     record: Mutex<JobRecord>,
     /// Orders writes of the record: the last snapshot taken is the last written.
     persist: Mutex<()>,
+    /// Set once a cancel is acknowledged. Its durable form is the record's
+    /// CANCELLING state, which nothing but the job's end replaces.
     pub(crate) cancel: AtomicBool,
     pub(crate) cancel_notify: Notify,
 }
 
 impl JobSlot {
+    /// A slot for a stored or new record. A CANCELLING record is a cancel
+    /// request (the durable form of the `cancel` flag): it starts set.
     pub(crate) fn new(id: u64, record: JobRecord) -> Self {
+        let cancelling = record.job.state == pb::JobState::Cancelling as i32;
         JobSlot {
             id,
             record: Mutex::new(record),
             persist: Mutex::new(()),
-            cancel: AtomicBool::new(false),
+            cancel: AtomicBool::new(cancelling),
             cancel_notify: Notify::new(),
         }
     }
