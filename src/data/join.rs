@@ -475,6 +475,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn inputs_are_read_as_the_input_reader_reads_them() {
+        // A byte-order mark and Unicode-whitespace lines, which
+        // `input::read_input_lines` (and so `run`) accepts.
+        let text = "\u{feff}{\"key\":\"a\",\"request\":{\"contents\":[]}}\n\u{a0}\u{2003}\n\u{3000}\r\n{\"key\":\"b\",\"request\":{}}\n";
+        let checked: Vec<_> = crate::data::input::read_input_lines(text.as_bytes())
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(checked.len(), 2);
+        let (rows, errors, totals) = read_joined(
+            vec![out("o", &[ok("a")])],
+            Inputs::memory("prompts.jsonl", text),
+            ReadOptions::new(),
+        )
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!((totals.succeeded, totals.missing), (1, 1));
+        assert_eq!(rows.len(), 2);
+    }
+
+    #[tokio::test]
     async fn the_newest_output_wins() {
         let original = out(
             "orig",

@@ -19,7 +19,19 @@
 //! probability of about n²/2⁸¹ (4·10⁻¹³ for a million keys, 4·10⁻⁷ for a
 //! billion), and a collision would count a row as a duplicate. Reads joined
 //! to their inputs ([`Inputs`](crate::data::Inputs)) compare all 96 bits.
-//! Rows without a key are never de-duplicated.
+//! Rows without a key are never de-duplicated, except by their key label:
+//! a row whose key is only in a hashed label (a key longer than
+//! [`MAX_EXACT_KEY_BYTES`](crate::data::key::MAX_EXACT_KEY_BYTES), whose
+//! label cannot be read back) has no key in a read without inputs, and is
+//! a duplicate of a row with that key or that label read before it — so a
+//! key never comes out twice, once with its key and once without.
+//!
+//! # Which files, in what order
+//!
+//! A directory's files are read final files first, then
+//! `incremental_predictions/` chunks (rows exported while the job ran,
+//! which the final files hold again): the first row read for a key wins,
+//! so the final file's row is the one kept.
 
 use std::{
     path::{Path, PathBuf},
@@ -461,6 +473,19 @@ fn blocks(file: SourceFile, opts: ReadOptions) -> impl Stream<Item = Piece> + Se
     })
 }
 
+/// A UTF-8 byte-order mark.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// Whether a line is only whitespace (Unicode's, as `str::trim` sees it).
+/// Cheap for the usual line, which starts with `{`.
+fn is_blank(raw: &[u8]) -> bool {
+    match raw.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => true,
+        Some(&b) if b.is_ascii() && !char::from(b).is_whitespace() => false,
+        Some(_) => std::str::from_utf8(raw).is_ok_and(|s| s.trim().is_empty()),
+    }
+}
+
 /// Parses a block's lines with `parse` (blank lines are skipped); a line
 /// that fails becomes an [`Error::Output`] naming its file and line.
 fn parse_block<T>(
@@ -480,7 +505,13 @@ fn parse_block<T>(
         if raw.last() == Some(&b'\r') {
             raw.truncate(raw.len() - 1);
         }
-        if raw.iter().all(u8::is_ascii_whitespace) {
+        // As the input readers (`data::input`) read lines: a byte-order mark
+        // opening the file is not content, and blank means Unicode
+        // whitespace.
+        if n == 1 && raw.starts_with(BOM) {
+            raw = raw.slice(BOM.len()..);
+        }
+        if is_blank(&raw) {
             continue;
         }
         out.push(parse(raw).map_err(|message| Error::Output {
@@ -787,6 +818,12 @@ pub(crate) fn plain_key(line: &ParsedLine) -> Option<String> {
         .and_then(crate::data::key::decode_exact)
 }
 
+/// What de-duplicates a row known only by a hashed key label (a key too
+/// long to mirror reversibly, read without the inputs that name it).
+fn label_fingerprint(label: &str) -> Fingerprint {
+    fingerprint(&format!("\0label:{label}"))
+}
+
 /// Reads `files` without inputs: every distinct key once, in file order.
 pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStream {
     let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
@@ -814,18 +851,28 @@ pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStr
                         Ok(p) => p,
                     };
                     let mut fp = p.fingerprint;
+                    // A key too long for a reversible label also stands for
+                    // its hashed label, so a copy of the row that lost its
+                    // key (read by that label) is a duplicate, whichever
+                    // comes first.
+                    let alias = fp
+                        .and_then(|_| p.line.row.key())
+                        .and_then(crate::data::key::hashed_label)
+                        .map(|label| label_fingerprint(&label));
                     if fp.is_none() {
                         // No top-level key: recover it from a reversible
                         // label, or tell repeats apart by the label itself.
                         let key = plain_key(&p.line);
                         fp = match (&key, &p.line.key_label) {
                             (Some(k), _) => Some(fingerprint(k)),
-                            (None, Some(label)) => Some(fingerprint(&format!("\0label:{label}"))),
+                            (None, Some(label)) => Some(label_fingerprint(label)),
                             (None, None) => None,
                         };
                         p.line.row.set_key(key);
                     }
-                    if fp.is_some_and(|fp| !seen.insert_probed(fp, p.probe)) {
+                    let new = fp.is_none_or(|fp| seen.insert_probed(fp, p.probe));
+                    let new_alias = alias.is_none_or(|a| seen.insert(a));
+                    if !(new && new_alias) {
                         duplicates += 1;
                         None
                     } else {
@@ -865,7 +912,9 @@ pub fn read_local_files(files: Vec<PathBuf>, opts: ReadOptions) -> ResultStream 
 
 /// The prediction files below a local output directory: every `*.jsonl`
 /// file at any depth (the service may write `incremental_predictions/`
-/// chunks beside `predictions.jsonl`), sorted by path.
+/// chunks beside `predictions.jsonl`), sorted by path, the
+/// `incremental_predictions/` chunks last (a row of the final file wins
+/// over its copy in a chunk).
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -878,10 +927,29 @@ pub fn read_local_files(files: Vec<PathBuf>, opts: ReadOptions) -> ResultStream 
 /// std::fs::write(dir.path().join(".partial.jsonl"), "")?; // hidden: left out
 /// let files = local_output_files(dir.path())?;
 /// assert_eq!(files.len(), 2);
-/// assert!(files[0].ends_with("incremental_predictions/predictions_0001.jsonl"));
+/// assert!(files[0].ends_with("predictions.jsonl"));
+/// assert!(files[1].ends_with("incremental_predictions/predictions_0001.jsonl"));
 /// # Ok(()) }
 /// ```
 pub fn local_output_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(output_files_in_order(dir, local_files(dir)?))
+}
+
+/// The prediction files of `files` (below `dir`), in reading order.
+pub(crate) fn output_files_in_order(dir: &Path, files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|p| is_prediction_file(&p.to_string_lossy()))
+        .collect();
+    out.sort_by_cached_key(|p| {
+        let rel = p.strip_prefix(dir).unwrap_or(p).to_string_lossy();
+        (is_incremental(&rel), p.clone())
+    });
+    out
+}
+
+/// Every regular file below `dir`, at any depth, in no particular order.
+pub(crate) fn local_files(dir: &Path) -> Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -889,7 +957,7 @@ pub fn local_output_files(dir: &Path) -> Result<Vec<PathBuf>> {
             let path = entry.path();
             if ty.is_dir() {
                 walk(&path, out)?;
-            } else if ty.is_file() && is_prediction_file(&path.to_string_lossy()) {
+            } else if ty.is_file() {
                 out.push(path);
             }
         }
@@ -901,8 +969,16 @@ pub fn local_output_files(dir: &Path) -> Result<Vec<PathBuf>> {
         http_status: None,
         source: Some(Box::new(e)),
     })?;
-    out.sort();
     Ok(out)
+}
+
+/// Whether a file's path (relative to its output directory) is in an
+/// `incremental_predictions/` chunk, read after the final files.
+pub(crate) fn is_incremental(rel: &str) -> bool {
+    rel.split(['/', '\\'])
+        .rev()
+        .skip(1)
+        .any(|c| c == "incremental_predictions")
 }
 
 /// Whether an object or file name is a prediction file: a `.jsonl` file
@@ -1009,6 +1085,59 @@ mod tests {
             .collect_all()
             .await;
         assert_eq!((rows.len(), totals.duplicates), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_long_key_and_its_hashed_label_come_out_once_whichever_is_first() {
+        let long = "a key far longer than a label can hold reversibly, so it is hashed";
+        let keyed = ok_line(long);
+        let labelled = format!(
+            r#"{{"status":"","request":{{"labels":{{"{}":"{}"}}}},"response":{{"candidates":[{{}}]}}}}"#,
+            crate::data::key::KEY_LABEL,
+            crate::data::key::key_label_value(long)
+        );
+        for text in [
+            format!("{keyed}\n{labelled}\n"),
+            format!("{labelled}\n{keyed}\n"),
+        ] {
+            let leaked: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
+            let (rows, errors, totals) =
+                read_files(vec![file("f", vec![leaked])], ReadOptions::new())
+                    .collect_all()
+                    .await;
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!((rows.len(), totals.duplicates), (1, 1));
+        }
+    }
+
+    #[test]
+    fn blank_means_unicode_whitespace_and_a_leading_bom_is_not_content() {
+        for blank in [
+            &b""[..],
+            b" \t",
+            "\u{a0}\u{2003} ".as_bytes(),
+            b"\x0b",
+            "\u{2028}".as_bytes(),
+        ] {
+            assert!(is_blank(blank), "{blank:?}");
+        }
+        for text in [&b"{}"[..], b" x", "\u{a0}x".as_bytes(), b"\xff"] {
+            assert!(!is_blank(text), "{text:?}");
+        }
+        let block = Block {
+            file: "f".into(),
+            first_line: 1,
+            lines: 3,
+            data: Bytes::from_static("\u{feff}{\"a\":1}\n\u{a0}\u{3000}\n\u{feff}{}\n".as_bytes()),
+        };
+        let parsed = parse_block(block, &|raw: Bytes| Ok::<_, String>(raw));
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(
+            parsed[0].as_ref().unwrap(),
+            &Bytes::from_static(b"{\"a\":1}")
+        );
+        // Only the file's first line loses its mark.
+        assert!(parsed[1].as_ref().unwrap().starts_with(BOM));
     }
 
     #[tokio::test]
