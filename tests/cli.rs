@@ -707,6 +707,40 @@ async fn no_credentials_and_no_network_have_their_own_exit_codes() {
     assert!(out.stderr.contains(&host), "{}", out.stderr);
 }
 
+/// Service text (a status message, a job's error) reaches the terminal
+/// with its control characters escaped: an ESC or CR from a server can
+/// neither drive the terminal nor overwrite what was printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_text_in_errors_is_shown_escaped() {
+    const NASTY: &str = "quota\u{1b}[2J\rgone";
+    const SHOWN: &str = r"quota\u{1b}[2J\rgone";
+    // A status message, through the one-line error.
+    let (server, addr) = common::recorder::Recorder::start().await;
+    server.push_error(tonic::Status::failed_precondition(NASTY));
+    let host = addr.to_string();
+    let env = [
+        ("GOOGLE_CLOUD_PROJECT", "p"),
+        ("VERTEX_AI_EMULATOR_HOST", host.as_str()),
+    ];
+    let out = run(&env, &["status", "123", "--retry-for", "0"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains(SHOWN), "{}", out.stderr);
+    assert!(!out.stderr.contains('\r'), "{:?}", out.stderr);
+
+    // A job's error, in `run`'s report of the jobs that failed.
+    let f = Setup::full().await;
+    f.emu.knobs().fail_jobs(Some(NASTY.into()));
+    let dir = common::temp();
+    let input = dir.path().join("p.jsonl");
+    common::write_lines(&input, &[prompt("a", "One")]);
+    let results = dir.path().join("r.jsonl");
+    let args = run_args(&input, "gs://cli-bkt/nasty", results.to_str().unwrap(), &[]);
+    let out = run(&f.env(), &args).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains(SHOWN), "{}", out.stderr);
+    assert!(!out.stderr.contains('\r'), "{:?}", out.stderr);
+}
+
 /// Starts `run` on jobs held QUEUED and interrupts it once its first
 /// progress line is out (the Ctrl-C handler is installed by then).
 async fn interrupt_run(f: &Setup, extra: &[&str]) -> (Out, tempfile::TempDir) {

@@ -49,7 +49,30 @@ impl From<Exit> for ExitCode {
     }
 }
 
+/// Text from the service (or any other outside source), safe for a
+/// terminal: control characters (escape sequences, carriage returns,
+/// newlines) are shown escaped, never sent raw.
+pub fn clean(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// A failure: the line printed after `error: ` and the exit code.
+///
+/// Made only through [`CliError::new`] (and the helpers over it), which
+/// passes the message through [`clean`]: service text in an error (a job's
+/// error, a status message) can never move the cursor, clear the screen or
+/// hide a line, and the message stays one line.
 #[derive(Debug)]
 pub struct CliError {
     pub code: u8,
@@ -60,10 +83,12 @@ pub struct CliError {
 pub type CliResult<T> = Result<T, CliError>;
 
 impl CliError {
+    /// An error with exit code `code`; control characters in `message` are
+    /// escaped (see [`clean`]).
     pub fn new(code: u8, message: impl Into<String>) -> Self {
         CliError {
             code,
-            message: message.into(),
+            message: clean(&message.into()),
         }
     }
 

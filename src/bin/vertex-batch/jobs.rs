@@ -31,22 +31,7 @@ pub fn out(text: &str) -> CliResult<()> {
     }
 }
 
-/// Text from the service, safe for a terminal: control characters (escape
-/// sequences, carriage returns) are shown escaped, never sent raw.
-pub fn clean(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
+pub use crate::fail::clean;
 
 /// Parses `KEY=VALUE`.
 pub fn label(s: &str) -> Result<(String, String), String> {

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use vertex_batch::data::{Outcome, ResultRow, ResultStream, Totals};
 
-use crate::fail::{CliError, CliResult};
+use crate::fail::{clean, CliError, CliResult};
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -236,7 +236,7 @@ async fn write_all(mut rows: ResultStream, out: &mut ResultsFile) -> CliResult<W
             }) => {
                 unreadable += 1;
                 if unreadable <= 10 {
-                    eprintln!("warning: {file}:{line}: {message}");
+                    eprintln!("warning: {}:{line}: {}", clean(&file), clean(&message));
                 }
             }
             Err(e) => return Err(e.into()),

@@ -6,7 +6,7 @@ use futures::StreamExt;
 use vertex_batch::{data::Batch, GcsUri, JobSpec, JobState};
 
 use crate::{
-    fail::{CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},
+    fail::{clean, CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},
     output::{deliver, ResultsFile},
     progress::{Progress, Snapshot},
     prompts::{Format, Prompts},
@@ -103,7 +103,7 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
         batch.root()
     );
     for j in &jobs {
-        eprintln!("  {}", crate::jobs::clean(j.name()));
+        eprintln!("  {}", clean(j.name()));
     }
 
     let mut ui = Progress::new();
@@ -136,9 +136,11 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     for j in &failed_jobs {
         eprintln!(
             "job {} ended {}{}",
-            j.name(),
+            clean(j.name()),
             j.state(),
-            j.error().map(|e| format!(": {e}")).unwrap_or_default()
+            j.error()
+                .map(|e| format!(": {}", clean(&e.to_string())))
+                .unwrap_or_default()
         );
     }
     let rows = batch
@@ -214,10 +216,10 @@ async fn interrupted(g: &Global, a: &RunArgs, batch: &Batch, ui: &mut Progress) 
         // failed call) does not leave the others running.
         for j in &live {
             match client.cancel(j.name()).await {
-                Ok(()) => eprintln!("  cancel requested: {}", j.name()),
+                Ok(()) => eprintln!("  cancel requested: {}", clean(j.name())),
                 Err(e) => eprintln!(
                     "  could not cancel {}: {}",
-                    j.name(),
+                    clean(j.name()),
                     CliError::from_lib(e, Some(g)).message
                 ),
             }
