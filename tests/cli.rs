@@ -472,7 +472,11 @@ async fn rows_per_job_splits_a_batch_into_jobs_side_by_side() {
     )
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("5 prompts in 3 job(s)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("5 prompts in 3 job(s)"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(lines(&results).len(), 5);
     assert_eq!(f.emu.rpc_counts().get("CreateBatchPredictionJob"), Some(&3));
     // Out of range: refused before anything runs.
