@@ -220,10 +220,13 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
         spec = spec.request_key(k);
     }
     let broken = Cell::new(None);
-    let batch = client
+    let started = client
         .start_batch(&storage, &spec, prompts.iter(&broken)?)
-        .await
-        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+        .await;
+    if let Some(problem) = broken.take() {
+        return Err(prompts.changed(&problem));
+    }
+    let batch = started.map_err(|e| CliError::from_lib(e, Some(g)))?;
     if a.json {
         let jobs: Vec<_> = batch.jobs().iter().map(Job::to_json).collect();
         print_json(&serde_json::json!({
@@ -600,27 +603,25 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
         (g.storage_for(&client)?, dir, ended_well)
     };
     let mut reader = ResultReader::new().storage(storage).output_gcs(dir);
-    // Plain-text prompts are joined through a JSONL copy.
+    // The prompts are joined through a JSONL copy written by the one
+    // prompts reader (`run`'s), whatever their format: the join reads
+    // exactly what `run` would stage, and the file can change under us no
+    // more (the join reads its inputs twice).
     let mut _copy = None;
     if let Some(p) = &prompts {
-        let path = match p.format() {
-            Format::Text => {
-                let mut tmp = tempfile::NamedTempFile::new()
-                    .map_err(|e| CliError::other(format!("making a temporary file: {e}")))?;
-                {
-                    let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-                    p.write_jsonl(&mut w)?;
-                    std::io::Write::flush(&mut w)
-                        .map_err(|e| CliError::other(format!("writing a temporary file: {e}")))?;
-                }
-                let path = tmp.path().to_owned();
-                _copy = Some(tmp);
-                path
-            }
-            _ => p.path().to_owned(),
-        };
-        reader = reader.inputs(Inputs::local([path]));
+        let mut tmp = tempfile::NamedTempFile::new()
+            .map_err(|e| CliError::other(format!("making a temporary file: {e}")))?;
+        {
+            let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+            p.write_jsonl(&mut w)?;
+            std::io::Write::flush(&mut w)
+                .map_err(|e| CliError::other(format!("writing a temporary file: {e}")))?;
+        }
+        reader = reader.inputs(Inputs::local([tmp.path().to_owned()]));
+        _copy = Some(tmp);
     }
+    // A batch's staging directory, or several jobs' outputs, is refused by
+    // the reader (a usage error naming what to read instead).
     let rows = reader
         .read()
         .await

@@ -8,7 +8,14 @@
 //! | `response` | succeeded, blocked | the `GenerateContentResponse`, byte for byte as the job wrote it |
 //! | `error` | failed | `{"code": …, "message": …}`: the code as the service gives it (usually an HTTP status such as 400 or 429), plus `status` (e.g. `RESOURCE_EXHAUSTED`) when known |
 //! | `text` | succeeded | the first candidate's text |
-//! | `finish_reason` | succeeded | e.g. `STOP`, `MAX_TOKENS` |
+//! | `finish_reason` | succeeded; blocked when the answer was withheld | e.g. `STOP`, `MAX_TOKENS`; on a blocked row `SAFETY`, `PROHIBITED_CONTENT`, `RECITATION`, `BLOCKLIST`, `SPII`, … |
+//!
+//! `blocked` is no answer, by the model's filters: the prompt was blocked
+//! (`response.promptFeedback.blockReason`, no candidate, no
+//! `finish_reason`), or the answer was withheld (a candidate with no content
+//! that stopped for a reason other than `STOP` or `MAX_TOKENS`; its
+//! `finish_reason` is given). Blocked rows have no `text`, are never
+//! retried, and make the exit code 4.
 //! | `processed_time` | when the job wrote one | as the job wrote it |
 //!
 //! Fields that do not apply are left out. A file is written beside its
@@ -137,7 +144,10 @@ impl ResultsFile {
                 line.text = Some(a.text());
                 line.finish_reason = a.finish_reason().map(|f| f.as_str());
             }
-            Outcome::Blocked(b) => line.response = b.raw_response().ok(),
+            Outcome::Blocked(b) => {
+                line.response = b.raw_response().ok();
+                line.finish_reason = b.finish_reason().map(|f| f.as_str());
+            }
             Outcome::Failed(e) => {
                 line.error = Some(ErrorOut {
                     code: e.code(),

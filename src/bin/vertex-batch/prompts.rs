@@ -1,8 +1,12 @@
 //! PROMPTS files: JSONL of `{"key": "…", "request": {GenerateContentRequest}}`
 //! (the Gemini batch input format) or plain text, one prompt a line (its
-//! key the 1-based line number). Read twice, streaming: once to check every
+//! key the 1-based line number). One reader for every command (`run`,
+//! `submit`, `results --input`): read twice, streaming, once to check every
 //! line (so a bad line is reported with its number before anything is
-//! uploaded), once to hand the prompts on.
+//! uploaded), once to hand the prompts on; a file that changed in between
+//! is an error, never prompts silently left out. `results --input` joins a
+//! JSONL copy written by this reader, so it accepts exactly what `run`
+//! does (a byte-order mark, Unicode-blank lines).
 
 use std::{
     collections::HashSet,
@@ -140,42 +144,174 @@ impl Prompts {
         self.rows
     }
 
-    /// The file's format (never `Auto`).
-    pub fn format(&self) -> Format {
-        self.format
-    }
-
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The prompts, read again. A line that stopped parsing since the
-    /// check (the file changed underneath) is recorded in `broken` and
-    /// skipped; the caller reports it.
+    /// The prompts, read again for the upload. The file may have changed
+    /// since the check: a line that stopped parsing, or a different number
+    /// of prompts, is recorded in `broken` (the first such line's message)
+    /// and ends the iteration with an item the input writer refuses (an
+    /// empty key), so `start_batch` fails while staging, before the
+    /// manifest is written or a job submitted: a batch is never staged with
+    /// prompts silently left out. (`start_batch` takes an infallible
+    /// iterator; this is how an error gets through it.) The caller reports
+    /// `broken` instead of the writer's error.
     pub fn iter<'a>(
-        &self,
-        broken: &'a std::cell::Cell<Option<u64>>,
+        &'a self,
+        broken: &'a std::cell::Cell<Option<String>>,
     ) -> CliResult<impl Iterator<Item = (String, Box<RawValue>)> + 'a> {
-        Ok(self.raw_lines()?.filter_map(move |l| match l {
-            Ok(l) => Some((l.key, l.request)),
-            Err(_) => {
-                broken.set(Some(broken.get().unwrap_or(0) + 1));
-                None
+        let mut lines = self.raw_lines()?;
+        let mut yielded = 0u64;
+        let mut done = false;
+        Ok(std::iter::from_fn(move || {
+            if done {
+                return None;
             }
+            let problem = match lines.next() {
+                Some(Ok(l)) => {
+                    yielded += 1;
+                    return Some((l.key, l.request));
+                }
+                Some(Err(e)) => self.line_error(e).message,
+                None if yielded == self.rows => return None,
+                None => format!(
+                    "{}: {} prompts now, {} when it was checked",
+                    self.path.display(),
+                    yielded,
+                    self.rows
+                ),
+            };
+            done = true;
+            broken.set(Some(problem));
+            Some((String::new(), poison()))
         }))
+    }
+
+    /// The error to report when staging failed on a line recorded by
+    /// [`Prompts::iter`].
+    pub fn changed(&self, problem: &str) -> CliError {
+        CliError::usage(format!(
+            "{problem}: the prompts file changed while it was read (after it was checked); \
+             nothing was submitted: run again once it is complete"
+        ))
     }
 
     /// Writes the prompts as a Gemini batch input file (JSONL) at `to`,
     /// for joining results to plain-text prompts.
     pub fn write_jsonl(&self, to: &mut impl std::io::Write) -> CliResult<()> {
+        let mut n = 0u64;
         for l in self.raw_lines()? {
-            let l = l.map_err(|e| self.line_error(e))?;
+            let l = l.map_err(|e| self.changed(&self.line_error(e).message))?;
+            n += 1;
             let key = serde_json::to_string(&l.key)
                 .map_err(|e| CliError::other(format!("encoding key {:?}: {e}", l.key)))?;
             writeln!(to, "{{\"key\":{key},\"request\":{}}}", l.request.get())
                 .map_err(|e| CliError::other(format!("writing a temporary file: {e}")))?;
         }
+        if n != self.rows {
+            return Err(self.changed(&format!(
+                "{}: {n} prompts now, {} when it was checked",
+                self.path.display(),
+                self.rows
+            )));
+        }
         Ok(())
+    }
+}
+
+/// The request sent with the empty key (the writer refuses the key before
+/// it looks at the request).
+fn poison() -> Box<RawValue> {
+    RawValue::NULL.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vertex_batch::{data::BatchSpec, storage::Storage, Client, JobSpec};
+
+    /// Stages `prompts` as a batch into a local bucket (the client points
+    /// nowhere: staging must fail before anything is submitted).
+    async fn stage(prompts: &Prompts, bucket: &Path) -> (vertex_batch::Result<()>, Option<String>) {
+        let client = Client::builder()
+            .ignore_env()
+            .project("p")
+            .location("us-central1")
+            .emulator_host("127.0.0.1:9")
+            .build()
+            .unwrap();
+        let storage = Storage::local(bucket);
+        let spec =
+            BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://bkt/b").request_key("k");
+        let broken = std::cell::Cell::new(None);
+        let r = client
+            .start_batch(&storage, &spec, prompts.iter(&broken).unwrap())
+            .await
+            .map(|_| ());
+        (r, broken.take())
+    }
+
+    fn line(key: &str) -> String {
+        format!("{{\"key\":\"{key}\",\"request\":{{\"contents\":[]}}}}\n")
+    }
+
+    #[tokio::test]
+    async fn a_file_changed_after_its_check_fails_staging_before_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prompts.jsonl");
+        for changed in [
+            format!("{}not json any more\n{}", line("a"), line("c")),
+            format!("{}{}{}", line("a"), line("b"), line("c")),
+            line("a"),
+        ] {
+            std::fs::write(&file, line("a") + &line("b")).unwrap();
+            let prompts = Prompts::check(&file, Format::Auto).unwrap();
+            assert_eq!(prompts.rows(), 2);
+            std::fs::write(&file, &changed).unwrap();
+            let bucket = tempfile::tempdir().unwrap();
+            let (staged, broken) = stage(&prompts, bucket.path()).await;
+            assert!(staged.is_err(), "{changed:?}");
+            let problem = broken.unwrap_or_else(|| panic!("not recorded: {changed:?}"));
+            assert!(problem.contains("prompts.jsonl"), "{problem}");
+            let message = prompts.changed(&problem).message;
+            assert!(message.contains("nothing was submitted"), "{message}");
+            assert!(
+                !bucket.path().join("bkt/b/k/manifest.json").exists(),
+                "no manifest for a batch missing prompts"
+            );
+        }
+        // Unchanged: every prompt goes through, nothing is recorded.
+        std::fs::write(&file, line("a") + &line("b")).unwrap();
+        let prompts = Prompts::check(&file, Format::Auto).unwrap();
+        let broken = std::cell::Cell::new(None);
+        let keys: Vec<String> = prompts.iter(&broken).unwrap().map(|(k, _)| k).collect();
+        assert_eq!(
+            (keys, broken.take()),
+            (vec!["a".to_owned(), "b".to_owned()], None)
+        );
+    }
+
+    #[test]
+    fn the_jsonl_copy_fails_on_a_changed_file_and_keeps_a_bom_file_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prompts.jsonl");
+        std::fs::write(
+            &file,
+            format!("\u{feff}{}\u{a0}\u{2003}\n{}", line("a"), line("b")),
+        )
+        .unwrap();
+        let prompts = Prompts::check(&file, Format::Auto).unwrap();
+        let mut copy = Vec::new();
+        prompts.write_jsonl(&mut copy).unwrap();
+        assert_eq!(String::from_utf8(copy).unwrap(), line("a") + &line("b"));
+        std::fs::write(&file, line("a")).unwrap();
+        let err = prompts.write_jsonl(&mut Vec::new()).err().unwrap();
+        assert!(
+            err.message.contains("1 prompts now, 2 when it was checked"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -82,18 +82,15 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     let spec =
         crate::jobs::batch_spec(job, &a.staging, a.rows_per_job, a.claim_lease).request_key(&key);
     let broken = Cell::new(None);
-    let mut batch = client
+    let started = client
         .start_batch(&storage, &spec, prompts.iter(&broken)?)
-        .await
-        .map_err(|e| CliError::from_lib(e, Some(g)))?;
-    let broken = broken.get().unwrap_or(0);
-    if broken > 0 {
-        // The file changed between the check and the upload.
-        eprintln!(
-            "warning: {broken} line(s) of {} stopped parsing while it was read; they were left out",
-            prompts.path().display()
-        );
+        .await;
+    // The file changed between the check and the upload: staging failed
+    // on it, before the manifest (see `Prompts::iter`).
+    if let Some(problem) = broken.take() {
+        return Err(prompts.changed(&problem));
     }
+    let mut batch = started.map_err(|e| CliError::from_lib(e, Some(g)))?;
     let jobs = batch.jobs();
     eprintln!(
         "batch {}: {} prompts in {} job(s) under {}",
@@ -150,7 +147,7 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     let written = deliver(rows, out).await?;
     Ok(Exit::Code(if !failed_jobs.is_empty() {
         JOB_NOT_SUCCEEDED
-    } else if !written.all_succeeded() || broken > 0 {
+    } else if !written.all_succeeded() {
         ROWS_NOT_SUCCEEDED
     } else {
         0
