@@ -217,8 +217,14 @@ impl Client {
             let err = match self.send_create(request.clone()).await {
                 // Another process may have created a job with the same key
                 // at the same time: the oldest is the answer for both.
+                // A failed look-up after the create must not hide the job.
                 Ok(job) if given.is_some() => {
-                    return Ok(self.reconcile_request_key(&key).await?.unwrap_or(job))
+                    return Ok(self
+                        .reconcile_request_key(&key)
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or(job))
                 }
                 Ok(job) => return Ok(job),
                 Err(e) => e,
