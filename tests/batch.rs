@@ -546,9 +546,14 @@ async fn two_starts_at_once_end_with_one_live_job_per_part() {
     assert_eq!((rows.len(), totals.missing), (1000, 0));
 }
 
-#[tokio::test]
-async fn claims_on_storage_that_keeps_preconditions_make_one_job_per_part() {
-    // The emulator's own directory as Cloud Storage: create-only holds.
+/// An emulator holding jobs queued, with its own directory as Cloud
+/// Storage (where create-only writes hold), and a client and storage for it.
+async fn local_emulator() -> (
+    tempfile::TempDir,
+    Emulator,
+    vertex_batch::storage::Storage,
+    Client,
+) {
     let dir = common::temp();
     let emu = Emulator::builder(dir.path())
         .hold_queued(true)
@@ -557,6 +562,13 @@ async fn claims_on_storage_that_keeps_preconditions_make_one_job_per_part() {
         .unwrap();
     let storage = emu.storage();
     let client = emu.client("p", "us-central1").unwrap();
+    (dir, emu, storage, client)
+}
+
+#[tokio::test]
+async fn claims_on_storage_that_keeps_preconditions_make_one_job_per_part() {
+    // The emulator's own directory as Cloud Storage: create-only holds.
+    let (_dir, emu, storage, client) = local_emulator().await;
     let spec = plain_spec("claim-1");
     let (a, b) = tokio::join!(
         client.start_batch(&storage, &spec, prompts(1000)),
@@ -569,14 +581,7 @@ async fn claims_on_storage_that_keeps_preconditions_make_one_job_per_part() {
 
 #[tokio::test]
 async fn a_claim_whose_holder_died_is_taken_over_after_its_lease() {
-    let dir = common::temp();
-    let emu = Emulator::builder(dir.path())
-        .hold_queued(true)
-        .start()
-        .await
-        .unwrap();
-    let storage = emu.storage();
-    let client = emu.client("p", "us-central1").unwrap();
+    let (_dir, emu, storage, client) = local_emulator().await;
     // A process claimed part 0 and died before creating its job; its
     // claim says it holds for an hour, but this process waits only its
     // own lease of seeing the claim unchanged.

@@ -600,17 +600,7 @@ impl Client {
                 (stored, generation)
             }
         };
-        let mut batch = Batch {
-            client: self.clone(),
-            storage: storage.clone(),
-            spec: spec.clone(),
-            root,
-            manifest,
-            manifest_generation: generation,
-            jobs: Vec::new(),
-        };
-        batch.submit_pending().await?;
-        Ok(batch)
+        self.attach(storage, spec, root, manifest, generation).await
     }
 
     /// Resumes the batch staged under `spec`'s request key, without its
@@ -647,6 +637,19 @@ impl Client {
                 })?;
         check_resume(&manifest, &key, &root, self, &fingerprint)?;
         spec.emit(BatchEvent::Resumed);
+        self.attach(storage, spec, root, manifest, generation).await
+    }
+
+    /// The batch recorded by `manifest` (at `generation`) under `root`,
+    /// with every recorded part's job found or submitted.
+    async fn attach(
+        &self,
+        storage: &Storage,
+        spec: &BatchSpec,
+        root: GcsUri,
+        manifest: Manifest,
+        generation: Option<u64>,
+    ) -> Result<Batch> {
         let mut batch = Batch {
             client: self.clone(),
             storage: storage.clone(),
