@@ -365,6 +365,38 @@ async fn a_rerun_with_other_prompts_is_refused_before_any_job() {
     assert_eq!(creates(&s.emu), 1);
 }
 
+/// Typed prompts whose maps (labels, `Struct` fields) are hash maps: each
+/// build of them iterates in another order.
+fn labelled_prompts(n: usize) -> Vec<(String, Prompt)> {
+    (0..n)
+        .map(|i| {
+            let mut p = Prompt::text(format!("Question {i}"));
+            for l in 0..6 {
+                p = p.label(format!("team-{l}"), format!("v{i}-{l}"));
+            }
+            (format!("k{i}"), p)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rerun_of_typed_prompts_with_labels_resumes_its_jobs() {
+    let s = setup().await;
+    let first = s
+        .client
+        .start_batch(&s.storage, &plain_spec("labelled-1"), labelled_prompts(20))
+        .await
+        .unwrap();
+    // The same prompts, built again: their label maps iterate in another order.
+    let again = s
+        .client
+        .start_batch(&s.storage, &plain_spec("labelled-1"), labelled_prompts(20))
+        .await
+        .unwrap();
+    assert_eq!(job_names(&again), job_names(&first));
+    assert_eq!(creates(&s.emu), 1);
+}
+
 #[tokio::test]
 async fn a_template_with_its_own_input_or_output_is_refused_before_anything_is_staged() {
     let s = setup().await;
@@ -648,4 +680,142 @@ async fn assert_live_jobs_per_part(client: &Client, key: &str, parts: usize) {
             .collect();
         assert_eq!(live.len(), 1, "{part_key}: {jobs:?}");
     }
+}
+
+#[tokio::test]
+async fn a_key_taken_by_a_batch_staged_elsewhere_is_refused_and_its_jobs_left_alone() {
+    let (_dir, emu, storage, client) = local_emulator().await;
+    let first = client
+        .start_batch(&storage, &plain_spec("shared-1"), prompts(10))
+        .await
+        .unwrap();
+    // The same key under another staging location: another batch.
+    let elsewhere = BatchSpec::new(
+        JobSpec::new("gemini-2.0-flash-001"),
+        "gs://staging-bkt/other",
+    )
+    .request_key("shared-1");
+    let err = client
+        .start_batch(&storage, &elsewhere, prompts(10))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, Error::Validation(v) if v.field() == "request_key"),
+        "{msg}"
+    );
+    assert!(msg.contains("\"shared-1\" is taken"), "{msg}");
+    assert!(
+        msg.contains("gs://staging-bkt/batches/shared-1/output"),
+        "{msg}"
+    );
+    assert_eq!(creates(&emu), 1, "no job made for the second batch");
+    let job = client.get(&job_names(&first)[0]).await.unwrap();
+    assert!(
+        !job.has_ended(),
+        "the first batch's job is left alone: {job:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_claim_whose_create_failed_is_released_not_waited_out() {
+    let (_dir, emu, storage, _) = local_emulator().await;
+    // No retries: the create below fails at once.
+    let client = Client::builder()
+        .ignore_env()
+        .project("p")
+        .location("us-central1")
+        .emulator_host(emu.host())
+        .retry_policy(vertex_batch::policy::RetryPolicy::none())
+        .build()
+        .unwrap();
+    // The service goes down between the claim and the create.
+    let knobs = emu.knobs().clone();
+    let failing = plain_spec("release-1")
+        .claim_lease(Duration::from_secs(3600))
+        .on_event(move |e| {
+            if matches!(e, vertex_batch::data::BatchEvent::Claimed { .. }) {
+                knobs.set_unavailable_fraction(1.0);
+            }
+        });
+    assert!(client
+        .start_batch(&storage, &failing, prompts(10))
+        .await
+        .is_err());
+    emu.knobs().set_unavailable_fraction(0.0);
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let spec = plain_spec("release-1")
+        .claim_lease(Duration::from_secs(3600))
+        .on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    // Without the release this would wait out the hour's lease.
+    let batch = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.start_batch(&storage, &spec, prompts(10)),
+    )
+    .await
+    .expect("the released claim is taken at once")
+    .unwrap();
+    assert_eq!(batch.jobs().len(), 1);
+    assert_eq!(creates(&emu), 1);
+    let events = events.lock().unwrap().clone();
+    use vertex_batch::data::BatchEvent::*;
+    assert!(
+        events.contains(&TookOverClaim { round: 0, part: 0 }),
+        "{events:?}"
+    );
+    assert!(
+        !events.contains(&WaitingForClaim { round: 0, part: 0 }),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_start_with_other_prompts_never_overwrites_the_staged_inputs() {
+    let (_dir, _emu, storage, client) = local_emulator().await;
+    // While this batch is between staging and its manifest, another
+    // process stages other prompts under the same key (and fails on a bad
+    // key after its first part).
+    let (other_client, other_storage) = (client.clone(), storage.clone());
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spec = plain_spec("race-1").on_event(move |e| {
+        if matches!(e, vertex_batch::data::BatchEvent::Staged { part: 1, .. })
+            && !ran.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let mut other: Vec<(String, Prompt)> = (0..450)
+                .map(|i| (format!("k{i}"), Prompt::text(format!("Other {i}"))))
+                .collect();
+            other.push((String::new(), Prompt::text("no key")));
+            let handle = tokio::runtime::Handle::current();
+            let result = tokio::task::block_in_place(|| {
+                handle.block_on(other_client.start_batch(
+                    &other_storage,
+                    &plain_spec("race-1"),
+                    other,
+                ))
+            });
+            assert!(result.is_err(), "the other start fails on its bad key");
+        }
+    });
+    let batch = client
+        .start_batch(&storage, &spec, prompts(500))
+        .await
+        .unwrap();
+    let inputs = batch.input_files();
+    assert_eq!(inputs.len(), 2);
+    let staged = read_text(&storage, &inputs[0]).await;
+    assert!(staged.contains("Question 0"), "{}", &staged[..200]);
+    assert!(!staged.contains("Other 0"), "{}", &staged[..200]);
+}
+
+async fn read_text(storage: &vertex_batch::storage::Storage, uri: &vertex_batch::GcsUri) -> String {
+    use futures::TryStreamExt;
+    let chunks: Vec<bytes::Bytes> = storage
+        .read(uri, None)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    String::from_utf8(chunks.concat()).unwrap()
 }

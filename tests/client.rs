@@ -691,3 +691,23 @@ async fn a_wait_timeout_holds_while_a_poll_hangs() {
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_list_answering_the_token_it_was_sent_ends_with_an_error_not_a_loop() {
+    use futures::TryStreamExt;
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr).await;
+    let err = client
+        .list(&vertex_batch::ListOptions::new())
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("page token it was sent"), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    let lists = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "ListBatchPredictionJobs")
+        .count();
+    assert_eq!(lists, 2, "the first page, then the repeated token once");
+}

@@ -199,14 +199,52 @@ impl Client {
         let spec = spec.clone().label(REQUEST_KEY_LABEL, key.clone());
         // Validated first, so a bad spec (or key) fails as such, before any call.
         let (request, fingerprint) = prepare(&spec, self.parent())?;
-        if given.is_some() {
-            // A caller's key may have been used by an earlier submit (another
-            // process, a restart): that job is the answer — if it is the same
-            // job. A key reused for another spec is an error, not the old job.
-            if let Some(job) = self.reconcile_request_key(&key).await? {
-                same_spec(&job, &key, &fingerprint)?;
+        // A caller's key may have been used by an earlier submit (another
+        // process, a restart): that job is the answer — if it is the same
+        // job. A key reused for another spec is an error, not the old job.
+        let same = move |j: &Job| {
+            j.labels()
+                .get(SPEC_LABEL)
+                .is_none_or(|fp| *fp == fingerprint)
+        };
+        self.submit_prepared(request, &key, given.is_some(), &same)
+            .await
+    }
+
+    /// [`Client::submit`] of a spec that carries its request key, where
+    /// `ours` tells the jobs made for this very submission from others
+    /// that carry the same key (a batch's parts: the jobs writing to the
+    /// part's output). The oldest of `ours` is the answer; a job carrying
+    /// the key that is not `ours` is an error.
+    pub(crate) async fn submit_as(&self, spec: &JobSpec, ours: &Ours<'_>) -> Result<Job> {
+        let Some(key) = spec.labels().get(REQUEST_KEY_LABEL).cloned() else {
+            return Err(Error::validation(
+                "request_key",
+                "the spec carries no request key",
+            ));
+        };
+        let (request, _) = prepare(spec, self.parent())?;
+        self.submit_prepared(request, &key, true, ours).await
+    }
+
+    /// Creates the job `request` describes, stamped with request key `key`;
+    /// `keyed` when the key is the caller's (an earlier submission may have
+    /// made the job already).
+    async fn submit_prepared(
+        &self,
+        request: pb::CreateBatchPredictionJobRequest,
+        key: &str,
+        keyed: bool,
+        ours: &Ours<'_>,
+    ) -> Result<Job> {
+        if keyed {
+            let found = self.reconcile_by(key, ours).await?;
+            if let Some(job) = found.ours {
                 tracing::info!(job = job.name(), key, "a job with this request key exists");
                 return Ok(job);
+            }
+            if let Some(other) = found.other {
+                return Err(key_taken(&other, key));
             }
         }
         let policy = self.retry_policy().clone();
@@ -218,12 +256,12 @@ impl Client {
                 // Another process may have created a job with the same key
                 // at the same time: the oldest is the answer for both.
                 // A failed look-up after the create must not hide the job.
-                Ok(job) if given.is_some() => {
+                Ok(job) if keyed => {
                     return Ok(self
-                        .reconcile_request_key(&key)
+                        .reconcile_by(key, ours)
                         .await
                         .ok()
-                        .flatten()
+                        .and_then(|found| found.ours)
                         .unwrap_or(job))
                 }
                 Ok(job) => return Ok(job),
@@ -235,7 +273,7 @@ impl Client {
             }
             if ambiguous {
                 tracing::info!(key, error = %err, "create failed ambiguously; looking for the job");
-                if let Some(job) = self.reconcile_request_key(&key).await? {
+                if let Some(job) = self.reconcile_by(key, ours).await?.ours {
                     tracing::info!(job = job.name(), "the job had been created");
                     return Ok(job);
                 }
@@ -264,11 +302,14 @@ impl Client {
         Ok(self.jobs_with_request_key(key).await?.into_iter().next())
     }
 
-    /// Makes `key` stand for one live job: when several jobs carry it (two
-    /// processes created one at the same time), the oldest wins and every
-    /// other that has not ended is cancelled. Returns the winner, `None`
-    /// when no job carries the key. Every process that calls this sees the
-    /// same winner, so all follow one job and read the same answers.
+    /// Makes `key` stand for one live job: when several jobs made from one
+    /// spec carry it (two processes created one at the same time), the
+    /// oldest wins and every other that has not ended is cancelled.
+    /// Returns the oldest job carrying the key, `None` when no job carries
+    /// it. Every process that calls this sees the same winner, so all
+    /// follow one job and read the same answers. A job carrying the key but
+    /// made from another spec (its `vertex-batch-spec` label differs) is
+    /// not a duplicate, and is never cancelled.
     ///
     /// A cancel that fails is logged, not returned: the winner is still
     /// the answer, and the next call tries the cancel again.
@@ -281,11 +322,48 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn reconcile_request_key(&self, key: &str) -> Result<Option<Job>> {
-        let mut jobs = self.jobs_with_request_key(key).await?.into_iter();
-        let Some(winner) = jobs.next() else {
+        let jobs = self.jobs_with_request_key(key).await?;
+        let Some(winner) = jobs.first().cloned() else {
             return Ok(None);
         };
-        for extra in jobs.filter(|j| !j.has_ended()) {
+        let spec = winner.labels().get(SPEC_LABEL).cloned();
+        let duplicates = jobs
+            .into_iter()
+            .skip(1)
+            .filter(|j| j.labels().get(SPEC_LABEL) == spec.as_ref());
+        self.cancel_duplicates(key, &winner, duplicates).await;
+        Ok(Some(winner))
+    }
+
+    /// Like [`Client::reconcile_request_key`] among the jobs `ours`
+    /// accepts: the oldest of them wins, the other live ones are
+    /// cancelled. Also returns the oldest job carrying the key that `ours`
+    /// refuses.
+    pub(crate) async fn reconcile_by(&self, key: &str, ours: &Ours<'_>) -> Result<Keyed> {
+        let (mine, others): (Vec<Job>, Vec<Job>) = self
+            .jobs_with_request_key(key)
+            .await?
+            .into_iter()
+            .partition(|j| ours(j));
+        let mut mine = mine.into_iter();
+        let winner = mine.next();
+        if let Some(w) = &winner {
+            self.cancel_duplicates(key, w, mine).await;
+        }
+        Ok(Keyed {
+            ours: winner,
+            other: others.into_iter().next(),
+        })
+    }
+
+    /// Cancels every job of `duplicates` that has not ended.
+    async fn cancel_duplicates(
+        &self,
+        key: &str,
+        winner: &Job,
+        duplicates: impl Iterator<Item = Job>,
+    ) {
+        for extra in duplicates.filter(|j| !j.has_ended()) {
             tracing::warn!(
                 key,
                 winner = winner.name(),
@@ -296,7 +374,6 @@ impl Client {
                 tracing::warn!(job = extra.name(), error = %e, "could not cancel a duplicate job");
             }
         }
-        Ok(Some(winner))
     }
 
     /// Every job carrying request key `key`, oldest first (creation time,
@@ -331,19 +408,26 @@ fn check_label_count(job: &pb::BatchPredictionJob) -> Result<()> {
     Ok(())
 }
 
-/// An error when `job`, found by request key `key`, was made from another
-/// spec than the one with `fingerprint`.
-pub(crate) fn same_spec(job: &Job, key: &str, fingerprint: &str) -> Result<()> {
-    match job.labels().get(SPEC_LABEL) {
-        Some(fp) if fp != fingerprint => Err(Error::validation(
-            "request_key",
-            format!(
-                "request key {key:?} belongs to job {}, which was made from another job spec \
-                 (model, input, output, parameters, labels or display name differ); submit the \
-                 spec it was made with to get that job back",
-                job.name()
-            ),
-        )),
-        _ => Ok(()),
-    }
+/// Tells the jobs made for one submission from others carrying its key.
+pub(crate) type Ours<'a> = dyn Fn(&Job) -> bool + Send + Sync + 'a;
+
+/// What [`Client::reconcile_by`] found under a request key.
+pub(crate) struct Keyed {
+    /// The oldest job of this submission's (the one to follow).
+    pub(crate) ours: Option<Job>,
+    /// The oldest job carrying the key that is not this submission's.
+    pub(crate) other: Option<Job>,
+}
+
+/// The error for request key `key`, taken by `job` of another spec.
+fn key_taken(job: &Job, key: &str) -> Error {
+    Error::validation(
+        "request_key",
+        format!(
+            "request key {key:?} belongs to job {}, which was made from another job spec \
+             (model, input, output, parameters, labels or display name differ); submit the \
+             spec it was made with to get that job back",
+            job.name()
+        ),
+    )
 }

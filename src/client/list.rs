@@ -268,6 +268,17 @@ impl Client {
                 };
                 let page = client.list_page(&opts, token.as_deref()).await?;
                 let next = match page.next_page_token {
+                    // A service answering the token it was sent would be
+                    // read forever: an error, not a loop.
+                    Some(t) if token.as_deref() == Some(t.as_str()) => {
+                        return Err(Error::from_status(
+                            tonic::Status::internal(
+                                "ListBatchPredictionJobs answered the page token it was sent \
+                                 as the next one; stopped instead of reading that page forever",
+                            ),
+                            client.endpoint(),
+                        ))
+                    }
                     Some(t) => Next::Page(Some(t)),
                     None => Next::Done,
                 };

@@ -6,14 +6,16 @@
 //! 1. **Stage.** The job template is checked first (a template with an
 //!    input or output of its own is refused: each part gets its own). The
 //!    prompts stream through the [`InputEncoder`] into
-//!    resumable uploads under `STAGING/KEY/input/part-NNNNN.jsonl`, one part
-//!    per job when the input is over the service's limits (200,000 rows,
-//!    1 GB a file). Then `STAGING/KEY/manifest.json` records the parts,
+//!    resumable uploads under `STAGING/KEY/input/ATTEMPT/part-NNNNN.jsonl`
+//!    (`ATTEMPT` is random: two processes staging one key at once never
+//!    write each other's files), one part per job when the input is over
+//!    the service's limits (200,000 rows, 1 GB a file). Then
+//!    `STAGING/KEY/manifest.json` (create-only) records the parts,
 //!    the location, the template's fingerprint and a SHA-256 of the staged
 //!    prompts — the truth every later step and every re-run starts from.
 //! 2. **Submit.** One job per part, each with its own request key
-//!    (`KEY-r0-pN`), claimed first (below), so no part is ever submitted
-//!    twice.
+//!    (`KEY-r0-pN`), claimed first (below), so each part has at most one
+//!    live job.
 //! 3. **Watch.** [`Batch::progress`] follows every job under one budget of
 //!    Get calls ([`Client::watch_many`]).
 //! 4. **Read.** [`Batch::results`] reads every job's output directory joined
@@ -55,10 +57,11 @@
 //!   claim whose holder died before creating its job is taken over after
 //!   its lease ([`BatchSpec::claim_lease`], default
 //!   [`DEFAULT_CLAIM_LEASE`](super::DEFAULT_CLAIM_LEASE)) with a
-//!   generation-matched write. After every create the part's key is
-//!   reconciled ([`Client::reconcile_request_key`]): should two jobs carry
-//!   it anyway (storage that ignores preconditions, a holder slower than
-//!   its lease), the oldest wins and the others are cancelled.
+//!   generation-matched write; a holder whose create fails gives its claim
+//!   up at once. After every create the part's key is reconciled: should
+//!   two jobs writing to the part's output carry it anyway (storage that
+//!   ignores preconditions, a holder slower than its lease), the oldest
+//!   wins and the others are cancelled.
 //! * **Every process reads the same answers**: all follow the oldest job
 //!   of each part, and read its output joined to the one staged input.
 //! * **Exactly one line per prompt** in [`Batch::results`], whatever the
@@ -79,8 +82,19 @@
 //! * Two processes calling [`Batch::retry_failed`] at once on storage
 //!   without preconditions may both record a follow-up round; the rounds
 //!   are the same rows under the same keys, so still one job per part.
+//! * A waiter whose clock runs ahead of the holder's may take a claim
+//!   over before its lease ran out by the holder's clock; the second job
+//!   it makes is cancelled by the reconcile.
+//! * Staged files of a process killed while staging stay under
+//!   `STAGING/KEY/input/ATTEMPT/` (no manifest names them) until deleted.
 //! * Nothing stops a caller from deleting `STAGING/KEY/` or a job: the key
 //!   then starts over (or finds nothing to follow).
+//!
+//! A request key names one batch per project and location: the parts'
+//! jobs carry `KEY-rR-pN` whatever the staging location. Only a job that
+//! writes to the part's own output counts as the part's; a batch staged
+//! elsewhere under a key already in use is refused when it would submit,
+//! and the other batch's jobs are never cancelled.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -88,7 +102,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    claim::{submit_once, Step, DEFAULT_CLAIM_LEASE},
+    claim::{submit_once, PartClaim, Step, DEFAULT_CLAIM_LEASE},
     fingerprint::{fingerprint, FingerprintSet},
     input::{BatchRequest, InputEncoder, InputLimits},
     join::Inputs,
@@ -409,7 +423,7 @@ struct PromptsDigest {
 /// digest) is still read.
 const MANIFEST_VERSION: u32 = 2;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct StagedFile {
     uri: String,
     rows: u64,
@@ -590,6 +604,11 @@ impl Client {
                         http_status: None,
                         source: None,
                     })?;
+                if stored.inputs != m.inputs {
+                    // Another process's manifest won: its staged files are
+                    // the batch's, ours are nobody's.
+                    remove_staged(storage, &m.inputs).await;
+                }
                 check_resume(&stored, &key, &root, self, &fingerprint)?;
                 if let (Some(theirs), Some(ours)) = (&stored.prompts, &m.prompts) {
                     if theirs != ours {
@@ -728,8 +747,22 @@ impl Client {
     }
 }
 
-/// Streams the prompts into part files under `root/input/`, and digests
-/// them.
+/// Removes staged files no manifest names (best effort: a file left
+/// behind costs storage, never a wrong answer).
+async fn remove_staged(storage: &Storage, files: &[StagedFile]) {
+    for f in files {
+        let removed = match f.uri.parse::<GcsUri>() {
+            Ok(uri) => storage.delete(&uri).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(error) = removed {
+            tracing::warn!(uri = %f.uri, %error, "could not remove a staged file no manifest names");
+        }
+    }
+}
+
+/// Streams the prompts into part files under `root/input/ATTEMPT/` (a
+/// random directory of this attempt's own), and digests them.
 async fn stage<I, K, R>(
     storage: &Storage,
     root: &GcsUri,
@@ -746,6 +779,7 @@ where
     let mut line = Vec::with_capacity(4096);
     let mut current: Option<(usize, ObjectWriter)> = None;
     let mut done = Vec::new();
+    let attempt = format!("{:016x}", fastrand::u64(..));
     for (key, request) in prompts {
         line.clear();
         let part = enc.encode(key.as_ref(), request, &mut line)?;
@@ -758,7 +792,7 @@ where
                     rows: enc.parts()[p].rows,
                 });
             }
-            let target = child(root, &format!("input/part-{part:05}.jsonl"))?;
+            let target = child(root, &format!("input/{attempt}/part-{part:05}.jsonl"))?;
             current = Some((part, storage.writer(&target).await?));
         }
         if let Some((_, w)) = current.as_mut() {
@@ -966,7 +1000,7 @@ impl Batch {
     /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches").request_key("nightly");
     /// let batch = client.start_batch(&storage, &spec, [("q1", "Why is the sky blue?")]).await?;
     /// for uri in batch.input_files() {
-    ///     println!("{uri}"); // gs://my-bucket/batches/nightly/input/part-00000.jsonl
+    ///     println!("{uri}"); // gs://my-bucket/batches/nightly/input/3f2a…/part-00000.jsonl
     /// }
     /// # Ok(()) }
     /// ```
@@ -1055,10 +1089,14 @@ impl Batch {
         let job = submit_once(
             &self.client,
             &self.storage,
-            &spec,
-            &part.request_key,
-            &claim,
-            self.spec.claim_lease,
+            PartClaim {
+                spec: &spec,
+                key: &part.request_key,
+                output: &part.output_prefix,
+                claim: &claim,
+                lease: self.spec.claim_lease,
+                batch_key: &self.manifest.request_key,
+            },
             |step| {
                 self.spec.emit(match step {
                     Step::Claimed => BatchEvent::Claimed { round: r, part: i },

@@ -17,9 +17,13 @@
 //!   unchanged for a whole lease (so a skewed clock cannot stall it for
 //!   longer) — with a generation-matched overwrite: of several waiters at
 //!   most one takes it.
-//! * **After every create** the request key is reconciled
-//!   ([`Client::reconcile_request_key`]): if more than one job carries it,
-//!   the oldest wins and the others are cancelled. Storage that ignores
+//! * **A holder whose create fails** marks its claim released (a
+//!   generation-matched write), so the next attempt takes it at once.
+//! * **After every create** the request key is reconciled among the jobs
+//!   writing to the part's output (a job carrying the key that writes
+//!   elsewhere belongs to another batch: an error, never cancelled): if
+//!   more than one carries it, the oldest wins and the others are
+//!   cancelled. Storage that ignores
 //!   preconditions (fake-gcs-server accepts `ifGenerationMatch` on uploads
 //!   whatever the object's generation) therefore still ends with one live
 //!   job per part, and every process follows that one.
@@ -58,7 +62,7 @@ pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(300);
 /// What a claim object holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ClaimRecord {
-    /// A random id of the claiming process.
+    /// The claiming process's random id (one per process).
     holder: String,
     /// The claiming process's id (for a person reading the claim).
     pid: u32,
@@ -66,15 +70,19 @@ struct ClaimRecord {
     claimed_at_ms: u64,
     /// Its lease, in milliseconds.
     lease_ms: u64,
+    /// Given up by its holder (its create failed): anyone may take it now.
+    #[serde(default)]
+    released: bool,
 }
 
 impl ClaimRecord {
-    fn new(holder: &str, lease: Duration) -> Self {
+    fn new(lease: Duration) -> Self {
         ClaimRecord {
-            holder: holder.to_owned(),
+            holder: holder().to_owned(),
             pid: std::process::id(),
             claimed_at_ms: unix_ms(SystemTime::now()),
             lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+            released: false,
         }
     }
 
@@ -82,6 +90,12 @@ impl ClaimRecord {
     fn expired(&self, now: SystemTime) -> bool {
         unix_ms(now) >= self.claimed_at_ms.saturating_add(self.lease_ms)
     }
+}
+
+/// This process's holder id in the claims it writes.
+fn holder() -> &'static str {
+    static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOLDER.get_or_init(|| format!("h{:016x}", fastrand::u64(..)))
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -101,35 +115,88 @@ pub(crate) enum Step {
     TookOver,
 }
 
-/// The part's one job: the one that already carries `spec`'s request key
-/// (`key`), or the one this process creates after claiming `claim` — or,
-/// when another process holds the claim, the one that process creates.
+/// One part's submission: its job spec (carrying the part's request key),
+/// its claim object and lease, and what the error names.
+pub(crate) struct PartClaim<'a> {
+    /// The part's job spec, its request key set.
+    pub(crate) spec: &'a JobSpec,
+    /// The part's request key.
+    pub(crate) key: &'a str,
+    /// The part's output prefix: a job carrying `key` that writes
+    /// elsewhere belongs to another batch (another staging location with
+    /// the same request key).
+    pub(crate) output: &'a str,
+    /// The claim object.
+    pub(crate) claim: &'a GcsUri,
+    /// How long a claim holds.
+    pub(crate) lease: Duration,
+    /// The batch's request key, as its user gave it (for errors).
+    pub(crate) batch_key: &'a str,
+}
+
+/// The output prefix a job was asked to write to.
+fn requested_output(job: &Job) -> Option<&str> {
+    use crate::proto::aiplatform::batch_prediction_job::output_config::Destination;
+    match job.proto().output_config.as_ref()?.destination.as_ref()? {
+        Destination::GcsDestination(d) => Some(d.output_uri_prefix.as_str()),
+        _ => None,
+    }
+}
+
+/// The part's one job: the one that already carries its request key and
+/// writes to its output, or the one this process creates after claiming
+/// the part — or, when another process holds the claim, the one that
+/// process creates.
 pub(crate) async fn submit_once(
     client: &Client,
     storage: &Storage,
-    spec: &JobSpec,
-    key: &str,
-    claim: &GcsUri,
-    lease: Duration,
+    part: PartClaim<'_>,
     mut step: impl FnMut(Step),
 ) -> Result<Job> {
-    let me = format!("h{:016x}", fastrand::u64(..));
+    let PartClaim {
+        spec,
+        key,
+        output,
+        claim,
+        lease,
+        batch_key,
+    } = part;
+    let ours = |j: &Job| {
+        requested_output(j).map(|o| o.trim_end_matches('/')) == Some(output.trim_end_matches('/'))
+    };
     // The claim generation seen and since when (this process's clock).
     let mut seen: Option<(Option<u64>, Instant)> = None;
     let mut pause = Duration::from_millis(250);
     let mut announced = false;
     loop {
-        if let Some(job) = client.reconcile_request_key(key).await? {
+        let found = client.reconcile_by(key, &ours).await?;
+        if let Some(job) = found.ours {
             return Ok(job);
         }
-        let record = serde_json::to_vec(&ClaimRecord::new(&me, lease))
+        if let Some(other) = found.other {
+            return Err(Error::validation(
+                "request_key",
+                format!(
+                    "request key {batch_key:?} is taken: job {} carries its part key {key:?} and \
+                     writes to {}, not to this batch's {output} — another batch, staged \
+                     elsewhere, has the same key. A request key names one batch per project \
+                     and location: give this batch a key of its own",
+                    other.name(),
+                    requested_output(&other).unwrap_or("another output"),
+                ),
+            ));
+        }
+        let record = serde_json::to_vec(&ClaimRecord::new(lease))
             .map_err(|e| Error::config(format!("writing a claim: {e}")))?;
-        if storage.create_bytes(claim, record.clone()).await?.is_some() {
+        if let Some(info) = storage.create_bytes(claim, record.clone()).await? {
             step(Step::Claimed);
-            return client.submit(spec).await;
+            return create_or_release(client, storage, spec, &ours, claim, info.generation()).await;
         }
         let Some(info) = storage.metadata(claim).await? else {
-            continue; // released or deleted since: claim again
+            // Released by deletion since: claim again, after a pause.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+            continue;
         };
         let held = read_claim(storage, claim).await;
         let now = Instant::now();
@@ -140,25 +207,30 @@ pub(crate) async fn submit_once(
                 now
             }
         };
-        let expired = held.as_ref().is_some_and(|h| h.expired(SystemTime::now()))
+        let expired = held
+            .as_ref()
+            .is_some_and(|h| h.released || h.expired(SystemTime::now()))
             || now.duration_since(since) >= lease;
         if expired {
             let taken = match info.generation() {
-                Some(g) => storage.replace_bytes(claim, record, g).await?.is_some(),
+                Some(g) => storage.replace_bytes(claim, record, g).await?,
                 // A backend that reports no generation cannot take a
                 // precondition: overwrite, and let the reconcile settle it.
-                None => storage.upload_bytes(claim, record).await.is_ok(),
+                None => storage.upload_bytes(claim, record).await.ok(),
             };
-            if taken {
+            if let Some(taken) = taken {
                 tracing::warn!(
                     claim = %claim,
                     holder = held.as_ref().map(|h| h.holder.as_str()),
-                    "a claim's lease ran out without its job; taking it over"
+                    "a claim's lease ran out (or its holder gave it up) without its job; taking it over"
                 );
                 step(Step::TookOver);
-                return client.submit(spec).await;
+                return create_or_release(client, storage, spec, &ours, claim, taken.generation())
+                    .await;
             }
-            continue; // another waiter took it first: follow that one
+            // Another waiter took it first: follow that one.
+            tokio::time::sleep(pause).await;
+            continue;
         }
         if !announced {
             tracing::info!(
@@ -176,6 +248,42 @@ pub(crate) async fn submit_once(
     }
 }
 
+/// Creates the part's job under the claim this process holds (at
+/// `generation`); when the create fails, marks the claim released, so the
+/// next attempt (here or elsewhere) takes it at once instead of waiting
+/// out the lease.
+async fn create_or_release(
+    client: &Client,
+    storage: &Storage,
+    spec: &JobSpec,
+    ours: &(dyn Fn(&Job) -> bool + Send + Sync),
+    claim: &GcsUri,
+    generation: Option<u64>,
+) -> Result<Job> {
+    let err = match client.submit_as(spec, ours).await {
+        Ok(job) => return Ok(job),
+        Err(e) => e,
+    };
+    let released = ClaimRecord {
+        released: true,
+        ..ClaimRecord::new(Duration::ZERO)
+    };
+    let released = match (serde_json::to_vec(&released), generation) {
+        (Ok(bytes), Some(g)) => storage
+            .replace_bytes(claim, bytes, g)
+            .await
+            .map(|r| r.is_some()),
+        // No generation to match: leave the claim to its lease.
+        _ => Ok(false),
+    };
+    match released {
+        Ok(true) => tracing::info!(claim = %claim, "the create failed; claim released"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(claim = %claim, error = %e, "could not release a claim"),
+    }
+    Err(err)
+}
+
 /// The claim's record; `None` when it cannot be read (then only the
 /// waiter's own clock ends its lease).
 async fn read_claim(storage: &Storage, claim: &GcsUri) -> Option<ClaimRecord> {
@@ -190,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_claim_expires_at_its_lease_by_its_own_clock() {
-        let c = ClaimRecord::new("h1", Duration::from_secs(10));
+        let c = ClaimRecord::new(Duration::from_secs(10));
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(c.claimed_at_ms);
         assert!(!c.expired(at + Duration::from_secs(9)));
         assert!(c.expired(at + Duration::from_secs(10)));

@@ -505,7 +505,7 @@ fn write_line(key: &str, request: BatchRequest, out: &mut Vec<u8>) -> Result<()>
     match request {
         BatchRequest::Typed(mut r) => {
             insert_key_label(&mut r.labels, key)?;
-            serde_json::to_writer(&mut *out, &r).map_err(json_error)?;
+            write_sorted(&r, out)?;
         }
         BatchRequest::Text(text) => {
             let mut r = Prompt::text(text).into_request();
@@ -534,6 +534,40 @@ fn write_line(key: &str, request: BatchRequest, out: &mut Vec<u8>) -> Result<()>
     }
     out.extend_from_slice(b"}\n");
     Ok(())
+}
+
+/// Writes `request` as JSON with every object's members sorted by name.
+/// A typed request's maps (labels, `Struct` fields, schema properties) are
+/// hash maps, so their order changes from one process to the next; sorted,
+/// one request always gives the same line, and a re-run's prompts digest
+/// matches the first run's.
+fn write_sorted(request: &GenerateContentRequest, out: &mut Vec<u8>) -> Result<()> {
+    let value = serde_json::to_value(request).map_err(json_error)?;
+    serde_json::to_writer(&mut *out, &Sorted(&value)).map_err(json_error)
+}
+
+/// Serializes a JSON value with each object's members in name order,
+/// whatever order its map keeps (`serde_json`'s `preserve_order` feature,
+/// which any crate in a build can switch on, keeps insertion order).
+struct Sorted<'a>(&'a Value);
+
+impl serde::Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            Value::Object(members) => {
+                let mut sorted: Vec<_> = members.iter().collect();
+                sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut map = s.serialize_map(Some(sorted.len()))?;
+                for (name, value) in sorted {
+                    map.serialize_entry(name, &Sorted(value))?;
+                }
+                map.end()
+            }
+            Value::Array(items) => s.collect_seq(items.iter().map(Sorted)),
+            other => other.serialize(s),
+        }
+    }
 }
 
 fn labels_not_object(key: &str) -> Error {

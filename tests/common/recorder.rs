@@ -166,6 +166,24 @@ impl JobService for Recorder {
         Ok(Response::new(job))
     }
 
+    /// Answers no jobs and, as a broken server might, the page token it
+    /// was sent (or `"again"`) as the next one.
+    async fn list_batch_prediction_jobs(
+        &self,
+        request: Request<pb::ListBatchPredictionJobsRequest>,
+    ) -> Result<Response<pb::ListBatchPredictionJobsResponse>, Status> {
+        self.record("ListBatchPredictionJobs", &request).await?;
+        let token = request.into_inner().page_token;
+        Ok(Response::new(pb::ListBatchPredictionJobsResponse {
+            batch_prediction_jobs: vec![],
+            next_page_token: if token.is_empty() {
+                "again".into()
+            } else {
+                token
+            },
+        }))
+    }
+
     async fn get_batch_prediction_job(
         &self,
         request: Request<pb::GetBatchPredictionJobRequest>,
