@@ -1353,7 +1353,6 @@ impl Batch {
         }
         let total = parts.iter().map(|p| p.rows).sum();
         let mut next = self.manifest.clone();
-        next.version = MANIFEST_VERSION;
         next.rounds.push(Round { parts });
         let at = child(&self.root, "manifest.json")?;
         // The truth first: the round is in the manifest before any of its
