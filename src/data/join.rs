@@ -56,6 +56,7 @@ enum InputFile {
     Local(PathBuf),
     Memory(Arc<str>, Bytes),
     Gcs(crate::storage::Storage, crate::uri::GcsUri),
+    BigQuery(crate::bigquery::BigQuery, crate::uri::BigQueryUri),
 }
 
 impl Inputs {
@@ -124,6 +125,30 @@ impl Inputs {
         }
     }
 
+    /// Input tables in BigQuery (a `key` and a `request` column, as a
+    /// BigQuery batch stages them), in order; each is read twice by a
+    /// joined read.
+    ///
+    /// ```
+    /// # fn main() -> vertex_batch::Result<()> {
+    /// use vertex_batch::{bigquery::BigQuery, data::Inputs};
+    /// let bq = BigQuery::builder().ignore_env().emulator_host("127.0.0.1:9050").build()?;
+    /// let inputs = Inputs::bigquery(&bq, ["bq://my-project.batches.nightly_r0_p00000".parse()?]);
+    /// assert_eq!(inputs.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn bigquery(
+        bigquery: &crate::bigquery::BigQuery,
+        tables: impl IntoIterator<Item = crate::uri::BigQueryUri>,
+    ) -> Self {
+        Inputs {
+            files: tables
+                .into_iter()
+                .map(|t| InputFile::BigQuery(bigquery.clone(), t))
+                .collect(),
+        }
+    }
+
     /// How many input files there are.
     ///
     /// ```
@@ -158,6 +183,9 @@ impl Inputs {
                     futures::stream::once(futures::future::ready(Ok(bytes.clone()))).boxed(),
                 ),
                 InputFile::Gcs(storage, uri) => SourceFile::gcs(storage.clone(), uri.clone()),
+                InputFile::BigQuery(bq, table) => {
+                    SourceFile::stream(table.to_string(), bq.lines(table))
+                }
             })
             .collect()
     }

@@ -74,6 +74,8 @@ enum Output {
     Local(PathBuf),
     /// A job's `gcs_output_directory` (every `*.jsonl` below it).
     Gcs(GcsUri),
+    /// A BigQuery output table.
+    BigQuery(crate::bigquery::BigQuery, crate::uri::BigQueryUri),
 }
 
 impl ResultReader {
@@ -146,6 +148,34 @@ impl ResultReader {
     /// ```
     pub fn output_gcs(mut self, dir: GcsUri) -> Self {
         self.outputs.push(Output::Gcs(dir));
+        self
+    }
+
+    /// Adds a BigQuery output table, e.g. the job's
+    /// `output_info.bigquery_output_dataset` plus `bigquery_output_table`:
+    /// its rows are read page by page and classified as an output file's
+    /// lines are (the input's columns, `key` among them, carried through;
+    /// `response` and `status`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{bigquery::BigQuery, data::ResultReader};
+    ///
+    /// let bq = BigQuery::for_client(&client)?;
+    /// let rows = ResultReader::new()
+    ///     .output_bigquery(&bq, "bq://my-project.my_dataset.predictions_2026_11_22".parse()?)
+    ///     .read()
+    ///     .await?;
+    /// let (rows, _errors, totals) = rows.collect_all().await;
+    /// println!("{} rows, {} succeeded", rows.len(), totals.succeeded);
+    /// # Ok(()) }
+    /// ```
+    pub fn output_bigquery(
+        mut self,
+        bigquery: &crate::bigquery::BigQuery,
+        table: crate::uri::BigQueryUri,
+    ) -> Self {
+        self.outputs.push(Output::BigQuery(bigquery.clone(), table));
         self
     }
 
@@ -267,6 +297,9 @@ impl ResultReader {
                         ))
                     })?;
                     gcs_output_files(storage, dir).await?
+                }
+                Output::BigQuery(bq, table) => {
+                    vec![SourceFile::stream(table.to_string(), bq.lines(table))]
                 }
             });
         }

@@ -215,7 +215,7 @@ impl Storage {
         &self.inner.endpoint
     }
 
-    pub(super) fn wire(&self) -> Result<&super::wire::Wire> {
+    pub(crate) fn wire(&self) -> Result<&super::wire::Wire> {
         self.inner
             .wire
             .as_ref()

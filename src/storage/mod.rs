@@ -32,9 +32,9 @@ mod builder;
 mod handle;
 mod local;
 mod objects;
-mod retry;
+pub(crate) mod retry;
 mod upload;
-mod wire;
+pub(crate) mod wire;
 
 pub use builder::{StorageBuilder, DEFAULT_ENDPOINT, ENV_STORAGE_EMULATOR_HOST};
 pub use handle::{ObjectInfo, Storage, StorageCalls};

@@ -19,7 +19,7 @@ pub(super) fn retry_delay(attempt: u32) -> Duration {
 /// Runs `call`, trying it again (with jittered exponential backoff from
 /// 100 ms) while it fails with a retryable status, at most [`RETRIES`]
 /// times. `what` names the call in logs (`call` names it in its errors).
-pub(super) async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T>
+pub(crate) async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,

@@ -32,7 +32,7 @@ const MAX_JSON: usize = 32 << 20;
 const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// The HTTP client of one [`Storage`](super::Storage) and its clones.
-pub(super) struct Wire {
+pub(crate) struct Wire {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     scheme: Scheme,
     authority: Authority,
@@ -78,7 +78,7 @@ impl Wire {
     /// Sends an API request as tame-gcs built it (`https://AUTHORITY/…`)
     /// to the endpoint, with the bearer token. `what` names the call in
     /// errors. The answer's status is not checked here.
-    pub(super) async fn send(&self, what: &str, req: Request<Bytes>) -> Result<Response<Incoming>> {
+    pub(crate) async fn send(&self, what: &str, req: Request<Bytes>) -> Result<Response<Incoming>> {
         let (mut parts, body) = req.into_parts();
         parts.uri = self.on_endpoint(what, &parts.uri)?;
         if let Some(tokens) = &self.tokens {
@@ -176,7 +176,7 @@ pub(super) struct ListJson {
 
 /// Reads a JSON answer whole (bounded) and parses it; a failure status
 /// becomes [`Error::Storage`] with the service's message.
-pub(super) async fn json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json<T: serde::de::DeserializeOwned>(
     what: &str,
     resp: Response<Incoming>,
 ) -> Result<T> {
@@ -198,7 +198,7 @@ pub(super) async fn json<T: serde::de::DeserializeOwned>(
 
 /// The error for an answer with a failure status, with the message from
 /// its `{"error": {"message": …}}` body when it has one.
-pub(super) async fn status_error(what: &str, resp: Response<Incoming>) -> Error {
+pub(crate) async fn status_error(what: &str, resp: Response<Incoming>) -> Error {
     let status = resp.status();
     let body = Limited::new(resp.into_body(), MAX_ERROR_BODY)
         .collect()
@@ -247,7 +247,7 @@ pub(super) fn error_message(status: StatusCode, body: &[u8]) -> String {
 /// more as they are, which changes names or makes URLs that do not parse,
 /// so object names are never handed to it: it gets a placeholder and
 /// [`retarget`] writes the name here.)
-pub(super) fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
@@ -287,7 +287,7 @@ pub(super) fn transport_error(
 
 /// An answer whose body broke off (no status: worth trying again), or
 /// ran over the size read whole (the answer's status: not worth it).
-pub(super) fn body_error(
+pub(crate) fn body_error(
     what: &str,
     status: StatusCode,
     e: Box<dyn std::error::Error + Send + Sync>,

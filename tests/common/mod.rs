@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod bq;
 pub mod gcs;
 pub mod recorder;
 

@@ -1,0 +1,273 @@
+//! [`BigQuery`], its builder, and where its credentials and endpoint come
+//! from.
+
+use std::{fmt, sync::Arc};
+
+use crate::{
+    client::Client,
+    error::{Error, Result},
+    storage::Storage,
+    transport::auth::Credentials,
+};
+
+/// `BIGQUERY_EMULATOR_HOST`: a BigQuery emulator (`http://host:port` or
+/// `host:port`), used over plaintext with no credentials.
+///
+/// ```
+/// use vertex_batch::bigquery::{BigQuery, ENV_BIGQUERY_EMULATOR_HOST};
+///
+/// assert_eq!(ENV_BIGQUERY_EMULATOR_HOST, "BIGQUERY_EMULATOR_HOST");
+/// let bq = BigQuery::builder().ignore_env().emulator_host("127.0.0.1:9050").build()?;
+/// assert_eq!(bq.endpoint(), "http://127.0.0.1:9050");
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
+pub const ENV_BIGQUERY_EMULATOR_HOST: &str = "BIGQUERY_EMULATOR_HOST";
+
+/// The BigQuery endpoint.
+///
+/// ```
+/// use vertex_batch::bigquery::{BigQuery, DEFAULT_ENDPOINT};
+///
+/// let bq = BigQuery::builder().ignore_env().build()?; // no network I/O yet
+/// assert_eq!(bq.endpoint(), DEFAULT_ENDPOINT);
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
+pub const DEFAULT_ENDPOINT: &str = "https://bigquery.googleapis.com";
+
+/// A BigQuery client. Cheap to clone.
+///
+/// ```
+/// use vertex_batch::bigquery::BigQuery;
+///
+/// let bq = BigQuery::builder().ignore_env().emulator_host("127.0.0.1:9050").build()?;
+/// let copy = bq.clone(); // shares the connection pool
+/// assert_eq!(copy.endpoint(), bq.endpoint());
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct BigQuery {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    /// The HTTP stack (a Cloud Storage client aimed at the BigQuery
+    /// endpoint: its connection pool, TLS, token and retries).
+    pub(super) http: Storage,
+    pub(super) endpoint: String,
+}
+
+impl fmt::Debug for BigQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BigQuery")
+            .field("endpoint", &self.inner.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a [`BigQuery`]'s credentials come from.
+#[derive(Debug, Clone)]
+enum Auth {
+    /// Application Default Credentials (none for an emulator).
+    Default,
+    /// Given.
+    Given(Credentials),
+    /// A JobService client's token cache.
+    Of(Client),
+}
+
+/// Configures a [`BigQuery`].
+///
+/// ```
+/// use vertex_batch::bigquery::BigQuery;
+///
+/// let bq = BigQuery::builder()
+///     .ignore_env()                    // whatever BIGQUERY_EMULATOR_HOST says,
+///     .emulator_host("127.0.0.1:9050") // use bqemulator: plaintext, no credentials
+///     .build()?;                       // no network I/O yet
+/// assert_eq!(bq.endpoint(), "http://127.0.0.1:9050");
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BigQueryBuilder {
+    auth: Auth,
+    endpoint: Option<String>,
+    emulator: Option<String>,
+    use_env: bool,
+}
+
+impl Default for BigQueryBuilder {
+    fn default() -> Self {
+        BigQueryBuilder {
+            auth: Auth::Default,
+            endpoint: None,
+            emulator: None,
+            use_env: true,
+        }
+    }
+}
+
+impl BigQueryBuilder {
+    /// The credentials (default: Application Default Credentials; none for
+    /// an emulator).
+    ///
+    /// ```
+    /// use vertex_batch::{bigquery::BigQuery, transport::Credentials};
+    ///
+    /// let bq = BigQuery::builder().ignore_env()
+    ///     .credentials(Credentials::access_token("ya29.example"))
+    ///     .build()?;
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.auth = Auth::Given(credentials);
+        self
+    }
+
+    /// Uses `client`'s credentials: its very token cache, so one token
+    /// serves every API. (Ignored for an emulator.)
+    ///
+    /// ```no_run
+    /// # fn demo(client: &vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// let bq = vertex_batch::bigquery::BigQuery::builder().credentials_of(client).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn credentials_of(mut self, client: &Client) -> Self {
+        self.auth = Auth::Of(client.clone());
+        self
+    }
+
+    /// Another endpoint (`https://host[:port]`; `http://` only on loopback).
+    ///
+    /// ```
+    /// use vertex_batch::bigquery::BigQuery;
+    /// let bq = BigQuery::builder().ignore_env().endpoint("https://bigquery.example.com").build()?;
+    /// assert_eq!(bq.endpoint(), "https://bigquery.example.com");
+    /// assert!(BigQuery::builder().ignore_env().endpoint("http://10.0.0.1:9050").build().is_err());
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// A BigQuery emulator (`host:port` or `http://host:port`): plaintext,
+    /// no credentials. Overrides [`BigQueryBuilder::endpoint`].
+    ///
+    /// ```
+    /// use vertex_batch::bigquery::BigQuery;
+    /// let bq = BigQuery::builder().ignore_env().emulator_host("http://127.0.0.1:9050/").build()?;
+    /// assert_eq!(bq.endpoint(), "http://127.0.0.1:9050");
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn emulator_host(mut self, host: impl Into<String>) -> Self {
+        self.emulator = Some(host.into());
+        self
+    }
+
+    /// Ignores `BIGQUERY_EMULATOR_HOST`.
+    ///
+    /// ```
+    /// use vertex_batch::bigquery::{BigQuery, DEFAULT_ENDPOINT};
+    /// let bq = BigQuery::builder().ignore_env().build()?;
+    /// assert_eq!(bq.endpoint(), DEFAULT_ENDPOINT);
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn ignore_env(mut self) -> Self {
+        self.use_env = false;
+        self
+    }
+
+    /// Builds the client (no network I/O).
+    ///
+    /// ```
+    /// use vertex_batch::bigquery::BigQuery;
+    /// let err = BigQuery::builder().ignore_env().emulator_host("ftp://x").build().unwrap_err();
+    /// assert!(err.to_string().contains("BIGQUERY_EMULATOR_HOST"), "{err}");
+    /// ```
+    pub fn build(self) -> Result<BigQuery> {
+        let emulator = self.emulator.clone().or_else(|| {
+            self.use_env
+                .then(|| std::env::var(ENV_BIGQUERY_EMULATOR_HOST).ok())
+                .flatten()
+                .filter(|v| !v.trim().is_empty())
+        });
+        let rename = |e: Error| match e {
+            Error::Config { message, .. } => Error::config(
+                message
+                    .replace("STORAGE_EMULATOR_HOST", ENV_BIGQUERY_EMULATOR_HOST)
+                    .replace("Cloud Storage", "BigQuery")
+                    .replace("storage emulator", "BigQuery emulator"),
+            ),
+            other => other,
+        };
+        let mut http = Storage::builder().ignore_env();
+        http = match (&emulator, &self.endpoint) {
+            (Some(host), _) => http.emulator_host(host),
+            (None, Some(ep)) => http.endpoint(ep),
+            (None, None) => http.endpoint(DEFAULT_ENDPOINT),
+        };
+        http = match self.auth {
+            Auth::Default => http,
+            Auth::Given(c) => http.credentials(c),
+            Auth::Of(client) => http.credentials_of(&client),
+        };
+        let http = http.build().map_err(rename)?;
+        Ok(BigQuery {
+            inner: Arc::new(Inner {
+                endpoint: http.endpoint().to_owned(),
+                http,
+            }),
+        })
+    }
+}
+
+impl BigQuery {
+    /// A builder.
+    ///
+    /// ```
+    /// let bq = vertex_batch::bigquery::BigQuery::builder().ignore_env().build()?;
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn builder() -> BigQueryBuilder {
+        BigQueryBuilder::default()
+    }
+
+    /// A client sharing `client`'s credentials (or an emulator's, when
+    /// `BIGQUERY_EMULATOR_HOST` is set).
+    ///
+    /// ```no_run
+    /// # fn demo(client: &vertex_batch::Client) -> vertex_batch::Result<()> {
+    /// let bq = vertex_batch::bigquery::BigQuery::for_client(client)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn for_client(client: &Client) -> Result<BigQuery> {
+        BigQuery::builder().credentials_of(client).build()
+    }
+
+    /// The endpoint (`https://bigquery.googleapis.com`, or an emulator's).
+    ///
+    /// ```
+    /// let bq = vertex_batch::bigquery::BigQuery::builder().ignore_env().build()?;
+    /// assert_eq!(bq.endpoint(), "https://bigquery.googleapis.com");
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+}
+
+/// A Cloud Storage error from the shared HTTP stack, as a BigQuery one.
+pub(super) fn bq_error(e: Error) -> Error {
+    match e {
+        Error::Storage {
+            message,
+            http_status,
+            source,
+        } => Error::BigQuery {
+            message,
+            http_status,
+            source,
+        },
+        other => other,
+    }
+}

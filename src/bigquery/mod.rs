@@ -1,0 +1,36 @@
+//! BigQuery, for the data plane: datasets, tables, load jobs and reading a
+//! table's rows — the calls a batch from (and into) BigQuery needs, typed,
+//! over the crate's own HTTP/TLS stack and token cache.
+//!
+//! [`BigQuery`] talks to `https://bigquery.googleapis.com` (or an emulator:
+//! `BIGQUERY_EMULATOR_HOST`, plaintext, no credentials — the same loopback
+//! rule as Cloud Storage). It shares the JobService client's token cache
+//! ([`BigQuery::for_client`]) and the Cloud Storage client's HTTP stack:
+//! hyper with rustls on *ring*, its timeouts and retries. Failures are
+//! [`Error::BigQuery`](crate::Error::BigQuery), with the HTTP status when
+//! the service answered.
+//!
+//! * Writes are **load jobs** (free and atomic: a table's rows appear all
+//!   at once, or none do), never streaming inserts.
+//! * Reads page through `tabledata.list`; each row comes back as one JSON
+//!   object, its cells read as their columns' types ([`decode_row`]).
+//!
+//! ```no_run
+//! # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
+//! use futures::TryStreamExt;
+//! use vertex_batch::{bigquery::BigQuery, uri::BigQueryUri};
+//!
+//! let bq = BigQuery::for_client(&client)?;
+//! let table: BigQueryUri = "bq://my-project.my_dataset.predictions_2026".parse()?;
+//! let rows: Vec<_> = bq.rows(&table).try_collect().await?;
+//! println!("{} rows", rows.len());
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod client;
+mod rows;
+
+pub use api::{LoadJob, TableInfo};
+pub use client::{BigQuery, BigQueryBuilder, DEFAULT_ENDPOINT, ENV_BIGQUERY_EMULATOR_HOST};
+pub use rows::{decode_row, timestamp, Field};

@@ -1,0 +1,241 @@
+//! The BigQuery client and reading output tables, against bqemulator (a
+//! real BigQuery emulator, started on loopback; `scripts/test.sh`
+//! installs it).
+
+mod common;
+
+use common::bq::BqEmulator;
+use futures::TryStreamExt;
+use serde_json::json;
+use vertex_batch::{
+    bigquery::{BigQuery, Field},
+    data::{Inputs, Outcome, ResultReader},
+    uri::BigQueryUri,
+    Error,
+};
+
+fn client(emu: &BqEmulator) -> BigQuery {
+    BigQuery::builder()
+        .ignore_env()
+        .emulator_host(emu.host())
+        .build()
+        .unwrap()
+}
+
+fn uri(s: &str) -> BigQueryUri {
+    s.parse().unwrap()
+}
+
+fn input_schema() -> Vec<Field> {
+    vec![Field::new("key", "STRING"), Field::new("request", "JSON")]
+}
+
+/// The service's output columns: the input's, plus `response`, `status`
+/// and `processed_time`.
+fn output_schema() -> Vec<Field> {
+    vec![
+        Field::new("key", "STRING"),
+        Field::new("request", "JSON"),
+        Field::new("response", "JSON"),
+        Field::new("status", "STRING"),
+        Field::new("processed_time", "TIMESTAMP"),
+    ]
+}
+
+fn request(i: usize) -> serde_json::Value {
+    json!({"contents": [{"role": "user", "parts": [{"text": format!("Question {i}")}]}],
+           "labels": {"vertex_batch_key": format!("k{i}")}})
+}
+
+fn answer(text: &str, finish: &str) -> serde_json::Value {
+    json!({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": finish,
+                        "avgLogprobs": -0.1, "someFieldFromANewerVersion": {"x": 1}}],
+        "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 7, "totalTokenCount": 12,
+                          "trafficType": "ON_DEMAND", "newerCounter": 3},
+        "modelVersion": "gemini-2.0-flash-001",
+        "createTime": "2026-12-01T10:00:00.000000Z",
+    })
+}
+
+fn ndjson(rows: &[serde_json::Value]) -> String {
+    rows.iter().map(|r| format!("{r}\n")).collect()
+}
+
+#[tokio::test]
+async fn a_realistic_output_table_reads_back_as_the_same_rows_as_cloud_storage_output() {
+    let emu = BqEmulator::start("p");
+    let bq = client(&emu);
+    let ds = uri("bq://p.batches");
+    bq.create_dataset(&ds, "us-central1").await.unwrap();
+    assert_eq!(
+        bq.dataset_location(&ds).await.unwrap().as_deref(),
+        Some("us-central1")
+    );
+    // Inputs k0..k11.
+    let inputs: Vec<_> = (0..12)
+        .map(|i| json!({"key": format!("k{i}"), "request": request(i)}))
+        .collect();
+    let input = uri("bq://p.batches.nightly_r0_p00000");
+    let job = bq
+        .load_ndjson(&input, &input_schema(), ndjson(&inputs), "load-inputs-1")
+        .await
+        .unwrap();
+    assert_eq!(job.rows(), 12);
+    // The output, shuffled: k3 twice, k2 failed (its status embeds a JSON
+    // error), k4 blocked by its prompt, k8 stopped for SAFETY without
+    // content, k5 cut at MAX_TOKENS, k7, k10 and k11 missing, one row no
+    // input names.
+    let row = |i: usize, response: serde_json::Value, status: &str| {
+        json!({"key": format!("k{i}"), "request": request(i), "response": response,
+               "status": status, "processed_time": "2026-12-01T10:00:01.5Z"})
+    };
+    let failed = r#"Bad Request: {"error": {"code": 400, "message": "Request contains an invalid argument.", "status": "INVALID_ARGUMENT"}}"#;
+    let output = vec![
+        row(9, answer("Nine.", "STOP"), ""),
+        row(3, answer("Three.", "STOP"), ""),
+        row(2, serde_json::Value::Null, failed),
+        row(0, answer("Zero.", "STOP"), ""),
+        row(
+            4,
+            json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}),
+            "",
+        ),
+        row(8, json!({"candidates": [{"finishReason": "SAFETY"}]}), ""),
+        row(5, answer("Five, cut", "MAX_TOKENS"), ""),
+        row(3, answer("Three again.", "STOP"), ""),
+        row(1, answer("One.", "STOP"), ""),
+        row(6, answer("Six.", "STOP"), ""),
+        json!({"key": "stranger", "request": request(99), "response": answer("?", "STOP"), "status": ""}),
+    ];
+    let table = uri("bq://p.batches.predictions_2026_12_01T10_00_00");
+    bq.load_ndjson(&table, &output_schema(), ndjson(&output), "load-output-1")
+        .await
+        .unwrap();
+    let info = bq.table(&table).await.unwrap().unwrap();
+    assert_eq!(info.rows(), 11);
+    let columns: Vec<_> = info
+        .schema()
+        .iter()
+        .map(|f| (f.name.as_str(), f.kind.as_str()))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("key", "STRING"),
+            ("request", "JSON"),
+            ("response", "JSON"),
+            ("status", "STRING"),
+            ("processed_time", "TIMESTAMP")
+        ]
+    );
+
+    let (rows, errors, totals) = ResultReader::new()
+        .output_bigquery(&bq, table.clone())
+        .inputs(Inputs::bigquery(&bq, [input.clone()]))
+        .read()
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rows.len(), 12, "every input key exactly once");
+    assert_eq!(
+        (
+            totals.succeeded,
+            totals.failed,
+            totals.blocked,
+            totals.missing
+        ),
+        (6, 1, 2, 3)
+    );
+    assert_eq!((totals.duplicates, totals.unexpected), (1, 1));
+    assert_eq!(totals.usage.prompt_tokens, 5 * 6);
+    let by_key = |k: &str| rows.iter().find(|r| r.key() == Some(k)).unwrap();
+    assert_eq!(by_key("k3").text(), Some("Three."), "the first copy wins");
+    assert_eq!(by_key("k5").text(), Some("Five, cut"));
+    match by_key("k2").outcome() {
+        Outcome::Failed(e) => {
+            assert_eq!(e.code(), Some(400));
+            assert_eq!(e.status_name(), Some("INVALID_ARGUMENT"));
+        }
+        other => panic!("k2: {other:?}"),
+    }
+    assert!(matches!(by_key("k4").outcome(), Outcome::Blocked(_)));
+    assert!(matches!(by_key("k8").outcome(), Outcome::Blocked(_)));
+    match by_key("k7").outcome() {
+        Outcome::Missing(m) => assert!(m.request().get().contains("Question 7")),
+        other => panic!("k7: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tables_are_created_once_loads_never_double_rows_and_pages_are_followed() {
+    let emu = BqEmulator::start("p");
+    let bq = client(&emu);
+    bq.create_dataset(&uri("bq://p.ds"), "us-central1")
+        .await
+        .unwrap();
+    // Create-only: the second create of a table says it exists.
+    let t = uri("bq://p.ds.claim_r0_p00000");
+    assert!(bq
+        .create_table(&t, &input_schema(), Some("{\"holder\":\"a\"}"))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(bq
+        .create_table(&t, &input_schema(), None)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        bq.table(&t).await.unwrap().unwrap().description(),
+        Some("{\"holder\":\"a\"}")
+    );
+    bq.delete_table(&t).await.unwrap();
+    assert!(bq.table(&t).await.unwrap().is_none());
+    bq.delete_table(&t).await.unwrap(); // gone already: fine
+
+    // 25,000 rows: three pages of tabledata.list.
+    let big = uri("bq://p.ds.big");
+    let lines: String = (0..25_000)
+        .map(|i| format!("{{\"key\":\"k{i}\",\"request\":{{\"contents\":[]}}}}\n"))
+        .collect();
+    bq.load_ndjson(&big, &input_schema(), lines.clone(), "load-big-1")
+        .await
+        .unwrap();
+    // A second load into a table that holds rows is refused: never doubled.
+    let again = bq
+        .load_ndjson(&big, &input_schema(), lines, "load-big-2")
+        .await;
+    assert!(matches!(again, Err(Error::BigQuery { .. })), "{again:?}");
+    let rows: Vec<_> = bq.rows(&big).try_collect().await.unwrap();
+    assert_eq!(rows.len(), 25_000);
+    let mut keys: Vec<_> = rows
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 25_000);
+    assert_eq!(rows[0]["request"], json!({"contents": []}));
+}
+
+#[tokio::test]
+async fn a_missing_table_or_dataset_is_none_or_a_clear_error() {
+    let emu = BqEmulator::start("p");
+    let bq = client(&emu);
+    assert_eq!(
+        bq.dataset_location(&uri("bq://p.nope")).await.unwrap(),
+        None
+    );
+    assert!(bq.table(&uri("bq://p.nope.t")).await.unwrap().is_none());
+    let err = bq
+        .rows(&uri("bq://p.nope.t"))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no table bq://p.nope.t"), "{err}");
+    // A table URI is needed where a table is read.
+    assert!(bq.table(&uri("bq://p.nope")).await.is_err());
+}
