@@ -239,3 +239,84 @@ async fn a_missing_table_or_dataset_is_none_or_a_clear_error() {
     // A table URI is needed where a table is read.
     assert!(bq.table(&uri("bq://p.nope")).await.is_err());
 }
+
+#[tokio::test]
+async fn the_emulator_reads_its_input_table_from_bigquery_and_writes_the_output_table_there() {
+    let bqe = BqEmulator::start("p");
+    let bq = client(&bqe);
+    bq.create_dataset(&uri("bq://p.batches"), "us-central1")
+        .await
+        .unwrap();
+    let n = 1_000;
+    let prompts: Vec<_> = (0..n)
+        .map(|i| {
+            json!({"key": format!("k{i}"), "tenant": format!("t{}", i % 3),
+                   "request": {"contents": [{"role": "user", "parts": [{"text": format!("Question {i}{}", common::marker(i))}]}]}})
+        })
+        .collect();
+    let schema = vec![
+        Field::new("key", "STRING"),
+        Field::new("tenant", "STRING"),
+        Field::new("request", "JSON"),
+    ];
+    let input = uri("bq://p.batches.prompts");
+    bq.load_ndjson(&input, &schema, ndjson(&prompts), "load-prompts")
+        .await
+        .unwrap();
+
+    let dir = common::temp();
+    let emu = vertex_batch::emulator::Emulator::builder(dir.path())
+        .bigquery(bq.clone())
+        .start()
+        .await
+        .unwrap();
+    let client = emu.client("p", "us-central1").unwrap();
+    let spec = vertex_batch::JobSpec::new("gemini-2.0-flash-001")
+        .input(input.to_string())
+        .output("bq://p.batches");
+    let job = client.create(&spec).await.unwrap();
+    let job = client.wait(job.name(), &common::fast_wait()).await.unwrap();
+    let vertex_batch::job::OutputLocation::BigQuery { dataset, table } =
+        job.output_location().expect("output_info is filled")
+    else {
+        panic!("not a BigQuery output: {job:?}")
+    };
+    assert_eq!(dataset, "bq://p.batches");
+    assert!(table.starts_with("predictions_"), "{table}");
+    let out = uri(&format!("{dataset}.{table}"));
+    // The service's columns: the input's carried through, then its own.
+    let info = bq.table(&out).await.unwrap().unwrap();
+    let columns: Vec<_> = info.schema().iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        columns,
+        [
+            "key",
+            "tenant",
+            "request",
+            "response",
+            "status",
+            "processed_time"
+        ]
+    );
+    assert_eq!(info.rows(), n as u64);
+
+    let (rows, errors, totals) = ResultReader::new()
+        .output_bigquery(&bq, out)
+        .inputs(Inputs::bigquery(&bq, [input]))
+        .read()
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rows.len(), n);
+    assert_eq!(totals.missing, 0);
+    assert_eq!(
+        totals.blocked,
+        (n / 10) as u64,
+        "every 10th prompt is blocked"
+    );
+    assert_eq!(totals.succeeded + totals.blocked, n as u64);
+    let k1 = rows.iter().find(|r| r.key() == Some("k1")).unwrap();
+    assert!(k1.text().is_some_and(|t| !t.is_empty()), "{k1:?}");
+}

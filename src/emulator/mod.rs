@@ -108,6 +108,7 @@ pub struct EmulatorBuilder {
     port: u16,
     knobs: KnobValues,
     gcs: Option<crate::storage::Storage>,
+    bq: Option<crate::bigquery::BigQuery>,
     hold: bool,
 }
 
@@ -160,6 +161,26 @@ impl EmulatorBuilder {
     /// ```
     pub fn gcs_storage(mut self, storage: crate::storage::Storage) -> Self {
         self.gcs = Some(storage);
+        self
+    }
+
+    /// Serves `bq://` from a BigQuery (e.g. bqemulator) instead of the data
+    /// directory: a job's input table is read from there, and its output
+    /// table is created there (the input's columns carried through, plus
+    /// `response` (JSON), `status` (STRING) and `processed_time`
+    /// (TIMESTAMP); `predictions_<time>` for a dataset destination) and
+    /// loaded when the job publishes.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> vertex_batch::Result<()> {
+    /// use vertex_batch::{bigquery::BigQuery, emulator::Emulator};
+    ///
+    /// let bq = BigQuery::builder().emulator_host("127.0.0.1:9050").build()?;
+    /// let emu = Emulator::builder("/tmp/vertex-emulator").bigquery(bq).start().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn bigquery(mut self, bigquery: crate::bigquery::BigQuery) -> Self {
+        self.bq = Some(bigquery);
         self
     }
 
@@ -221,8 +242,9 @@ impl EmulatorBuilder {
         let addr = listener.local_addr().map_err(|e| io("local address", e))?;
         let knobs = Knobs::new(self.knobs);
         knobs.hold_queued(self.hold);
-        let (state, loaded) = EmuState::open(&self.data_dir, knobs, self.gcs.clone())
+        let (mut state, loaded) = EmuState::open(&self.data_dir, knobs, self.gcs.clone())
             .map_err(|e| io(&format!("opening {}", self.data_dir.display()), e))?;
+        state.bq = self.bq.clone();
         let state = Arc::new(state);
         recover(&state, loaded);
 
@@ -373,6 +395,7 @@ impl Emulator {
             port: 0,
             knobs: KnobValues::default(),
             gcs: None,
+            bq: None,
             hold: false,
         }
     }

@@ -48,6 +48,9 @@ pub(crate) struct Output {
     /// With a Cloud Storage backend: the `gs://` directory the local output
     /// directory (`claim`) is uploaded to once published.
     pub(crate) remote: Option<GcsUri>,
+    /// With a BigQuery backend: the output table (created empty when the
+    /// job starts) and its columns, loaded from `final_path` once published.
+    pub(crate) table: Option<(BigQueryUri, Vec<crate::bigquery::Field>)>,
 }
 
 pub(crate) fn resolve_input(dir: &Path, job: &pb::BatchPredictionJob) -> Result<Input, String> {
@@ -206,6 +209,7 @@ pub(crate) async fn plan_output(
                     Some(_) => Some(remote_dir(&prefix_str, &name)?),
                     None => None,
                 },
+                table: None,
                 info: OutputInfo {
                     bigquery_output_table: String::new(),
                     output_location: Some(output_info::OutputLocation::GcsOutputDirectory(
@@ -221,6 +225,9 @@ pub(crate) async fn plan_output(
                 .table()
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("predictions_{}", time::format_compact(now)));
+            if let Some(bq) = &state.bq {
+                return plan_bq_output(state, slot, bq, job, &uri, table).await;
+            }
             let path = storage::bq_path(&state.dir, &uri, Some(&table))?;
             if let Some(parent) = path.parent() {
                 let p = parent.to_path_buf();
@@ -251,6 +258,7 @@ pub(crate) async fn plan_output(
                 partial: path.with_file_name(format!(".{table}.jsonl.partial")),
                 claim: path.clone(),
                 remote: None,
+                table: None,
                 final_path: path,
                 info: OutputInfo {
                     bigquery_output_table: table,
@@ -264,6 +272,154 @@ pub(crate) async fn plan_output(
             Err("the emulator does not support Vertex multimodal dataset output".into())
         }
     }
+}
+
+/// The output of a job writing to BigQuery (the backend): the table,
+/// created empty now with the input's columns (those the service carries:
+/// no ARRAY, STRUCT, RANGE, DATETIME or GEOGRAPHY) plus `response`,
+/// `status` and `processed_time`, and a local file loaded into it when the
+/// job publishes. A table that exists is refused, as the service refuses
+/// it — unless it is this job's own, still empty (a restarted job).
+async fn plan_bq_output(
+    state: &Arc<EmuState>,
+    slot: &Arc<JobSlot>,
+    bq: &crate::bigquery::BigQuery,
+    job: &pb::BatchPredictionJob,
+    dataset: &BigQueryUri,
+    table: String,
+) -> Result<Output, String> {
+    use crate::bigquery::Field;
+    let id = slot.id;
+    let target = BigQueryUri::parse_field(
+        &format!("bq://{}.{}.{table}", dataset.project(), dataset.dataset()),
+        "output_uri",
+        true,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut columns: Vec<Field> = match bq_input_uri(job) {
+        Some(input) => bq
+            .table(&input)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|t| t.schema().to_vec())
+            .unwrap_or_default(),
+        None => vec![Field::new("request", "JSON")],
+    };
+    const RESERVED: [&str; 3] = ["response", "status", "processed_time"];
+    columns.retain(|f| {
+        let kind = f.kind.to_ascii_uppercase();
+        !f.is_repeated()
+            && !matches!(
+                kind.as_str(),
+                "RECORD" | "STRUCT" | "RANGE" | "DATETIME" | "GEOGRAPHY"
+            )
+            && !RESERVED.contains(&f.name.as_str())
+    });
+    columns.push(Field::new("response", "JSON"));
+    columns.push(Field::new("status", "STRING"));
+    columns.push(Field::new("processed_time", "TIMESTAMP"));
+    let owner = format!("vertex-batch emulator job {id}");
+    let made = bq
+        .create_table(&target, &columns, Some(&owner))
+        .await
+        .map_err(|e| e.to_string())?;
+    if made.is_none() {
+        let ours = bq
+            .table(&target)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some_and(|t| t.rows() == 0 && t.description() == Some(owner.as_str()));
+        if !ours {
+            return Err(format!("output table {target} already exists"));
+        }
+    }
+    let dir = staging_dir(state, id).join("out");
+    let d = dir.clone();
+    blocking(move || fs::create_dir_all(&d))
+        .await
+        .and_then(|r| r)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join(format!("{table}.jsonl"));
+    record_claim(state, slot, Some(&dir)).await?;
+    Ok(Output {
+        partial: dir.join(format!(".{table}.jsonl.partial")),
+        claim: dir,
+        remote: None,
+        table: Some((target, columns)),
+        final_path: path,
+        info: OutputInfo {
+            bigquery_output_table: table,
+            output_location: Some(output_info::OutputLocation::BigqueryOutputDataset(format!(
+                "bq://{}.{}",
+                dataset.project(),
+                dataset.dataset()
+            ))),
+        },
+    })
+}
+
+/// A job's `bq://` input table, if its input is BigQuery.
+pub(crate) fn bq_input_uri(job: &pb::BatchPredictionJob) -> Option<BigQueryUri> {
+    match job.input_config.as_ref()?.source.as_ref()? {
+        input_config::Source::BigquerySource(b) => {
+            BigQueryUri::parse_field(&b.input_uri, "input_uri", true).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Downloads a job's input table from BigQuery (the backend) into its
+/// staging directory, a page at a time, as one row per line.
+pub(crate) async fn stage_bq_input(
+    state: &Arc<EmuState>,
+    bq: &crate::bigquery::BigQuery,
+    id: u64,
+    table: &BigQueryUri,
+) -> Result<Input, String> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    if bq.table(table).await.map_err(|e| e.to_string())?.is_none() {
+        return Err(format!("input table {table} not found"));
+    }
+    let dir = staging_dir(state, id);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("input.jsonl");
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    let mut pages = bq.lines(table);
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| e.to_string())?;
+        file.write_all(&page)
+            .await
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(Input::BigQuery(path))
+}
+
+/// Loads a published output file into its BigQuery table.
+pub(crate) async fn load_output(
+    bq: &crate::bigquery::BigQuery,
+    id: u64,
+    file: &Path,
+    table: &BigQueryUri,
+    columns: &[crate::bigquery::Field],
+) -> Result<(), String> {
+    let rows = tokio::fs::read(file)
+        .await
+        .map_err(|e| format!("reading {}: {e}", file.display()))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    bq.load_ndjson(table, columns, rows, &format!("vertex-batch-emulator-{id}"))
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// A job's staging directory (Cloud Storage backend): downloaded inputs and

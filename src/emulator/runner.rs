@@ -20,8 +20,8 @@ use super::{
     model::ModelCtx,
     pace::{wait_until, Pace, Wake},
     plan::{
-        claim_is_ours, gcs_input_uris, plan_output, resolve_input, stage_inputs, staging_dir,
-        upload_dir, Input,
+        bq_input_uri, claim_is_ours, gcs_input_uris, load_output, plan_output, resolve_input,
+        stage_bq_input, stage_inputs, staging_dir, upload_dir, Input,
     },
     rows::{count_rows, stream_rows, RowsEnd, RowsJob, Sink, Tally},
     state::{blocking, EmuState, JobRecord, JobSlot},
@@ -161,8 +161,14 @@ async fn queue(state: &Arc<EmuState>, slot: &Arc<JobSlot>) -> Option<Wake> {
 async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
     let job = slot.snapshot();
     let knobs = state.knobs.values();
-    let resolved = match (&state.gcs, gcs_input_uris(&job)) {
-        (Some(gcs), Some(uris)) => stage_inputs(state, gcs, slot.id, &uris).await,
+    let resolved = match (
+        &state.gcs,
+        gcs_input_uris(&job),
+        &state.bq,
+        bq_input_uri(&job),
+    ) {
+        (Some(gcs), Some(uris), _, _) => stage_inputs(state, gcs, slot.id, &uris).await,
+        (_, _, Some(bq), Some(table)) => stage_bq_input(state, bq, slot.id, &table).await,
         _ => resolve_input(&state.dir, &job),
     };
     let input = match resolved {
@@ -260,6 +266,10 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                 .map_err(|e| e.to_string());
             if let (Ok(()), Some(gcs), Some(remote)) = (&publish, &state.gcs, &output.remote) {
                 publish = upload_dir(gcs, &output.claim, remote).await;
+            }
+            if let (Ok(()), Some(bq), Some((table, columns))) = (&publish, &state.bq, &output.table)
+            {
+                publish = load_output(bq, slot.id, &output.final_path, table, columns).await;
             }
             {
                 let mut rec = slot.lock();

@@ -125,6 +125,9 @@ pub(crate) struct EmuState {
     /// Where `gs://` lives: a Cloud Storage endpoint (e.g. fake-gcs-server),
     /// or `None` for the data directory.
     pub(crate) gcs: Option<crate::storage::Storage>,
+    /// Where `bq://` lives: a BigQuery endpoint (e.g. bqemulator), or
+    /// `None` for the data directory's table files.
+    pub(crate) bq: Option<crate::bigquery::BigQuery>,
 }
 
 /// The first job id of a fresh data directory (ids look like the service's).
@@ -208,6 +211,7 @@ impl EmuState {
         let loaded: Vec<Arc<JobSlot>> = jobs.values().cloned().collect();
         let state = EmuState {
             gcs,
+            bq: None,
             dir: dir.to_path_buf(),
             clock: Clock::new(),
             knobs,
