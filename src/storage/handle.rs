@@ -40,6 +40,8 @@ pub(super) struct Inner {
     pub(super) local: Option<std::path::PathBuf>,
     pub(super) endpoint: String,
     pub(super) chunk_size: usize,
+    /// How failed calls are tried again.
+    pub(super) retry: crate::policy::RetryPolicy,
     pub(super) calls: Calls,
 }
 
