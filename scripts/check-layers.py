@@ -38,7 +38,7 @@ LAYERS = [
                              "data::results", "data::input"]),
     ("policies", ["policy", "policy::retry", "policy::poll", "policy::backoff"]),
     ("transport", ["transport", "transport::auth", "transport::headers", "transport::endpoint",
-                   "transport::channel"]),
+                   "transport::channel", "transport::proxy"]),
     ("client operations", ["client", "client::*"]),
     ("Cloud Storage", ["storage", "storage::*"]),
     ("BigQuery", ["bigquery", "bigquery::*"]),

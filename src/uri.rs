@@ -432,6 +432,17 @@ impl fmt::Display for OutputDestination {
     }
 }
 
+/// Whether `host` (as `http::uri::Authority::host` gives it, IPv6 in
+/// brackets) is a loopback address.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
 /// `text` for an error message, with any userinfo (`user:password@`) of a
 /// URL or host replaced by `…@`: a password must not reach logs.
 pub(crate) fn without_userinfo(text: &str) -> String {

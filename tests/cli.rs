@@ -15,13 +15,17 @@ use vertex_batch::{emulator::Emulator, JobState};
 const BIN: &str = env!("CARGO_BIN_EXE_vertex-batch");
 
 /// The variables the tool reads, cleared so the host's never leak in.
-const ENV: [&str; 6] = [
+const ENV: [&str; 10] = [
     "GOOGLE_CLOUD_PROJECT",
     "GOOGLE_CLOUD_LOCATION",
     "VERTEX_AI_EMULATOR_HOST",
     "STORAGE_EMULATOR_HOST",
     "GOOGLE_APPLICATION_CREDENTIALS",
     "RUST_LOG",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
 ];
 
 struct Out {
@@ -705,6 +709,59 @@ async fn no_credentials_and_no_network_have_their_own_exit_codes() {
     .await;
     assert_eq!(out.code, 6, "{}", out.stderr);
     assert!(out.stderr.contains(&host), "{}", out.stderr);
+}
+
+/// A loopback server answering every HTTP request `503`, counting them.
+async fn unavailable_storage() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match sock.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = sock
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, count)
+}
+
+/// `--retry-for` is the one retry budget for Cloud Storage too: 0 makes
+/// one request to a failing storage service, a few seconds makes more,
+/// and either way the failure is a network failure (exit 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_for_governs_cloud_storage_too() {
+    let (url, count) = unavailable_storage().await;
+    let env = [("STORAGE_EMULATOR_HOST", url.as_str())];
+    let args = ["results", "gs://cli-bkt/out/", "--output", "-"];
+    let out = run(&env, &[&args[..], &["--retry-for", "0"]].concat()).await;
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(out.stderr.contains("503"), "{}", out.stderr);
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The first backoff is under a second (1 s, full jitter): a 3 s
+    // budget tries again at least once, and gives up within it.
+    let out = run(&env, &[&args[..], &["--retry-for", "3"]].concat()).await;
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("retry budget is spent"),
+        "{}",
+        out.stderr
+    );
+    assert!(count.load(std::sync::atomic::Ordering::SeqCst) >= 3);
 }
 
 /// Service text (a status message, a job's error) reaches the terminal

@@ -247,6 +247,12 @@ fn request(method: Method, path: &str, body: Option<&Value>) -> Result<Request<B
 }
 
 impl BigQuery {
+    /// The retry budget (the storage client's, shared with the JobService
+    /// client's when built from one).
+    fn retry(&self) -> &crate::policy::RetryPolicy {
+        self.inner.http.retry_policy()
+    }
+
     /// Sends a JSON request; `None` when the answer is 404 (or `absent`).
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
@@ -276,10 +282,11 @@ impl BigQuery {
     pub async fn dataset_location(&self, dataset: &BigQueryUri) -> Result<Option<String>> {
         let what = format!("reading dataset {}", dataset_of(dataset));
         let path = dataset_path(dataset);
-        let found: Option<Value> =
-            retrying(&what, || self.call(&what, Method::GET, &path, None, None))
-                .await
-                .map_err(bq_error)?;
+        let found: Option<Value> = retrying(self.retry(), &what, |_| {
+            self.call(&what, Method::GET, &path, None, None)
+        })
+        .await
+        .map_err(bq_error)?;
         Ok(found.map(|d| d["location"].as_str().unwrap_or("US").to_owned()))
     }
 
@@ -297,7 +304,7 @@ impl BigQuery {
             "datasetReference": {"projectId": dataset.project(), "datasetId": dataset.dataset()},
             "location": location,
         });
-        let _: Option<Value> = retrying(&what, || {
+        let _: Option<Value> = retrying(self.retry(), &what, |_| {
             self.call(
                 &what,
                 Method::POST,
@@ -324,9 +331,11 @@ impl BigQuery {
     pub async fn table(&self, table: &BigQueryUri) -> Result<Option<TableInfo>> {
         let what = format!("reading table {table}");
         let path = table_path(table)?;
-        retrying(&what, || self.call(&what, Method::GET, &path, None, None))
-            .await
-            .map_err(bq_error)
+        retrying(self.retry(), &what, |_| {
+            self.call(&what, Method::GET, &path, None, None)
+        })
+        .await
+        .map_err(bq_error)
     }
 
     /// Creates a table with `schema` (and `description`); `None` when it
@@ -384,7 +393,7 @@ impl BigQuery {
     pub async fn delete_table(&self, table: &BigQueryUri) -> Result<()> {
         let what = format!("deleting table {table}");
         let path = table_path(table)?;
-        retrying(&what, || async {
+        retrying(self.retry(), &what, |_| async {
             let wire = self.inner.http.wire()?;
             let resp = wire
                 .send(&what, request(Method::DELETE, &path, None)?)
@@ -445,7 +454,7 @@ impl BigQuery {
             "/upload/bigquery/v2/projects/{}/jobs?uploadType=multipart",
             seg(table.project())
         );
-        let job: LoadJob = retrying(&what, || async {
+        let job: LoadJob = retrying(self.retry(), &what, |_| async {
             let wire = self.inner.http.wire()?;
             let req = Request::builder()
                 .method(Method::POST)
@@ -524,7 +533,10 @@ impl BigQuery {
         if let Some(l) = location {
             path.push_str(&format!("?location={}", seg(l)));
         }
-        retrying(&what, || self.call(&what, Method::GET, &path, None, None)).await
+        retrying(self.retry(), &what, |_| {
+            self.call(&what, Method::GET, &path, None, None)
+        })
+        .await
     }
 
     /// Every row of `table`, page by page, each as one JSON object
@@ -606,14 +618,16 @@ impl BigQuery {
                     #[serde(default)]
                     page_token: Option<String>,
                 }
-                let page: Page = retrying(&what, || bq.call(&what, Method::GET, &path, None, None))
-                    .await
-                    .map_err(bq_error)?
-                    .ok_or_else(|| Error::BigQuery {
-                        message: format!("{what}: the table is gone"),
-                        http_status: Some(404),
-                        source: None,
-                    })?;
+                let page: Page = retrying(bq.retry(), &what, |_| {
+                    bq.call(&what, Method::GET, &path, None, None)
+                })
+                .await
+                .map_err(bq_error)?
+                .ok_or_else(|| Error::BigQuery {
+                    message: format!("{what}: the table is gone"),
+                    http_status: Some(404),
+                    source: None,
+                })?;
                 let rows = page
                     .rows
                     .iter()

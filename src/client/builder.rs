@@ -18,6 +18,7 @@ use crate::{
             ENV_QUOTA_PROJECT,
         },
         headers::{api_client_header, HeaderLayer, Shared},
+        proxy::{route, ProxyEnv, ProxySettings},
     },
 };
 
@@ -26,8 +27,10 @@ use crate::{
 /// Settings not given come from the environment: `GOOGLE_CLOUD_PROJECT`,
 /// `GOOGLE_CLOUD_LOCATION` (default `us-central1`),
 /// `GOOGLE_CLOUD_QUOTA_PROJECT`, and `VERTEX_AI_EMULATOR_HOST`, which switches
-/// to plaintext to that `host:port` with no credentials. Explicit settings
-/// always win over the environment.
+/// to plaintext to that `host:port` with no credentials. `HTTPS_PROXY` and
+/// `NO_PROXY` route the TLS connection through an HTTP `CONNECT` proxy
+/// (see [`ClientBuilder::proxy`]). Explicit settings always win over the
+/// environment.
 ///
 /// ```no_run
 /// # async fn demo() -> vertex_batch::Result<()> {
@@ -50,6 +53,7 @@ pub struct ClientBuilder {
     use_env: bool,
     retry: Option<RetryPolicy>,
     connect_timeout: Option<Duration>,
+    proxy: ProxySettings,
 }
 
 impl Client {
@@ -222,6 +226,60 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects through the HTTP proxy at `url`
+    /// (`http://[user:password@]host[:port]`), by a `CONNECT` tunnel, for
+    /// every destination — loopback and plaintext emulators included —
+    /// except the hosts [`ClientBuilder::no_proxy`] (or `NO_PROXY`) names.
+    ///
+    /// Without it, `HTTPS_PROXY` (or `https_proxy`) is used for TLS
+    /// endpoints that are not on loopback; plaintext endpoints then go
+    /// direct. TLS runs inside the tunnel, so the proxy never sees the
+    /// token. A user and password in the URL are sent as
+    /// `Proxy-Authorization: Basic` and never shown in `Debug` output or
+    /// errors. Credentials are never sent in plaintext through a proxy:
+    /// such a configuration is an [`Error::Config`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder()
+    ///     .project("p")
+    ///     .proxy("http://proxy.corp.example:3128") // connects lazily: no I/O yet
+    ///     .build()?;
+    /// // Only http:// proxies (the tunnel to the service is TLS all the same):
+    /// let err = vertex_batch::Client::builder()
+    ///     .project("p")
+    ///     .proxy("https://user:secret@proxy.corp.example")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(!err.to_string().contains("secret"));
+    /// # Ok(()) }
+    /// ```
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy.set_proxy(url);
+        self
+    }
+
+    /// Hosts that bypass the proxy, in place of `NO_PROXY`: comma-separated
+    /// domains (`example.com` also matches its subdomains), IP addresses,
+    /// CIDR ranges (`10.0.0.0/8`), or `*` for all (curl's rules).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// let client = vertex_batch::Client::builder()
+    ///     .project("p")
+    ///     .emulator_host("127.0.0.1:8080")
+    ///     .proxy("http://127.0.0.1:3128")
+    ///     .no_proxy("127.0.0.1, .internal.example") // the emulator is dialled directly
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn no_proxy(mut self, hosts: impl Into<String>) -> Self {
+        self.proxy.no_proxy = Some(hosts.into());
+        self
+    }
+
     fn env(&self, name: &str) -> Option<String> {
         if !self.use_env {
             return None;
@@ -245,8 +303,9 @@ impl ClientBuilder {
     }
 
     /// Builds the client over a channel the caller made (a custom
-    /// connector, a proxy, an in-memory transport). Endpoint settings are
-    /// ignored; credentials default to none, as for an emulator.
+    /// connector, a proxy, an in-memory transport). Endpoint and proxy
+    /// settings are ignored; credentials default to none, as for an
+    /// emulator.
     ///
     /// ```no_run
     /// # async fn demo() -> vertex_batch::Result<()> {
@@ -299,8 +358,20 @@ impl ClientBuilder {
                 (name, channel, true, !tls)
             }
             None => {
-                let (uri, channel, emulated) = self.channel(&parent)?;
+                let (uri, channel, emulated, proxy) = self.channel(&parent)?;
                 let plaintext = uri.starts_with("http://");
+                if let (true, Some(proxy)) = (plaintext, &proxy) {
+                    let anonymous = match &self.credentials {
+                        Some(c) => c.is_anonymous(),
+                        None => emulated,
+                    };
+                    if !anonymous {
+                        return Err(Error::config(format!(
+                            "refusing to send credentials in plaintext to {uri} through the \
+                             proxy at {proxy}; use an https endpoint or .no_proxy(..)"
+                        )));
+                    }
+                }
                 (uri, channel, emulated, plaintext)
             }
         };
@@ -358,8 +429,9 @@ impl ClientBuilder {
         })
     }
 
-    /// The endpoint URI, a lazy channel to it, and whether it is an emulator.
-    fn channel(&self, parent: &LocationName) -> Result<(String, Channel, bool)> {
+    /// The endpoint URI, a lazy channel to it, whether it is an emulator,
+    /// and the proxy it goes through (`host:port`).
+    fn channel(&self, parent: &LocationName) -> Result<(String, Channel, bool, Option<String>)> {
         let emulator = match (&self.endpoint, &self.emulator) {
             (_, Some(e)) => Some(e.clone()),
             (Some(_), None) => None,
@@ -379,8 +451,14 @@ impl ClientBuilder {
             tracing::warn!(endpoint = %uri, "using plaintext to a non-emulator endpoint");
         }
         let connect_timeout = self.connect_timeout.unwrap_or(Duration::from_secs(20));
-        let channel = lazy_channel(&uri, tls_host.as_deref(), connect_timeout)?;
-        Ok((uri, channel, emulator.is_some()))
+        let env = self.use_env.then(ProxyEnv::from_process);
+        let dst: http::Uri = uri
+            .parse()
+            .map_err(|e| Error::config(format!("invalid endpoint {uri:?}: {e}")))?;
+        let proxy = route(&self.proxy, env.as_ref(), &dst)?;
+        let channel = lazy_channel(&uri, tls_host.as_deref(), connect_timeout, proxy.as_ref())?;
+        let proxy = proxy.map(|p| p.shown().to_owned());
+        Ok((uri, channel, emulator.is_some(), proxy))
     }
 }
 

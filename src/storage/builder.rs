@@ -1,19 +1,21 @@
 //! [`StorageBuilder`]: endpoint (Cloud Storage, an emulator, or a local
 //! directory), credentials shared with the JobService client, TLS.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
 
 use super::{
     handle::{Calls, Inner, Storage},
     upload::{CHUNK_QUANTUM, DEFAULT_CHUNK_SIZE},
-    wire::Wire,
+    wire::{Wire, WireOptions},
 };
 use crate::{
     client::Client,
     error::{Error, Result},
+    policy::RetryPolicy,
     transport::{
         auth::{Credentials, TokenCache},
         endpoint::{no_tls_roots, HAS_TLS_ROOTS},
+        proxy::{route, ProxyEnv, ProxySettings},
     },
 };
 
@@ -42,6 +44,17 @@ pub const ENV_STORAGE_EMULATOR_HOST: &str = "STORAGE_EMULATOR_HOST";
 /// ```
 pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 
+/// How long a Cloud Storage request may make no progress before it fails
+/// (retryably): 60 s. See [`StorageBuilder::idle_timeout`].
+///
+/// ```
+/// use std::time::Duration;
+/// use vertex_batch::storage::DEFAULT_IDLE_TIMEOUT;
+///
+/// assert_eq!(DEFAULT_IDLE_TIMEOUT, Duration::from_secs(60));
+/// ```
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Configures a [`Storage`].
 ///
 /// ```
@@ -63,6 +76,12 @@ pub struct StorageBuilder {
     pub(super) emulator: Option<String>,
     pub(super) use_env: bool,
     pub(super) chunk_size: usize,
+    pub(super) idle_timeout: Option<Duration>,
+    pub(super) retry: Option<RetryPolicy>,
+    /// The client's policy, from [`StorageBuilder::credentials_of`]; an
+    /// explicit [`StorageBuilder::retry_policy`] wins over it.
+    pub(super) client_retry: Option<RetryPolicy>,
+    pub(super) proxy: ProxySettings,
 }
 
 impl fmt::Debug for TokenCache {
@@ -80,6 +99,10 @@ impl Default for StorageBuilder {
             emulator: None,
             use_env: true,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            retry: None,
+            client_retry: None,
+            proxy: ProxySettings::default(),
         }
     }
 }
@@ -101,8 +124,10 @@ impl StorageBuilder {
         self
     }
 
-    /// Uses `client`'s credentials: its very token cache, so one token serves
-    /// both APIs. (Ignored for an emulator, which gets no credentials.)
+    /// Uses `client`'s credentials — its very token cache, so one token
+    /// serves both APIs (ignored for an emulator, which gets no
+    /// credentials) — and its retry policy, so one budget governs both
+    /// APIs (unless [`StorageBuilder::retry_policy`] sets another).
     ///
     /// ```no_run
     /// # fn demo(client: &vertex_batch::Client) -> vertex_batch::Result<()> {
@@ -113,6 +138,7 @@ impl StorageBuilder {
     /// ```
     pub fn credentials_of(mut self, client: &Client) -> Self {
         self.tokens = Some(client.inner.tokens.clone());
+        self.client_retry = Some(client.inner.retry.clone());
         self
     }
 
@@ -179,6 +205,119 @@ impl StorageBuilder {
         self
     }
 
+    /// How long a request may make no progress — no byte of an upload
+    /// taken by the connection, no answer, no byte of a download — before
+    /// it fails (default [`DEFAULT_IDLE_TIMEOUT`], 60 s). The failure is a
+    /// retryable [`Error::Storage`] with no HTTP status, so the retry
+    /// policy applies: a listing page or a look-up is asked again, an
+    /// upload chunk is resent from what the service kept, and
+    /// [`Storage::read_resuming`] reads on from the last byte received.
+    /// The time a reader spends between reads does not count.
+    /// `Duration::ZERO` turns the timeout off (a stalled connection then
+    /// waits for TCP keepalive or the operating system).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::storage::Storage;
+    ///
+    /// let storage = Storage::builder()
+    ///     .ignore_env()
+    ///     .emulator_host("127.0.0.1:4443")
+    ///     .idle_timeout(Duration::from_secs(15)) // a slow link: fail over sooner
+    ///     .build()?;
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    /// How failed calls are tried again (default: the client's policy
+    /// when built with [`StorageBuilder::credentials_of`] or
+    /// [`Storage::for_client`], else [`RetryPolicy::default`]: 6 attempts,
+    /// 1 s backoff doubling to 30 s, 5 minutes in all).
+    ///
+    /// The policy's attempts, backoff and total budget govern every
+    /// storage call that is safe to repeat: listing pages, look-ups, the
+    /// start of reads and of resumable uploads, each upload chunk, a
+    /// download resumed after a break, deletes, bucket creation and
+    /// one-request uploads (see [`Storage::create_bytes`] for how a repeated
+    /// create-only write is judged). Retried: no answer (refused, reset,
+    /// stalled past the idle timeout), 408, 429 and 5xx. Its per-attempt
+    /// timeout is not used here: a download or an upload chunk may rightly
+    /// take longer than any fixed deadline, so each attempt is bounded by
+    /// the idle timeout instead.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vertex_batch::{policy::RetryPolicy, storage::Storage};
+    ///
+    /// let storage = Storage::builder()
+    ///     .ignore_env()
+    ///     .emulator_host("127.0.0.1:4443")
+    ///     .retry_policy(RetryPolicy::default().with_total_timeout(Some(Duration::from_secs(30))))
+    ///     .build()?;
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Connects through the HTTP proxy at `url`
+    /// (`http://[user:password@]host[:port]`), by a `CONNECT` tunnel,
+    /// whatever the endpoint (an emulator on loopback included), unless
+    /// [`StorageBuilder::no_proxy`] (or `NO_PROXY`) names its host.
+    ///
+    /// Without it, `HTTPS_PROXY` (or `https_proxy`) is used for an `https`
+    /// endpoint that is not on loopback; an emulator goes direct. TLS runs
+    /// inside the tunnel, so the proxy never sees the token; a user and
+    /// password in the URL go as `Proxy-Authorization: Basic` and are
+    /// never shown. Credentials in plaintext through a proxy are refused.
+    ///
+    /// ```
+    /// use vertex_batch::{storage::Storage, transport::Credentials};
+    ///
+    /// let storage = Storage::builder()
+    ///     .ignore_env()
+    ///     .credentials(Credentials::access_token("ya29.example"))
+    ///     .proxy("http://proxy.corp.example:3128")
+    ///     .build()?; // no network I/O yet
+    /// // A token would cross the proxy in the clear: refused.
+    /// let refused = Storage::builder()
+    ///     .ignore_env()
+    ///     .endpoint("http://127.0.0.1:4443")
+    ///     .credentials(Credentials::access_token("ya29.example"))
+    ///     .proxy("http://proxy.corp.example:3128")
+    ///     .build();
+    /// assert!(refused.is_err());
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy.set_proxy(url);
+        self
+    }
+
+    /// Hosts that bypass the proxy, in place of `NO_PROXY`: comma-separated
+    /// domains (`example.com` also matches its subdomains), IP addresses,
+    /// CIDR ranges, or `*` for all (curl's rules).
+    ///
+    /// ```
+    /// use vertex_batch::storage::Storage;
+    ///
+    /// let storage = Storage::builder()
+    ///     .ignore_env()
+    ///     .emulator_host("127.0.0.1:4443")
+    ///     .proxy("http://127.0.0.1:3128")
+    ///     .no_proxy("127.0.0.1") // the emulator is dialled directly
+    ///     .build()?;
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn no_proxy(mut self, hosts: impl Into<String>) -> Self {
+        self.proxy.no_proxy = Some(hosts.into());
+        self
+    }
+
     /// Builds the client. No network I/O happens here.
     ///
     /// ```
@@ -224,12 +363,28 @@ impl StorageBuilder {
         if !emulated && !HAS_TLS_ROOTS {
             return Err(no_tls_roots(&endpoint));
         }
+        let env = self.use_env.then(ProxyEnv::from_process);
+        let dst: http::Uri = endpoint
+            .parse()
+            .map_err(|_| Error::config(format!("invalid Cloud Storage endpoint {endpoint:?}")))?;
+        let proxy = route(&self.proxy, env.as_ref(), &dst)?;
+        if let (Some(p), Some(_), Some("http")) = (&proxy, &tokens, dst.scheme_str()) {
+            return Err(Error::config(format!(
+                "refusing to send credentials in plaintext to {endpoint} through the proxy at {}",
+                p.shown()
+            )));
+        }
+        let options = WireOptions {
+            idle: self.idle_timeout,
+            proxy,
+        };
         Ok(Storage {
             inner: Arc::new(Inner {
-                wire: Some(Wire::new(&endpoint, tokens)?),
+                wire: Some(Wire::new(&endpoint, tokens, options)?),
                 local: None,
                 endpoint,
                 chunk_size: self.chunk_size,
+                retry: self.retry.or(self.client_retry).unwrap_or_default(),
                 calls: Calls::default(),
             }),
         })
@@ -332,14 +487,15 @@ impl Storage {
                 endpoint: format!("file://{}", root.display()),
                 local: Some(root),
                 chunk_size: DEFAULT_CHUNK_SIZE,
+                retry: RetryPolicy::default(),
                 calls: Calls::default(),
             }),
         }
     }
 
-    /// A client sharing `client`'s credentials (its very token cache).
-    /// `STORAGE_EMULATOR_HOST` still points it at an emulator, with no
-    /// credentials.
+    /// A client sharing `client`'s credentials (its very token cache) and
+    /// retry policy (one budget for both APIs). `STORAGE_EMULATOR_HOST`
+    /// still points it at an emulator, with no credentials.
     ///
     /// ```no_run
     /// # fn demo() -> vertex_batch::Result<()> {

@@ -40,6 +40,8 @@ pub(super) struct Inner {
     pub(super) local: Option<std::path::PathBuf>,
     pub(super) endpoint: String,
     pub(super) chunk_size: usize,
+    /// How failed calls are tried again.
+    pub(super) retry: crate::policy::RetryPolicy,
     pub(super) calls: Calls,
 }
 
@@ -213,6 +215,11 @@ impl Storage {
     /// ```
     pub fn endpoint(&self) -> &str {
         &self.inner.endpoint
+    }
+
+    /// The retry budget its calls follow.
+    pub(crate) fn retry_policy(&self) -> &crate::policy::RetryPolicy {
+        &self.inner.retry
     }
 
     pub(crate) fn wire(&self) -> Result<&super::wire::Wire> {

@@ -22,6 +22,18 @@
 //! `http://127.0.0.1:4443` or `127.0.0.1:4443`) points storage at an
 //! emulator over plaintext and sends no credentials.
 //!
+//! # Retries, stalled connections and proxies
+//!
+//! Every call that is safe to repeat runs under the crate's
+//! [`RetryPolicy`](crate::policy::RetryPolicy) — the JobService client's,
+//! for a client built with [`Storage::for_client`] or
+//! [`StorageBuilder::credentials_of`], so one budget governs both APIs
+//! ([`StorageBuilder::retry_policy`] sets another). A request that makes
+//! no progress for the idle timeout ([`StorageBuilder::idle_timeout`],
+//! 60 s) fails retryably. `HTTPS_PROXY` / `NO_PROXY`, or
+//! [`StorageBuilder::proxy`], route connections through an HTTP `CONNECT`
+//! tunnel, TLS inside it.
+//!
 //! # Memory
 //!
 //! Uploads are resumable and chunked ([`ObjectWriter`]): memory holds one
@@ -36,7 +48,9 @@ pub(crate) mod retry;
 mod upload;
 pub(crate) mod wire;
 
-pub use builder::{StorageBuilder, DEFAULT_ENDPOINT, ENV_STORAGE_EMULATOR_HOST};
+pub use builder::{
+    StorageBuilder, DEFAULT_ENDPOINT, DEFAULT_IDLE_TIMEOUT, ENV_STORAGE_EMULATOR_HOST,
+};
 pub use handle::{ObjectInfo, Storage, StorageCalls};
 pub use upload::{ObjectWriter, CHUNK_QUANTUM, DEFAULT_CHUNK_SIZE};
 

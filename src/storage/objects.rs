@@ -15,7 +15,7 @@ use tame_gcs::{
 use super::{
     handle::{bump, ObjectInfo, Storage},
     local,
-    retry::{retry_delay, retrying, RETRIES},
+    retry::{gave_up, next_delay, retrying},
     wire::{self, ListJson, ObjectJson},
 };
 use crate::{
@@ -90,7 +90,7 @@ impl Storage {
                 let what = format!("listing {prefix}");
                 let wire = storage.wire()?;
                 let bucket = BucketName::non_validated(prefix.bucket());
-                let page: ListJson = retrying(&what, || async {
+                let page: ListJson = retrying(&storage.inner.retry, &what, |_| async {
                     bump(&storage.inner.calls.lists);
                     let options = ListOptional {
                         prefix: Some(prefix.object()).filter(|p| !p.is_empty()),
@@ -158,7 +158,7 @@ impl Storage {
     /// [`Storage::read`] of one generation of the object (any when
     /// `None`), with the generation read (when the service says). A range
     /// starting at or after the object's end is an error (`416`).
-    async fn read_at(
+    pub(super) async fn read_at(
         &self,
         uri: &GcsUri,
         range: Option<Range<u64>>,
@@ -180,7 +180,7 @@ impl Storage {
         };
         let what = format!("reading {uri}");
         let wire = self.wire()?;
-        let resp = retrying(&what, || async {
+        let resp = retrying(&self.inner.retry, &what, |_| async {
             bump(&self.inner.calls.reads);
             let options = DownloadObjectOptional {
                 generation,
@@ -215,15 +215,16 @@ impl Storage {
         let body = resp
             .into_body()
             .into_data_stream()
-            .map_err(move |e| wire::body_error(&what, status, Box::new(e)))
+            .map_err(move |e| wire::body_error(&what, status, e))
             .boxed();
         Ok((body, read_generation.or(generation)))
     }
 
     /// An object's bytes as a stream that survives a broken download: after
-    /// a retryable failure mid-stream it reads on from the last byte
-    /// received (a ranged read), at most a few times in a row, so nothing
-    /// is lost or read twice.
+    /// a retryable failure mid-stream (a reset, or no data for the idle
+    /// timeout) it reads on from the last byte received (a ranged read),
+    /// as often in a row as the retry policy allows, so nothing is lost or
+    /// read twice.
     ///
     /// ```no_run
     /// # async fn demo(s: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
@@ -241,7 +242,9 @@ impl Storage {
             /// for it, so a replaced object is an error, not a splice.
             generation: Option<i64>,
             inner: Option<BoxStream<'static, Result<Bytes>>>,
+            /// Breaks in a row, and when the first of them came.
             failures: u32,
+            since: tokio::time::Instant,
             done: bool,
         }
         let start = State {
@@ -251,6 +254,7 @@ impl Storage {
             generation: None,
             inner: None,
             failures: 0,
+            since: tokio::time::Instant::now(),
             done: false,
         };
         futures::stream::unfold(start, |mut st| async move {
@@ -285,8 +289,17 @@ impl Storage {
                         st.failures = 0;
                         return Some((Ok(b), st));
                     }
-                    Some(Err(e)) if e.is_retryable() && st.failures < RETRIES => {
+                    Some(Err(e)) => {
+                        if st.failures == 0 {
+                            st.since = tokio::time::Instant::now();
+                        }
                         st.failures += 1;
+                        let policy = &st.storage.inner.retry;
+                        let Some(delay) = next_delay(policy, st.failures, &e, st.since) else {
+                            st.done = true;
+                            let e = gave_up(e, st.failures, st.since.elapsed());
+                            return Some((Err(e), st));
+                        };
                         st.inner = None;
                         tracing::warn!(
                             uri = %st.uri,
@@ -294,11 +307,7 @@ impl Storage {
                             error = %e,
                             "download broke; reading on from where it stopped"
                         );
-                        tokio::time::sleep(retry_delay(st.failures)).await;
-                    }
-                    Some(Err(e)) => {
-                        st.done = true;
-                        return Some((Err(e), st));
+                        tokio::time::sleep(delay).await;
                     }
                 }
             }
@@ -326,7 +335,7 @@ impl Storage {
         }
         let what = format!("looking up {uri}");
         let wire = self.wire()?;
-        let found: Result<ObjectJson> = retrying(&what, || async {
+        let found: Result<ObjectJson> = retrying(&self.inner.retry, &what, |_| async {
             bump(&self.inner.calls.other);
             let req = object_request(&what, uri, |id| wire.objects.get(id, None))?;
             let resp = wire.send(&what, req).await?;
@@ -343,7 +352,9 @@ impl Storage {
         }
     }
 
-    /// Deletes an object.
+    /// Deletes an object; a missing one is an error (`404`). Tried again
+    /// under the retry policy; a `404` on a later try counts as deleted
+    /// (by the earlier try whose answer was lost).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -363,14 +374,21 @@ impl Storage {
         }
         let what = format!("deleting {uri}");
         let wire = self.wire()?;
-        bump(&self.inner.calls.other);
-        let req = object_request(&what, uri, |id| wire.objects.delete(id, None))?;
-        let resp = wire.send(&what, req).await?;
-        // Cloud Storage answers 204; emulators may answer 200.
-        match resp.status().is_success() {
-            true => Ok(()),
-            false => Err(wire::status_error(&what, resp).await),
-        }
+        let what = &what;
+        retrying(&self.inner.retry, what, |attempt| async move {
+            bump(&self.inner.calls.other);
+            let req = object_request(what, uri, |id| wire.objects.delete(id, None))?;
+            let resp = wire.send(what, req).await?;
+            match resp.status() {
+                // Cloud Storage answers 204; emulators may answer 200.
+                s if s.is_success() => Ok(()),
+                // Gone on a second try: the first try, whose answer was
+                // lost, deleted it.
+                StatusCode::NOT_FOUND if attempt > 1 => Ok(()),
+                _ => Err(wire::status_error(what, resp).await),
+            }
+        })
+        .await
     }
 
     /// Creates a bucket (for emulators and tests; real buckets are created
@@ -398,17 +416,21 @@ impl Storage {
         let what = format!("creating bucket {name}");
         let wire = self.wire()?;
         let project = wire::escape(project);
-        let body = serde_json::json!({ "name": name }).to_string();
-        let req = http::Request::post(format!("/storage/v1/b?project={project}"))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Bytes::from(body))
-            .map_err(|e| request_error(&what, e))?;
-        bump(&self.inner.calls.other);
-        let resp = wire.send(&what, req).await?;
-        match resp.status() {
-            s if s.is_success() || s == StatusCode::CONFLICT => Ok(()),
-            _ => Err(wire::status_error(&what, resp).await),
-        }
+        let body = Bytes::from(serde_json::json!({ "name": name }).to_string());
+        retrying(&self.inner.retry, &what, |_| async {
+            let req = http::Request::post(format!("/storage/v1/b?project={project}"))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .map_err(|e| request_error(&what, e))?;
+            bump(&self.inner.calls.other);
+            let resp = wire.send(&what, req).await?;
+            match resp.status() {
+                // 409: already there (perhaps made by a try whose answer was lost).
+                s if s.is_success() || s == StatusCode::CONFLICT => Ok(()),
+                _ => Err(wire::status_error(&what, resp).await),
+            }
+        })
+        .await
     }
 }
 

@@ -1,7 +1,7 @@
 //! Uploads: small objects in one request, large ones streamed through a
 //! resumable session ([`ObjectWriter`]) with bounded memory.
 
-use std::{fmt, time::Duration};
+use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, StatusCode, Uri};
@@ -12,7 +12,7 @@ use super::{
     handle::{bump, ObjectInfo, Storage},
     local,
     objects::{ids, request_error},
-    retry::retrying,
+    retry::{gave_up, next_delay, retrying},
     wire,
 };
 use crate::{
@@ -53,11 +53,14 @@ pub(super) enum Precondition {
     Generation(u64),
 }
 
-/// Attempts per upload chunk before giving up.
-pub(super) const CHUNK_ATTEMPTS: u32 = 5;
+/// Answers in a row that take none of a chunk's bytes before an upload
+/// gives up (a service that keeps asking for the same bytes).
+pub(super) const STALLED_ANSWERS: u32 = 5;
 
 impl Storage {
-    /// Uploads a small object in one request.
+    /// Uploads a small object in one request, replacing any object there.
+    /// Tried again under the retry policy: the same bytes written twice
+    /// leave the same object.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -83,6 +86,14 @@ impl Storage {
     /// (`ifGenerationMatch=0`): `None` when one was, which is left as it is.
     /// Two writers racing for one name: exactly one wins.
     ///
+    /// Tried again under the retry policy. A try after one whose answer
+    /// was lost may be refused (`412`) because that earlier try did write
+    /// the object: the object is then read back, and when it holds exactly
+    /// `data` the write counts as done (`Some`); other content is another
+    /// writer's (`None`). (A writer that wrote the very same bytes is not
+    /// told apart: give each writer's content something of its own, such
+    /// as an id, where that matters.)
+    ///
     /// ```no_run
     /// # async fn demo(s: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
     /// let uri = "gs://my-bucket/batches/k/manifest.json".parse()?;
@@ -105,7 +116,9 @@ impl Storage {
     /// written, when another write came first. Of several writers that
     /// read one generation, at most one replaces it — where the backend
     /// honours the precondition: Cloud Storage does, and the local backend
-    /// within one process; fake-gcs-server ignores it on uploads.
+    /// within one process; fake-gcs-server ignores it on uploads. Tried
+    /// again like [`Storage::create_bytes`]: a `412` on a later try reads
+    /// the object back, and exactly `data` there counts as done.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -151,23 +164,68 @@ impl Storage {
         let wire = self.wire()?;
         let len = data.len() as u64;
         let (bucket, object) = ids(uri);
-        let req = wire
-            .objects
-            .insert_simple(&(&bucket, &object), data, len, None)
-            .map_err(|e| request_error(&what, e))?;
         let mut query = format!("uploadType=media&name={}", wire::escape(uri.object()));
         match precondition {
             Precondition::DoesNotExist => query.push_str("&ifGenerationMatch=0"),
             Precondition::Generation(g) => query.push_str(&format!("&ifGenerationMatch={g}")),
             Precondition::None => {}
         }
-        let req = wire::retarget(req, None, Some(&query)).map_err(|e| request_error(&what, e))?;
-        let resp = wire.send(&what, req).await?;
-        match resp.status() {
-            StatusCode::PRECONDITION_FAILED if precondition != Precondition::None => Ok(None),
-            s if s.is_success() => object_info(&what, resp).await.map(Some),
-            _ => Err(wire::status_error(&what, resp).await),
+        let refused = retrying(&self.inner.retry, &what, |attempt| {
+            let (data, query, what) = (data.clone(), &query, &what);
+            let (bucket, object) = (&bucket, &object);
+            async move {
+                if attempt > 1 {
+                    bump(&self.inner.calls.uploads);
+                }
+                let req = wire
+                    .objects
+                    .insert_simple(&(bucket, object), data, len, None)
+                    .map_err(|e| request_error(what, e))?;
+                let req =
+                    wire::retarget(req, None, Some(query)).map_err(|e| request_error(what, e))?;
+                let resp = wire.send(what, req).await?;
+                match resp.status() {
+                    StatusCode::PRECONDITION_FAILED if precondition != Precondition::None => {
+                        Ok(Err(attempt))
+                    }
+                    s if s.is_success() => object_info(what, resp).await.map(Ok),
+                    _ => Err(wire::status_error(what, resp).await),
+                }
+            }
+        })
+        .await?;
+        match refused {
+            Ok(info) => Ok(Some(info)),
+            // Refused on the first try: the precondition did not hold.
+            Err(1) => Ok(None),
+            // Refused on a later try: perhaps by what an earlier try wrote.
+            Err(_) => self.holds(uri, &data).await,
         }
+    }
+
+    /// The object at `uri` when it holds exactly `data`; `None` when it
+    /// holds anything else, or is gone.
+    async fn holds(&self, uri: &GcsUri, data: &Bytes) -> Result<Option<ObjectInfo>> {
+        use futures::TryStreamExt;
+        let Some(info) = self.metadata(uri).await? else {
+            return Ok(None);
+        };
+        if info.size() != data.len() as u64 {
+            return Ok(None);
+        }
+        // That very generation: the bytes judged are those of the object
+        // described.
+        let generation = info.generation().and_then(|g| i64::try_from(g).ok());
+        let (mut body, _) = self.read_at(uri, None, generation).await?;
+        let mut at = 0usize;
+        while let Some(piece) = body.try_next().await? {
+            let end = at + piece.len();
+            if data.get(at..end) != Some(&piece[..]) {
+                return Ok(None);
+            }
+            at = end;
+        }
+        Ok((at == data.len()).then_some(info))
     }
 
     /// Starts a resumable upload to `uri` (replacing any object there once
@@ -206,7 +264,7 @@ impl Storage {
         let (bucket, object) = ids(uri);
         // Starting a session changes nothing until data is sent (one left
         // unused expires), so a failed start is tried again.
-        let session: Uri = retrying(&what, || async {
+        let session: Uri = retrying(&self.inner.retry, &what, |_| async {
             let req = wire
                 .objects
                 .resumable_insert_init(&(&bucket, &object), Some("application/jsonl"))
@@ -473,9 +531,13 @@ impl ObjectWriter {
         data: &mut Bytes,
         last: bool,
     ) -> Result<Option<ObjectInfo>> {
-        let mut attempt = 0u32;
+        let storage = self.storage.clone();
+        let policy = &storage.inner.retry;
+        // Failures in a row, and when the first of them came; answers in a
+        // row that took nothing.
+        let (mut failures, mut since) = (0u32, tokio::time::Instant::now());
+        let mut stalled = 0u32;
         loop {
-            attempt += 1;
             let len = data.len() as u64;
             let total = self.sent + len;
             bump(&self.storage.inner.calls.uploads);
@@ -493,19 +555,26 @@ impl ObjectWriter {
                 }
                 Ok(Progress::Kept(kept)) => {
                     self.chunks += u64::from(len > 0);
+                    failures = 0;
+                    let before = self.sent;
                     self.accept(kept, total, data)?;
                     if !last && data.is_empty() {
                         return Ok(None);
                     }
                     // The service kept only part (or, for the last piece, is
                     // still waiting): send the rest.
+                    stalled = if self.sent > before { 0 } else { stalled + 1 };
                 }
                 Err(err) => {
-                    if !err.is_retryable() || attempt >= CHUNK_ATTEMPTS {
-                        return Err(err);
+                    if failures == 0 {
+                        since = tokio::time::Instant::now();
                     }
-                    tracing::warn!(uri = %self.uri, attempt, error = %err, "upload chunk failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
+                    failures += 1;
+                    let Some(delay) = next_delay(policy, failures, &err, since) else {
+                        return Err(gave_up(err, failures, since.elapsed()));
+                    };
+                    tracing::warn!(uri = %self.uri, attempt = failures, error = %err, "upload chunk failed; retrying");
+                    tokio::time::sleep(delay).await;
                     // Learn how much the service kept before sending again.
                     bump(&self.storage.inner.calls.uploads);
                     match self.put(session, "bytes */*", Bytes::new()).await {
@@ -518,7 +587,7 @@ impl ObjectWriter {
                     }
                 }
             }
-            if attempt >= CHUNK_ATTEMPTS * 2 {
+            if stalled >= STALLED_ANSWERS {
                 return Err(Error::Storage {
                     message: format!(
                         "uploading {}: the service keeps refusing the data",
@@ -627,10 +696,7 @@ fn kept_bytes(range: Option<&HeaderValue>) -> Option<u64> {
 }
 
 /// The object a finished upload describes (its JSON metadata).
-async fn object_info(
-    what: &str,
-    resp: http::Response<hyper::body::Incoming>,
-) -> Result<ObjectInfo> {
+async fn object_info(what: &str, resp: wire::Answer) -> Result<ObjectInfo> {
     let status = resp.status();
     let body = Limited::new(resp.into_body(), 1 << 20)
         .collect()

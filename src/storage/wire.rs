@@ -4,7 +4,16 @@
 //! failures into [`Error::Storage`] — never naming a token or a resumable
 //! session's URL.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{
@@ -12,16 +21,21 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
     Request, Response, StatusCode, Uri,
 };
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
+    client::legacy::Client,
+    rt::{TokioExecutor, TokioTimer},
 };
+use tokio::time::{Instant, Sleep};
 
 use crate::{
-    error::{Error, Result},
-    transport::{auth::TokenCache, endpoint::tls_roots},
+    error::{BoxError, Error, Result},
+    transport::{
+        auth::TokenCache,
+        endpoint::tls_roots,
+        proxy::{Dial, Route},
+    },
 };
 
 /// The largest JSON answer read (a listing page of 1,000 objects is about
@@ -31,20 +45,52 @@ const MAX_JSON: usize = 32 << 20;
 /// The most of an error answer's body kept for its message.
 const MAX_ERROR_BODY: usize = 64 << 10;
 
+/// The most of an upload's body handed to hyper at once: progress (for the
+/// idle timeout) is seen at this grain.
+const SEND_PIECE: usize = 64 << 10;
+
+/// The connect timeout (to the endpoint, or to the proxy).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// HTTP/2 keepalive: a ping after this long without a frame from the
+/// server while a request is open, and the connection closed when the
+/// ping is not answered within [`H2_PING_TIMEOUT`].
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How the HTTP client of a [`Storage`](super::Storage) talks.
+pub(super) struct WireOptions {
+    /// How long a request may make no progress (no byte of the upload
+    /// taken, no answer, no byte of the answer) before it fails; `None`:
+    /// no limit.
+    pub(super) idle: Option<Duration>,
+    /// The proxy the endpoint is reached through.
+    pub(super) proxy: Option<Route>,
+}
+
 /// The HTTP client of one [`Storage`](super::Storage) and its clones.
 pub(crate) struct Wire {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<Dial>, SendBody>,
     scheme: Scheme,
     authority: Authority,
     tokens: Option<Arc<TokenCache>>,
+    idle: Option<Duration>,
     /// tame-gcs's request builder for objects, at the endpoint's authority.
     pub(super) objects: tame_gcs::objects::Object,
 }
 
+/// An answer's body: the service's bytes, failing after the idle timeout
+/// without one.
+pub(crate) type Answer = Response<IdleBody>;
+
 impl Wire {
     /// A client for `endpoint` (`https://host[:port]`, or `http://` for an
     /// emulator), sending `tokens`' bearer token with every API call.
-    pub(super) fn new(endpoint: &str, tokens: Option<Arc<TokenCache>>) -> Result<Wire> {
+    pub(super) fn new(
+        endpoint: &str,
+        tokens: Option<Arc<TokenCache>>,
+        options: WireOptions,
+    ) -> Result<Wire> {
         let bad = || Error::config(format!("invalid Cloud Storage endpoint {endpoint:?}"));
         let uri: Uri = endpoint.parse().map_err(|_| bad())?;
         let scheme = uri.scheme().cloned().ok_or_else(bad)?;
@@ -55,30 +101,33 @@ impl Wire {
             .map_err(|e| Error::config(format!("TLS setup for Cloud Storage: {e}")))?
             .with_root_certificates(tls_roots())
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(20)));
+        // TLS (for https) is layered over the dialled stream, so through a
+        // proxy's tunnel the proxy sees only encrypted bytes.
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+            .wrap_connector(Dial::new(options.proxy.as_ref(), CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(H2_PING_INTERVAL)
+            .http2_keep_alive_timeout(H2_PING_TIMEOUT)
+            .build(connector);
         Ok(Wire {
             client,
             scheme,
             objects: tame_gcs::objects::Object::with_authority(authority.clone()),
             authority,
             tokens,
+            idle: options.idle,
         })
     }
 
     /// Sends an API request as tame-gcs built it (`https://AUTHORITY/…`)
     /// to the endpoint, with the bearer token. `what` names the call in
     /// errors. The answer's status is not checked here.
-    pub(crate) async fn send(&self, what: &str, req: Request<Bytes>) -> Result<Response<Incoming>> {
+    pub(crate) async fn send(&self, what: &str, req: Request<Bytes>) -> Result<Answer> {
         let (mut parts, body) = req.into_parts();
         parts.uri = self.on_endpoint(what, &parts.uri)?;
         if let Some(tokens) = &self.tokens {
@@ -87,8 +136,7 @@ impl Wire {
                 parts.headers.insert(AUTHORIZATION, value);
             }
         }
-        self.exchange(what, Request::from_parts(parts, Full::new(body)))
-            .await
+        self.exchange(what, parts, body).await
     }
 
     /// Sends a request to a resumable upload session. The session's URL is
@@ -101,12 +149,11 @@ impl Wire {
         what: &str,
         session: &Uri,
         req: Request<Bytes>,
-    ) -> Result<Response<Incoming>> {
+    ) -> Result<Answer> {
         let (mut parts, body) = req.into_parts();
         parts.uri = self.on_endpoint(what, session)?;
         parts.headers.remove(AUTHORIZATION);
-        self.exchange(what, Request::from_parts(parts, Full::new(body)))
-            .await
+        self.exchange(what, parts, body).await
     }
 
     /// `uri`'s path and query on the endpoint's scheme and host.
@@ -123,11 +170,186 @@ impl Wire {
             .map_err(|e| Error::config(format!("{what}: {e}")))
     }
 
-    async fn exchange(&self, what: &str, req: Request<Full<Bytes>>) -> Result<Response<Incoming>> {
-        self.client
-            .request(req)
-            .await
-            .map_err(|e| transport_error(what, e))
+    /// Sends the request and waits for the answer's head, failing when
+    /// nothing moves for the idle timeout: no byte of the body taken by
+    /// the connection (while sending), or no answer (once sent).
+    async fn exchange(
+        &self,
+        what: &str,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> Result<Answer> {
+        let (body, progress) = SendBody::new(body);
+        let answer = self.client.request(Request::from_parts(parts, body));
+        let Some(idle) = self.idle else {
+            let resp = answer.await.map_err(|e| transport_error(what, e))?;
+            return Ok(resp.map(|b| IdleBody::new(b, None)));
+        };
+        tokio::pin!(answer);
+        loop {
+            let deadline = progress.last() + idle;
+            tokio::select! {
+                resp = &mut answer => {
+                    let resp = resp.map_err(|e| transport_error(what, e))?;
+                    return Ok(resp.map(|b| IdleBody::new(b, Some(idle))));
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    // Still no progress since the deadline was set: stalled.
+                    if progress.last() + idle <= Instant::now() {
+                        return Err(Error::Storage {
+                            message: format!(
+                                "{what}: no progress for {idle:?} (the connection stalled); \
+                                 given up on this attempt"
+                            ),
+                            http_status: None,
+                            source: Some(Box::new(Stalled(idle))),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The last time a request made progress, shared by its body and the
+/// watchdog in [`Wire::exchange`].
+struct Progress {
+    start: Instant,
+    /// Nanoseconds from `start` to the last progress.
+    last: AtomicU64,
+}
+
+impl Progress {
+    fn touch(&self) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+}
+
+/// A request body handed to the connection in pieces of [`SEND_PIECE`]
+/// (slices of one buffer, no copy), each piece taken marking progress.
+pub(super) struct SendBody {
+    rest: Bytes,
+    progress: Arc<Progress>,
+}
+
+impl SendBody {
+    fn new(data: Bytes) -> (SendBody, Arc<Progress>) {
+        let progress = Arc::new(Progress {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        });
+        let body = SendBody {
+            rest: data,
+            progress: progress.clone(),
+        };
+        (body, progress)
+    }
+}
+
+impl Body for SendBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Self::Error>>> {
+        if self.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(SEND_PIECE);
+        let piece = self.rest.split_to(n);
+        self.progress.touch();
+        Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
+/// An answer's body that fails when the server sends nothing for the idle
+/// timeout while it is being read (time the reader spends elsewhere does
+/// not count).
+pub(crate) struct IdleBody {
+    inner: Incoming,
+    idle: Option<Duration>,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer runs for the current wait.
+    armed: bool,
+}
+
+impl IdleBody {
+    fn new(inner: Incoming, idle: Option<Duration>) -> IdleBody {
+        IdleBody {
+            inner,
+            idle,
+            timer: None,
+            armed: false,
+        }
+    }
+}
+
+/// The error of a connection that went silent.
+#[derive(Debug)]
+pub(super) struct Stalled(Duration);
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no data from the server for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+impl Body for IdleBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.armed = false;
+                return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+            }
+            Poll::Pending => {}
+        }
+        let Some(idle) = this.idle else {
+            return Poll::Pending;
+        };
+        if !this.armed {
+            this.armed = true;
+            let deadline = Instant::now() + idle;
+            match &mut this.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match this.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Some(Err(Box::new(Stalled(idle))))),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -176,10 +398,7 @@ pub(super) struct ListJson {
 
 /// Reads a JSON answer whole (bounded) and parses it; a failure status
 /// becomes [`Error::Storage`] with the service's message.
-pub(crate) async fn json<T: serde::de::DeserializeOwned>(
-    what: &str,
-    resp: Response<Incoming>,
-) -> Result<T> {
+pub(crate) async fn json<T: serde::de::DeserializeOwned>(what: &str, resp: Answer) -> Result<T> {
     let status = resp.status();
     if !status.is_success() {
         return Err(status_error(what, resp).await);
@@ -198,7 +417,7 @@ pub(crate) async fn json<T: serde::de::DeserializeOwned>(
 
 /// The error for an answer with a failure status, with the message from
 /// its `{"error": {"message": …}}` body when it has one.
-pub(crate) async fn status_error(what: &str, resp: Response<Incoming>) -> Error {
+pub(crate) async fn status_error(what: &str, resp: Answer) -> Error {
     let status = resp.status();
     let body = Limited::new(resp.into_body(), MAX_ERROR_BODY)
         .collect()

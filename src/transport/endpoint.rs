@@ -1,11 +1,12 @@
 //! Where the client connects: the regional endpoint, an emulator's
 //! `host:port`, the rules for plaintext, and the lazy channel.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use http::uri::Authority;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use super::proxy::{Dial, Route, TCP_KEEPALIVE};
 use crate::error::{Error, Result};
 
 /// `GOOGLE_CLOUD_PROJECT`: the project when none is given.
@@ -148,16 +149,7 @@ pub(crate) fn resolve_endpoint(
     Ok((uri, Some(host)))
 }
 
-/// Whether `host` (as `http::uri::Authority::host` gives it, IPv6 in
-/// brackets) is a loopback address.
-pub(crate) fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
-}
+pub(crate) use crate::uri::is_loopback;
 
 /// Whether any TLS trust roots were compiled in (features
 /// `tls-native-roots`, `tls-webpki-roots`).
@@ -190,16 +182,20 @@ pub(crate) fn tls_roots() -> rustls::RootCertStore {
 }
 
 /// A channel to `uri` that connects on first use; TLS (verifying
-/// `tls_host`) when a host is given, plaintext otherwise.
+/// `tls_host`) when a host is given, plaintext otherwise; through `proxy`'s
+/// `CONNECT` tunnel when one is given (TLS runs inside the tunnel, end to
+/// end). Every connection has TCP keepalive.
 pub(crate) fn lazy_channel(
     uri: &str,
     tls_host: Option<&str>,
     connect_timeout: Duration,
+    proxy: Option<&Route>,
 ) -> Result<Channel> {
     let mut endpoint = Endpoint::from_shared(uri.to_owned())
         .map_err(|e| Error::config(format!("invalid endpoint {uri:?}: {e}")))?
         .connect_timeout(connect_timeout)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .tcp_keepalive(Some(TCP_KEEPALIVE));
     if let Some(host) = tls_host {
         if !HAS_TLS_ROOTS {
             return Err(no_tls_roots(host));
@@ -211,5 +207,12 @@ pub(crate) fn lazy_channel(
             .tls_config(tls)
             .map_err(|e| Error::config(format!("TLS setup for {host}: {e}")))?;
     }
-    Ok(endpoint.connect_lazy())
+    Ok(match proxy {
+        // tonic layers its TLS over the connector's stream, so the proxy
+        // sees only encrypted bytes.
+        Some(route) => {
+            endpoint.connect_with_connector_lazy(Dial::new(Some(route), connect_timeout))
+        }
+        None => endpoint.connect_lazy(),
+    })
 }

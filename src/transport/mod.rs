@@ -9,6 +9,7 @@
 pub(crate) mod auth;
 pub(crate) mod endpoint;
 pub(crate) mod headers;
+pub(crate) mod proxy;
 
 pub use auth::{Credentials, CLOUD_PLATFORM_SCOPE};
 pub use endpoint::{

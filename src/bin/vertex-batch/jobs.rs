@@ -4,8 +4,8 @@ use std::{cell::Cell, path::PathBuf, pin::pin};
 
 use futures::StreamExt;
 use vertex_batch::{
-    data::BatchSpec, data::Inputs, data::ResultReader, job::OutputLocation, storage::Storage,
-    GcsUri, Job, JobSpec, JobState, ListOptions, WaitOptions,
+    data::BatchSpec, data::Inputs, data::ResultReader, job::OutputLocation, GcsUri, Job, JobSpec,
+    JobState, ListOptions, WaitOptions,
 };
 
 use crate::{
@@ -560,10 +560,7 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
     let (storage, dir, job_ended_well) = if a.target.starts_with("gs://") {
         let dir = GcsUri::parse_field(&a.target, "output directory")
             .map_err(|e| CliError::usage(e.to_string()))?;
-        let storage = Storage::builder()
-            .build()
-            .map_err(|e| CliError::from_lib(e, Some(g)))?;
-        (storage, dir, true)
+        (g.storage()?, dir, true)
     } else {
         let client = g.client()?;
         let job = client

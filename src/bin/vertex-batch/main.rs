@@ -35,6 +35,8 @@ Environment:
   GOOGLE_CLOUD_LOCATION     the region (or --location; default us-central1)
   VERTEX_AI_EMULATOR_HOST   host:port of a JobService emulator (plaintext, no credentials)
   STORAGE_EMULATOR_HOST     URL of a Cloud Storage emulator (plaintext, no credentials)
+  HTTPS_PROXY, NO_PROXY     an http:// proxy for TLS connections (a CONNECT tunnel),
+                            and the hosts that go direct
   Credentials are Application Default Credentials
   (gcloud auth application-default login, or GOOGLE_APPLICATION_CREDENTIALS).
 
@@ -69,7 +71,8 @@ struct Global {
     location: String,
     /// How long to keep retrying a call that fails for a passing reason
     /// (unavailable, rate limited, network), in seconds; 0: never retry.
-    /// It also bounds each call: a budget under 60 s is each call's deadline.
+    /// One budget for Vertex AI and Cloud Storage calls alike. It also
+    /// bounds each Vertex AI call: a budget under 60 s is its deadline.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 300)]
     retry_for: u64,
 }
@@ -104,24 +107,37 @@ impl Global {
         let project = self.project.clone().ok_or_else(|| {
             CliError::usage("no project: pass --project PROJECT or set GOOGLE_CLOUD_PROJECT")
         })?;
-        let retry = if self.retry_for == 0 {
+        Client::builder()
+            .project(project)
+            .location(&self.location)
+            .retry_policy(self.retry_policy())
+            .build()
+            .map_err(|e| CliError::from_lib(e, Some(self)))
+    }
+
+    /// The retry policy `--retry-for` sets, for both APIs.
+    fn retry_policy(&self) -> vertex_batch::policy::RetryPolicy {
+        if self.retry_for == 0 {
             vertex_batch::policy::RetryPolicy::none()
         } else {
             vertex_batch::policy::RetryPolicy::default()
                 .with_max_attempts(u32::MAX)
                 .with_total_timeout(Some(std::time::Duration::from_secs(self.retry_for)))
-        };
-        Client::builder()
-            .project(project)
-            .location(&self.location)
-            .retry_policy(retry)
-            .build()
-            .map_err(|e| CliError::from_lib(e, Some(self)))
+        }
     }
 
-    /// Cloud Storage sharing `client`'s credentials.
+    /// Cloud Storage sharing `client`'s credentials and retry policy.
     fn storage_for(&self, client: &Client) -> CliResult<Storage> {
         Storage::for_client(client).map_err(|e| CliError::from_lib(e, Some(self)))
+    }
+
+    /// Cloud Storage on its own (ADC, or `STORAGE_EMULATOR_HOST`), under
+    /// the `--retry-for` budget.
+    fn storage(&self) -> CliResult<Storage> {
+        Storage::builder()
+            .retry_policy(self.retry_policy())
+            .build()
+            .map_err(|e| CliError::from_lib(e, Some(self)))
     }
 
     /// Whether the JobService is an emulator (no region to get wrong).
