@@ -96,10 +96,10 @@ use super::{
     reader::{parse_lines, ReadOptions, ResultStream, SourceFile},
 };
 use crate::{
-    client::{Client, WatchManyOptions},
+    client::{Client, ListOptions, WatchManyOptions},
     error::{Error, Result},
     job::Job,
-    spec::JobSpec,
+    spec::{JobSpec, REQUEST_KEY_LABEL},
     storage::{ObjectWriter, Storage},
     uri::GcsUri,
 };
@@ -638,6 +638,46 @@ impl Client {
         check_resume(&manifest, &key, &root, self, &fingerprint)?;
         spec.emit(BatchEvent::Resumed);
         self.attach(storage, spec, root, manifest, generation).await
+    }
+
+    /// The jobs of the batch staged under `spec`'s request key, submitting
+    /// none: every job carrying one of its parts' request keys, all rounds,
+    /// in any state (a part never submitted has none). Empty when no batch
+    /// is staged under the key. For cancelling what a start that was
+    /// stopped part way made.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, storage: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+    ///     .request_key("nightly-2026-11-22");
+    /// for job in client.find_batch_jobs(&storage, &spec).await? {
+    ///     if !job.has_ended() {
+    ///         client.cancel(&job).await?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn find_batch_jobs(&self, storage: &Storage, spec: &BatchSpec) -> Result<Vec<Job>> {
+        if spec.request_key.is_none() {
+            return Err(Error::validation(
+                "request_key",
+                "finding a batch's jobs needs the request key it was started with",
+            ));
+        }
+        let (key, root, manifest_uri, fingerprint) = self.batch_frame(spec)?;
+        let Some((manifest, _)) = read_manifest(storage, &manifest_uri).await? else {
+            return Ok(Vec::new());
+        };
+        check_resume(&manifest, &key, &root, self, &fingerprint)?;
+        let mut jobs = Vec::new();
+        for part in manifest.rounds.iter().flat_map(|r| &r.parts) {
+            let opts = ListOptions::new().label(REQUEST_KEY_LABEL, &part.request_key);
+            let found: Vec<Job> = self.list(&opts).try_collect().await?;
+            jobs.extend(found);
+        }
+        Ok(jobs)
     }
 
     /// The batch recorded by `manifest` (at `generation`) under `root`,
