@@ -9,12 +9,14 @@ use clap::{Parser, Subcommand};
 
 mod emulator;
 mod fail;
+mod interrupt;
 mod jobs;
 mod output;
 mod pause;
 mod progress;
 mod prompts;
 mod run;
+mod start;
 
 use fail::{CliError, CliResult};
 use vertex_batch::{storage::Storage, Client};
@@ -46,7 +48,8 @@ Exit codes:
   4  some rows failed, were blocked or are missing
   5  authentication or permission failure
   6  network failure or the service unavailable
-  130  interrupted (Ctrl-C): the jobs keep running unless --cancel-on-interrupt";
+  130  interrupted (Ctrl-C): the jobs keep running unless --cancel-on-interrupt
+       (it prints the command that picks them up); a second Ctrl-C stops at once";
 
 /// Flags every command takes.
 #[derive(clap::Args, Clone, Debug)]

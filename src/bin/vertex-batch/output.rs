@@ -115,6 +115,7 @@ impl ResultsFile {
                 ))
             })?;
         let (f, tmp_path) = tmp.into_parts();
+        crate::interrupt::remove_on_exit(&tmp_path);
         Ok(ResultsFile {
             out: Box::new(BufWriter::with_capacity(1 << 16, f)),
             file: Some((tmp_path, path)),
@@ -171,6 +172,7 @@ impl ResultsFile {
             .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
         drop(self.out);
         if let Some((tmp, path)) = self.file.take() {
+            crate::interrupt::forget(&tmp);
             if let Err(e) = tmp.persist(&path) {
                 // Keep what was written: hours of results are not dropped.
                 let kept = e.path.keep().map(|p| p.display().to_string());
