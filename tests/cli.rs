@@ -995,7 +995,7 @@ async fn a_closed_stdout_is_not_a_panic() {
 
 /// A `vertex-batch` process stopped at a pause point (see
 /// `VERTEX_BATCH_TEST_PAUSE_AT` in the command line's `pause` module): it
-/// carries on at a Ctrl-C.
+/// carries on at a line on its stdin or a Ctrl-C.
 struct Paused {
     child: tokio::process::Child,
     err: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
@@ -1036,6 +1036,14 @@ impl Paused {
         let pid = self.child.id().expect("running") as i32;
         // SAFETY: sending a signal to our own child process.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    }
+
+    /// Carries on from the pause point.
+    async fn resume(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").await.unwrap();
+        stdin.flush().await.unwrap();
     }
 
     /// Its exit code and all of its stderr, once it has ended.
@@ -1273,4 +1281,80 @@ async fn ctrl_c_while_submit_submits_prints_the_run_that_picks_the_batch_up() {
     let rows = lines(&dir.path().join(format!("results-{key}.jsonl")));
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(f.emu.rpc_counts().get("CreateBatchPredictionJob"), Some(&2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_failing_part_way_keeps_the_rows_written_as_results_partial() {
+    let f = Setup::full().await;
+    let dir = common::temp();
+    // More rows than the reader hands over in one go (1,024): the join's
+    // second read of the inputs cannot have begun when the first line is
+    // written.
+    const ROWS: usize = 1100;
+    let input = prompts_file(dir.path(), ROWS);
+    let results = dir.path().join("r.jsonl");
+    let args = run_args(
+        &input,
+        "gs://cli-bkt/partial",
+        results.to_str().unwrap(),
+        &["--request-key", "partial-1"],
+    );
+    // The first line is written; the staged input, which the join reads
+    // again after the job's rows (for the prompts with none), goes away:
+    // the read fails after every row of the job's output is written.
+    let mut paused = Paused::start(&f.env(), &args, dir.path(), "writing").await;
+    let storage = f.gcs.as_ref().unwrap().storage();
+    let staged: vertex_batch::GcsUri = "gs://cli-bkt/partial/partial-1/input/part-00000.jsonl"
+        .parse()
+        .unwrap();
+    let bytes: Vec<bytes::Bytes> =
+        futures::TryStreamExt::try_collect(storage.read(&staged, None).await.unwrap())
+            .await
+            .unwrap();
+    storage.delete(&staged).await.unwrap();
+    paused.resume().await;
+    let out = paused.end().await;
+    assert!(![0, 130].contains(&out.code), "{}", out.stderr);
+    let partial = dir.path().join("r.jsonl.partial");
+    assert!(
+        out.stderr.contains("reading the results failed")
+            && out.stderr.contains(&format!(
+                "the {ROWS} line(s) written before it are kept in {}",
+                partial.display()
+            ))
+            && out.stderr.contains("--request-key partial-1"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("error: ").count(), 1, "{}", out.stderr);
+    assert!(!results.exists(), "RESULTS is written only when complete");
+    let mut kept: Vec<(String, String)> = lines(&partial)
+        .iter()
+        .map(|r| {
+            assert_eq!(r["outcome"], "succeeded", "{r}");
+            (
+                r["key"].as_str().unwrap().to_owned(),
+                r["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    kept.sort();
+    let mut want: Vec<(String, String)> = (0..ROWS)
+        .map(|i| (format!("q{i}"), format!("Emulated answer to: Question {i}")))
+        .collect();
+    want.sort();
+    assert_eq!(kept, want);
+    assert_eq!(
+        names_in(dir.path()),
+        ["p.jsonl", "r.jsonl.partial"],
+        "no temporary file left"
+    );
+
+    // The input back, the same command writes the whole file and drops
+    // the partial one.
+    storage.upload_bytes(&staged, bytes.concat()).await.unwrap();
+    let out = run(&f.env(), &args).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(lines(&results).len(), ROWS);
+    assert_eq!(names_in(dir.path()), ["p.jsonl", "r.jsonl"]);
 }

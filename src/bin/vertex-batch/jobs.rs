@@ -637,7 +637,13 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
         .read()
         .await
         .map_err(|e| CliError::from_lib(e, Some(g)))?;
-    let written = deliver(rows, out).await?;
+    let written = deliver(
+        rows,
+        out,
+        Some(g),
+        "run the same command again to write it whole",
+    )
+    .await?;
     Ok(Exit::Code(if !job_ended_well {
         JOB_NOT_SUCCEEDED
     } else if written.all_succeeded() {

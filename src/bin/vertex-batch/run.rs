@@ -157,7 +157,8 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
         .results()
         .await
         .map_err(|e| CliError::from_lib(e, Some(g)))?;
-    let written = deliver(rows, out).await?;
+    let again = format!("write it whole with: {}", rerun_command(&key));
+    let written = deliver(rows, out, Some(g), &again).await?;
     Ok(Exit::Code(if !failed_jobs.is_empty() {
         JOB_NOT_SUCCEEDED
     } else if !written.all_succeeded() {
