@@ -1358,3 +1358,116 @@ async fn a_read_failing_part_way_keeps_the_rows_written_as_results_partial() {
     assert_eq!(lines(&results).len(), ROWS);
     assert_eq!(names_in(dir.path()), ["p.jsonl", "r.jsonl"]);
 }
+
+/// The `vertex-batch-emulator` binary on `port` (0: any) with its state in
+/// `dir` and its objects in `gcs`; killed on drop.
+struct EmulatorBin {
+    child: std::process::Child,
+    host: String,
+}
+
+impl EmulatorBin {
+    fn start(dir: &Path, gcs: &FakeGcs, port: u16, extra: &[&str]) -> EmulatorBin {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vertex-batch-emulator"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--storage-emulator-host", &gcs.url])
+            .args(["--port", &port.to_string()])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let host = lines
+            .find_map(|l| {
+                l.ok()?
+                    .strip_prefix("VERTEX_AI_EMULATOR_HOST=")
+                    .map(str::to_owned)
+            })
+            .expect("the emulator prints its address");
+        std::thread::spawn(move || lines.for_each(drop));
+        EmulatorBin { child, host }
+    }
+
+    fn port(&self) -> u16 {
+        self.host.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn stop(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for EmulatorBin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_that_loses_the_service_while_following_exits_6_and_its_command_resumes() {
+    let gcs = FakeGcs::start();
+    gcs.buckets(&["cli-bkt"]).await;
+    let state = common::temp();
+    let emu = EmulatorBin::start(state.path(), &gcs, 0, &["--hold-queued"]);
+    let port = emu.port();
+    let dir = common::temp();
+    let input = prompts_file(dir.path(), 2);
+    let results = dir.path().join("r.jsonl");
+    let host = emu.host.clone();
+    let env = [
+        ("VERTEX_AI_EMULATOR_HOST", host.as_str()),
+        ("GOOGLE_CLOUD_PROJECT", "cli-project"),
+        ("STORAGE_EMULATOR_HOST", gcs.url.as_str()),
+    ];
+    let mut args = vec!["--retry-for", "1"];
+    args.extend(run_args(
+        &input,
+        "gs://cli-bkt/lost",
+        results.to_str().unwrap(),
+        &["--request-key", "lost-1"],
+    ));
+    // The job is made; then the service goes away before it is followed.
+    let mut paused = Paused::start(&env, &args, dir.path(), "submitted:0:0").await;
+    emu.stop();
+    paused.resume().await;
+    let out = paused.end().await;
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: gave up following the batch after --retry-for 1 s")
+            && out
+                .stderr
+                .contains("its 1 job(s) are on the service and still run there"),
+        "{}",
+        out.stderr
+    );
+    let again = printed_command(&out.stderr, "Pick the batch up");
+    assert!(again.contains("--request-key lost-1"), "{again}");
+    assert!(!results.exists());
+    assert_eq!(names_in(dir.path()), ["p.jsonl"], "no temporary file left");
+
+    // The service back on the same state and port: the printed command
+    // follows the same job to its end and writes the results.
+    let emu = EmulatorBin::start(state.path(), &gcs, port, &[]);
+    assert_eq!(emu.host, host);
+    let words: Vec<&str> = again.split(' ').skip(1).collect();
+    let out = run(&env, &words).await;
+    assert_eq!(out.code, 0, "{again}\n{}", out.stderr);
+    assert_eq!(lines(&results).len(), 2);
+    let client = vertex_batch::Client::builder()
+        .ignore_env()
+        .project("cli-project")
+        .location("us-central1")
+        .emulator_host(&emu.host)
+        .build()
+        .unwrap();
+    let jobs = common::collect_jobs(&client).await;
+    assert_eq!(jobs.len(), 1, "no new job: {jobs:#?}");
+    assert_eq!(jobs[0].state(), JobState::Succeeded);
+}

@@ -47,7 +47,8 @@ Exit codes:
   3  a job did not succeed (failed, cancelled, expired)
   4  some rows failed, were blocked or are missing
   5  authentication or permission failure
-  6  network failure or the service unavailable
+  6  network failure or the service unavailable; for run: gave up following
+     (the jobs still run; it prints the command that picks them up)
   130  interrupted (Ctrl-C): the jobs keep running unless --cancel-on-interrupt
        (it prints the command that picks them up); a second Ctrl-C stops at once";
 
@@ -73,6 +74,10 @@ struct Global {
     /// How long to keep retrying a call that fails for a passing reason
     /// (unavailable, rate limited, network), in seconds; 0: never retry.
     /// It also bounds each call: a budget under 60 s is each call's deadline.
+    /// While `run` follows its jobs, it is how long the service may go
+    /// without answering before `run` gives up (exit 6): the jobs keep
+    /// running, and the command it prints picks them up. Raise it for a
+    /// flaky network.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 300)]
     retry_for: u64,
 }

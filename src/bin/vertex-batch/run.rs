@@ -1,12 +1,15 @@
 //! `vertex-batch run`: PROMPTS in, one matched RESULTS line per prompt out.
 
-use std::{path::PathBuf, pin::pin};
+use std::{path::PathBuf, pin::pin, time::Duration};
 
 use futures::StreamExt;
-use vertex_batch::{data::Batch, Client, GcsUri, JobSpec, JobState};
+use vertex_batch::{client::WatchManyOptions, data::Batch, Client, GcsUri, JobSpec, JobState};
 
 use crate::{
-    fail::{clean, CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},
+    fail::{
+        clean, CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, NETWORK,
+        ROWS_NOT_SUCCEEDED,
+    },
     interrupt::Interrupt,
     output::{deliver, ResultsFile},
     progress::{Progress, Snapshot},
@@ -84,8 +87,16 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
         .clone()
         .unwrap_or_else(|| format!("b{:016x}", fastrand::u64(..)));
     eprintln!("batch {key}: staging (if this is interrupted, run again with --request-key {key})");
+    // `--retry-for` is also how long following may go without an answer.
+    let budget = Duration::from_secs(g.retry_for);
     let track = Track::default();
-    let spec = batch_spec(job, &a.staging, a.rows_per_job, a.claim_lease, &track).request_key(&key);
+    let spec = batch_spec(job, &a.staging, a.rows_per_job, a.claim_lease, &track)
+        .request_key(&key)
+        .watch_options(
+            WatchManyOptions::new()
+                .failure_budget(budget)
+                .connect_budget(budget),
+        );
     let start = Start {
         global: g,
         client: &client,
@@ -122,7 +133,7 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     match followed {
         Ok(Followed::Done) => {}
         Ok(Followed::Interrupted) => return interrupted(g, &client, &a, &batch, &mut ui).await,
-        Err(e) => return Err(CliError::from_lib(e, Some(g))),
+        Err(e) => return gave_up(g, e, &batch, &mut ui),
     }
     let jobs = batch.jobs();
     let failed_jobs: Vec<_> = jobs
@@ -202,6 +213,32 @@ async fn follow(
             },
         }
     }
+}
+
+/// Following failed with `e`. When the service went unanswered (or kept
+/// failing for a passing reason) longer than `--retry-for`, the jobs are
+/// still on it: say so, print the command that picks them up, exit 6.
+fn gave_up(
+    g: &Global,
+    e: vertex_batch::Error,
+    batch: &Batch,
+    ui: &mut Progress,
+) -> CliResult<Exit> {
+    let err = CliError::from_lib(e, Some(g));
+    if err.code != NETWORK {
+        return Err(err);
+    }
+    ui.finish(&format!(
+        "error: gave up following the batch after --retry-for {} s without an answer: {}",
+        g.retry_for, err.message
+    ));
+    eprintln!(
+        "its {} job(s) are on the service and still run there. Pick the batch up (it resumes \
+         its jobs, making no new one, follows them and writes the results) with:\n  {}",
+        live_names(&batch.jobs()).len(),
+        rerun_command(batch.request_key())
+    );
+    Ok(Exit::Code(NETWORK))
 }
 
 /// The least advanced state among the jobs (what a person waits on).
