@@ -1049,3 +1049,482 @@ async fn a_closed_stdout_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(o.status.code(), Some(0), "{stderr}");
 }
+
+/// A `vertex-batch` process stopped at a pause point (see
+/// `VERTEX_BATCH_TEST_PAUSE_AT` in the command line's `pause` module): it
+/// carries on at a line on its stdin or a Ctrl-C.
+struct Paused {
+    child: tokio::process::Child,
+    err: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    stderr: String,
+}
+
+impl Paused {
+    /// Starts `args` with `env` in `cwd` and waits until it stops at `point`.
+    async fn start(env: &[(&str, &str)], args: &[&str], cwd: &Path, point: &str) -> Paused {
+        let mut child = cli(env, args)
+            .env("VERTEX_BATCH_TEST_PAUSE_AT", point)
+            .current_dir(cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut stderr = String::new();
+        loop {
+            match err.next_line().await.unwrap() {
+                Some(l) if l.contains(&format!("paused at {point}")) => break,
+                Some(l) => {
+                    stderr.push_str(&l);
+                    stderr.push('\n');
+                }
+                None => panic!(
+                    "{point}: it ended before its pause point ({:?}):\n{stderr}",
+                    child.wait().await
+                ),
+            }
+        }
+        Paused { child, err, stderr }
+    }
+
+    /// Ctrl-C.
+    fn interrupt(&self) {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    }
+
+    /// Carries on from the pause point.
+    async fn resume(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    /// Its exit code and all of its stderr, once it has ended.
+    async fn end(mut self) -> Out {
+        while let Some(l) = self.err.next_line().await.unwrap() {
+            self.stderr.push_str(&l);
+            self.stderr.push('\n');
+        }
+        let status = self.child.wait().await.unwrap();
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        Out {
+            code: status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: self.stderr,
+        }
+    }
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The command printed on the line after the one containing `after`.
+fn printed_command(stderr: &str, after: &str) -> String {
+    let line = stderr
+        .lines()
+        .skip_while(|l| !l.contains(after))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command after {after:?}:\n{stderr}"))
+        .trim()
+        .to_owned();
+    assert!(line.starts_with("vertex-batch "), "{line}");
+    line
+}
+
+/// `n` prompts `q0`… in `dir/p.jsonl`.
+fn prompts_file(dir: &Path, n: usize) -> std::path::PathBuf {
+    let input = dir.join("p.jsonl");
+    let lines: Vec<String> = (0..n)
+        .map(|i| prompt(&format!("q{i}"), &format!("Question {i}")))
+        .collect();
+    common::write_lines(&input, &lines);
+    input
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_staging_stops_submits_nothing_and_leaves_no_temporary_file() {
+    let f = Setup::full().await;
+    let dir = common::temp();
+    let input = prompts_file(dir.path(), 3);
+    let results = dir.path().join("r.jsonl");
+    let args = run_args(
+        &input,
+        "gs://cli-bkt/stage-int",
+        results.to_str().unwrap(),
+        &["--rows-per-job", "1", "--request-key", "stage-1"],
+    );
+    // Part 0 is uploaded, parts 1 and 2 are not.
+    let paused = Paused::start(&f.env(), &args, dir.path(), "staged:0").await;
+    paused.interrupt();
+    let out = paused.end().await;
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("interrupted while staging")
+            && out.stderr.contains("nothing was submitted")
+            && out.stderr.contains(
+                "1 input part(s) (1 prompts) were uploaded under gs://cli-bkt/stage-int/stage-1/input/"
+            ),
+        "{}",
+        out.stderr
+    );
+    let again = printed_command(&out.stderr, "Stage and run the batch with:");
+    assert!(again.contains("--request-key stage-1"), "{again}");
+    // The temporary results file is gone; no results were written.
+    assert_eq!(names_in(dir.path()), ["p.jsonl"]);
+    assert_eq!(f.emu.rpc_counts().get("CreateBatchPredictionJob"), None);
+    let storage = f.gcs.as_ref().unwrap().storage();
+    let object = |rel: &str| {
+        format!("gs://cli-bkt/stage-int/stage-1/{rel}")
+            .parse()
+            .unwrap()
+    };
+    assert!(storage
+        .metadata(&object("input/part-00000.jsonl"))
+        .await
+        .unwrap()
+        .is_some());
+    for rel in ["input/part-00001.jsonl", "manifest.json"] {
+        assert!(
+            storage.metadata(&object(rel)).await.unwrap().is_none(),
+            "{rel}: staging stopped before it"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_submitting_with_cancel_on_interrupt_cancels_every_job_made() {
+    let f = Setup::full().await;
+    f.emu.knobs().hold_queued(true);
+    let dir = common::temp();
+    let input = prompts_file(dir.path(), 3);
+    let results = dir.path().join("r.jsonl");
+    let args = run_args(
+        &input,
+        "gs://cli-bkt/sub-int",
+        results.to_str().unwrap(),
+        &[
+            "--rows-per-job",
+            "1",
+            "--request-key",
+            "cancel-1",
+            "--cancel-on-interrupt",
+        ],
+    );
+    // Part 0's job exists, part 1 is claimed: its create goes out once the
+    // run carries on, and the Ctrl-C waits for its answer.
+    let paused = Paused::start(&f.env(), &args, dir.path(), "claimed:0:1").await;
+    paused.interrupt();
+    let out = paused.end().await;
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("interrupted while submitting: cancelling 2 job(s)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("cancel requested").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    let client = f.emu.client("cli-project", "us-central1").unwrap();
+    let jobs = common::collect_jobs(&client).await;
+    assert_eq!(jobs.len(), 2, "part 2 was never submitted: {jobs:#?}");
+    for j in &jobs {
+        assert!(
+            matches!(j.state(), JobState::Cancelling | JobState::Cancelled),
+            "{}: {}",
+            j.name(),
+            j.state()
+        );
+    }
+    assert_eq!(names_in(dir.path()), ["p.jsonl"], "no temporary file left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_submitting_detaches_and_the_printed_command_finishes_the_batch() {
+    let f = Setup::full().await;
+    f.emu.knobs().hold_queued(true);
+    let dir = common::temp();
+    let input = prompts_file(dir.path(), 3);
+    let results = dir.path().join("r.jsonl");
+    let args = run_args(
+        &input,
+        "gs://cli-bkt/sub-det",
+        results.to_str().unwrap(),
+        &["--rows-per-job", "1", "--request-key", "detach-1"],
+    );
+    let paused = Paused::start(&f.env(), &args, dir.path(), "submitted:0:0").await;
+    paused.interrupt();
+    let out = paused.end().await;
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "interrupted while submitting: detached; the batch's 1 job(s) so far keep running"
+        ),
+        "{}",
+        out.stderr
+    );
+    let again = printed_command(&out.stderr, "Pick the batch up with:");
+    assert!(again.contains("--request-key detach-1"), "{again}");
+    assert_eq!(names_in(dir.path()), ["p.jsonl"], "no temporary file left");
+    let client = f.emu.client("cli-project", "us-central1").unwrap();
+    let jobs = common::collect_jobs(&client).await;
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    assert_eq!(jobs[0].state(), JobState::Queued, "it still runs");
+
+    // The printed command submits the other two parts, follows all three
+    // and writes every result.
+    f.emu.knobs().hold_queued(false);
+    let words: Vec<&str> = again.split(' ').skip(1).collect();
+    let out = run(&f.env(), &words).await;
+    assert_eq!(out.code, 0, "{again}\n{}", out.stderr);
+    let rows = lines(&results);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["outcome"] == "succeeded"), "{rows:?}");
+    assert_eq!(f.emu.rpc_counts().get("CreateBatchPredictionJob"), Some(&3));
+    assert_eq!(common::collect_jobs(&client).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_submit_submits_prints_the_run_that_picks_the_batch_up() {
+    let f = Setup::full().await;
+    let dir = common::temp();
+    let input = prompts_file(dir.path(), 2);
+    let args = [
+        "submit",
+        "--model",
+        "gemini-2.0-flash-001",
+        "--input",
+        input.to_str().unwrap(),
+        "--staging",
+        "gs://cli-bkt/sub-sub",
+        "--rows-per-job",
+        "1",
+    ];
+    // Staged, no job submitted yet; no key given: the one made is printed.
+    let paused = Paused::start(&f.env(), &args, dir.path(), "manifest").await;
+    paused.interrupt();
+    let out = paused.end().await;
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("stopped; the batch is staged and no job was made yet"),
+        "{}",
+        out.stderr
+    );
+    let again = printed_command(&out.stderr, "Pick the batch up with:");
+    let words: Vec<&str> = again.split(' ').collect();
+    assert_eq!(words[1], "run", "{again}");
+    let key = words[words.iter().position(|w| *w == "--request-key").unwrap() + 1];
+    assert_eq!(f.emu.rpc_counts().get("CreateBatchPredictionJob"), None);
+    let mut cmd = cli(&f.env(), &words[1..]);
+    cmd.current_dir(dir.path());
+    let o = cmd.output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{again}\n{stderr}");
+    let rows = lines(&dir.path().join(format!("results-{key}.jsonl")));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(f.emu.rpc_counts().get("CreateBatchPredictionJob"), Some(&2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_failing_part_way_keeps_the_rows_written_as_results_partial() {
+    let f = Setup::full().await;
+    let dir = common::temp();
+    // More rows than the reader hands over in one go (1,024): the join's
+    // second read of the inputs cannot have begun when the first line is
+    // written.
+    const ROWS: usize = 1100;
+    let input = prompts_file(dir.path(), ROWS);
+    let results = dir.path().join("r.jsonl");
+    let args = run_args(
+        &input,
+        "gs://cli-bkt/partial",
+        results.to_str().unwrap(),
+        &["--request-key", "partial-1"],
+    );
+    // The first line is written; the staged input, which the join reads
+    // again after the job's rows (for the prompts with none), goes away:
+    // the read fails after every row of the job's output is written.
+    let mut paused = Paused::start(&f.env(), &args, dir.path(), "writing").await;
+    let storage = f.gcs.as_ref().unwrap().storage();
+    let staged: vertex_batch::GcsUri = "gs://cli-bkt/partial/partial-1/input/part-00000.jsonl"
+        .parse()
+        .unwrap();
+    let bytes: Vec<bytes::Bytes> =
+        futures::TryStreamExt::try_collect(storage.read(&staged, None).await.unwrap())
+            .await
+            .unwrap();
+    storage.delete(&staged).await.unwrap();
+    paused.resume().await;
+    let out = paused.end().await;
+    assert!(![0, 130].contains(&out.code), "{}", out.stderr);
+    let partial = dir.path().join("r.jsonl.partial");
+    assert!(
+        out.stderr.contains("reading the results failed")
+            && out.stderr.contains(&format!(
+                "the {ROWS} line(s) written before it are kept in {}",
+                partial.display()
+            ))
+            && out.stderr.contains("--request-key partial-1"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("error: ").count(), 1, "{}", out.stderr);
+    assert!(!results.exists(), "RESULTS is written only when complete");
+    let mut kept: Vec<(String, String)> = lines(&partial)
+        .iter()
+        .map(|r| {
+            assert_eq!(r["outcome"], "succeeded", "{r}");
+            (
+                r["key"].as_str().unwrap().to_owned(),
+                r["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    kept.sort();
+    let mut want: Vec<(String, String)> = (0..ROWS)
+        .map(|i| (format!("q{i}"), format!("Emulated answer to: Question {i}")))
+        .collect();
+    want.sort();
+    assert_eq!(kept, want);
+    assert_eq!(
+        names_in(dir.path()),
+        ["p.jsonl", "r.jsonl.partial"],
+        "no temporary file left"
+    );
+
+    // The input back, the same command writes the whole file and drops
+    // the partial one.
+    storage.upload_bytes(&staged, bytes.concat()).await.unwrap();
+    let out = run(&f.env(), &args).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(lines(&results).len(), ROWS);
+    assert_eq!(names_in(dir.path()), ["p.jsonl", "r.jsonl"]);
+}
+
+/// The `vertex-batch-emulator` binary on `port` (0: any) with its state in
+/// `dir` and its objects in `gcs`; killed on drop.
+struct EmulatorBin {
+    child: std::process::Child,
+    host: String,
+}
+
+impl EmulatorBin {
+    fn start(dir: &Path, gcs: &FakeGcs, port: u16, extra: &[&str]) -> EmulatorBin {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vertex-batch-emulator"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--storage-emulator-host", &gcs.url])
+            .args(["--port", &port.to_string()])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let host = lines
+            .find_map(|l| {
+                l.ok()?
+                    .strip_prefix("VERTEX_AI_EMULATOR_HOST=")
+                    .map(str::to_owned)
+            })
+            .expect("the emulator prints its address");
+        std::thread::spawn(move || lines.for_each(drop));
+        EmulatorBin { child, host }
+    }
+
+    fn port(&self) -> u16 {
+        self.host.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn stop(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for EmulatorBin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_that_loses_the_service_while_following_exits_6_and_its_command_resumes() {
+    let gcs = FakeGcs::start();
+    gcs.buckets(&["cli-bkt"]).await;
+    let state = common::temp();
+    let emu = EmulatorBin::start(state.path(), &gcs, 0, &["--hold-queued"]);
+    let port = emu.port();
+    let dir = common::temp();
+    let input = prompts_file(dir.path(), 2);
+    let results = dir.path().join("r.jsonl");
+    let host = emu.host.clone();
+    let env = [
+        ("VERTEX_AI_EMULATOR_HOST", host.as_str()),
+        ("GOOGLE_CLOUD_PROJECT", "cli-project"),
+        ("STORAGE_EMULATOR_HOST", gcs.url.as_str()),
+    ];
+    let mut args = vec!["--retry-for", "1"];
+    args.extend(run_args(
+        &input,
+        "gs://cli-bkt/lost",
+        results.to_str().unwrap(),
+        &["--request-key", "lost-1"],
+    ));
+    // The job is made; then the service goes away before it is followed.
+    let mut paused = Paused::start(&env, &args, dir.path(), "submitted:0:0").await;
+    emu.stop();
+    paused.resume().await;
+    let out = paused.end().await;
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: gave up following the batch after --retry-for 1 s")
+            && out
+                .stderr
+                .contains("its 1 job(s) are on the service and still run there"),
+        "{}",
+        out.stderr
+    );
+    let again = printed_command(&out.stderr, "Pick the batch up");
+    assert!(again.contains("--request-key lost-1"), "{again}");
+    assert!(!results.exists());
+    assert_eq!(names_in(dir.path()), ["p.jsonl"], "no temporary file left");
+
+    // The service back on the same state and port: the printed command
+    // follows the same job to its end and writes the results.
+    let emu = EmulatorBin::start(state.path(), &gcs, port, &[]);
+    assert_eq!(emu.host, host);
+    let words: Vec<&str> = again.split(' ').skip(1).collect();
+    let out = run(&env, &words).await;
+    assert_eq!(out.code, 0, "{again}\n{}", out.stderr);
+    assert_eq!(lines(&results).len(), 2);
+    let client = vertex_batch::Client::builder()
+        .ignore_env()
+        .project("cli-project")
+        .location("us-central1")
+        .emulator_host(&emu.host)
+        .build()
+        .unwrap();
+    let jobs = common::collect_jobs(&client).await;
+    assert_eq!(jobs.len(), 1, "no new job: {jobs:#?}");
+    assert_eq!(jobs[0].state(), JobState::Succeeded);
+}

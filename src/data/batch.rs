@@ -102,7 +102,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    claim::{submit_once, PartClaim, Step, DEFAULT_CLAIM_LEASE},
+    claim::{settled_job, submit_once, PartClaim, Step, DEFAULT_CLAIM_LEASE},
     fingerprint::{fingerprint, FingerprintSet},
     input::{BatchRequest, InputEncoder, InputLimits},
     join::Inputs,
@@ -110,10 +110,10 @@ use super::{
     reader::{parse_lines, ReadOptions, ResultStream, SourceFile},
 };
 use crate::{
-    client::{Client, WatchManyOptions},
+    client::{Client, ListOptions, WatchManyOptions},
     error::{Error, Result},
     job::Job,
-    spec::JobSpec,
+    spec::{JobSpec, REQUEST_KEY_LABEL},
     storage::{ObjectWriter, Storage},
     uri::GcsUri,
 };
@@ -659,6 +659,46 @@ impl Client {
         self.attach(storage, spec, root, manifest, generation).await
     }
 
+    /// The jobs of the batch staged under `spec`'s request key, submitting
+    /// none: every job carrying one of its parts' request keys, all rounds,
+    /// in any state (a part never submitted has none). Empty when no batch
+    /// is staged under the key. For cancelling what a start that was
+    /// stopped part way made.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, storage: vertex_batch::storage::Storage) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
+    ///     .request_key("nightly-2026-11-22");
+    /// for job in client.find_batch_jobs(&storage, &spec).await? {
+    ///     if !job.has_ended() {
+    ///         client.cancel(&job).await?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn find_batch_jobs(&self, storage: &Storage, spec: &BatchSpec) -> Result<Vec<Job>> {
+        if spec.request_key.is_none() {
+            return Err(Error::validation(
+                "request_key",
+                "finding a batch's jobs needs the request key it was started with",
+            ));
+        }
+        let (key, root, manifest_uri, fingerprint) = self.batch_frame(spec)?;
+        let Some((manifest, _)) = read_manifest(storage, &manifest_uri).await? else {
+            return Ok(Vec::new());
+        };
+        check_resume(&manifest, &key, &root, self, &fingerprint)?;
+        let mut jobs = Vec::new();
+        for part in manifest.rounds.iter().flat_map(|r| &r.parts) {
+            let opts = ListOptions::new().label(REQUEST_KEY_LABEL, &part.request_key);
+            let found: Vec<Job> = self.list(&opts).try_collect().await?;
+            jobs.extend(found);
+        }
+        Ok(jobs)
+    }
+
     /// The batch recorded by `manifest` (at `generation`) under `root`,
     /// with every recorded part's job found or submitted.
     async fn attach(
@@ -1070,8 +1110,38 @@ impl Batch {
                 jobs.push(self.submit_part(r, i).await?);
             }
             self.jobs.push(jobs);
+            // A job another process created at the same time may become
+            // visible only after this one's look-up, and be older: look
+            // again once the whole round is out, and follow the winner.
+            self.settle(r, false).await?;
         }
         Ok(())
+    }
+
+    /// Makes each part of round `r` follow its part's winner (the oldest
+    /// job carrying the part's key and writing to its output) — every
+    /// part, or (`cancelled_only`) those whose job ended cancelled.
+    /// Returns whether any part moved to another job.
+    async fn settle(&mut self, r: usize, cancelled_only: bool) -> Result<bool> {
+        let mut moved = false;
+        for i in 0..self.jobs[r].len() {
+            if cancelled_only && self.jobs[r][i].state() != crate::job::JobState::Cancelled {
+                continue;
+            }
+            let part = &self.manifest.rounds[r].parts[i];
+            let winner = settled_job(&self.client, &part.request_key, &part.output_prefix).await?;
+            if let Some(w) = winner.filter(|w| w.name() != self.jobs[r][i].name()) {
+                tracing::info!(
+                    key = part.request_key,
+                    from = self.jobs[r][i].name(),
+                    to = w.name(),
+                    "another process's job for this part is older; following it"
+                );
+                self.jobs[r][i] = w;
+                moved = true;
+            }
+        }
+        Ok(moved)
     }
 
     /// Part `i` of round `r`'s one job: found by its request key, or
@@ -1193,11 +1263,23 @@ impl Batch {
     /// # Ok(()) }
     /// ```
     pub async fn wait(&mut self) -> Result<()> {
-        let mut progress = Box::pin(self.progress());
-        while let Some(p) = progress.next().await {
-            p?;
+        loop {
+            let mut progress = Box::pin(self.progress());
+            while let Some(p) = progress.next().await {
+                p?;
+            }
+            drop(progress);
+            // A part whose job was cancelled as another process's duplicate
+            // follows the winner instead (a part whose every job was
+            // cancelled stays as it is).
+            let mut moved = false;
+            for r in 0..self.jobs.len() {
+                moved |= self.settle(r, true).await?;
+            }
+            if !moved {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Every prompt's result, read from the jobs' output directories

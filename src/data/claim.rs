@@ -143,6 +143,20 @@ fn requested_output(job: &Job) -> Option<&str> {
     }
 }
 
+/// Whether `job` was made for the part writing to `output` (a job carrying
+/// the part's key but writing elsewhere belongs to another batch).
+pub(crate) fn writes_to(job: &Job, output: &str) -> bool {
+    requested_output(job).map(|o| o.trim_end_matches('/')) == Some(output.trim_end_matches('/'))
+}
+
+/// The part's job as every process sees it now: the oldest of the jobs
+/// carrying `key` and writing to `output` (the others that still run are
+/// cancelled). `None` when there is none.
+pub(crate) async fn settled_job(client: &Client, key: &str, output: &str) -> Result<Option<Job>> {
+    let ours = |j: &Job| writes_to(j, output);
+    Ok(client.reconcile_by(key, &ours).await?.ours)
+}
+
 /// The part's one job: the one that already carries its request key and
 /// writes to its output, or the one this process creates after claiming
 /// the part — or, when another process holds the claim, the one that
@@ -161,9 +175,7 @@ pub(crate) async fn submit_once(
         lease,
         batch_key,
     } = part;
-    let ours = |j: &Job| {
-        requested_output(j).map(|o| o.trim_end_matches('/')) == Some(output.trim_end_matches('/'))
-    };
+    let ours = |j: &Job| writes_to(j, output);
     // The claim generation seen and since when (this process's clock).
     let mut seen: Option<(Option<u64>, Instant)> = None;
     let mut pause = Duration::from_millis(250);

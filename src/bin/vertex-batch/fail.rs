@@ -8,7 +8,7 @@
 //! | 3 | a job did not succeed (failed, cancelled, expired) |
 //! | 4 | some rows failed, were blocked or are missing |
 //! | 5 | authentication or permission failure |
-//! | 6 | network failure or the service unavailable |
+//! | 6 | network failure or the service unavailable; for `run`: gave up following (the jobs still run; it prints the command that picks them up) |
 //! | 130 | interrupted (Ctrl-C) |
 
 use std::process::ExitCode;
@@ -27,7 +27,8 @@ pub const JOB_NOT_SUCCEEDED: u8 = 3;
 pub const ROWS_NOT_SUCCEEDED: u8 = 4;
 /// Authentication or permission.
 pub const AUTH: u8 = 5;
-/// Network or service availability.
+/// Network or service availability; for `run`, also: gave up following,
+/// the jobs still running.
 pub const NETWORK: u8 = 6;
 /// Ctrl-C.
 pub const INTERRUPTED: u8 = 130;

@@ -1,11 +1,11 @@
 //! `submit`, `status`, `watch`, `list`, `cancel`, `delete` and `results`.
 
-use std::{cell::Cell, path::PathBuf, pin::pin};
+use std::{path::PathBuf, pin::pin};
 
 use futures::StreamExt;
 use vertex_batch::{
-    data::BatchSpec, data::Inputs, data::ResultReader, job::OutputLocation, GcsUri, Job, JobSpec,
-    JobState, ListOptions, WaitOptions,
+    data::Inputs, data::ResultReader, job::OutputLocation, GcsUri, Job, JobSpec, JobState,
+    ListOptions, WaitOptions,
 };
 
 use crate::{
@@ -13,6 +13,7 @@ use crate::{
     output::{deliver, ResultsFile},
     progress::{short_state, Progress, Snapshot},
     prompts::{Format, Prompts},
+    start::{batch_spec, cancel_all, Start, Started, Track},
     Global,
 };
 
@@ -116,6 +117,10 @@ pub struct SubmitArgs {
     /// another process may take it over, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = claim_lease)]
     claim_lease: f64,
+    /// On Ctrl-C while submitting, cancel the jobs made so far instead of
+    /// leaving them running.
+    #[arg(long)]
+    cancel_on_interrupt: bool,
 }
 
 /// Parses `--rows-per-job`: 1 to the service's 200,000.
@@ -135,35 +140,9 @@ pub fn claim_lease(s: &str) -> Result<f64, String> {
     }
 }
 
-/// The batch of `job` staged under `staging`, at most `rows` prompts a job
-/// when given, with claims of `lease` seconds; its steps are told on
-/// stderr where a person wants to know (and are the crash tests' pause
-/// points, see [`crate::pause`]).
-pub fn batch_spec(job: JobSpec, staging: &str, rows: Option<u64>, lease: f64) -> BatchSpec {
-    let mut spec = BatchSpec::new(job, staging)
-        .claim_lease(std::time::Duration::from_secs_f64(lease))
-        .on_event(|e| {
-            use vertex_batch::data::BatchEvent;
-            match e {
-                BatchEvent::WaitingForClaim { part, .. } => {
-                    eprintln!("part {part}: another process is submitting its job; waiting for it")
-                }
-                BatchEvent::TookOverClaim { part, .. } => eprintln!(
-                    "part {part}: the process submitting it went away; submitting it here"
-                ),
-                _ => {}
-            }
-            if let Some(p) = crate::pause::point(e) {
-                crate::pause::at(&p);
-            }
-        });
-    if let Some(n) = rows {
-        spec = spec.limits(vertex_batch::data::input::InputLimits::default().max_rows_per_file(n));
-    }
-    spec
-}
-
 pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
+    // From the start: a Ctrl-C at any step stops cleanly.
+    let interrupt = crate::interrupt::install()?;
     let remote = a.input.starts_with("gs://") || a.input.starts_with("bq://");
     let mut job = JobSpec::new(&a.model);
     if let Some(name) = &a.display_name {
@@ -191,10 +170,28 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
             spec = spec.request_key(k);
         }
         let client = g.client()?;
-        let job = client
-            .submit(&spec)
-            .await
-            .map_err(|e| CliError::from_lib(e, Some(g)))?;
+        let mut create = pin!(client.submit(&spec));
+        let created = tokio::select! {
+            biased;
+            () = interrupt.wait() => None,
+            r = &mut create => Some(r),
+        };
+        let Some(created) = created else {
+            // The create was sent: wait for its answer, so that the job
+            // (if made) is known.
+            eprintln!(
+                "interrupted: waiting for the job create to answer, so that no job is left \
+                 unknown (Ctrl-C again to stop at once)"
+            );
+            let job = create.await.map_err(|e| CliError::from_lib(e, Some(g)))?;
+            if a.cancel_on_interrupt {
+                cancel_all(g, &client, &[job.name().to_owned()]).await;
+            } else {
+                eprintln!("interrupted: the job keeps running: {}", clean(job.name()));
+            }
+            return Ok(Exit::Code(INTERRUPTED));
+        };
+        let job = created.map_err(|e| CliError::from_lib(e, Some(g)))?;
         if a.json {
             print_json(&job.to_json())?;
         } else {
@@ -215,18 +212,29 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
     let prompts = Prompts::check(&PathBuf::from(&a.input), a.format)?;
     let client = g.client()?;
     let storage = g.storage_for(&client)?;
-    let mut spec = batch_spec(job, staging, a.rows_per_job, a.claim_lease);
-    if let Some(k) = &a.request_key {
-        spec = spec.request_key(k);
-    }
-    let broken = Cell::new(None);
-    let started = client
-        .start_batch(&storage, &spec, prompts.iter(&broken)?)
-        .await;
-    if let Some(problem) = broken.take() {
-        return Err(prompts.changed(&problem));
-    }
-    let batch = started.map_err(|e| CliError::from_lib(e, Some(g)))?;
+    // The key is made here when not given, so that every message (and
+    // the command that picks the batch up) can name it.
+    let key = a
+        .request_key
+        .clone()
+        .unwrap_or_else(|| format!("b{:016x}", fastrand::u64(..)));
+    let track = Track::default();
+    let spec = batch_spec(job, staging, a.rows_per_job, a.claim_lease, &track).request_key(&key);
+    let start = Start {
+        global: g,
+        client: &client,
+        storage: &storage,
+        spec: &spec,
+        track: &track,
+        interrupt: &interrupt,
+        root: format!("{}/{key}", staging.trim_end_matches('/')),
+        cancel_on_interrupt: a.cancel_on_interrupt,
+        pickup: follow_up_command(&key),
+    };
+    let batch = match start.run(&prompts).await? {
+        Started::Batch(b) => b,
+        Started::Interrupted => return Ok(Exit::Code(INTERRUPTED)),
+    };
     if a.json {
         let jobs: Vec<_> = batch.jobs().iter().map(Job::to_json).collect();
         print_json(&serde_json::json!({
@@ -358,15 +366,14 @@ pub struct WatchArgs {
 }
 
 pub async fn watch(g: &Global, a: WatchArgs) -> CliResult<Exit> {
+    let interrupt = crate::interrupt::install()?;
     let client = g.client()?;
     let mut ui = Progress::new();
     let mut updates = pin!(client.watch(&a.job.job, &WaitOptions::new()));
-    let mut ctrl_c = pin!(tokio::signal::ctrl_c());
     let mut last: Option<Job> = None;
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => {
-                crate::run::exit_on_next_ctrl_c();
+            () = interrupt.wait() => {
                 ui.finish("interrupted: stopped watching; the job keeps running");
                 return Ok(Exit::Code(INTERRUPTED));
             }
@@ -549,6 +556,10 @@ pub struct ResultsArgs {
 }
 
 pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
+    // Nothing to stop cleanly: a Ctrl-C ends it at once, with no
+    // temporary file left.
+    crate::interrupt::install()?;
+    crate::interrupt::stop_at_once();
     let prompts = a
         .input
         .as_deref()
@@ -623,7 +634,13 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
         .read()
         .await
         .map_err(|e| CliError::from_lib(e, Some(g)))?;
-    let written = deliver(rows, out).await?;
+    let written = deliver(
+        rows,
+        out,
+        Some(g),
+        "run the same command again to write it whole",
+    )
+    .await?;
     Ok(Exit::Code(if !job_ended_well {
         JOB_NOT_SUCCEEDED
     } else if written.all_succeeded() {

@@ -9,12 +9,14 @@ use clap::{Parser, Subcommand};
 
 mod emulator;
 mod fail;
+mod interrupt;
 mod jobs;
 mod output;
 mod pause;
 mod progress;
 mod prompts;
 mod run;
+mod start;
 
 use fail::{CliError, CliResult};
 use vertex_batch::{storage::Storage, Client};
@@ -47,8 +49,10 @@ Exit codes:
   3  a job did not succeed (failed, cancelled, expired)
   4  some rows failed, were blocked or are missing
   5  authentication or permission failure
-  6  network failure or the service unavailable
-  130  interrupted (Ctrl-C): the jobs keep running unless --cancel-on-interrupt";
+  6  network failure or the service unavailable; for run: gave up following
+     (the jobs still run; it prints the command that picks them up)
+  130  interrupted (Ctrl-C): the jobs keep running unless --cancel-on-interrupt
+       (it prints the command that picks them up); a second Ctrl-C stops at once";
 
 /// Flags every command takes.
 #[derive(clap::Args, Clone, Debug)]
@@ -73,6 +77,10 @@ struct Global {
     /// (unavailable, rate limited, network), in seconds; 0: never retry.
     /// One budget for Vertex AI and Cloud Storage calls alike. It also
     /// bounds each Vertex AI call: a budget under 60 s is its deadline.
+    /// While `run` follows its jobs, it is how long the service may go
+    /// without answering before `run` gives up (exit 6): the jobs keep
+    /// running, and the command it prints picks them up. Raise it for a
+    /// flaky network.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 300)]
     retry_for: u64,
 }

@@ -21,6 +21,13 @@
 //! Fields that do not apply are left out. A file is written beside its
 //! final name and renamed into place at the end, so a RESULTS file is never
 //! half written; `-` writes to stdout.
+//!
+//! When reading the output fails part way (storage unreachable, an object
+//! gone or changed — anything but an unreadable line, which is warned about
+//! and its row comes back `missing`), RESULTS is not written: the lines
+//! written so far are kept in `RESULTS.partial` (whole lines, as above, but
+//! not every key) and the error names it. A later complete write removes a
+//! `RESULTS.partial` left beside it.
 
 use std::{
     io::{BufWriter, Write},
@@ -32,7 +39,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use vertex_batch::data::{Outcome, ResultRow, ResultStream, Totals};
 
-use crate::fail::{clean, CliError, CliResult};
+use crate::{
+    fail::{clean, CliError, CliResult},
+    Global,
+};
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -64,6 +74,8 @@ pub struct ResultsFile {
     /// The temporary file and the final path, for a file destination.
     file: Option<(tempfile::TempPath, PathBuf)>,
     name: String,
+    /// Lines written so far.
+    lines: u64,
 }
 
 impl ResultsFile {
@@ -75,6 +87,7 @@ impl ResultsFile {
                 out: Box::new(BufWriter::new(std::io::stdout())),
                 file: None,
                 name: "stdout".into(),
+                lines: 0,
             });
         }
         if dest.is_empty() || dest.ends_with('/') || dest.ends_with(std::path::MAIN_SEPARATOR) {
@@ -94,6 +107,7 @@ impl ResultsFile {
                 out: Box::new(BufWriter::new(f)),
                 file: None,
                 name: dest.to_owned(),
+                lines: 0,
             });
         }
         let dir = match path.parent() {
@@ -115,10 +129,12 @@ impl ResultsFile {
                 ))
             })?;
         let (f, tmp_path) = tmp.into_parts();
+        crate::interrupt::remove_on_exit(&tmp_path);
         Ok(ResultsFile {
             out: Box::new(BufWriter::with_capacity(1 << 16, f)),
             file: Some((tmp_path, path)),
             name: dest.to_owned(),
+            lines: 0,
         })
     }
 
@@ -161,7 +177,9 @@ impl ResultsFile {
             .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
         self.out
             .write_all(b"\n")
-            .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))
+            .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
+        self.lines += 1;
+        Ok(())
     }
 
     /// Flushes and moves the file into place.
@@ -171,6 +189,7 @@ impl ResultsFile {
             .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
         drop(self.out);
         if let Some((tmp, path)) = self.file.take() {
+            crate::interrupt::forget(&tmp);
             if let Err(e) = tmp.persist(&path) {
                 // Keep what was written: hours of results are not dropped.
                 let kept = e.path.keep().map(|p| p.display().to_string());
@@ -181,9 +200,62 @@ impl ResultsFile {
                     kept.unwrap_or_else(|_| "(a temporary file that could not be kept)".into())
                 )));
             }
+            // What an earlier, failed write kept is superseded.
+            let partial = partial_path(&path);
+            if std::fs::symlink_metadata(&partial).is_ok_and(|m| m.is_file()) {
+                let _ = std::fs::remove_file(&partial);
+            }
         }
         Ok(())
     }
+
+    /// After a failed read: keeps the lines written so far — a file's in
+    /// `RESULTS.partial` — and says where they are, for the error.
+    fn keep_partial(self) -> String {
+        let ResultsFile {
+            mut out,
+            file,
+            name,
+            lines,
+        } = self;
+        let flushed = out.flush();
+        drop(out);
+        let Some((tmp, path)) = file else {
+            return format!("the {lines} line(s) written before it went to {name}");
+        };
+        crate::interrupt::forget(&tmp);
+        if lines == 0 {
+            return format!("nothing was written ({name} was not made)");
+        }
+        if let Err(e) = flushed {
+            return format!("the {lines} line(s) written before it could not be kept ({e})");
+        }
+        let partial = partial_path(&path);
+        match tmp.persist(&partial) {
+            Ok(()) => format!(
+                "the {lines} line(s) written before it are kept in {} ({name} is written only \
+                 when complete)",
+                partial.display()
+            ),
+            Err(e) => match e.path.keep() {
+                Ok(p) => format!(
+                    "the {lines} line(s) written before it are kept in {} (moving them to {} \
+                     failed: {})",
+                    p.display(),
+                    partial.display(),
+                    e.error
+                ),
+                Err(_) => format!("the {lines} line(s) written before it could not be kept"),
+            },
+        }
+    }
+}
+
+/// `RESULTS.partial`, beside `RESULTS`.
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
 }
 
 fn display_dir(p: &Path) -> String {
@@ -220,22 +292,51 @@ impl Written {
 }
 
 /// Writes every row of `rows` to `out`, moves the file into place and
-/// prints the one-line summary.
-pub async fn deliver(rows: ResultStream, mut out: ResultsFile) -> CliResult<Written> {
-    let written = write_all(rows, &mut out).await?;
+/// prints the one-line summary. When reading fails part way, what was
+/// written is kept (see the module docs) and the error says where, and
+/// `again`: how to write the whole file.
+pub async fn deliver(
+    rows: ResultStream,
+    mut out: ResultsFile,
+    global: Option<&Global>,
+    again: &str,
+) -> CliResult<Written> {
+    let written = match write_all(rows, &mut out).await {
+        Ok(w) => w,
+        Err(Stopped::Write(e)) => return Err(e),
+        Err(Stopped::Read(e)) => {
+            let err = CliError::from_lib(e, global);
+            let kept = out.keep_partial();
+            return Err(CliError::new(
+                err.code,
+                format!(
+                    "reading the results failed: {}; {kept}; {again}",
+                    err.message
+                ),
+            ));
+        }
+    };
     let dest = out.name().to_owned();
     out.finish()?;
     eprintln!("{}", written.summary(&dest));
     Ok(written)
 }
 
+/// Why writing the rows stopped.
+enum Stopped {
+    /// Reading a row failed (the output, the inputs).
+    Read(vertex_batch::Error),
+    /// Writing it did.
+    Write(CliError),
+}
+
 /// Writes every row of `rows` to `out`, warning about unreadable lines.
-async fn write_all(mut rows: ResultStream, out: &mut ResultsFile) -> CliResult<Written> {
+async fn write_all(mut rows: ResultStream, out: &mut ResultsFile) -> Result<Written, Stopped> {
     let mut unreadable = 0;
     while let Some(row) = rows.next().await {
         match row {
             Ok(row) => {
-                out.write(&row)?;
+                out.write(&row).map_err(Stopped::Write)?;
                 crate::pause::at("writing");
             }
             Err(vertex_batch::Error::Output {
@@ -249,7 +350,7 @@ async fn write_all(mut rows: ResultStream, out: &mut ResultsFile) -> CliResult<W
                     eprintln!("warning: {}:{line}: {}", clean(&file), clean(&message));
                 }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Stopped::Read(e)),
         }
     }
     Ok(Written {

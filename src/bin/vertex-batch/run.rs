@@ -1,15 +1,20 @@
 //! `vertex-batch run`: PROMPTS in, one matched RESULTS line per prompt out.
 
-use std::{cell::Cell, path::PathBuf, pin::pin};
+use std::{path::PathBuf, pin::pin, time::Duration};
 
 use futures::StreamExt;
-use vertex_batch::{data::Batch, GcsUri, JobSpec, JobState};
+use vertex_batch::{client::WatchManyOptions, data::Batch, Client, GcsUri, JobSpec, JobState};
 
 use crate::{
-    fail::{clean, CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},
+    fail::{
+        clean, CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, NETWORK,
+        ROWS_NOT_SUCCEEDED,
+    },
+    interrupt::Interrupt,
     output::{deliver, ResultsFile},
     progress::{Progress, Snapshot},
     prompts::{Format, Prompts},
+    start::{batch_spec, cancel_all, live_names, Start, Started, Track},
     Global,
 };
 
@@ -42,7 +47,8 @@ pub struct RunArgs {
     /// A label for the jobs (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::jobs::label)]
     labels: Vec<(String, String)>,
-    /// On Ctrl-C, cancel the jobs instead of leaving them running.
+    /// On Ctrl-C (while submitting or following), cancel the batch's jobs
+    /// instead of leaving them running.
     #[arg(long)]
     cancel_on_interrupt: bool,
     /// At most N prompts a job: a batch over N prompts runs as several
@@ -57,6 +63,8 @@ pub struct RunArgs {
 }
 
 pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
+    // From the start: a Ctrl-C at any step stops cleanly (see `start`).
+    let interrupt = crate::interrupt::install()?;
     GcsUri::parse_field(&a.staging, "staging")
         .map_err(|e| CliError::usage(format!("--staging: {e} (expected gs://BUCKET[/PREFIX])")))?;
     let client = g.client()?;
@@ -79,18 +87,32 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
         .clone()
         .unwrap_or_else(|| format!("b{:016x}", fastrand::u64(..)));
     eprintln!("batch {key}: staging (if this is interrupted, run again with --request-key {key})");
-    let spec =
-        crate::jobs::batch_spec(job, &a.staging, a.rows_per_job, a.claim_lease).request_key(&key);
-    let broken = Cell::new(None);
-    let started = client
-        .start_batch(&storage, &spec, prompts.iter(&broken)?)
-        .await;
-    // The file changed between the check and the upload: staging failed
-    // on it, before the manifest (see `Prompts::iter`).
-    if let Some(problem) = broken.take() {
-        return Err(prompts.changed(&problem));
-    }
-    let mut batch = started.map_err(|e| CliError::from_lib(e, Some(g)))?;
+    // `--retry-for` is also how long following may go without an answer.
+    let budget = Duration::from_secs(g.retry_for);
+    let track = Track::default();
+    let spec = batch_spec(job, &a.staging, a.rows_per_job, a.claim_lease, &track)
+        .request_key(&key)
+        .watch_options(
+            WatchManyOptions::new()
+                .failure_budget(budget)
+                .connect_budget(budget),
+        );
+    let start = Start {
+        global: g,
+        client: &client,
+        storage: &storage,
+        spec: &spec,
+        track: &track,
+        interrupt: &interrupt,
+        root: format!("{}/{key}", a.staging.trim_end_matches('/')),
+        cancel_on_interrupt: a.cancel_on_interrupt,
+        pickup: rerun_command(&key),
+    };
+    let mut batch = match start.run(&prompts).await? {
+        Started::Batch(b) => b,
+        // `out` goes with the return: its temporary file is removed.
+        Started::Interrupted => return Ok(Exit::Code(INTERRUPTED)),
+    };
     let jobs = batch.jobs();
     eprintln!(
         "batch {}: {} prompts in {} job(s) under {}",
@@ -104,12 +126,14 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     }
 
     let mut ui = Progress::new();
-    let followed = follow(&mut batch, &mut ui, g).await?;
+    let followed = follow(&mut batch, &mut ui, &interrupt).await;
     // From here on (reading results, cancelling) a Ctrl-C ends the process
-    // at once: the handler installed while following stays in place.
-    exit_on_next_ctrl_c();
-    if followed == Followed::Interrupted {
-        return interrupted(g, &a, &batch, &mut ui).await;
+    // at once, the temporary results file removed.
+    crate::interrupt::stop_at_once();
+    match followed {
+        Ok(Followed::Done) => {}
+        Ok(Followed::Interrupted) => return interrupted(g, &client, &a, &batch, &mut ui).await,
+        Err(e) => return gave_up(g, e, &batch, &mut ui),
     }
     let jobs = batch.jobs();
     let failed_jobs: Vec<_> = jobs
@@ -144,7 +168,8 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
         .results()
         .await
         .map_err(|e| CliError::from_lib(e, Some(g)))?;
-    let written = deliver(rows, out).await?;
+    let again = format!("write it whole with: {}", rerun_command(&key));
+    let written = deliver(rows, out, Some(g), &again).await?;
     Ok(Exit::Code(if !failed_jobs.is_empty() {
         JOB_NOT_SUCCEEDED
     } else if !written.all_succeeded() {
@@ -154,22 +179,24 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     }))
 }
 
-#[derive(PartialEq)]
 enum Followed {
     Done,
     Interrupted,
 }
 
 /// Shows the batch's progress until every job ends or Ctrl-C.
-async fn follow(batch: &mut Batch, ui: &mut Progress, g: &Global) -> CliResult<Followed> {
+async fn follow(
+    batch: &mut Batch,
+    ui: &mut Progress,
+    interrupt: &Interrupt,
+) -> vertex_batch::Result<Followed> {
     let mut progress = pin!(batch.progress());
-    let mut ctrl_c = pin!(tokio::signal::ctrl_c());
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => return Ok(Followed::Interrupted),
+            () = interrupt.wait() => return Ok(Followed::Interrupted),
             p = progress.next() => match p {
                 None => return Ok(Followed::Done),
-                Some(Err(e)) => return Err(CliError::from_lib(e, Some(g))),
+                Some(Err(e)) => return Err(e),
                 Some(Ok(p)) => {
                     crate::pause::at("following");
                     let state = summary_state(&p.jobs);
@@ -188,6 +215,32 @@ async fn follow(batch: &mut Batch, ui: &mut Progress, g: &Global) -> CliResult<F
     }
 }
 
+/// Following failed with `e`. When the service went unanswered (or kept
+/// failing for a passing reason) longer than `--retry-for`, the jobs are
+/// still on it: say so, print the command that picks them up, exit 6.
+fn gave_up(
+    g: &Global,
+    e: vertex_batch::Error,
+    batch: &Batch,
+    ui: &mut Progress,
+) -> CliResult<Exit> {
+    let err = CliError::from_lib(e, Some(g));
+    if err.code != NETWORK {
+        return Err(err);
+    }
+    ui.finish(&format!(
+        "error: gave up following the batch after --retry-for {} s without an answer: {}",
+        g.retry_for, err.message
+    ));
+    eprintln!(
+        "its {} job(s) are on the service and still run there. Pick the batch up (it resumes \
+         its jobs, making no new one, follows them and writes the results) with:\n  {}",
+        live_names(&batch.jobs()).len(),
+        rerun_command(batch.request_key())
+    );
+    Ok(Exit::Code(NETWORK))
+}
+
 /// The least advanced state among the jobs (what a person waits on).
 fn summary_state(jobs: &[vertex_batch::Job]) -> String {
     let running = jobs.iter().find(|j| !j.has_ended());
@@ -200,27 +253,17 @@ fn summary_state(jobs: &[vertex_batch::Job]) -> String {
     }
 }
 
-async fn interrupted(g: &Global, a: &RunArgs, batch: &Batch, ui: &mut Progress) -> CliResult<Exit> {
-    let live: Vec<_> = batch
-        .jobs()
-        .into_iter()
-        .filter(|j| !j.has_ended())
-        .collect();
+async fn interrupted(
+    g: &Global,
+    client: &Client,
+    a: &RunArgs,
+    batch: &Batch,
+    ui: &mut Progress,
+) -> CliResult<Exit> {
+    let live = live_names(&batch.jobs());
     if a.cancel_on_interrupt {
         ui.finish(&format!("interrupted: cancelling {} job(s)…", live.len()));
-        let client = g.client()?;
-        // Every job is tried: one that ended since the last poll (or a
-        // failed call) does not leave the others running.
-        for j in &live {
-            match client.cancel(j.name()).await {
-                Ok(()) => eprintln!("  cancel requested: {}", clean(j.name())),
-                Err(e) => eprintln!(
-                    "  could not cancel {}: {}",
-                    clean(j.name()),
-                    CliError::from_lib(e, Some(g)).message
-                ),
-            }
-        }
+        cancel_all(g, client, &live).await;
     } else {
         ui.finish(&format!(
             "interrupted: detached; {} job(s) keep running. Pick the batch up again with:\n  {}",
@@ -231,17 +274,8 @@ async fn interrupted(g: &Global, a: &RunArgs, batch: &Batch, ui: &mut Progress) 
     Ok(Exit::Code(INTERRUPTED))
 }
 
-/// Ends the process (exit 130) at the next Ctrl-C.
-pub fn exit_on_next_ctrl_c() {
-    tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted again: stopping now");
-            std::process::exit(i32::from(INTERRUPTED));
-        }
-    });
-}
-
-/// This command line with `--request-key KEY` (replacing one given).
+/// This command line with `--request-key KEY` (replacing one given): the
+/// `run` that picks the batch up.
 fn rerun_command(key: &str) -> String {
     let mut args: Vec<String> = Vec::new();
     // `args_os`: an argument that is not UTF-8 must not panic here.
@@ -253,7 +287,7 @@ fn rerun_command(key: &str) -> String {
             it.next();
             continue;
         }
-        if arg.starts_with("--request-key=") || arg == "--cancel-on-interrupt" {
+        if arg.starts_with("--request-key=") {
             continue;
         }
         args.push(arg);
