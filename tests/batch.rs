@@ -826,3 +826,56 @@ async fn read_text(storage: &vertex_batch::storage::Storage, uri: &vertex_batch:
         .unwrap();
     String::from_utf8(chunks.concat()).unwrap()
 }
+
+#[tokio::test]
+async fn a_claim_of_a_process_gone_from_this_machine_is_taken_over_at_once() {
+    let (_dir, emu, storage, client) = local_emulator().await;
+    // A process of this machine's claimed part 0 and was killed before its
+    // create: its claim holds for an hour by its clock, but its process
+    // id is gone.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let claim: vertex_batch::GcsUri = "gs://staging-bkt/batches/gone-1/claims/r0-p00000.json"
+        .parse()
+        .unwrap();
+    storage
+        .upload_bytes(
+            &claim,
+            format!(
+                r#"{{"holder":"hdead","pid":{dead},"claimed_at_ms":{now_ms},"lease_ms":3600000,"boot":"{}"}}"#,
+                boot.trim()
+            ),
+        )
+        .await
+        .unwrap();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let spec = plain_spec("gone-1")
+        .claim_lease(Duration::from_secs(3600))
+        .on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    let batch = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.start_batch(&storage, &spec, prompts(10)),
+    )
+    .await
+    .expect("taken over without waiting out the lease")
+    .unwrap();
+    assert_eq!(batch.jobs().len(), 1);
+    assert_eq!(creates(&emu), 1);
+    let events = events.lock().unwrap().clone();
+    use vertex_batch::data::BatchEvent::*;
+    assert!(
+        events.contains(&TookOverClaim { round: 0, part: 0 }),
+        "{events:?}"
+    );
+    assert!(
+        !events.contains(&WaitingForClaim { round: 0, part: 0 }),
+        "{events:?}"
+    );
+}

@@ -17,6 +17,10 @@
 //!   unchanged for a whole lease (so a skewed clock cannot stall it for
 //!   longer) — with a generation-matched overwrite: of several waiters at
 //!   most one takes it.
+//! * **A holder that died on this machine** (the claim names this boot
+//!   of this machine and a process id no process has any more, Linux) is
+//!   taken over at once: a re-run after a kill does not wait out the
+//!   lease.
 //! * **A holder whose create fails** marks its claim released (a
 //!   generation-matched write), so the next attempt takes it at once.
 //! * **After every create** the request key is reconciled among the jobs
@@ -73,6 +77,11 @@ struct ClaimRecord {
     /// Given up by its holder (its create failed): anyone may take it now.
     #[serde(default)]
     released: bool,
+    /// The holder machine's boot (Linux: `/proc/sys/kernel/random/boot_id`),
+    /// so a waiter on the same machine, same boot, can tell that the
+    /// holder's process is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot: Option<String>,
 }
 
 impl ClaimRecord {
@@ -83,13 +92,38 @@ impl ClaimRecord {
             claimed_at_ms: unix_ms(SystemTime::now()),
             lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
             released: false,
+            boot: boot_id().map(str::to_owned),
         }
+    }
+
+    /// Whether the holder's process is known to be gone: it ran on this
+    /// machine in this boot, is not this process, and no process has its
+    /// id any more. (Elsewhere, or when this cannot be told, only the
+    /// lease ends the claim.)
+    fn holder_gone(&self) -> bool {
+        let here = boot_id();
+        here.is_some()
+            && self.boot.as_deref() == here
+            && self.pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 
     /// Whether the lease ran out by the holder's own clock.
     fn expired(&self, now: SystemTime) -> bool {
         unix_ms(now) >= self.claimed_at_ms.saturating_add(self.lease_ms)
     }
+}
+
+/// This machine's boot id (Linux), read once.
+fn boot_id() -> Option<&'static str> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    })
+    .as_deref()
 }
 
 /// This process's holder id in the claims it writes.
@@ -221,7 +255,7 @@ pub(crate) async fn submit_once(
         };
         let expired = held
             .as_ref()
-            .is_some_and(|h| h.released || h.expired(SystemTime::now()))
+            .is_some_and(|h| h.released || h.holder_gone() || h.expired(SystemTime::now()))
             || now.duration_since(since) >= lease;
         if expired {
             let taken = match info.generation() {
