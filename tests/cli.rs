@@ -15,11 +15,12 @@ use vertex_batch::{emulator::Emulator, JobState};
 const BIN: &str = env!("CARGO_BIN_EXE_vertex-batch");
 
 /// The variables the tool reads, cleared so the host's never leak in.
-const ENV: [&str; 10] = [
+const ENV: [&str; 11] = [
     "GOOGLE_CLOUD_PROJECT",
     "GOOGLE_CLOUD_LOCATION",
     "VERTEX_AI_EMULATOR_HOST",
     "STORAGE_EMULATOR_HOST",
+    "BIGQUERY_EMULATOR_HOST",
     "GOOGLE_APPLICATION_CREDENTIALS",
     "RUST_LOG",
     "HTTPS_PROXY",
@@ -1527,4 +1528,111 @@ async fn run_that_loses_the_service_while_following_exits_6_and_its_command_resu
     let jobs = common::collect_jobs(&client).await;
     assert_eq!(jobs.len(), 1, "no new job: {jobs:#?}");
     assert_eq!(jobs[0].state(), JobState::Succeeded);
+}
+
+#[tokio::test]
+async fn three_processes_bigquery_the_emulator_binary_and_the_cli_with_10000_prompts() {
+    use vertex_batch::bigquery::{BigQuery, Field};
+    let bqe = common::bq::BqEmulator::start("cli-project");
+    let bq = BigQuery::builder()
+        .ignore_env()
+        .emulator_host(bqe.host())
+        .build()
+        .unwrap();
+    let ds: vertex_batch::uri::BigQueryUri = "bq://cli-project.batches".parse().unwrap();
+    bq.create_dataset(&ds, "us-central1").await.unwrap();
+    let n = 10_000;
+    let rows: String = (0..n)
+        .map(|i| {
+            format!(
+                "{}\n",
+                serde_json::json!({"key": format!("q{i}"), "request": {"contents": [{"role": "user", "parts": [{"text": format!("Question {i}")}]}]}})
+            )
+        })
+        .collect();
+    let schema = [Field::new("key", "STRING"), Field::new("request", "JSON")];
+    bq.load_ndjson(
+        &"bq://cli-project.batches.prompts".parse().unwrap(),
+        &schema,
+        rows,
+        "load-prompts",
+    )
+    .await
+    .unwrap();
+    let gcs = FakeGcs::start();
+    let emu = common::gcs::EmulatorProcess::start(
+        env!("CARGO_BIN_EXE_vertex-batch-emulator"),
+        &gcs,
+        &["--bigquery-emulator-host", &bqe.url],
+    );
+    let env = [
+        ("VERTEX_AI_EMULATOR_HOST", emu.host.as_str()),
+        ("GOOGLE_CLOUD_PROJECT", "cli-project"),
+        ("BIGQUERY_EMULATOR_HOST", bqe.url.as_str()),
+    ];
+    let submitted = run(
+        &env,
+        &[
+            "submit",
+            "--model",
+            "gemini-2.0-flash-001",
+            "--input",
+            "bq://cli-project.batches.prompts",
+            "--output",
+            "bq://cli-project.batches",
+        ],
+    )
+    .await;
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let job = submitted.stdout.trim().to_owned();
+    assert!(job.starts_with("projects/cli-project/"), "{job}");
+    let watched = run(&env, &["watch", &job]).await;
+    assert_eq!(watched.code, 0, "{}", watched.stderr);
+    // Read through the job (its output_info names the table)...
+    let dir = common::temp();
+    let by_job = dir.path().join("by-job.jsonl");
+    let out = run(
+        &env,
+        &["results", &job, "--output", by_job.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let got = lines(&by_job);
+    assert_eq!(got.len(), n);
+    let mut keys: Vec<&str> = got.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "every prompt once");
+    assert!(
+        got.iter().all(|r| r["outcome"] == "succeeded"),
+        "{:?}",
+        got[0]
+    );
+    // ...and straight from the table, with no JobService at all.
+    let client = vertex_batch::Client::builder()
+        .ignore_env()
+        .project("cli-project")
+        .location("us-central1")
+        .emulator_host(&emu.host)
+        .build()
+        .unwrap();
+    let j = client.get(&job).await.unwrap();
+    let Some(vertex_batch::job::OutputLocation::BigQuery { dataset, table }) = j.output_location()
+    else {
+        panic!("{j:?}")
+    };
+    let by_table = dir.path().join("by-table.jsonl");
+    let table_env = [("BIGQUERY_EMULATOR_HOST", bqe.url.as_str())];
+    let out = run(
+        &table_env,
+        &[
+            "results",
+            &format!("{dataset}.{table}"),
+            "--output",
+            by_table.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(lines(&by_table).len(), n);
 }

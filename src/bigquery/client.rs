@@ -93,6 +93,7 @@ pub struct BigQueryBuilder {
     endpoint: Option<String>,
     emulator: Option<String>,
     use_env: bool,
+    retry: Option<crate::policy::RetryPolicy>,
 }
 
 impl Default for BigQueryBuilder {
@@ -102,6 +103,7 @@ impl Default for BigQueryBuilder {
             endpoint: None,
             emulator: None,
             use_env: true,
+            retry: None,
         }
     }
 }
@@ -164,6 +166,20 @@ impl BigQueryBuilder {
         self
     }
 
+    /// The retry budget of every call (default: the client's, with
+    /// [`BigQueryBuilder::credentials_of`]; else
+    /// [`RetryPolicy::default`](crate::policy::RetryPolicy::default)).
+    ///
+    /// ```
+    /// use vertex_batch::{bigquery::BigQuery, policy::RetryPolicy};
+    /// let bq = BigQuery::builder().ignore_env().retry_policy(RetryPolicy::none()).build()?;
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn retry_policy(mut self, policy: crate::policy::RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
     /// Ignores `BIGQUERY_EMULATOR_HOST`.
     ///
     /// ```
@@ -211,6 +227,9 @@ impl BigQueryBuilder {
             Auth::Given(c) => http.credentials(c),
             Auth::Of(client) => http.credentials_of(&client),
         };
+        if let Some(policy) = self.retry {
+            http = http.retry_policy(policy);
+        }
         let http = http.build().map_err(rename)?;
         Ok(BigQuery {
             inner: Arc::new(Inner {

@@ -4,13 +4,18 @@
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use vertex_batch::{
-    emulator::Emulator, emulator::KnobValues, storage::Storage, storage::ENV_STORAGE_EMULATOR_HOST,
+    bigquery::{BigQuery, ENV_BIGQUERY_EMULATOR_HOST},
+    emulator::Emulator,
+    emulator::KnobValues,
+    storage::Storage,
+    storage::ENV_STORAGE_EMULATOR_HOST,
 };
 
 /// The emulator's flags.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
-Paths in the data dir:
+Paths in the data dir (unless --storage-emulator-host or
+--bigquery-emulator-host says otherwise):
   gs://BUCKET/OBJECT          DIR/gcs/BUCKET/OBJECT
   bq://PROJECT.DATASET.TABLE  DIR/bigquery/PROJECT/DATASET/TABLE.jsonl
 
@@ -35,6 +40,15 @@ pub struct EmulatorArgs {
     /// Keep gs:// objects in the data dir even if STORAGE_EMULATOR_HOST is set.
     #[arg(long, conflicts_with = "storage_emulator_host")]
     pub local_gcs: bool,
+    /// Read bq:// input tables from, and write output tables to, this
+    /// BigQuery endpoint instead of the data dir (e.g. bqemulator at
+    /// http://127.0.0.1:9050; default: BIGQUERY_EMULATOR_HOST when set,
+    /// else the data dir).
+    #[arg(long, value_name = "URL")]
+    pub bigquery_emulator_host: Option<String>,
+    /// Keep bq:// tables in the data dir even if BIGQUERY_EMULATOR_HOST is set.
+    #[arg(long, conflicts_with = "bigquery_emulator_host")]
+    pub local_bigquery: bool,
     /// Rows whose prompt contains TEXT fail (429 RESOURCE_EXHAUSTED).
     #[arg(long, value_name = "TEXT")]
     pub fail_rows_containing: Option<String>,
@@ -181,6 +195,33 @@ pub async fn run(args: EmulatorArgs) -> ExitCode {
                     s.endpoint()
                 );
                 builder = builder.gcs_storage(s);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if !args.local_bigquery {
+        let bq = match &args.bigquery_emulator_host {
+            Some(url) => BigQuery::builder()
+                .ignore_env()
+                .emulator_host(url)
+                .build()
+                .map(Some),
+            None => match std::env::var(ENV_BIGQUERY_EMULATOR_HOST) {
+                Ok(v) if !v.trim().is_empty() => BigQuery::builder().build().map(Some),
+                _ => Ok(None),
+            },
+        };
+        match bq {
+            Ok(Some(bq)) => {
+                eprintln!(
+                    "bq:// tables live in the BigQuery endpoint {}",
+                    bq.endpoint()
+                );
+                builder = builder.bigquery(bq);
             }
             Ok(None) => {}
             Err(e) => {

@@ -4,8 +4,8 @@ use std::{path::PathBuf, pin::pin};
 
 use futures::StreamExt;
 use vertex_batch::{
-    data::Inputs, data::ResultReader, job::OutputLocation, GcsUri, Job, JobSpec, JobState,
-    ListOptions, WaitOptions,
+    data::Inputs, data::ResultReader, job::OutputLocation, uri::BigQueryUri, GcsUri, Job, JobSpec,
+    JobState, ListOptions, WaitOptions,
 };
 
 use crate::{
@@ -539,9 +539,10 @@ pub async fn delete(g: &Global, a: JobArg) -> CliResult<Exit> {
 
 #[derive(clap::Args, Debug)]
 pub struct ResultsArgs {
-    /// A finished job (name or id), or a gs:// output directory (read with
-    /// no JobService call at all).
-    #[arg(value_name = "JOB_OR_GS_DIR")]
+    /// A finished job (name or id), a gs:// output directory or a
+    /// bq://PROJECT.DATASET.TABLE output table (both read with no
+    /// JobService call at all).
+    #[arg(value_name = "JOB_OR_OUTPUT")]
     target: String,
     /// The prompts the job ran: with them every key appears in the
     /// results, missing ones included.
@@ -568,10 +569,20 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
     let out = ResultsFile::create(&a.output)?;
     // `job_ended_well`: false for a job that failed, was cancelled or
     // expired (exit 3 even when its partial output reads clean).
-    let (storage, dir, job_ended_well) = if a.target.starts_with("gs://") {
+    let (mut reader, job_ended_well) = if a.target.starts_with("gs://") {
         let dir = GcsUri::parse_field(&a.target, "output directory")
             .map_err(|e| CliError::usage(e.to_string()))?;
-        (g.storage()?, dir, true)
+        (
+            ResultReader::new().storage(g.storage()?).output_gcs(dir),
+            true,
+        )
+    } else if a.target.starts_with("bq://") {
+        let table = BigQueryUri::parse_field(&a.target, "output table", true)
+            .map_err(|e| CliError::usage(e.to_string()))?;
+        (
+            ResultReader::new().output_bigquery(&g.bigquery()?, table),
+            true,
+        )
     } else {
         let client = g.client()?;
         let job = client
@@ -586,15 +597,19 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
                 job.id()
             )));
         }
-        let dir = match job.output_location() {
-            Some(OutputLocation::Gcs(d)) => GcsUri::parse_field(&d, "output directory")
-                .map_err(|e| CliError::other(e.to_string()))?,
-            Some(other) => {
-                return Err(CliError::usage(format!(
-                    "job {} wrote to {}; read BigQuery output in BigQuery",
-                    job.name(),
-                    other.uri()
-                )))
+        let reader = match job.output_location() {
+            Some(OutputLocation::Gcs(d)) => {
+                let dir = GcsUri::parse_field(&d, "output directory")
+                    .map_err(|e| CliError::other(e.to_string()))?;
+                ResultReader::new()
+                    .storage(g.storage_for(&client)?)
+                    .output_gcs(dir)
+            }
+            Some(OutputLocation::BigQuery { dataset, table }) => {
+                let table =
+                    BigQueryUri::parse_field(&format!("{dataset}.{table}"), "output table", true)
+                        .map_err(|e| CliError::other(e.to_string()))?;
+                ResultReader::new().output_bigquery(&g.bigquery_for(&client)?, table)
             }
             None => {
                 return Err(CliError::other(format!(
@@ -608,9 +623,8 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
             job.state(),
             JobState::Succeeded | JobState::PartiallySucceeded
         );
-        (g.storage_for(&client)?, dir, ended_well)
+        (reader, ended_well)
     };
-    let mut reader = ResultReader::new().storage(storage).output_gcs(dir);
     // The prompts are joined through a JSONL copy written by the one
     // prompts reader (`run`'s), whatever their format: the join reads
     // exactly what `run` would stage, and the file can change under us no

@@ -102,8 +102,8 @@ enum Command {
     Cancel(jobs::JobArg),
     /// Delete a job.
     Delete(jobs::JobArg),
-    /// Read a finished job's output (or a gs:// output directory) and write
-    /// matched results.
+    /// Read a finished job's output (or a gs:// output directory, or a
+    /// bq:// output table) and write matched results.
     Results(jobs::ResultsArgs),
     /// Run the local JobService emulator (as `vertex-batch-emulator`).
     Emulator(emulator::EmulatorArgs),
@@ -143,6 +143,21 @@ impl Global {
     /// the `--retry-for` budget.
     fn storage(&self) -> CliResult<Storage> {
         Storage::builder()
+            .retry_policy(self.retry_policy())
+            .build()
+            .map_err(|e| CliError::from_lib(e, Some(self)))
+    }
+
+    /// BigQuery sharing `client`'s credentials and retry policy.
+    fn bigquery_for(&self, client: &Client) -> CliResult<vertex_batch::bigquery::BigQuery> {
+        vertex_batch::bigquery::BigQuery::for_client(client)
+            .map_err(|e| CliError::from_lib(e, Some(self)))
+    }
+
+    /// BigQuery on its own (ADC, or `BIGQUERY_EMULATOR_HOST`), under the
+    /// `--retry-for` budget.
+    fn bigquery(&self) -> CliResult<vertex_batch::bigquery::BigQuery> {
+        vertex_batch::bigquery::BigQuery::builder()
             .retry_policy(self.retry_policy())
             .build()
             .map_err(|e| CliError::from_lib(e, Some(self)))
