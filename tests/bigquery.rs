@@ -320,3 +320,175 @@ async fn the_emulator_reads_its_input_table_from_bigquery_and_writes_the_output_
     let k1 = rows.iter().find(|r| r.key() == Some("k1")).unwrap();
     assert!(k1.text().is_some_and(|t| !t.is_empty()), "{k1:?}");
 }
+
+/// An emulator serving `bq://` from `bqe`, and a client for it.
+async fn emulator_on(
+    bqe: &BqEmulator,
+) -> (
+    tempfile::TempDir,
+    vertex_batch::emulator::Emulator,
+    vertex_batch::Client,
+    BigQuery,
+) {
+    let bq = client(bqe);
+    bq.create_dataset(&uri("bq://p.batches"), "us-central1")
+        .await
+        .unwrap();
+    let dir = common::temp();
+    let emu = vertex_batch::emulator::Emulator::builder(dir.path())
+        .bigquery(bq.clone())
+        .start()
+        .await
+        .unwrap();
+    let client = emu.client("p", "us-central1").unwrap();
+    (dir, emu, client, bq)
+}
+
+fn batch_spec(key: &str) -> vertex_batch::BatchSpec {
+    vertex_batch::BatchSpec::new(
+        vertex_batch::JobSpec::new("gemini-2.0-flash-001"),
+        "bq://p.batches",
+    )
+    .request_key(key)
+    .limits(vertex_batch::data::input::InputLimits::default().max_rows_per_file(400))
+    .watch_options(
+        vertex_batch::client::WatchManyOptions::new()
+            .policy(vertex_batch::policy::PollPolicy::fixed(
+                std::time::Duration::from_millis(10),
+            ))
+            .gets_per_second(1000.0),
+    )
+}
+
+fn batch_prompts(n: usize) -> Vec<(String, vertex_batch::Prompt)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("k{i}"),
+                vertex_batch::Prompt::text(format!("Question {i}{}", common::marker(i))),
+            )
+        })
+        .collect()
+}
+
+fn creates(emu: &vertex_batch::emulator::Emulator) -> u64 {
+    emu.rpc_counts()
+        .get("CreateBatchPredictionJob")
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_batch_staged_in_bigquery_makes_the_whole_trip_retries_and_resumes() {
+    let bqe = BqEmulator::start("p");
+    let (_dir, emu, client, bq) = emulator_on(&bqe).await;
+    emu.knobs().fail_rows_containing(Some("flaky".into()));
+    let n = 1_000;
+    let (mut batch, results) = client
+        .run_batch(&bq, &batch_spec("bq-trip-1"), batch_prompts(n))
+        .await
+        .unwrap();
+    // 1,000 prompts in parts of 400: three input tables, three jobs.
+    assert_eq!(batch.input_tables().len(), 3);
+    assert!(batch.input_files().is_empty());
+    assert_eq!(batch.jobs().len(), 3);
+    for table in batch.input_tables() {
+        let info = bq.table(&table).await.unwrap().unwrap();
+        let columns: Vec<_> = info
+            .schema()
+            .iter()
+            .map(|f| (f.name.as_str(), f.kind.as_str()))
+            .collect();
+        assert_eq!(columns, [("key", "STRING"), ("request", "JSON")]);
+    }
+    let (rows, errors, totals) = results.collect_all().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rows.len(), n);
+    assert_eq!(
+        (
+            totals.succeeded,
+            totals.failed,
+            totals.blocked,
+            totals.missing
+        ),
+        (800, 100, 100, 0)
+    );
+    // The failed rows go again, into a new table, as a second round.
+    emu.knobs().fail_rows_containing(None);
+    assert_eq!(batch.retry_failed().await.unwrap(), 100);
+    assert_eq!(batch.rounds(), 2);
+    batch.wait().await.unwrap();
+    let (rows, errors, totals) = batch.results().await.unwrap().collect_all().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rows.len(), n);
+    assert_eq!(
+        (totals.succeeded, totals.failed, totals.blocked),
+        (900, 0, 100)
+    );
+    let jobs_made = creates(&emu);
+    // A re-run with the key resumes: no new table, no new job.
+    let again = client
+        .start_batch(&bq, &batch_spec("bq-trip-1"), batch_prompts(n))
+        .await
+        .unwrap();
+    assert_eq!(again.rounds(), 2);
+    assert_eq!(creates(&emu), jobs_made);
+    assert_eq!(
+        again
+            .jobs()
+            .iter()
+            .map(|j| j.name().to_owned())
+            .collect::<Vec<_>>(),
+        batch
+            .jobs()
+            .iter()
+            .map(|j| j.name().to_owned())
+            .collect::<Vec<_>>()
+    );
+    // Other prompts under the key are refused before any job.
+    let err = client
+        .start_batch(&bq, &batch_spec("bq-trip-1"), batch_prompts(10))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("other prompts"), "{err}");
+}
+
+#[tokio::test]
+async fn a_bigquery_staging_dataset_elsewhere_or_missing_is_refused_before_anything_is_staged() {
+    let bqe = BqEmulator::start("p");
+    let (_dir, emu, client, bq) = emulator_on(&bqe).await;
+    bq.create_dataset(&uri("bq://p.in_us"), "US").await.unwrap();
+    let spec = |staging: &str| {
+        vertex_batch::BatchSpec::new(vertex_batch::JobSpec::new("gemini-2.0-flash-001"), staging)
+            .request_key("where-1")
+    };
+    let err = client
+        .start_batch(&bq, &spec("bq://p.in_us"), batch_prompts(5))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("bq://p.in_us is in US") && msg.contains("us-central1"),
+        "{msg}"
+    );
+    let err = client
+        .start_batch(&bq, &spec("bq://p.nowhere"), batch_prompts(5))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no dataset bq://p.nowhere"),
+        "{err}"
+    );
+    // A Cloud Storage client for a bq:// staging, and the other way round.
+    let storage = vertex_batch::storage::Storage::local(common::temp().path());
+    let err = client
+        .start_batch(&storage, &spec("bq://p.batches"), batch_prompts(5))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("start the batch with a BigQuery client"),
+        "{err}"
+    );
+    assert_eq!(creates(&emu), 0);
+}

@@ -1185,22 +1185,22 @@ async fn ctrl_c_while_staging_stops_submits_nothing_and_leaves_no_temporary_file
     assert_eq!(names_in(dir.path()), ["p.jsonl"]);
     assert_eq!(f.emu.rpc_counts().get("CreateBatchPredictionJob"), None);
     let storage = f.gcs.as_ref().unwrap().storage();
-    let object = |rel: &str| {
-        format!("gs://cli-bkt/stage-int/stage-1/{rel}")
-            .parse()
-            .unwrap()
-    };
-    assert!(storage
-        .metadata(&object("input/part-00000.jsonl"))
-        .await
-        .unwrap()
-        .is_some());
-    for rel in ["input/part-00001.jsonl", "manifest.json"] {
-        assert!(
-            storage.metadata(&object(rel)).await.unwrap().is_none(),
-            "{rel}: staging stopped before it"
-        );
-    }
+    // Part 0 is staged (under this attempt's own directory), part 1 and
+    // the manifest are not.
+    let staged: Vec<String> = futures::TryStreamExt::try_collect::<Vec<_>>(
+        storage.list(&"gs://cli-bkt/stage-int/stage-1/".parse().unwrap()),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|o| o.uri().to_string())
+    .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    assert!(
+        staged[0].starts_with("gs://cli-bkt/stage-int/stage-1/input/")
+            && staged[0].ends_with("/part-00000.jsonl"),
+        "{staged:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1362,9 +1362,15 @@ async fn a_read_failing_part_way_keeps_the_rows_written_as_results_partial() {
     // the read fails after every row of the job's output is written.
     let mut paused = Paused::start(&f.env(), &args, dir.path(), "writing").await;
     let storage = f.gcs.as_ref().unwrap().storage();
-    let staged: vertex_batch::GcsUri = "gs://cli-bkt/partial/partial-1/input/part-00000.jsonl"
-        .parse()
-        .unwrap();
+    let staged: vertex_batch::GcsUri = futures::TryStreamExt::try_collect::<Vec<_>>(
+        storage.list(&"gs://cli-bkt/partial/partial-1/input/".parse().unwrap()),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|o| o.uri().clone())
+    .find(|u| u.object().ends_with("/part-00000.jsonl"))
+    .expect("part 0 is staged");
     let bytes: Vec<bytes::Bytes> =
         futures::TryStreamExt::try_collect(storage.read(&staged, None).await.unwrap())
             .await
@@ -1635,4 +1641,84 @@ async fn three_processes_bigquery_the_emulator_binary_and_the_cli_with_10000_pro
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(lines(&by_table).len(), n);
+}
+
+#[tokio::test]
+async fn run_stages_in_bigquery_and_a_rerun_with_the_key_resumes() {
+    let bqe = common::bq::BqEmulator::start("cli-project");
+    let bq = vertex_batch::bigquery::BigQuery::builder()
+        .ignore_env()
+        .emulator_host(bqe.host())
+        .build()
+        .unwrap();
+    bq.create_dataset(&"bq://cli-project.batches".parse().unwrap(), "us-central1")
+        .await
+        .unwrap();
+    let gcs = FakeGcs::start();
+    let emu = common::gcs::EmulatorProcess::start(
+        env!("CARGO_BIN_EXE_vertex-batch-emulator"),
+        &gcs,
+        &["--bigquery-emulator-host", &bqe.url],
+    );
+    let env = [
+        ("VERTEX_AI_EMULATOR_HOST", emu.host.as_str()),
+        ("GOOGLE_CLOUD_PROJECT", "cli-project"),
+        ("BIGQUERY_EMULATOR_HOST", bqe.url.as_str()),
+    ];
+    let dir = common::temp();
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(
+        &prompts,
+        (0..250)
+            .map(|i| format!("Question {i}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let results = dir.path().join("r.jsonl");
+    let args = [
+        "run",
+        "--model",
+        "gemini-2.0-flash-001",
+        "--input",
+        prompts.to_str().unwrap(),
+        "--staging",
+        "bq://cli-project.batches",
+        "--output",
+        results.to_str().unwrap(),
+        "--rows-per-job",
+        "100",
+        "--request-key",
+        "bq-run-1",
+    ];
+    let out = run(&env, &args).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let got = lines(&results);
+    assert_eq!(got.len(), 250);
+    assert!(got.iter().all(|r| r["outcome"] == "succeeded"));
+    // Three parts, three jobs; the rerun makes none.
+    let client = vertex_batch::Client::builder()
+        .ignore_env()
+        .project("cli-project")
+        .location("us-central1")
+        .emulator_host(&emu.host)
+        .build()
+        .unwrap();
+    let count = || async {
+        futures::TryStreamExt::try_collect::<Vec<_>>(client.list(&vertex_batch::ListOptions::new()))
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count().await, 3);
+    std::fs::remove_file(&results).unwrap();
+    let again = run(&env, &args).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(lines(&results).len(), 250);
+    assert_eq!(count().await, 3, "the rerun resumed: no new job");
+    // A dataset name with a table is a usage error before anything runs.
+    let mut bad = args;
+    bad[6] = "bq://cli-project.batches.t";
+    let out = run(&env, &bad).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("names a table"), "{}", out.stderr);
 }

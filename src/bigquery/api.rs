@@ -383,6 +383,55 @@ impl BigQuery {
         .map_err(bq_error)
     }
 
+    /// Sets a table's description; with `etag`, only if the table is
+    /// still at that etag (`None` when it moved on: another writer's
+    /// change). Where a server ignores the etag (bqemulator does), the
+    /// write goes through.
+    ///
+    /// ```no_run
+    /// # async fn demo(bq: vertex_batch::bigquery::BigQuery) -> vertex_batch::Result<()> {
+    /// let t = "bq://my-project.ds.notes".parse()?;
+    /// let seen = bq.table(&t).await?.expect("exists");
+    /// let moved = bq.set_description(&t, "new text", seen.etag()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_description(
+        &self,
+        table: &BigQueryUri,
+        description: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<TableInfo>> {
+        let what = format!("updating table {table}");
+        let path = table_path(table)?;
+        let body = json!({"description": description});
+        let (what, path, body) = (&what, &path, &body);
+        retrying(self.retry(), what, |attempt| async move {
+            let wire = self.inner.http.wire()?;
+            let mut req = request(Method::PATCH, path, Some(body))?;
+            if let Some(e) = etag {
+                let value = http::HeaderValue::from_str(e)
+                    .map_err(|_| Error::config(format!("{what}: an etag that is no header")))?;
+                req.headers_mut().insert(http::header::IF_MATCH, value);
+            }
+            let resp = wire.send(what, req).await?;
+            if resp.status() == StatusCode::PRECONDITION_FAILED {
+                // A later try that finds the etag moved may be this write's
+                // own first try: it wrote if the text is there now.
+                if attempt > 1 {
+                    if let Some(t) = self.table(table).await? {
+                        if t.description() == Some(description) {
+                            return Ok(Some(t));
+                        }
+                    }
+                }
+                return Ok(None);
+            }
+            wire::json(what, resp).await.map(Some)
+        })
+        .await
+        .map_err(bq_error)
+    }
+
     /// Deletes a table (one already gone is fine).
     ///
     /// ```no_run

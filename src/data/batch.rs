@@ -105,17 +105,15 @@ use super::{
     claim::{settled_job, submit_once, PartClaim, Step, DEFAULT_CLAIM_LEASE},
     fingerprint::{fingerprint, FingerprintSet},
     input::{BatchRequest, InputEncoder, InputLimits},
-    join::Inputs,
-    read::ResultReader,
-    reader::{parse_lines, ReadOptions, ResultStream, SourceFile},
+    reader::{parse_lines, ReadOptions, ResultStream},
+    staging::{Area, PartWriter, StagingClient, Version},
 };
 use crate::{
     client::{Client, ListOptions, WatchManyOptions},
     error::{Error, Result},
     job::Job,
     spec::{JobSpec, REQUEST_KEY_LABEL},
-    storage::{ObjectWriter, Storage},
-    uri::GcsUri,
+    uri::{BigQueryUri, GcsUri},
 };
 
 /// The longest request key a batch takes (its jobs' keys add a suffix).
@@ -463,13 +461,13 @@ struct Part {
 #[derive(Debug, Clone)]
 pub struct Batch {
     client: Client,
-    storage: Storage,
+    /// Where it is staged (a Cloud Storage prefix or a BigQuery dataset).
+    area: Area,
     spec: BatchSpec,
-    root: GcsUri,
     manifest: Manifest,
-    /// The manifest object's generation as last read or written (the
-    /// precondition of the next write), when the backend reports one.
-    manifest_generation: Option<u64>,
+    /// The manifest's version as last read or written (the precondition
+    /// of the next write), when the backend reports one.
+    manifest_generation: Option<Version>,
     /// Jobs by round, latest snapshots. Shorter than the manifest's rounds
     /// while a recorded round is not fully submitted.
     jobs: Vec<Vec<Job>>,
@@ -505,17 +503,6 @@ pub struct BatchProgress {
     pub done: bool,
 }
 
-fn uri(s: &str, field: &str) -> Result<GcsUri> {
-    Ok(GcsUri::parse_field(s, field)?)
-}
-
-fn child(root: &GcsUri, rel: &str) -> Result<GcsUri> {
-    uri(
-        &format!("{}/{rel}", root.to_string().trim_end_matches('/')),
-        "staging",
-    )
-}
-
 /// # Batches: prompts in, matched answers out
 impl Client {
     /// Stages `prompts` and submits their jobs — or, when the batch's key
@@ -540,7 +527,7 @@ impl Client {
     /// ```
     pub async fn start_batch<I, K, R>(
         &self,
-        storage: &Storage,
+        staging: &impl StagingClient,
         spec: &BatchSpec,
         prompts: I,
     ) -> Result<Batch>
@@ -549,8 +536,9 @@ impl Client {
         K: AsRef<str>,
         R: Into<BatchRequest>,
     {
-        let (key, root, manifest_uri, fingerprint) = self.batch_frame(spec)?;
-        let (manifest, generation) = match read_manifest(storage, &manifest_uri).await? {
+        let (key, area, fingerprint) = self.batch_frame(staging, spec)?;
+        let root = area.root();
+        let (manifest, generation) = match read_manifest(&area).await? {
             Some((m, generation)) => {
                 check_resume(&m, &key, &root, self, &fingerprint)?;
                 if let Some(staged) = &m.prompts {
@@ -564,14 +552,15 @@ impl Client {
                 (m, generation)
             }
             None => {
-                let (inputs, digest) = stage(storage, &root, spec, prompts).await?;
+                area.check_location(self.parent().location()).await?;
+                let (inputs, digest) = stage(&area, spec, prompts).await?;
                 let parts = inputs
                     .iter()
                     .enumerate()
                     .map(|(i, f)| {
                         Ok(Part {
                             input: f.uri.clone(),
-                            output_prefix: child(&root, &format!("output/r0-p{i:05}"))?.to_string(),
+                            output_prefix: area.output(&format!("output/r0-p{i:05}"))?,
                             rows: f.rows,
                             request_key: format!("{key}-r0-p{i}"),
                         })
@@ -593,21 +582,25 @@ impl Client {
                 // same prompts give the same manifest).
                 let json = serde_json::to_vec_pretty(&m)
                     .map_err(|e| Error::config(format!("writing the batch manifest: {e}")))?;
-                let created = storage.create_bytes(&manifest_uri, json).await?;
+                let created = area.create_doc(MANIFEST, json).await?;
                 if created.is_none() {
                     tracing::info!(key, "another process staged this batch first; following it");
                 }
-                let (stored, generation) = read_manifest(storage, &manifest_uri)
-                    .await?
-                    .ok_or_else(|| Error::Storage {
-                        message: format!("{manifest_uri} vanished after it was written"),
+                let (stored, generation) =
+                    read_manifest(&area).await?.ok_or_else(|| Error::Storage {
+                        message: format!(
+                            "{} vanished after it was written",
+                            area.doc_name(MANIFEST)
+                        ),
                         http_status: None,
                         source: None,
                     })?;
                 if stored.inputs != m.inputs {
                     // Another process's manifest won: its staged files are
                     // the batch's, ours are nobody's.
-                    remove_staged(storage, &m.inputs).await;
+                    for f in &m.inputs {
+                        area.remove(&f.uri).await;
+                    }
                 }
                 check_resume(&stored, &key, &root, self, &fingerprint)?;
                 if let (Some(theirs), Some(ours)) = (&stored.prompts, &m.prompts) {
@@ -619,7 +612,7 @@ impl Client {
                 (stored, generation)
             }
         };
-        self.attach(storage, spec, root, manifest, generation).await
+        self.attach(area, spec, manifest, generation).await
     }
 
     /// Resumes the batch staged under `spec`'s request key, without its
@@ -637,26 +630,31 @@ impl Client {
     /// batch.wait().await?;
     /// # Ok(()) }
     /// ```
-    pub async fn resume_batch(&self, storage: &Storage, spec: &BatchSpec) -> Result<Batch> {
+    pub async fn resume_batch(
+        &self,
+        staging: &impl StagingClient,
+        spec: &BatchSpec,
+    ) -> Result<Batch> {
         let Some(given) = &spec.request_key else {
             return Err(Error::validation(
                 "request_key",
                 "resuming a batch needs the request key it was started with",
             ));
         };
-        let (key, root, manifest_uri, fingerprint) = self.batch_frame(spec)?;
-        let (manifest, generation) =
-            read_manifest(storage, &manifest_uri)
-                .await?
-                .ok_or_else(|| {
-                    Error::validation(
-                        "request_key",
-                        format!("no batch {given:?} is staged under {root} (no {manifest_uri})"),
-                    )
-                })?;
+        let (key, area, fingerprint) = self.batch_frame(staging, spec)?;
+        let root = area.root();
+        let (manifest, generation) = read_manifest(&area).await?.ok_or_else(|| {
+            Error::validation(
+                "request_key",
+                format!(
+                    "no batch {given:?} is staged under {root} (no {})",
+                    area.doc_name(MANIFEST)
+                ),
+            )
+        })?;
         check_resume(&manifest, &key, &root, self, &fingerprint)?;
         spec.emit(BatchEvent::Resumed);
-        self.attach(storage, spec, root, manifest, generation).await
+        self.attach(area, spec, manifest, generation).await
     }
 
     /// The jobs of the batch staged under `spec`'s request key, submitting
@@ -678,18 +676,22 @@ impl Client {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn find_batch_jobs(&self, storage: &Storage, spec: &BatchSpec) -> Result<Vec<Job>> {
+    pub async fn find_batch_jobs(
+        &self,
+        staging: &impl StagingClient,
+        spec: &BatchSpec,
+    ) -> Result<Vec<Job>> {
         if spec.request_key.is_none() {
             return Err(Error::validation(
                 "request_key",
                 "finding a batch's jobs needs the request key it was started with",
             ));
         }
-        let (key, root, manifest_uri, fingerprint) = self.batch_frame(spec)?;
-        let Some((manifest, _)) = read_manifest(storage, &manifest_uri).await? else {
+        let (key, area, fingerprint) = self.batch_frame(staging, spec)?;
+        let Some((manifest, _)) = read_manifest(&area).await? else {
             return Ok(Vec::new());
         };
-        check_resume(&manifest, &key, &root, self, &fingerprint)?;
+        check_resume(&manifest, &key, &area.root(), self, &fingerprint)?;
         let mut jobs = Vec::new();
         for part in manifest.rounds.iter().flat_map(|r| &r.parts) {
             let opts = ListOptions::new().label(REQUEST_KEY_LABEL, &part.request_key);
@@ -703,17 +705,15 @@ impl Client {
     /// with every recorded part's job found or submitted.
     async fn attach(
         &self,
-        storage: &Storage,
+        area: Area,
         spec: &BatchSpec,
-        root: GcsUri,
         manifest: Manifest,
-        generation: Option<u64>,
+        generation: Option<Version>,
     ) -> Result<Batch> {
         let mut batch = Batch {
             client: self.clone(),
-            storage: storage.clone(),
+            area,
             spec: spec.clone(),
-            root,
             manifest,
             manifest_generation: generation,
             jobs: Vec::new(),
@@ -725,7 +725,11 @@ impl Client {
     /// The batch's key, root, manifest and template fingerprint — the
     /// template checked as a part's job would be (everything but its
     /// input, output and request key), before anything is staged.
-    fn batch_frame(&self, spec: &BatchSpec) -> Result<(String, GcsUri, GcsUri, String)> {
+    fn batch_frame(
+        &self,
+        staging: &impl StagingClient,
+        spec: &BatchSpec,
+    ) -> Result<(String, Area, String)> {
         let key = spec.key()?;
         if spec.job.has_input() {
             return Err(Error::validation(
@@ -748,10 +752,8 @@ impl Client {
             .output(TEMPLATE_OUTPUT)
             .request_key(format!("{key}-r0-p0"));
         let (_, fingerprint) = crate::client::prepare(&template, self.parent())?;
-        let staging = uri(&spec.staging, "staging")?;
-        let root = child(&staging, &key)?;
-        let manifest_uri = child(&root, "manifest.json")?;
-        Ok((key, root, manifest_uri, fingerprint))
+        let area = Area::new(staging.backend(), &spec.staging, &key)?;
+        Ok((key, area, fingerprint))
     }
 
     /// The whole trip: [`Client::start_batch`], wait for every job, and
@@ -771,7 +773,7 @@ impl Client {
     /// ```
     pub async fn run_batch<I, K, R>(
         &self,
-        storage: &Storage,
+        staging: &impl StagingClient,
         spec: &BatchSpec,
         prompts: I,
     ) -> Result<(Batch, ResultStream)>
@@ -780,32 +782,17 @@ impl Client {
         K: AsRef<str>,
         R: Into<BatchRequest>,
     {
-        let mut batch = self.start_batch(storage, spec, prompts).await?;
+        let mut batch = self.start_batch(staging, spec, prompts).await?;
         batch.wait().await?;
         let results = batch.results().await?;
         Ok((batch, results))
     }
 }
 
-/// Removes staged files no manifest names (best effort: a file left
-/// behind costs storage, never a wrong answer).
-async fn remove_staged(storage: &Storage, files: &[StagedFile]) {
-    for f in files {
-        let removed = match f.uri.parse::<GcsUri>() {
-            Ok(uri) => storage.delete(&uri).await,
-            Err(e) => Err(e.into()),
-        };
-        if let Err(error) = removed {
-            tracing::warn!(uri = %f.uri, %error, "could not remove a staged file no manifest names");
-        }
-    }
-}
-
 /// Streams the prompts into part files under `root/input/ATTEMPT/` (a
 /// random directory of this attempt's own), and digests them.
 async fn stage<I, K, R>(
-    storage: &Storage,
-    root: &GcsUri,
+    area: &Area,
     spec: &BatchSpec,
     prompts: I,
 ) -> Result<(Vec<StagedFile>, PromptsDigest)>
@@ -817,7 +804,7 @@ where
     let mut enc = InputEncoder::new(spec.limits);
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut line = Vec::with_capacity(4096);
-    let mut current: Option<(usize, ObjectWriter)> = None;
+    let mut current: Option<(usize, PartWriter)> = None;
     let mut done = Vec::new();
     let attempt = format!("{:016x}", fastrand::u64(..));
     for (key, request) in prompts {
@@ -832,8 +819,8 @@ where
                     rows: enc.parts()[p].rows,
                 });
             }
-            let target = child(root, &format!("input/{attempt}/part-{part:05}.jsonl"))?;
-            current = Some((part, storage.writer(&target).await?));
+            let target = area.part(&format!("input/{attempt}/part-{part:05}.jsonl"))?;
+            current = Some((part, area.writer(&target).await?));
         }
         if let Some((_, w)) = current.as_mut() {
             w.write(&line).await?;
@@ -853,7 +840,7 @@ where
         .iter()
         .zip(enc.parts())
         .map(|(o, p)| StagedFile {
-            uri: o.uri().to_string(),
+            uri: o.clone(),
             rows: p.rows,
             bytes: p.bytes,
         })
@@ -900,13 +887,13 @@ const TEMPLATE_OUTPUT: &str = "gs://vertex-batch-template/output";
 fn check_resume(
     m: &Manifest,
     key: &str,
-    root: &GcsUri,
+    root: &str,
     client: &Client,
     fingerprint: &str,
 ) -> Result<()> {
     if m.request_key != key {
         return Err(Error::Output {
-            file: format!("{root}/manifest.json"),
+            file: format!("{root}: {MANIFEST}"),
             line: 1,
             message: format!("the manifest is for batch {:?}, not {key:?}", m.request_key),
         });
@@ -934,7 +921,7 @@ fn check_resume(
     Ok(())
 }
 
-fn other_prompts(key: &str, root: &GcsUri, staged: &PromptsDigest, given: &PromptsDigest) -> Error {
+fn other_prompts(key: &str, root: &str, staged: &PromptsDigest, given: &PromptsDigest) -> Error {
     let what = if staged.rows == given.rows {
         format!("{} prompts, but not the same ones", given.rows)
     } else {
@@ -950,49 +937,52 @@ fn other_prompts(key: &str, root: &GcsUri, staged: &PromptsDigest, given: &Promp
     )
 }
 
-/// The manifest at `at` and its generation, or `None` when there is none.
-async fn read_manifest(storage: &Storage, at: &GcsUri) -> Result<Option<(Manifest, Option<u64>)>> {
-    let Some(info) = storage.metadata(at).await? else {
+/// The batch's manifest document.
+const MANIFEST: &str = "manifest.json";
+
+/// The manifest and its version, or `None` when there is none.
+async fn read_manifest(area: &Area) -> Result<Option<(Manifest, Option<Version>)>> {
+    let Some((bytes, version)) = area.read_doc(MANIFEST).await? else {
         return Ok(None);
     };
-    let bytes: Vec<bytes::Bytes> = storage.read(at, None).await?.try_collect().await?;
-    let m: Manifest = serde_json::from_slice(&bytes.concat()).map_err(|e| Error::Output {
-        file: at.to_string(),
+    let at = area.doc_name(MANIFEST);
+    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Output {
+        file: at.clone(),
         line: 1,
         message: format!("not a batch manifest: {e}"),
     })?;
     if !(1..=MANIFEST_VERSION).contains(&m.version) || m.rounds.is_empty() {
         return Err(Error::Output {
-            file: at.to_string(),
+            file: at,
             line: 1,
             message: format!("unsupported batch manifest (version {})", m.version),
         });
     }
-    Ok(Some((m, info.generation())))
+    Ok(Some((m, version)))
 }
 
-/// Writes `m` over the manifest at generation `generation` (the one last
-/// read), and returns the new generation. An error when another process
-/// wrote the manifest since: the caller reads it again. Without a known
-/// generation the write is unconditional.
+/// Writes `m` over the manifest at `version` (the one last read), and
+/// returns the new version. An error when another process wrote the
+/// manifest since: the caller reads it again. Without a known version the
+/// write is unconditional.
 async fn write_manifest(
-    storage: &Storage,
-    at: &GcsUri,
+    area: &Area,
     m: &Manifest,
-    generation: Option<u64>,
-) -> Result<Option<u64>> {
+    version: Option<&Version>,
+) -> Result<Option<Version>> {
     let json = serde_json::to_vec_pretty(m)
         .map_err(|e| Error::config(format!("writing the batch manifest: {e}")))?;
-    let written = match generation {
-        Some(g) => storage.replace_bytes(at, json, g).await?,
-        None => Some(storage.upload_bytes(at, json).await?),
+    let written = match version {
+        Some(v) => area.replace_doc(MANIFEST, json, v).await?,
+        None => Some(area.put_doc(MANIFEST, json).await?),
     };
     match written {
-        Some(info) => Ok(info.generation()),
+        Some(version) => Ok(version),
         None => Err(Error::Storage {
             message: format!(
-                "{at} changed while this process was retrying the batch (another process \
-                 retried it too?); nothing was submitted: start the batch again to see its rounds"
+                "{} changed while this process was retrying the batch (another process \
+                 retried it too?); nothing was submitted: start the batch again to see its rounds",
+                area.doc_name(MANIFEST)
             ),
             http_status: Some(412),
             source: None,
@@ -1024,11 +1014,14 @@ impl Batch {
     ///
     /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches").request_key("nightly");
     /// let batch = client.start_batch(&storage, &spec, [("q1", "Why is the sky blue?")]).await?;
-    /// assert_eq!(batch.root().to_string(), "gs://my-bucket/batches/nightly");
+    /// assert_eq!(batch.root(), "gs://my-bucket/batches/nightly");
     /// # Ok(()) }
     /// ```
-    pub fn root(&self) -> &GcsUri {
-        &self.root
+    ///
+    /// A BigQuery batch's root is its dataset and its tables' prefix:
+    /// `bq://PROJECT.DATASET (tables vb_KEY_H__*)`.
+    pub fn root(&self) -> String {
+        self.area.root()
     }
 
     /// The staged input files.
@@ -1044,12 +1037,42 @@ impl Batch {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// Empty for a BigQuery batch: see [`Batch::input_tables`].
     pub fn input_files(&self) -> Vec<GcsUri> {
         self.manifest
             .inputs
             .iter()
-            .filter_map(|f| uri(&f.uri, "input").ok())
+            .filter_map(|f| GcsUri::parse_field(&f.uri, "input").ok())
             .collect()
+    }
+
+    /// The staged input tables of a BigQuery batch (`key` STRING,
+    /// `request` JSON), one per part; empty for a Cloud Storage batch.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vertex_batch::Client, bq: vertex_batch::bigquery::BigQuery) -> vertex_batch::Result<()> {
+    /// use vertex_batch::{BatchSpec, JobSpec};
+    ///
+    /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "bq://my-project.batches").request_key("nightly");
+    /// let batch = client.start_batch(&bq, &spec, [("q1", "Why is the sky blue?")]).await?;
+    /// for table in batch.input_tables() {
+    ///     println!("{table}"); // bq://my-project.batches.vb_nightly_…__input_…_part_00000
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn input_tables(&self) -> Vec<BigQueryUri> {
+        self.manifest
+            .inputs
+            .iter()
+            .filter(|f| f.uri.starts_with("bq://"))
+            .filter_map(|f| BigQueryUri::parse_field(&f.uri, "input", true).ok())
+            .collect()
+    }
+
+    /// Every staged input, as recorded (`gs://…` objects or `bq://…` tables).
+    fn input_targets(&self) -> Vec<String> {
+        self.manifest.inputs.iter().map(|f| f.uri.clone()).collect()
     }
 
     /// How many prompts the batch holds.
@@ -1113,7 +1136,10 @@ impl Batch {
             // A job another process created at the same time may become
             // visible only after this one's look-up, and be older: look
             // again once the whole round is out, and follow the winner.
-            self.settle(r, false).await?;
+            // (A look-up that fails changes nothing: `wait` settles again.)
+            if let Err(error) = self.settle(r, false).await {
+                tracing::warn!(%error, "could not look at the round's jobs again");
+            }
         }
         Ok(())
     }
@@ -1155,10 +1181,10 @@ impl Batch {
             .input(&part.input)
             .output(&part.output_prefix)
             .request_key(&part.request_key);
-        let claim = child(&self.root, &format!("claims/r{r}-p{i:05}.json"))?;
+        let claim = format!("claims/r{r}-p{i:05}.json");
         let job = submit_once(
             &self.client,
-            &self.storage,
+            &self.area,
             PartClaim {
                 spec: &spec,
                 key: &part.request_key,
@@ -1303,28 +1329,14 @@ impl Batch {
     /// # Ok(()) }
     /// ```
     pub async fn results(&self) -> Result<ResultStream> {
-        let mut reader = ResultReader::new()
-            .storage(self.storage.clone())
+        let mut reader = self
+            .area
+            .reader()
             .options(self.spec.read.clone())
-            .inputs(Inputs::gcs(&self.storage, self.input_files()));
+            .inputs(self.area.inputs(&self.input_targets())?);
         for (round, parts) in self.jobs.iter().zip(&self.manifest.rounds).rev() {
             for (job, part) in round.iter().zip(&parts.parts) {
-                if let Some(crate::job::OutputLocation::Gcs(dir)) = job.output_location() {
-                    // Read only below the prefix the part was given: a job
-                    // reporting another directory (the staging root, a whole
-                    // bucket) must not pull other files into the results.
-                    let prefix = format!("{}/", part.output_prefix.trim_end_matches('/'));
-                    if !dir.starts_with(&prefix) {
-                        return Err(Error::validation(
-                            "output_dir",
-                            format!(
-                                "job {} reports its output at {dir}, outside its prefix {prefix}",
-                                job.name()
-                            ),
-                        ));
-                    }
-                    reader = reader.output_gcs(uri(&dir, "output_dir")?);
-                }
+                reader = self.area.add_output(reader, job, &part.output_prefix)?;
             }
         }
         reader.read().await
@@ -1392,10 +1404,9 @@ impl Batch {
         let mut parts = Vec::new();
         let retry = std::sync::Arc::new(retry);
         for (i, file) in self.manifest.inputs.iter().enumerate() {
-            let src = uri(&file.uri, "input")?;
             let keep = retry.clone();
             let mut lines = Box::pin(parse_lines(
-                vec![SourceFile::gcs(self.storage.clone(), src)],
+                vec![self.area.source(&file.uri)?],
                 self.spec.read.clone(),
                 move |raw| {
                     #[derive(Deserialize)]
@@ -1408,13 +1419,13 @@ impl Batch {
                     Ok(keep.contains(fingerprint(&k.key)).then_some(raw))
                 },
             ));
-            let target = child(&self.root, &format!("input/retry-r{r}-p{i:05}.jsonl"))?;
-            let mut writer: Option<ObjectWriter> = None;
+            let target = self.area.part(&format!("input/retry-r{r}-p{i:05}.jsonl"))?;
+            let mut writer: Option<PartWriter> = None;
             let mut rows = 0u64;
             while let Some(line) = lines.next().await {
                 if let Some(raw) = line? {
                     if writer.is_none() {
-                        writer = Some(self.storage.writer(&target).await?);
+                        writer = Some(self.area.writer(&target).await?);
                     }
                     if let Some(w) = writer.as_mut() {
                         w.write(&raw).await?;
@@ -1426,8 +1437,8 @@ impl Batch {
             if let Some(w) = writer {
                 w.finish().await?;
                 parts.push(Part {
-                    input: target.to_string(),
-                    output_prefix: child(&self.root, &format!("output/r{r}-p{i:05}"))?.to_string(),
+                    input: target.clone(),
+                    output_prefix: self.area.output(&format!("output/r{r}-p{i:05}"))?,
                     rows,
                     request_key: format!("{key}-r{r}-p{i}"),
                 });
@@ -1436,17 +1447,16 @@ impl Batch {
         let total = parts.iter().map(|p| p.rows).sum();
         let mut next = self.manifest.clone();
         next.rounds.push(Round { parts });
-        let at = child(&self.root, "manifest.json")?;
         // The truth first: the round is in the manifest before any of its
         // jobs exists.
-        match write_manifest(&self.storage, &at, &next, self.manifest_generation).await {
+        match write_manifest(&self.area, &next, self.manifest_generation.as_ref()).await {
             Ok(generation) => {
                 self.manifest = next;
                 self.manifest_generation = generation;
             }
             Err(e) => {
                 // Another process recorded a round first: take its rounds.
-                match read_manifest(&self.storage, &at).await? {
+                match read_manifest(&self.area).await? {
                     Some((theirs, generation))
                         if theirs.rounds.len() > self.manifest.rounds.len() =>
                     {

@@ -40,7 +40,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -49,9 +48,9 @@ use crate::{
     error::{Error, Result},
     job::Job,
     spec::JobSpec,
-    storage::Storage,
-    uri::GcsUri,
 };
+
+use super::staging::{Area, Version};
 
 /// How long a claim holds before another process may take it over.
 ///
@@ -160,8 +159,8 @@ pub(crate) struct PartClaim<'a> {
     /// elsewhere belongs to another batch (another staging location with
     /// the same request key).
     pub(crate) output: &'a str,
-    /// The claim object.
-    pub(crate) claim: &'a GcsUri,
+    /// The claim document (`claims/rR-pNNNNN.json`).
+    pub(crate) claim: &'a str,
     /// How long a claim holds.
     pub(crate) lease: Duration,
     /// The batch's request key, as its user gave it (for errors).
@@ -173,6 +172,7 @@ fn requested_output(job: &Job) -> Option<&str> {
     use crate::proto::aiplatform::batch_prediction_job::output_config::Destination;
     match job.proto().output_config.as_ref()?.destination.as_ref()? {
         Destination::GcsDestination(d) => Some(d.output_uri_prefix.as_str()),
+        Destination::BigqueryDestination(d) => Some(d.output_uri.as_str()),
         _ => None,
     }
 }
@@ -197,7 +197,7 @@ pub(crate) async fn settled_job(client: &Client, key: &str, output: &str) -> Res
 /// process creates.
 pub(crate) async fn submit_once(
     client: &Client,
-    storage: &Storage,
+    area: &Area,
     part: PartClaim<'_>,
     mut step: impl FnMut(Step),
 ) -> Result<Job> {
@@ -211,7 +211,7 @@ pub(crate) async fn submit_once(
     } = part;
     let ours = |j: &Job| writes_to(j, output);
     // The claim generation seen and since when (this process's clock).
-    let mut seen: Option<(Option<u64>, Instant)> = None;
+    let mut seen: Option<(Option<Version>, Instant)> = None;
     let mut pause = Duration::from_millis(250);
     let mut announced = false;
     loop {
@@ -234,22 +234,22 @@ pub(crate) async fn submit_once(
         }
         let record = serde_json::to_vec(&ClaimRecord::new(lease))
             .map_err(|e| Error::config(format!("writing a claim: {e}")))?;
-        if let Some(info) = storage.create_bytes(claim, record.clone()).await? {
+        if let Some(version) = area.create_doc(claim, record.clone()).await? {
             step(Step::Claimed);
-            return create_or_release(client, storage, spec, &ours, claim, info.generation()).await;
+            return create_or_release(client, area, spec, &ours, claim, version).await;
         }
-        let Some(info) = storage.metadata(claim).await? else {
+        let Some(version) = area.doc_version(claim).await? else {
             // Released by deletion since: claim again, after a pause.
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
             continue;
         };
-        let held = read_claim(storage, claim).await;
+        let held = read_claim(area, claim).await;
         let now = Instant::now();
-        let since = match seen {
-            Some((g, t)) if g == info.generation() => t,
+        let since = match &seen {
+            Some((g, t)) if *g == version => *t,
             _ => {
-                seen = Some((info.generation(), now));
+                seen = Some((version.clone(), now));
                 now
             }
         };
@@ -258,21 +258,20 @@ pub(crate) async fn submit_once(
             .is_some_and(|h| h.released || h.holder_gone() || h.expired(SystemTime::now()))
             || now.duration_since(since) >= lease;
         if expired {
-            let taken = match info.generation() {
-                Some(g) => storage.replace_bytes(claim, record, g).await?,
-                // A backend that reports no generation cannot take a
+            let taken = match &version {
+                Some(v) => area.replace_doc(claim, record, v).await?,
+                // A backend that reports no version cannot take a
                 // precondition: overwrite, and let the reconcile settle it.
-                None => storage.upload_bytes(claim, record).await.ok(),
+                None => area.put_doc(claim, record).await.ok(),
             };
             if let Some(taken) = taken {
                 tracing::warn!(
-                    claim = %claim,
+                    claim = %area.doc_name(claim),
                     holder = held.as_ref().map(|h| h.holder.as_str()),
                     "a claim's lease ran out (or its holder gave it up) without its job; taking it over"
                 );
                 step(Step::TookOver);
-                return create_or_release(client, storage, spec, &ours, claim, taken.generation())
-                    .await;
+                return create_or_release(client, area, spec, &ours, claim, taken).await;
             }
             // Another waiter took it first: follow that one.
             tokio::time::sleep(pause).await;
@@ -280,7 +279,7 @@ pub(crate) async fn submit_once(
         }
         if !announced {
             tracing::info!(
-                claim = %claim,
+                claim = %area.doc_name(claim),
                 holder = held.as_ref().map(|h| h.holder.as_str()),
                 pid = held.as_ref().map(|h| h.pid),
                 "another process is submitting this part; waiting for its job"
@@ -300,11 +299,11 @@ pub(crate) async fn submit_once(
 /// out the lease.
 async fn create_or_release(
     client: &Client,
-    storage: &Storage,
+    area: &Area,
     spec: &JobSpec,
     ours: &(dyn Fn(&Job) -> bool + Send + Sync),
-    claim: &GcsUri,
-    generation: Option<u64>,
+    claim: &str,
+    version: Option<Version>,
 ) -> Result<Job> {
     let err = match client.submit_as(spec, ours).await {
         Ok(job) => return Ok(job),
@@ -314,28 +313,28 @@ async fn create_or_release(
         released: true,
         ..ClaimRecord::new(Duration::ZERO)
     };
-    let released = match (serde_json::to_vec(&released), generation) {
-        (Ok(bytes), Some(g)) => storage
-            .replace_bytes(claim, bytes, g)
+    let released = match (serde_json::to_vec(&released), version) {
+        (Ok(bytes), Some(v)) => area
+            .replace_doc(claim, bytes, &v)
             .await
             .map(|r| r.is_some()),
-        // No generation to match: leave the claim to its lease.
+        // No version to match: leave the claim to its lease.
         _ => Ok(false),
     };
+    let at = area.doc_name(claim);
     match released {
-        Ok(true) => tracing::info!(claim = %claim, "the create failed; claim released"),
+        Ok(true) => tracing::info!(claim = %at, "the create failed; claim released"),
         Ok(false) => {}
-        Err(e) => tracing::warn!(claim = %claim, error = %e, "could not release a claim"),
+        Err(e) => tracing::warn!(claim = %at, error = %e, "could not release a claim"),
     }
     Err(err)
 }
 
 /// The claim's record; `None` when it cannot be read (then only the
 /// waiter's own clock ends its lease).
-async fn read_claim(storage: &Storage, claim: &GcsUri) -> Option<ClaimRecord> {
-    let stream = storage.read(claim, None).await.ok()?;
-    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.ok()?;
-    serde_json::from_slice(&chunks.concat()).ok()
+async fn read_claim(area: &Area, claim: &str) -> Option<ClaimRecord> {
+    let (bytes, _) = area.read_doc(claim).await.ok()??;
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]

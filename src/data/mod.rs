@@ -19,6 +19,7 @@ pub(crate) mod read;
 mod reader;
 pub mod request;
 pub(crate) mod results;
+mod staging;
 
 pub use batch::{Batch, BatchEvent, BatchProgress, BatchSpec, MAX_BATCH_KEY_LEN};
 pub use claim::DEFAULT_CLAIM_LEASE;
@@ -28,3 +29,4 @@ pub use read::ResultReader;
 pub use reader::{local_output_files, read_local_files, ReadOptions, ResultStream, Totals};
 pub use request::{parse_request, parse_response, Prompt};
 pub use results::{Answer, Blocked, FinishReason, Missing, Outcome, ResultRow, RowError, Usage};
+pub use staging::{Backend, StagingClient};

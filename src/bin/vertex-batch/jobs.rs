@@ -93,7 +93,8 @@ pub struct SubmitArgs {
     /// Where the job writes (gs://… or bq://…), for a gs:// or bq:// input.
     #[arg(long)]
     output: Option<String>,
-    /// Where a local prompts file is staged: gs://BUCKET[/PREFIX].
+    /// Where a local prompts file is staged: gs://BUCKET[/PREFIX] or
+    /// bq://PROJECT.DATASET.
     #[arg(long, value_name = "GS_URI")]
     staging: Option<String>,
     /// The job's display name (default: made from the model and the time).
@@ -200,18 +201,18 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
         return Ok(Exit::Code(0));
     }
     let staging = a.staging.as_deref().ok_or_else(|| {
-        CliError::usage("--staging gs://BUCKET[/PREFIX] is required with a local prompts file")
+        CliError::usage(
+            "--staging gs://BUCKET[/PREFIX] or bq://PROJECT.DATASET is required with a local prompts file",
+        )
     })?;
     if a.output.is_some() {
         return Err(CliError::usage(
             "--output is for a gs:// or bq:// --input; a local prompts file's output goes under --staging",
         ));
     }
-    GcsUri::parse_field(staging, "staging")
-        .map_err(|e| CliError::usage(format!("--staging: {e} (expected gs://BUCKET[/PREFIX])")))?;
-    let prompts = Prompts::check(&PathBuf::from(&a.input), a.format)?;
     let client = g.client()?;
-    let storage = g.storage_for(&client)?;
+    let storage = g.staging_for(&client, staging)?;
+    let prompts = Prompts::check(&PathBuf::from(&a.input), a.format)?;
     // The key is made here when not given, so that every message (and
     // the command that picks the batch up) can name it.
     let key = a

@@ -163,6 +163,33 @@ impl Global {
             .map_err(|e| CliError::from_lib(e, Some(self)))
     }
 
+    /// The client for a batch's `--staging`: Cloud Storage for
+    /// `gs://BUCKET[/PREFIX]`, BigQuery for `bq://PROJECT.DATASET`, sharing
+    /// `client`'s credentials and retry policy.
+    fn staging_for(
+        &self,
+        client: &Client,
+        staging: &str,
+    ) -> CliResult<vertex_batch::data::Backend> {
+        use vertex_batch::data::Backend;
+        if staging.starts_with("bq://") {
+            let ds = vertex_batch::uri::BigQueryUri::parse_field(staging, "staging", false)
+                .map_err(|e| CliError::usage(format!("--staging: {e}")))?;
+            if ds.table().is_some() {
+                return Err(CliError::usage(format!(
+                    "--staging {staging} names a table: stage into a dataset, bq://PROJECT.DATASET"
+                )));
+            }
+            return Ok(Backend::Bq(self.bigquery_for(client)?));
+        }
+        vertex_batch::GcsUri::parse_field(staging, "staging").map_err(|e| {
+            CliError::usage(format!(
+                "--staging: {e} (expected gs://BUCKET[/PREFIX] or bq://PROJECT.DATASET)"
+            ))
+        })?;
+        Ok(Backend::Gcs(self.storage_for(client)?))
+    }
+
     /// Whether the JobService is an emulator (no region to get wrong).
     fn emulated(&self) -> bool {
         std::env::var("VERTEX_AI_EMULATOR_HOST").is_ok_and(|v| !v.trim().is_empty())

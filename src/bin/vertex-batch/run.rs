@@ -3,7 +3,7 @@
 use std::{path::PathBuf, pin::pin, time::Duration};
 
 use futures::StreamExt;
-use vertex_batch::{client::WatchManyOptions, data::Batch, Client, GcsUri, JobSpec, JobState};
+use vertex_batch::{client::WatchManyOptions, data::Batch, Client, JobSpec, JobState};
 
 use crate::{
     fail::{
@@ -30,7 +30,8 @@ pub struct RunArgs {
     /// How the prompts file is written.
     #[arg(long, value_enum, default_value = "auto")]
     format: Format,
-    /// Where inputs and outputs are staged: gs://BUCKET[/PREFIX].
+    /// Where inputs and outputs are staged: gs://BUCKET[/PREFIX] (objects)
+    /// or bq://PROJECT.DATASET (tables; the dataset in the jobs' region).
     #[arg(long, value_name = "GS_URI")]
     staging: String,
     /// Where the results go (JSONL, one line per prompt); - for stdout.
@@ -65,10 +66,8 @@ pub struct RunArgs {
 pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     // From the start: a Ctrl-C at any step stops cleanly (see `start`).
     let interrupt = crate::interrupt::install()?;
-    GcsUri::parse_field(&a.staging, "staging")
-        .map_err(|e| CliError::usage(format!("--staging: {e} (expected gs://BUCKET[/PREFIX])")))?;
     let client = g.client()?;
-    let storage = g.storage_for(&client)?;
+    let storage = g.staging_for(&client, &a.staging)?;
     let prompts = Prompts::check(&a.input, a.format)?;
     let out = ResultsFile::create(&a.output)?;
     eprintln!("{} prompts in {}", prompts.rows(), prompts.path().display());

@@ -17,7 +17,6 @@ use std::{
 use tokio::sync::Notify;
 use vertex_batch::{
     data::{Batch, BatchEvent, BatchSpec},
-    storage::Storage,
     Client, JobSpec,
 };
 
@@ -144,7 +143,7 @@ pub enum Started {
 pub struct Start<'a> {
     pub global: &'a Global,
     pub client: &'a Client,
-    pub storage: &'a Storage,
+    pub storage: &'a vertex_batch::data::Backend,
     pub spec: &'a BatchSpec,
     pub track: &'a Track,
     pub interrupt: &'a Interrupt,
