@@ -593,6 +593,12 @@ impl<T: Completion> Resumable<T> {
         self.chunks
     }
 
+    /// The memory the buffer holds (its capacity), and the chunk size.
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> (usize, usize) {
+        (self.buf.capacity(), self.chunk)
+    }
+
     /// Sends what is buffered as the last piece: what the session made.
     pub(crate) async fn finish(mut self) -> Result<T> {
         match self.send(true).await? {
