@@ -210,7 +210,7 @@ impl LoadJob {
 }
 
 /// A path segment, escaped (project ids may hold `:` and `.`).
-fn seg(s: &str) -> String {
+pub(super) fn seg(s: &str) -> String {
     wire::escape(s)
 }
 
@@ -229,7 +229,7 @@ fn table_path(t: &BigQueryUri) -> Result<String> {
     Ok(format!("{}/tables/{}", dataset_path(t), seg(table)))
 }
 
-fn request(method: Method, path: &str, body: Option<&Value>) -> Result<Request<Bytes>> {
+pub(super) fn request(method: Method, path: &str, body: Option<&Value>) -> Result<Request<Bytes>> {
     let body = match body {
         Some(v) => Bytes::from(
             serde_json::to_vec(v).map_err(|e| Error::config(format!("encoding a request: {e}")))?,
@@ -461,7 +461,9 @@ impl BigQuery {
     /// already, so a repeated load never doubles them), and waits for the
     /// job to finish. `job_id` names the job: a load sent again with the
     /// same id is the same job on BigQuery. The rows travel in one
-    /// request: this is for small tables.
+    /// request, all in memory: this is for small tables (and empty ones);
+    /// stream large ones through [`BigQuery::load_writer`], which holds
+    /// one chunk.
     ///
     /// ```no_run
     /// # async fn demo(bq: vertex_batch::bigquery::BigQuery) -> vertex_batch::Result<()> {
@@ -481,22 +483,7 @@ impl BigQuery {
     ) -> Result<LoadJob> {
         let rows = rows.into();
         let what = format!("loading rows into {table}");
-        let Some(id) = table.table() else {
-            return Err(Error::validation(
-                "table",
-                format!("{table} names no table"),
-            ));
-        };
-        let meta = json!({
-            "jobReference": {"projectId": table.project(), "jobId": job_id},
-            "configuration": {"load": {
-                "destinationTable": {"projectId": table.project(), "datasetId": table.dataset(), "tableId": id},
-                "sourceFormat": "NEWLINE_DELIMITED_JSON",
-                "schema": {"fields": schema},
-                "writeDisposition": "WRITE_EMPTY",
-                "createDisposition": "CREATE_IF_NEEDED",
-            }},
-        });
+        let meta = load_job(table, schema, job_id)?;
         let boundary = format!("vertex-batch-{:016x}", fastrand::u64(..));
         let body = multipart(&boundary, &meta, &rows)?;
         let path = format!(
@@ -518,14 +505,7 @@ impl BigQuery {
             if resp.status() == StatusCode::CONFLICT {
                 // The same job id was sent before (a lost answer): it is
                 // that job.
-                return self
-                    .job(table.project(), job_id, None)
-                    .await?
-                    .ok_or_else(|| Error::Storage {
-                        message: format!("{what}: load job {job_id} exists but cannot be read"),
-                        http_status: Some(409),
-                        source: None,
-                    });
+                return self.existing_job(&what, table, job_id).await;
             }
             wire::json(&what, resp).await
         })
@@ -534,8 +514,25 @@ impl BigQuery {
         self.finished(table, job).await
     }
 
+    /// The load job `job_id`, which the service says exists already
+    /// (`409`): a load sent again with the same id is that job.
+    pub(super) async fn existing_job(
+        &self,
+        what: &str,
+        table: &BigQueryUri,
+        job_id: &str,
+    ) -> Result<LoadJob> {
+        self.job(table.project(), job_id, None)
+            .await?
+            .ok_or_else(|| Error::Storage {
+                message: format!("{what}: load job {job_id} exists but cannot be read"),
+                http_status: Some(409),
+                source: None,
+            })
+    }
+
     /// Waits for a load job to be done; its error, if it failed.
-    async fn finished(&self, table: &BigQueryUri, mut job: LoadJob) -> Result<LoadJob> {
+    pub(super) async fn finished(&self, table: &BigQueryUri, mut job: LoadJob) -> Result<LoadJob> {
         let mut pause = Duration::from_millis(50);
         while !job.done() {
             tokio::time::sleep(pause).await;
@@ -700,6 +697,29 @@ impl BigQuery {
         })
         .boxed()
     }
+}
+
+/// The job resource of a load of newline-delimited JSON into `table`
+/// (created with `schema` if missing, refused if it holds rows), named
+/// `job_id`: what [`BigQuery::load_ndjson`] and [`BigQuery::load_writer`]
+/// both send.
+pub(super) fn load_job(table: &BigQueryUri, schema: &[Field], job_id: &str) -> Result<Value> {
+    let Some(id) = table.table() else {
+        return Err(Error::validation(
+            "table",
+            format!("{table} names no table"),
+        ));
+    };
+    Ok(json!({
+        "jobReference": {"projectId": table.project(), "jobId": job_id},
+        "configuration": {"load": {
+            "destinationTable": {"projectId": table.project(), "datasetId": table.dataset(), "tableId": id},
+            "sourceFormat": "NEWLINE_DELIMITED_JSON",
+            "schema": {"fields": schema},
+            "writeDisposition": "WRITE_EMPTY",
+            "createDisposition": "CREATE_IF_NEEDED",
+        }},
+    }))
 }
 
 /// `bq://project.dataset` of a table or dataset URI.

@@ -94,6 +94,7 @@ pub struct BigQueryBuilder {
     emulator: Option<String>,
     use_env: bool,
     retry: Option<crate::policy::RetryPolicy>,
+    chunk_size: Option<usize>,
 }
 
 impl Default for BigQueryBuilder {
@@ -104,6 +105,7 @@ impl Default for BigQueryBuilder {
             emulator: None,
             use_env: true,
             retry: None,
+            chunk_size: None,
         }
     }
 }
@@ -180,6 +182,22 @@ impl BigQueryBuilder {
         self
     }
 
+    /// The chunk a [`LoadWriter`](super::LoadWriter) sends per request,
+    /// rounded up to a multiple of 256 KiB
+    /// ([`CHUNK_QUANTUM`](crate::storage::CHUNK_QUANTUM); default 8 MiB,
+    /// [`DEFAULT_CHUNK_SIZE`](crate::storage::DEFAULT_CHUNK_SIZE)). Memory
+    /// per load is one chunk.
+    ///
+    /// ```
+    /// use vertex_batch::bigquery::BigQuery;
+    /// let bq = BigQuery::builder().ignore_env().chunk_size(1 << 20).build()?;
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk_size = Some(bytes);
+        self
+    }
+
     /// Ignores `BIGQUERY_EMULATOR_HOST`.
     ///
     /// ```
@@ -229,6 +247,9 @@ impl BigQueryBuilder {
         };
         if let Some(policy) = self.retry {
             http = http.retry_policy(policy);
+        }
+        if let Some(bytes) = self.chunk_size {
+            http = http.chunk_size(bytes);
         }
         let http = http.build().map_err(rename)?;
         Ok(BigQuery {

@@ -11,7 +11,11 @@
 //! the service answered.
 //!
 //! * Writes are **load jobs** (free and atomic: a table's rows appear all
-//!   at once, or none do), never streaming inserts.
+//!   at once, or none do), never streaming inserts: small ones in one
+//!   request ([`BigQuery::load_ndjson`]), any size streamed through a
+//!   resumable upload with one chunk in memory ([`BigQuery::load_writer`],
+//!   the Cloud Storage upload's own session code: its chunking, retries
+//!   and idle timeout).
 //! * Reads page through `tabledata.list`; each row comes back as one JSON
 //!   object, its cells read as their columns' types ([`decode_row`]).
 //!
@@ -29,8 +33,10 @@
 
 mod api;
 mod client;
+mod load;
 mod rows;
 
 pub use api::{LoadJob, TableInfo};
 pub use client::{BigQuery, BigQueryBuilder, DEFAULT_ENDPOINT, ENV_BIGQUERY_EMULATOR_HOST};
+pub use load::LoadWriter;
 pub use rows::{decode_row, timestamp, Field};

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | a document `manifest.json` | object `ROOT/manifest.json` | table `vb_KEY_H__manifest`, the JSON in its description |
 //! | its version | the object's generation | the table's etag |
-//! | a part's input | object `ROOT/input/ATTEMPT/part-N.jsonl` | table `vb_KEY_H__input_ATTEMPT_part_N` (`key` STRING, `request` JSON), one load job |
+//! | a part's input | object `ROOT/input/ATTEMPT/part-N.jsonl` | table `vb_KEY_H__input_ATTEMPT_part_N` (`key` STRING, `request` JSON), one load job, streamed |
 //! | a part's output | prefix `ROOT/output/rR-pN` | table `vb_KEY_H__output_rR_pN`, made by the job |
 //!
 //! (`KEY_H`: the batch key with `-` as `_`, and 8 hex digits of its
@@ -19,12 +19,12 @@
 //! ignores `ifGenerationMatch`): there, the reconcile by request key keeps
 //! one live job per part.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::TryStreamExt;
 
 use super::{join::Inputs, read::ResultReader, reader::SourceFile};
 use crate::{
-    bigquery::{BigQuery, Field},
+    bigquery::{BigQuery, Field, LoadWriter},
     error::{Error, Result},
     job::{Job, OutputLocation},
     storage::{ObjectWriter, Storage},
@@ -367,11 +367,18 @@ impl Area {
                 let uri = GcsUri::parse_field(target, "staging")?;
                 Ok(PartWriter::Gcs(Box::new(storage.writer(&uri).await?)))
             }
-            Area::Bq { bq, .. } => Ok(PartWriter::Bq {
-                bq: bq.clone(),
-                table: BigQueryUri::parse_field(target, "staging", true)?,
-                buf: BytesMut::new(),
-            }),
+            Area::Bq { bq, .. } => {
+                let table = BigQueryUri::parse_field(target, "staging", true)?;
+                let schema = [Field::new("key", "STRING"), Field::new("request", "JSON")];
+                // A job id of its own: a load sent again is the same job.
+                let id = format!(
+                    "vertex_batch_{}_{:016x}",
+                    table.table().unwrap_or("table"),
+                    fastrand::u64(..)
+                );
+                let writer = bq.load_writer(&table, &schema, &id).await?;
+                Ok(PartWriter::Bq(Box::new(writer), table))
+            }
         }
     }
 
@@ -533,15 +540,11 @@ fn child(root: &GcsUri, rel: &str) -> Result<GcsUri> {
     )?)
 }
 
-/// Writes one staged input: a resumable upload (Cloud Storage), or rows
-/// gathered for one load job (BigQuery).
+/// Writes one staged input: a resumable upload, of an object (Cloud
+/// Storage) or of one load job's rows (BigQuery) — one chunk in memory.
 pub(crate) enum PartWriter {
     Gcs(Box<ObjectWriter>),
-    Bq {
-        bq: BigQuery,
-        table: BigQueryUri,
-        buf: BytesMut,
-    },
+    Bq(Box<LoadWriter>, BigQueryUri),
 }
 
 impl PartWriter {
@@ -549,10 +552,7 @@ impl PartWriter {
     pub(crate) async fn write(&mut self, data: &[u8]) -> Result<()> {
         match self {
             PartWriter::Gcs(w) => w.write(data).await,
-            PartWriter::Bq { buf, .. } => {
-                buf.extend_from_slice(data);
-                Ok(())
-            }
+            PartWriter::Bq(w, _) => w.write(data).await,
         }
     }
 
@@ -561,14 +561,8 @@ impl PartWriter {
     pub(crate) async fn finish(self) -> Result<String> {
         match self {
             PartWriter::Gcs(w) => Ok(w.finish().await?.uri().to_string()),
-            PartWriter::Bq { bq, table, buf } => {
-                let schema = [Field::new("key", "STRING"), Field::new("request", "JSON")];
-                let id = format!(
-                    "vertex_batch_{}_{:016x}",
-                    table.table().unwrap_or("table"),
-                    fastrand::u64(..)
-                );
-                bq.load_ndjson(&table, &schema, buf.freeze(), &id).await?;
+            PartWriter::Bq(w, table) => {
+                w.finish().await?;
                 Ok(table.to_string())
             }
         }

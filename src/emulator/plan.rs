@@ -402,7 +402,8 @@ pub(crate) async fn stage_bq_input(
     Ok(Input::BigQuery(path))
 }
 
-/// Loads a published output file into its BigQuery table.
+/// Loads a published output file into its BigQuery table, streamed (one
+/// chunk in memory).
 pub(crate) async fn load_output(
     bq: &crate::bigquery::BigQuery,
     id: u64,
@@ -410,16 +411,26 @@ pub(crate) async fn load_output(
     table: &BigQueryUri,
     columns: &[crate::bigquery::Field],
 ) -> Result<(), String> {
-    let rows = tokio::fs::read(file)
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(file)
         .await
         .map_err(|e| format!("reading {}: {e}", file.display()))?;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    bq.load_ndjson(table, columns, rows, &format!("vertex-batch-emulator-{id}"))
+    let mut w = bq
+        .load_writer(table, columns, &format!("vertex-batch-emulator-{id}"))
         .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("reading {}: {e}", file.display()))?;
+        if n == 0 {
+            break;
+        }
+        w.write(&buf[..n]).await.map_err(|e| e.to_string())?;
+    }
+    w.finish().await.map(drop).map_err(|e| e.to_string())
 }
 
 /// A job's staging directory (Cloud Storage backend): downloaded inputs and

@@ -45,7 +45,7 @@ mod handle;
 mod local;
 mod objects;
 pub(crate) mod retry;
-mod upload;
+pub(crate) mod upload;
 pub(crate) mod wire;
 
 pub use builder::{

@@ -1,7 +1,7 @@
 //! Uploads: small objects in one request, large ones streamed through a
 //! resumable session ([`ObjectWriter`]) with bounded memory.
 
-use std::fmt;
+use std::{fmt, marker::PhantomData};
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, StatusCode, Uri};
@@ -188,7 +188,7 @@ impl Storage {
                     StatusCode::PRECONDITION_FAILED if precondition != Precondition::None => {
                         Ok(Err(attempt))
                     }
-                    s if s.is_success() => object_info(what, resp).await.map(Ok),
+                    s if s.is_success() => completion::<ObjectInfo>(what, resp).await.map(Ok),
                     _ => Err(wire::status_error(what, resp).await),
                 }
             }
@@ -249,33 +249,51 @@ impl Storage {
     pub async fn writer(&self, uri: &GcsUri) -> Result<ObjectWriter> {
         if let Some(root) = &self.inner.local {
             bump(&self.inner.calls.uploads);
+            let writer = local::Writer::create(root, uri).await?;
             return Ok(ObjectWriter {
-                storage: self.clone(),
                 uri: uri.clone(),
-                session: Session::Local(local::Writer::create(root, uri).await?),
-                buf: BytesMut::new(),
-                chunk: self.inner.chunk_size,
-                sent: 0,
-                chunks: 0,
+                to: Destination::Local { writer, written: 0 },
             });
         }
-        let what = format!("starting an upload to {uri}");
         let wire = self.wire()?;
         let (bucket, object) = ids(uri);
-        // Starting a session changes nothing until data is sent (one left
-        // unused expires), so a failed start is tried again.
-        let session: Uri = retrying(&self.inner.retry, &what, |_| async {
-            let req = wire
-                .objects
-                .resumable_insert_init(&(&bucket, &object), Some("application/jsonl"))
-                .map_err(|e| request_error(&what, e))?;
-            let query = format!("uploadType=resumable&name={}", wire::escape(uri.object()));
-            let req = wire::retarget(req.map(|()| Bytes::new()), None, Some(&query))
-                .map_err(|e| request_error(&what, e))?;
+        let starting = format!("starting an upload to {uri}");
+        let session = self
+            .resumable(&starting, format!("uploading {uri}"), || {
+                let req = wire
+                    .objects
+                    .resumable_insert_init(&(&bucket, &object), Some("application/jsonl"))
+                    .map_err(|e| request_error(&starting, e))?;
+                let query = format!("uploadType=resumable&name={}", wire::escape(uri.object()));
+                wire::retarget(req.map(|()| Bytes::new()), None, Some(&query))
+                    .map_err(|e| request_error(&starting, e))
+            })
+            .await?;
+        Ok(ObjectWriter {
+            uri: uri.clone(),
+            to: Destination::Session(session),
+        })
+    }
+
+    /// Opens a resumable upload session: sends the request `start` builds
+    /// (a `POST` the service answers with the session's URL in `Location`)
+    /// and returns the session, ready for bytes. Starting a session changes
+    /// nothing until data is sent (one left unused expires), so a failed
+    /// start is tried again under the retry policy. `starting` names the
+    /// start in errors, `what` the upload.
+    pub(crate) async fn resumable<T: Completion>(
+        &self,
+        starting: &str,
+        what: String,
+        start: impl Fn() -> Result<http::Request<Bytes>>,
+    ) -> Result<Resumable<T>> {
+        let wire = self.wire()?;
+        let session: Uri = retrying(&self.inner.retry, starting, |_| async {
+            let req = start()?;
             bump(&self.inner.calls.uploads);
-            let resp = wire.send(&what, req).await?;
+            let resp = wire.send(starting, req).await?;
             if !resp.status().is_success() {
-                return Err(wire::status_error(&what, resp).await);
+                return Err(wire::status_error(starting, resp).await);
             }
             // The session's URL is a credential: never put in a message.
             resp.headers()
@@ -283,20 +301,21 @@ impl Storage {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<Uri>().ok())
                 .ok_or_else(|| Error::Storage {
-                    message: format!("{what}: the service gave no readable session URL"),
+                    message: format!("{starting}: the service gave no readable session URL"),
                     http_status: Some(resp.status().as_u16()),
                     source: None,
                 })
         })
         .await?;
-        Ok(ObjectWriter {
+        Ok(Resumable {
             storage: self.clone(),
-            uri: uri.clone(),
-            session: Session::Resumable(session),
+            session,
+            what,
             buf: BytesMut::with_capacity(self.inner.chunk_size),
             chunk: self.inner.chunk_size,
             sent: 0,
             chunks: 0,
+            made: PhantomData,
         })
     }
 
@@ -353,7 +372,7 @@ impl Storage {
 /// for (key, prompt) in [("q1", "Why is the sky blue?"), ("q2", "Name three rivers.")] {
 ///     line.clear();
 ///     encoder.encode(key, prompt, &mut line)?;
-///     w.write(&line).await?; // a full chunk is sent as soon as it fills
+///     w.write(&line).await?; // a full chunk is sent as soon as more follows
 /// }
 /// println!("{} bytes, {} chunks sent so far", w.len(), w.chunks_sent());
 /// let info = w.finish().await?;
@@ -361,42 +380,34 @@ impl Storage {
 /// # Ok(()) }
 /// ```
 pub struct ObjectWriter {
-    pub(super) storage: Storage,
-    pub(super) uri: GcsUri,
-    pub(super) session: Session,
-    pub(super) buf: BytesMut,
-    pub(super) chunk: usize,
-    /// Bytes the service has accepted.
-    pub(super) sent: u64,
-    pub(super) chunks: u64,
+    uri: GcsUri,
+    to: Destination,
+}
+
+/// Where an [`ObjectWriter`]'s bytes go.
+enum Destination {
+    /// A resumable session with the service.
+    Session(Resumable<ObjectInfo>),
+    /// A local directory standing in for Cloud Storage.
+    Local { writer: local::Writer, written: u64 },
 }
 
 impl fmt::Debug for ObjectWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (sent, buffered) = match &self.to {
+            Destination::Session(s) => (s.sent, s.buf.len()),
+            Destination::Local { written, .. } => (*written, 0),
+        };
         f.debug_struct("ObjectWriter")
             .field("uri", &self.uri)
-            .field("sent", &self.sent)
-            .field("buffered", &self.buf.len())
+            .field("sent", &sent)
+            .field("buffered", &buffered)
             .finish_non_exhaustive()
     }
 }
 
-pub(super) enum Session {
-    /// The session's URL (a credential of its own: never logged).
-    Resumable(Uri),
-    Local(local::Writer),
-}
-
-/// What a resumable session says after a request.
-enum Progress {
-    /// The object is complete.
-    Done(ObjectInfo),
-    /// Bytes `0..kept` are stored; the service waits for the rest.
-    Kept(u64),
-}
-
 impl ObjectWriter {
-    /// Appends bytes, sending every full chunk.
+    /// Appends bytes, sending each full chunk once more bytes follow it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -409,21 +420,14 @@ impl ObjectWriter {
     /// assert_eq!(w.finish().await?.size(), 52);
     /// # Ok(()) }
     /// ```
-    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
-        if let Session::Local(w) = &mut self.session {
-            self.sent += data.len() as u64;
-            return w.write(data).await;
-        }
-        while !data.is_empty() {
-            let room = self.chunk - self.buf.len();
-            let take = room.min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.buf.len() == self.chunk {
-                self.send(false).await?;
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        match &mut self.to {
+            Destination::Session(s) => s.write(data).await,
+            Destination::Local { writer, written } => {
+                *written += data.len() as u64;
+                writer.write(data).await
             }
         }
-        Ok(())
     }
 
     /// Bytes written so far (sent or buffered).
@@ -439,7 +443,10 @@ impl ObjectWriter {
     /// # Ok(()) }
     /// ```
     pub fn len(&self) -> u64 {
-        self.sent + self.buf.len() as u64
+        match &self.to {
+            Destination::Session(s) => s.len(),
+            Destination::Local { written, .. } => *written,
+        }
     }
 
     /// Whether nothing was written yet.
@@ -473,7 +480,10 @@ impl ObjectWriter {
     /// # Ok(()) }
     /// ```
     pub fn chunks_sent(&self) -> u64 {
-        self.chunks
+        match &self.to {
+            Destination::Session(s) => s.chunks_sent(),
+            Destination::Local { .. } => 0,
+        }
     }
 
     /// Sends what is buffered and completes the object.
@@ -490,17 +500,111 @@ impl ObjectWriter {
     /// assert_eq!(storage.metadata(info.uri()).await?.map(|o| o.size()), Some(3));
     /// # Ok(()) }
     /// ```
-    pub async fn finish(mut self) -> Result<ObjectInfo> {
-        if let Session::Local(w) = self.session {
-            return w.finish().await;
+    pub async fn finish(self) -> Result<ObjectInfo> {
+        match self.to {
+            Destination::Session(s) => s.finish().await,
+            Destination::Local { writer, .. } => writer.finish().await,
         }
+    }
+}
+
+/// What the answer that completes a resumable session is read as: the
+/// object for a Cloud Storage upload ([`ObjectInfo`]), the load job for a
+/// BigQuery load.
+pub(crate) trait Completion: Sized {
+    /// Reads the JSON body of the answer (status `status`) that completed
+    /// the session `what` names.
+    fn read(what: &str, status: u16, body: &[u8]) -> Result<Self>;
+
+    /// How many bytes the service says it stored, when the answer says:
+    /// checked against the bytes sent.
+    fn stored(&self) -> Option<u64>;
+}
+
+impl Completion for ObjectInfo {
+    fn read(what: &str, status: u16, body: &[u8]) -> Result<Self> {
+        let meta: wire::ObjectJson = serde_json::from_slice(body).map_err(|e| Error::Storage {
+            message: format!("{what}: could not read the object's metadata: {e}"),
+            http_status: Some(status),
+            source: Some(Box::new(e)),
+        })?;
+        ObjectInfo::from_json(&meta)
+    }
+
+    fn stored(&self) -> Option<u64> {
+        Some(self.size)
+    }
+}
+
+/// One resumable upload session — Google's resumable protocol, the same
+/// for Cloud Storage objects ([`ObjectWriter`]) and BigQuery load jobs —
+/// driven chunk by chunk with one chunk in memory: each full chunk goes
+/// out as `Content-Range: bytes A-B/*` (answered `308` with the `Range`
+/// kept), the last piece as `bytes A-B/TOTAL` (or `bytes */TOTAL`),
+/// answered with what the session made, read as `T`. A failed request is
+/// sent again, under the client's retry budget, from what the service
+/// says it kept (`bytes */*`). Errors are [`Error::Storage`]; they never
+/// name the session's URL.
+pub(crate) struct Resumable<T> {
+    storage: Storage,
+    /// The session's URL (a credential of its own: never logged).
+    session: Uri,
+    /// What the upload is, for errors and logs ("uploading gs://b/o").
+    what: String,
+    buf: BytesMut,
+    chunk: usize,
+    /// Bytes the service has accepted.
+    sent: u64,
+    chunks: u64,
+    made: PhantomData<fn() -> T>,
+}
+
+/// What a resumable session says after a request.
+enum Progress<T> {
+    /// The upload is complete: what it made.
+    Done(T),
+    /// Bytes `0..kept` are stored; the service waits for the rest.
+    Kept(u64),
+}
+
+impl<T: Completion> Resumable<T> {
+    /// Appends bytes, sending a full chunk once more bytes follow it: the
+    /// last piece always carries bytes (an empty one, `bytes */TOTAL`, is
+    /// a request more, and some services read it as a status query).
+    pub(crate) async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            if self.buf.len() == self.chunk {
+                self.send(false).await?;
+            }
+            let take = (self.chunk - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        Ok(())
+    }
+
+    /// Bytes written so far (sent or buffered).
+    pub(crate) fn len(&self) -> u64 {
+        self.sent + self.buf.len() as u64
+    }
+
+    /// How many requests carried data so far.
+    pub(crate) fn chunks_sent(&self) -> u64 {
+        self.chunks
+    }
+
+    /// The memory the buffer holds (its capacity), and the chunk size.
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> (usize, usize) {
+        (self.buf.capacity(), self.chunk)
+    }
+
+    /// Sends what is buffered as the last piece: what the session made.
+    pub(crate) async fn finish(mut self) -> Result<T> {
         match self.send(true).await? {
-            Some(info) => Ok(info),
+            Some(made) => Ok(made),
             None => Err(Error::Storage {
-                message: format!(
-                    "finishing the upload to {}: the service did not complete it",
-                    self.uri
-                ),
+                message: format!("{}: the service did not complete it", self.what),
                 http_status: None,
                 source: None,
             }),
@@ -510,27 +614,18 @@ impl ObjectWriter {
     /// Sends the buffer: a full chunk, or (`last`) the final piece with the
     /// total size. Retries a failed chunk after asking the service how much
     /// it kept.
-    pub(super) async fn send(&mut self, last: bool) -> Result<Option<ObjectInfo>> {
-        let Session::Resumable(session) = &self.session else {
-            return Ok(None);
-        };
-        let session = session.clone();
+    async fn send(&mut self, last: bool) -> Result<Option<T>> {
         // The chunk goes out without a copy; what the service has not
         // taken when a request fails comes back to the buffer.
         let mut data = self.buf.split().freeze();
-        let result = self.send_data(&session, &mut data, last).await;
+        let result = self.send_data(&mut data, last).await;
         if result.is_err() && !data.is_empty() {
             self.buf = BytesMut::from(data);
         }
         result
     }
 
-    async fn send_data(
-        &mut self,
-        session: &Uri,
-        data: &mut Bytes,
-        last: bool,
-    ) -> Result<Option<ObjectInfo>> {
+    async fn send_data(&mut self, data: &mut Bytes, last: bool) -> Result<Option<T>> {
         let storage = self.storage.clone();
         let policy = &storage.inner.retry;
         // Failures in a row, and when the first of them came; answers in a
@@ -540,18 +635,17 @@ impl ObjectWriter {
         loop {
             let len = data.len() as u64;
             let total = self.sent + len;
-            bump(&self.storage.inner.calls.uploads);
+            bump(&storage.inner.calls.uploads);
             let range = match (len, last) {
-                // Nothing left: complete the object at its size.
+                // Nothing left: complete the upload at its size.
                 (0, _) => format!("bytes */{total}"),
                 (_, true) => format!("bytes {}-{}/{total}", self.sent, total - 1),
                 (_, false) => format!("bytes {}-{}/*", self.sent, total - 1),
             };
-            let result = self.put(session, &range, data.clone()).await;
-            match result {
-                Ok(Progress::Done(info)) => {
+            match self.put(&range, data.clone()).await {
+                Ok(Progress::Done(made)) => {
                     self.chunks += u64::from(len > 0);
-                    return self.done(info, total, last, data).map(Some);
+                    return self.done(made, total, last, data).map(Some);
                 }
                 Ok(Progress::Kept(kept)) => {
                     self.chunks += u64::from(len > 0);
@@ -573,15 +667,15 @@ impl ObjectWriter {
                     let Some(delay) = next_delay(policy, failures, &err, since) else {
                         return Err(gave_up(err, failures, since.elapsed()));
                     };
-                    tracing::warn!(uri = %self.uri, attempt = failures, error = %err, "upload chunk failed; retrying");
+                    tracing::warn!(upload = %self.what, attempt = failures, error = %err, "upload chunk failed; retrying");
                     tokio::time::sleep(delay).await;
                     // Learn how much the service kept before sending again.
-                    bump(&self.storage.inner.calls.uploads);
-                    match self.put(session, "bytes */*", Bytes::new()).await {
+                    bump(&storage.inner.calls.uploads);
+                    match self.put("bytes */*", Bytes::new()).await {
                         Ok(Progress::Kept(kept)) => self.accept(kept, total, data)?,
-                        // The failed request did arrive, and finished the object.
-                        Ok(Progress::Done(info)) => {
-                            return self.done(info, total, last, data).map(Some)
+                        // The failed request did arrive, and finished the upload.
+                        Ok(Progress::Done(made)) => {
+                            return self.done(made, total, last, data).map(Some)
                         }
                         Err(_) => {}
                     }
@@ -589,10 +683,7 @@ impl ObjectWriter {
             }
             if stalled >= STALLED_ANSWERS {
                 return Err(Error::Storage {
-                    message: format!(
-                        "uploading {}: the service keeps refusing the data",
-                        self.uri
-                    ),
+                    message: format!("{}: the service keeps refusing the data", self.what),
                     http_status: None,
                     source: None,
                 });
@@ -600,49 +691,53 @@ impl ObjectWriter {
         }
     }
 
-    /// The service says the object is complete: only right after the last
-    /// piece, and at the size written.
-    fn done(
-        &mut self,
-        info: ObjectInfo,
-        total: u64,
-        last: bool,
-        data: &mut Bytes,
-    ) -> Result<ObjectInfo> {
-        if !last || info.size() != total {
+    /// The service says the upload is complete: only right after the last
+    /// piece, and (when it says) at the size written.
+    fn done(&mut self, made: T, total: u64, last: bool, data: &mut Bytes) -> Result<T> {
+        let what = &self.what;
+        let wrong = match (made.stored(), last) {
+            (Some(size), true) if size == total => None,
+            (None, true) => None,
+            (Some(size), true) => Some(format!(
+                "{what}: the service completed the object at {size} bytes of {total}"
+            )),
+            (Some(size), false) => Some(format!(
+                "{what}: the service completed the object at {size} bytes of {total} written so far"
+            )),
+            (None, false) => Some(format!(
+                "{what}: the service completed the upload before its last piece \
+                 ({total} bytes written so far)"
+            )),
+        };
+        if let Some(message) = wrong {
             return Err(Error::Storage {
-                message: format!(
-                    "uploading {}: the service completed the object at {} bytes of {total}{}",
-                    self.uri,
-                    info.size(),
-                    if last { "" } else { " written so far" }
-                ),
+                message,
                 http_status: None,
                 source: None,
             });
         }
         self.sent = total;
         *data = Bytes::new();
-        Ok(info)
+        Ok(made)
     }
 
     /// One request to the session: `body` at `content_range` (or, empty,
     /// a question about what the service holds).
-    async fn put(&self, session: &Uri, content_range: &str, body: Bytes) -> Result<Progress> {
-        let what = format!("uploading {}", self.uri);
+    async fn put(&self, content_range: &str, body: Bytes) -> Result<Progress<T>> {
+        let what = &self.what;
         let wire = self.storage.wire()?;
         let len = body.len() as u64;
         let mut req = Object::resumable_append(
-            tame_gcs::objects::ResumableSession(session.clone()),
+            tame_gcs::objects::ResumableSession(self.session.clone()),
             body,
             len,
         )
-        .map_err(|e| request_error(&what, e))?;
-        let range = HeaderValue::from_str(content_range).map_err(|e| request_error(&what, e))?;
+        .map_err(|e| request_error(what, e))?;
+        let range = HeaderValue::from_str(content_range).map_err(|e| request_error(what, e))?;
         req.headers_mut().insert(header::CONTENT_RANGE, range);
-        let resp = wire.send_session(&what, session, req).await?;
+        let resp = wire.send_session(what, &self.session, req).await?;
         match resp.status() {
-            s if s.is_success() => object_info(&what, resp).await.map(Progress::Done),
+            s if s.is_success() => completion(what, resp).await.map(Progress::Done),
             StatusCode::PERMANENT_REDIRECT => kept_bytes(resp.headers().get(header::RANGE))
                 .map(Progress::Kept)
                 .ok_or_else(|| Error::Storage {
@@ -650,18 +745,18 @@ impl ObjectWriter {
                     http_status: Some(308),
                     source: None,
                 }),
-            _ => Err(wire::status_error(&what, resp).await),
+            _ => Err(wire::status_error(what, resp).await),
         }
     }
 
     /// The service holds bytes `0..kept`: drop them from `data`. A claim
     /// of more than was written is an error, not a silent skip.
-    pub(super) fn accept(&mut self, kept: u64, written: u64, data: &mut Bytes) -> Result<()> {
+    fn accept(&mut self, kept: u64, written: u64, data: &mut Bytes) -> Result<()> {
         if kept > written {
             return Err(Error::Storage {
                 message: format!(
-                    "uploading {}: the service claims bytes that were never sent",
-                    self.uri
+                    "{}: the service claims bytes that were never sent",
+                    self.what
                 ),
                 http_status: None,
                 source: None,
@@ -695,21 +790,16 @@ fn kept_bytes(range: Option<&HeaderValue>) -> Option<u64> {
         .checked_add(1)
 }
 
-/// The object a finished upload describes (its JSON metadata).
-async fn object_info(what: &str, resp: wire::Answer) -> Result<ObjectInfo> {
+/// What a finished upload made, from its answer's JSON body (read whole,
+/// at most 1 MiB).
+async fn completion<T: Completion>(what: &str, resp: wire::Answer) -> Result<T> {
     let status = resp.status();
     let body = Limited::new(resp.into_body(), 1 << 20)
         .collect()
         .await
         .map_err(|e| wire::body_error(what, status, e))?
         .to_bytes();
-    let status = status.as_u16();
-    let meta: wire::ObjectJson = serde_json::from_slice(&body).map_err(|e| Error::Storage {
-        message: format!("{what}: could not read the object's metadata: {e}"),
-        http_status: Some(status),
-        source: Some(Box::new(e)),
-    })?;
-    ObjectInfo::from_json(&meta)
+    T::read(what, status.as_u16(), &body)
 }
 
 #[cfg(test)]
