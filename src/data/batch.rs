@@ -102,7 +102,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    claim::{settled_job, submit_once, PartClaim, Step, DEFAULT_CLAIM_LEASE},
+    claim::{settled_job, submit_once, writes_to, PartClaim, Step, DEFAULT_CLAIM_LEASE},
     fingerprint::{fingerprint, FingerprintSet},
     input::{BatchRequest, InputEncoder, InputLimits},
     reader::{parse_lines, ReadOptions, ResultStream},
@@ -658,7 +658,9 @@ impl Client {
     }
 
     /// The jobs of the batch staged under `spec`'s request key, submitting
-    /// none: every job carrying one of its parts' request keys, all rounds,
+    /// none: every job carrying one of its parts' request keys and writing
+    /// to that part's output (a batch staged elsewhere under the same key
+    /// has jobs of its own, left out), all rounds,
     /// in any state (a part never submitted has none). Empty when no batch
     /// is staged under the key. For cancelling what a start that was
     /// stopped part way made.
@@ -696,7 +698,14 @@ impl Client {
         for part in manifest.rounds.iter().flat_map(|r| &r.parts) {
             let opts = ListOptions::new().label(REQUEST_KEY_LABEL, &part.request_key);
             let found: Vec<Job> = self.list(&opts).try_collect().await?;
-            jobs.extend(found);
+            // Only the jobs writing to the part's own output are this
+            // batch's: a batch staged elsewhere under the same key has
+            // its own, which are never to be cancelled from here.
+            jobs.extend(
+                found
+                    .into_iter()
+                    .filter(|j| writes_to(j, &part.output_prefix)),
+            );
         }
         Ok(jobs)
     }
