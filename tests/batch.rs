@@ -989,3 +989,48 @@ async fn a_lost_manifest_race_on_fake_gcs_never_gives_another_prompts_answer() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_stale_retry_never_rewrites_the_input_of_a_round_another_process_recorded() {
+    // Two processes follow one batch; both see its rows fail. The first
+    // records and submits the retry round; the second, a moment behind,
+    // retries too: it must take the recorded round, not restage over the
+    // file that round's job reads.
+    let (_dir, emu, storage, client) = local_emulator().await;
+    emu.knobs().hold_queued(false);
+    emu.knobs().fail_rows_containing(Some("flaky".into()));
+    let (mut a, _) = client
+        .run_batch(&storage, &plain_spec("stale-1"), prompts(20))
+        .await
+        .unwrap();
+    let mut b = client
+        .resume_batch(&storage, &plain_spec("stale-1"))
+        .await
+        .unwrap();
+    b.wait().await.unwrap();
+    emu.knobs().hold_queued(true); // the round's job waits to read its input
+    assert_eq!(a.retry_failed().await.unwrap(), 2);
+    let round_input = a
+        .jobs()
+        .last()
+        .unwrap()
+        .proto()
+        .input_config
+        .clone()
+        .unwrap();
+    let uri: vertex_batch::GcsUri = match round_input.source.unwrap() {
+        vertex_batch::proto::aiplatform::batch_prediction_job::input_config::Source::GcsSource(
+            g,
+        ) => g.uris[0].parse().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let before = storage.metadata(&uri).await.unwrap().unwrap().generation();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(b.retry_failed().await.unwrap(), 2);
+    assert_eq!(job_names(&b), job_names(&a), "b took a's round");
+    let after = storage.metadata(&uri).await.unwrap().unwrap().generation();
+    assert_eq!(
+        after, before,
+        "{uri} was staged again under a recorded round"
+    );
+}

@@ -1412,6 +1412,11 @@ impl Batch {
         let key = self.manifest.request_key.clone();
         let mut parts = Vec::new();
         let retry = std::sync::Arc::new(retry);
+        // A directory of this attempt's own, as for the first stage: a
+        // process a moment behind, retrying the same round, never writes
+        // over the files of the round another process recorded.
+        let attempt = format!("{:016x}", fastrand::u64(..));
+        let mut staged = Vec::new();
         for (i, file) in self.manifest.inputs.iter().enumerate() {
             let keep = retry.clone();
             let mut lines = Box::pin(parse_lines(
@@ -1428,7 +1433,9 @@ impl Batch {
                     Ok(keep.contains(fingerprint(&k.key)).then_some(raw))
                 },
             ));
-            let target = self.area.part(&format!("input/retry-r{r}-p{i:05}.jsonl"))?;
+            let target = self
+                .area
+                .part(&format!("input/{attempt}/retry-r{r}-p{i:05}.jsonl"))?;
             let mut writer: Option<PartWriter> = None;
             let mut rows = 0u64;
             while let Some(line) = lines.next().await {
@@ -1445,6 +1452,7 @@ impl Batch {
             }
             if let Some(w) = writer {
                 w.finish().await?;
+                staged.push(target.clone());
                 parts.push(Part {
                     input: target.clone(),
                     output_prefix: self.area.output(&format!("output/r{r}-p{i:05}"))?,
@@ -1464,11 +1472,15 @@ impl Batch {
                 self.manifest_generation = generation;
             }
             Err(e) => {
-                // Another process recorded a round first: take its rounds.
+                // Another process recorded a round first: take its rounds
+                // (the files staged here are nobody's).
                 match read_manifest(&self.area).await? {
                     Some((theirs, generation))
                         if theirs.rounds.len() > self.manifest.rounds.len() =>
                     {
+                        for t in &staged {
+                            self.area.remove(t).await;
+                        }
                         self.manifest = theirs;
                         self.manifest_generation = generation;
                         let pending = self.rows_from(self.jobs.len());
