@@ -879,3 +879,158 @@ async fn a_claim_of_a_process_gone_from_this_machine_is_taken_over_at_once() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn find_batch_jobs_leaves_out_the_jobs_of_a_batch_staged_elsewhere_with_the_key() {
+    // `run --cancel-on-interrupt` cancels what find_batch_jobs returns: a
+    // batch staged elsewhere under a key already used must not get the
+    // other batch's jobs (they are not its own, and are never cancelled).
+    let (_dir, _emu, storage, client) = local_emulator().await;
+    let first = client
+        .start_batch(&storage, &plain_spec("found-1"), prompts(10))
+        .await
+        .unwrap();
+    let elsewhere = BatchSpec::new(
+        JobSpec::new("gemini-2.0-flash-001"),
+        "gs://staging-bkt/other",
+    )
+    .request_key("found-1");
+    // Staged, then refused when it would submit: its manifest exists.
+    assert!(client
+        .start_batch(&storage, &elsewhere, prompts(10))
+        .await
+        .is_err());
+    let found = client.find_batch_jobs(&storage, &elsewhere).await.unwrap();
+    let names: Vec<&str> = found.iter().map(|j| j.name()).collect();
+    assert!(
+        names.is_empty(),
+        "the other batch's job {:?} is not this batch's: {names:?}",
+        job_names(&first)
+    );
+    // The first batch still finds its own.
+    let own = client
+        .find_batch_jobs(&storage, &plain_spec("found-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        own.iter().map(|j| j.name().to_owned()).collect::<Vec<_>>(),
+        job_names(&first)
+    );
+}
+
+#[tokio::test]
+#[ignore = "review: fails on main (typed prompts are staged sorted, text ones not); see the review report"]
+async fn a_rerun_with_the_same_prompts_typed_instead_of_text_resumes_its_jobs() {
+    // "hi" and Prompt::text("hi") are one request; so were they when a
+    // batch was staged before typed prompts were written sorted.
+    let s = setup().await;
+    let text: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("k{i}"), format!("Question {i}")))
+        .collect();
+    let first = s
+        .client
+        .start_batch(&s.storage, &plain_spec("typed-1"), text.clone())
+        .await
+        .unwrap();
+    let typed: Vec<(String, Prompt)> = text
+        .iter()
+        .map(|(k, t)| (k.clone(), Prompt::text(t.clone())))
+        .collect();
+    let again = s
+        .client
+        .start_batch(&s.storage, &plain_spec("typed-1"), typed)
+        .await;
+    assert_eq!(job_names(&again.unwrap()), job_names(&first));
+    assert_eq!(creates(&s.emu), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "review: fails on main (a part's job is \"ours\" by its output alone); see the review report"]
+async fn a_lost_manifest_race_on_fake_gcs_never_gives_another_prompts_answer() {
+    // fake-gcs-server ignores ifGenerationMatch=0: a start with other
+    // prompts whose manifest write comes after another start wrote (and
+    // read back) its own overwrites it, and then follows the other
+    // start's job — answers to the other prompts, under its own keys.
+    let s = setup().await;
+    let (other_client, other_storage) = (s.client.clone(), s.storage.clone());
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spec = plain_spec("lost-1").on_event(move |e| {
+        if matches!(e, vertex_batch::data::BatchEvent::Staged { part: 0, .. })
+            && !ran.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::block_in_place(|| {
+                handle
+                    .block_on(other_client.start_batch(
+                        &other_storage,
+                        &plain_spec("lost-1"),
+                        prompts(10),
+                    ))
+                    .unwrap()
+            });
+        }
+    });
+    let other: Vec<(String, Prompt)> = (0..10)
+        .map(|i| (format!("k{i}"), Prompt::text(format!("Other {i}"))))
+        .collect();
+    let Ok(mut batch) = s.client.start_batch(&s.storage, &spec, other).await else {
+        return; // refused: fine
+    };
+    batch.wait().await.unwrap();
+    let (rows, _, _) = batch.results().await.unwrap().collect_all().await;
+    for r in &rows {
+        if let Outcome::Succeeded(a) = r.outcome() {
+            assert!(
+                a.text().contains("Other"),
+                "{:?} got another prompt's answer: {}",
+                r.key(),
+                a.text()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stale_retry_never_rewrites_the_input_of_a_round_another_process_recorded() {
+    // Two processes follow one batch; both see its rows fail. The first
+    // records and submits the retry round; the second, a moment behind,
+    // retries too: it must take the recorded round, not restage over the
+    // file that round's job reads.
+    let (_dir, emu, storage, client) = local_emulator().await;
+    emu.knobs().hold_queued(false);
+    emu.knobs().fail_rows_containing(Some("flaky".into()));
+    let (mut a, _) = client
+        .run_batch(&storage, &plain_spec("stale-1"), prompts(20))
+        .await
+        .unwrap();
+    let mut b = client
+        .resume_batch(&storage, &plain_spec("stale-1"))
+        .await
+        .unwrap();
+    b.wait().await.unwrap();
+    emu.knobs().hold_queued(true); // the round's job waits to read its input
+    assert_eq!(a.retry_failed().await.unwrap(), 2);
+    let round_input = a
+        .jobs()
+        .last()
+        .unwrap()
+        .proto()
+        .input_config
+        .clone()
+        .unwrap();
+    let uri: vertex_batch::GcsUri = match round_input.source.unwrap() {
+        vertex_batch::proto::aiplatform::batch_prediction_job::input_config::Source::GcsSource(
+            g,
+        ) => g.uris[0].parse().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let before = storage.metadata(&uri).await.unwrap().unwrap().generation();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(b.retry_failed().await.unwrap(), 2);
+    assert_eq!(job_names(&b), job_names(&a), "b took a's round");
+    let after = storage.metadata(&uri).await.unwrap().unwrap().generation();
+    assert_eq!(
+        after, before,
+        "{uri} was staged again under a recorded round"
+    );
+}

@@ -711,3 +711,24 @@ async fn a_list_answering_the_token_it_was_sent_ends_with_an_error_not_a_loop() 
         .count();
     assert_eq!(lists, 2, "the first page, then the repeated token once");
 }
+
+#[tokio::test]
+async fn a_list_whose_page_tokens_loop_ends_with_an_error_not_a_loop() {
+    use futures::TryStreamExt;
+    let (server, addr) = Recorder::start().await;
+    server.cycle_list_tokens();
+    let client = client_for(addr).await;
+    // `a`, `b`, `a`, …: no token repeats the one just sent, and still the
+    // pages never end.
+    let listed = tokio::time::timeout(
+        Duration::from_secs(10),
+        client
+            .list(&vertex_batch::ListOptions::new())
+            .try_collect::<Vec<_>>(),
+    )
+    .await
+    .expect("a loop of page tokens is read forever");
+    let err = listed.unwrap_err();
+    assert!(err.to_string().contains("page token"), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+}

@@ -258,7 +258,10 @@ impl Client {
         }
         let client = self.clone();
         let opts = opts.clone();
-        let pages = stream::try_unfold(Next::Page(None), move |next| {
+        // Every token sent so far: a service answering one of them again
+        // (the one it was sent, or an older one) would be read forever.
+        let sent = std::collections::HashSet::<String>::new();
+        let pages = stream::try_unfold((Next::Page(None), sent), move |(next, mut sent)| {
             let client = client.clone();
             let opts = opts.clone();
             async move {
@@ -267,14 +270,18 @@ impl Client {
                     Next::Page(t) => t,
                 };
                 let page = client.list_page(&opts, token.as_deref()).await?;
+                if let Some(t) = token {
+                    sent.insert(t);
+                }
                 let next = match page.next_page_token {
-                    // A service answering the token it was sent would be
+                    // A service answering a token it was sent would be
                     // read forever: an error, not a loop.
-                    Some(t) if token.as_deref() == Some(t.as_str()) => {
+                    Some(t) if sent.contains(&t) => {
                         return Err(Error::from_status(
                             tonic::Status::internal(
-                                "ListBatchPredictionJobs answered the page token it was sent \
-                                 as the next one; stopped instead of reading that page forever",
+                                "ListBatchPredictionJobs answered a page token it was sent \
+                                 (the last one or an earlier one) as the next one; stopped \
+                                 instead of reading those pages forever",
                             ),
                             client.endpoint(),
                         ))
@@ -282,7 +289,7 @@ impl Client {
                     Some(t) => Next::Page(Some(t)),
                     None => Next::Done,
                 };
-                Ok::<_, Error>(Some((page.jobs, next)))
+                Ok::<_, Error>(Some((page.jobs, (next, sent))))
             }
         });
         pages

@@ -102,7 +102,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    claim::{settled_job, submit_once, PartClaim, Step, DEFAULT_CLAIM_LEASE},
+    claim::{settled_job, submit_once, writes_to, PartClaim, Step, DEFAULT_CLAIM_LEASE},
     fingerprint::{fingerprint, FingerprintSet},
     input::{BatchRequest, InputEncoder, InputLimits},
     reader::{parse_lines, ReadOptions, ResultStream},
@@ -658,7 +658,9 @@ impl Client {
     }
 
     /// The jobs of the batch staged under `spec`'s request key, submitting
-    /// none: every job carrying one of its parts' request keys, all rounds,
+    /// none: every job carrying one of its parts' request keys and writing
+    /// to that part's output (a batch staged elsewhere under the same key
+    /// has jobs of its own, left out), all rounds,
     /// in any state (a part never submitted has none). Empty when no batch
     /// is staged under the key. For cancelling what a start that was
     /// stopped part way made.
@@ -696,7 +698,14 @@ impl Client {
         for part in manifest.rounds.iter().flat_map(|r| &r.parts) {
             let opts = ListOptions::new().label(REQUEST_KEY_LABEL, &part.request_key);
             let found: Vec<Job> = self.list(&opts).try_collect().await?;
-            jobs.extend(found);
+            // Only the jobs writing to the part's own output are this
+            // batch's: a batch staged elsewhere under the same key has
+            // its own, which are never to be cancelled from here.
+            jobs.extend(
+                found
+                    .into_iter()
+                    .filter(|j| writes_to(j, &part.output_prefix)),
+            );
         }
         Ok(jobs)
     }
@@ -1403,6 +1412,11 @@ impl Batch {
         let key = self.manifest.request_key.clone();
         let mut parts = Vec::new();
         let retry = std::sync::Arc::new(retry);
+        // A directory of this attempt's own, as for the first stage: a
+        // process a moment behind, retrying the same round, never writes
+        // over the files of the round another process recorded.
+        let attempt = format!("{:016x}", fastrand::u64(..));
+        let mut staged = Vec::new();
         for (i, file) in self.manifest.inputs.iter().enumerate() {
             let keep = retry.clone();
             let mut lines = Box::pin(parse_lines(
@@ -1419,7 +1433,9 @@ impl Batch {
                     Ok(keep.contains(fingerprint(&k.key)).then_some(raw))
                 },
             ));
-            let target = self.area.part(&format!("input/retry-r{r}-p{i:05}.jsonl"))?;
+            let target = self
+                .area
+                .part(&format!("input/{attempt}/retry-r{r}-p{i:05}.jsonl"))?;
             let mut writer: Option<PartWriter> = None;
             let mut rows = 0u64;
             while let Some(line) = lines.next().await {
@@ -1436,6 +1452,7 @@ impl Batch {
             }
             if let Some(w) = writer {
                 w.finish().await?;
+                staged.push(target.clone());
                 parts.push(Part {
                     input: target.clone(),
                     output_prefix: self.area.output(&format!("output/r{r}-p{i:05}"))?,
@@ -1455,11 +1472,15 @@ impl Batch {
                 self.manifest_generation = generation;
             }
             Err(e) => {
-                // Another process recorded a round first: take its rounds.
+                // Another process recorded a round first: take its rounds
+                // (the files staged here are nobody's).
                 match read_manifest(&self.area).await? {
                     Some((theirs, generation))
                         if theirs.rounds.len() > self.manifest.rounds.len() =>
                     {
+                        for t in &staged {
+                            self.area.remove(t).await;
+                        }
                         self.manifest = theirs;
                         self.manifest_generation = generation;
                         let pending = self.rows_from(self.jobs.len());

@@ -40,6 +40,9 @@ struct State {
     script: VecDeque<Scripted>,
     jobs: HashMap<String, pb::BatchPredictionJob>,
     next_id: u64,
+    /// List pages answer `a`, `b`, `a`, … (a loop of two tokens) instead
+    /// of echoing the token sent.
+    cycle_tokens: bool,
 }
 
 #[derive(Clone, Default)]
@@ -86,6 +89,12 @@ impl Recorder {
             .unwrap()
             .script
             .push_back(Scripted::Fail(status));
+    }
+
+    /// From now on, List pages loop over two tokens (`a` → `b` → `a` …).
+    #[allow(dead_code)]
+    pub fn cycle_list_tokens(&self) {
+        self.state.lock().unwrap().cycle_tokens = true;
     }
 
     /// Makes the next call answer only after `delay`.
@@ -174,13 +183,16 @@ impl JobService for Recorder {
     ) -> Result<Response<pb::ListBatchPredictionJobsResponse>, Status> {
         self.record("ListBatchPredictionJobs", &request).await?;
         let token = request.into_inner().page_token;
+        let cycle = self.state.lock().unwrap().cycle_tokens;
+        let next_page_token = match (cycle, token.as_str()) {
+            (true, "a") => "b".into(),
+            (true, _) => "a".into(),
+            (false, "") => "again".into(),
+            (false, _) => token,
+        };
         Ok(Response::new(pb::ListBatchPredictionJobsResponse {
             batch_prediction_jobs: vec![],
-            next_page_token: if token.is_empty() {
-                "again".into()
-            } else {
-                token
-            },
+            next_page_token,
         }))
     }
 
