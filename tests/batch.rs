@@ -736,20 +736,14 @@ async fn a_claim_whose_create_failed_is_released_not_waited_out() {
         .retry_policy(vertex_batch::policy::RetryPolicy::none())
         .build()
         .unwrap();
-    // The service goes down between the claim and the create.
-    let knobs = emu.knobs().clone();
-    let failing = plain_spec("release-1")
-        .claim_lease(Duration::from_secs(3600))
-        .on_event(move |e| {
-            if matches!(e, vertex_batch::data::BatchEvent::Claimed { .. }) {
-                knobs.set_unavailable_fraction(1.0);
-            }
-        });
-    assert!(client
+    // The create is refused (a quota: no job was made).
+    emu.knobs().refuse_creates(1);
+    let failing = plain_spec("release-1").claim_lease(Duration::from_secs(3600));
+    let err = client
         .start_batch(&storage, &failing, prompts(10))
         .await
-        .is_err());
-    emu.knobs().set_unavailable_fraction(0.0);
+        .unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::ResourceExhausted), "{err}");
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = events.clone();
     let spec = plain_spec("release-1")
@@ -764,7 +758,11 @@ async fn a_claim_whose_create_failed_is_released_not_waited_out() {
     .expect("the released claim is taken at once")
     .unwrap();
     assert_eq!(batch.jobs().len(), 1);
-    assert_eq!(creates(&emu), 1);
+    assert_eq!(
+        creates(&emu),
+        2,
+        "the refused create, then the one that made the job"
+    );
     let events = events.lock().unwrap().clone();
     use vertex_batch::data::BatchEvent::*;
     assert!(
@@ -919,7 +917,7 @@ async fn find_batch_jobs_leaves_out_the_jobs_of_a_batch_staged_elsewhere_with_th
 }
 
 #[tokio::test]
-#[ignore = "review: fails on main (typed prompts are staged sorted, text ones not); see the review report"]
+#[ignore = "known limitation (README, the request key): a text prompt and the same typed Prompt stage different bytes"]
 async fn a_rerun_with_the_same_prompts_typed_instead_of_text_resumes_its_jobs() {
     // "hi" and Prompt::text("hi") are one request; so were they when a
     // batch was staged before typed prompts were written sorted.
@@ -945,7 +943,7 @@ async fn a_rerun_with_the_same_prompts_typed_instead_of_text_resumes_its_jobs() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "review: fails on main (a part's job is \"ours\" by its output alone); see the review report"]
+#[ignore = "known limitation (README, the request key): on storage without preconditions a start with other prompts may follow the winner's jobs"]
 async fn a_lost_manifest_race_on_fake_gcs_never_gives_another_prompts_answer() {
     // fake-gcs-server ignores ifGenerationMatch=0: a start with other
     // prompts whose manifest write comes after another start wrote (and

@@ -109,7 +109,7 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
 }
 
 /// Whether a failed create may have been committed anyway.
-fn is_ambiguous(e: &Error) -> bool {
+pub(crate) fn is_ambiguous(e: &Error) -> bool {
     matches!(e, Error::Transport { .. } | Error::Timeout { .. })
         || matches!(
             e.code(),

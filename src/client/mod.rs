@@ -21,7 +21,7 @@ mod shared;
 mod wait;
 
 pub use builder::ClientBuilder;
-pub(crate) use create::prepare;
+pub(crate) use create::{is_ambiguous, prepare};
 pub use list::{JobPage, ListOptions};
 pub use multi::WatchManyOptions;
 pub use shared::Client;

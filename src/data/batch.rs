@@ -1304,17 +1304,40 @@ impl Batch {
                 p?;
             }
             drop(progress);
-            // A part whose job was cancelled as another process's duplicate
-            // follows the winner instead (a part whose every job was
-            // cancelled stays as it is).
-            let mut moved = false;
-            for r in 0..self.jobs.len() {
-                moved |= self.settle(r, true).await?;
-            }
-            if !moved {
+            if !self.follow_winners().await? {
                 return Ok(());
             }
         }
+    }
+
+    /// Makes every part whose job was cancelled as another process's
+    /// duplicate follow the part's winner (the oldest job writing to the
+    /// part's output) instead; returns whether any did — then follow the
+    /// batch again ([`Batch::progress`]). A part whose every job was
+    /// cancelled stays as it is. [`Batch::wait`] does this itself.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut batch: vertex_batch::data::Batch) -> vertex_batch::Result<()> {
+    /// use futures::StreamExt;
+    ///
+    /// loop {
+    ///     let mut progress = Box::pin(batch.progress());
+    ///     while let Some(p) = progress.next().await {
+    ///         println!("{} rows succeeded", p?.succeeded);
+    ///     }
+    ///     drop(progress);
+    ///     if !batch.follow_winners().await? {
+    ///         break; // every part's job has ended, and it is the winner
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn follow_winners(&mut self) -> Result<bool> {
+        let mut moved = false;
+        for r in 0..self.jobs.len() {
+            moved |= self.settle(r, true).await?;
+        }
+        Ok(moved)
     }
 
     /// Every prompt's result, read from the jobs' output directories

@@ -81,6 +81,10 @@ struct ClaimRecord {
     /// holder's process is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     boot: Option<String>,
+    /// Random per claim: two claims are never the same bytes (a repeated
+    /// create-only write is judged by its content).
+    #[serde(default)]
+    nonce: u64,
 }
 
 impl ClaimRecord {
@@ -92,6 +96,7 @@ impl ClaimRecord {
             lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
             released: false,
             boot: boot_id().map(str::to_owned),
+            nonce: fastrand::u64(..),
         }
     }
 
@@ -309,6 +314,11 @@ async fn create_or_release(
         Ok(job) => return Ok(job),
         Err(e) => e,
     };
+    if crate::client::is_ambiguous(&err) {
+        // The job may exist and not be listed yet: the claim stays, and
+        // its lease (or this machine's dead-process check) ends it.
+        return Err(err);
+    }
     let released = ClaimRecord {
         released: true,
         ..ClaimRecord::new(Duration::ZERO)

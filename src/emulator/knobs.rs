@@ -37,6 +37,9 @@ pub struct KnobValues {
     pub unavailable_fraction: f64,
     /// How many upcoming creates commit the job but answer `UNAVAILABLE`.
     pub lost_create_responses: u32,
+    /// How many upcoming creates are refused `RESOURCE_EXHAUSTED` (a quota
+    /// of concurrent jobs), committing nothing.
+    pub refused_creates: u32,
     /// A job held `QUEUED` longer than this ends `EXPIRED` (service: 72 h).
     pub queue_ttl: Duration,
     /// A job `RUNNING` longer than this is cancelled (service: 24 h).
@@ -77,6 +80,7 @@ impl Default for KnobValues {
             fail_jobs: None,
             unavailable_fraction: 0.0,
             lost_create_responses: 0,
+            refused_creates: 0,
             queue_ttl: Duration::from_secs(72 * 3600),
             max_run_time: Duration::from_secs(24 * 3600),
             max_requests_per_job: 200_000,
@@ -311,6 +315,18 @@ impl Knobs {
         self.update(|v| v.lost_create_responses = n);
     }
 
+    /// Refuses the next `n` creates with `RESOURCE_EXHAUSTED`, as the
+    /// service does past its quota of concurrent jobs: nothing is made.
+    ///
+    /// ```
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// knobs.refuse_creates(1); // the next create fails, and no job exists
+    /// assert_eq!(knobs.values().refused_creates, 1);
+    /// ```
+    pub fn refuse_creates(&self, n: u32) {
+        self.update(|v| v.refused_creates = n);
+    }
+
     /// How long a held job may stay `QUEUED` before it ends `EXPIRED`.
     ///
     /// ```
@@ -429,6 +445,17 @@ impl Knobs {
     pub(crate) fn inject_unavailable(&self) -> bool {
         let frac = self.values().unavailable_fraction;
         frac > 0.0 && self.rng.lock().unwrap_or_else(|e| e.into_inner()).f64() < frac
+    }
+
+    /// Takes one refused-create token, if any are left.
+    pub(crate) fn take_refused_create(&self) -> bool {
+        let mut guard = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.refused_creates > 0 {
+            guard.refused_creates -= 1;
+            true
+        } else {
+            false
+        }
     }
 
     /// Takes one lost-create token, if any are left.

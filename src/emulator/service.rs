@@ -281,6 +281,11 @@ impl JobService for EmulatorService {
         self.begin("CreateBatchPredictionJob", &request, "parent", &parent)?;
         let req = request.into_inner();
         let (parent, mut job) = validate_create(&req.parent, req.batch_prediction_job.as_ref())?;
+        if self.state.knobs.take_refused_create() {
+            return Err(Status::resource_exhausted(
+                "Quota exceeded for aiplatform.googleapis.com/concurrent_batch_prediction_jobs",
+            ));
+        }
         let id = self.state.next_id();
         let now = self.state.clock.now_ts();
         job.name = format!("{parent}/batchPredictionJobs/{id}");

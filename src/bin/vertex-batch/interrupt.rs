@@ -64,6 +64,11 @@ pub fn install() -> CliResult<Interrupt> {
 }
 
 impl Interrupt {
+    /// Whether Ctrl-C was pressed.
+    pub fn seen(&self) -> bool {
+        *self.seen.borrow()
+    }
+
     /// Resolves once Ctrl-C was pressed (at once if it was already).
     pub async fn wait(&self) {
         let mut seen = self.seen.clone();

@@ -223,7 +223,9 @@ impl Prompts {
 
 /// The request sent with the empty key (the writer refuses the key before
 /// it looks at the request).
-fn poison() -> Box<RawValue> {
+/// A request that fails staging before the manifest (a JSON `null`, with
+/// an empty key).
+pub fn poison() -> Box<RawValue> {
     RawValue::NULL.to_owned()
 }
 

@@ -1,6 +1,6 @@
 //! `vertex-batch run`: PROMPTS in, one matched RESULTS line per prompt out.
 
-use std::{path::PathBuf, pin::pin, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use futures::StreamExt;
 use vertex_batch::{client::WatchManyOptions, data::Batch, Client, JobSpec, JobState};
@@ -189,27 +189,35 @@ async fn follow(
     ui: &mut Progress,
     interrupt: &Interrupt,
 ) -> vertex_batch::Result<Followed> {
-    let mut progress = pin!(batch.progress());
     loop {
-        tokio::select! {
-            () = interrupt.wait() => return Ok(Followed::Interrupted),
-            p = progress.next() => match p {
-                None => return Ok(Followed::Done),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(p)) => {
-                    crate::pause::at("following");
-                    let state = summary_state(&p.jobs);
-                    ui.update(&Snapshot {
-                        state: &state,
-                        done: p.succeeded + p.failed,
-                        total: Some(p.rows),
-                        failed: p.failed,
-                    });
-                    if p.done {
-                        return Ok(Followed::Done);
+        let mut progress = Box::pin(batch.progress());
+        loop {
+            tokio::select! {
+                () = interrupt.wait() => return Ok(Followed::Interrupted),
+                p = progress.next() => match p {
+                    None => break,
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(p)) => {
+                        crate::pause::at("following");
+                        let state = summary_state(&p.jobs);
+                        ui.update(&Snapshot {
+                            state: &state,
+                            done: p.succeeded + p.failed,
+                            total: Some(p.rows),
+                            failed: p.failed,
+                        });
+                        if p.done {
+                            break;
+                        }
                     }
-                }
-            },
+                },
+            }
+        }
+        drop(progress);
+        // A part whose job was cancelled as another run's duplicate
+        // follows the winner: the answers are read from it.
+        if !batch.follow_winners().await? {
+            return Ok(Followed::Done);
         }
     }
 }

@@ -156,15 +156,32 @@ impl Start<'_> {
     /// Stages `prompts` and submits the jobs, or stops on Ctrl-C.
     pub async fn run(&self, prompts: &Prompts) -> CliResult<Started> {
         let broken = Cell::new(None);
-        let mut start = Box::pin(self.client.start_batch(
-            self.storage,
-            self.spec,
-            prompts.iter(&broken)?,
-        ));
+        // Staging reads the prompts without yielding between lines of a
+        // part: a Ctrl-C seen there fails staging at the next line (before
+        // the manifest), so no further part is uploaded.
+        let mut lines = prompts.iter(&broken)?;
+        let interrupt = self.interrupt.clone();
+        let mut stopped = false;
+        let guarded = std::iter::from_fn(move || {
+            if stopped {
+                return None;
+            }
+            if interrupt.seen() {
+                stopped = true;
+                return Some((String::new(), crate::prompts::poison()));
+            }
+            lines.next()
+        });
+        let mut start = Box::pin(self.client.start_batch(self.storage, self.spec, guarded));
         let done = tokio::select! {
             biased;
             () = self.interrupt.wait() => None,
             r = &mut start => Some(r),
+        };
+        // Staging stopped on the Ctrl-C: as if it had been seen first.
+        let done = match done {
+            Some(Err(_)) if self.interrupt.seen() && !self.track.staged() => None,
+            other => other,
         };
         let Some(result) = done else {
             if !self.track.staged() {
