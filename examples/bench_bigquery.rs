@@ -13,6 +13,7 @@
 
 use std::{io::Read, time::Instant};
 
+use futures::StreamExt;
 use vertex_batch::{
     bigquery::{BigQuery, Field},
     data::ResultReader,
@@ -100,13 +101,20 @@ async fn run(args: &[String]) -> Result<(), String> {
             let (t0, c0) = (Instant::now(), cpu_seconds());
             let loaded = load_file(&bq, &t, &schema, file).await?;
             let (t1, c1) = (Instant::now(), cpu_seconds());
-            let (rows, errors, totals) = ResultReader::new()
+            // Streamed, as a service reads results: nothing kept.
+            let mut stream = ResultReader::new()
                 .output_bigquery(&bq, table(project, dataset, name)?)
                 .read()
                 .await
-                .map_err(|e| e.to_string())?
-                .collect_all()
-                .await;
+                .map_err(|e| e.to_string())?;
+            let (mut rows, mut errors) = (0u64, 0u64);
+            while let Some(row) = stream.next().await {
+                match row {
+                    Ok(_) => rows += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            let totals = stream.totals();
             let (t2, c2) = (Instant::now(), cpu_seconds());
             println!(
                 "{}",
@@ -115,7 +123,7 @@ async fn run(args: &[String]) -> Result<(), String> {
                     "load_rows": loaded,
                     "load_wall_s": (t1 - t0).as_secs_f64(), "load_cpu_s": c1 - c0,
                     "read_wall_s": (t2 - t1).as_secs_f64(), "read_cpu_s": c2 - c1,
-                    "read_rows": rows.len(), "read_errors": errors.len(),
+                    "read_rows": rows, "read_errors": errors,
                     "succeeded": totals.succeeded,
                     "peak_rss_mb": peak_rss_mb(),
                 })

@@ -21,7 +21,7 @@ WORK=$(mktemp -d)
 trap 'kill $BQ_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 HOME="$PWD/$VENV/bqemulator-home" "$VENV/bin/bqemulator" start --rest-port 0 --grpc-port 0 \
-    --project p --log-format json --log-level warning 2>"$WORK/bq.log" &
+    --project p --log-format json --log-level info >/dev/null 2>"$WORK/bq.log" &
 BQ_PID=$!
 for _ in $(seq 100); do
     PORT=$(grep -o '"port": [0-9]*, "event": "rest.listen"' "$WORK/bq.log" | grep -o '[0-9]*' | head -1 || true)

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     client::{bq_error, BigQuery, DEFAULT_ENDPOINT},
-    rows::{decode_row, Field},
+    rows::{write_row_line, Field, RawRow},
 };
 use crate::{
     error::{Error, Result},
@@ -595,10 +595,17 @@ impl BigQuery {
     /// # Ok(()) }
     /// ```
     pub fn rows(&self, table: &BigQueryUri) -> BoxStream<'static, Result<Map<String, Value>>> {
-        self.pages(table)
+        self.lines(table)
             .flat_map(|page| {
                 futures::stream::iter(match page {
-                    Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Ok(lines) => lines
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(|l| {
+                            serde_json::from_slice(l)
+                                .map_err(|e| Error::config(format!("reading back a row: {e}")))
+                        })
+                        .collect::<Vec<_>>(),
                     Err(e) => vec![Err(e)],
                 })
             })
@@ -607,24 +614,10 @@ impl BigQuery {
 
     /// The rows of `table` as newline-delimited JSON, a page a chunk: the
     /// shape of a Cloud Storage batch output file, for the one reader of
-    /// both.
+    /// both. Each page's rows are written straight from its text
+    /// ([`write_row_line`]): no tree of values is built for the common
+    /// column types.
     pub(crate) fn lines(&self, table: &BigQueryUri) -> BoxStream<'static, Result<Bytes>> {
-        self.pages(table)
-            .map(|page| {
-                let rows = page?;
-                let mut out = BytesMut::with_capacity(rows.len() * 512).writer();
-                for row in rows {
-                    serde_json::to_writer(&mut out, &row)
-                        .map_err(|e| Error::config(format!("writing a row as JSON: {e}")))?;
-                    out.get_mut().put_u8(b'\n');
-                }
-                Ok(out.into_inner().freeze())
-            })
-            .boxed()
-    }
-
-    /// The table's rows, a page at a time.
-    fn pages(&self, table: &BigQueryUri) -> BoxStream<'static, Result<Vec<Map<String, Value>>>> {
         enum Next {
             Start,
             Page(Vec<Field>, Option<String>),
@@ -658,14 +651,19 @@ impl BigQuery {
                 }
                 #[derive(Deserialize)]
                 #[serde(rename_all = "camelCase")]
-                struct Page {
-                    #[serde(default)]
-                    rows: Vec<Value>,
+                struct Page<'a> {
+                    #[serde(borrow, default)]
+                    rows: Vec<RawRow<'a>>,
                     #[serde(default)]
                     page_token: Option<String>,
                 }
-                let page: Page = retrying(bq.retry(), &what, |_| {
-                    bq.call(&what, Method::GET, &path, None, None)
+                let body = retrying(bq.retry(), &what, |_| async {
+                    let wire = bq.inner.http.wire()?;
+                    let resp = wire.send(&what, request(Method::GET, &path, None)?).await?;
+                    if resp.status() == StatusCode::NOT_FOUND {
+                        return Ok(None);
+                    }
+                    wire::body(&what, resp).await.map(Some)
                 })
                 .await
                 .map_err(bq_error)?
@@ -674,11 +672,11 @@ impl BigQuery {
                     http_status: Some(404),
                     source: None,
                 })?;
-                let rows = page
-                    .rows
-                    .iter()
-                    .map(|r| decode_row(&schema, r))
-                    .collect::<Result<Vec<_>>>()?;
+                let page: Page<'_> = wire::parse(&what, StatusCode::OK, &body).map_err(bq_error)?;
+                let mut out = Vec::with_capacity(body.len() + body.len() / 8);
+                for row in &page.rows {
+                    write_row_line(&schema, row, &mut out)?;
+                }
                 let next = match page.page_token.filter(|t| !t.is_empty()) {
                     Some(t) if token.as_deref() == Some(t.as_str()) => {
                         return Err(Error::BigQuery {
@@ -692,7 +690,7 @@ impl BigQuery {
                     Some(t) => Next::Page(schema, Some(t)),
                     None => Next::Done,
                 };
-                Ok(Some((rows, next)))
+                Ok(Some((Bytes::from(out), next)))
             }
         })
         .boxed()

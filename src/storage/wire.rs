@@ -400,15 +400,31 @@ pub(super) struct ListJson {
 /// becomes [`Error::Storage`] with the service's message.
 pub(crate) async fn json<T: serde::de::DeserializeOwned>(what: &str, resp: Answer) -> Result<T> {
     let status = resp.status();
+    let bytes = body(what, resp).await?;
+    parse(what, status, &bytes)
+}
+
+/// A successful answer's body, whole (bounded); a failure status becomes
+/// [`Error::Storage`] with the service's message.
+pub(crate) async fn body(what: &str, resp: Answer) -> Result<Bytes> {
+    let status = resp.status();
     if !status.is_success() {
         return Err(status_error(what, resp).await);
     }
-    let bytes = Limited::new(resp.into_body(), MAX_JSON)
+    Ok(Limited::new(resp.into_body(), MAX_JSON)
         .collect()
         .await
         .map_err(|e| body_error(what, status, e))?
-        .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| Error::Storage {
+        .to_bytes())
+}
+
+/// Parses a JSON answer's body (`status`: the answer's, for the error).
+pub(crate) fn parse<'a, T: serde::Deserialize<'a>>(
+    what: &str,
+    status: StatusCode,
+    bytes: &'a [u8],
+) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Storage {
         message: format!("{what}: could not read the answer: {e}"),
         http_status: Some(status.as_u16()),
         source: Some(Box::new(e)),
