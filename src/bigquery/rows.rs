@@ -90,17 +90,10 @@ impl Field {
 /// # Ok::<(), vertex_batch::Error>(())
 /// ```
 pub fn decode_row(schema: &[Field], row: &Value) -> Result<Map<String, Value>> {
-    let cells = row
-        .get("f")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad_row("a row without its \"f\" cells"))?;
-    if cells.len() != schema.len() {
-        return Err(bad_row(&format!(
-            "a row of {} cells for a schema of {} columns",
-            cells.len(),
-            schema.len()
-        )));
-    }
+    let cells = cells_of(
+        schema,
+        row.get("f").and_then(Value::as_array).map(Vec::as_slice),
+    )?;
     let mut out = Map::with_capacity(schema.len());
     for (field, cell) in schema.iter().zip(cells) {
         let v = cell.get("v").unwrap_or(&Value::Null);
@@ -127,17 +120,7 @@ struct RawCell<'a> {
 /// boolean and `TIMESTAMP` cells are written without building a tree
 /// (`RECORD` and `REPEATED` cells go through [`decode_row`]'s reading).
 pub(crate) fn write_row_line(schema: &[Field], row: &RawRow<'_>, out: &mut Vec<u8>) -> Result<()> {
-    let cells = row
-        .f
-        .as_deref()
-        .ok_or_else(|| bad_row("a row without its \"f\" cells"))?;
-    if cells.len() != schema.len() {
-        return Err(bad_row(&format!(
-            "a row of {} cells for a schema of {} columns",
-            cells.len(),
-            schema.len()
-        )));
-    }
+    let cells = cells_of(schema, row.f.as_deref())?;
     out.push(b'{');
     for (i, (field, cell)) in schema.iter().zip(cells).enumerate() {
         if i > 0 {
@@ -210,6 +193,19 @@ fn write_cell(
         _ => one_line(out, text),
     }
     Ok(())
+}
+
+/// A row's cells, one per column of `schema`.
+fn cells_of<'c, T>(schema: &[Field], cells: Option<&'c [T]>) -> Result<&'c [T]> {
+    let cells = cells.ok_or_else(|| bad_row("a row without its \"f\" cells"))?;
+    if cells.len() != schema.len() {
+        return Err(bad_row(&format!(
+            "a row of {} cells for a schema of {} columns",
+            cells.len(),
+            schema.len()
+        )));
+    }
+    Ok(cells)
 }
 
 fn bad_row(what: &str) -> Error {
