@@ -586,7 +586,7 @@ impl BigQuery {
     }
 
     /// Every row of `table`, page by page, each as one JSON object
-    /// ([`decode_row`]).
+    /// ([`decode_row`](super::decode_row)).
     ///
     /// ```no_run
     /// # async fn demo(bq: vertex_batch::bigquery::BigQuery) -> vertex_batch::Result<()> {
