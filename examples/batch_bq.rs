@@ -13,7 +13,12 @@ mod support;
 
 use serde_json::json;
 use support::{print_predictions, Sample, Settings, PROMPTS};
-use vertex_batch::{emulator::Emulator, Job, JobSpec};
+use vertex_batch::{
+    data::{Inputs, ResultReader},
+    emulator::Emulator,
+    proto::aiplatform::batch_prediction_job::input_config::Source,
+    Job, JobSpec, Outcome,
+};
 
 /// Builds the job exactly as Google's sample does.
 fn job_spec(cfg: &Settings, output: &str) -> JobSpec {
@@ -32,12 +37,12 @@ fn seed(emu: &Emulator, input: &str) -> Result<(), String> {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            json!({"id": i, "request": {"contents": [{"role": "user", "parts": [{"text": p}]}]}})
+            json!({"key": format!("row-{i}"), "id": i, "request": {"contents": [{"role": "user", "parts": [{"text": p}]}]}})
                 .to_string()
         })
         .collect();
     rows.push(
-        json!({"id": rows.len(), "request": {"contents": [{"role": "user", "parts": [
+        json!({"key": format!("row-{}", rows.len()), "id": rows.len(), "request": {"contents": [{"role": "user", "parts": [
             {"fileData": {"fileUri": "gs://cloud-samples-data/generative-ai/image/office-desk.jpeg", "mimeType": "image/jpeg"}},
             {"text": "List the objects in this image."}
         ]}]}})
@@ -48,7 +53,9 @@ fn seed(emu: &Emulator, input: &str) -> Result<(), String> {
         .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
-/// Prints the first predictions of the finished job.
+/// Prints the first predictions of the finished job, then every row's
+/// answer matched to its prompt by the table's `key` column (the crate's
+/// reader: the same classification as for Cloud Storage output).
 fn show(emu: &Emulator, job: &Job) -> Result<(), String> {
     let uri = job.output_location().map(|l| l.uri()).unwrap_or_default();
     let file = emu.bigquery_path(&uri).map_err(|e| e.to_string())?;
@@ -56,6 +63,46 @@ fn show(emu: &Emulator, job: &Job) -> Result<(), String> {
     let text =
         std::fs::read_to_string(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
     print_predictions(&text);
+    let input = job
+        .proto()
+        .input_config
+        .as_ref()
+        .and_then(|c| match c.source.as_ref()? {
+            Source::BigquerySource(b) => Some(b.input_uri.clone()),
+            _ => None,
+        })
+        .ok_or("the job has no BigQuery input")?;
+    let input = emu.bigquery_path(&input).map_err(|e| e.to_string())?;
+    let reader = ResultReader::new()
+        .output_local(&file)
+        .inputs(Inputs::local([input]));
+    let handle = tokio::runtime::Handle::current();
+    let (rows, errors, totals) = tokio::task::block_in_place(|| {
+        handle.block_on(async {
+            Ok::<_, String>(
+                reader
+                    .read()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .collect_all()
+                    .await,
+            )
+        })
+    })?;
+    println!(
+        "matched answers ({} rows, {} succeeded, {} missing, {} unreadable):",
+        rows.len(),
+        totals.succeeded,
+        totals.missing,
+        errors.len()
+    );
+    for row in &rows {
+        let key = row.key().unwrap_or("?");
+        match row.outcome() {
+            Outcome::Succeeded(a) => println!("  {key}: {}", a.text().lines().next().unwrap_or("")),
+            other => println!("  {key}: {}", other.kind()),
+        }
+    }
     Ok(())
 }
 
