@@ -243,10 +243,7 @@ async fn a_missing_table_or_dataset_is_none_or_a_clear_error() {
 #[tokio::test]
 async fn the_emulator_reads_its_input_table_from_bigquery_and_writes_the_output_table_there() {
     let bqe = BqEmulator::start("p");
-    let bq = client(&bqe);
-    bq.create_dataset(&uri("bq://p.batches"), "us-central1")
-        .await
-        .unwrap();
+    let (_dir, _emu, client, bq) = emulator_on(&bqe).await;
     let n = 1_000;
     let prompts: Vec<_> = (0..n)
         .map(|i| {
@@ -264,13 +261,6 @@ async fn the_emulator_reads_its_input_table_from_bigquery_and_writes_the_output_
         .await
         .unwrap();
 
-    let dir = common::temp();
-    let emu = vertex_batch::emulator::Emulator::builder(dir.path())
-        .bigquery(bq.clone())
-        .start()
-        .await
-        .unwrap();
-    let client = emu.client("p", "us-central1").unwrap();
     let spec = vertex_batch::JobSpec::new("gemini-2.0-flash-001")
         .input(input.to_string())
         .output("bq://p.batches");

@@ -176,58 +176,46 @@ pub async fn run(args: EmulatorArgs) -> ExitCode {
         .port(args.port)
         .hold_queued(args.hold_queued)
         .knobs(knobs);
-    if !args.local_gcs {
-        let storage = match &args.storage_emulator_host {
-            Some(url) => Storage::builder()
-                .ignore_env()
-                .emulator_host(url)
-                .build()
-                .map(Some),
-            None => match std::env::var(ENV_STORAGE_EMULATOR_HOST) {
-                Ok(v) if !v.trim().is_empty() => Storage::builder().build().map(Some),
-                _ => Ok(None),
-            },
-        };
-        match storage {
-            Ok(Some(s)) => {
+    // Where gs:// and bq:// live: a flag's endpoint, the environment's
+    // emulator, or (neither, or --local-…) the data dir.
+    let storage = remote(
+        args.local_gcs,
+        args.storage_emulator_host.as_deref(),
+        ENV_STORAGE_EMULATOR_HOST,
+        |url| match url {
+            Some(u) => Storage::builder().ignore_env().emulator_host(u).build(),
+            None => Storage::builder().build(),
+        },
+    );
+    let bq = remote(
+        args.local_bigquery,
+        args.bigquery_emulator_host.as_deref(),
+        ENV_BIGQUERY_EMULATOR_HOST,
+        |url| match url {
+            Some(u) => BigQuery::builder().ignore_env().emulator_host(u).build(),
+            None => BigQuery::builder().build(),
+        },
+    );
+    match (storage, bq) {
+        (Ok(storage), Ok(bq)) => {
+            if let Some(s) = storage {
                 eprintln!(
                     "gs:// objects live in the Cloud Storage endpoint {}",
                     s.endpoint()
                 );
                 builder = builder.gcs_storage(s);
             }
-            Ok(None) => {}
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    if !args.local_bigquery {
-        let bq = match &args.bigquery_emulator_host {
-            Some(url) => BigQuery::builder()
-                .ignore_env()
-                .emulator_host(url)
-                .build()
-                .map(Some),
-            None => match std::env::var(ENV_BIGQUERY_EMULATOR_HOST) {
-                Ok(v) if !v.trim().is_empty() => BigQuery::builder().build().map(Some),
-                _ => Ok(None),
-            },
-        };
-        match bq {
-            Ok(Some(bq)) => {
+            if let Some(bq) = bq {
                 eprintln!(
                     "bq:// tables live in the BigQuery endpoint {}",
                     bq.endpoint()
                 );
                 builder = builder.bigquery(bq);
             }
-            Ok(None) => {}
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
     }
     let emu = match builder.start().await {
@@ -257,4 +245,25 @@ pub async fn run(args: EmulatorArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The client of a backend kept outside the data dir: built for `flag`'s
+/// endpoint, or (no flag) from the environment when `env` is set; `None`
+/// with `local` or when neither says where.
+fn remote<T>(
+    local: bool,
+    flag: Option<&str>,
+    env: &str,
+    build: impl Fn(Option<&str>) -> vertex_batch::Result<T>,
+) -> vertex_batch::Result<Option<T>> {
+    if local {
+        return Ok(None);
+    }
+    match flag {
+        Some(url) => build(Some(url)).map(Some),
+        None => match std::env::var(env) {
+            Ok(v) if !v.trim().is_empty() => build(None).map(Some),
+            _ => Ok(None),
+        },
+    }
 }
