@@ -6,7 +6,9 @@
 //! closure is large. Before generating code, the compiled descriptors are
 //! pruned to what this crate serves: the batch prediction RPCs of
 //! `JobService` (plus `DeleteCustomJob`, kept as a cheap UNIMPLEMENTED probe
-//! for tests), `google.longrunning.Operations`, the `GenerateContentRequest`
+//! for tests), `google.longrunning.Operations`, the BigQuery Storage Read
+//! API's `CreateReadSession` and `ReadRows` (the fast path for output
+//! tables), the `GenerateContentRequest`
 //! and `GenerateContentResponse` messages, `google.rpc`, and every type they
 //! reach. Other services, RPCs and unreachable messages generate nothing.
 
@@ -23,6 +25,7 @@ use prost::Message;
 use prost_types::{DescriptorProto, FileDescriptorSet};
 
 const ROOTS: &[&str] = &[
+    "google/cloud/bigquery/storage/v1/storage.proto",
     "google/cloud/aiplatform/v1/job_service.proto",
     "google/cloud/aiplatform/v1/prediction_service.proto",
     "google/rpc/error_details.proto",
@@ -42,6 +45,10 @@ const KEEP_METHODS: &[(&str, &[&str])] = &[
         ],
     ),
     ("google.longrunning.Operations", &["*"]),
+    (
+        "google.cloud.bigquery.storage.v1.BigQueryRead",
+        &["CreateReadSession", "ReadRows"],
+    ),
 ];
 
 /// Messages kept (with everything they reach) besides the RPCs' own.
@@ -60,6 +67,7 @@ const KEEP_PACKAGES: &[&str] = &["google.rpc", "google.longrunning"];
 const PACKAGES: &[&str] = &[
     "google.api",
     "google.cloud.aiplatform.v1",
+    "google.cloud.bigquery.storage.v1",
     "google.longrunning",
     "google.rpc",
     "google.type",

@@ -9,7 +9,10 @@
 //! ```
 //!
 //! `run` prints one JSON line: wall and CPU seconds of the load and of the
-//! read, rows read, and the process's peak RSS (Linux `/proc`).
+//! read, rows read, and the process's peak RSS (Linux `/proc`). With
+//! `BENCH_STORAGE_READ_API=http://127.0.0.1:PORT` (the emulator's gRPC
+//! port) the output table is read through the Storage Read API instead of
+//! `tabledata.list`.
 
 use std::{io::Read, time::Instant};
 
@@ -74,11 +77,21 @@ async fn run(args: &[String]) -> Result<(), String> {
     let [mode, endpoint, project, dataset, file, name] = args else {
         return Err("usage: bench_bigquery setup|run ENDPOINT PROJECT DATASET NDJSON TABLE".into());
     };
-    let bq = BigQuery::builder()
-        .ignore_env()
-        .emulator_host(endpoint)
-        .build()
-        .map_err(|e| e.to_string())?;
+    // BENCH_STORAGE_READ_API=http://127.0.0.1:GRPC_PORT reads the output
+    // table through the Storage Read API instead of tabledata.list.
+    let read_api = std::env::var("BENCH_STORAGE_READ_API").ok();
+    let mut builder = BigQuery::builder().ignore_env().emulator_host(endpoint);
+    if let Some(ep) = &read_api {
+        builder = builder.storage_read_api(ep);
+    }
+    // BENCH_READ_STREAMS=N: the streams a read session asks for.
+    if let Some(n) = std::env::var("BENCH_READ_STREAMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        builder = builder.read_streams(n);
+    }
+    let bq = builder.build().map_err(|e| e.to_string())?;
     match mode.as_str() {
         "setup" => {
             let schema = [
@@ -111,7 +124,12 @@ async fn run(args: &[String]) -> Result<(), String> {
             while let Some(row) = stream.next().await {
                 match row {
                     Ok(_) => rows += 1,
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        if errors == 0 {
+                            eprintln!("first error: {e}");
+                        }
+                        errors += 1
+                    }
                 }
             }
             let totals = stream.totals();
@@ -119,7 +137,7 @@ async fn run(args: &[String]) -> Result<(), String> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "client": "vertex-batch",
+                    "client": if read_api.is_some() { "vertex-batch (Storage Read API)" } else { "vertex-batch" },
                     "load_rows": loaded,
                     "load_wall_s": (t1 - t0).as_secs_f64(), "load_cpu_s": c1 - c0,
                     "read_wall_s": (t2 - t1).as_secs_f64(), "read_cpu_s": c2 - c1,

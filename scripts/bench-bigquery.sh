@@ -2,7 +2,8 @@
 # BigQuery data-plane figures, side by side in one run against one
 # bqemulator: loading N prompts (NDJSON, a load job) and reading an
 # N-row output table, by
-#   - vertex-batch (examples/bench_bigquery.rs, release build),
+#   - vertex-batch (examples/bench_bigquery.rs, release build), reading
+#     through tabledata.list and again through the Storage Read API (gRPC),
 #   - Google's Python client (google-cloud-bigquery: load_table_from_file,
 #     list_rows), installed into .venv/ on first use,
 #   - curl (the same REST calls, no parsing: the emulator's own share).
@@ -29,6 +30,11 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 EP="http://127.0.0.1:$PORT"
+for _ in $(seq 100); do
+    GRPC=$(grep -o '"port": [0-9]*, "event": "grpc.listen"' "$WORK/bq.log" | grep -o '[0-9]*' | head -1 || true)
+    [ -n "${GRPC:-}" ] && break
+    sleep 0.2
+done
 curl -s -X POST "$EP/bigquery/v2/projects/p/datasets" -H 'content-type: application/json' \
     -d '{"datasetReference":{"projectId":"p","datasetId":"bench"},"location":"us-central1"}' >/dev/null
 
@@ -50,6 +56,10 @@ PY
 
 for r in $(seq "$REPEATS"); do
     "$BIN" run "$EP" p bench "$WORK/prompts.jsonl" out
+    # bqemulator answers a stream in one message, which must stay under its
+    # 11 MB limit: 10 streams (its most) for 200,000 rows.
+    BENCH_STORAGE_READ_API="http://127.0.0.1:$GRPC" BENCH_READ_STREAMS=10 \
+        "$BIN" run "$EP" p bench "$WORK/prompts.jsonl" out
     "$VENV/bin/python" scripts/bench_bq_python.py "$EP" p bench "$WORK/prompts.jsonl" out
     # curl: the same load (one multipart request) and every page, unparsed.
     T0=$(date +%s.%N)

@@ -24,7 +24,9 @@ DEFAULT_VERSION = "6.0.1"
 # (BadRequest, ErrorInfo, RetryInfo, ...) and the emulator sends them.
 # prediction_service.proto is a root for the data plane: GenerateContentRequest
 # and GenerateContentResponse are what batch input and output lines hold.
+# The BigQuery Storage Read API (storage.proto) reads big output tables.
 ROOTS = [
+    "google/cloud/bigquery/storage/v1/storage.proto",
     "google/cloud/aiplatform/v1/job_service.proto",
     "google/cloud/aiplatform/v1/prediction_service.proto",
     "google/rpc/error_details.proto",

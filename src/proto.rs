@@ -4,7 +4,8 @@
 //! The protos are vendored unmodified, but code is generated only for what
 //! the crate serves: the batch prediction RPCs of `JobService`,
 //! `google.longrunning.Operations`, `GenerateContentRequest` /
-//! `GenerateContentResponse`, `google.rpc`, and every type they reach
+//! `GenerateContentResponse`, the BigQuery Storage Read API's
+//! `CreateReadSession` and `ReadRows`, `google.rpc`, and every type they reach
 //! (`build.rs` prunes the compiled descriptors). That keeps the clean build
 //! small; other Vertex AI job kinds and services are not here.
 //!
@@ -47,6 +48,17 @@ pub mod google {
             /// `google.cloud.aiplatform.v1`: `JobService` and its messages.
             pub mod v1 {
                 include_package!("google.cloud.aiplatform.v1");
+            }
+        }
+        /// `google.cloud.bigquery`.
+        pub mod bigquery {
+            /// `google.cloud.bigquery.storage`.
+            pub mod storage {
+                /// `google.cloud.bigquery.storage.v1`: the Storage Read API
+                /// (`BigQueryRead`: `CreateReadSession`, `ReadRows`).
+                pub mod v1 {
+                    include_package!("google.cloud.bigquery.storage.v1");
+                }
             }
         }
     }

@@ -249,7 +249,7 @@ pub(super) fn request(method: Method, path: &str, body: Option<&Value>) -> Resul
 impl BigQuery {
     /// The retry budget (the storage client's, shared with the JobService
     /// client's when built from one).
-    fn retry(&self) -> &crate::policy::RetryPolicy {
+    pub(super) fn retry(&self) -> &crate::policy::RetryPolicy {
         self.inner.http.retry_policy()
     }
 
@@ -618,6 +618,14 @@ impl BigQuery {
     /// ([`write_row_line`]): no tree of values is built for the common
     /// column types.
     pub(crate) fn lines(&self, table: &BigQueryUri) -> BoxStream<'static, Result<Bytes>> {
+        if self.inner.read_api.is_some() {
+            return self.read_api_lines(table);
+        }
+        self.rest_lines(table)
+    }
+
+    /// [`BigQuery::lines`] through `tabledata.list`.
+    pub(super) fn rest_lines(&self, table: &BigQueryUri) -> BoxStream<'static, Result<Bytes>> {
         enum Next {
             Start,
             Page(Vec<Field>, Option<String>),

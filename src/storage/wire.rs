@@ -124,6 +124,12 @@ impl Wire {
         })
     }
 
+    /// The bearer tokens this client sends (`None`: none, as to an
+    /// emulator): what a gRPC client of the same service shares.
+    pub(crate) fn tokens(&self) -> Option<&Arc<TokenCache>> {
+        self.tokens.as_ref()
+    }
+
     /// Sends an API request as tame-gcs built it (`https://AUTHORITY/…`)
     /// to the endpoint, with the bearer token. `what` names the call in
     /// errors. The answer's status is not checked here.

@@ -34,6 +34,8 @@ pub struct BqEmulator {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// `http://127.0.0.1:PORT` of its gRPC APIs (the Storage Read API).
+    pub grpc_url: String,
 }
 
 impl BqEmulator {
@@ -57,23 +59,32 @@ impl BqEmulator {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        // It logs `{"port": P, "event": "rest.listen", …}` to stderr.
+        // It logs `{"port": P, "event": "rest.listen", …}` and then
+        // `{"port": P, "event": "grpc.listen", …}` to stderr.
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let (mut rest, mut grpc) = (None, None);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["event"] == "rest.listen" {
-                        let _ = tx.send(v["port"].as_u64());
+                    match v["event"].as_str() {
+                        Some("rest.listen") => rest = v["port"].as_u64(),
+                        Some("grpc.listen") => grpc = v["port"].as_u64(),
+                        _ => {}
+                    }
+                    if let (Some(r), Some(g)) = (rest, grpc) {
+                        let _ = tx.send(Some((r, g)));
+                        rest = None;
                     }
                 }
             }
             let _ = tx.send(None);
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Some(port)) => BqEmulator {
+            Ok(Some((port, grpc))) => BqEmulator {
                 child,
                 url: format!("http://127.0.0.1:{port}"),
+                grpc_url: format!("http://127.0.0.1:{grpc}"),
             },
             other => {
                 let _ = child.kill();
