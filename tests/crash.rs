@@ -3,7 +3,8 @@
 //! its create, between two parts' submits, while following, while writing
 //! results — then run again with K; and two runs of one key started at
 //! once. Three processes: fake-gcs-server, the `vertex-batch-emulator`
-//! binary, and the command line. Every time: one live job per part, and
+//! binary, and the command line — and a fourth, bqemulator, when the batch
+//! stages in BigQuery (the same matrix again). Every time: one live job per part, and
 //! every prompt's own answer exactly once.
 //!
 //! The kill lands at an exact step: the command line stops itself there
@@ -14,7 +15,10 @@ mod common;
 
 use std::process::Stdio;
 
-use common::gcs::{EmulatorProcess, FakeGcs};
+use common::{
+    bq::BqEmulator,
+    gcs::{EmulatorProcess, FakeGcs},
+};
 use futures::TryStreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -26,14 +30,41 @@ const PARTS: usize = 3; // 25 prompts, 10 a job
 
 struct World {
     gcs: FakeGcs,
+    /// The BigQuery emulator, when the batch stages in BigQuery.
+    bq: Option<BqEmulator>,
+    /// `--staging`.
+    staging: String,
     emu: EmulatorProcess,
     client: Client,
     dir: tempfile::TempDir,
 }
 
 async fn world() -> World {
+    world_on(false).await
+}
+
+/// A world whose batches stage in Cloud Storage, or in BigQuery.
+async fn world_on(bigquery: bool) -> World {
     let gcs = FakeGcs::start();
     gcs.buckets(&["crash-bkt"]).await;
+    let bq = bigquery.then(|| BqEmulator::start("crash-project"));
+    if let Some(bqe) = &bq {
+        vertex_batch::bigquery::BigQuery::builder()
+            .ignore_env()
+            .emulator_host(bqe.host())
+            .build()
+            .unwrap()
+            .create_dataset(
+                &"bq://crash-project.batches".parse().unwrap(),
+                "us-central1",
+            )
+            .await
+            .unwrap();
+    }
+    let mut extra: Vec<&str> = Vec::new();
+    if let Some(bqe) = &bq {
+        extra.extend(["--bigquery-emulator-host", bqe.url.as_str()]);
+    }
     // Rows take a little emulated time, so a job is still running while
     // it is followed.
     let emu = EmulatorProcess::start(
@@ -45,7 +76,11 @@ async fn world() -> World {
             "--shuffle-output",
             "--duplicate-every",
             "7",
-        ],
+        ]
+        .into_iter()
+        .chain(extra)
+        .collect::<Vec<_>>()
+        .as_slice(),
     );
     let client = Client::builder()
         .ignore_env()
@@ -65,8 +100,14 @@ async fn world() -> World {
         })
         .collect();
     common::write_lines(&dir.path().join("prompts.jsonl"), &lines);
+    let staging = match &bq {
+        Some(_) => "bq://crash-project.batches".to_owned(),
+        None => "gs://crash-bkt/batches".to_owned(),
+    };
     World {
         gcs,
+        bq,
+        staging,
         emu,
         client,
         dir,
@@ -88,6 +129,8 @@ impl World {
         c.env("VERTEX_AI_EMULATOR_HOST", &self.emu.host)
             .env("STORAGE_EMULATOR_HOST", &self.gcs.url)
             .env("GOOGLE_CLOUD_PROJECT", "crash-project")
+            .env_remove("BIGQUERY_EMULATOR_HOST")
+            .env_remove("BIGQUERY_STORAGE_EMULATOR_HOST")
             .current_dir(self.dir.path())
             .args([
                 "run",
@@ -96,7 +139,7 @@ impl World {
                 "--input",
                 "prompts.jsonl",
                 "--staging",
-                "gs://crash-bkt/batches",
+                &self.staging,
                 "--rows-per-job",
                 "10",
                 "--claim-lease",
@@ -112,6 +155,10 @@ impl World {
             .kill_on_drop(true);
         if let Some(p) = pause {
             c.env("VERTEX_BATCH_TEST_PAUSE_AT", p);
+        }
+        if let Some(bqe) = &self.bq {
+            c.env("BIGQUERY_EMULATOR_HOST", &bqe.url)
+                .env("BIGQUERY_STORAGE_EMULATOR_HOST", &bqe.grpc_url);
         }
         c
     }
@@ -195,7 +242,16 @@ impl World {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_at_any_step_then_run_again_ends_with_one_job_per_part_and_every_answer_once()
 {
-    let w = world().await;
+    kill_matrix(&world().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_staged_in_bigquery_killed_at_any_step_then_run_again_ends_the_same() {
+    kill_matrix(&world_on(true).await).await;
+}
+
+/// Kills a run at each step, runs it again, and checks the batch.
+async fn kill_matrix(w: &World) {
     let points = [
         "staged:0",
         "manifest",
@@ -221,7 +277,15 @@ async fn a_run_killed_at_any_step_then_run_again_ends_with_one_job_per_part_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_of_one_key_at_once_follow_the_same_jobs_and_write_the_same_answers() {
-    let w = world().await;
+    two_at_once(&world().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_of_one_key_at_once_staged_in_bigquery_follow_the_same_jobs() {
+    two_at_once(&world_on(true).await).await;
+}
+
+async fn two_at_once(w: &World) {
     let (a, b) = tokio::join!(
         w.run_to_end("twice-1", "a.jsonl"),
         w.run_to_end("twice-1", "b.jsonl")
