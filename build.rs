@@ -89,6 +89,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .generate_default_stubs(true)
         .server_mod_attribute(".", r#"#[cfg(feature = "server")]"#)
         .compile_well_known_types(true)
+        // A block of rows stays in the buffer it arrived in (no copy).
+        .bytes(".google.cloud.bigquery.storage.v1.AvroRows")
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds)?;
 

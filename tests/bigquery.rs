@@ -755,7 +755,7 @@ mod broken_read {
         ReadRowsResponse {
             row_count: to - from,
             rows: Some(read_rows_response::Rows::AvroRows(AvroRows {
-                serialized_binary_rows: bytes,
+                serialized_binary_rows: bytes.into(),
                 ..Default::default()
             })),
             ..Default::default()

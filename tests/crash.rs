@@ -61,27 +61,19 @@ async fn world_on(bigquery: bool) -> World {
             .await
             .unwrap();
     }
-    let mut extra: Vec<&str> = Vec::new();
+    let mut args = vec![
+        "--row-delay-ms",
+        "20",
+        "--shuffle-output",
+        "--duplicate-every",
+        "7",
+    ];
     if let Some(bqe) = &bq {
-        extra.extend(["--bigquery-emulator-host", bqe.url.as_str()]);
+        args.extend(["--bigquery-emulator-host", bqe.url.as_str()]);
     }
     // Rows take a little emulated time, so a job is still running while
     // it is followed.
-    let emu = EmulatorProcess::start(
-        env!("CARGO_BIN_EXE_vertex-batch-emulator"),
-        &gcs,
-        &[
-            "--row-delay-ms",
-            "20",
-            "--shuffle-output",
-            "--duplicate-every",
-            "7",
-        ]
-        .into_iter()
-        .chain(extra)
-        .collect::<Vec<_>>()
-        .as_slice(),
-    );
+    let emu = EmulatorProcess::start(env!("CARGO_BIN_EXE_vertex-batch-emulator"), &gcs, &args);
     let client = Client::builder()
         .ignore_env()
         .project("crash-project")

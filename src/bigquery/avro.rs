@@ -107,19 +107,61 @@ impl RowSchema {
 
     /// Writes the `rows` rows of `block` as JSON lines to `out`; fails
     /// when the block holds fewer or more.
+    #[cfg(test)]
     pub(crate) fn write_rows(&self, block: &[u8], rows: u64, out: &mut Vec<u8>) -> Result<()> {
-        let mut r = Reader { buf: block, pos: 0 };
-        for _ in 0..rows {
+        let mut cursor = Block::new(rows);
+        self.write_some(block, &mut cursor, out, usize::MAX)
+    }
+
+    /// Writes rows of `block` from where `cursor` stands as JSON lines to
+    /// `out`, until `out` holds `limit` bytes or the block's rows are all
+    /// written; then checks the block holds no more.
+    pub(crate) fn write_some(
+        &self,
+        block: &[u8],
+        cursor: &mut Block,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<()> {
+        let mut r = Reader {
+            buf: block,
+            pos: cursor.pos,
+        };
+        while cursor.rows_left > 0 && out.len() < limit {
             write_record(&self.columns, &mut r, out)?;
             out.push(b'\n');
+            cursor.rows_left -= 1;
         }
-        if r.pos != block.len() {
+        cursor.pos = r.pos;
+        if cursor.rows_left == 0 && r.pos != block.len() {
             return Err(bad_rows(&format!(
-                "with {} bytes after the {rows} rows they announced",
+                "with {} bytes after the rows they announced",
                 block.len() - r.pos
             )));
         }
         Ok(())
+    }
+}
+
+/// Where the writing of a block stands.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Block {
+    pos: usize,
+    rows_left: u64,
+}
+
+impl Block {
+    /// The start of a block of `rows` rows.
+    pub(crate) fn new(rows: u64) -> Block {
+        Block {
+            pos: 0,
+            rows_left: rows,
+        }
+    }
+
+    /// Whether every row is written.
+    pub(crate) fn done(&self) -> bool {
+        self.rows_left == 0
     }
 }
 
@@ -750,6 +792,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(lines[0], Value::Object(rest));
+    }
+
+    #[test]
+    fn a_block_written_a_chunk_at_a_time_gives_the_same_lines() {
+        let schema = RowSchema::parse(OUTPUT, &table()).unwrap();
+        let mut block = Vec::new();
+        for i in 0..50 {
+            output_row(&format!("k{i}"), Some("{\"a\":1}"), i, &mut block);
+        }
+        let mut whole = Vec::new();
+        schema.write_rows(&block, 50, &mut whole).unwrap();
+        let mut cursor = Block::new(50);
+        let mut pieces = Vec::new();
+        let mut chunks = 0;
+        while !cursor.done() {
+            let mut out = Vec::new();
+            schema.write_some(&block, &mut cursor, &mut out, 300).unwrap();
+            assert!(out.len() < 300 + 400, "a chunk is its limit and one row at most");
+            assert_eq!(out.last(), Some(&b'\n'), "whole lines");
+            pieces.extend_from_slice(&out);
+            chunks += 1;
+        }
+        assert!(chunks > 5, "{chunks}");
+        assert_eq!(pieces, whole);
     }
 
     #[test]

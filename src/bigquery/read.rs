@@ -6,8 +6,9 @@
 //!
 //! A stream that breaks is opened again at the row it reached (the
 //! `offset` of `ReadRows`), under the client's retry budget, so no row is
-//! read twice or lost. Memory is one answer per stream being read: an
-//! answer is decoded before the next is asked for.
+//! read twice or lost. Memory is one answer per stream being read (kept in
+//! the buffer it arrived in) and a 1 MiB chunk of its lines: an answer is
+//! written out, a chunk at a time, before the next is asked for.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,7 +18,7 @@ use tokio::time::Instant;
 use tonic::{Request, Streaming};
 
 use super::{
-    avro::RowSchema,
+    avro::{Block, RowSchema},
     client::{BigQuery, ReadApiConfig, ReadClient, DEFAULT_STREAMS},
 };
 use crate::{
@@ -270,7 +271,12 @@ struct StreamState {
     open: Option<Streaming<ReadRowsResponse>>,
     attempt: u32,
     started: Instant,
+    /// A block of rows being written out a chunk at a time.
+    pending: Option<(Bytes, Block)>,
 }
+
+/// The JSON a chunk of a block's rows is written to, at most (plus a row).
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// One stream's rows, opened again at its offset after a break.
 fn read_stream(
@@ -290,9 +296,23 @@ fn read_stream(
         open: None,
         attempt: 0,
         started: Instant::now(),
+        pending: None,
     };
     futures::stream::try_unfold(state, |mut st| async move {
         loop {
+            // A block is written out before the next is asked for: memory
+            // is one block and one chunk of lines.
+            if let Some((block, mut cursor)) = st.pending.take() {
+                let mut out = Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4);
+                st.schema.write_some(&block, &mut cursor, &mut out, CHUNK_BYTES)?;
+                if !cursor.done() {
+                    st.pending = Some((block, cursor));
+                }
+                if out.is_empty() {
+                    continue;
+                }
+                return Ok(Some((Bytes::from(out), st)));
+            }
             let got = match st.open.as_mut() {
                 Some(s) => s.message().await.map_err(|e| Error::from_status(e, &st.endpoint)),
                 None => {
@@ -317,10 +337,16 @@ fn read_stream(
             };
             match got {
                 Ok(Some(resp)) => {
-                    let mut out = Vec::new();
-                    if let Some(Rows::AvroRows(rows)) = &resp.rows {
+                    if resp.row_count < 0 {
+                        return Err(Error::BigQuery {
+                            message: format!("the Storage Read API sent a block of {} rows of {}", resp.row_count, st.table),
+                            http_status: None,
+                            source: None,
+                        });
+                    }
+                    if let Some(Rows::AvroRows(rows)) = resp.rows {
                         let n = u64::try_from(resp.row_count).unwrap_or(0);
-                        st.schema.write_rows(&rows.serialized_binary_rows, n, &mut out)?;
+                        st.pending = Some((rows.serialized_binary_rows, Block::new(n)));
                     } else if resp.row_count > 0 {
                         return Err(Error::BigQuery {
                             message: format!("the Storage Read API sent {} rows of {} not in Avro", resp.row_count, st.table),
@@ -332,10 +358,6 @@ fn read_stream(
                     // Progress: a later break starts its budget afresh.
                     st.attempt = 0;
                     st.started = Instant::now();
-                    if out.is_empty() {
-                        continue;
-                    }
-                    return Ok(Some((Bytes::from(out), st)));
                 }
                 Ok(None) => return Ok(None),
                 Err(err) => {
