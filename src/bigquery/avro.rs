@@ -8,16 +8,18 @@
 //! without building a tree of values. Every cell is written as
 //! [`decode_row`](super::decode_row) writes the same cell of a
 //! `tabledata.list` page, so the two ways of reading a table give the same
-//! lines: `JSON` columns as their JSON (the string itself when it is no
+//! values (as JSON; nested records' key order and escapes may differ): `JSON` columns as their JSON (the string itself when it is no
 //! JSON), `TIMESTAMP` as `2024-11-13T14:04:28.376Z`, `INT64` and `FLOAT64`
 //! as numbers (`NaN` and infinities as the strings BigQuery uses), `BOOL`
 //! as a boolean, `BYTES` as base64, `NUMERIC`/`BIGNUMERIC` as decimal
-//! text, `DATE` as `2024-11-13`, `TIME` as `14:04:28.376000`.
+//! text, `DATE` as `2024-11-13`, `TIME` as `14:04:28.376000` (`14:04:28`
+//! on the second).
 //!
 //! The bytes come from the network: every length is checked against what
-//! is left, a union branch against the union, a varint against 10 bytes,
-//! and the schema's nesting against a depth limit; bad input is an error,
-//! never a panic.
+//! is left, an array's count against the bytes left, a union branch
+//! against the union, a varint against 10 bytes, a decimal against
+//! BIGNUMERIC's width, and the schema's nesting (named types included)
+//! against a depth and size limit; bad input is an error, never a panic.
 
 use std::collections::HashMap;
 
@@ -98,7 +100,7 @@ impl RowSchema {
     pub(crate) fn parse(text: &str, columns: &[Field]) -> Result<RowSchema> {
         let v: Value =
             serde_json::from_str(text).map_err(|e| bad_schema(&format!("that is no JSON: {e}")))?;
-        let mut names = HashMap::new();
+        let mut names = Names::default();
         match compile(&v, Some(columns), &mut names, 0)? {
             Node::Record(columns) => Ok(RowSchema { columns }),
             _ => Err(bad_schema("that is no record")),
@@ -170,12 +172,7 @@ fn column<'a>(fields: Option<&'a [Field]>, name: &str) -> Option<&'a Field> {
     fields?.iter().find(|f| f.name == name)
 }
 
-fn compile(
-    v: &Value,
-    field: Option<&[Field]>,
-    names: &mut HashMap<String, Node>,
-    depth: usize,
-) -> Result<Node> {
+fn compile(v: &Value, field: Option<&[Field]>, names: &mut Names, depth: usize) -> Result<Node> {
     compile_typed(v, field, None, names, depth)
 }
 
@@ -185,7 +182,7 @@ fn compile_typed(
     v: &Value,
     fields: Option<&[Field]>,
     column_kind: Option<&Field>,
-    names: &mut HashMap<String, Node>,
+    names: &mut Names,
     depth: usize,
 ) -> Result<Node> {
     if depth > MAX_DEPTH {
@@ -198,7 +195,7 @@ fn compile_typed(
             || column_kind.is_some_and(|c| c.kind.eq_ignore_ascii_case("JSON"))
     };
     match v {
-        Value::String(name) => primitive(name, None, is_json(None), names),
+        Value::String(name) => primitive(name, None, is_json(None), names, depth),
         Value::Array(branches) => branches
             .iter()
             .map(|b| {
@@ -214,10 +211,12 @@ fn compile_typed(
                 return Err(bad_schema("with a type without \"type\""));
             };
             let logical = obj.get("logicalType").and_then(Value::as_str);
-            let scale = obj
-                .get("scale")
-                .and_then(Value::as_u64)
-                .map(|s| u32::try_from(s).unwrap_or(u32::MAX));
+            let scale = match obj.get("scale").and_then(Value::as_u64) {
+                Some(s) if s > u64::from(MAX_SCALE) => {
+                    return Err(bad_schema(&format!("with a decimal scale of {s}")))
+                }
+                s => s.map(|s| s as u32),
+            };
             match ty.as_str() {
                 Some("record") => {
                     let empty = Vec::new();
@@ -245,7 +244,7 @@ fn compile_typed(
                     }
                     let node = Node::Record(columns);
                     if let Some(n) = obj.get("name").and_then(Value::as_str) {
-                        names.insert(n.to_owned(), node.clone());
+                        names.map.insert(n.to_owned(), node.clone());
                     }
                     Ok(node)
                 }
@@ -289,7 +288,7 @@ fn compile_typed(
                         .ok_or_else(|| bad_schema("with an enum symbol that is no string"))?;
                     let node = Node::Enum(symbols);
                     if let Some(n) = obj.get("name").and_then(Value::as_str) {
-                        names.insert(n.to_owned(), node.clone());
+                        names.map.insert(n.to_owned(), node.clone());
                     }
                     Ok(node)
                 }
@@ -301,12 +300,12 @@ fn compile_typed(
                         .ok_or_else(|| bad_schema("with a fixed type without a size"))?;
                     let node = Node::Fixed(size, scale.filter(|_| logical == Some("decimal")));
                     if let Some(n) = obj.get("name").and_then(Value::as_str) {
-                        names.insert(n.to_owned(), node.clone());
+                        names.map.insert(n.to_owned(), node.clone());
                     }
                     Ok(node)
                 }
                 Some(name) => {
-                    let node = primitive(name, logical, is_json(Some(obj)), names)?;
+                    let node = primitive(name, logical, is_json(Some(obj)), names, depth)?;
                     Ok(match (node, scale) {
                         (Node::Bytes(_), Some(s)) if logical == Some("decimal") => {
                             Node::Bytes(Some(s))
@@ -324,11 +323,36 @@ fn compile_typed(
     }
 }
 
+/// The named types defined so far, and how many nodes references copied.
+#[derive(Default)]
+struct Names {
+    map: HashMap<String, Node>,
+    copied: usize,
+}
+
+/// The nodes a schema's references may copy in all.
+const MAX_COPIED: usize = 10_000;
+
+/// A node's depth and size.
+fn measure(node: &Node) -> (usize, usize) {
+    let children: Vec<&Node> = match node {
+        Node::Record(cols) => cols.iter().map(|c| &c.node).collect(),
+        Node::Array(n) | Node::Map(n) => vec![n.as_ref()],
+        Node::Union(b) => b.iter().collect(),
+        _ => Vec::new(),
+    };
+    children.into_iter().fold((1, 1), |(d, n), c| {
+        let (cd, cn) = measure(c);
+        (d.max(cd + 1), n + cn)
+    })
+}
+
 fn primitive(
     name: &str,
     logical: Option<&str>,
     json: bool,
-    names: &HashMap<String, Node>,
+    names: &mut Names,
+    depth: usize,
 ) -> Result<Node> {
     Ok(match name {
         "null" => Node::Null,
@@ -346,11 +370,24 @@ fn primitive(
         "double" => Node::Double,
         "bytes" => Node::Bytes(None),
         "string" => Node::String { json },
-        other => names
-            .get(other)
-            .or_else(|| names.get(other.rsplit('.').next().unwrap_or(other)))
-            .cloned()
-            .ok_or_else(|| bad_schema(&format!("naming a type it never defined: {other:?}")))?,
+        other => {
+            let node = names
+                .map
+                .get(other)
+                .or_else(|| names.map.get(other.rsplit('.').next().unwrap_or(other)))
+                .cloned()
+                .ok_or_else(|| bad_schema(&format!("naming a type it never defined: {other:?}")))?;
+            // A reference copies the type: its depth counts where it
+            // stands, and its size against the schema's whole budget.
+            let (d, n) = measure(&node);
+            names.copied += n;
+            if depth + d > MAX_DEPTH || names.copied > MAX_COPIED {
+                return Err(bad_schema(
+                    "whose named types nest too deep or copy too much",
+                ));
+            }
+            node
+        }
     })
 }
 
@@ -438,6 +475,14 @@ fn blocks(
                 .ok_or_else(|| bad_rows("with a bad block count"))?;
             r.long()?;
         }
+        // Every item takes a byte at least in what BigQuery sends: a count
+        // beyond the bytes left is a lie (and would loop on empty items).
+        let left = r.buf.len() - r.pos;
+        if usize::try_from(n).map_or(true, |n| n > left) {
+            return Err(bad_rows(&format!(
+                "with a block of {n} items in {left} bytes"
+            )));
+        }
         for _ in 0..n {
             item(r, out, first)?;
             first = false;
@@ -456,6 +501,9 @@ fn write_node(node: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<()> 
         },
         Node::Int { date } => {
             let v = r.long()?;
+            let v =
+                i32::try_from(v).map_err(|_| bad_rows(&format!("with an int {v} out of range")))?;
+            let v = i64::from(v);
             if *date {
                 let (y, m, d) = crate::time::civil_from_days(v);
                 write_str(out, &format!("{y:04}-{m:02}-{d:02}"));
@@ -471,15 +519,12 @@ fn write_node(node: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<()> 
                 LongKind::TimestampMillis => write_timestamp(out, v.checked_mul(1000)),
                 LongKind::TimeMicros => {
                     let (s, us) = (v.div_euclid(1_000_000), v.rem_euclid(1_000_000));
-                    write_str(
-                        out,
-                        &format!(
-                            "{:02}:{:02}:{:02}.{us:06}",
-                            s / 3600,
-                            (s % 3600) / 60,
-                            s % 60
-                        ),
-                    );
+                    let hms = format!("{:02}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60);
+                    // As tabledata.list writes TIME: no fraction when it is 0.
+                    match us {
+                        0 => write_str(out, &hms),
+                        us => write_str(out, &format!("{hms}.{us:06}")),
+                    }
                 }
             }
         }
@@ -495,11 +540,11 @@ fn write_node(node: &Node, r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<()> 
         }
         Node::Bytes(decimal) => {
             let b = r.bytes()?;
-            write_bytes(out, b, *decimal);
+            write_bytes(out, b, *decimal)?;
         }
         Node::Fixed(n, decimal) => {
             let b = r.take(*n)?;
-            write_bytes(out, b, *decimal);
+            write_bytes(out, b, *decimal)?;
         }
         Node::String { json } => {
             let b = r.bytes()?;
@@ -598,11 +643,20 @@ fn write_float(out: &mut Vec<u8>, f: f64) {
     }
 }
 
-fn write_bytes(out: &mut Vec<u8>, b: &[u8], decimal: Option<u32>) {
+/// The widest decimal BigQuery sends (BIGNUMERIC: 32 bytes unscaled) and
+/// its largest scale (38); a schema may not ask for more than 76.
+const MAX_DECIMAL_BYTES: usize = 32;
+const MAX_SCALE: u32 = 76;
+
+fn write_bytes(out: &mut Vec<u8>, b: &[u8], decimal: Option<u32>) -> Result<()> {
     match decimal {
+        Some(_) if b.len() > MAX_DECIMAL_BYTES => {
+            return Err(bad_rows(&format!("with a decimal of {} bytes", b.len())))
+        }
         Some(scale) => write_str(out, &decimal_text(b, scale)),
         None => write_str(out, &base64(b)),
     }
+    Ok(())
 }
 
 /// Standard base64 with padding (BigQuery's text form of BYTES).
@@ -808,8 +862,13 @@ mod tests {
         let mut chunks = 0;
         while !cursor.done() {
             let mut out = Vec::new();
-            schema.write_some(&block, &mut cursor, &mut out, 300).unwrap();
-            assert!(out.len() < 300 + 400, "a chunk is its limit and one row at most");
+            schema
+                .write_some(&block, &mut cursor, &mut out, 300)
+                .unwrap();
+            assert!(
+                out.len() < 300 + 400,
+                "a chunk is its limit and one row at most"
+            );
             assert_eq!(out.last(), Some(&b'\n'), "whole lines");
             pieces.extend_from_slice(&out);
             chunks += 1;
@@ -883,6 +942,41 @@ mod tests {
     }
 
     #[test]
+    fn lying_counts_and_out_of_range_values_are_refused_quickly() {
+        let nulls = RowSchema::parse(
+            r#"{"type":"record","fields":[{"name":"a","type":{"type":"array","items":"null"}}]}"#,
+            &[],
+        )
+        .unwrap();
+        let mut block = Vec::new();
+        zigzag(1 << 40, &mut block);
+        zigzag(0, &mut block);
+        assert!(nulls.write_rows(&block, 1, &mut Vec::new()).is_err());
+        let date = RowSchema::parse(
+            r#"{"type":"record","fields":[{"name":"d","type":{"type":"int","logicalType":"date"}}]}"#,
+            &[],
+        )
+        .unwrap();
+        let mut block = Vec::new();
+        zigzag(i64::MAX, &mut block);
+        assert!(date.write_rows(&block, 1, &mut Vec::new()).is_err());
+        let wide = RowSchema::parse(
+            r#"{"type":"record","fields":[{"name":"n","type":{"type":"bytes","logicalType":"decimal","scale":9}}]}"#,
+            &[],
+        )
+        .unwrap();
+        let mut block = Vec::new();
+        zigzag(64, &mut block);
+        block.extend_from_slice(&[1u8; 64]);
+        assert!(wide.write_rows(&block, 1, &mut Vec::new()).is_err());
+        assert!(RowSchema::parse(
+            r#"{"type":"record","fields":[{"name":"n","type":{"type":"bytes","logicalType":"decimal","scale":4000000000}}]}"#,
+            &[],
+        )
+        .is_err());
+    }
+
+    #[test]
     fn decimals_of_any_width() {
         assert_eq!(decimal_text(&[0x00], 9), "0");
         assert_eq!(decimal_text(&42i128.to_be_bytes(), 0), "42");
@@ -918,6 +1012,16 @@ mod tests {
         ] {
             assert!(RowSchema::parse(s, &[]).is_err(), "{s}");
         }
+        // Named types that double at every step, or nest through references.
+        let mut doubling =
+            String::from(r#"{"type":"record","name":"T0","fields":[{"name":"x","type":"long"}]}"#);
+        for i in 1..40 {
+            doubling = format!(
+                r#"{{"type":"record","name":"T{i}","fields":[{{"name":"a","type":{doubling}}},{{"name":"b","type":"T{}"}}]}}"#,
+                i - 1
+            );
+        }
+        assert!(RowSchema::parse(&doubling, &[]).is_err());
         let deep = format!("{}\"long\"{}", "[".repeat(100), "]".repeat(100));
         let s = format!(r#"{{"type":"record","fields":[{{"name":"a","type":{deep}}}]}}"#);
         assert!(RowSchema::parse(&s, &[]).is_err());

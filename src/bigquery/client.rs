@@ -369,8 +369,9 @@ impl BigQueryBuilder {
         let read_api = read_endpoint
             .map(|endpoint| {
                 // Checked now (loopback rule, syntax); dialled at the first read.
-                crate::transport::endpoint::resolve_endpoint(&endpoint, false)?;
+                crate::transport::endpoint::resolve_endpoint(&endpoint, emulator.is_some())?;
                 Ok::<_, Error>(ReadApiConfig {
+                    allow_plaintext: emulator.is_some(),
                     endpoint,
                     streams: self.read_streams,
                     use_env: self.use_env,
@@ -448,6 +449,8 @@ pub(super) struct ReadApiConfig {
     pub(super) endpoint: String,
     pub(super) streams: i32,
     pub(super) use_env: bool,
+    /// Plaintext off loopback (an emulator's, sent no credentials).
+    pub(super) allow_plaintext: bool,
 }
 
 /// The Storage Read API's gRPC client.

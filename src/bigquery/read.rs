@@ -41,7 +41,7 @@ pub(super) fn connect(
     config: &ReadApiConfig,
     tokens: Option<Arc<TokenCache>>,
 ) -> Result<ReadClient> {
-    let (uri, tls_host) = resolve_endpoint(&config.endpoint, false)?;
+    let (uri, tls_host) = resolve_endpoint(&config.endpoint, config.allow_plaintext)?;
     if tls_host.is_none() && tokens.as_ref().is_some_and(|t| !t.is_anonymous()) {
         let loopback = uri
             .strip_prefix("http://")
@@ -74,8 +74,9 @@ pub(super) fn connect(
     });
     Ok(
         BigQueryReadClient::new(tower::ServiceBuilder::new().layer(layer).service(channel))
-            // A block of rows is at most a few MB; leave room.
-            .max_decoding_message_size(256 << 20),
+            // The service's answers are at most 128 MB (its documented
+            // limit); memory is at most four of them.
+            .max_decoding_message_size(128 << 20),
     )
 }
 
@@ -354,10 +355,16 @@ fn read_stream(
                             source: None,
                         });
                     }
-                    st.offset += resp.row_count;
-                    // Progress: a later break starts its budget afresh.
-                    st.attempt = 0;
-                    st.started = Instant::now();
+                    st.offset = st.offset.checked_add(resp.row_count).ok_or_else(|| Error::BigQuery {
+                        message: format!("the Storage Read API sent more rows of {} than can be counted", st.table),
+                        http_status: None,
+                        source: None,
+                    })?;
+                    if resp.row_count > 0 {
+                        // Progress: a later break starts its budget afresh.
+                        st.attempt = 0;
+                        st.started = Instant::now();
+                    }
                 }
                 Ok(None) => return Ok(None),
                 Err(err) => {
