@@ -8,8 +8,9 @@
 //! without building a tree of values. Every cell is written as
 //! [`decode_row`](super::decode_row) writes the same cell of a
 //! `tabledata.list` page, so the two ways of reading a table give the same
-//! values (as JSON; nested records' key order and escapes may differ): `JSON` columns as their JSON (the string itself when it is no
-//! JSON), `TIMESTAMP` as `2024-11-13T14:04:28.376Z`, `INT64` and `FLOAT64`
+//! values (as JSON; nested records' key order and escapes may differ):
+//! `JSON` columns as their JSON (the string itself when it is no JSON),
+//! `TIMESTAMP` as `2024-11-13T14:04:28.376Z`, `INT64` and `FLOAT64`
 //! as numbers (`NaN` and infinities as the strings BigQuery uses), `BOOL`
 //! as a boolean, `BYTES` as base64, `NUMERIC`/`BIGNUMERIC` as decimal
 //! text, `DATE` as `2024-11-13`, `TIME` as `14:04:28.376000` (`14:04:28`
