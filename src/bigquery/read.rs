@@ -27,6 +27,7 @@ use crate::{
         big_query_read_client::BigQueryReadClient, read_rows_response::Rows, read_session::Schema,
         CreateReadSessionRequest, DataFormat, ReadRowsRequest, ReadRowsResponse, ReadSession,
     },
+    storage::retry::retrying,
     transport::{
         auth::{Credentials, TokenCache},
         endpoint::{lazy_channel, resolve_endpoint},
@@ -150,51 +151,46 @@ impl BigQuery {
             .as_ref()
             .map_or(DEFAULT_STREAMS, |c| c.streams);
         let what = format!("opening a Storage Read API session on {table}");
-        let policy = self.retry().clone();
-        let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let req = CreateReadSessionRequest {
-                parent: format!("projects/{}", table.project()),
-                read_session: Some(ReadSession {
-                    table: name.clone(),
-                    data_format: DataFormat::Avro as i32,
-                    ..Default::default()
-                }),
-                max_stream_count: streams,
+        let req = CreateReadSessionRequest {
+            parent: format!("projects/{}", table.project()),
+            read_session: Some(ReadSession {
+                table: name.clone(),
+                data_format: DataFormat::Avro as i32,
                 ..Default::default()
-            };
-            let req = with_routing(req, "read_session.table", &name);
-            match client.clone().create_read_session(req).await {
-                Ok(s) => return Ok(Some(s.into_inner())),
-                Err(status)
-                    if matches!(
-                        status.code(),
-                        tonic::Code::PermissionDenied | tonic::Code::Unimplemented
-                    ) =>
-                {
-                    tracing::info!(%table, code = ?status.code(), "the Storage Read API is not for this caller; reading through tabledata.list");
-                    return Ok(None);
-                }
-                Err(status) => {
-                    let err = Error::from_status(status, endpoint);
-                    if err.code() == Some(tonic::Code::NotFound) {
-                        return Err(Error::BigQuery {
-                            message: format!("no table {table}"),
-                            http_status: Some(404),
-                            source: Some(Box::new(err)),
-                        });
-                    }
-                    match policy.next_delay(attempt, &err, started.elapsed()) {
-                        Some(d) => {
-                            tracing::warn!(call = %what, attempt, delay = ?d, error = %err, "trying again");
-                            tokio::time::sleep(d).await;
-                        }
-                        None => return Err(in_context(&what, err)),
-                    }
-                }
+            }),
+            max_stream_count: streams,
+            ..Default::default()
+        };
+        // The one retry loop of the crate's HTTP calls, on gRPC statuses.
+        let got = retrying(self.retry(), &what, |_| {
+            let mut client = client.clone();
+            let req = with_routing(req.clone(), "read_session.table", &name);
+            async move {
+                client
+                    .create_read_session(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|status| Error::from_status(status, endpoint))
             }
+        })
+        .await;
+        match got {
+            Ok(session) => Ok(Some(session)),
+            Err(err)
+                if matches!(
+                    err.code(),
+                    Some(tonic::Code::PermissionDenied | tonic::Code::Unimplemented)
+                ) =>
+            {
+                tracing::info!(%table, code = ?err.code(), "the Storage Read API is not for this caller; reading through tabledata.list");
+                Ok(None)
+            }
+            Err(err) if err.code() == Some(tonic::Code::NotFound) => Err(Error::BigQuery {
+                message: format!("no table {table}"),
+                http_status: Some(404),
+                source: Some(Box::new(err)),
+            }),
+            Err(err) => Err(in_context(&what, err)),
         }
     }
 
