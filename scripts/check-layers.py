@@ -31,10 +31,10 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # a layer the graph must still be acyclic.
 LAYERS = [
     ("generated protos", ["proto"]),
-    ("names, URIs and time", ["names", "uri", "time", "validation"]),
+    ("names, URIs and time", ["names", "family", "uri", "time", "validation"]),
     ("status and job values", ["status", "job"]),
     ("error", ["error"]),
-    ("spec and data types", ["spec", "data::key", "data::fingerprint", "data::request",
+    ("spec and data types", ["spec", "data::key", "data::fingerprint", "data::request", "data::embed", "data::chat",
                              "data::results", "data::input"]),
     ("policies", ["policy", "policy::retry", "policy::poll", "policy::backoff"]),
     ("transport", ["transport", "transport::auth", "transport::headers", "transport::endpoint",

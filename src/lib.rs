@@ -119,6 +119,7 @@ pub mod data;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod error;
+pub mod family;
 pub mod job;
 pub mod names;
 pub mod policy;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     error::{Error, Result},
-    names::{normalize_model, LocationName},
+    names::LocationName,
     proto::aiplatform::{
         self as pb,
         batch_prediction_job::{input_config, output_config, InputConfig, OutputConfig},
@@ -133,6 +133,11 @@ impl JobSpec {
             encryption_key: None,
             customizers: Vec::new(),
         }
+    }
+
+    /// The model, as given.
+    pub(crate) fn model(&self) -> &str {
+        &self.model
     }
 
     /// The display name (default: `vertex-batch-<model id>-<UTC timestamp>`).
@@ -440,7 +445,8 @@ impl JobSpec {
         parent: &LocationName,
         defaults: Defaults,
     ) -> Result<pb::CreateBatchPredictionJobRequest> {
-        let model = normalize_model(&self.model)?;
+        let model = crate::family::qualify_model(&self.model)?;
+        let family = crate::family::Family::of_qualified(&model);
         let input = InputSource::parse(&self.inputs)?;
         let output = OutputDestination::parse(self.output.as_deref().ok_or_else(|| {
             Error::validation(
@@ -456,6 +462,24 @@ impl JobSpec {
                 "location",
                 "the global endpoint does not support BigQuery input or output for batch jobs; \
                  use a region such as us-central1",
+            ));
+        }
+        if parent.location() == "global" && !family.runs_global() {
+            return Err(Error::validation(
+                "location",
+                format!(
+                    "{model} is a Claude model: its batch jobs run in a region such as \
+                     us-east5, not on the global endpoint"
+                ),
+            ));
+        }
+        if matches!(input, InputSource::BigQuery(_)) && !family.takes_bigquery() {
+            return Err(Error::validation(
+                "input_uri",
+                format!(
+                    "{model} is a Gemini embedding model: its batch jobs read Cloud Storage \
+                     (gs://) input only, not BigQuery"
+                ),
             ));
         }
         let display_name = match (&self.display_name, defaults) {
@@ -520,6 +544,15 @@ impl JobSpec {
             labels: self.labels.clone().into_iter().collect(),
             service_account: self.service_account.clone().unwrap_or_default(),
             encryption_spec,
+            // The older text-embedding models see the whole line as their
+            // instance: the key field keeps the row key out of it and puts
+            // it on the output line instead.
+            instance_config: (family == crate::family::Family::TextEmbedding).then(|| {
+                pb::batch_prediction_job::InstanceConfig {
+                    key_field: "key".to_owned(),
+                    ..Default::default()
+                }
+            }),
             ..Default::default()
         };
         for f in &self.customizers {

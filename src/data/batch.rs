@@ -162,7 +162,7 @@ pub struct BatchSpec {
     job: JobSpec,
     staging: String,
     request_key: Option<String>,
-    limits: InputLimits,
+    limits: Option<InputLimits>,
     watch: WatchManyOptions,
     read: ReadOptions,
     claim_lease: Duration,
@@ -239,6 +239,15 @@ pub enum BatchEvent {
 }
 
 impl BatchSpec {
+    /// The input writer of this batch's model family and limits.
+    fn encoder(&self) -> Result<InputEncoder> {
+        let family = crate::family::Family::of_model(self.job.model())?;
+        let limits = self
+            .limits
+            .unwrap_or_else(|| InputLimits::default().max_rows_per_file(family.max_rows_per_job()));
+        InputEncoder::for_model(limits, self.job.model())
+    }
+
     /// A batch of jobs like `job` (model, parameters, labels, display name;
     /// its input and output are set per part), staged under `staging`
     /// (`gs://bucket[/prefix]`).
@@ -259,7 +268,7 @@ impl BatchSpec {
             job,
             staging: staging.into(),
             request_key: None,
-            limits: InputLimits::default(),
+            limits: None,
             watch: WatchManyOptions::default(),
             read: ReadOptions::default(),
             claim_lease: DEFAULT_CLAIM_LEASE,
@@ -333,8 +342,12 @@ impl BatchSpec {
     /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "gs://my-bucket/batches")
     ///     .limits(InputLimits::default().max_rows_per_file(10_000));
     /// ```
+    ///
+    /// Without this, a part holds at most one job's worth of the model's
+    /// family ([`crate::family::Family::max_rows_per_job`]: 1,000,000
+    /// rows for Gemini embeddings, 200,000 for the others) and 1 GB.
     pub fn limits(mut self, limits: InputLimits) -> Self {
-        self.limits = limits;
+        self.limits = Some(limits);
         self
     }
 
@@ -542,7 +555,7 @@ impl Client {
             Some((m, generation)) => {
                 check_resume(&m, &key, &root, self, &fingerprint)?;
                 if let Some(staged) = &m.prompts {
-                    let given = digest_prompts(spec.limits, prompts)?;
+                    let given = digest_prompts(spec, prompts)?;
                     if &given != staged {
                         return Err(other_prompts(&key, &root, staged, &given));
                     }
@@ -810,7 +823,7 @@ where
     K: AsRef<str>,
     R: Into<BatchRequest>,
 {
-    let mut enc = InputEncoder::new(spec.limits);
+    let mut enc = spec.encoder()?;
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut line = Vec::with_capacity(4096);
     let mut current: Option<(usize, PartWriter)> = None;
@@ -829,7 +842,7 @@ where
                 });
             }
             let target = area.part(&format!("input/{attempt}/part-{part:05}.jsonl"))?;
-            current = Some((part, area.writer(&target).await?));
+            current = Some((part, area.writer(&target, enc.family()).await?));
         }
         if let Some((_, w)) = current.as_mut() {
             w.write(&line).await?;
@@ -858,13 +871,13 @@ where
 }
 
 /// The digest [`stage`] would record for `prompts`, without uploading.
-fn digest_prompts<I, K, R>(limits: InputLimits, prompts: I) -> Result<PromptsDigest>
+fn digest_prompts<I, K, R>(spec: &BatchSpec, prompts: I) -> Result<PromptsDigest>
 where
     I: IntoIterator<Item = (K, R)>,
     K: AsRef<str>,
     R: Into<BatchRequest>,
 {
-    let mut enc = InputEncoder::new(limits);
+    let mut enc = spec.encoder()?;
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut line = Vec::with_capacity(4096);
     for (key, request) in prompts {
@@ -1412,6 +1425,7 @@ impl Batch {
                 ),
             ));
         }
+        let family = crate::family::Family::of_model(self.spec.job.model())?;
         let mut retry = FingerprintSet::default();
         let mut results = self.results().await?;
         while let Some(row) = results.next().await {
@@ -1446,14 +1460,9 @@ impl Batch {
                 vec![self.area.source(&file.uri)?],
                 self.spec.read.clone(),
                 move |raw| {
-                    #[derive(Deserialize)]
-                    struct K<'a> {
-                        #[serde(borrow)]
-                        key: std::borrow::Cow<'a, str>,
-                    }
                     let line = std::str::from_utf8(&raw).map_err(|e| e.to_string())?;
-                    let k: K<'_> = serde_json::from_str(line).map_err(|e| e.to_string())?;
-                    Ok(keep.contains(fingerprint(&k.key)).then_some(raw))
+                    let k = crate::data::input::line_key(line)?;
+                    Ok(keep.contains(fingerprint(&k)).then_some(raw))
                 },
             ));
             let target = self
@@ -1464,7 +1473,7 @@ impl Batch {
             while let Some(line) = lines.next().await {
                 if let Some(raw) = line? {
                     if writer.is_none() {
-                        writer = Some(self.area.writer(&target).await?);
+                        writer = Some(self.area.writer(&target, family).await?);
                     }
                     if let Some(w) = writer.as_mut() {
                         w.write(&raw).await?;

@@ -30,6 +30,8 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{value::RawValue, Map, Value};
 
 use super::{
+    chat::Chat,
+    embed::Embed,
     key::{
         check_key, display_key, insert_key_label, key_label_value, label_taken, too_many_labels,
         KEY_LABEL,
@@ -38,6 +40,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
+    family::Family,
     proto::aiplatform::GenerateContentRequest,
 };
 
@@ -68,8 +71,14 @@ pub enum BatchRequest {
     /// A JSON object kept as text: its members are written byte for byte
     /// (line breaks between tokens become spaces), plus the key label.
     Raw(Box<RawValue>),
-    /// A plain text prompt: one user turn.
+    /// A plain text prompt: one user turn (or one text to embed), in the
+    /// job's family.
     Text(String),
+    /// A text to embed, for the embedding families and open embedding
+    /// models.
+    Embed(Embed),
+    /// A conversation, for every chat family (Gemini, Claude, open models).
+    Chat(Chat),
 }
 
 impl PartialEq for BatchRequest {
@@ -80,6 +89,8 @@ impl PartialEq for BatchRequest {
             (BatchRequest::Json(a), BatchRequest::Json(b)) => a == b,
             (BatchRequest::Raw(a), BatchRequest::Raw(b)) => a.get() == b.get(),
             (BatchRequest::Text(a), BatchRequest::Text(b)) => a == b,
+            (BatchRequest::Embed(a), BatchRequest::Embed(b)) => a == b,
+            (BatchRequest::Chat(a), BatchRequest::Chat(b)) => a == b,
             _ => false,
         }
     }
@@ -131,6 +142,26 @@ impl From<Prompt> for BatchRequest {
     /// ```
     fn from(p: Prompt) -> Self {
         BatchRequest::from(p.into_request())
+    }
+}
+
+impl From<Embed> for BatchRequest {
+    /// ```
+    /// use vertex_batch::data::{embed::Embed, input::BatchRequest};
+    /// assert!(matches!(BatchRequest::from(Embed::text("doc")), BatchRequest::Embed(_)));
+    /// ```
+    fn from(e: Embed) -> Self {
+        BatchRequest::Embed(e)
+    }
+}
+
+impl From<Chat> for BatchRequest {
+    /// ```
+    /// use vertex_batch::data::{chat::Chat, input::BatchRequest};
+    /// assert!(matches!(BatchRequest::from(Chat::user("hi")), BatchRequest::Chat(_)));
+    /// ```
+    fn from(c: Chat) -> Self {
+        BatchRequest::Chat(c)
     }
 }
 
@@ -346,6 +377,8 @@ pub struct PartStats {
 /// ```
 pub struct InputEncoder {
     limits: InputLimits,
+    family: Family,
+    model: String,
     seen: super::fingerprint::FingerprintSet,
     parts: Vec<PartStats>,
     rows: u64,
@@ -355,6 +388,7 @@ impl fmt::Debug for InputEncoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InputEncoder")
             .field("limits", &self.limits)
+            .field("family", &self.family)
             .field("rows", &self.rows)
             .field("parts", &self.parts)
             .finish()
@@ -371,10 +405,48 @@ impl InputEncoder {
     pub fn new(limits: InputLimits) -> Self {
         InputEncoder {
             limits,
+            family: Family::Gemini,
+            model: String::new(),
             seen: Default::default(),
             parts: Vec::new(),
             rows: 0,
         }
+    }
+
+    /// An encoder writing the lines of `model`'s family (see
+    /// [`crate::family`]): `{"key", "request"}` for Gemini and Gemini
+    /// embeddings, `{"key", "content", …}` for text embeddings,
+    /// `{"custom_id", "request"}` for Claude, `{"custom_id", "method",
+    /// "url", "body"}` for open models (whose `body.model` is `model`'s
+    /// publisher and id, `meta/llama-…`). An error if `model` is not a
+    /// model name, or is ambiguous.
+    ///
+    /// ```
+    /// use vertex_batch::data::{chat::Chat, input::{InputEncoder, InputLimits}};
+    ///
+    /// let mut enc = InputEncoder::for_model(InputLimits::default(), "claude-sonnet-4-5")?;
+    /// let mut out = Vec::new();
+    /// enc.encode("r1", Chat::user("Hello!").max_tokens(50), &mut out)?;
+    /// assert!(out.starts_with(br#"{"custom_id":"r1","request":{"anthropic_version":"vertex-2023-10-16""#));
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn for_model(limits: InputLimits, model: &str) -> Result<Self> {
+        let qualified = crate::family::qualify_model(model)?;
+        let family = Family::of_qualified(&qualified);
+        let mut enc = InputEncoder::new(limits);
+        enc.family = family;
+        enc.model = open_model_id(&qualified);
+        Ok(enc)
+    }
+
+    /// The family whose lines this encoder writes.
+    ///
+    /// ```
+    /// use vertex_batch::{data::input::{InputEncoder, InputLimits}, family::Family};
+    /// assert_eq!(InputEncoder::new(InputLimits::default()).family(), Family::Gemini);
+    /// ```
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     /// The limits in force.
@@ -428,7 +500,7 @@ impl InputEncoder {
             ));
         }
         let start = out.len();
-        if let Err(e) = write_line(key, request.into(), out) {
+        if let Err(e) = write_family_line(self.family, &self.model, key, request.into(), out) {
             out.truncate(start);
             return Err(e);
         }
@@ -498,6 +570,225 @@ fn json_error(e: serde_json::Error) -> Error {
     Error::validation("request", e.to_string())
 }
 
+/// The `model` of an open model's body: `publishers/meta/models/llama-…`
+/// becomes `meta/llama-…`, as Google's samples write it.
+fn open_model_id(qualified: &str) -> String {
+    match qualified.split('/').collect::<Vec<_>>().as_slice() {
+        ["publishers", p, "models", id] => format!("{p}/{id}"),
+        _ => qualified.to_owned(),
+    }
+}
+
+fn wrong_request(key: &str, what: &str, family: Family) -> Error {
+    Error::validation(
+        "request",
+        format!(
+            "the request for key {} is {what}, which a {family} model does not take",
+            display_key(key)
+        ),
+    )
+}
+
+/// A request that must be a JSON object, as text.
+fn object_text(key: &str, request: BatchRequest, family: Family) -> Result<String> {
+    let text = match request {
+        BatchRequest::Json(v @ Value::Object(_)) => {
+            serde_json::to_string(&Sorted(&v)).map_err(json_error)?
+        }
+        BatchRequest::Raw(raw) => {
+            let members: Members<'_> = serde_json::from_str(raw.get()).map_err(|e| {
+                Error::validation(
+                    "request",
+                    format!(
+                        "the request for key {} must be a JSON object: {e}",
+                        display_key(key)
+                    ),
+                )
+            })?;
+            let mut seen = std::collections::HashSet::new();
+            if let Some((dup, _)) = members.0.iter().find(|(n, _)| !seen.insert(n.as_str())) {
+                return Err(Error::validation(
+                    "request",
+                    format!("the request for key {} has {dup:?} twice", display_key(key)),
+                ));
+            }
+            // Valid JSON has no raw line break inside a string: these are
+            // whitespace between tokens, and a space keeps the line one line.
+            raw.get().trim().replace(['\n', '\r'], " ")
+        }
+        BatchRequest::Json(_) => {
+            return Err(Error::validation(
+                "request",
+                format!(
+                    "the request for key {} must be a JSON object",
+                    display_key(key)
+                ),
+            ))
+        }
+        BatchRequest::Typed(_) => return Err(wrong_request(key, "a Gemini request", family)),
+        BatchRequest::Text(_) | BatchRequest::Embed(_) | BatchRequest::Chat(_) => {
+            return Err(wrong_request(key, "not JSON", family))
+        }
+    };
+    Ok(text)
+}
+
+/// Writes one line of `family`.
+fn write_family_line(
+    family: Family,
+    model: &str,
+    key: &str,
+    request: BatchRequest,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let key_json = serde_json::to_string(key).map_err(json_error)?;
+    match family {
+        Family::Gemini => write_line(key, request, out),
+        Family::GeminiEmbedding => {
+            let body = match request {
+                BatchRequest::Text(t) => Embed::text(t).gemini(),
+                BatchRequest::Embed(e) => e.gemini(),
+                BatchRequest::Chat(_) => return Err(wrong_request(key, "a chat request", family)),
+                other => {
+                    let text = object_text(key, other, family)?;
+                    write_wrapped(out, "key", &key_json, &[("request", &text)]);
+                    return Ok(());
+                }
+            };
+            let text = serde_json::to_string(&Sorted(&body)).map_err(json_error)?;
+            write_wrapped(out, "key", &key_json, &[("request", &text)]);
+            Ok(())
+        }
+        Family::TextEmbedding => {
+            let text = match request {
+                BatchRequest::Text(t) => to_sorted(&Embed::text(t).instance())?,
+                BatchRequest::Embed(e) => to_sorted(&e.instance())?,
+                BatchRequest::Chat(_) => return Err(wrong_request(key, "a chat request", family)),
+                other => object_text(key, other, family)?,
+            };
+            let instance: Members<'_> = serde_json::from_str(&text).map_err(json_error)?;
+            if instance.0.iter().any(|(n, _)| n == "key") {
+                return Err(Error::validation(
+                    "request",
+                    format!(
+                        "the instance for key {} has its own \"key\", which the row key takes",
+                        display_key(key)
+                    ),
+                ));
+            }
+            out.extend_from_slice(b"{\"key\":");
+            out.extend_from_slice(key_json.as_bytes());
+            let inner = text.trim().strip_prefix('{').unwrap_or("}").trim_start();
+            if !inner.starts_with('}') {
+                out.push(b',');
+            }
+            out.extend_from_slice(inner.as_bytes());
+            out.push(b'\n');
+            Ok(())
+        }
+        Family::Claude => {
+            let text = match request {
+                BatchRequest::Text(t) => to_sorted(&Chat::user(t).claude())?,
+                BatchRequest::Chat(c) => to_sorted(&c.claude())?,
+                BatchRequest::Embed(_) => {
+                    return Err(wrong_request(key, "an embedding request", family))
+                }
+                other => object_text(key, other, family)?,
+            };
+            check_claude(key, &text)?;
+            write_wrapped(out, "custom_id", &key_json, &[("request", &text)]);
+            Ok(())
+        }
+        Family::OpenModel => {
+            let embeds_by_default = model.contains("embed");
+            let (url, text) = match request {
+                BatchRequest::Text(t) if embeds_by_default => {
+                    (EMBEDDINGS_URL, to_sorted(&Embed::text(t).openai(model))?)
+                }
+                BatchRequest::Text(t) => (CHAT_URL, to_sorted(&Chat::user(t).openai(model))?),
+                BatchRequest::Chat(c) => (CHAT_URL, to_sorted(&c.openai(model))?),
+                BatchRequest::Embed(e) => (EMBEDDINGS_URL, to_sorted(&e.openai(model))?),
+                other => {
+                    let text = object_text(key, other, family)?;
+                    let v: Value = serde_json::from_str(&text).map_err(json_error)?;
+                    let url = if v.get("messages").is_none() && v.get("input").is_some() {
+                        EMBEDDINGS_URL
+                    } else {
+                        CHAT_URL
+                    };
+                    (url, text)
+                }
+            };
+            let url_json = serde_json::to_string(url).map_err(json_error)?;
+            write_wrapped(
+                out,
+                "custom_id",
+                &key_json,
+                &[("method", "\"POST\""), ("url", &url_json), ("body", &text)],
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The OpenAI batch URL of chat requests.
+const CHAT_URL: &str = "/v1/chat/completions";
+/// The OpenAI batch URL of embedding requests.
+const EMBEDDINGS_URL: &str = "/v1/embeddings";
+
+fn to_sorted(v: &Value) -> Result<String> {
+    serde_json::to_string(&Sorted(v)).map_err(json_error)
+}
+
+/// `{"<key_field>":<key>,"<name>":<json>,…}\n`.
+fn write_wrapped(out: &mut Vec<u8>, key_field: &str, key_json: &str, members: &[(&str, &str)]) {
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(key_field.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(key_json.as_bytes());
+    for (name, json) in members {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(json.as_bytes());
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// A Claude request must say how many tokens it may generate: the service
+/// fails a line without `max_tokens`, so it is refused here, before any
+/// upload.
+fn check_claude(key: &str, text: &str) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Claude {
+        #[serde(default)]
+        max_tokens: Option<Value>,
+        #[serde(default)]
+        messages: Option<Value>,
+    }
+    let c: Claude = serde_json::from_str(text).map_err(json_error)?;
+    if c.max_tokens.as_ref().and_then(Value::as_u64).unwrap_or(0) == 0 {
+        return Err(Error::validation(
+            "max_tokens",
+            format!(
+                "the Claude request for key {} has no positive integer \"max_tokens\", \
+                 which Claude models require",
+                display_key(key)
+            ),
+        ));
+    }
+    if !c.messages.as_ref().is_some_and(Value::is_array) {
+        return Err(Error::validation(
+            "request",
+            format!(
+                "the Claude request for key {} has no \"messages\" array",
+                display_key(key)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn write_line(key: &str, request: BatchRequest, out: &mut Vec<u8>) -> Result<()> {
     out.extend_from_slice(b"{\"key\":");
     serde_json::to_writer(&mut *out, key).map_err(json_error)?;
@@ -531,6 +822,23 @@ fn write_line(key: &str, request: BatchRequest, out: &mut Vec<u8>) -> Result<()>
             ))
         }
         BatchRequest::Raw(raw) => write_raw(key, &raw, out)?,
+        BatchRequest::Chat(c) => {
+            let map = match c.gemini() {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            let mut map = map;
+            let labels = match map.remove("labels") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(l)) => l,
+                Some(_) => return Err(labels_not_object(key)),
+            };
+            map.insert("labels".to_owned(), Value::Object(add_label(labels, key)?));
+            serde_json::to_writer(&mut *out, &Sorted(&Value::Object(map))).map_err(json_error)?;
+        }
+        BatchRequest::Embed(_) => {
+            return Err(wrong_request(key, "an embedding request", Family::Gemini))
+        }
     }
     out.extend_from_slice(b"}\n");
     Ok(())
@@ -841,9 +1149,11 @@ fn parse_input_line(n: u64, text: &str) -> Result<Option<InputLine>> {
         }))
 }
 
-/// One `{"key": …, "request": {…}}` line: its key and its request,
-/// byte-exact (`None` for a blank line). The error says what is wrong,
-/// for the caller to place.
+/// One input line of any family: its key (`key`, or `custom_id` for
+/// Claude and open models) and its request, byte-exact (`request`; `body`
+/// for open models; for a text-embedding line, which has neither, the
+/// line's other members), or `None` for a blank line. The error says what
+/// is wrong, for the caller to place.
 pub(crate) fn parse_input_text(
     text: &str,
 ) -> std::result::Result<Option<(String, Box<RawValue>)>, String> {
@@ -854,25 +1164,62 @@ pub(crate) fn parse_input_text(
         serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
     let mut key = None;
     let mut request = None;
-    for (name, value) in members.0 {
+    let mut body = None;
+    for (name, value) in &members.0 {
         let slot = match name.as_str() {
-            "key" => &mut key,
+            "key" | "custom_id" => &mut key,
             "request" => &mut request,
+            "body" => &mut body,
             _ => continue,
         };
-        if slot.replace(value).is_some() {
-            return Err(format!("\"{name}\" appears twice"));
+        if slot.replace((name.as_str(), *value)).is_some() {
+            return Err(format!(
+                "\"{name}\" appears twice (or both key and custom_id)"
+            ));
         }
     }
-    let key = key.ok_or("no \"key\"")?;
+    let (key_name, key) = key.ok_or("no \"key\" (or \"custom_id\")")?;
     let key: String = serde_json::from_str(key.get())
-        .map_err(|_| format!("\"key\" must be a string, got {}", key.get()))?;
+        .map_err(|_| format!("\"{key_name}\" must be a string, got {}", key.get()))?;
     check_key(&key).map_err(|e| e.to_string())?;
-    let request = request.ok_or("no \"request\"")?;
+    let request = match (request, body) {
+        (Some((_, r)), _) | (None, Some((_, r))) => r.to_owned(),
+        // A text-embedding instance: the line without its key.
+        (None, None) if members.0.iter().any(|(n, _)| n == "content") => {
+            let mut out = String::from("{");
+            for (name, value) in members.0.iter().filter(|(n, _)| n != key_name) {
+                if out.len() > 1 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(name).map_err(|e| e.to_string())?);
+                out.push(':');
+                out.push_str(value.get());
+            }
+            out.push('}');
+            RawValue::from_string(out).map_err(|e| e.to_string())?
+        }
+        (None, None) => return Err("no \"request\" (or \"body\", or \"content\")".into()),
+    };
     if !request.get().starts_with('{') {
-        return Err("\"request\" must be a JSON object".into());
+        return Err("the request must be a JSON object".into());
     }
-    Ok(Some((key, request.to_owned())))
+    Ok(Some((key, request)))
+}
+
+/// The key of a line of any family (`key` or `custom_id`), without
+/// reading the rest of it into memory.
+pub(crate) fn line_key(line: &str) -> std::result::Result<std::borrow::Cow<'_, str>, String> {
+    #[derive(serde::Deserialize)]
+    struct K<'a> {
+        #[serde(borrow, default)]
+        key: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        custom_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    let k: K<'_> = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    k.key
+        .or(k.custom_id)
+        .ok_or_else(|| "no \"key\" (or \"custom_id\")".to_owned())
 }
 
 /// Lines of a reader, numbered from 1, without their line break (and
@@ -1171,6 +1518,160 @@ mod tests {
             prop_assert_eq!(back.len(), 1);
             let line = back.into_iter().next().unwrap().unwrap();
             prop_assert_eq!(line.key, key);
+        }
+    }
+
+    fn family_line(model: &str, key: &str, req: impl Into<BatchRequest>) -> Result<Value> {
+        let mut enc = InputEncoder::for_model(InputLimits::default(), model)?;
+        let mut out = Vec::new();
+        enc.encode(key, req, &mut out)?;
+        assert!(out.ends_with(b"\n") && !out[..out.len() - 1].contains(&b'\n'));
+        Ok(serde_json::from_slice(&out).expect("a JSON line"))
+    }
+
+    #[test]
+    fn each_family_writes_its_own_line_from_plain_text() {
+        assert_eq!(
+            family_line("gemini-embedding-001", "d1", "sky").unwrap(),
+            json!({"key": "d1", "request": {"content": {"parts": [{"text": "sky"}]}}})
+        );
+        assert_eq!(
+            family_line("text-embedding-005", "d1", "sky").unwrap(),
+            json!({"key": "d1", "content": "sky"})
+        );
+        assert_eq!(
+            family_line("claude-sonnet-4-5@20250929", "c1", "Hello!").unwrap(),
+            json!({"custom_id": "c1", "request": {"anthropic_version": "vertex-2023-10-16",
+                   "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 1024}})
+        );
+        assert_eq!(
+            family_line("llama-3.3-70b-instruct-maas", "o1", "Hi").unwrap(),
+            json!({"custom_id": "o1", "method": "POST", "url": "/v1/chat/completions",
+                   "body": {"model": "meta/llama-3.3-70b-instruct-maas", "messages": [{"role": "user", "content": "Hi"}]}})
+        );
+        assert_eq!(
+            family_line("publishers/qwen/models/qwen3-embedding-8b-maas", "o2", "Hi").unwrap()
+                ["url"],
+            "/v1/embeddings"
+        );
+        // Gemini keeps its key label mirror.
+        let g = family_line("gemini-2.5-flash", "q1", Chat::user("Hi").max_tokens(5)).unwrap();
+        let label = g["request"]["labels"][KEY_LABEL].as_str().unwrap();
+        assert_eq!(crate::data::key::decode_exact(label).as_deref(), Some("q1"));
+        assert_eq!(g["request"]["generationConfig"]["maxOutputTokens"], 5);
+    }
+
+    #[test]
+    fn typed_family_requests_carry_their_options_and_raw_json() {
+        let e = Embed::text("doc")
+            .task_type("RETRIEVAL_DOCUMENT")
+            .title("T")
+            .dimensions(768);
+        let g = family_line("gemini-embedding-001", "d", e.clone()).unwrap();
+        assert_eq!(
+            g["request"]["embed_content_config"]["output_dimensionality"],
+            768
+        );
+        let t = family_line("text-embedding-005", "d", e.clone()).unwrap();
+        assert_eq!(
+            t,
+            json!({"key": "d", "content": "doc", "task_type": "RETRIEVAL_DOCUMENT", "title": "T"})
+        );
+        let o = family_line("publishers/openai/models/gpt-oss-120b-maas", "o", e).unwrap();
+        assert_eq!(
+            o["body"],
+            json!({"model": "openai/gpt-oss-120b-maas", "input": "doc", "dimensions": 768})
+        );
+        assert_eq!(o["url"], "/v1/embeddings");
+        let c = Chat::user("Q")
+            .system("S")
+            .max_tokens(9)
+            .temperature(0.5)
+            .stop_sequence("X")
+            .extra(json!({"top_k": 3}));
+        let line = family_line("claude-opus-4-1", "c", c.clone()).unwrap();
+        assert_eq!(line["request"]["system"], "S");
+        assert_eq!(line["request"]["stop_sequences"], json!(["X"]));
+        assert_eq!(line["request"]["top_k"], 3);
+        let chat = family_line("deepseek-v3.1-maas", "c", c).unwrap();
+        assert_eq!(
+            chat["body"]["messages"][0],
+            json!({"role": "system", "content": "S"})
+        );
+        // Raw JSON passes through, in the family's envelope.
+        let raw = json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 3, "anthropic_version": "vertex-2023-10-16"});
+        assert_eq!(
+            family_line("claude-haiku-4-5", "r", raw.clone()).unwrap()["request"],
+            raw
+        );
+        let raw = json!({"model": "m", "input": ["a", "b"]});
+        assert_eq!(
+            family_line("llama-3.1-8b-instruct-maas", "r", raw).unwrap()["url"],
+            "/v1/embeddings"
+        );
+    }
+
+    #[test]
+    fn lines_a_family_refuses_are_errors_before_any_upload() {
+        let no_max = json!({"messages": [{"role": "user", "content": "x"}], "anthropic_version": "vertex-2023-10-16"});
+        let err = family_line("claude-sonnet-4-5", "c", no_max).unwrap_err();
+        assert!(
+            matches!(&err, Error::Validation(v) if v.field() == "max_tokens"),
+            "{err}"
+        );
+        let zero = json!({"messages": [], "max_tokens": 0});
+        assert!(family_line("claude-sonnet-4-5", "c", zero).is_err());
+        assert!(family_line("claude-sonnet-4-5", "c", json!({"max_tokens": 5})).is_err());
+        assert!(family_line("claude-sonnet-4-5", "c", Embed::text("x")).is_err());
+        assert!(family_line("gemini-embedding-001", "c", Chat::user("x")).is_err());
+        assert!(family_line("gemini-2.5-flash", "c", Embed::text("x")).is_err());
+        assert!(family_line(
+            "text-embedding-005",
+            "c",
+            json!({"key": "x", "content": "y"})
+        )
+        .is_err());
+        assert!(family_line("text-embedding-005", "c", json!(["content"])).is_err());
+        assert!(family_line("llama-3.3-70b-instruct-maas", "c", json!(7)).is_err());
+        let err = family_line("mystery-model-maas", "c", "x").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("publishers/PUBLISHER/models/mystery-model-maas"),
+            "{err}"
+        );
+        // A refused line writes nothing, and the encoder goes on.
+        let mut enc = InputEncoder::for_model(InputLimits::default(), "claude-sonnet-4-5").unwrap();
+        let mut out = Vec::new();
+        assert!(enc.encode("a", json!({"messages": []}), &mut out).is_err());
+        assert!(out.is_empty());
+        enc.encode("a", "fine", &mut out).unwrap();
+        assert_eq!(enc.rows(), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn every_family_line_reads_back_its_key_and_text(
+            key in "[A-Za-z0-9_.:-]{1,40}",
+            text in "\\PC{0,60}",
+            family in 0usize..5,
+        ) {
+            let model = ["gemini-2.5-flash", "gemini-embedding-001", "text-embedding-005",
+                         "claude-sonnet-4-5", "llama-3.3-70b-instruct-maas"][family];
+            let mut enc = InputEncoder::for_model(InputLimits::default(), model).unwrap();
+            let mut out = Vec::new();
+            enc.encode(&key, text.as_str(), &mut out).unwrap();
+            let line = std::str::from_utf8(&out).unwrap();
+            prop_assert_eq!(line_key(line.trim_end()).unwrap(), key.as_str());
+            let (back, request) = parse_input_text(line).unwrap().unwrap();
+            prop_assert_eq!(&back, &key);
+            let v: Value = serde_json::from_str(request.get()).unwrap();
+            let got = match family {
+                0 => &v["contents"][0]["parts"][0]["text"],
+                1 => &v["content"]["parts"][0]["text"],
+                2 => &v["content"],
+                _ => &v["messages"][0]["content"],
+            };
+            prop_assert_eq!(got.as_str(), Some(text.as_str()));
         }
     }
 }

@@ -10,7 +10,9 @@
 //!   inputs, with [`Totals`].
 
 mod batch;
+pub mod chat;
 mod claim;
+pub mod embed;
 mod fingerprint;
 pub mod input;
 mod join;
@@ -28,5 +30,8 @@ pub use key::KEY_LABEL;
 pub use read::ResultReader;
 pub use reader::{local_output_files, read_local_files, ReadOptions, ResultStream, Totals};
 pub use request::{parse_request, parse_response, Prompt};
-pub use results::{Answer, Blocked, FinishReason, Missing, Outcome, ResultRow, RowError, Usage};
+pub use results::{
+    parse_output_line, Answer, Blocked, Embedding, FinishReason, Missing, Outcome, ResultRow,
+    RowError, Usage,
+};
 pub use staging::{Backend, StagingClient};

@@ -44,7 +44,7 @@ use bytes::Bytes;
 use futures::{stream::BoxStream, Stream, StreamExt};
 
 use super::fingerprint::{fingerprint, Fingerprint, FingerprintSet, Probe, SortedProbe};
-use super::results::{parse_line, Outcome, ParsedLine, ResultRow, Usage};
+use super::results::{parse_line, plain_key, Outcome, ParsedLine, ResultRow, Usage};
 use crate::error::{Error, Result};
 
 /// How output is read.
@@ -808,14 +808,6 @@ impl Stream for ResultStream {
             }
         }
     }
-}
-
-/// Resolves a parsed line's key: the top-level key, else a reversible key
-/// label.
-pub(crate) fn plain_key(line: &ParsedLine) -> Option<String> {
-    line.key_label
-        .as_deref()
-        .and_then(crate::data::key::decode_exact)
 }
 
 /// What de-duplicates a row known only by a hashed key label (a key too

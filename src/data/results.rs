@@ -17,7 +17,7 @@
 //!   [`GenerateContentResponse`](crate::proto::aiplatform::GenerateContentResponse)
 //!   is one call away ([`Answer::response`]);
 //! * a line that is not a JSON object, or whose `key`, `status` or `response`
-//!   has the wrong type, is an [`Error::Output`](crate::Error::Output) naming
+//!   has the wrong type, is an [`Error::Output`](crate::error::Error::Output) naming
 //!   its file and line — never a panic, never a silently dropped row;
 //! * the key comes from the top-level `key` field, or, when a pipeline
 //!   dropped it, from the label [`KEY_LABEL`](crate::data::key::KEY_LABEL) that the
@@ -156,6 +156,8 @@ pub struct Answer {
     finish_reason: Option<FinishReason>,
     usage: Usage,
     model_version: Option<Text>,
+    /// An embedding's values: the JSON array as the line holds it.
+    embedding: Option<Text>,
     line: RawLine,
 }
 
@@ -271,6 +273,29 @@ impl Answer {
     /// ```
     pub fn model_version(&self) -> Option<&str> {
         self.model_version.as_ref().map(|t| self.str_of(t))
+    }
+
+    /// The embedding of an embedding row (Gemini embeddings, text
+    /// embeddings, open embedding models); `None` for a chat answer.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> vertex_batch::Result<()> {
+    /// use vertex_batch::data::{parse_output_line, Outcome};
+    ///
+    /// let row = parse_output_line(r#"{"key":"d1","status":"","response":{"embedding":{"values":[0.5,-0.25,1]},"usageMetadata":{"promptTokenCount":3}}}"#)?;
+    /// let Outcome::Succeeded(answer) = row.outcome() else { panic!("d1 succeeded") };
+    /// let embedding = answer.embedding().expect("an embedding row");
+    /// assert_eq!(embedding.values()?, [0.5, -0.25, 1.0]);
+    /// assert_eq!(embedding.dimensions(), 3);
+    /// assert_eq!(embedding.json(), "[0.5,-0.25,1]");
+    /// assert_eq!(answer.usage().prompt_tokens, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn embedding(&self) -> Option<Embedding<'_>> {
+        self.embedding.as_ref().map(|t| Embedding {
+            json: self.str_of(t),
+        })
     }
 
     /// The whole output line this answer came from, byte-exact.
@@ -418,10 +443,12 @@ impl RawLine {
         #[derive(Deserialize)]
         struct Only {
             response: Option<Box<RawValue>>,
+            predictions: Option<Box<RawValue>>,
         }
         let only: Only = serde_json::from_str(self.as_str())
             .map_err(|e| crate::error::Error::validation("response", e.to_string()))?;
         only.response
+            .or(only.predictions)
             .ok_or_else(|| crate::error::Error::validation("response", "the line has no response"))
     }
 }
@@ -429,6 +456,65 @@ impl RawLine {
 impl PartialEq for RawLine {
     fn eq(&self, other: &Self) -> bool {
         self.0 == other.0
+    }
+}
+
+/// An embedding's values, as the output line holds them: read lazily, so
+/// a reader that only passes vectors on ([`Embedding::json`]) never turns
+/// their text into numbers and back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Embedding<'a> {
+    json: &'a str,
+}
+
+impl<'a> Embedding<'a> {
+    /// The values as a JSON array, byte-exact from the line.
+    ///
+    /// ```
+    /// # fn main() -> vertex_batch::Result<()> {
+    /// let row = vertex_batch::data::parse_output_line(r#"{"key":"d","status":"","response":{"embedding":{"values":[1,2]}}}"#)?;
+    /// assert_eq!(row.embedding().unwrap().json(), "[1,2]");
+    /// # Ok(()) }
+    /// ```
+    pub fn json(&self) -> &'a str {
+        self.json
+    }
+
+    /// The values as numbers. An error ([`crate::Error::Validation`], field
+    /// `embedding`) when the array holds anything but numbers.
+    ///
+    /// ```
+    /// # fn main() -> vertex_batch::Result<()> {
+    /// let row = vertex_batch::data::parse_output_line(r#"{"key":"d","status":"","response":{"embedding":{"values":[1,"x"]}}}"#)?;
+    /// assert!(row.embedding().unwrap().values().is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn values(&self) -> Result<Vec<f32>> {
+        serde_json::from_str::<Vec<f32>>(self.json).map_err(|e| {
+            crate::error::Error::validation("embedding", format!("not an array of numbers: {e}"))
+        })
+    }
+
+    /// How many values the array holds (counted without reading them).
+    ///
+    /// ```
+    /// # fn main() -> vertex_batch::Result<()> {
+    /// let row = vertex_batch::data::parse_output_line(r#"{"key":"d","status":"","response":{"embedding":{"values":[ ]}}}"#)?;
+    /// assert_eq!(row.embedding().unwrap().dimensions(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn dimensions(&self) -> usize {
+        // Numbers hold no commas; anything else fails `values`.
+        let inner = self
+            .json
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if inner.trim().is_empty() {
+            0
+        } else {
+            inner.bytes().filter(|&b| b == b',').count() + 1
+        }
     }
 }
 
@@ -1142,6 +1228,20 @@ impl ResultRow {
             _ => None,
         }
     }
+
+    /// The embedding, for a succeeded row of an embedding model.
+    ///
+    /// ```
+    /// let row = vertex_batch::data::parse_output_line(r#"{"key":"d","instance":{"content":"sky"},"predictions":[{"embeddings":{"statistics":{"token_count":1,"truncated":false},"values":[0.6,0.8]}}],"status":""}"#)?;
+    /// assert_eq!(row.embedding().map(|e| e.dimensions()), Some(2));
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn embedding(&self) -> Option<Embedding<'_>> {
+        match &self.inner.outcome {
+            Outcome::Succeeded(a) => a.embedding(),
+            _ => None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1271,21 +1371,35 @@ pub(crate) fn without_key_label(request: &RawValue) -> Option<Box<RawValue>> {
 // ---------------------------------------------------------------------------
 // Parsing one line.
 
-/// A line's fields, borrowed from the line where possible.
+/// A line's fields, borrowed from the line where possible. One view reads
+/// every family's lines: the fields a family does not write are absent.
 #[derive(Deserialize)]
 struct LineView<'a> {
     #[serde(deserialize_with = "opt_str", borrow, default)]
     key: Option<Cow<'a, str>>,
+    /// Claude's and open models' key.
     #[serde(deserialize_with = "opt_str", borrow, default)]
-    status: Option<Cow<'a, str>>,
+    custom_id: Option<Cow<'a, str>>,
+    /// A string (Gemini: empty when the row succeeded), or an object.
+    #[serde(borrow, default)]
+    status: Option<&'a RawValue>,
+    /// Open models' error (`null` when the row succeeded).
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
     #[serde(deserialize_with = "opt_str", borrow, default)]
     processed_time: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     request: Option<RequestLabels<'a>>,
     #[serde(borrow, default)]
     response: Option<ResponseView<'a>>,
+    /// Text embeddings' answer: an array, or (in BigQuery) a JSON string
+    /// holding it.
+    #[serde(borrow, default)]
+    predictions: Option<&'a RawValue>,
 }
 
+/// A response of any family (for open models, also the batch envelope
+/// `{"status_code", "body"}` around it).
 #[derive(Deserialize)]
 struct ResponseView<'a> {
     #[serde(borrow, default)]
@@ -1302,6 +1416,144 @@ struct ResponseView<'a> {
         alias = "model_version"
     )]
     model_version: Option<Cow<'a, str>>,
+    /// Gemini embeddings.
+    #[serde(borrow, default)]
+    embedding: Option<ValuesView<'a>>,
+    /// Claude: the answer's content blocks.
+    #[serde(borrow, default)]
+    content: Option<TextParts<'a>>,
+    #[serde(deserialize_with = "opt_str", borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    /// Claude's and open models' usage.
+    #[serde(default)]
+    usage: Option<ChatUsageView>,
+    #[serde(deserialize_with = "opt_str", borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(deserialize_with = "opt_str", borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+    /// Open models: chat completions.
+    #[serde(borrow, default)]
+    choices: Option<FirstOf<ChoiceView<'a>>>,
+    /// Open models: embeddings.
+    #[serde(borrow, default)]
+    data: Option<FirstOf<DataView<'a>>>,
+    /// Open models' batch envelope.
+    #[serde(default)]
+    status_code: Option<f64>,
+    #[serde(borrow, default)]
+    body: Option<Box<ResponseView<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ValuesView<'a> {
+    #[serde(borrow, default)]
+    values: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(borrow, default)]
+    message: Option<MessageView<'a>>,
+    #[serde(deserialize_with = "opt_str", borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct MessageView<'a> {
+    #[serde(deserialize_with = "opt_str", borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(deserialize_with = "opt_str", borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct DataView<'a> {
+    #[serde(borrow, default)]
+    embedding: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct PredictionView<'a> {
+    #[serde(borrow, default)]
+    embeddings: Option<TextEmbeddingView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TextEmbeddingView<'a> {
+    #[serde(borrow, default)]
+    values: Option<&'a RawValue>,
+    #[serde(default)]
+    statistics: Option<StatisticsView>,
+}
+
+#[derive(Deserialize)]
+struct StatisticsView {
+    #[serde(default)]
+    token_count: Option<f64>,
+}
+
+/// Claude's (`input_tokens`, `output_tokens`, `cache_read_input_tokens`)
+/// and OpenAI's (`prompt_tokens`, `completion_tokens`, `total_tokens`)
+/// usage.
+#[derive(Deserialize, Default)]
+struct ChatUsageView {
+    #[serde(default)]
+    input_tokens: Option<f64>,
+    #[serde(default)]
+    output_tokens: Option<f64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<f64>,
+    #[serde(default)]
+    prompt_tokens: Option<f64>,
+    #[serde(default)]
+    completion_tokens: Option<f64>,
+    #[serde(default)]
+    total_tokens: Option<f64>,
+    #[serde(default)]
+    completion_tokens_details: Option<ReasoningView>,
+    #[serde(default)]
+    prompt_tokens_details: Option<CachedView>,
+}
+
+#[derive(Deserialize, Default)]
+struct ReasoningView {
+    #[serde(default)]
+    reasoning_tokens: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+struct CachedView {
+    #[serde(default)]
+    cached_tokens: Option<f64>,
+}
+
+impl ChatUsageView {
+    fn usage(&self) -> Usage {
+        let prompt = count(self.input_tokens.or(self.prompt_tokens));
+        let out = count(self.output_tokens.or(self.completion_tokens));
+        let total = match self.total_tokens {
+            Some(t) => count(Some(t)),
+            None => prompt.saturating_add(out),
+        };
+        Usage {
+            prompt_tokens: prompt,
+            candidates_tokens: out,
+            thoughts_tokens: count(
+                self.completion_tokens_details
+                    .as_ref()
+                    .and_then(|d| d.reasoning_tokens),
+            ),
+            cached_tokens: count(
+                self.cache_read_input_tokens.or(self
+                    .prompt_tokens_details
+                    .as_ref()
+                    .and_then(|d| d.cached_tokens)),
+            ),
+            total_tokens: total,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -1655,24 +1907,35 @@ pub(crate) fn parse_line(bytes: &bytes::Bytes) -> std::result::Result<ParsedLine
             format!("not a valid output line: {e}")
         }
     })?;
-    let key_label = match (&view.key, view.request) {
+    let key = view.key.or(view.custom_id);
+    let key_label = match (&key, view.request) {
         (None, Some(req)) => req.labels.0.map(Cow::into_owned),
         _ => None,
     };
-    let status = view.status.as_deref().unwrap_or("");
+    let status = view
+        .status
+        .map(status_text)
+        .transpose()?
+        .unwrap_or_default();
+    let error = view.error.and_then(error_text);
     let outcome = if !status.is_empty() {
-        Outcome::Failed(RowError::from_status(status))
+        Outcome::Failed(RowError::from_status(&status))
+    } else if let Some(error) = error {
+        Outcome::Failed(RowError::from_status(&error))
     } else {
-        match view.response {
+        match (view.response, view.predictions) {
+            (Some(response), _) => classify(response, line, RawLine::new(bytes.clone())),
+            (None, Some(predictions)) => {
+                text_embedding(predictions, line, RawLine::new(bytes.clone()))?
+            }
             // Not an output line at all (a staged input line, say): no row
             // is made up for it.
-            None => {
+            (None, None) => {
                 return Err(
                     "neither a status nor a response: not an output line (an input line?)"
                         .to_owned(),
                 )
             }
-            Some(response) => classify(response, line, RawLine::new(bytes.clone())),
         }
     };
     // Ranges of the line where the outcome keeps it; copies otherwise.
@@ -1684,13 +1947,138 @@ pub(crate) fn parse_line(bytes: &bytes::Bytes) -> std::result::Result<ParsedLine
     Ok(ParsedLine {
         row: ResultRow {
             inner: RowData {
-                key: view.key.map(text),
+                key: key.map(text),
                 processed_time: view.processed_time.map(text),
                 outcome,
             },
         },
         key_label,
     })
+}
+
+/// Parses one line of a batch job's output, of any model family, into a
+/// [`ResultRow`]: the one-line way to read a line without a job or a file.
+///
+/// A line without a top-level key gets its key back from a reversible key
+/// label (see [`KEY_LABEL`](super::key::KEY_LABEL)). A line that is not
+/// an output line is an [`Error::Output`](crate::error::Error::Output) (file
+/// `"-"`, line 1); it never panics.
+///
+/// ```
+/// use vertex_batch::data::{parse_output_line, Outcome};
+///
+/// let row = parse_output_line(r#"{"custom_id":"c1","status":"","response":{"type":"message","content":[{"type":"text","text":"Hi."}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}}}"#)?;
+/// assert_eq!(row.key(), Some("c1"));
+/// assert_eq!(row.text(), Some("Hi."));
+/// let Outcome::Succeeded(answer) = row.outcome() else { panic!("c1 succeeded") };
+/// assert_eq!(answer.usage().total_tokens, 7);
+/// assert!(parse_output_line("not json").is_err());
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
+pub fn parse_output_line(line: &str) -> crate::error::Result<ResultRow> {
+    let bytes = bytes::Bytes::copy_from_slice(line.trim_end_matches(['\n', '\r']).as_bytes());
+    let parsed = parse_line(&bytes).map_err(|message| crate::error::Error::Output {
+        file: "-".to_owned(),
+        line: 1,
+        message,
+    })?;
+    let key = plain_key(&parsed);
+    let mut row = parsed.row;
+    if row.key().is_none() {
+        row.set_key(key);
+    }
+    Ok(row)
+}
+
+/// Resolves a parsed line's key: the top-level key, else a reversible key
+/// label.
+pub(crate) fn plain_key(line: &ParsedLine) -> Option<String> {
+    line.key_label.as_deref().and_then(super::key::decode_exact)
+}
+
+/// A `status` as text: a string as it is, an object (or any other value)
+/// as its JSON, wrapped in `{"error": …}` when it is a bare error object so
+/// that [`RowError::from_status`] finds its code and message; `null` is
+/// empty.
+fn status_text(raw: &RawValue) -> std::result::Result<String, String> {
+    let text = raw.get().trim();
+    if text == "null" {
+        return Ok(String::new());
+    }
+    if text.starts_with('"') {
+        return serde_json::from_str::<String>(text).map_err(|e| format!("a bad status: {e}"));
+    }
+    Ok(error_text(raw).unwrap_or_default())
+}
+
+/// An error value as status text; `None` for `null`.
+fn error_text(raw: &RawValue) -> Option<String> {
+    let text = raw.get().trim();
+    match text {
+        "null" | "\"\"" | "{}" => None,
+        t if t.starts_with('"') => serde_json::from_str::<String>(t).ok(),
+        t if t.starts_with('{') => {
+            #[derive(Deserialize)]
+            struct HasError {
+                #[serde(default)]
+                error: Option<serde::de::IgnoredAny>,
+            }
+            let wrapped = serde_json::from_str::<HasError>(t).is_ok_and(|h| h.error.is_some());
+            Some(if wrapped {
+                t.to_owned()
+            } else {
+                format!("{{\"error\": {t}}}")
+            })
+        }
+        t => Some(t.to_owned()),
+    }
+}
+
+/// A text-embedding row (`predictions`, maybe as a JSON string).
+fn text_embedding(
+    predictions: &RawValue,
+    line_str: &str,
+    line: RawLine,
+) -> std::result::Result<Outcome, String> {
+    let text = predictions.get().trim();
+    let owned;
+    let (array, borrowed) = if text.starts_with('"') {
+        owned =
+            serde_json::from_str::<String>(text).map_err(|e| format!("bad predictions: {e}"))?;
+        (owned.as_str(), false)
+    } else {
+        (text, true)
+    };
+    let first: FirstOf<PredictionView<'_>> =
+        serde_json::from_str(array).map_err(|e| format!("bad predictions: {e}"))?;
+    let Some(embeddings) = first.0.and_then(|p| p.embeddings) else {
+        return Ok(Outcome::Failed(RowError::from_status(
+            "the predictions hold no embeddings",
+        )));
+    };
+    let Some(values) = embeddings.values.filter(|v| v.get().starts_with('[')) else {
+        return Ok(Outcome::Failed(RowError::from_status(
+            "the embeddings hold no values array",
+        )));
+    };
+    let tokens = count(embeddings.statistics.and_then(|s| s.token_count));
+    let embedding = if borrowed {
+        Text::of(line_str, Cow::Borrowed(values.get()))
+    } else {
+        Text::owned(values.get().to_owned())
+    };
+    Ok(Outcome::Succeeded(Answer {
+        text: Text::Owned(Box::default()),
+        finish_reason: None,
+        usage: Usage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+            ..Usage::default()
+        },
+        model_version: None,
+        embedding: Some(embedding),
+        line,
+    }))
 }
 
 /// Where `part` (a slice borrowed from `line`) sits in `line`.
@@ -1701,13 +2089,126 @@ fn in_line(line: &str, part: &str) -> Option<std::ops::Range<usize>> {
 }
 
 fn classify(view: ResponseView<'_>, line_str: &str, line: RawLine) -> Outcome {
-    let usage = view.usage_metadata.unwrap_or_default();
+    // Open models' batch envelope: the answer is its body.
+    if let Some(code) = view.status_code.filter(|c| !(200.0..300.0).contains(c)) {
+        let body = view
+            .body
+            .as_ref()
+            .and_then(|b| b.error)
+            .and_then(error_text)
+            .unwrap_or_default();
+        return Outcome::Failed(RowError::from_status(&format!("HTTP {code}: {body}")));
+    }
+    if let Some(body) = view.body {
+        return classify(*body, line_str, line);
+    }
+    if view.kind.as_deref() == Some("error") || view.error.is_some_and(|e| e.get() != "null") {
+        let text = view.error.and_then(error_text).unwrap_or_default();
+        return Outcome::Failed(RowError::from_status(&text));
+    }
+    let embedding_of = |raw: Option<&RawValue>| {
+        raw.filter(|v| v.get().starts_with('['))
+            .map(|v| Text::of(line_str, Cow::Borrowed(v.get())))
+    };
+    let meta = view.usage_metadata.unwrap_or_default();
+    // Gemini embeddings.
+    if let Some(values) = view.embedding {
+        let usage = meta;
+        let Some(embedding) = embedding_of(values.values) else {
+            return Outcome::Failed(RowError::from_status("the embedding holds no values array"));
+        };
+        let prompt = count(usage.prompt);
+        return Outcome::Succeeded(Answer {
+            text: Text::Owned(Box::default()),
+            finish_reason: None,
+            usage: Usage {
+                prompt_tokens: prompt,
+                total_tokens: if usage.total.is_some() {
+                    count(usage.total)
+                } else {
+                    prompt
+                },
+                ..Usage::default()
+            },
+            model_version: view.model_version.map(|m| Text::of(line_str, m)),
+            embedding: Some(embedding),
+            line,
+        });
+    }
+    let chat_usage = view
+        .usage
+        .as_ref()
+        .map(ChatUsageView::usage)
+        .unwrap_or_default();
+    let model = view.model.map(|m| Text::of(line_str, m));
+    // Open models: chat completions and embeddings.
+    if let Some(choices) = view.choices {
+        let Some(choice) = choices.0 else {
+            return Outcome::Failed(RowError::from_status("the response holds no choice"));
+        };
+        let finish_reason = choice.finish_reason.as_deref().map(chat_reason);
+        let (content, refusal) = match choice.message {
+            Some(m) => (m.content, m.refusal),
+            None => (None, None),
+        };
+        if content.as_deref().is_none_or(str::is_empty)
+            && (refusal.is_some() || finish_reason.as_ref().is_some_and(FinishReason::withholds))
+        {
+            return Outcome::Blocked(Blocked {
+                reason: finish_reason.as_ref().map(|r| r.as_str().to_owned()),
+                message: refusal.map(Cow::into_owned),
+                finish_reason,
+                line,
+            });
+        }
+        return Outcome::Succeeded(Answer {
+            text: content.map_or(Text::Owned(Box::default()), |c| Text::of(line_str, c)),
+            finish_reason,
+            usage: chat_usage,
+            model_version: model,
+            embedding: None,
+            line,
+        });
+    }
+    if let Some(data) = view.data {
+        let Some(embedding) = embedding_of(data.0.and_then(|d| d.embedding)) else {
+            return Outcome::Failed(RowError::from_status("the response holds no embedding"));
+        };
+        return Outcome::Succeeded(Answer {
+            text: Text::Owned(Box::default()),
+            finish_reason: None,
+            usage: chat_usage,
+            model_version: model,
+            embedding: Some(embedding),
+            line,
+        });
+    }
+    // Claude: an Anthropic Message.
+    if let Some(content) = view.content {
+        let finish_reason = view.stop_reason.as_deref().map(chat_reason);
+        if content.first.is_none() && finish_reason.as_ref().is_some_and(FinishReason::withholds) {
+            return Outcome::Blocked(Blocked {
+                reason: finish_reason.as_ref().map(|r| r.as_str().to_owned()),
+                message: None,
+                finish_reason,
+                line,
+            });
+        }
+        return Outcome::Succeeded(Answer {
+            text: joined(line_str, Some(content)),
+            finish_reason,
+            usage: chat_usage,
+            model_version: model,
+            embedding: None,
+            line,
+        });
+    }
     let usage = Usage {
-        prompt_tokens: count(usage.prompt),
-        candidates_tokens: count(usage.candidates),
-        thoughts_tokens: count(usage.thoughts),
-        cached_tokens: count(usage.cached),
-        total_tokens: count(usage.total),
+        prompt_tokens: count(meta.prompt),
+        candidates_tokens: count(meta.candidates),
+        thoughts_tokens: count(meta.thoughts),
+        cached_tokens: count(meta.cached),
+        total_tokens: count(meta.total),
     };
     let first = view.candidates.and_then(|c| c.0);
     let Some(candidate) = first else {
@@ -1739,9 +2240,22 @@ fn classify(view: ResponseView<'_>, line_str: &str, line: RawLine) -> Outcome {
             line,
         });
     }
-    let text = match parts {
+    let text = joined(line_str, parts);
+    Outcome::Succeeded(Answer {
+        text,
+        finish_reason,
+        usage,
+        model_version: view.model_version.map(|m| Text::of(line_str, m)),
+        embedding: None,
+        line,
+    })
+}
+
+/// The text of parts (or content blocks), kept as a range of the line
+/// when it is one text borrowed from it.
+fn joined(line_str: &str, parts: Option<TextParts<'_>>) -> Text {
+    match parts {
         None | Some(TextParts { first: None, .. }) => Text::Owned(Box::default()),
-        // One text borrowed from the line (no escapes): keep its position.
         Some(TextParts {
             first: Some(Cow::Borrowed(t)),
             rest: None,
@@ -1756,14 +2270,23 @@ fn classify(view: ResponseView<'_>, line_str: &str, line: RawLine) -> Outcome {
             s.push_str(rest.as_deref().unwrap_or(""));
             Text::owned(s)
         }
-    };
-    Outcome::Succeeded(Answer {
-        text,
-        finish_reason,
-        usage,
-        model_version: view.model_version.map(|m| Text::of(line_str, m)),
-        line,
-    })
+    }
+}
+
+/// Claude's `stop_reason` and OpenAI's `finish_reason` in the one
+/// [`FinishReason`]: `end_turn`, `stop_sequence`, `stop` and `tool_use` /
+/// `tool_calls` are [`FinishReason::Stop`]; `max_tokens` and `length`
+/// [`FinishReason::MaxTokens`]; `refusal` and `content_filter`
+/// [`FinishReason::Safety`]; others are kept as written.
+fn chat_reason(reason: &str) -> FinishReason {
+    match reason {
+        "end_turn" | "stop_sequence" | "stop" | "tool_use" | "tool_calls" | "pause_turn" => {
+            FinishReason::Stop
+        }
+        "max_tokens" | "length" | "model_context_window_exceeded" => FinishReason::MaxTokens,
+        "refusal" | "content_filter" => FinishReason::Safety,
+        other => FinishReason::parse(other),
+    }
 }
 
 #[cfg(test)]
@@ -1991,7 +2514,6 @@ mod tests {
             "not json",
             r#"{"key":"k","status":"","response":{"candidates":[{"content":"#,
             r#"{"key":7}"#,
-            r#"{"key":"k","status":5}"#,
             r#"{"key":"k","status":"","response":"text"}"#,
             r#"{"key":"k","status":"","response":{"candidates":{"a":1}}}"#,
             "[1,2,3]",
@@ -2002,6 +2524,10 @@ mod tests {
             parse_err(r#"{"key":"k","status":"","response":{"candidates":[{"content":"#)
                 .contains("truncated")
         );
+        // A status that is neither a string nor an object is read
+        // leniently: a failed row carrying it, never a success.
+        let odd = parse(r#"{"key":"k","status":5}"#);
+        assert!(matches!(odd.row.outcome(), Outcome::Failed(e) if e.message() == "5"));
     }
 
     #[test]
@@ -2320,5 +2846,219 @@ mod borrowing {
         assert!(matches!(p.row.inner.key, Some(Text::Owned(_))));
         assert_eq!(p.row.key(), Some("q1"));
         assert_eq!(p.row.text(), Some("a\nb"));
+    }
+}
+
+#[cfg(test)]
+mod families {
+    //! The output reader for every model family.
+    use super::*;
+
+    fn parse(line: &str) -> ParsedLine {
+        parse_line(&bytes::Bytes::copy_from_slice(line.as_bytes()))
+            .unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    fn outcome(line: &str) -> Outcome {
+        parse(line).row.into_outcome()
+    }
+
+    fn answer(line: &str) -> Answer {
+        match outcome(line) {
+            Outcome::Succeeded(a) => a,
+            o => panic!("{} for {line}", o.kind()),
+        }
+    }
+
+    #[test]
+    fn gemini_embeddings_read_their_values_and_tokens() {
+        let a = answer(
+            r#"{"key":"d1","request":{"content":{"parts":[{"text":"sky"}]}},"status":"","processed_time":"2026-01-01T00:00:00Z","response":{"embedding":{"values":[0.25,-1.5e-3,1]},"usageMetadata":{"promptTokenCount":4,"totalTokenCount":4}}}"#,
+        );
+        let e = a.embedding().unwrap();
+        assert_eq!(e.values().unwrap(), [0.25, -1.5e-3, 1.0]);
+        assert_eq!(e.json(), "[0.25,-1.5e-3,1]");
+        assert_eq!(e.dimensions(), 3);
+        assert_eq!((a.usage().prompt_tokens, a.usage().total_tokens), (4, 4));
+        assert_eq!(a.text(), "");
+        let failed = outcome(
+            r#"{"key":"d2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"no text\", \"status\": \"INVALID_ARGUMENT\"}}"}"#,
+        );
+        assert!(
+            matches!(failed, Outcome::Failed(e) if e.status_name() == Some("INVALID_ARGUMENT"))
+        );
+        assert!(matches!(
+            outcome(r#"{"key":"d","status":"","response":{"embedding":{}}}"#),
+            Outcome::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn text_embeddings_read_predictions_as_json_or_as_a_string() {
+        let line = r#"{"key":"t1","instance":{"content":"sky"},"predictions":[{"embeddings":{"statistics":{"token_count":8,"truncated":false},"values":[0.6,0.8]}}],"status":""}"#;
+        let p = parse(line);
+        assert_eq!(p.row.key(), Some("t1"));
+        let a = answer(line);
+        assert_eq!(a.embedding().unwrap().values().unwrap(), [0.6, 0.8]);
+        assert_eq!(a.usage().prompt_tokens, 8);
+        // BigQuery's `predictions` column: the same array as a JSON string.
+        let bq = r#"{"key":"t1","content":"sky","predictions":"[{\"embeddings\":{\"statistics\":{\"token_count\":2},\"values\":[1,2,3]}}]","status":""}"#;
+        assert_eq!(answer(bq).embedding().unwrap().dimensions(), 3);
+        assert!(matches!(
+            outcome(r#"{"key":"t","predictions":[],"status":""}"#),
+            Outcome::Failed(_)
+        ));
+        assert!(
+            matches!(outcome(r#"{"key":"t","instance":{},"status":"Invalid content"}"#), Outcome::Failed(e) if e.message() == "Invalid content")
+        );
+    }
+
+    #[test]
+    fn claude_reads_text_stop_reason_and_usage() {
+        let line = r#"{"custom_id":"c1","request":{"messages":[]},"status":"","processed_time":"2026-01-01T00:00:00Z","response":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Hello"},{"type":"text","text":" there"}],"stop_reason":"max_tokens","stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":3,"cache_read_input_tokens":4}}}"#;
+        let p = parse(line);
+        assert_eq!(p.row.key(), Some("c1"));
+        let a = answer(line);
+        assert_eq!(a.text(), "Hello there");
+        assert_eq!(a.finish_reason(), Some(&FinishReason::MaxTokens));
+        assert_eq!(a.usage().prompt_tokens, 10);
+        assert_eq!(a.usage().candidates_tokens, 3);
+        assert_eq!(a.usage().cached_tokens, 4);
+        assert_eq!(a.usage().total_tokens, 13);
+        assert_eq!(a.model_version(), Some("claude-sonnet-4-5"));
+        let stop = answer(
+            r#"{"custom_id":"c","response":{"content":[{"type":"text","text":"x"}],"stop_reason":"end_turn"}}"#,
+        );
+        assert_eq!(stop.finish_reason(), Some(&FinishReason::Stop));
+        let refused =
+            outcome(r#"{"custom_id":"c","response":{"content":[],"stop_reason":"refusal"}}"#);
+        assert!(matches!(refused, Outcome::Blocked(_)), "{}", refused.kind());
+        let err = outcome(
+            r#"{"custom_id":"c","response":{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}}"#,
+        );
+        assert!(matches!(err, Outcome::Failed(e) if e.message().contains("Overloaded")));
+        let status_object = outcome(
+            r#"{"custom_id":"c","status":{"code":429,"message":"Quota","status":"RESOURCE_EXHAUSTED"}}"#,
+        );
+        assert!(matches!(status_object, Outcome::Failed(e) if e.message().contains("Quota")));
+    }
+
+    #[test]
+    fn open_models_read_the_envelope_or_the_bare_completion() {
+        let line = r#"{"id":"batch_req_1","custom_id":"o1","response":{"status_code":200,"request_id":"r","body":{"id":"c","object":"chat.completion","model":"meta/llama","choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"completion_tokens_details":{"reasoning_tokens":1}}}},"error":null}"#;
+        assert_eq!(parse(line).row.key(), Some("o1"));
+        let a = answer(line);
+        assert_eq!(a.text(), "Hi!");
+        assert_eq!(a.finish_reason(), Some(&FinishReason::MaxTokens));
+        assert_eq!(
+            (
+                a.usage().prompt_tokens,
+                a.usage().candidates_tokens,
+                a.usage().total_tokens
+            ),
+            (5, 2, 7)
+        );
+        assert_eq!(a.usage().thoughts_tokens, 1);
+        // The completion straight under `response`.
+        let bare = answer(
+            r#"{"custom_id":"o1","response":{"choices":[{"message":{"content":"Yo"},"finish_reason":"stop"}]}}"#,
+        );
+        assert_eq!(
+            (bare.text(), bare.finish_reason()),
+            ("Yo", Some(&FinishReason::Stop))
+        );
+        let emb = answer(
+            r#"{"custom_id":"o2","response":{"status_code":200,"body":{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5,0.5]}],"usage":{"prompt_tokens":2,"total_tokens":2}}}}"#,
+        );
+        assert_eq!(emb.embedding().unwrap().values().unwrap(), [0.5, 0.5]);
+        assert_eq!(emb.usage().prompt_tokens, 2);
+        let http = outcome(
+            r#"{"custom_id":"o3","response":{"status_code":429,"body":{"error":{"message":"slow down"}}}}"#,
+        );
+        assert!(
+            matches!(&http, Outcome::Failed(e) if e.message().contains("slow down")),
+            "{http:?}"
+        );
+        let top = outcome(
+            r#"{"custom_id":"o4","response":null,"error":{"code":400,"message":"bad body","status":"INVALID_ARGUMENT"}}"#,
+        );
+        assert!(
+            matches!(&top, Outcome::Failed(e) if e.code() == Some(400)),
+            "{top:?}"
+        );
+        let filtered = outcome(
+            r#"{"custom_id":"o5","response":{"body":{"choices":[{"message":{"content":null},"finish_reason":"content_filter"}]}}}"#,
+        );
+        assert!(matches!(filtered, Outcome::Blocked(_)));
+        assert!(matches!(
+            outcome(r#"{"custom_id":"o6","response":{"choices":[]}}"#),
+            Outcome::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn the_public_one_line_parser_reads_any_family() {
+        let row = parse_output_line("{\"custom_id\":\"x\",\"response\":{\"choices\":[{\"message\":{\"content\":\"a\"}}]}}\r\n").unwrap();
+        assert_eq!((row.key(), row.text()), (Some("x"), Some("a")));
+        let err = parse_output_line("{\"custom_id\":").unwrap_err();
+        assert!(matches!(err, crate::error::Error::Output { line: 1, .. }), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Lines of every family with fields of any JSON type: rows or
+        /// errors, never panics.
+        #[test]
+        fn family_lines_of_wrong_types_never_panic(
+            key in proptest::sample::select(vec![r#""key":"k""#, r#""custom_id":"k""#, r#""custom_id":5"#, r#""key":null"#]),
+            body in proptest::sample::select(vec![
+                r#""response":{"embedding":{"values":"x"}}"#,
+                r#""response":{"embedding":[1]}"#,
+                r#""predictions":[{"embeddings":{"values":{}}}]"#,
+                r#""predictions":"[1"#,
+                r#""predictions":7"#,
+                r#""response":{"content":[{"text":5}],"stop_reason":1}"#,
+                r#""response":{"content":"x","usage":{"input_tokens":"a"}}"#,
+                r#""response":{"choices":[{"message":7}]}"#,
+                r#""response":{"status_code":"x","body":[]}"#,
+                r#""response":{"status_code":500}"#,
+                r#""response":{"body":{"body":{"body":{"choices":[]}}}}"#,
+                r#""response":{"data":[{"embedding":"x"}]}"#,
+                r#""error":[1,2]"#,
+                r#""status":[],"response":{}"#,
+            ]),
+        ) {
+            let line = format!("{{{key},{body}}}");
+            let _ = parse_line(&bytes::Bytes::from(line));
+        }
+
+        /// Typed fields of every family read back as written.
+        #[test]
+        fn family_fields_read_back_as_written(
+            key in "\\PC{1,12}",
+            text in "\\PC{0,16}",
+            values in proptest::collection::vec(-1.0e3f32..1.0e3, 1..8),
+            tokens in 0u32..1_000_000,
+            family in 0u8..4,
+        ) {
+            let line = match family {
+                0 => serde_json::json!({"key": key, "status": "", "response": {"embedding": {"values": values}, "usageMetadata": {"promptTokenCount": tokens}}}),
+                1 => serde_json::json!({"key": key, "status": "", "instance": {"content": text}, "predictions": [{"embeddings": {"statistics": {"token_count": tokens}, "values": values}}]}),
+                2 => serde_json::json!({"custom_id": key, "status": "", "response": {"content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "usage": {"input_tokens": tokens, "output_tokens": 1}}}),
+                _ => serde_json::json!({"custom_id": key, "response": {"status_code": 200, "body": {"choices": [{"message": {"content": text}, "finish_reason": "stop"}], "usage": {"prompt_tokens": tokens, "completion_tokens": 1}}}, "error": null}),
+            }.to_string();
+            let row = parse_output_line(&line).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert_eq!(row.key(), Some(key.as_str()));
+            let Outcome::Succeeded(a) = row.outcome() else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("not a success: {line}")));
+            };
+            proptest::prop_assert_eq!(a.usage().prompt_tokens, u64::from(tokens));
+            if family < 2 {
+                proptest::prop_assert_eq!(a.embedding().unwrap().values().unwrap(), values);
+            } else {
+                proptest::prop_assert_eq!(a.text(), text.as_str());
+                proptest::prop_assert_eq!(a.finish_reason(), Some(&FinishReason::Stop));
+                proptest::prop_assert_eq!(a.usage().candidates_tokens, 1);
+            }
+        }
     }
 }

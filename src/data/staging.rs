@@ -26,6 +26,7 @@ use super::{join::Inputs, read::ResultReader, reader::SourceFile};
 use crate::{
     bigquery::{BigQuery, Field, LoadWriter},
     error::{Error, Result},
+    family::Family,
     job::{Job, OutputLocation},
     storage::{ObjectWriter, Storage},
     uri::{BigQueryUri, GcsUri},
@@ -360,8 +361,36 @@ impl Area {
         self.part(rel)
     }
 
+    /// The columns of a staged input table of `family` (SERVICE.md's BigQuery
+    /// input columns per family).
+    fn input_schema(family: Family) -> Result<Vec<Field>> {
+        let f = |n: &str, t: &str| Field::new(n, t);
+        Ok(match family {
+            Family::Gemini => vec![f("key", "STRING"), f("request", "JSON")],
+            Family::Claude => vec![f("custom_id", "STRING"), f("request", "JSON")],
+            Family::OpenModel => vec![
+                f("custom_id", "STRING"),
+                f("method", "STRING"),
+                f("url", "STRING"),
+                f("body", "JSON"),
+            ],
+            Family::TextEmbedding => vec![
+                f("key", "STRING"),
+                f("content", "STRING"),
+                f("task_type", "STRING"),
+                f("title", "STRING"),
+            ],
+            Family::GeminiEmbedding => {
+                return Err(Error::validation(
+                    "staging",
+                    "Gemini embedding jobs read Cloud Storage only: stage them on gs://",
+                ))
+            }
+        })
+    }
+
     /// A writer of staged input lines to `target` (from [`Area::part`]).
-    pub(crate) async fn writer(&self, target: &str) -> Result<PartWriter> {
+    pub(crate) async fn writer(&self, target: &str, family: Family) -> Result<PartWriter> {
         match self {
             Area::Gcs { storage, .. } => {
                 let uri = GcsUri::parse_field(target, "staging")?;
@@ -369,7 +398,7 @@ impl Area {
             }
             Area::Bq { bq, .. } => {
                 let table = BigQueryUri::parse_field(target, "staging", true)?;
-                let schema = [Field::new("key", "STRING"), Field::new("request", "JSON")];
+                let schema = Self::input_schema(family)?;
                 // A job id of its own: a load sent again is the same job.
                 let id = format!(
                     "vertex_batch_{}_{:016x}",
