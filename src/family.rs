@@ -102,6 +102,14 @@ impl Family {
         Ok(Family::of_qualified(&qualify_model(model)?))
     }
 
+    /// The family of a job's model name (`publishers/…/models/…`, with or
+    /// without a `projects/…/locations/…/` prefix); Gemini when it names
+    /// none.
+    pub(crate) fn of_job_model(model: &str) -> Family {
+        let tail = model.find("publishers/").map_or(model, |i| &model[i..]);
+        Family::of_model(tail).unwrap_or(Family::Gemini)
+    }
+
     /// The family of a name [`qualify_model`] already completed.
     pub(crate) fn of_qualified(model: &str) -> Family {
         let parts: Vec<&str> = model.split('/').collect();

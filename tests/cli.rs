@@ -1731,3 +1731,138 @@ async fn run_stages_in_bigquery_and_a_rerun_with_the_key_resumes() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("names a table"), "{}", out.stderr);
 }
+
+/// Every model family, through fake-gcs-server, the emulator binary and
+/// `vertex-batch run`: plain-text prompts become the family's lines, and
+/// come back matched in its format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_model_family_takes_plain_text_prompts_to_matched_results() {
+    let gcs = FakeGcs::start();
+    gcs.buckets(&["cli-bkt"]).await;
+    let emu =
+        common::gcs::EmulatorProcess::start(env!("CARGO_BIN_EXE_vertex-batch-emulator"), &gcs, &[]);
+    let env = [
+        ("VERTEX_AI_EMULATOR_HOST", emu.host.as_str()),
+        ("GOOGLE_CLOUD_PROJECT", "cli-project"),
+        ("STORAGE_EMULATOR_HOST", gcs.url.as_str()),
+    ];
+    let dir = common::temp();
+    let input = dir.path().join("prompts.txt");
+    // Lines 1 and 3 are the same text: embeddings must be equal there.
+    std::fs::write(
+        &input,
+        "Why is the sky blue?\nName a river.\nWhy is the sky blue?\n",
+    )
+    .unwrap();
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "gemini-embedding-001",
+            &["--dimensions", "16", "--task-type", "RETRIEVAL_DOCUMENT"],
+        ),
+        ("text-embedding-005", &["--dimensions", "32"]),
+        ("claude-sonnet-4-5@20250929", &["--max-output-tokens", "4"]),
+        ("llama-3.3-70b-instruct-maas", &[]),
+        (
+            "publishers/qwen/models/qwen3-embedding-8b-maas",
+            &["--dimensions", "8"],
+        ),
+    ];
+    for (i, (model, extra)) in cases.iter().enumerate() {
+        let staging = format!("gs://cli-bkt/family-{i}");
+        let results = dir.path().join(format!("results-{i}.jsonl"));
+        let mut args = vec![
+            "run",
+            "--model",
+            model,
+            "--input",
+            input.to_str().unwrap(),
+            "--staging",
+            &staging,
+            "--output",
+            results.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&env, &args).await;
+        assert_eq!(out.code, 0, "{model}: {}", out.stderr);
+        let mut rows = lines(&results);
+        rows.sort_by_key(|r| r["key"].as_str().unwrap().to_owned());
+        let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+        assert_eq!(keys, ["1", "2", "3"], "{model}");
+        assert!(
+            rows.iter().all(|r| r["outcome"] == "succeeded"),
+            "{model}: {rows:?}"
+        );
+        match i {
+            0 | 1 | 4 => {
+                let dims = [16, 32, 8][i.min(2)];
+                let vectors: Vec<&Vec<Value>> = rows
+                    .iter()
+                    .map(|r| r["embedding"].as_array().unwrap())
+                    .collect();
+                assert!(vectors.iter().all(|v| v.len() == dims), "{model}");
+                assert_eq!(
+                    vectors[0], vectors[2],
+                    "{model}: equal texts, equal vectors"
+                );
+                assert_ne!(vectors[0], vectors[1], "{model}");
+                assert!(rows.iter().all(|r| r.get("text").is_none()), "{model}");
+            }
+            2 => {
+                assert_eq!(rows[0]["text"], "Emulated answer to: Why", "{rows:?}");
+                assert_eq!(rows[0]["finish_reason"], "MAX_TOKENS");
+                assert_eq!(rows[1]["response"]["stop_reason"], "max_tokens");
+            }
+            _ => {
+                assert_eq!(rows[1]["text"], "Emulated answer to: Name a river.");
+                assert_eq!(rows[1]["finish_reason"], "STOP");
+                assert_eq!(rows[1]["response"]["status_code"], 200);
+            }
+        }
+    }
+    // The family's rules hold before anything is staged: a Claude line
+    // without max_tokens, an embedding flag on a chat model.
+    let jsonl = dir.path().join("claude.jsonl");
+    std::fs::write(
+        &jsonl,
+        r#"{"custom_id":"c1","request":{"anthropic_version":"vertex-2023-10-16","messages":[{"role":"user","content":"Hi"}]}}"#,
+    )
+    .unwrap();
+    for (model, file, extra) in [
+        ("claude-sonnet-4-5", &jsonl, &[][..]),
+        ("claude-sonnet-4-5", &input, &["--dimensions", "8"][..]),
+        (
+            "text-embedding-005",
+            &input,
+            &["--max-output-tokens", "8"][..],
+        ),
+        ("acme-7b-maas", &input, &[][..]),
+    ] {
+        let mut args = vec![
+            "run",
+            "--model",
+            model,
+            "--input",
+            file.to_str().unwrap(),
+            "--staging",
+            "gs://cli-bkt/refused",
+            "--output",
+            "-",
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&env, &args).await;
+        assert_ne!(out.code, 0, "{model} {extra:?}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{model}");
+    }
+    let client = vertex_batch::Client::builder()
+        .ignore_env()
+        .project("cli-project")
+        .location("us-central1")
+        .emulator_host(&emu.host)
+        .build()
+        .unwrap();
+    assert_eq!(
+        common::collect_jobs(&client).await.len(),
+        cases.len(),
+        "a refused run submits nothing"
+    );
+}

@@ -1135,6 +1135,185 @@ pub fn read_text_prompts(reader: impl BufRead) -> impl Iterator<Item = Result<In
     })
 }
 
+/// How plain text becomes a request of a model's family: a user turn for
+/// the chat families (Gemini, Claude, open chat models), a text to embed
+/// for the embedding families — with the options the command line's
+/// `--max-output-tokens`, `--dimensions` and `--task-type` set.
+///
+/// A text embedding's dimension is not a field of its line: set it on
+/// the job (`JobSpec::parameter("outputDimensionality", n)`); the
+/// command line does. Claude's `max_tokens` defaults to
+/// [`DEFAULT_CLAUDE_MAX_TOKENS`](super::chat::DEFAULT_CLAUDE_MAX_TOKENS).
+///
+/// ```
+/// use vertex_batch::data::input::{read_text_prompts_as, TextShape};
+///
+/// let shape = TextShape::for_model("text-embedding-005")?.task_type("RETRIEVAL_DOCUMENT");
+/// let lines: Vec<_> = read_text_prompts_as(&b"blue sky\n"[..], shape).collect::<Result<_, _>>()?;
+/// assert_eq!(lines[0].request.get(), r#"{"content":"blue sky","task_type":"RETRIEVAL_DOCUMENT"}"#);
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TextShape {
+    family: Family,
+    model: String,
+    dimensions: Option<u32>,
+    task_type: Option<String>,
+    max_tokens: Option<u32>,
+}
+
+impl TextShape {
+    /// Text as `model`'s family takes it (an error if `model` is not a
+    /// model name, or is ambiguous).
+    ///
+    /// ```
+    /// use vertex_batch::{data::input::TextShape, family::Family};
+    /// assert_eq!(TextShape::for_model("claude-sonnet-4-5")?.family(), Family::Claude);
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn for_model(model: &str) -> Result<Self> {
+        let qualified = crate::family::qualify_model(model)?;
+        Ok(TextShape {
+            family: Family::of_qualified(&qualified),
+            model: open_model_id(&qualified),
+            dimensions: None,
+            task_type: None,
+            max_tokens: None,
+        })
+    }
+
+    /// The embedding's dimension (Gemini embeddings, open embedding
+    /// models).
+    ///
+    /// ```
+    /// let shape = vertex_batch::data::input::TextShape::for_model("gemini-embedding-001")?.dimensions(768);
+    /// assert!(shape.request("x").get().contains(r#""output_dimensionality":768"#));
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn dimensions(mut self, n: u32) -> Self {
+        self.dimensions = Some(n);
+        self
+    }
+
+    /// The embedding's task type (`RETRIEVAL_DOCUMENT`, …).
+    ///
+    /// ```
+    /// let shape = vertex_batch::data::input::TextShape::for_model("gemini-embedding-001")?.task_type("CLUSTERING");
+    /// assert!(shape.request("x").get().contains("CLUSTERING"));
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn task_type(mut self, t: impl Into<String>) -> Self {
+        self.task_type = Some(t.into());
+        self
+    }
+
+    /// The answer's most tokens (every chat family).
+    ///
+    /// ```
+    /// let shape = vertex_batch::data::input::TextShape::for_model("llama-3.3-70b-instruct-maas")?.max_tokens(64);
+    /// assert!(shape.request("x").get().contains(r#""max_tokens":64"#));
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn max_tokens(mut self, n: u32) -> Self {
+        self.max_tokens = Some(n);
+        self
+    }
+
+    /// The family the text is shaped for.
+    ///
+    /// ```
+    /// use vertex_batch::{data::input::TextShape, family::Family};
+    /// assert_eq!(TextShape::for_model("gemini-2.5-flash")?.family(), Family::Gemini);
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Whether the text becomes a text to embed (the embedding families,
+    /// and open models whose id names an embedding model).
+    fn embeds(&self) -> bool {
+        self.family.embeds() || (self.family == Family::OpenModel && self.model.contains("embed"))
+    }
+
+    /// `text` as the request object of a line of the family (what goes in
+    /// `request`, `body`, or a text embedding's line beside its key).
+    ///
+    /// ```
+    /// let shape = vertex_batch::data::input::TextShape::for_model("claude-sonnet-4-5")?;
+    /// assert_eq!(
+    ///     shape.request("Hi").get(),
+    ///     r#"{"anthropic_version":"vertex-2023-10-16","max_tokens":1024,"messages":[{"content":"Hi","role":"user"}]}"#
+    /// );
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn request(&self, text: &str) -> Box<RawValue> {
+        if self.family == Family::Gemini {
+            // The proto3 JSON `read_text_prompts` writes.
+            let mut p = Prompt::text(text);
+            if let Some(n) = self.max_tokens {
+                p = p.max_output_tokens(i32::try_from(n).unwrap_or(i32::MAX));
+            }
+            if let Ok(raw) = serde_json::value::to_raw_value(&p.into_request()) {
+                return raw;
+            }
+        }
+        let value = if self.embeds() {
+            let mut e = Embed::text(text);
+            if let Some(n) = self.dimensions {
+                e = e.dimensions(n);
+            }
+            if let Some(t) = &self.task_type {
+                e = e.task_type(t.clone());
+            }
+            match self.family {
+                Family::TextEmbedding => e.instance(),
+                Family::OpenModel => e.openai(&self.model),
+                _ => e.gemini(),
+            }
+        } else {
+            let mut c = Chat::user(text);
+            if let Some(n) = self.max_tokens {
+                c = c.max_tokens(n);
+            }
+            match self.family {
+                Family::Claude => c.claude(),
+                Family::OpenModel => c.openai(&self.model),
+                _ => c.gemini(),
+            }
+        };
+        // A JSON value built here always serialises.
+        let text = serde_json::to_string(&Sorted(&value)).unwrap_or_else(|_| "{}".to_owned());
+        RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    }
+}
+
+/// [`read_text_prompts`] for any family: one prompt a line, its key the
+/// line number, its request `shape`'s (see [`TextShape`]).
+///
+/// ```
+/// use vertex_batch::data::input::{read_text_prompts_as, TextShape};
+///
+/// let shape = TextShape::for_model("gemini-embedding-001")?;
+/// let lines: Vec<_> = read_text_prompts_as(&b"a\n\nb\n"[..], shape).collect::<Result<_, _>>()?;
+/// assert_eq!((lines[1].key.as_str(), lines[1].request.get()), ("3", r#"{"content":{"parts":[{"text":"b"}]}}"#));
+/// # Ok::<(), vertex_batch::Error>(())
+/// ```
+pub fn read_text_prompts_as(
+    reader: impl BufRead,
+    shape: TextShape,
+) -> impl Iterator<Item = Result<InputLine>> {
+    Lines::new(reader).filter_map(move |item| match item {
+        Err(e) => Some(Err(e)),
+        Ok((_, text)) if text.trim().is_empty() => None,
+        Ok((n, text)) => Some(Ok(InputLine {
+            key: n.to_string(),
+            request: shape.request(&text),
+            line: n,
+        })),
+    })
+}
+
 fn line_error(n: u64, message: impl fmt::Display) -> Error {
     Error::validation("input", format!("line {n}: {message}"))
 }

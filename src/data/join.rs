@@ -225,12 +225,19 @@ async fn index_inputs(inputs: &Inputs, opts: &ReadOptions) -> Result<KeyIndex> {
         let line = std::str::from_utf8(&raw).map_err(|e| format!("not UTF-8: {e}"))?;
         #[derive(Deserialize)]
         struct KeyOnly<'a> {
-            #[serde(borrow, default, deserialize_with = "crate::data::results::opt_str")]
+            #[serde(
+                borrow,
+                default,
+                alias = "custom_id",
+                deserialize_with = "crate::data::results::opt_str"
+            )]
             key: Option<std::borrow::Cow<'a, str>>,
         }
         let view: KeyOnly<'_> =
             serde_json::from_str(line).map_err(|e| format!("not an input line: {e}"))?;
-        let key = view.key.ok_or("the input line has no `key`")?;
+        let key = view
+            .key
+            .ok_or("the input line has no `key` (or `custom_id`)")?;
         let fp = fingerprint(&key);
         let label = crate::data::key::hashed_label(&key).map(|l| (l, key.into_owned()));
         Ok((fp, label))

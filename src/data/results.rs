@@ -3001,7 +3001,10 @@ mod families {
         let row = parse_output_line("{\"custom_id\":\"x\",\"response\":{\"choices\":[{\"message\":{\"content\":\"a\"}}]}}\r\n").unwrap();
         assert_eq!((row.key(), row.text()), (Some("x"), Some("a")));
         let err = parse_output_line("{\"custom_id\":").unwrap_err();
-        assert!(matches!(err, crate::error::Error::Output { line: 1, .. }), "{err}");
+        assert!(
+            matches!(err, crate::error::Error::Output { line: 1, .. }),
+            "{err}"
+        );
     }
 
     proptest::proptest! {

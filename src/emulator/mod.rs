@@ -45,6 +45,7 @@
 //! # Ok(()) }
 //! ```
 
+mod families;
 mod filter;
 mod knobs;
 mod model;

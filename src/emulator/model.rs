@@ -142,6 +142,10 @@ pub struct ModelCtx {
     pub max_output_tokens: Option<u64>,
     /// Rows whose prompt contains this text fail (see the module docs).
     pub fail_rows_containing: Option<String>,
+    /// The job's model family: which line format it reads and writes.
+    pub family: crate::family::Family,
+    /// The job-level `outputDimensionality` of embedding models, if any.
+    pub embedding_dims: Option<usize>,
 }
 
 impl ModelCtx {
@@ -163,10 +167,24 @@ impl ModelCtx {
             .next()
             .unwrap_or_default()
             .to_owned();
+        let embedding_dims = job
+            .model_parameters
+            .as_ref()
+            .and_then(|v| serde_json::to_value(v).ok())
+            .and_then(|p| {
+                p.get("outputDimensionality")
+                    .or_else(|| p.get("output_dimensionality"))
+                    .and_then(serde_json::Value::as_f64)
+            })
+            // A protobuf number is a double.
+            .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= 1e6)
+            .map(|n| n as usize);
         ModelCtx {
             model_version,
             max_output_tokens,
             fail_rows_containing: None,
+            family: crate::family::Family::of_job_model(&job.model),
+            embedding_dims,
         }
     }
 }
@@ -304,6 +322,23 @@ pub fn process_gcs_line(
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Option<String> {
+    process_gcs_line_with(line, processed_time, ctx, scratch, out, respond)
+}
+
+/// The type of a model: a request in, its `response` appended to the
+/// buffer, or the row's status.
+pub(crate) type Respond = fn(&RawValue, &ModelCtx, &mut Vec<u8>) -> Result<(), String>;
+
+/// [`process_gcs_line`] with another model (the families with a
+/// `request` field: Gemini embeddings, Claude).
+pub(crate) fn process_gcs_line_with(
+    line: &str,
+    processed_time: &str,
+    ctx: &ModelCtx,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    respond: Respond,
+) -> Option<String> {
     let parsed: Result<Fields<'_>, _> = serde_json::from_str(line);
     let fields = parsed.as_ref().map(|f| f.0.as_slice()).unwrap_or_default();
     let request = fields.iter().find(|(k, _)| k == "request").map(|(_, v)| *v);
@@ -353,6 +388,18 @@ pub fn process_bq_line(
     ctx: &ModelCtx,
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
+) -> Option<String> {
+    process_bq_line_with(line, processed_time, ctx, scratch, out, respond)
+}
+
+/// [`process_bq_line`] with another model.
+pub(crate) fn process_bq_line_with(
+    line: &str,
+    processed_time: &str,
+    ctx: &ModelCtx,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    respond: Respond,
 ) -> Option<String> {
     let row: Result<serde_json::Map<String, serde_json::Value>, _> = serde_json::from_str(line);
     let mut row = match row {
@@ -444,6 +491,8 @@ mod tests {
             model_version: "gemini-2.0-flash-001".into(),
             max_output_tokens: None,
             fail_rows_containing: None,
+            family: crate::family::Family::Gemini,
+            embedding_dims: None,
         }
     }
 
@@ -580,11 +629,7 @@ mod tests {
         for (key, request) in rows.clone() {
             encoder.encode(&key, request, &mut input).unwrap();
         }
-        let ctx = ModelCtx {
-            model_version: "gemini-2.0-flash-001".into(),
-            max_output_tokens: None,
-            fail_rows_containing: None,
-        };
+        let ctx = ctx();
         let mut keys = Vec::new();
         for line in std::str::from_utf8(&input).unwrap().lines() {
             let (mut scratch, mut out) = (Vec::new(), Vec::new());

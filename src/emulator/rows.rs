@@ -14,7 +14,8 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    model::{process_bq_line, process_gcs_line, ModelCtx},
+    families::{process_bq_line, process_gcs_line},
+    model::ModelCtx,
     pace::{wait_until, Pace, Wake},
     plan::Output,
     state::{blocking, EmuState, JobSlot, PERSIST_EVERY},

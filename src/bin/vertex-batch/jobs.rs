@@ -122,6 +122,8 @@ pub struct SubmitArgs {
     /// leaving them running.
     #[arg(long)]
     cancel_on_interrupt: bool,
+    #[command(flatten)]
+    shape: crate::prompts::ShapeArgs,
 }
 
 /// Parses `--rows-per-job`: 1 to the service's 200,000.
@@ -145,7 +147,8 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
     // From the start: a Ctrl-C at any step stops cleanly.
     let interrupt = crate::interrupt::install()?;
     let remote = a.input.starts_with("gs://") || a.input.starts_with("bq://");
-    let mut job = JobSpec::new(&a.model);
+    let shape = a.shape.shape(&a.model)?;
+    let mut job = a.shape.apply(JobSpec::new(&a.model), shape.family());
     if let Some(name) = &a.display_name {
         job = job.display_name(name);
     }
@@ -212,7 +215,7 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
     }
     let client = g.client()?;
     let storage = g.staging_for(&client, staging)?;
-    let prompts = Prompts::check(&PathBuf::from(&a.input), a.format)?;
+    let prompts = Prompts::check(&PathBuf::from(&a.input), a.format, Some(shape))?;
     // The key is made here when not given, so that every message (and
     // the command that picks the batch up) can name it.
     let key = a
@@ -565,7 +568,7 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
     let prompts = a
         .input
         .as_deref()
-        .map(|p| Prompts::check(p, a.format))
+        .map(|p| Prompts::check(p, a.format, None))
         .transpose()?;
     let out = ResultsFile::create(&a.output)?;
     // `job_ended_well`: false for a job that failed, was cancelled or

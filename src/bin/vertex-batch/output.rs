@@ -5,10 +5,11 @@
 //! |---|---|---|
 //! | `key` | always | the prompt's key (`null` only for an output row with no key at all) |
 //! | `outcome` | always | `succeeded`, `failed`, `blocked` or `missing` |
-//! | `response` | succeeded, blocked | the `GenerateContentResponse`, byte for byte as the job wrote it |
+//! | `response` | succeeded, blocked | the model's response, byte for byte as the job wrote it: Gemini's `GenerateContentResponse`, an embedding's `response`, a text embedding's `predictions`, Claude's Message, an open model's `response` envelope |
 //! | `error` | failed | `{"code": …, "message": …}`: the code as the service gives it (usually an HTTP status such as 400 or 429), plus `status` (e.g. `RESOURCE_EXHAUSTED`) when known |
-//! | `text` | succeeded | the first candidate's text |
-//! | `finish_reason` | succeeded; blocked when the answer was withheld | e.g. `STOP`, `MAX_TOKENS`; on a blocked row `SAFETY`, `PROHIBITED_CONTENT`, `RECITATION`, `BLOCKLIST`, `SPII`, … |
+//! | `text` | succeeded, chat models | the answer's text (Gemini: the first candidate's; Claude: the text blocks'; open models: the first choice's) |
+//! | `embedding` | succeeded, embedding models | the vector, an array of numbers as the job wrote it |
+//! | `finish_reason` | succeeded (chat models); blocked when the answer was withheld | e.g. `STOP`, `MAX_TOKENS`; on a blocked row `SAFETY`, `PROHIBITED_CONTENT`, `RECITATION`, `BLOCKLIST`, `SPII`, …; Claude's `stop_reason` and OpenAI's `finish_reason` in the same names (`end_turn`, `stop_sequence`, `stop` → `STOP`; `max_tokens`, `length` → `MAX_TOKENS`; `refusal`, `content_filter` → `SAFETY`) |
 //!
 //! `blocked` is no answer, by the model's filters: the prompt was blocked
 //! (`response.promptFeedback.blockReason`, no candidate, no
@@ -54,6 +55,8 @@ struct Line<'a> {
     error: Option<ErrorOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embedding: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     finish_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,13 +154,18 @@ impl ResultsFile {
             response: None,
             error: None,
             text: None,
+            embedding: None,
             finish_reason: None,
             processed_time: row.processed_time_str(),
         };
         match row.outcome() {
             Outcome::Succeeded(a) => {
                 line.response = a.raw_response().ok();
-                line.text = Some(a.text());
+                // An embedding row has its vector, a chat row its text.
+                match a.embedding() {
+                    Some(e) => line.embedding = serde_json::from_str(e.json()).ok(),
+                    None => line.text = Some(a.text()),
+                }
                 line.finish_reason = a.finish_reason().map(|f| f.as_str());
             }
             Outcome::Blocked(b) => {

@@ -16,7 +16,13 @@ use std::{
 };
 
 use serde_json::value::RawValue;
-use vertex_batch::data::input::{read_input_lines, read_text_prompts, InputLine};
+use vertex_batch::{
+    data::input::{
+        read_input_lines, read_text_prompts, read_text_prompts_as, InputLine, TextShape,
+    },
+    family::Family,
+    JobSpec,
+};
 
 use crate::fail::{CliError, CliResult};
 
@@ -31,11 +37,73 @@ pub enum Format {
     Text,
 }
 
+/// What a plain-text prompt becomes, for the model's family (`run` and
+/// `submit`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ShapeArgs {
+    /// Embedding models: the vectors' dimension (Gemini embeddings and
+    /// open embedding models per line; text embeddings through the job's
+    /// `outputDimensionality`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub dimensions: Option<u32>,
+    /// Embedding models: the task type, e.g. RETRIEVAL_DOCUMENT (plain-text
+    /// prompts).
+    #[arg(long, value_name = "T")]
+    pub task_type: Option<String>,
+    /// Chat models: the most tokens an answer may have (Gemini: the job's
+    /// maxOutputTokens; Claude and open models: each plain-text prompt's
+    /// max_tokens). Claude's default is 1024.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_output_tokens: Option<u32>,
+}
+
+impl ShapeArgs {
+    /// The shape of `model`'s plain-text prompts; a usage error for a
+    /// flag its family does not take, or a model name that is ambiguous.
+    pub fn shape(&self, model: &str) -> CliResult<TextShape> {
+        let mut shape = TextShape::for_model(model).map_err(|e| CliError::usage(e.to_string()))?;
+        let family = shape.family();
+        let embeds = family.embeds() || (family == Family::OpenModel && model.contains("embed"));
+        if embeds && self.max_output_tokens.is_some() {
+            return Err(CliError::usage(format!(
+                "--max-output-tokens is for chat models; {model} is a {family} model"
+            )));
+        }
+        if !embeds && (self.dimensions.is_some() || self.task_type.is_some()) {
+            return Err(CliError::usage(format!(
+                "--dimensions and --task-type are for embedding models; {model} is a {family} model"
+            )));
+        }
+        if let Some(n) = self.dimensions {
+            shape = shape.dimensions(n);
+        }
+        if let Some(t) = &self.task_type {
+            shape = shape.task_type(t.clone());
+        }
+        if let Some(n) = self.max_output_tokens {
+            shape = shape.max_tokens(n);
+        }
+        Ok(shape)
+    }
+
+    /// The job-level parameters the flags set: a text embedding's
+    /// dimension, a Gemini answer's most tokens (so JSONL prompts get it
+    /// too).
+    pub fn apply(&self, job: JobSpec, family: Family) -> JobSpec {
+        match (family, self.dimensions, self.max_output_tokens) {
+            (Family::TextEmbedding, Some(n), _) => job.parameter("outputDimensionality", n),
+            (Family::Gemini, _, Some(n)) => job.max_output_tokens(n),
+            _ => job,
+        }
+    }
+}
+
 /// A checked prompts file.
 pub struct Prompts {
     path: PathBuf,
     format: Format,
     rows: u64,
+    shape: Option<TextShape>,
 }
 
 fn open(path: &Path) -> CliResult<BufReader<File>> {
@@ -78,7 +146,7 @@ fn detect(path: &Path) -> CliResult<Format> {
 impl Prompts {
     /// Opens and checks `path`: every line parses, keys are unique, there
     /// is at least one prompt. Errors name the file and the line.
-    pub fn check(path: &Path, format: Format) -> CliResult<Prompts> {
+    pub fn check(path: &Path, format: Format, shape: Option<TextShape>) -> CliResult<Prompts> {
         // Read three times (detect, check, upload): a pipe or a device
         // would give different bytes each time.
         match std::fs::metadata(path) {
@@ -99,6 +167,7 @@ impl Prompts {
             path: path.to_owned(),
             format,
             rows: 0,
+            shape,
         };
         // Keys are compared by a 128-bit hash: 16 bytes a prompt.
         let mut seen = HashSet::new();
@@ -126,7 +195,10 @@ impl Prompts {
     fn raw_lines(&self) -> CliResult<Box<dyn Iterator<Item = vertex_batch::Result<InputLine>>>> {
         let r = open(&self.path)?;
         Ok(match self.format {
-            Format::Text => Box::new(read_text_prompts(r)),
+            Format::Text => match &self.shape {
+                Some(shape) => Box::new(read_text_prompts_as(r, shape.clone())),
+                None => Box::new(read_text_prompts(r)),
+            },
             _ => Box::new(read_input_lines(r)),
         })
     }
@@ -269,7 +341,7 @@ mod tests {
             line("a"),
         ] {
             std::fs::write(&file, line("a") + &line("b")).unwrap();
-            let prompts = Prompts::check(&file, Format::Auto).unwrap();
+            let prompts = Prompts::check(&file, Format::Auto, None).unwrap();
             assert_eq!(prompts.rows(), 2);
             std::fs::write(&file, &changed).unwrap();
             let bucket = tempfile::tempdir().unwrap();
@@ -286,7 +358,7 @@ mod tests {
         }
         // Unchanged: every prompt goes through, nothing is recorded.
         std::fs::write(&file, line("a") + &line("b")).unwrap();
-        let prompts = Prompts::check(&file, Format::Auto).unwrap();
+        let prompts = Prompts::check(&file, Format::Auto, None).unwrap();
         let broken = std::cell::Cell::new(None);
         let keys: Vec<String> = prompts.iter(&broken).unwrap().map(|(k, _)| k).collect();
         assert_eq!(
@@ -304,7 +376,7 @@ mod tests {
             format!("\u{feff}{}\u{a0}\u{2003}\n{}", line("a"), line("b")),
         )
         .unwrap();
-        let prompts = Prompts::check(&file, Format::Auto).unwrap();
+        let prompts = Prompts::check(&file, Format::Auto, None).unwrap();
         let mut copy = Vec::new();
         prompts.write_jsonl(&mut copy).unwrap();
         assert_eq!(String::from_utf8(copy).unwrap(), line("a") + &line("b"));

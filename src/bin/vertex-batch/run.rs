@@ -61,6 +61,8 @@ pub struct RunArgs {
     /// it up this long), in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = crate::jobs::claim_lease)]
     claim_lease: f64,
+    #[command(flatten)]
+    shape: crate::prompts::ShapeArgs,
 }
 
 pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
@@ -68,10 +70,12 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     let interrupt = crate::interrupt::install()?;
     let client = g.client()?;
     let storage = g.staging_for(&client, &a.staging)?;
-    let prompts = Prompts::check(&a.input, a.format)?;
+    let shape = a.shape.shape(&a.model)?;
+    let family = shape.family();
+    let prompts = Prompts::check(&a.input, a.format, Some(shape))?;
     let out = ResultsFile::create(&a.output)?;
     eprintln!("{} prompts in {}", prompts.rows(), prompts.path().display());
-    let mut job = JobSpec::new(&a.model);
+    let mut job = a.shape.apply(JobSpec::new(&a.model), family);
     if let Some(name) = &a.display_name {
         job = job.display_name(name);
     }
