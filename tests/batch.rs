@@ -1032,3 +1032,76 @@ async fn a_stale_retry_never_rewrites_the_input_of_a_round_another_process_recor
         "{uri} was staged again under a recorded round"
     );
 }
+
+/// Every non-Gemini family's failed rows go back in its own format, and the
+/// latest outcome wins, through fake-gcs-server and the emulator.
+#[tokio::test]
+async fn each_family_retries_its_failed_rows_in_its_own_format() {
+    use vertex_batch::data::{chat::Chat, embed::Embed, input::BatchRequest};
+    let s = setup().await;
+    for (i, model) in [
+        "gemini-embedding-001",
+        "text-embedding-005",
+        "claude-sonnet-4-5",
+        "llama-3.3-70b-instruct-maas",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.emu.knobs().fail_rows_containing(Some("flaky".into()));
+        let prompts: Vec<(String, BatchRequest)> = (0..20)
+            .map(|n| {
+                let text = format!("Text {n}{}", if n % 4 == 1 { " flaky" } else { "" });
+                let req = if i < 2 {
+                    Embed::text(text).dimensions(4).into()
+                } else {
+                    Chat::user(text).max_tokens(50).into()
+                };
+                (format!("r{n}"), req)
+            })
+            .collect();
+        let key = format!("family-retry-{i}");
+        let spec = BatchSpec::new(JobSpec::new(model), "gs://staging-bkt/batches")
+            .request_key(&key)
+            .watch_options(
+                WatchManyOptions::new()
+                    .policy(PollPolicy::fixed(Duration::from_millis(10)))
+                    .gets_per_second(1000.0),
+            );
+        let (mut batch, results) = s
+            .client
+            .run_batch(&s.storage, &spec, prompts)
+            .await
+            .unwrap();
+        let (rows, errors, totals) = results.collect_all().await;
+        assert!(errors.is_empty(), "{model}: {errors:?}");
+        assert_eq!((rows.len(), totals.failed), (20, 5), "{model}");
+        s.emu.knobs().fail_rows_containing(None);
+        assert_eq!(batch.retry_failed().await.unwrap(), 5, "{model}");
+        batch.wait().await.unwrap();
+        let (rows, errors, totals) = batch.results().await.unwrap().collect_all().await;
+        assert!(errors.is_empty(), "{model}: {errors:?}");
+        assert_eq!((rows.len(), totals.succeeded), (20, 20), "{model}");
+        for r in &rows {
+            let Outcome::Succeeded(a) = r.outcome() else {
+                panic!("{model}: {r:?}")
+            };
+            if i < 2 {
+                assert_eq!(
+                    a.embedding().unwrap().dimensions(),
+                    if i == 0 { 4 } else { 768 }
+                );
+            } else {
+                assert!(
+                    a.text().starts_with("Emulated answer to: Text"),
+                    "{model}: {}",
+                    a.text()
+                );
+            }
+        }
+        assert_eq!(
+            batch.jobs().last().unwrap().completion_stats().successful,
+            5
+        );
+    }
+}
