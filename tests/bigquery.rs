@@ -911,3 +911,78 @@ async fn a_storage_read_api_that_refuses_the_caller_falls_back_to_tabledata_list
     let rows: Vec<_> = bq.rows(&table).try_collect().await.unwrap();
     assert_eq!(rows.len(), 50);
 }
+
+/// Claude, open models and text embeddings staged in BigQuery: each
+/// family's input columns, the emulator's reserved output columns, results
+/// matched back and a failed row retried in its family's columns.
+#[tokio::test]
+async fn the_families_bigquery_runs_stage_their_columns_and_read_back_matched() {
+    use vertex_batch::data::{chat::Chat, embed::Embed, input::BatchRequest, Outcome};
+    let bqe = BqEmulator::start("p");
+    let (_dir, emu, client, bq) = emulator_on(&bqe).await;
+    let cases: [(&str, &[&str]); 3] = [
+        ("claude-sonnet-4-5", &["custom_id", "request"]),
+        (
+            "llama-3.3-70b-instruct-maas",
+            &["custom_id", "method", "url", "body"],
+        ),
+        (
+            "text-embedding-005",
+            &["key", "content", "task_type", "title"],
+        ),
+    ];
+    for (i, (model, columns)) in cases.into_iter().enumerate() {
+        emu.knobs().fail_rows_containing(Some("flaky".into()));
+        let prompts: Vec<(String, BatchRequest)> = (0..12)
+            .map(|n| {
+                let text = format!("Text {n}{}", if n % 4 == 1 { " flaky" } else { "" });
+                let req = if i == 2 {
+                    Embed::text(text).task_type("RETRIEVAL_DOCUMENT").into()
+                } else {
+                    Chat::user(text).max_tokens(50).into()
+                };
+                (format!("r{n}"), req)
+            })
+            .collect();
+        let spec =
+            vertex_batch::BatchSpec::new(vertex_batch::JobSpec::new(model), "bq://p.batches")
+                .request_key(format!("bq-family-{i}"))
+                .watch_options(
+                    vertex_batch::client::WatchManyOptions::new()
+                        .policy(vertex_batch::policy::PollPolicy::fixed(
+                            std::time::Duration::from_millis(10),
+                        ))
+                        .gets_per_second(1000.0),
+                );
+        let (mut batch, results) = client.run_batch(&bq, &spec, prompts).await.unwrap();
+        let table = batch.input_tables().remove(0);
+        let info = bq.table(&table).await.unwrap().unwrap();
+        let names: Vec<&str> = info.schema().iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, columns, "{model}");
+        let (rows, errors, totals) = results.collect_all().await;
+        assert!(errors.is_empty(), "{model}: {errors:?}");
+        assert_eq!(
+            (rows.len(), totals.succeeded, totals.failed),
+            (12, 9, 3),
+            "{model}"
+        );
+        emu.knobs().fail_rows_containing(None);
+        assert_eq!(batch.retry_failed().await.unwrap(), 3, "{model}");
+        batch.wait().await.unwrap();
+        let (rows, errors, totals) = batch.results().await.unwrap().collect_all().await;
+        assert!(errors.is_empty(), "{model}: {errors:?}");
+        assert_eq!((rows.len(), totals.succeeded), (12, 12), "{model}");
+        for r in &rows {
+            let Outcome::Succeeded(a) = r.outcome() else {
+                panic!("{model}: {r:?}")
+            };
+            match i {
+                2 => assert_eq!(a.embedding().unwrap().dimensions(), 768),
+                _ => assert!(
+                    a.text().starts_with("Emulated answer to: Text"),
+                    "{model}: {r:?}"
+                ),
+            }
+        }
+    }
+}

@@ -164,8 +164,10 @@ pub fn process_gcs_line(
 }
 
 /// Processes one BigQuery row of the job's family: Claude's `request`
-/// column like Gemini's; the other families as on Cloud Storage (their
-/// columns are the line's members).
+/// column like Gemini's; a text embedding's `content` into `predictions`
+/// (a JSON string of the array); an open model's `body` into `id` and
+/// `response`, `method` and `url` dropped. Every family gets `status` and
+/// `processed_time`.
 pub fn process_bq_line(
     line: &str,
     processed_time: &str,
@@ -178,9 +180,76 @@ pub fn process_bq_line(
         Family::GeminiEmbedding | Family::Claude => {
             model::process_bq_line_with(line, processed_time, ctx, scratch, out, respond)
         }
-        Family::TextEmbedding => text_embedding_line(line, processed_time, ctx, out),
-        Family::OpenModel => open_model_line(line, ctx, out),
+        Family::TextEmbedding | Family::OpenModel => bq_row(line, processed_time, ctx, out),
     }
+}
+
+/// A text-embedding or open-model BigQuery row.
+fn bq_row(line: &str, processed_time: &str, ctx: &ModelCtx, out: &mut Vec<u8>) -> Option<String> {
+    let mut row = match serde_json::from_str::<Map<String, Value>>(line) {
+        Ok(r) => r,
+        Err(e) => {
+            let err = format!("invalid row: not a JSON object: {e}");
+            let v = json!({"status": err, "processed_time": processed_time});
+            let _ = serde_json::to_writer(&mut *out, &v);
+            return Some(err);
+        }
+    };
+    for reserved in ["status", "processed_time", "predictions", "response", "id"] {
+        row.remove(reserved);
+    }
+    let error = if ctx.family == Family::TextEmbedding {
+        let text = row.get("content").map(text_of).unwrap_or_default();
+        if text.trim().is_empty() {
+            Some(bad_request("the row has no `content` to embed"))
+        } else if injected_failure(ctx, &text) {
+            Some(EXHAUSTED.to_owned())
+        } else {
+            let values = embedding_of(&text, ctx.embedding_dims.unwrap_or(TEXT_EMBEDDING_DIMS));
+            let n = words(&text);
+            let predictions = json!([{"embeddings": {"statistics": {"token_count": n, "truncated": false}, "values": values}}]);
+            row.insert("predictions".into(), predictions.to_string().into());
+            None
+        }
+    } else {
+        let url = row
+            .remove("url")
+            .and_then(|u| u.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "/v1/chat/completions".to_owned());
+        row.remove("method");
+        let body = match row.get("body") {
+            Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok(),
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            _ => None,
+        };
+        let id = short_hash(line);
+        row.insert("id".into(), format!("batch_req_{id:016x}").into());
+        let answered = match &body {
+            Some(b @ Value::Object(_)) => open_body(&url, b, ctx, id),
+            _ => Err((
+                400,
+                "invalid row: no `body` object".to_owned(),
+                "INVALID_ARGUMENT",
+            )),
+        };
+        match answered {
+            Ok(body) => {
+                row.insert(
+                    "response".into(),
+                    json!({"status_code": 200, "request_id": format!("req_{id:016x}"), "body": body}),
+                );
+                None
+            }
+            Err((code, message, status)) => Some(format!(
+                "{}",
+                json!({"error": {"code": code, "message": message, "status": status}})
+            )),
+        }
+    };
+    row.insert("status".into(), error.clone().unwrap_or_default().into());
+    row.insert("processed_time".into(), processed_time.into());
+    let _ = serde_json::to_writer(&mut *out, &row);
+    error
 }
 
 /// The `response` of a Gemini-embeddings or Claude request, appended to

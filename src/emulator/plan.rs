@@ -305,7 +305,17 @@ async fn plan_bq_output(
             .unwrap_or_default(),
         None => vec![Field::new("request", "JSON")],
     };
+    // The family's reserved output columns (SERVICE.md): text embeddings
+    // write `predictions`, open models `id` and `response` and drop
+    // `method` and `url`; the others `response`.
+    let family = crate::family::Family::of_job_model(&job.model);
+    let dropped: &[&str] = match family {
+        crate::family::Family::OpenModel => &["method", "url", "id"],
+        crate::family::Family::TextEmbedding => &["predictions"],
+        _ => &[],
+    };
     const RESERVED: [&str; 3] = ["response", "status", "processed_time"];
+    columns.retain(|f| !dropped.contains(&f.name.as_str()));
     columns.retain(|f| {
         let kind = f.kind.to_ascii_uppercase();
         !f.is_repeated()
@@ -315,7 +325,14 @@ async fn plan_bq_output(
             )
             && !RESERVED.contains(&f.name.as_str())
     });
-    columns.push(Field::new("response", "JSON"));
+    match family {
+        crate::family::Family::TextEmbedding => columns.push(Field::new("predictions", "STRING")),
+        crate::family::Family::OpenModel => {
+            columns.push(Field::new("id", "STRING"));
+            columns.push(Field::new("response", "JSON"));
+        }
+        _ => columns.push(Field::new("response", "JSON")),
+    }
     columns.push(Field::new("status", "STRING"));
     columns.push(Field::new("processed_time", "TIMESTAMP"));
     let owner = format!("vertex-batch emulator job {id}");
