@@ -731,6 +731,50 @@ mod tests {
     }
 
     #[test]
+    fn family_rules_are_checked_before_the_network() {
+        let global = LocationName::new("p", "global").unwrap();
+        let claude = JobSpec::new("claude-sonnet-4-5@20250929")
+            .input("gs://bucket/in.jsonl")
+            .output("gs://bucket/out");
+        match claude.to_request(&global) {
+            Err(Error::Validation(v)) => assert_eq!(v.field(), "location"),
+            other => panic!("{other:?}"),
+        }
+        let req = claude.to_request(&parent()).unwrap();
+        let job = req.batch_prediction_job.unwrap();
+        assert_eq!(
+            job.model,
+            "publishers/anthropic/models/claude-sonnet-4-5@20250929"
+        );
+        assert!(JobSpec::new("gemini-2.5-flash")
+            .input("gs://bucket/i.jsonl")
+            .output("gs://bucket/o")
+            .to_request(&global)
+            .is_ok());
+        let bq = JobSpec::new("gemini-embedding-001")
+            .input("bq://p.d.t")
+            .output("bq://p.d");
+        assert_eq!(field(&bq), "input_uri");
+        let text = JobSpec::new("text-embedding-005")
+            .input("gs://bucket/in.jsonl")
+            .output("gs://bucket/out")
+            .to_request(&parent())
+            .unwrap()
+            .batch_prediction_job
+            .unwrap();
+        assert_eq!(text.model, "publishers/google/models/text-embedding-005");
+        assert_eq!(text.instance_config.unwrap().key_field, "key");
+        assert_eq!(
+            field(
+                &JobSpec::new("acme-7b-maas")
+                    .input("gs://bucket/i")
+                    .output("gs://bucket/o")
+            ),
+            "model"
+        );
+    }
+
+    #[test]
     fn every_validation_error_names_its_field() {
         assert_eq!(
             field(&ok_spec().model_parameters(json!([1, 2]))),

@@ -1540,3 +1540,28 @@ impl Batch {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_split_on_the_family_limits_unless_told() {
+        let rows = |model: &str| {
+            BatchSpec::new(JobSpec::new(model), "gs://b/p")
+                .encoder()
+                .unwrap()
+                .limits()
+                .rows()
+        };
+        assert_eq!(rows("gemini-embedding-001"), 1_000_000);
+        assert_eq!(rows("gemini-2.5-flash"), 200_000);
+        assert_eq!(rows("claude-sonnet-4-5"), 200_000);
+        let told = BatchSpec::new(JobSpec::new("gemini-embedding-001"), "gs://b/p")
+            .limits(InputLimits::default().max_rows_per_file(10));
+        assert_eq!(told.encoder().unwrap().limits().rows(), 10);
+        assert!(BatchSpec::new(JobSpec::new("acme-maas"), "gs://b/p")
+            .encoder()
+            .is_err());
+    }
+}
