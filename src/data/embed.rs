@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 ///   "embed_content_config": {"output_dimensionality", "task_type", "title"}}`;
 /// * text embeddings: `{"content": …, "task_type", "title"}` (the dimension
 ///   of the older models is a job parameter, `outputDimensionality`; see
-///   [`crate::JobSpec::model_parameter`]);
+///   [`crate::JobSpec::parameter`]);
 /// * open embedding models: an OpenAI `/v1/embeddings` body `{"input",
 ///   "dimensions"}`.
 ///
