@@ -970,15 +970,34 @@ impl fmt::Display for FinishReason {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    /// `promptTokenCount`.
+    /// The prompt's tokens, all of them: Gemini's `promptTokenCount`
+    /// (which includes `cachedContentTokenCount`), OpenAI's
+    /// `prompt_tokens` (which includes `cached_tokens`), Claude's
+    /// `input_tokens + cache_read_input_tokens +
+    /// cache_creation_input_tokens` (Claude reports the three apart).
     pub prompt_tokens: u64,
-    /// `candidatesTokenCount`.
+    /// The answer's tokens, thoughts not included: `candidatesTokenCount`,
+    /// Claude's `output_tokens`, OpenAI's `completion_tokens` less its
+    /// `reasoning_tokens`.
     pub candidates_tokens: u64,
-    /// `thoughtsTokenCount`.
+    /// Thinking tokens: `thoughtsTokenCount`, OpenAI's
+    /// `completion_tokens_details.reasoning_tokens`.
     pub thoughts_tokens: u64,
-    /// `cachedContentTokenCount`.
+    /// Prompt tokens read from a cache (part of `prompt_tokens`):
+    /// `cachedContentTokenCount`, Claude's `cache_read_input_tokens`,
+    /// OpenAI's `prompt_tokens_details.cached_tokens`.
     pub cached_tokens: u64,
-    /// `totalTokenCount`.
+    /// Prompt tokens written to a cache (part of `prompt_tokens`): Claude's
+    /// `cache_creation_input_tokens`.
+    pub cache_write_tokens: u64,
+    /// Tokens of tool results fed back to the model (`toolUsePromptTokenCount`;
+    /// not part of `prompt_tokens`).
+    pub tool_use_prompt_tokens: u64,
+    /// The prompt's audio tokens (part of `prompt_tokens`): the `AUDIO` entry
+    /// of `promptTokensDetails`.
+    pub prompt_audio_tokens: u64,
+    /// `totalTokenCount` (or the sum of the parts when a family does not
+    /// report it).
     pub total_tokens: u64,
 }
 
@@ -989,6 +1008,13 @@ impl std::ops::AddAssign for Usage {
         self.candidates_tokens = self.candidates_tokens.saturating_add(o.candidates_tokens);
         self.thoughts_tokens = self.thoughts_tokens.saturating_add(o.thoughts_tokens);
         self.cached_tokens = self.cached_tokens.saturating_add(o.cached_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.saturating_add(o.cache_write_tokens);
+        self.tool_use_prompt_tokens = self
+            .tool_use_prompt_tokens
+            .saturating_add(o.tool_use_prompt_tokens);
+        self.prompt_audio_tokens = self
+            .prompt_audio_tokens
+            .saturating_add(o.prompt_audio_tokens);
         self.total_tokens = self.total_tokens.saturating_add(o.total_tokens);
     }
 }
@@ -1242,6 +1268,40 @@ impl ResultRow {
             _ => None,
         }
     }
+
+    /// The characters a legacy text-embedding model bills for this row
+    /// (`text-embedding-005`, `text-multilingual-embedding-002`: priced per
+    /// character, see [`crate::cost`]): the echoed `instance.content`
+    /// counted as Google counts it, in Unicode code points with white space
+    /// left out. `None` when the row kept no output line (failed, missing)
+    /// or the line echoes no string `instance.content` (other families).
+    ///
+    /// ```
+    /// let row = vertex_batch::data::parse_output_line(r#"{"instance":{"content":"blue sky é"},"predictions":[{"embeddings":{"statistics":{"token_count":3,"truncated":false},"values":[0.6,0.8]}}],"status":""}"#)?;
+    /// assert_eq!(row.input_chars(), Some(8));
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn input_chars(&self) -> Option<u64> {
+        #[derive(Deserialize)]
+        struct Line<'a> {
+            #[serde(borrow, default)]
+            instance: Option<Instance<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct Instance<'a> {
+            #[serde(deserialize_with = "opt_str", borrow, default)]
+            content: Option<Cow<'a, str>>,
+        }
+        let line = match &self.inner.outcome {
+            Outcome::Succeeded(Answer { line, .. }) | Outcome::Blocked(Blocked { line, .. }) => {
+                line
+            }
+            Outcome::Failed(_) | Outcome::Missing(_) => return None,
+        };
+        let view: Line<'_> = serde_json::from_str(line.as_str()).ok()?;
+        let content = view.instance?.content?;
+        Some(content.chars().filter(|c| !c.is_whitespace()).count() as u64)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1494,9 +1554,9 @@ struct StatisticsView {
     token_count: Option<f64>,
 }
 
-/// Claude's (`input_tokens`, `output_tokens`, `cache_read_input_tokens`)
-/// and OpenAI's (`prompt_tokens`, `completion_tokens`, `total_tokens`)
-/// usage.
+/// Claude's (`input_tokens`, `output_tokens`, `cache_read_input_tokens`,
+/// `cache_creation_input_tokens`) and OpenAI's (`prompt_tokens`,
+/// `completion_tokens`, `total_tokens`) usage.
 #[derive(Deserialize, Default)]
 struct ChatUsageView {
     #[serde(default)]
@@ -1505,6 +1565,8 @@ struct ChatUsageView {
     output_tokens: Option<f64>,
     #[serde(default)]
     cache_read_input_tokens: Option<f64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<f64>,
     #[serde(default)]
     prompt_tokens: Option<f64>,
     #[serde(default)]
@@ -1531,27 +1593,44 @@ struct CachedView {
 
 impl ChatUsageView {
     fn usage(&self) -> Usage {
-        let prompt = count(self.input_tokens.or(self.prompt_tokens));
-        let out = count(self.output_tokens.or(self.completion_tokens));
+        let reasoning = count(
+            self.completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens),
+        );
+        let (prompt, cached, written, out) =
+            if self.input_tokens.is_some() || self.output_tokens.is_some() {
+                // Claude: `input_tokens` leaves out the cache's reads and writes.
+                let read = count(self.cache_read_input_tokens);
+                let written = count(self.cache_creation_input_tokens);
+                let prompt = count(self.input_tokens)
+                    .saturating_add(read)
+                    .saturating_add(written);
+                (prompt, read, written, count(self.output_tokens))
+            } else {
+                // OpenAI: `prompt_tokens` holds the cached ones, and
+                // `completion_tokens` the reasoning ones.
+                let cached = count(
+                    self.cache_read_input_tokens.or(self
+                        .prompt_tokens_details
+                        .as_ref()
+                        .and_then(|d| d.cached_tokens)),
+                );
+                let out = count(self.completion_tokens).saturating_sub(reasoning);
+                (count(self.prompt_tokens), cached, 0, out)
+            };
         let total = match self.total_tokens {
             Some(t) => count(Some(t)),
-            None => prompt.saturating_add(out),
+            None => prompt.saturating_add(out).saturating_add(reasoning),
         };
         Usage {
             prompt_tokens: prompt,
             candidates_tokens: out,
-            thoughts_tokens: count(
-                self.completion_tokens_details
-                    .as_ref()
-                    .and_then(|d| d.reasoning_tokens),
-            ),
-            cached_tokens: count(
-                self.cache_read_input_tokens.or(self
-                    .prompt_tokens_details
-                    .as_ref()
-                    .and_then(|d| d.cached_tokens)),
-            ),
+            thoughts_tokens: reasoning,
+            cached_tokens: cached,
+            cache_write_tokens: written,
             total_tokens: total,
+            ..Usage::default()
         }
     }
 }
@@ -1735,6 +1814,56 @@ struct UsageView {
     cached: Option<f64>,
     #[serde(default, rename = "totalTokenCount", alias = "total_token_count")]
     total: Option<f64>,
+    #[serde(
+        default,
+        rename = "toolUsePromptTokenCount",
+        alias = "tool_use_prompt_token_count"
+    )]
+    tool_use: Option<f64>,
+    #[serde(
+        default,
+        rename = "promptTokensDetails",
+        alias = "prompt_tokens_details"
+    )]
+    prompt_details: Option<AudioTokens>,
+}
+
+/// The `AUDIO` entries' `tokenCount` of a list of per-modality counts
+/// (`[{"modality": "AUDIO", "tokenCount": 12}, …]`), summed without
+/// collecting the list.
+#[derive(Default)]
+struct AudioTokens(u64);
+
+impl<'de> Deserialize<'de> for AudioTokens {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Entry<'a> {
+            #[serde(deserialize_with = "opt_str", borrow, default)]
+            modality: Option<Cow<'a, str>>,
+            #[serde(default, rename = "tokenCount", alias = "token_count")]
+            tokens: Option<f64>,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AudioTokens;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of modality counts")
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> std::result::Result<AudioTokens, S::Error> {
+                let mut audio = 0u64;
+                while let Some(e) = seq.next_element::<Entry<'_>>()? {
+                    if e.modality.as_deref() == Some("AUDIO") {
+                        audio = audio.saturating_add(count(e.tokens));
+                    }
+                }
+                Ok(AudioTokens(audio))
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 fn count(v: Option<f64>) -> u64 {
@@ -2208,6 +2337,9 @@ fn classify(view: ResponseView<'_>, line_str: &str, line: RawLine) -> Outcome {
         candidates_tokens: count(meta.candidates),
         thoughts_tokens: count(meta.thoughts),
         cached_tokens: count(meta.cached),
+        cache_write_tokens: 0,
+        tool_use_prompt_tokens: count(meta.tool_use),
+        prompt_audio_tokens: meta.prompt_details.map_or(0, |d| d.0),
         total_tokens: count(meta.total),
     };
     let first = view.candidates.and_then(|c| c.0);
@@ -2871,6 +3003,96 @@ mod families {
     }
 
     #[test]
+    fn gemini_usage_reads_tool_use_and_audio_tokens() {
+        let line = r#"{"key":"g1","status":"","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"ok"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":1200,"candidatesTokenCount":50,"thoughtsTokenCount":300,"cachedContentTokenCount":1024,"toolUsePromptTokenCount":40,"totalTokenCount":1590,"trafficType":"BATCH","promptTokensDetails":[{"modality":"TEXT","tokenCount":900},{"modality":"AUDIO","tokenCount":250},{"modality":"AUDIO","tokenCount":50}],"cacheTokensDetails":[{"modality":"TEXT","tokenCount":1024}],"candidatesTokensDetails":[{"modality":"TEXT","tokenCount":50}]},"modelVersion":"gemini-2.5-flash"}}"#;
+        let u = *answer(line).usage();
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: 1200,
+                candidates_tokens: 50,
+                thoughts_tokens: 300,
+                cached_tokens: 1024,
+                cache_write_tokens: 0,
+                tool_use_prompt_tokens: 40,
+                // The two AUDIO entries, summed.
+                prompt_audio_tokens: 300,
+                total_tokens: 1590,
+            }
+        );
+        // snake_case spellings (BigQuery exports) read the same.
+        let snake = r#"{"key":"g2","status":"","response":{"candidates":[{"content":{"parts":[{"text":"ok"}]}}],"usage_metadata":{"prompt_token_count":10,"tool_use_prompt_token_count":3,"prompt_tokens_details":[{"modality":"AUDIO","token_count":4}]}}}"#;
+        let u = *answer(snake).usage();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.tool_use_prompt_tokens,
+                u.prompt_audio_tokens
+            ),
+            (10, 3, 4)
+        );
+        // Odd details (not an array of objects) are a bad line, not a panic.
+        let odd = r#"{"key":"g3","status":"","response":{"candidates":[{}],"usageMetadata":{"promptTokensDetails":{"modality":"AUDIO"}}}}"#;
+        assert!(parse_line(&bytes::Bytes::from(odd)).is_err());
+    }
+
+    #[test]
+    fn claude_usage_counts_cache_reads_and_writes_in_the_prompt() {
+        let line = r#"{"custom_id":"c1","status":"","response":{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":20,"cache_creation_input_tokens":2000,"cache_read_input_tokens":3000,"output_tokens":7}}}"#;
+        let u = *answer(line).usage();
+        assert_eq!(
+            u,
+            Usage {
+                // 20 + 2000 + 3000
+                prompt_tokens: 5020,
+                candidates_tokens: 7,
+                cached_tokens: 3000,
+                cache_write_tokens: 2000,
+                total_tokens: 5027,
+                ..Usage::default()
+            }
+        );
+    }
+
+    #[test]
+    fn openai_usage_splits_reasoning_from_the_answer() {
+        let line = r#"{"custom_id":"o1","response":{"status_code":200,"body":{"object":"chat.completion","choices":[{"message":{"role":"assistant","content":"42"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":900,"total_tokens":1900,"prompt_tokens_details":{"cached_tokens":512},"completion_tokens_details":{"reasoning_tokens":850}}}},"error":null}"#;
+        let u = *answer(line).usage();
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: 1000,
+                // 900 - 850: the reasoning is counted once, in thoughts.
+                candidates_tokens: 50,
+                thoughts_tokens: 850,
+                cached_tokens: 512,
+                total_tokens: 1900,
+                ..Usage::default()
+            }
+        );
+        // More reasoning than completion (a confused server): 0, no wrap.
+        let odd = r#"{"custom_id":"o2","response":{"choices":[{"message":{"content":"x"}}],"usage":{"completion_tokens":1,"completion_tokens_details":{"reasoning_tokens":5}}}}"#;
+        assert_eq!(answer(odd).usage().candidates_tokens, 0);
+    }
+
+    #[test]
+    fn text_embedding_rows_tell_their_billed_characters() {
+        let line = r#"{"instance":{"content":"  Why is\tthe sky blue?\n"},"predictions":[{"embeddings":{"statistics":{"token_count":7,"truncated":false},"values":[0.1]}}],"status":""}"#;
+        let row = parse_output_line(line).unwrap();
+        // "Whyistheskyblue?": white space is not billed.
+        assert_eq!(row.input_chars(), Some(16));
+        // Code points, not bytes: "日本語" is 3 characters (9 bytes).
+        let cjk = r#"{"instance":{"content":"日本語"},"predictions":[{"embeddings":{"values":[0.1]}}],"status":""}"#;
+        assert_eq!(parse_output_line(cjk).unwrap().input_chars(), Some(3));
+        // Other families echo no `instance.content`.
+        let gemini = r#"{"key":"k","status":"","response":{"candidates":[{"content":{"parts":[{"text":"x"}]}}]}}"#;
+        assert_eq!(parse_output_line(gemini).unwrap().input_chars(), None);
+        // A failed row keeps no line.
+        let failed = r#"{"instance":{"content":"abc"},"status":"boom"}"#;
+        assert_eq!(parse_output_line(failed).unwrap().input_chars(), None);
+    }
+
+    #[test]
     fn gemini_embeddings_read_their_values_and_tokens() {
         let a = answer(
             r#"{"key":"d1","request":{"content":{"parts":[{"text":"sky"}]}},"status":"","processed_time":"2026-01-01T00:00:00Z","response":{"embedding":{"values":[0.25,-1.5e-3,1]},"usageMetadata":{"promptTokenCount":4,"totalTokenCount":4}}}"#,
@@ -2921,10 +3143,12 @@ mod families {
         let a = answer(line);
         assert_eq!(a.text(), "Hello there");
         assert_eq!(a.finish_reason(), Some(&FinishReason::MaxTokens));
-        assert_eq!(a.usage().prompt_tokens, 10);
+        // Claude's `input_tokens` leaves the cache reads out; the prompt
+        // counts them (as Gemini's does): 10 + 4.
+        assert_eq!(a.usage().prompt_tokens, 14);
         assert_eq!(a.usage().candidates_tokens, 3);
         assert_eq!(a.usage().cached_tokens, 4);
-        assert_eq!(a.usage().total_tokens, 13);
+        assert_eq!(a.usage().total_tokens, 17);
         assert_eq!(a.model_version(), Some("claude-sonnet-4-5"));
         let stop = answer(
             r#"{"custom_id":"c","response":{"content":[{"type":"text","text":"x"}],"stop_reason":"end_turn"}}"#,
@@ -2956,7 +3180,9 @@ mod families {
                 a.usage().candidates_tokens,
                 a.usage().total_tokens
             ),
-            (5, 2, 7)
+            // `completion_tokens` (2) holds the reasoning token: the
+            // answer's own tokens are 2 - 1, as Gemini counts them.
+            (5, 1, 7)
         );
         assert_eq!(a.usage().thoughts_tokens, 1);
         // The completion straight under `response`.
