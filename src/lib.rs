@@ -82,6 +82,7 @@
 //! * [`policy`]: retrying calls and polling jobs.
 //! * [`transport`]: credentials, headers, endpoints and environment names.
 //! * [`data`]: the data plane (input writer, batches, results reader).
+//! * [`cost`]: list prices at batch rates, and what a row or a batch costs.
 //! * [`storage`]: Cloud Storage (uploads, listing, downloads).
 //! * [`proto`]: the generated messages and stubs, for anything else.
 //! * `emulator` (feature `emulator`): a local JobService that runs jobs.
@@ -98,7 +99,7 @@
 //! 3. `status`, `job` — what the service reports.
 //! 4. `error` — the crate's [`Error`] (which can hold a [`Job`]).
 //! 5. `spec` and the data types (`data::{key, request, results, input,
-//!    fingerprint}`).
+//!    fingerprint}`), and `cost` (prices of rows).
 //! 6. `policy` — retry and poll schedules.
 //! 7. `transport` — credentials, headers, endpoints.
 //! 8. `client` — the operations on jobs.
@@ -115,6 +116,7 @@
 
 pub mod bigquery;
 pub mod client;
+pub mod cost;
 pub mod data;
 #[cfg(feature = "emulator")]
 pub mod emulator;
