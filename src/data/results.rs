@@ -1273,8 +1273,9 @@ impl ResultRow {
     /// (`text-embedding-005`, `text-multilingual-embedding-002`: priced per
     /// character, see [`crate::cost`]): the echoed `instance.content`
     /// counted as Google counts it, in Unicode code points with white space
-    /// left out. `None` when the row kept no output line (failed, missing)
-    /// or the line echoes no string `instance.content` (other families).
+    /// left out (from BigQuery output, the `content` column). `None` when
+    /// the row kept no output line (failed, missing) or the line echoes no
+    /// string content (other families).
     ///
     /// ```
     /// let row = vertex_batch::data::parse_output_line(r#"{"instance":{"content":"blue sky é"},"predictions":[{"embeddings":{"statistics":{"token_count":3,"truncated":false},"values":[0.6,0.8]}}],"status":""}"#)?;
@@ -1286,6 +1287,9 @@ impl ResultRow {
         struct Line<'a> {
             #[serde(borrow, default)]
             instance: Option<Instance<'a>>,
+            /// BigQuery output: the input's `content` column.
+            #[serde(deserialize_with = "opt_str", borrow, default)]
+            content: Option<Cow<'a, str>>,
         }
         #[derive(Deserialize)]
         struct Instance<'a> {
@@ -1299,7 +1303,7 @@ impl ResultRow {
             Outcome::Failed(_) | Outcome::Missing(_) => return None,
         };
         let view: Line<'_> = serde_json::from_str(line.as_str()).ok()?;
-        let content = view.instance?.content?;
+        let content = view.instance.and_then(|i| i.content).or(view.content)?;
         Some(content.chars().filter(|c| !c.is_whitespace()).count() as u64)
     }
 }
@@ -3084,6 +3088,9 @@ mod families {
         // Code points, not bytes: "日本語" is 3 characters (9 bytes).
         let cjk = r#"{"instance":{"content":"日本語"},"predictions":[{"embeddings":{"values":[0.1]}}],"status":""}"#;
         assert_eq!(parse_output_line(cjk).unwrap().input_chars(), Some(3));
+        // BigQuery rows: the `content` column, predictions as a string.
+        let bq = r#"{"content":"a b c","predictions":"[{\"embeddings\":{\"values\":[0.5]}}]","status":""}"#;
+        assert_eq!(parse_output_line(bq).unwrap().input_chars(), Some(3));
         // Other families echo no `instance.content`.
         let gemini = r#"{"key":"k","status":"","response":{"candidates":[{"content":{"parts":[{"text":"x"}]}}]}}"#;
         assert_eq!(parse_output_line(gemini).unwrap().input_chars(), None);
