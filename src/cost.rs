@@ -56,6 +56,29 @@
 //! assert_eq!(flash.row_cost(&usage, None).unwrap().to_string(), "$0.000400");
 //! ```
 //!
+//! A batch costs the sum of its rows ([`ModelPrice::result_cost`] prices a
+//! [`ResultRow`] of any outcome; only succeeded rows are billed):
+//!
+//! ```
+//! use vertex_batch::cost::{Cost, Prices};
+//! use vertex_batch::data::parse_output_line;
+//!
+//! let lines = [
+//!     r#"{"key":"a","status":"","response":{"candidates":[{"content":{"parts":[{"text":"x"}]}}],"usageMetadata":{"promptTokenCount":1000,"candidatesTokenCount":100}}}"#,
+//!     r#"{"key":"b","status":"Bad Request: {\"error\": {\"code\": 400}}"}"#,
+//! ];
+//! let prices = Prices::builtin();
+//! let price = prices.lookup("gemini-2.5-flash-001").unwrap();
+//! let mut total = Cost::ZERO;
+//! for line in lines {
+//!     let row = parse_output_line(line)?;
+//!     total += price.result_cost(&row).unwrap_or_default();
+//! }
+//! // a: 1,000 × $0.15/M + 100 × $1.25/M = $0.000275; b failed: $0.
+//! assert_eq!(total.to_string(), "$0.000275");
+//! # Ok::<(), vertex_batch::Error>(())
+//! ```
+//!
 //! # Your own prices
 //!
 //! [`Prices::from_json`] and [`Prices::from_file`] read a table in the same
