@@ -6,7 +6,8 @@
 //! closure is large. Before generating code, the compiled descriptors are
 //! pruned to what this crate serves: the batch prediction RPCs of
 //! `JobService` (plus `DeleteCustomJob`, kept as a cheap UNIMPLEMENTED probe
-//! for tests), `google.longrunning.Operations`, the BigQuery Storage Read
+//! for tests), `google.longrunning.Operations`, `LlmUtilityService`'s
+//! `CountTokens`, the BigQuery Storage Read
 //! API's `CreateReadSession` and `ReadRows` (the fast path for output
 //! tables), the `GenerateContentRequest`
 //! and `GenerateContentResponse` messages, `google.rpc`, and every type they
@@ -28,6 +29,7 @@ const ROOTS: &[&str] = &[
     "google/cloud/bigquery/storage/v1/storage.proto",
     "google/cloud/aiplatform/v1/job_service.proto",
     "google/cloud/aiplatform/v1/prediction_service.proto",
+    "google/cloud/aiplatform/v1/llm_utility_service.proto",
     "google/rpc/error_details.proto",
 ];
 
@@ -45,6 +47,12 @@ const KEEP_METHODS: &[(&str, &[&str])] = &[
         ],
     ),
     ("google.longrunning.Operations", &["*"]),
+    // Token counting before a job runs. In v1 `CountTokens` is an RPC of
+    // `LlmUtilityService` (v1's `PredictionService` declares none).
+    (
+        "google.cloud.aiplatform.v1.LlmUtilityService",
+        &["CountTokens"],
+    ),
     (
         "google.cloud.bigquery.storage.v1.BigQueryRead",
         &["CreateReadSession", "ReadRows"],

@@ -34,7 +34,7 @@ LAYERS = [
     ("names, URIs and time", ["names", "family", "uri", "time", "validation"]),
     ("status and job values", ["status", "job"]),
     ("error", ["error"]),
-    ("spec and data types", ["spec", "data::key", "data::fingerprint", "data::request", "data::embed", "data::chat",
+    ("spec and data types", ["spec", "tokens", "data::key", "data::fingerprint", "data::request", "data::embed", "data::chat",
                              "data::results", "data::input", "cost"]),
     ("policies", ["policy", "policy::retry", "policy::poll", "policy::backoff"]),
     ("transport", ["transport", "transport::auth", "transport::headers", "transport::endpoint",

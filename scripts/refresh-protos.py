@@ -25,10 +25,13 @@ DEFAULT_VERSION = "6.0.1"
 # prediction_service.proto is a root for the data plane: GenerateContentRequest
 # and GenerateContentResponse are what batch input and output lines hold.
 # The BigQuery Storage Read API (storage.proto) reads big output tables.
+# llm_utility_service.proto: in v1, CountTokens is an RPC of LlmUtilityService
+# (v1's PredictionService has none; only v1beta1's does).
 ROOTS = [
     "google/cloud/bigquery/storage/v1/storage.proto",
     "google/cloud/aiplatform/v1/job_service.proto",
     "google/cloud/aiplatform/v1/prediction_service.proto",
+    "google/cloud/aiplatform/v1/llm_utility_service.proto",
     "google/rpc/error_details.proto",
 ]
 IMPORT_RE = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.M)

@@ -84,6 +84,8 @@
 //! * [`data`]: the data plane (input writer, batches, results reader).
 //! * [`cost`]: list prices at batch rates, and what a row or a batch costs.
 //! * [`storage`]: Cloud Storage (uploads, listing, downloads).
+//! * [`tokens`]: an offline upper bound of a request's input tokens (the
+//!   counted figure is [`Client::count_tokens`]).
 //! * [`proto`]: the generated messages and stubs, for anything else.
 //! * `emulator` (feature `emulator`): a local JobService that runs jobs.
 //!
@@ -98,8 +100,8 @@
 //!    [`error::ValidationError`] they fail with.
 //! 3. `status`, `job` — what the service reports.
 //! 4. `error` — the crate's [`Error`] (which can hold a [`Job`]).
-//! 5. `spec` and the data types (`data::{key, request, results, input,
-//!    fingerprint}`), and `cost` (prices of rows).
+//! 5. `spec`, `tokens` and the data types (`data::{key, request, results,
+//!    input, fingerprint}`), and `cost` (prices of rows).
 //! 6. `policy` — retry and poll schedules.
 //! 7. `transport` — credentials, headers, endpoints.
 //! 8. `client` — the operations on jobs.
@@ -130,6 +132,7 @@ pub mod spec;
 pub mod status;
 pub mod storage;
 mod time;
+pub mod tokens;
 pub mod transport;
 pub mod uri;
 mod validation;

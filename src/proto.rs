@@ -3,16 +3,16 @@
 //!
 //! The protos are vendored unmodified, but code is generated only for what
 //! the crate serves: the batch prediction RPCs of `JobService`,
-//! `google.longrunning.Operations`, `GenerateContentRequest` /
-//! `GenerateContentResponse`, the BigQuery Storage Read API's
-//! `CreateReadSession` and `ReadRows`, `google.rpc`, and every type they reach
-//! (`build.rs` prunes the compiled descriptors). That keeps the clean build
+//! `google.longrunning.Operations`, `LlmUtilityService/CountTokens`,
+//! `GenerateContentRequest` / `GenerateContentResponse`, the BigQuery
+//! Storage Read API's `CreateReadSession` and `ReadRows`, `google.rpc`, and
+//! every type they reach (`build.rs` prunes the compiled descriptors). That keeps the clean build
 //! small; other Vertex AI job kinds and services are not here.
 //!
 //! This is the escape hatch for anything the facade does not cover: every
 //! message has its prost type and its proto3 JSON (serde) mapping, the
-//! `JobService` and `Operations` clients are under `*_client` modules, and
-//! with the `server` feature the server traits are under `*_server` modules
+//! `JobService`, `LlmUtilityService` and `Operations` clients are under
+//! `*_client` modules, and with the `server` feature the server traits are under `*_server` modules
 //! (every method has a default that answers `UNIMPLEMENTED`).
 //!
 //! The well-known types (`google.protobuf.*`) come from [`pbjson_types`],

@@ -732,3 +732,70 @@ async fn a_list_whose_page_tokens_loop_ends_with_an_error_not_a_loop() {
     assert!(err.to_string().contains("page token"), "{err}");
     assert!(!err.is_retryable(), "{err}");
 }
+
+/// CountTokens goes the way JobService calls go: the qualified model as
+/// `endpoint` and `model`, the request's counted fields (and only those),
+/// the routing header, the credentials, retries on UNAVAILABLE, and a
+/// token echoed in an error scrubbed.
+#[tokio::test]
+async fn count_tokens_sends_the_counted_fields_with_google_headers_and_retries() {
+    let (server, addr) = Recorder::start().await;
+    let client = client_for(addr).await;
+    let request = json!({
+        "contents": [{"role": "user", "parts": [{"text": "Why is the sky blue?"}]}],
+        "system_instruction": {"parts": [{"text": "Be brief."}]},
+        "generationConfig": {"maxOutputTokens": 20},
+        "labels": {"team": "a"},
+        "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]
+    });
+    server.push_error(tonic::Status::unavailable("try again"));
+    let count = client
+        .count_tokens("gemini-2.5-flash", &request)
+        .await
+        .unwrap();
+    assert_eq!(count.total_tokens, 10);
+    assert_eq!(count.total_billable_characters, 100);
+
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "UNAVAILABLE was retried once");
+    let endpoint =
+        "projects/local-project/locations/us-central1/publishers/google/models/gemini-2.5-flash";
+    for r in &reqs {
+        assert_eq!(r.method, "CountTokens");
+        assert_eq!(
+            r.body,
+            json!({
+                "endpoint": endpoint,
+                "model": endpoint,
+                "contents": [{"role": "user", "parts": [{"text": "Why is the sky blue?"}]}],
+                "systemInstruction": {"parts": [{"text": "Be brief."}]},
+                "generationConfig": {"maxOutputTokens": 20}
+            })
+        );
+        assert_eq!(
+            r.headers["x-goog-request-params"],
+            format!("endpoint={}", endpoint.replace('/', "%2F"))
+        );
+        assert_eq!(r.headers["authorization"], format!("Bearer {TOKEN}"));
+        assert_eq!(r.headers["x-goog-user-project"], "billing-project");
+        assert!(r.headers["x-goog-api-client"].contains("vertex-batch/"));
+    }
+
+    // Many requests, a few at a time: the counts add up.
+    let many = (0..9).map(|i| json!({"contents": [{"parts": [{"text": format!("q{i}")}]}]}));
+    let total = client
+        .count_tokens_many("gemini-2.5-flash", many, 3)
+        .await
+        .unwrap();
+    assert_eq!(total.total_tokens, 90);
+    assert_eq!(server.requests().len(), 2 + 9);
+
+    // A careless server's echo of the token is scrubbed here too.
+    server.push_echo_token();
+    let err = client
+        .count_tokens("gemini-2.5-flash", &request)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied));
+    assert!(!format!("{err} {err:?}").contains("super-secret"), "{err}");
+}

@@ -966,3 +966,171 @@ async fn a_failed_jobs_unpublished_claim_is_released() {
         .collect();
     assert!(left.is_empty(), "the claim was released: {left:?}");
 }
+
+// ---------------------------------------------------------------------------
+// CountTokens
+// ---------------------------------------------------------------------------
+
+/// A count over gRPC equals the `promptTokenCount` the emulator later
+/// writes for the same request, and the offline bound is never below it.
+#[tokio::test]
+async fn count_tokens_equals_the_usage_the_job_reports() {
+    let (_dir, emu, client) = started().await;
+    let requests = [
+        serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "Give me a recipe for banana bread."}]}]}),
+        serde_json::json!({
+            "contents": [
+                {"role": "user", "parts": [{"text": "  one\ttwo  "}, {"text": "three"}]},
+                {"role": "model", "parts": [{"text": "four five"}]},
+                {"role": "user", "parts": [{"text": "six\nseven éight"}]}
+            ],
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "generationConfig": {"maxOutputTokens": 5}
+        }),
+        serde_json::json!({"contents": [{"parts": [{"text": "a [blocked] prompt"}]}]}),
+    ];
+    let mut counts = Vec::new();
+    for r in &requests {
+        counts.push(
+            client
+                .count_tokens("gemini-2.0-flash-001", r)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(counts[0].total_tokens, 7);
+    assert_eq!(counts[0].total_billable_characters, 28);
+    assert_eq!(counts[1].total_tokens, 8);
+
+    let lines: Vec<String> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| serde_json::json!({"key": i.to_string(), "request": r}).to_string())
+        .collect();
+    write_gcs(&emu, "gs://bkt/count.jsonl", &lines);
+    let job = run_to_end(&client, &spec("gs://bkt/count.jsonl", "gs://bkt/count-out")).await;
+    assert_eq!(job.state(), JobState::Succeeded);
+    let mut rows = read_jsonl(&predictions_file(&emu, &job));
+    rows.sort_by_key(|r| r["key"].as_str().unwrap().parse::<usize>().unwrap());
+    assert_eq!(rows.len(), requests.len());
+    for ((row, count), request) in rows.iter().zip(&counts).zip(&requests) {
+        let usage = row["response"]["usageMetadata"]["promptTokenCount"].as_u64();
+        assert_eq!(usage, Some(count.total_tokens), "{row}");
+        assert!(vertex_batch::tokens::offline_upper_bound(request) >= count.total_tokens);
+    }
+
+    let total = client
+        .count_tokens_many("gemini-2.0-flash-001", requests.clone(), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        total.total_tokens,
+        counts.iter().map(|c| c.total_tokens).sum::<u64>()
+    );
+    assert_eq!(emu.rpc_counts().get("CountTokens").copied(), Some(6));
+}
+
+/// The emulator refuses what the service refuses, naming the field, and
+/// checks the routing header against `endpoint` (either encoding).
+#[tokio::test]
+async fn count_tokens_rejects_invalid_requests_and_a_wrong_routing_header() {
+    use vertex_batch::proto::aiplatform::llm_utility_service_client::LlmUtilityServiceClient;
+    let (_dir, emu, client) = started().await;
+    let endpoint = format!("{PARENT}/publishers/google/models/gemini-2.0-flash-001");
+    let text = |t: &str| pb::Content {
+        role: "user".into(),
+        parts: vec![pb::Part {
+            data: Some(pb::part::Data::Text(t.into())),
+            ..Default::default()
+        }],
+    };
+    let request = |endpoint: &str, contents: Vec<pb::Content>| pb::CountTokensRequest {
+        endpoint: endpoint.into(),
+        model: endpoint.into(),
+        contents,
+        ..Default::default()
+    };
+    let mut stub = LlmUtilityServiceClient::connect(format!("http://{}", emu.addr()))
+        .await
+        .unwrap();
+    let cases = [
+        (request(&endpoint, vec![]), "contents"),
+        (request("", vec![text("hi")]), "endpoint"),
+        (
+            request(
+                "projects/p1/locations/us-central1/models/42",
+                vec![text("hi")],
+            ),
+            "endpoint",
+        ),
+        (
+            request(
+                &endpoint,
+                vec![pb::Content {
+                    role: "user".into(),
+                    parts: vec![],
+                }],
+            ),
+            "contents.parts",
+        ),
+    ];
+    for (req, field) in cases {
+        let status = stub.count_tokens(req.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{req:?}: {status:?}");
+        let err = ServiceError::from_status(&status);
+        let fields: Vec<&str> = err
+            .field_violations()
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert!(fields.contains(&field), "{req:?}: {fields:?}");
+    }
+
+    let with_header = |header: &'static str| {
+        let mut r = tonic::Request::new(request(&endpoint, vec![text("one two three")]));
+        r.metadata_mut()
+            .insert("x-goog-request-params", MetadataValue::from_static(header));
+        r
+    };
+    let status = stub
+        .count_tokens(with_header(
+            "endpoint=projects%2Fother%2Flocations%2Fus-central1%2Fpublishers%2Fgoogle%2Fmodels%2Fgemini-2.0-flash-001",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    for header in [
+        "endpoint=projects/p1/locations/us-central1/publishers/google/models/gemini-2.0-flash-001",
+        "endpoint=projects%2Fp1%2Flocations%2Fus-central1%2Fpublishers%2Fgoogle%2Fmodels%2Fgemini-2.0-flash-001",
+    ] {
+        let n = stub.count_tokens(with_header(header)).await.unwrap().into_inner();
+        assert_eq!(n.total_tokens, 3, "{header}");
+    }
+
+    // The client refuses an invalid request itself, before the network.
+    let before = emu.rpc_counts().get("CountTokens").copied();
+    let err = client
+        .count_tokens(
+            "gemini-2.0-flash-001",
+            &serde_json::json!({"contents": "nope"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Validation(v) if v.field() == "request"),
+        "{err}"
+    );
+    assert_eq!(emu.rpc_counts().get("CountTokens").copied(), before);
+
+    // The emulator's fault injection applies to CountTokens too.
+    emu.knobs().set_unavailable_fraction(1.0);
+    let once = client.with_retry_policy(RetryPolicy::none());
+    let err = once
+        .count_tokens(
+            "gemini-2.0-flash-001",
+            &serde_json::json!({"contents": [{"parts": [{"text": "x"}]}]}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unavailable), "{err}");
+}

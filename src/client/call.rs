@@ -33,6 +33,13 @@ impl<'a> Routing<'a> {
         Routing { key: "name", value }
     }
 
+    pub(crate) fn endpoint(value: &'a str) -> Self {
+        Routing {
+            key: "endpoint",
+            value,
+        }
+    }
+
     pub(crate) fn parent(value: &'a str) -> Self {
         Routing {
             key: "parent",

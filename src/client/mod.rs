@@ -6,6 +6,7 @@
 //! * `call`: how every RPC is made (routing, deadlines, retries, tracing);
 //! * `create`: [`Client::create`] and the safe [`Client::submit`];
 //! * `jobs`: get, cancel, delete; `list`: [`ListOptions`], paging;
+//! * `tokens`: [`Client::count_tokens`] and [`TokenCount`] (CountTokens);
 //! * `follow`: following one job (schedule, failure budget, changes),
 //!   shared by `wait` ([`Client::wait`], [`Client::watch`]) and `multi`
 //!   ([`Client::watch_many`]).
@@ -18,6 +19,7 @@ mod jobs;
 mod list;
 mod multi;
 mod shared;
+mod tokens;
 mod wait;
 
 pub use builder::ClientBuilder;
@@ -25,4 +27,5 @@ pub(crate) use create::{is_ambiguous, prepare};
 pub use list::{JobPage, ListOptions};
 pub use multi::WatchManyOptions;
 pub use shared::Client;
+pub use tokens::TokenCount;
 pub use wait::WaitOptions;

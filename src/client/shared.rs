@@ -15,7 +15,10 @@ use crate::{
     names::{check_job_id, is_bare_id, JobName, JobNameRef, LocationName},
     policy::RetryPolicy,
     proto::{
-        aiplatform::job_service_client::JobServiceClient,
+        aiplatform::{
+            job_service_client::JobServiceClient,
+            llm_utility_service_client::LlmUtilityServiceClient,
+        },
         longrunning::operations_client::OperationsClient,
     },
     transport::{
@@ -31,6 +34,8 @@ pub(crate) type Svc = HeaderService<Channel>;
 pub(crate) struct Stubs {
     pub(crate) jobs: JobServiceClient<Svc>,
     pub(crate) ops: OperationsClient<Svc>,
+    /// `CountTokens` (v1 serves it on `LlmUtilityService`).
+    pub(crate) llm: LlmUtilityServiceClient<Svc>,
 }
 
 pub(crate) struct Inner {
@@ -57,6 +62,7 @@ impl Inner {
     ) -> Self {
         let stubs = Stubs {
             jobs: JobServiceClient::new(svc.clone()),
+            llm: LlmUtilityServiceClient::new(svc.clone()),
             ops: OperationsClient::new(svc),
         };
         Inner::with_stubs(parent, endpoint, stubs, retry, tokens)

@@ -60,7 +60,7 @@ fn short_hash(text: &str) -> u64 {
 }
 
 fn words(text: &str) -> u64 {
-    text.split_whitespace().count() as u64
+    model::count_tokens([text])
 }
 
 /// A deterministic unit vector of `dims` numbers derived from `text`.

@@ -2,8 +2,10 @@
 //! (feature `emulator`).
 //!
 //! It speaks the `google.cloud.aiplatform.v1.JobService` gRPC protocol
-//! (create, get, list, cancel, delete) and
-//! `google.longrunning.Operations/GetOperation`, runs each job over local
+//! (create, get, list, cancel, delete),
+//! `google.longrunning.Operations/GetOperation` and
+//! `LlmUtilityService/CountTokens` (counted as its model counts
+//! `promptTokenCount`), runs each job over local
 //! files with a deterministic built-in model, and writes the output in the
 //! service's layout. Google's own Python and Node clients work against it.
 //!
@@ -80,7 +82,10 @@ use crate::{
     error::{Error, Result},
     job::JobState,
     proto::{
-        aiplatform::{job_service_server::JobServiceServer, JobState as PbState},
+        aiplatform::{
+            job_service_server::JobServiceServer,
+            llm_utility_service_server::LlmUtilityServiceServer, JobState as PbState,
+        },
         longrunning::operations_server::OperationsServer,
     },
     uri::{BigQueryUri, GcsUri},
@@ -256,6 +261,7 @@ impl EmulatorBuilder {
         let (mem_tx, mem_rx) = mpsc::unbounded_channel::<DuplexStream>();
         let router = tonic::transport::Server::builder()
             .add_service(JobServiceServer::new(svc.clone()))
+            .add_service(LlmUtilityServiceServer::new(svc.clone()))
             .add_service(OperationsServer::new(svc));
         // In-memory connections (see `Emulator::in_memory_client`) are served
         // by a second server over the same state.

@@ -189,6 +189,26 @@ impl ModelCtx {
     }
 }
 
+/// The emulator's tokeniser: a token is a whitespace-separated word. The
+/// `usageMetadata.promptTokenCount` of every response (the text parts of
+/// `contents`) and the emulator's `CountTokens` both count with it, so a
+/// count always equals the usage later reported for the same request.
+pub(crate) fn count_tokens<'a>(texts: impl IntoIterator<Item = &'a str>) -> u64 {
+    texts
+        .into_iter()
+        .map(|t| t.split_whitespace().count() as u64)
+        .sum()
+}
+
+/// The emulator's billable characters of `texts`: every character but
+/// whitespace, as Vertex AI bills characters.
+pub(crate) fn billable_characters<'a>(texts: impl IntoIterator<Item = &'a str>) -> u64 {
+    texts
+        .into_iter()
+        .map(|t| t.chars().filter(|c| !c.is_whitespace()).count() as u64)
+        .sum()
+}
+
 /// Generates the `GenerateContentResponse` JSON for a raw request, appending
 /// it to `out`. Errors are the row's status text.
 pub fn respond(request: &RawValue, ctx: &ModelCtx, out: &mut Vec<u8>) -> Result<(), String> {
@@ -198,12 +218,12 @@ pub fn respond(request: &RawValue, ctx: &ModelCtx, out: &mut Vec<u8>) -> Result<
         .contents
         .filter(|c| !c.is_empty())
         .ok_or_else(|| "invalid request: `contents` is missing or empty".to_owned())?;
-    let prompt_words: u64 = contents
-        .iter()
-        .flat_map(|c| c.parts.iter())
-        .filter_map(|p| p.text.as_deref())
-        .map(|t| t.split_whitespace().count() as u64)
-        .sum();
+    let prompt_words = count_tokens(
+        contents
+            .iter()
+            .flat_map(|c| c.parts.iter())
+            .filter_map(|p| p.text.as_deref()),
+    );
     // Answer the last user turn.
     let last = contents
         .iter()
@@ -528,6 +548,66 @@ mod tests {
             v["request"]["contents"][0]["parts"][0]["text"],
             "Give me a recipe for banana bread."
         );
+    }
+
+    /// The `promptTokenCount` the model writes for `request`.
+    fn prompt_token_count(request: &serde_json::Value) -> Option<u64> {
+        let raw = serde_json::value::to_raw_value(request).unwrap();
+        let mut out = Vec::new();
+        respond(&raw, &ctx(), &mut out).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        v["usageMetadata"]["promptTokenCount"].as_u64()
+    }
+
+    /// One tokeniser: the usage the model reports is `count_tokens` of
+    /// the text parts of `contents` (what CountTokens answers), whatever
+    /// the whitespace, and blocked prompts count the same way.
+    #[test]
+    fn usage_is_count_tokens_of_the_text_parts() {
+        assert_eq!(count_tokens(["a  b\n", "\tc", "", "   "]), 3);
+        assert_eq!(billable_characters(["a  b\n", "\tcé"]), 4);
+        for texts in [
+            vec!["Give me a recipe for banana bread."],
+            vec!["one", " two three ", "\u{3000}four\u{a0}five"],
+            vec!["hi [blocked]", "more words here"],
+        ] {
+            let parts: Vec<_> = texts
+                .iter()
+                .map(|t| serde_json::json!({"text": t}))
+                .collect();
+            let request = serde_json::json!({
+                "contents": [{"role": "user", "parts": parts},
+                             {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": "AA=="}}]},
+                             {"role": "user", "parts": [{"text": "and again"}]}],
+            });
+            let expected = count_tokens(texts.iter().copied().chain(["and again"]));
+            assert_eq!(prompt_token_count(&request), Some(expected), "{texts:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The offline bound is never below the emulator's count, for any
+        /// text in any number of parts and turns.
+        #[test]
+        fn the_offline_bound_is_at_least_the_emulators_count(
+            turns in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<String>(), 1..4), 1..4),
+            system in proptest::option::of(proptest::prelude::any::<String>()),
+        ) {
+            let contents: Vec<_> = turns
+                .iter()
+                .map(|parts| serde_json::json!({"role": "user", "parts": parts.iter().map(|t| serde_json::json!({"text": t})).collect::<Vec<_>>()}))
+                .collect();
+            let mut request = serde_json::json!({"contents": contents});
+            if let Some(s) = system {
+                request["systemInstruction"] = serde_json::json!({"parts": [{"text": s}]});
+            }
+            let count = prompt_token_count(&request).unwrap();
+            let expected = count_tokens(turns.iter().flatten().map(String::as_str));
+            proptest::prop_assert_eq!(count, expected);
+            proptest::prop_assert!(crate::tokens::offline_upper_bound(&request) >= count);
+            let line = serde_json::json!({"key": "k", "request": request});
+            proptest::prop_assert!(crate::tokens::offline_upper_bound(&line) >= count);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The gRPC face of the emulator: `JobService` (batch prediction methods;
-//! every other method answers `UNIMPLEMENTED`) and
-//! `google.longrunning.Operations/GetOperation`.
+//! every other method answers `UNIMPLEMENTED`),
+//! `google.longrunning.Operations/GetOperation` and
+//! `LlmUtilityService/CountTokens` (counted by the emulator's model).
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::{
             self as pb,
             batch_prediction_job::{input_config, output_config},
             job_service_server::JobService,
+            llm_utility_service_server::LlmUtilityService,
         },
         longrunning::{self, operations_server::Operations},
         rpc::{bad_request::FieldViolation, BadRequest},
@@ -467,5 +469,100 @@ impl Operations for EmulatorService {
             .op(&name)
             .ok_or_else(|| Status::not_found(format!("operation {name} not found")))?;
         Ok(Response::new(self.state.op_proto(&op)))
+    }
+}
+
+/// Checks a CountTokens `endpoint` (or `model`): a publisher model
+/// `projects/P/locations/L/publishers/X/models/M`, or for `endpoint` also
+/// an endpoint `projects/P/locations/L/endpoints/E`.
+fn check_count_target(v: &mut Violations, field: &'static str, name: &str, endpoints_ok: bool) {
+    let parts: Vec<&str> = name.splitn(5, '/').collect();
+    let (location, rest) = match parts.as_slice() {
+        ["projects", p, "locations", l, rest] => (format!("projects/{p}/locations/{l}"), *rest),
+        _ => {
+            v.push((
+                field,
+                format!("{name:?} is not projects/P/locations/L/publishers/PUBLISHER/models/MODEL"),
+            ));
+            return;
+        }
+    };
+    if let Err(e) = location.parse::<LocationName>() {
+        v.push((field, e.to_string()));
+        return;
+    }
+    let endpoint = rest
+        .strip_prefix("endpoints/")
+        .is_some_and(|id| endpoints_ok && !id.is_empty() && !id.contains('/'));
+    if !endpoint && (!rest.starts_with("publishers/") || check_model_resource(rest).is_err()) {
+        v.push((
+            field,
+            format!("{name:?} names no publisher model (…/publishers/PUBLISHER/models/MODEL)"),
+        ));
+    }
+}
+
+#[tonic::async_trait]
+impl LlmUtilityService for EmulatorService {
+    /// Counts the text parts of `contents` with the emulator's tokeniser, as
+    /// the model counts `usageMetadata.promptTokenCount` for the same
+    /// request (the system instruction and tools, which the model does not
+    /// count either, are checked but not counted).
+    async fn count_tokens(
+        &self,
+        request: Request<pb::CountTokensRequest>,
+    ) -> Result<Response<pb::CountTokensResponse>, Status> {
+        let endpoint = request.get_ref().endpoint.clone();
+        self.begin("CountTokens", &request, "endpoint", &endpoint)?;
+        let req = request.into_inner();
+        let mut v: Violations = Vec::new();
+        if req.endpoint.is_empty() {
+            v.push(("endpoint", "required".into()));
+        } else {
+            check_count_target(&mut v, "endpoint", &req.endpoint, true);
+        }
+        if !req.model.is_empty() {
+            check_count_target(&mut v, "model", &req.model, false);
+        }
+        if req.contents.is_empty() {
+            let why = if req.instances.is_empty() {
+                "required"
+            } else {
+                "required (the emulator does not count `instances`)"
+            };
+            v.push(("contents", why.into()));
+        }
+        if req.contents.iter().any(|c| c.parts.is_empty()) {
+            v.push((
+                "contents.parts",
+                "every content needs at least one part".into(),
+            ));
+        }
+        if req
+            .contents
+            .iter()
+            .flat_map(|c| &c.parts)
+            .any(|p| p.data.is_none())
+        {
+            v.push(("contents.parts", "a part holds no data".into()));
+        }
+        if !v.is_empty() {
+            return Err(invalid(v));
+        }
+        let texts = || {
+            req.contents
+                .iter()
+                .flat_map(|c| &c.parts)
+                .filter_map(|p| match &p.data {
+                    Some(pb::part::Data::Text(t)) => Some(t.as_str()),
+                    _ => None,
+                })
+        };
+        let saturate = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+        Ok(Response::new(pb::CountTokensResponse {
+            total_tokens: saturate(super::model::count_tokens(texts())),
+            total_billable_characters: saturate(super::model::billable_characters(texts())),
+            prompt_tokens_details: Vec::new(),
+        }))
     }
 }

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use vertex_batch::proto::aiplatform::{
     self as pb,
     job_service_server::{JobService, JobServiceServer},
+    llm_utility_service_server::{LlmUtilityService, LlmUtilityServiceServer},
 };
 
 /// One request as the server saw it.
@@ -60,6 +61,7 @@ impl Recorder {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(svc)
+                .add_service(LlmUtilityServiceServer::new(recorder.clone()))
                 .serve_with_incoming(
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 ),
@@ -208,5 +210,22 @@ impl JobService for Recorder {
             .cloned()
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("{name} not found")))
+    }
+}
+
+#[tonic::async_trait]
+impl LlmUtilityService for Recorder {
+    /// Answers 10 tokens and 100 billable characters a content.
+    async fn count_tokens(
+        &self,
+        request: Request<pb::CountTokensRequest>,
+    ) -> Result<Response<pb::CountTokensResponse>, Status> {
+        self.record("CountTokens", &request).await?;
+        let n = request.get_ref().contents.len() as i32;
+        Ok(Response::new(pb::CountTokensResponse {
+            total_tokens: 10 * n,
+            total_billable_characters: 100 * n,
+            prompt_tokens_details: vec![],
+        }))
     }
 }
