@@ -29,7 +29,7 @@ use serde_json::value::RawValue;
 use super::{
     fingerprint::{fingerprint, Fingerprint},
     reader::{parse_lines, ReadOptions, ResultStream, SourceFile, Totals},
-    results::{parse_line, ResultRow},
+    results::{parse_line, ParsedLine, ResultRow},
 };
 use crate::error::{Error, Result};
 
@@ -173,7 +173,7 @@ impl Inputs {
         self.files.is_empty()
     }
 
-    fn open(&self) -> Vec<SourceFile> {
+    pub(crate) fn open(&self) -> Vec<SourceFile> {
         self.files
             .iter()
             .map(|f| match f {
@@ -212,15 +212,52 @@ impl KeyIndex {
             .and_then(|i| u32::try_from(i).ok())
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.sorted.len()
+    }
+
+    /// The position of the input whose key has fingerprint `fp`.
+    pub(crate) fn position_of(&self, fp: Fingerprint) -> Option<u32> {
+        self.position(fp)
+    }
+
+    /// The fingerprint of input `i`.
+    pub(crate) fn fingerprint_at(&self, i: u32) -> Option<Fingerprint> {
+        self.sorted.get(i as usize).copied()
+    }
+
+    /// An output line's row (its key recovered from its key label when
+    /// the line lost it) and the position of its input, if any.
+    pub(crate) fn locate(&self, line: ParsedLine) -> (ResultRow, Option<u32>) {
+        let mut row = line.row;
+        let index = match row.key() {
+            Some(k) => self.position(fingerprint(k)),
+            None => match line.key_label.as_deref() {
+                Some(label) => match crate::data::key::decode_exact(label) {
+                    Some(key) => {
+                        let i = self.position(fingerprint(&key));
+                        row.set_key(Some(key));
+                        i
+                    }
+                    None => match self.hashed_labels.get(label) {
+                        Some(key) => {
+                            row.set_key(Some(key.clone()));
+                            self.position(fingerprint(key))
+                        }
+                        None => None,
+                    },
+                },
+                None => None,
+            },
+        };
+        (row, index)
     }
 }
 
 /// Reads every input key. Duplicate keys are kept once (the writer never
 /// makes them; a hand-made input may have them, and the joined read reports
 /// each repeat as an error when it reads the inputs again).
-async fn index_inputs(inputs: &Inputs, opts: &ReadOptions) -> Result<KeyIndex> {
+pub(crate) async fn index_inputs(inputs: &Inputs, opts: &ReadOptions) -> Result<KeyIndex> {
     let mut lines = Box::pin(parse_lines(inputs.open(), opts.clone(), |raw| {
         let line = std::str::from_utf8(&raw).map_err(|e| format!("not UTF-8: {e}"))?;
         #[derive(Deserialize)]
@@ -267,14 +304,14 @@ struct Matched {
 }
 
 /// A bit set over input positions.
-struct Bits(Vec<u64>);
+pub(crate) struct Bits(Vec<u64>);
 
 impl Bits {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         Bits(vec![0; n.div_ceil(64)])
     }
     /// Sets bit `i`; returns whether it was already set.
-    fn set(&mut self, i: u32) -> bool {
+    pub(crate) fn set(&mut self, i: u32) -> bool {
         let (w, b) = ((i / 64) as usize, i % 64);
         match self.0.get_mut(w) {
             Some(word) => {
@@ -285,6 +322,12 @@ impl Bits {
             None => true,
         }
     }
+
+    /// Whether bit `i` is set (a position past the end counts as set).
+    pub(crate) fn get(&self, i: u32) -> bool {
+        let (w, b) = ((i / 64) as usize, i % 64);
+        self.0.get(w).is_none_or(|word| word & (1 << b) != 0)
+    }
 }
 
 /// Reads `outputs` (groups of files, newest job first) joined to `inputs`.
@@ -294,6 +337,7 @@ pub(crate) async fn read_joined(
     opts: ReadOptions,
 ) -> Result<ResultStream> {
     let index = Arc::new(index_inputs(&inputs, &opts).await?);
+    let pricing = opts.clone();
     let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
     let seen = Arc::new(std::sync::Mutex::new(Bits::new(index.len())));
     let seen_by_rows = seen.clone();
@@ -301,28 +345,7 @@ pub(crate) async fn read_joined(
     let lookup = index.clone();
     let t = totals.clone();
     let rows = parse_lines(files, opts.clone(), move |raw| {
-        let line = parse_line(&raw)?;
-        let mut row = line.row;
-        let index = match row.key() {
-            Some(k) => lookup.position(fingerprint(k)),
-            None => match line.key_label.as_deref() {
-                Some(label) => match crate::data::key::decode_exact(label) {
-                    Some(key) => {
-                        let i = lookup.position(fingerprint(&key));
-                        row.set_key(Some(key));
-                        i
-                    }
-                    None => match lookup.hashed_labels.get(label) {
-                        Some(key) => {
-                            row.set_key(Some(key.clone()));
-                            lookup.position(fingerprint(key))
-                        }
-                        None => None,
-                    },
-                },
-                None => None,
-            },
-        };
+        let (row, index) = lookup.locate(parse_line(&raw)?);
         Ok(Matched { row, index })
     })
     .filter_map(move |item| {
@@ -360,11 +383,11 @@ pub(crate) async fn read_joined(
             futures::stream::once(async move { missing_rows(inputs, opts, index, seen) }).flatten(),
         )
         .boxed();
-    Ok(ResultStream::new(stream, totals))
+    Ok(ResultStream::new(stream, totals).priced_by(&pricing))
 }
 
 /// The inputs never seen in the output, read again, as missing rows.
-fn missing_rows(
+pub(crate) fn missing_rows(
     inputs: Inputs,
     opts: ReadOptions,
     index: Arc<KeyIndex>,

@@ -123,6 +123,21 @@ impl Outcome {
     pub fn needs_retry(&self) -> bool {
         matches!(self, Outcome::Failed(_) | Outcome::Missing(_))
     }
+
+    /// Whether the row failed for a passing cause
+    /// ([`RowError::is_retryable`]): what a batch sends again while its
+    /// jobs still run.
+    ///
+    /// ```
+    /// use vertex_batch::data::{Outcome, RowError};
+    ///
+    /// let quota = RowError::from_status(r#"{"error": {"code": 429, "message": "Quota"}}"#);
+    /// assert!(Outcome::Failed(quota).is_retryable_failure());
+    /// assert!(!Outcome::Failed(RowError::from_status(r#"{"error": {"code": 400, "message": "Bad"}}"#)).is_retryable_failure());
+    /// ```
+    pub fn is_retryable_failure(&self) -> bool {
+        matches!(self, Outcome::Failed(e) if e.is_retryable())
+    }
 }
 
 /// A successful answer.
@@ -636,6 +651,40 @@ impl RowError {
     /// ```
     pub fn status_name(&self) -> Option<&str> {
         self.status_name.as_deref()
+    }
+
+    /// Whether the cause is passing, so sending the row again may succeed:
+    /// a quota or rate limit (429, `RESOURCE_EXHAUSTED`), or a server-side
+    /// failure (5xx, `UNAVAILABLE`, `INTERNAL`, `DEADLINE_EXCEEDED`,
+    /// `ABORTED`). Invalid requests (400, `INVALID_ARGUMENT`), missing
+    /// resources and refusals are not: they would fail the same way again.
+    /// A status with no code nor status name is judged by its text.
+    ///
+    /// ```
+    /// use vertex_batch::data::RowError;
+    ///
+    /// let quota = RowError::from_status(r#"{"error": {"code": 429, "message": "Quota", "status": "RESOURCE_EXHAUSTED"}}"#);
+    /// assert!(quota.is_retryable());
+    /// assert!(RowError::from_status(r#"{"error": {"code": 503, "message": "try later"}}"#).is_retryable());
+    /// let invalid = RowError::from_status(r#"Bad Request: {"error": {"code": 400, "message": "Invalid JSON payload", "status": "INVALID_ARGUMENT"}}"#);
+    /// assert!(!invalid.is_retryable());
+    /// assert!(RowError::from_status("RESOURCE_EXHAUSTED: too many requests").is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        const PASSING: [&str; 5] = [
+            "RESOURCE_EXHAUSTED",
+            "UNAVAILABLE",
+            "INTERNAL",
+            "DEADLINE_EXCEEDED",
+            "ABORTED",
+        ];
+        if let Some(code) = self.code {
+            return code == 429 || (500..600).contains(&code);
+        }
+        if let Some(name) = &self.status_name {
+            return PASSING.contains(&name.as_str());
+        }
+        PASSING.iter().any(|p| self.status.contains(p))
     }
 }
 
