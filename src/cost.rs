@@ -172,6 +172,22 @@ impl Cost {
         Cost(nanos)
     }
 
+    /// An amount of `usd` dollars, to the nano-dollar (a budget given as a
+    /// number): negative or not a number is nothing, too large saturates.
+    ///
+    /// ```
+    /// use vertex_batch::cost::Cost;
+    ///
+    /// assert_eq!(Cost::from_usd(1.25).nanos(), 1_250_000_000);
+    /// assert_eq!(Cost::from_usd(-3.0), Cost::ZERO);
+    /// assert_eq!(Cost::from_usd(f64::NAN), Cost::ZERO);
+    /// assert_eq!(Cost::from_usd(1e30).nanos(), u64::MAX);
+    /// ```
+    pub fn from_usd(usd: f64) -> Cost {
+        // `as` saturates a float to the integer range, NaN to 0.
+        Cost((usd * NANOS_PER_USD as f64).round().max(0.0) as u64)
+    }
+
     /// The amount in nano-dollars.
     ///
     /// ```

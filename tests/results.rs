@@ -103,6 +103,7 @@ async fn quirky_output_is_read_back_matched_to_every_input() {
             errors: 0,
             unexpected: 0,
             usage: totals.usage,
+            ..Totals::default()
         }
     );
     assert!(totals.usage.total_tokens > 0);

@@ -63,6 +63,8 @@ pub struct ReadOptions {
     parallelism: usize,
     block_size: usize,
     max_line_bytes: usize,
+    /// What each succeeded row is priced at, for [`Totals::cost`].
+    price: Option<Arc<crate::cost::ModelPrice>>,
 }
 
 impl Default for ReadOptions {
@@ -73,6 +75,7 @@ impl Default for ReadOptions {
                 .clamp(1, 8),
             block_size: 1 << 20,
             max_line_bytes: 64 << 20,
+            price: None,
         }
     }
 }
@@ -164,6 +167,40 @@ impl ReadOptions {
     pub fn max_line_bytes(mut self, bytes: usize) -> Self {
         self.max_line_bytes = bytes.max(1024);
         self
+    }
+
+    /// Prices every succeeded row at `price`, so the read's
+    /// [`Totals::cost`] is the rows' cost (a batch prices its own model
+    /// from the built-in table unless told otherwise:
+    /// [`BatchSpec::price`](super::BatchSpec::price)).
+    ///
+    /// ```
+    /// use vertex_batch::{cost::Prices, data::ReadOptions};
+    ///
+    /// let price = Prices::builtin().lookup("gemini-2.5-flash").expect("in the table").clone();
+    /// let opts = ReadOptions::new().price(price);
+    /// assert!(opts.priced().is_some());
+    /// ```
+    pub fn price(mut self, price: crate::cost::ModelPrice) -> Self {
+        self.price = Some(Arc::new(price));
+        self
+    }
+
+    pub(crate) fn set_price(&mut self, price: Option<Arc<crate::cost::ModelPrice>>) {
+        self.price = price;
+    }
+
+    pub(crate) fn price_arc(&self) -> Option<Arc<crate::cost::ModelPrice>> {
+        self.price.clone()
+    }
+
+    /// The price rows are priced at, if any.
+    ///
+    /// ```
+    /// assert!(vertex_batch::data::ReadOptions::new().priced().is_none());
+    /// ```
+    pub fn priced(&self) -> Option<&crate::cost::ModelPrice> {
+        self.price.as_deref()
     }
 }
 
@@ -631,6 +668,14 @@ pub struct Totals {
     pub unexpected: u64,
     /// Token usage summed over succeeded rows.
     pub usage: Usage,
+    /// What the rows cost at batch rates (failed, blocked and missing
+    /// rows cost nothing); `None` when no price was given
+    /// ([`ReadOptions::price`]) — a model the price table lacks is
+    /// unpriced, never free.
+    pub cost: Option<crate::cost::Cost>,
+    /// Succeeded rows the price could not be applied to (a per-character
+    /// price and a row with no input text).
+    pub unpriced: u64,
 }
 
 impl Totals {
@@ -645,6 +690,24 @@ impl Totals {
     /// ```
     pub fn rows(&self) -> u64 {
         self.succeeded + self.failed + self.blocked + self.missing
+    }
+
+    /// Counts `row`, and prices it at `price`.
+    pub(crate) fn count_priced(
+        &mut self,
+        row: &ResultRow,
+        price: Option<&crate::cost::ModelPrice>,
+    ) {
+        self.count(row);
+        if let Some(p) = price {
+            match p.result_cost(row) {
+                Some(c) => *self.cost.get_or_insert_with(Default::default) += c,
+                None => {
+                    self.cost.get_or_insert_with(Default::default);
+                    self.unpriced += 1;
+                }
+            }
+        }
     }
 
     pub(crate) fn count(&mut self, row: &ResultRow) {
@@ -696,6 +759,7 @@ pub struct ResultStream {
     /// The batch being handed out.
     current: std::vec::IntoIter<Result<ResultRow>>,
     totals: Arc<std::sync::Mutex<Totals>>,
+    price: Option<Arc<crate::cost::ModelPrice>>,
 }
 
 impl std::fmt::Debug for ResultStream {
@@ -724,7 +788,17 @@ impl ResultStream {
             inner,
             current: Vec::new().into_iter(),
             totals,
+            price: None,
         }
+    }
+
+    /// Prices the rows at `opts`' price, if it has one.
+    pub(crate) fn priced_by(mut self, opts: &ReadOptions) -> Self {
+        self.price = opts.price.clone();
+        if self.price.is_some() {
+            self.totals.lock().unwrap_or_else(|e| e.into_inner()).cost = Some(Default::default());
+        }
+        self
     }
 
     /// The counts so far (final once the stream has ended). Rows are
@@ -794,9 +868,10 @@ impl Stream for ResultStream {
                 Poll::Ready(Some(batch)) => {
                     {
                         let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+                        let price = self.price.as_deref();
                         for item in &batch {
                             match item {
-                                Ok(row) => t.count(row),
+                                Ok(row) => t.count_priced(row, price),
                                 Err(_) => t.errors += 1,
                             }
                         }
@@ -818,6 +893,7 @@ fn label_fingerprint(label: &str) -> Fingerprint {
 
 /// Reads `files` without inputs: every distinct key once, in file order.
 pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStream {
+    let opts_price = opts.clone();
     let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
     let t = totals.clone();
     // Sized up front from the files' sizes (output lines echo the request
@@ -878,7 +954,7 @@ pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStr
             out
         })
         .boxed();
-    ResultStream::batched(rows, totals)
+    ResultStream::batched(rows, totals).priced_by(&opts_price)
 }
 
 /// Reads output files on the local disk (e.g. an emulator's data directory
