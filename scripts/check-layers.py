@@ -42,7 +42,8 @@ LAYERS = [
     ("client operations", ["client", "client::*"]),
     ("Cloud Storage", ["storage", "storage::*"]),
     ("BigQuery", ["bigquery", "bigquery::*"]),
-    ("data plane", ["data::reader", "data::join", "data::read", "data::staging", "data::claim", "data::batch", "data"]),
+    ("data plane", ["data::reader", "data::join", "data::read", "data::staging", "data::claim", "data::batch", "data::live",
+                    "data::budget", "data"]),
     ("emulator", ["emulator", "emulator::*"]),
     ("crate root", ["lib"]),
 ]

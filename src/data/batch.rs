@@ -164,7 +164,7 @@ pub struct BatchSpec {
     request_key: Option<String>,
     limits: Option<InputLimits>,
     watch: WatchManyOptions,
-    read: ReadOptions,
+    pub(super) read: ReadOptions,
     claim_lease: Duration,
     on_event: Option<EventHook>,
 }
@@ -264,13 +264,18 @@ impl BatchSpec {
     ///     .read_options(ReadOptions::new().parallelism(4));
     /// ```
     pub fn new(job: JobSpec, staging: impl Into<String>) -> Self {
+        // The model's built-in price, so the results' totals carry a cost.
+        let read = match crate::cost::Prices::builtin().lookup(job.model()) {
+            Some(p) => ReadOptions::default().price(p.clone()),
+            None => ReadOptions::default(),
+        };
         BatchSpec {
             job,
             staging: staging.into(),
             request_key: None,
             limits: None,
             watch: WatchManyOptions::default(),
-            read: ReadOptions::default(),
+            read,
             claim_lease: DEFAULT_CLAIM_LEASE,
             on_event: None,
         }
@@ -374,7 +379,30 @@ impl BatchSpec {
     ///     .read_options(ReadOptions::new().parallelism(2).max_line_bytes(8 << 20));
     /// ```
     pub fn read_options(mut self, opts: ReadOptions) -> Self {
+        // The model's price stays unless the options bring their own.
+        let price = self.read.price_arc();
         self.read = opts;
+        if self.read.priced().is_none() {
+            self.read.set_price(price);
+        }
+        self
+    }
+
+    /// Prices the batch's rows at `price` instead of the model's entry in
+    /// the built-in table (which a new spec starts with, when the table
+    /// has the model): [`Totals::cost`](super::Totals::cost) of
+    /// [`Batch::results`] and of [`Batch::live`].
+    ///
+    /// ```
+    /// use vertex_batch::{cost::Prices, BatchSpec, JobSpec};
+    ///
+    /// let mine = Prices::from_json(r#"{"updated": "2026-12-01", "models": {"my-tuned-model": {"input": 0.1, "output": 0.4, "source": "our contract"}}}"#)?;
+    /// let spec = BatchSpec::new(JobSpec::new("my-tuned-model"), "gs://my-bucket/batches")
+    ///     .price(mine.lookup("my-tuned-model").expect("in the file").clone());
+    /// # Ok::<(), vertex_batch::Error>(())
+    /// ```
+    pub fn price(mut self, price: crate::cost::ModelPrice) -> Self {
+        self.read = self.read.price(price);
         self
     }
 
@@ -402,7 +430,7 @@ impl BatchSpec {
 
 /// What `STAGING/KEY/manifest.json` records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Manifest {
+pub(super) struct Manifest {
     version: u32,
     request_key: String,
     /// The location the jobs run in (`projects/P/locations/L`); absent in
@@ -417,9 +445,9 @@ struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     prompts: Option<PromptsDigest>,
     /// The staged input files, in order.
-    inputs: Vec<StagedFile>,
+    pub(super) inputs: Vec<StagedFile>,
     /// Round 0 runs the inputs; each later round retries what failed.
-    rounds: Vec<Round>,
+    pub(super) rounds: Vec<Round>,
 }
 
 /// The staged prompts: how many, and the SHA-256 of their request lines
@@ -435,22 +463,22 @@ struct PromptsDigest {
 const MANIFEST_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct StagedFile {
-    uri: String,
+pub(super) struct StagedFile {
+    pub(super) uri: String,
     rows: u64,
     bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Round {
-    parts: Vec<Part>,
+pub(super) struct Round {
+    pub(super) parts: Vec<Part>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Part {
-    input: String,
-    output_prefix: String,
-    rows: u64,
+pub(super) struct Part {
+    pub(super) input: String,
+    pub(super) output_prefix: String,
+    pub(super) rows: u64,
     request_key: String,
 }
 
@@ -473,17 +501,17 @@ struct Part {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Batch {
-    client: Client,
+    pub(super) client: Client,
     /// Where it is staged (a Cloud Storage prefix or a BigQuery dataset).
-    area: Area,
-    spec: BatchSpec,
-    manifest: Manifest,
+    pub(super) area: Area,
+    pub(super) spec: BatchSpec,
+    pub(super) manifest: Manifest,
     /// The manifest's version as last read or written (the precondition
     /// of the next write), when the backend reports one.
     manifest_generation: Option<Version>,
     /// Jobs by round, latest snapshots. Shorter than the manifest's rounds
     /// while a recorded round is not fully submitted.
-    jobs: Vec<Vec<Job>>,
+    pub(super) jobs: Vec<Vec<Job>>,
 }
 
 /// One look at a whole batch.
@@ -1093,7 +1121,7 @@ impl Batch {
     }
 
     /// Every staged input, as recorded (`gs://…` objects or `bq://…` tables).
-    fn input_targets(&self) -> Vec<String> {
+    pub(super) fn input_targets(&self) -> Vec<String> {
         self.manifest.inputs.iter().map(|f| f.uri.clone()).collect()
     }
 
@@ -1415,17 +1443,10 @@ impl Batch {
             self.submit_pending().await?;
             return Ok(pending);
         }
-        if let Some(j) = self.jobs().iter().find(|j| !j.has_ended()) {
-            return Err(Error::validation(
-                "batch",
-                format!(
-                    "job {} is still {}; wait for the batch first",
-                    j.name(),
-                    j.state()
-                ),
-            ));
+        if self.jobs().iter().any(|j| !j.has_ended()) {
+            // Running: what failed for a passing cause so far goes now.
+            return self.retry_early().await;
         }
-        let family = crate::family::Family::of_model(self.spec.job.model())?;
         let mut retry = FingerprintSet::default();
         let mut results = self.results().await?;
         while let Some(row) = results.next().await {
@@ -1442,9 +1463,18 @@ impl Batch {
                 }
             }
         }
+        self.stage_round(retry).await
+    }
+
+    /// Records and submits a new round of the input rows whose keys'
+    /// fingerprints are in `retry` (nothing when it is empty). Returns the
+    /// rows of the round (or of another process's round, when one was
+    /// recorded first).
+    pub(super) async fn stage_round(&mut self, retry: FingerprintSet) -> Result<u64> {
         if retry.is_empty() {
             return Ok(0);
         }
+        let family = crate::family::Family::of_model(self.spec.job.model())?;
         let r = self.manifest.rounds.len();
         let key = self.manifest.request_key.clone();
         let mut parts = Vec::new();

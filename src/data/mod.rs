@@ -10,6 +10,7 @@
 //!   inputs, with [`Totals`].
 
 mod batch;
+pub mod budget;
 pub mod chat;
 mod claim;
 pub mod embed;
@@ -17,6 +18,7 @@ mod fingerprint;
 pub mod input;
 mod join;
 pub mod key;
+pub mod live;
 pub(crate) mod read;
 mod reader;
 pub mod request;
@@ -27,6 +29,7 @@ pub use batch::{Batch, BatchEvent, BatchProgress, BatchSpec, MAX_BATCH_KEY_LEN};
 pub use claim::DEFAULT_CLAIM_LEASE;
 pub use join::Inputs;
 pub use key::KEY_LABEL;
+pub use live::{Live, LiveEvent, LiveOptions, LiveProgress, PartProgress};
 pub use read::ResultReader;
 pub use reader::{local_output_files, read_local_files, ReadOptions, ResultStream, Totals};
 pub use request::{parse_request, parse_response, Prompt};
