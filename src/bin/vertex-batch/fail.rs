@@ -31,6 +31,9 @@ pub const AUTH: u8 = 5;
 /// the jobs still running.
 pub const NETWORK: u8 = 6;
 /// Ctrl-C.
+/// The batch's cost was over `--max-cost`: estimated before submitting
+/// (nothing submitted), or read while it ran (its jobs cancelled).
+pub const OVER_BUDGET: u8 = 7;
 pub const INTERRUPTED: u8 = 130;
 
 /// How a command that ran ends.

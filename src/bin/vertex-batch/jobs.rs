@@ -367,11 +367,22 @@ fn describe(job: &Job) -> String {
 pub struct WatchArgs {
     #[command(flatten)]
     job: JobArg,
+    /// Appends each result line to FILE as its row lands (RESULTS lines,
+    /// keys not already in FILE; a re-run resumes it).
+    #[arg(long, value_name = "FILE")]
+    results: Option<std::path::PathBuf>,
+    /// With --results: how often the job's exported rows are looked at, in
+    /// seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    poll: f64,
 }
 
 pub async fn watch(g: &Global, a: WatchArgs) -> CliResult<Exit> {
     let interrupt = crate::interrupt::install()?;
     let client = g.client()?;
+    if let Some(file) = &a.results {
+        return watch_results(g, &client, &a, file, &interrupt).await;
+    }
     let mut ui = Progress::new();
     let mut updates = pin!(client.watch(&a.job.job, &WaitOptions::new()));
     let mut last: Option<Job> = None;
@@ -666,4 +677,97 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
     } else {
         ROWS_NOT_SUCCEEDED
     }))
+}
+
+/// `watch JOB --results FILE`: the job followed, each row appended to FILE
+/// as it lands (flushed and synced after every look), until the job ends.
+async fn watch_results(
+    g: &Global,
+    client: &vertex_batch::Client,
+    a: &WatchArgs,
+    file: &std::path::Path,
+    interrupt: &crate::interrupt::Interrupt,
+) -> CliResult<Exit> {
+    use vertex_batch::data::live::JobOutput;
+    let storage = g.storage_for(client)?;
+    let mut output = JobOutput::new(storage);
+    let mut had = 0u64;
+    let mut out = crate::output::ResultsFile::append(file, |k| {
+        had += 1;
+        output.skip_key(k);
+    })?;
+    if had > 0 {
+        eprintln!(
+            "{}: {had} rows already there; appending the others",
+            file.display()
+        );
+    }
+    let poll = std::time::Duration::from_secs_f64(a.poll.clamp(0.01, 86_400.0));
+    let mut ui = Progress::new();
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                () = interrupt.wait() => {
+                    out.sync()?;
+                    ui.finish(&format!("interrupted: stopped watching; the job keeps running; {} rows are in {}", had + output.totals().rows(), file.display()));
+                    return Ok(Exit::Code(INTERRUPTED));
+                }
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+        first = false;
+        let job = client
+            .get(a.job.job.as_str())
+            .await
+            .map_err(|e| CliError::from_lib(e, Some(g)))?;
+        let ended = job.has_ended();
+        if let Some(dir) = JobOutput::dir_of(&job) {
+            let mut failed = None;
+            output
+                .read_new(&dir, |row| {
+                    if failed.is_none() {
+                        if let Err(e) = out.write(&row) {
+                            failed = Some(e);
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| CliError::from_lib(e, Some(g)))?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            out.sync()?;
+        }
+        let t = output.totals();
+        ui.update(&Snapshot {
+            state: job.state().as_str(),
+            done: had + t.rows(),
+            total: {
+                let s = job.completion_stats();
+                (s.total() > 0).then_some(s.total())
+            },
+            failed: t.failed,
+        });
+        if ended {
+            let t = output.totals();
+            ui.finish(&format!(
+                "{} ended {}: {} rows appended to {} ({} succeeded, {} failed, {} blocked; {} already there)",
+                clean(job.name()),
+                job.state(),
+                t.rows(),
+                file.display(),
+                t.succeeded,
+                t.failed,
+                t.blocked,
+                had
+            ));
+            out.finish()?;
+            return Ok(Exit::Code(if job.state().is_success() {
+                0
+            } else {
+                JOB_NOT_SUCCEEDED
+            }));
+        }
+    }
 }

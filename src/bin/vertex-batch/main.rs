@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cost;
 mod emulator;
 mod fail;
 mod interrupt;

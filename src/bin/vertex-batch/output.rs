@@ -18,6 +18,8 @@
 //! `finish_reason` is given). Blocked rows have no `text`, are never
 //! retried, and make the exit code 4.
 //! | `processed_time` | when the job wrote one | as the job wrote it |
+//! | `usage` | succeeded | the row's tokens by kind: `prompt` (cached ones included), `candidates`, `thoughts`, `cached`, `tool_use`, `total` (Claude and open models mapped onto the same kinds) |
+//! | `cost_usd` | `run`, when the model is in the price table | what the row cost at batch rates, in US dollars (0 for rows not billed: failed, blocked, missing) |
 //!
 //! Fields that do not apply are left out. A file is written beside its
 //! final name and renamed into place at the end, so a RESULTS file is never
@@ -61,6 +63,21 @@ struct Line<'a> {
     finish_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     processed_time: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_usd: Option<f64>,
+}
+
+/// A succeeded row's tokens by kind.
+#[derive(Serialize)]
+struct UsageOut {
+    prompt: u64,
+    candidates: u64,
+    thoughts: u64,
+    cached: u64,
+    tool_use: u64,
+    total: u64,
 }
 
 #[derive(Serialize)]
@@ -79,6 +96,8 @@ pub struct ResultsFile {
     name: String,
     /// Lines written so far.
     lines: u64,
+    /// The file appended to, for fsync (`--results` of `watch`).
+    synced: Option<std::fs::File>,
 }
 
 impl ResultsFile {
@@ -91,6 +110,7 @@ impl ResultsFile {
                 file: None,
                 name: "stdout".into(),
                 lines: 0,
+                synced: None,
             });
         }
         if dest.is_empty() || dest.ends_with('/') || dest.ends_with(std::path::MAIN_SEPARATOR) {
@@ -111,6 +131,7 @@ impl ResultsFile {
                 file: None,
                 name: dest.to_owned(),
                 lines: 0,
+                synced: None,
             });
         }
         let dir = match path.parent() {
@@ -138,7 +159,65 @@ impl ResultsFile {
             file: Some((tmp_path, path)),
             name: dest.to_owned(),
             lines: 0,
+            synced: None,
         })
+    }
+
+    /// Opens `path` to append RESULTS lines to, made if absent. The keys of
+    /// the lines already there go to `on_key` (so they are not written
+    /// again); a last line cut short (a run killed while writing it) is
+    /// cut off first, so the file holds whole lines only.
+    pub fn append(path: &Path, mut on_key: impl FnMut(&str)) -> CliResult<Self> {
+        use std::io::{BufRead, Seek};
+        let name = path.display().to_string();
+        let io = |e: std::io::Error| CliError::usage(format!("cannot append to {name}: {e}"));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        let mut whole = 0u64;
+        {
+            let mut r = std::io::BufReader::new(&f);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = r.read_until(b'\n', &mut line).map_err(io)?;
+                if n == 0 || line.last() != Some(&b'\n') {
+                    break;
+                }
+                whole += n as u64;
+                #[derive(serde::Deserialize)]
+                struct KeyOnly {
+                    key: Option<String>,
+                }
+                if let Ok(KeyOnly { key: Some(k) }) = serde_json::from_slice::<KeyOnly>(&line) {
+                    on_key(&k);
+                }
+            }
+        }
+        f.set_len(whole).map_err(io)?;
+        f.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+        let synced = f.try_clone().map_err(io)?;
+        Ok(ResultsFile {
+            out: Box::new(BufWriter::with_capacity(1 << 16, f)),
+            file: None,
+            name,
+            lines: 0,
+            synced: Some(synced),
+        })
+    }
+
+    /// Flushes, and makes an appended file durable.
+    pub fn sync(&mut self) -> CliResult<()> {
+        self.flush()?;
+        if let Some(f) = &self.synced {
+            f.sync_data()
+                .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
+        }
+        Ok(())
     }
 
     /// Where the results go, for messages.
@@ -146,8 +225,24 @@ impl ResultsFile {
         &self.name
     }
 
+    /// Writes what was written so far through (a pipe sees it now).
+    pub fn flush(&mut self) -> CliResult<()> {
+        self.out
+            .flush()
+            .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))
+    }
+
     /// Writes one row.
     pub fn write(&mut self, row: &ResultRow) -> CliResult<()> {
+        self.write_priced(row, None)
+    }
+
+    /// Writes one row, with its cost at `price` (`cost_usd`).
+    pub fn write_priced(
+        &mut self,
+        row: &ResultRow,
+        price: Option<&vertex_batch::cost::ModelPrice>,
+    ) -> CliResult<()> {
         let mut line = Line {
             key: row.key(),
             outcome: row.outcome().kind(),
@@ -157,10 +252,21 @@ impl ResultsFile {
             embedding: None,
             finish_reason: None,
             processed_time: row.processed_time_str(),
+            usage: None,
+            cost_usd: price.and_then(|p| p.result_cost(row)).map(|c| c.usd()),
         };
         match row.outcome() {
             Outcome::Succeeded(a) => {
                 line.response = a.raw_response().ok();
+                let u = a.usage();
+                line.usage = Some(UsageOut {
+                    prompt: u.prompt_tokens,
+                    candidates: u.candidates_tokens,
+                    thoughts: u.thoughts_tokens,
+                    cached: u.cached_tokens,
+                    tool_use: u.tool_use_prompt_tokens,
+                    total: u.total_tokens,
+                });
                 // An embedding row has its vector, a chat row its text.
                 match a.embedding() {
                     Some(e) => line.embedding = serde_json::from_str(e.json()).ok(),
@@ -219,12 +325,13 @@ impl ResultsFile {
 
     /// After a failed read: keeps the lines written so far — a file's in
     /// `RESULTS.partial` — and says where they are, for the error.
-    fn keep_partial(self) -> String {
+    pub fn keep_partial(self) -> String {
         let ResultsFile {
             mut out,
             file,
             name,
             lines,
+            ..
         } = self;
         let flushed = out.flush();
         drop(out);
@@ -297,6 +404,29 @@ impl Written {
         }
         s
     }
+}
+
+/// The tokens and the cost of a batch, for its summary: `priced` says
+/// whether `model` was in the price table.
+pub fn usage_line(
+    t: &Totals,
+    cost: Option<vertex_batch::cost::Cost>,
+    model: &str,
+    priced: bool,
+) -> String {
+    let u = &t.usage;
+    let cost = match (cost, priced) {
+        (Some(c), true) => format!("cost {c} at batch rates"),
+        _ => format!("cost unknown: {model} is not in the price table (give one with --prices)"),
+    };
+    format!(
+        "tokens: {} prompt ({} cached, {} tool use), {} candidates, {} thoughts; {cost}",
+        u.prompt_tokens,
+        u.cached_tokens,
+        u.tool_use_prompt_tokens,
+        u.candidates_tokens,
+        u.thoughts_tokens
+    )
 }
 
 /// Writes every row of `rows` to `out`, moves the file into place and

@@ -102,6 +102,14 @@ impl Progress {
         Duration::try_from_secs_f64(left).ok()
     }
 
+    /// Prints `line` above the bar (which goes on).
+    pub fn note(&mut self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     /// Clears the bar (a terminal) and prints `line`.
     pub fn finish(&mut self, line: &str) {
         if let Some(bar) = self.bar.take() {

@@ -2,16 +2,19 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use futures::StreamExt;
-use vertex_batch::{client::WatchManyOptions, data::Batch, Client, JobSpec, JobState};
+use vertex_batch::{
+    client::WatchManyOptions,
+    data::{Batch, LiveEvent, LiveOptions},
+    Client, JobSpec, JobState,
+};
 
 use crate::{
     fail::{
-        clean, CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, NETWORK,
+        clean, CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, NETWORK, OVER_BUDGET,
         ROWS_NOT_SUCCEEDED,
     },
     interrupt::Interrupt,
-    output::{deliver, ResultsFile},
+    output::{ResultsFile, Written},
     progress::{Progress, Snapshot},
     prompts::{Format, Prompts},
     start::{batch_spec, cancel_all, live_names, Start, Started, Track},
@@ -61,8 +64,47 @@ pub struct RunArgs {
     /// it up this long), in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = crate::jobs::claim_lease)]
     claim_lease: f64,
+    /// Up to N follow-up rounds for rows that fail for a passing cause
+    /// (429, 5xx) or never come back: sent while the batch still runs, the
+    /// last round kept for when every job has ended.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    retry: usize,
+    /// A follow-up round is sent while the batch runs once this many
+    /// failed rows wait for it.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    retry_min_rows: u64,
+    /// How often the jobs and their exported rows are looked at, in
+    /// seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = positive_secs)]
+    poll: f64,
+    /// A budget in US dollars: the batch's upper-bound cost is estimated
+    /// before anything is submitted, and over it nothing is (exit 7); while
+    /// it runs, once the rows read cost more, its jobs are cancelled and
+    /// the rows they completed kept (exit 7).
+    #[arg(long, value_name = "USD", value_parser = usd)]
+    max_cost: Option<f64>,
+    /// A price table (JSON, the format of the crate's own) whose entries
+    /// replace the built-in ones of the same models.
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
     #[command(flatten)]
     shape: crate::prompts::ShapeArgs,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+fn usd(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1e12).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not an amount of US dollars")),
+    }
 }
 
 pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
@@ -75,6 +117,15 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     let prompts = Prompts::check(&a.input, a.format, Some(shape))?;
     let out = ResultsFile::create(&a.output)?;
     eprintln!("{} prompts in {}", prompts.rows(), prompts.path().display());
+    let price = crate::cost::price_for(&a.model, a.prices.as_deref())?;
+    let max_cost = a.max_cost.map(vertex_batch::cost::Cost::from_usd);
+    if let Some(max) = max_cost {
+        let fits =
+            crate::cost::check_budget(&client, &a.model, price.as_ref(), &prompts, max).await?;
+        if !fits {
+            return Ok(Exit::Code(OVER_BUDGET));
+        }
+    }
     let mut job = a.shape.apply(JobSpec::new(&a.model), family);
     if let Some(name) = &a.display_name {
         job = job.display_name(name);
@@ -129,15 +180,50 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     }
 
     let mut ui = Progress::new();
-    let followed = follow(&mut batch, &mut ui, &interrupt).await;
-    // From here on (reading results, cancelling) a Ctrl-C ends the process
+    let mut opts = LiveOptions::new()
+        .poll(Duration::from_secs_f64(a.poll))
+        .retry_rounds(a.retry)
+        .retry_min_rows(a.retry_min_rows);
+    if let Some(max) = max_cost {
+        if let Some(price) = &price {
+            opts = opts.budget(max, price.clone());
+        }
+    }
+    let mut out = out;
+    let again = format!("write it whole with: {}", rerun_command(&key));
+    let followed = follow_live(
+        &mut batch,
+        opts,
+        &mut out,
+        &mut ui,
+        &interrupt,
+        price.as_ref(),
+    )
+    .await;
+    // From here on (cancelling, moving the file) a Ctrl-C ends the process
     // at once, the temporary results file removed.
     crate::interrupt::stop_at_once();
-    match followed {
-        Ok(Followed::Done) => {}
+    let live = match followed {
+        Ok(Followed::Done(live)) => live,
         Ok(Followed::Interrupted) => return interrupted(g, &client, &a, &batch, &mut ui).await,
-        Err(e) => return gave_up(g, e, &batch, &mut ui),
-    }
+        Err(Stopped::Write(e)) => return Err(e),
+        Err(Stopped::Read(e)) => {
+            let err = CliError::from_lib(e, Some(g));
+            if err.code == NETWORK {
+                let kept = out.keep_partial();
+                eprintln!("{kept}");
+                return gave_up(g, err, &batch, &mut ui);
+            }
+            let kept = out.keep_partial();
+            return Err(CliError::new(
+                err.code,
+                format!(
+                    "reading the results failed: {}; {kept}; {again}",
+                    err.message
+                ),
+            ));
+        }
+    };
     let jobs = batch.jobs();
     let failed_jobs: Vec<_> = jobs
         .iter()
@@ -167,78 +253,133 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
                 .unwrap_or_default()
         );
     }
-    let rows = batch
-        .results()
-        .await
-        .map_err(|e| CliError::from_lib(e, Some(g)))?;
-    let again = format!("write it whole with: {}", rerun_command(&key));
-    let written = deliver(rows, out, Some(g), &again).await?;
-    Ok(Exit::Code(if !failed_jobs.is_empty() {
+    let dest = out.name().to_owned();
+    out.finish()?;
+    let written = Written {
+        totals: live.totals,
+        unreadable: live.unreadable,
+    };
+    eprintln!("{}", written.summary(&dest));
+    eprintln!(
+        "{}",
+        crate::output::usage_line(&live.totals, live.cost, &a.model, price.is_some())
+    );
+    if live.over_budget {
+        eprintln!(
+            "the batch was stopped: its cost passed --max-cost; the rows it completed are in {dest}"
+        );
+        return Ok(Exit::Code(OVER_BUDGET));
+    }
+    // A job of the first round that did not succeed is forgiven when a
+    // later round answered every row it held.
+    let all_rows_ok = written.all_succeeded();
+    Ok(Exit::Code(if !failed_jobs.is_empty() && !all_rows_ok {
         JOB_NOT_SUCCEEDED
-    } else if !written.all_succeeded() {
+    } else if !all_rows_ok {
         ROWS_NOT_SUCCEEDED
     } else {
         0
     }))
 }
 
+/// What following the batch ended with.
+struct Ended {
+    totals: vertex_batch::data::Totals,
+    unreadable: u64,
+    cost: Option<vertex_batch::cost::Cost>,
+    over_budget: bool,
+}
+
 enum Followed {
-    Done,
+    Done(Ended),
     Interrupted,
 }
 
-/// Shows the batch's progress until every job ends or Ctrl-C.
-async fn follow(
+/// Why following stopped early.
+enum Stopped {
+    Read(vertex_batch::Error),
+    Write(CliError),
+}
+
+/// Follows the batch live: each row written as it lands (flushed after
+/// every look, so a pipe sees it within a poll of its export), the
+/// progress by rows read, until every job has ended and every row is out,
+/// or Ctrl-C.
+async fn follow_live(
     batch: &mut Batch,
+    opts: LiveOptions,
+    out: &mut ResultsFile,
     ui: &mut Progress,
     interrupt: &Interrupt,
-) -> vertex_batch::Result<Followed> {
+    price: Option<&vertex_batch::cost::ModelPrice>,
+) -> Result<Followed, Stopped> {
+    let mut live = batch.live(opts).await.map_err(Stopped::Read)?;
+    let mut unreadable = 0u64;
+    let mut cost = price.map(|_| vertex_batch::cost::Cost::default());
+    let mut over_budget = false;
     loop {
-        let mut progress = Box::pin(batch.progress());
-        loop {
-            tokio::select! {
-                () = interrupt.wait() => return Ok(Followed::Interrupted),
-                p = progress.next() => match p {
-                    None => break,
-                    Some(Err(e)) => return Err(e),
-                    Some(Ok(p)) => {
-                        crate::pause::at("following");
-                        let state = summary_state(&p.jobs);
-                        ui.update(&Snapshot {
-                            state: &state,
-                            done: p.succeeded + p.failed,
-                            total: Some(p.rows),
-                            failed: p.failed,
-                        });
-                        if p.done {
-                            break;
-                        }
-                    }
-                },
+        let event = tokio::select! {
+            () = interrupt.wait() => return Ok(Followed::Interrupted),
+            e = live.next() => e,
+        };
+        let Some(event) = event else { break };
+        match event {
+            Ok(LiveEvent::Row(row)) => {
+                if let (Some(c), Some(p)) = (&mut cost, price) {
+                    *c += p.result_cost(&row).unwrap_or_default();
+                }
+                out.write_priced(&row, price).map_err(Stopped::Write)?;
+                crate::pause::at("writing");
             }
-        }
-        drop(progress);
-        // A part whose job was cancelled as another run's duplicate
-        // follows the winner: the answers are read from it.
-        if !batch.follow_winners().await? {
-            return Ok(Followed::Done);
+            Ok(LiveEvent::Progress(p)) => {
+                out.flush().map_err(Stopped::Write)?;
+                crate::pause::at("following");
+                let state = summary_state(&p.jobs);
+                ui.update(&Snapshot {
+                    state: &state,
+                    done: p.done,
+                    total: Some(p.rows),
+                    failed: p.totals.failed,
+                });
+            }
+            Ok(LiveEvent::RetryRound { round, rows }) => {
+                ui.note(&format!(
+                    "round {round}: resending {rows} row(s) that failed"
+                ));
+            }
+            Ok(LiveEvent::BudgetExceeded { spent, max }) => {
+                over_budget = true;
+                ui.note(&format!(
+                    "the rows read cost {spent}, over --max-cost {max}: cancelling the batch's jobs (completed rows are kept)"
+                ));
+            }
+            Ok(_) => {}
+            Err(vertex_batch::Error::Output {
+                file,
+                line,
+                message,
+                ..
+            }) => {
+                unreadable += 1;
+                if unreadable <= 10 {
+                    eprintln!("warning: {}:{line}: {}", clean(&file), clean(&message));
+                }
+            }
+            Err(e) => return Err(Stopped::Read(e)),
         }
     }
+    Ok(Followed::Done(Ended {
+        totals: live.totals(),
+        unreadable,
+        cost,
+        over_budget,
+    }))
 }
 
 /// Following failed with `e`. When the service went unanswered (or kept
 /// failing for a passing reason) longer than `--retry-for`, the jobs are
 /// still on it: say so, print the command that picks them up, exit 6.
-fn gave_up(
-    g: &Global,
-    e: vertex_batch::Error,
-    batch: &Batch,
-    ui: &mut Progress,
-) -> CliResult<Exit> {
-    let err = CliError::from_lib(e, Some(g));
-    if err.code != NETWORK {
-        return Err(err);
-    }
+fn gave_up(g: &Global, err: CliError, batch: &Batch, ui: &mut Progress) -> CliResult<Exit> {
     ui.finish(&format!(
         "error: gave up following the batch after --retry-for {} s without an answer: {}",
         g.retry_for, err.message
