@@ -229,7 +229,12 @@ async fn three_processes_fake_gcs_the_emulator_binary_and_the_client() {
     let emu = EmulatorProcess::start(
         env!("CARGO_BIN_EXE_vertex-batch-emulator"),
         &gcs,
-        &["--fail-rows-containing", "flaky", "--incremental-chunk"],
+        &[
+            "--fail-rows-containing",
+            "flaky",
+            "--export-every-rows",
+            "100",
+        ],
     );
     let client = Client::builder()
         .ignore_env()
@@ -254,7 +259,7 @@ async fn three_processes_fake_gcs_the_emulator_binary_and_the_client() {
         (totals.succeeded, totals.failed, totals.blocked),
         (480, 60, 60)
     );
-    assert!(totals.duplicates > 0, "the incremental chunk repeats rows");
+    assert!(totals.duplicates > 0, "the exported chunks repeat rows");
 }
 
 /// A template without a display name, as most callers write it.

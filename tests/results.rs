@@ -41,7 +41,7 @@ async fn quirky_output_is_read_back_matched_to_every_input() {
     let knobs = emu.knobs();
     knobs.set_shuffle_output(true);
     knobs.set_duplicate_every(7);
-    knobs.set_incremental_chunk(true);
+    knobs.set_export_every_rows(100); // chunks of 100 rows while the job runs
     knobs.set_succeed_despite_failed_rows(true);
     knobs.fail_rows_containing(Some("flaky".into()));
     let n = 300;

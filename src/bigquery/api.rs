@@ -481,9 +481,22 @@ impl BigQuery {
         rows: impl Into<Bytes>,
         job_id: &str,
     ) -> Result<LoadJob> {
-        let rows = rows.into();
+        self.load_ndjson_as(table, schema, rows.into(), job_id, false)
+            .await
+    }
+
+    /// [`BigQuery::load_ndjson`], appending to the rows the table holds
+    /// when `append`.
+    pub(super) async fn load_ndjson_as(
+        &self,
+        table: &BigQueryUri,
+        schema: &[Field],
+        rows: Bytes,
+        job_id: &str,
+        append: bool,
+    ) -> Result<LoadJob> {
         let what = format!("loading rows into {table}");
-        let meta = load_job(table, schema, job_id)?;
+        let meta = load_job(table, schema, job_id, append)?;
         let boundary = format!("vertex-batch-{:016x}", fastrand::u64(..));
         let body = multipart(&boundary, &meta, &rows)?;
         let path = format!(
@@ -706,10 +719,16 @@ impl BigQuery {
 }
 
 /// The job resource of a load of newline-delimited JSON into `table`
-/// (created with `schema` if missing, refused if it holds rows), named
-/// `job_id`: what [`BigQuery::load_ndjson`] and [`BigQuery::load_writer`]
-/// both send.
-pub(super) fn load_job(table: &BigQueryUri, schema: &[Field], job_id: &str) -> Result<Value> {
+/// (created with `schema` if missing; refused if it holds rows, unless
+/// `append`, when the rows are added to those it holds), named `job_id`:
+/// what [`BigQuery::load_ndjson`], [`BigQuery::load_writer`] and
+/// [`BigQuery::append_writer`] send.
+pub(super) fn load_job(
+    table: &BigQueryUri,
+    schema: &[Field],
+    job_id: &str,
+    append: bool,
+) -> Result<Value> {
     let Some(id) = table.table() else {
         return Err(Error::validation(
             "table",
@@ -722,7 +741,7 @@ pub(super) fn load_job(table: &BigQueryUri, schema: &[Field], job_id: &str) -> R
             "destinationTable": {"projectId": table.project(), "datasetId": table.dataset(), "tableId": id},
             "sourceFormat": "NEWLINE_DELIMITED_JSON",
             "schema": {"fields": schema},
-            "writeDisposition": "WRITE_EMPTY",
+            "writeDisposition": if append { "WRITE_APPEND" } else { "WRITE_EMPTY" },
             "createDisposition": "CREATE_IF_NEEDED",
         }},
     }))

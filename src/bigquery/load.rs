@@ -65,7 +65,44 @@ impl BigQuery {
         schema: &[Field],
         job_id: &str,
     ) -> Result<LoadWriter> {
-        let meta = load_job(table, schema, job_id)?;
+        self.writer(table, schema, job_id, false).await
+    }
+
+    /// Starts a streamed load job, as [`BigQuery::load_writer`] does, whose
+    /// rows are added to those the table holds already (`WRITE_APPEND`)
+    /// instead of being refused. Each call needs a job id of its own: a
+    /// load sent again with the same id is that job, so its rows are never
+    /// appended twice.
+    ///
+    /// ```no_run
+    /// # async fn demo(bq: vertex_batch::bigquery::BigQuery) -> vertex_batch::Result<()> {
+    /// use vertex_batch::bigquery::Field;
+    /// let schema = [Field::new("key", "STRING")];
+    /// let table = "bq://my-project.ds.keys".parse()?;
+    /// for (i, rows) in ["{\"key\":\"a\"}\n", "{\"key\":\"b\"}\n"].into_iter().enumerate() {
+    ///     let mut w = bq.append_writer(&table, &schema, &format!("append-keys-{i}")).await?;
+    ///     w.write(rows.as_bytes()).await?;
+    ///     w.finish().await?; // the table now holds one row more
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn append_writer(
+        &self,
+        table: &BigQueryUri,
+        schema: &[Field],
+        job_id: &str,
+    ) -> Result<LoadWriter> {
+        self.writer(table, schema, job_id, true).await
+    }
+
+    async fn writer(
+        &self,
+        table: &BigQueryUri,
+        schema: &[Field],
+        job_id: &str,
+        append: bool,
+    ) -> Result<LoadWriter> {
+        let meta = load_job(table, schema, job_id, append)?;
         let path = format!(
             "/upload/bigquery/v2/projects/{}/jobs?uploadType=resumable",
             seg(table.project())
@@ -100,6 +137,7 @@ impl BigQuery {
             job_id: job_id.to_owned(),
             session,
             ignored: 0,
+            append,
         })
     }
 }
@@ -129,6 +167,8 @@ pub struct LoadWriter {
     session: Option<Resumable<LoadJob>>,
     /// Bytes written while there is no session.
     ignored: u64,
+    /// Whether the rows are appended to those the table holds.
+    append: bool,
 }
 
 impl fmt::Debug for LoadWriter {
@@ -225,13 +265,16 @@ impl LoadWriter {
             schema,
             job_id,
             session,
+            append,
             ..
         } = self;
         let what = format!("loading rows into {table}");
         let job = match session {
             None => bq.existing_job(&what, &table, &job_id).await,
             Some(s) if s.len() == 0 => {
-                return bq.load_ndjson(&table, &schema, Bytes::new(), &job_id).await
+                return bq
+                    .load_ndjson_as(&table, &schema, Bytes::new(), &job_id, append)
+                    .await
             }
             Some(s) => match s.finish().await {
                 // Completed before, by a load of the same id.

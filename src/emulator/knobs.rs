@@ -56,10 +56,23 @@ pub struct KnobValues {
     pub shuffle_output: bool,
     /// Writes every n-th row twice (0: never), as the service sometimes does.
     pub duplicate_every: u64,
-    /// Also writes the first rows (up to half, at most 1,000) to
-    /// `incremental_predictions/predictions_0001.jsonl` beside
-    /// `predictions.jsonl`, as long jobs export completed rows early.
-    pub incremental_chunk: bool,
+    /// While a job runs, its completed rows are exported in chunks, as the
+    /// service exports them during long jobs: a chunk is sealed once it
+    /// holds this many rows (default 5,000; 0: no row trigger). Chunks are
+    /// `incremental_predictions/predictions_0001.jsonl`, `_0002`, … in the
+    /// job's output directory, each published atomically; the final
+    /// `predictions.jsonl` still holds every row (rows exported early come
+    /// again there). On a BigQuery backend each chunk is appended to the
+    /// output table instead, and the end loads only the rows left, so the
+    /// table fills as the job runs and holds each row once. Output to
+    /// local BigQuery table files is published at the end only.
+    pub export_every_rows: u64,
+    /// A chunk holding at least one row is also sealed once this much
+    /// emulated time has passed since its first row (default 10 s;
+    /// zero: no time trigger). With both triggers off nothing is exported
+    /// while the job runs. Checked between chunks of rows (about every
+    /// 20 ms of emulated time on a paced job).
+    pub export_every: Duration,
     /// Ends a job `SUCCEEDED` even when some of its rows failed (the service
     /// does this) instead of `PARTIALLY_SUCCEEDED`.
     pub succeed_despite_failed_rows: bool,
@@ -88,7 +101,8 @@ impl Default for KnobValues {
             fail_rows_containing: None,
             shuffle_output: false,
             duplicate_every: 0,
-            incremental_chunk: false,
+            export_every_rows: 5_000,
+            export_every: Duration::from_secs(10),
             succeed_despite_failed_rows: false,
             max_line_bytes: 32 << 20,
             io_delay: Duration::ZERO,
@@ -169,7 +183,8 @@ impl Knobs {
     /// knobs.set_delete_delay(Duration::ZERO);
     /// knobs.set_shuffle_output(true);
     /// knobs.set_duplicate_every(7);
-    /// knobs.set_incremental_chunk(true);
+    /// knobs.set_export_every_rows(1_000);
+    /// knobs.set_export_every(Duration::from_secs(1));
     /// knobs.set_succeed_despite_failed_rows(true);
     /// let v = knobs.values(); // a copy: later changes do not show in it
     /// assert_eq!((v.row_delay, v.max_requests_per_job, v.duplicate_every), (Duration::from_millis(10), 1_000, 7));
@@ -407,15 +422,37 @@ impl Knobs {
         self.update(|v| v.duplicate_every = n);
     }
 
-    /// Also writes an `incremental_predictions/` chunk of the first rows.
+    /// Seals an exported `incremental_predictions/` chunk once it holds
+    /// `n` rows (0: no row trigger; see [`KnobValues::export_every_rows`]).
+    /// Takes effect for jobs that start running afterwards.
     ///
     /// ```
     /// let knobs = vertex_batch::emulator::Knobs::default();
-    /// knobs.set_incremental_chunk(true);
-    /// assert_eq!(knobs.values().incremental_chunk, true);
+    /// assert_eq!(knobs.values().export_every_rows, 5_000); // the default
+    /// knobs.set_export_every_rows(100); // a chunk every 100 completed rows
+    /// assert_eq!(knobs.values().export_every_rows, 100);
     /// ```
-    pub fn set_incremental_chunk(&self, on: bool) {
-        self.update(|v| v.incremental_chunk = on);
+    pub fn set_export_every_rows(&self, n: u64) {
+        self.update(|v| v.export_every_rows = n);
+    }
+
+    /// Seals an exported chunk holding at least one row once `d` of
+    /// emulated time has passed since its first row (zero: no time
+    /// trigger; see [`KnobValues::export_every`]). Takes effect for jobs
+    /// that start running afterwards.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let knobs = vertex_batch::emulator::Knobs::default();
+    /// assert_eq!(knobs.values().export_every, Duration::from_secs(10)); // the default
+    /// knobs.set_export_every(Duration::from_secs(2));
+    /// // Both triggers off: nothing is exported before the job ends.
+    /// knobs.set_export_every(Duration::ZERO);
+    /// knobs.set_export_every_rows(0);
+    /// assert_eq!(knobs.values().export_every, Duration::ZERO);
+    /// ```
+    pub fn set_export_every(&self, d: Duration) {
+        self.update(|v| v.export_every = d);
     }
 
     /// Ends jobs with failed rows `SUCCEEDED` instead of

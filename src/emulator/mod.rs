@@ -24,7 +24,11 @@
 //!
 //! Job records live in `DATA_DIR/jobs/ID.json`, replaced atomically; a
 //! restarted emulator knows every job, and re-runs a job a crash
-//! interrupted (its partial output is discarded first).
+//! interrupted (its partial output is discarded first; the re-run takes
+//! the output directory or table its first run named again when it can,
+//! so re-exported chunks replace the same-numbered chunks of the first
+//! run — on a Cloud Storage backend, chunks of the first run numbered
+//! beyond the re-run's stay, holding rows the final file has too).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -338,6 +342,7 @@ fn recover(state: &Arc<EmuState>, loaded: Vec<Arc<state::JobSlot>>) {
             let mut rec = slot.lock();
             rec.partial_output = None;
             rec.output_claim = None;
+            rec.output_published = false;
         }
         match job_state {
             JobState::Cancelling => runner::finish(state, &slot, PbState::Cancelled, None),
@@ -709,6 +714,7 @@ mod tests {
             job,
             partial_output: None,
             output_claim: None,
+            output_published: false,
         };
         let slot = Arc::new(JobSlot::new(7, record));
         state.insert(slot.clone());

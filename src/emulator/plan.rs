@@ -167,8 +167,16 @@ pub(crate) async fn plan_output(
                 .map_err(|e| format!("creating {}: {e}", base.display()))?;
             let mut t = now;
             let prefix_str = prefix.to_string();
+            // A re-run (after a restart) takes the directory its first run
+            // named in `output_info` again when it can: a client that saw
+            // it keeps a valid name, re-exported chunks replace the
+            // same-numbered ones of the first run.
+            let mut again = previous_gcs_dir(job, &prefix_str);
             let (name, dir) = loop {
-                let name = format!("prediction-model-{}", time::format_millis(t));
+                let reused = again.take();
+                let is_reused = reused.is_some();
+                let name = reused
+                    .unwrap_or_else(|| format!("prediction-model-{}", time::format_millis(t)));
                 let dir = base.join(&name);
                 // Recorded first, then claimed: `create_dir` makes the
                 // directory this job's alone (two jobs never share one), and
@@ -179,11 +187,14 @@ pub(crate) async fn plan_output(
                 })
                 .await?;
                 if !made {
-                    t += Duration::from_millis(1);
+                    if !is_reused {
+                        t += Duration::from_millis(1);
+                    }
                     continue;
                 }
-                // Remotely, a directory that already holds objects is taken.
-                if let Some(gcs) = &state.gcs {
+                // Remotely, a directory that already holds objects is taken
+                // (but for this job's own, from its interrupted run).
+                if let (Some(gcs), false) = (&state.gcs, is_reused) {
                     let remote = remote_dir(&prefix_str, &name)?;
                     let taken =
                         futures::StreamExt::next(&mut gcs.list(
@@ -221,9 +232,11 @@ pub(crate) async fn plan_output(
         output_config::Destination::BigqueryDestination(b) => {
             let uri = BigQueryUri::parse_field(&b.output_uri, "output_uri", false)
                 .map_err(|e| e.to_string())?;
+            // A re-run takes the table its first run named again.
             let table = uri
                 .table()
                 .map(str::to_owned)
+                .or_else(|| previous_bq_table(job))
                 .unwrap_or_else(|| format!("predictions_{}", time::format_compact(now)));
             if let Some(bq) = &state.bq {
                 return plan_bq_output(state, slot, bq, job, &uri, table).await;
@@ -341,13 +354,21 @@ async fn plan_bq_output(
         .await
         .map_err(|e| e.to_string())?;
     if made.is_none() {
-        let ours = bq
-            .table(&target)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some_and(|t| t.rows() == 0 && t.description() == Some(owner.as_str()));
+        let found = bq.table(&target).await.map_err(|e| e.to_string())?;
+        let ours = found
+            .as_ref()
+            .is_some_and(|t| t.description() == Some(owner.as_str()));
         if !ours {
             return Err(format!("output table {target} already exists"));
+        }
+        // This job's own table, from a run a restart interrupted: the rows
+        // that run exported go, so the re-run's are the only ones.
+        if found.is_some_and(|t| t.rows() > 0) {
+            bq.delete_table(&target).await.map_err(|e| e.to_string())?;
+            bq.create_table(&target, &columns, Some(&owner))
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("output table {target} could not be made again"))?;
         }
     }
     let dir = staging_dir(state, id).join("out");
@@ -373,6 +394,29 @@ async fn plan_bq_output(
             ))),
         },
     })
+}
+
+/// The output directory name (`prediction-model-…`) a job's earlier run
+/// named in its `output_info`, below `prefix`.
+fn previous_gcs_dir(job: &pb::BatchPredictionJob, prefix: &str) -> Option<String> {
+    let Some(output_info::OutputLocation::GcsOutputDirectory(d)) =
+        job.output_info.as_ref()?.output_location.as_ref()
+    else {
+        return None;
+    };
+    let name = d
+        .strip_prefix(prefix.trim_end_matches('/'))?
+        .strip_prefix('/')?;
+    (name.starts_with("prediction-model-") && !name.contains(['/', '\\']) && name != "..")
+        .then(|| name.to_owned())
+}
+
+/// The output table a job's earlier run named in its `output_info`.
+fn previous_bq_table(job: &pb::BatchPredictionJob) -> Option<String> {
+    let info = job.output_info.as_ref()?;
+    let table = &info.bigquery_output_table;
+    (!table.is_empty() && table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| table.clone())
 }
 
 /// A job's `bq://` input table, if its input is BigQuery.
@@ -419,21 +463,21 @@ pub(crate) async fn stage_bq_input(
     Ok(Input::BigQuery(path))
 }
 
-/// Loads a published output file into its BigQuery table, streamed (one
-/// chunk in memory).
+/// Appends an output file (an exported chunk) to its BigQuery table with
+/// the load job `job_id`, streamed (one chunk in memory); the rows loaded.
 pub(crate) async fn load_output(
     bq: &crate::bigquery::BigQuery,
-    id: u64,
+    job_id: &str,
     file: &Path,
     table: &BigQueryUri,
     columns: &[crate::bigquery::Field],
-) -> Result<(), String> {
+) -> Result<u64, String> {
     use tokio::io::AsyncReadExt;
     let mut f = tokio::fs::File::open(file)
         .await
         .map_err(|e| format!("reading {}: {e}", file.display()))?;
     let mut w = bq
-        .load_writer(table, columns, &format!("vertex-batch-emulator-{id}"))
+        .append_writer(table, columns, job_id)
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 1 << 20];
@@ -447,7 +491,10 @@ pub(crate) async fn load_output(
         }
         w.write(&buf[..n]).await.map_err(|e| e.to_string())?;
     }
-    w.finish().await.map(drop).map_err(|e| e.to_string())
+    w.finish()
+        .await
+        .map(|job| job.rows())
+        .map_err(|e| e.to_string())
 }
 
 /// A job's staging directory (Cloud Storage backend): downloaded inputs and
@@ -536,12 +583,14 @@ pub(crate) async fn stage_inputs(
 }
 
 /// Uploads every file below the local directory `local` to `remote`,
-/// keeping relative names (`predictions.jsonl`,
-/// `incremental_predictions/predictions_0001.jsonl`).
+/// keeping relative names (`predictions.jsonl`), except those in `skip`
+/// (exported chunks uploaded already) and hidden ones (names starting with
+/// '.': the claim marker, partial files).
 pub(crate) async fn upload_dir(
     gcs: &crate::storage::Storage,
     local: &Path,
     remote: &GcsUri,
+    skip: &[PathBuf],
 ) -> Result<(), String> {
     let root = local.to_path_buf();
     let mut files = blocking(move || -> Result<Vec<PathBuf>, String> {
@@ -552,7 +601,10 @@ pub(crate) async fn upload_dir(
                 let path = entry.map_err(|e| e.to_string())?.path();
                 if path.is_dir() {
                     todo.push(path);
-                } else if path.file_name().is_some_and(|n| n != CLAIM_MARKER) {
+                } else if path
+                    .file_name()
+                    .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+                {
                     files.push(path);
                 }
             }
@@ -562,22 +614,35 @@ pub(crate) async fn upload_dir(
     .await
     .map_err(|e| e.to_string())??;
     files.sort();
-    for path in files {
-        let Ok(rel) = path.strip_prefix(local) else {
-            continue;
-        };
-        let rel = rel.to_string_lossy().replace('\\', "/");
-        let uri = GcsUri::parse_field(
-            &format!("{}/{rel}", remote.to_string().trim_end_matches('/')),
-            "output_uri",
-        )
-        .map_err(|e| e.to_string())?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| format!("opening {}: {e}", path.display()))?;
-        gcs.upload(&uri, file)
-            .await
-            .map_err(|e| format!("uploading the output: {e}"))?;
+    for path in files.iter().filter(|p| !skip.contains(p)) {
+        upload_file(gcs, local, remote, path).await?;
     }
+    Ok(())
+}
+
+/// Uploads `path`, a file below the local output directory `local`, to
+/// the same relative name below `remote`
+/// (`incremental_predictions/predictions_0001.jsonl`).
+pub(crate) async fn upload_file(
+    gcs: &crate::storage::Storage,
+    local: &Path,
+    remote: &GcsUri,
+    path: &Path,
+) -> Result<(), String> {
+    let rel = path
+        .strip_prefix(local)
+        .map_err(|_| format!("{} is outside {}", path.display(), local.display()))?;
+    let rel = rel.to_string_lossy().replace('\\', "/");
+    let uri = GcsUri::parse_field(
+        &format!("{}/{rel}", remote.to_string().trim_end_matches('/')),
+        "output_uri",
+    )
+    .map_err(|e| e.to_string())?;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    gcs.upload(&uri, file)
+        .await
+        .map_err(|e| format!("uploading the output: {e}"))?;
     Ok(())
 }

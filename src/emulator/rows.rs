@@ -49,7 +49,8 @@ impl Tally {
 }
 
 /// Where output rows go: the partial output file, plus the quirks the
-/// knobs ask for (rows out of order, rows twice, an incremental chunk).
+/// knobs ask for (rows out of order, rows twice), and the live export of
+/// completed rows in chunks.
 pub(crate) struct Sink {
     main: BufWriter<File>,
     /// Rows held back to be written in a shuffled order.
@@ -58,35 +59,146 @@ pub(crate) struct Sink {
     rng: fastrand::Rng,
     duplicate_every: u64,
     pushed: u64,
-    /// The incremental chunk and how many rows it still takes.
-    incremental: Option<(BufWriter<File>, u64)>,
+    export: Option<Export>,
 }
 
 /// Rows shuffled together when output order is scrambled.
 const SHUFFLE_WINDOW: usize = 64;
 
+/// Where and how a job's completed rows are exported while it runs.
+pub(crate) struct ExportPlan {
+    /// The directory the chunks go to (`…/incremental_predictions`).
+    pub(crate) dir: PathBuf,
+    /// Seal during the run (else everything is the tail, sealed at the end).
+    pub(crate) live: bool,
+    /// The rows left at the end make a last chunk (BigQuery: the table
+    /// gets the rows no chunk carried); else they are only in the final file.
+    pub(crate) keep_tail: bool,
+    /// Duplicates (`duplicate_every`) go into the chunks too (BigQuery: the
+    /// chunks are the table's rows).
+    pub(crate) duplicates: bool,
+    pub(crate) every_rows: u64,
+    pub(crate) every: Duration,
+}
+
+/// A chunk published under its final name.
+pub(crate) struct Sealed {
+    pub(crate) path: PathBuf,
+    pub(crate) number: u32,
+}
+
+/// The chunk being filled, and the chunks sealed since the async side
+/// last took them.
+struct Export {
+    plan: ExportPlan,
+    /// The open chunk: its writer, its rows, and when its first row came.
+    open: Option<(BufWriter<File>, u64, Instant)>,
+    /// The number of the next chunk (from 1).
+    next: u32,
+    sealed: Vec<Sealed>,
+    /// The emulated time of the rows being pushed.
+    now: Instant,
+}
+
+impl Export {
+    fn partial(&self, n: u32) -> PathBuf {
+        self.plan
+            .dir
+            .join(format!(".predictions_{n:04}.jsonl.partial"))
+    }
+
+    fn push(&mut self, line: &[u8]) -> io::Result<()> {
+        if self.open.is_none() {
+            let n = self.next;
+            let f = File::create(self.partial(n))?;
+            self.open = Some((BufWriter::new(f), 0, self.now));
+        }
+        if let Some((w, rows, _)) = &mut self.open {
+            w.write_all(line)?;
+            w.write_all(b"\n")?;
+            *rows += 1;
+            if self.plan.live && self.plan.every_rows > 0 && *rows >= self.plan.every_rows {
+                self.seal()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// At a row-chunk boundary, emulated time `now`: seals the open chunk
+    /// when it has been open `every` since its first row.
+    fn tick(&mut self, now: Instant) -> io::Result<()> {
+        self.now = now;
+        let due = self.open.as_ref().is_some_and(|(_, rows, first)| {
+            *rows > 0
+                && self.plan.live
+                && !self.plan.every.is_zero()
+                && now.saturating_duration_since(*first) >= self.plan.every
+        });
+        if due {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the open chunk: flushed, fsynced, renamed into place
+    /// (readers skip the hidden partial name), the directory fsynced.
+    fn seal(&mut self) -> io::Result<()> {
+        let Some((w, _, _)) = self.open.take() else {
+            return Ok(());
+        };
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
+        let n = self.next;
+        self.next += 1;
+        let path = self.plan.dir.join(format!("predictions_{n:04}.jsonl"));
+        fs::rename(self.partial(n), &path)?;
+        if let Ok(d) = File::open(&self.plan.dir) {
+            let _ = d.sync_all();
+        }
+        self.sealed.push(Sealed { path, number: n });
+        Ok(())
+    }
+
+    /// The job's rows are done: the rows left make a last chunk (when the
+    /// plan keeps the tail) or are dropped from the export (they are in
+    /// the final file).
+    fn end(&mut self) -> io::Result<()> {
+        if self.plan.keep_tail {
+            return self.seal();
+        }
+        self.abandon();
+        Ok(())
+    }
+
+    /// Removes the open chunk's partial file (best effort).
+    fn abandon(&mut self) {
+        if self.open.take().is_some() {
+            let _ = fs::remove_file(self.partial(self.next));
+        }
+    }
+}
+
 impl Sink {
     fn new(
         partial: &Path,
-        final_path: &Path,
-        gcs: bool,
-        total: u64,
+        export: Option<ExportPlan>,
         knobs: &super::knobs::KnobValues,
         seed: u64,
     ) -> io::Result<Sink> {
         let main = BufWriter::with_capacity(1 << 18, File::create(partial)?);
-        let incremental = match (
-            gcs && knobs.incremental_chunk,
-            Self::incremental_paths(final_path),
-        ) {
-            (true, Some((partial, _))) => {
-                if let Some(parent) = partial.parent() {
-                    fs::create_dir_all(parent)?;
-                }
-                let rows = (total / 2).min(1000);
-                Some((BufWriter::new(File::create(partial)?), rows))
+        let export = match export {
+            Some(plan) => {
+                fs::create_dir_all(&plan.dir)?;
+                Some(Export {
+                    plan,
+                    open: None,
+                    next: 1,
+                    sealed: Vec::new(),
+                    now: Instant::now(),
+                })
             }
-            _ => None,
+            None => None,
         };
         Ok(Sink {
             main,
@@ -95,17 +207,8 @@ impl Sink {
             rng: fastrand::Rng::with_seed(seed),
             duplicate_every: knobs.duplicate_every,
             pushed: 0,
-            incremental,
+            export,
         })
-    }
-
-    /// The incremental chunk's partial and final paths (GCS output only).
-    fn incremental_paths(final_path: &Path) -> Option<(PathBuf, PathBuf)> {
-        let dir = final_path.parent()?.join("incremental_predictions");
-        Some((
-            dir.join(".predictions_0001.jsonl.partial"),
-            dir.join("predictions_0001.jsonl"),
-        ))
     }
 
     /// Adds one output line (without its newline).
@@ -117,11 +220,10 @@ impl Sink {
         } else {
             1
         };
-        if let Some((w, left)) = &mut self.incremental {
-            if *left > 0 {
-                *left -= 1;
-                w.write_all(line)?;
-                w.write_all(b"\n")?;
+        if let Some(e) = &mut self.export {
+            let n = if e.plan.duplicates { copies } else { 1 };
+            for _ in 0..n {
+                e.push(line)?;
             }
         }
         for _ in 0..copies {
@@ -149,28 +251,35 @@ impl Sink {
 
     fn flush(&mut self) -> io::Result<()> {
         self.drain_window()?;
-        if let Some((w, _)) = &mut self.incremental {
-            w.flush()?;
-        }
         self.main.flush()
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        if let Some((w, _)) = &mut self.incremental {
-            w.get_ref().sync_all()?;
-        }
         self.main.get_ref().sync_all()
     }
 
-    /// Renames the partial files into place (the incremental chunk first).
+    /// The chunks sealed since the last call.
+    fn take_sealed(&mut self) -> Vec<Sealed> {
+        self.export
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.sealed))
+            .unwrap_or_default()
+    }
+
+    /// Renames the partial output file into place.
     pub(crate) fn publish(partial: &Path, final_path: &Path) -> io::Result<()> {
-        if let Some((inc_partial, done)) = Self::incremental_paths(final_path) {
-            if inc_partial.exists() {
-                fs::rename(inc_partial, done)?;
-            }
-        }
         fs::rename(partial, final_path)
     }
+}
+
+/// What a job exported while it ran: what [`stream_rows`] published, so
+/// the end publishes only the rest.
+#[derive(Default)]
+pub(crate) struct Exported {
+    /// Local chunk files published (and uploaded, on a Cloud Storage backend).
+    pub(crate) files: Vec<PathBuf>,
+    /// Rows loaded into the BigQuery output table.
+    pub(crate) bq_rows: u64,
 }
 
 pub(crate) enum RowsEnd {
@@ -266,8 +375,12 @@ struct Rows {
 }
 
 impl Rows {
-    /// Processes up to `n` rows; true when the input is exhausted.
-    fn chunk(&mut self, n: u64, processed_time: &str) -> io::Result<bool> {
+    /// Processes up to `n` rows at emulated time `now`; true when the
+    /// input is exhausted.
+    fn chunk(&mut self, n: u64, processed_time: &str, now: Instant) -> io::Result<bool> {
+        if let Some(e) = &mut self.writer.export {
+            e.tick(now)?;
+        }
         if !self.io_delay.is_zero() {
             // Slow storage, emulated where real storage would be slow: on
             // this I/O thread, not on the workers that answer RPCs.
@@ -369,11 +482,77 @@ pub(crate) struct RowsJob<'a> {
     /// the job runs; rows must be read the way they were counted).
     pub(crate) max_line: usize,
     pub(crate) pace: Pace,
+    /// This run's nonce: BigQuery load job ids are unique per run and chunk.
+    pub(crate) run: u64,
+}
+
+/// How a job's output is exported while it runs (see
+/// [`KnobValues::export_every_rows`](super::knobs::KnobValues::export_every_rows)):
+/// Cloud Storage output (local or a backend) in `incremental_predictions/`
+/// beside `predictions.jsonl` when a trigger is on; BigQuery backend output
+/// always (the chunks are what fills the table; with no trigger, one chunk
+/// at the end); local BigQuery table files never.
+fn export_plan(output: &Output, knobs: &super::knobs::KnobValues) -> Option<ExportPlan> {
+    let live = knobs.export_every_rows > 0 || !knobs.export_every.is_zero();
+    let bq = output.table.is_some();
+    let gcs = matches!(
+        output.info.output_location,
+        Some(crate::proto::aiplatform::batch_prediction_job::output_info::OutputLocation::GcsOutputDirectory(_))
+    );
+    if !(bq || (gcs && live)) {
+        return None;
+    }
+    Some(ExportPlan {
+        dir: output.claim.join(INCREMENTAL_DIR),
+        live,
+        keep_tail: bq,
+        duplicates: bq,
+        every_rows: knobs.export_every_rows,
+        every: knobs.export_every,
+    })
+}
+
+/// The directory of exported chunks, in the job's output directory.
+pub(crate) const INCREMENTAL_DIR: &str = "incremental_predictions";
+
+/// Publishes sealed chunks beyond the local file system: each is uploaded
+/// to the remote output directory (Cloud Storage backend), or appended to
+/// the output table (BigQuery backend, a load job of its own). The job's
+/// output then counts as published: its claim is kept whatever the end.
+async fn publish_chunks(
+    job: &RowsJob<'_>,
+    sealed: Vec<Sealed>,
+    exported: &mut Exported,
+) -> io::Result<()> {
+    let (state, output) = (job.state, job.output);
+    for chunk in sealed {
+        if let (Some(gcs), Some(remote)) = (&state.gcs, &output.remote) {
+            super::plan::upload_file(gcs, &output.claim, remote, &chunk.path)
+                .await
+                .map_err(io::Error::other)?;
+        }
+        if let (Some(bq), Some((table, columns))) = (&state.bq, &output.table) {
+            let id = format!(
+                "vertex-batch-emulator-{}-{:016x}-{:04}",
+                job.slot.id, job.run, chunk.number
+            );
+            exported.bq_rows += super::plan::load_output(bq, &id, &chunk.path, table, columns)
+                .await
+                .map_err(io::Error::other)?;
+        }
+        exported.files.push(chunk.path);
+        job.slot.lock().output_published = true;
+    }
+    Ok(())
 }
 
 /// Runs every row of `job`, chunk by chunk, leaving the tallies in `tally`
-/// however it ends.
-pub(crate) async fn stream_rows(job: RowsJob<'_>, tally: &mut Tally) -> io::Result<RowsEnd> {
+/// and what was exported on the way in `exported`, however it ends.
+pub(crate) async fn stream_rows(
+    job: RowsJob<'_>,
+    tally: &mut Tally,
+    exported: &mut Exported,
+) -> io::Result<RowsEnd> {
     let RowsJob {
         state,
         slot,
@@ -384,13 +563,14 @@ pub(crate) async fn stream_rows(job: RowsJob<'_>, tally: &mut Tally) -> io::Resu
         total,
         max_line,
         pace,
+        ..
     } = job;
     let knobs = state.knobs.values();
     let io_delay = knobs.io_delay;
-    let (partial, final_path) = (output.partial.clone(), output.final_path.clone());
+    let partial = output.partial.clone();
     let seed = slot.id;
-    let writer = blocking(move || Sink::new(&partial, &final_path, !bigquery, total, &knobs, seed))
-        .await??;
+    let plan = export_plan(output, &knobs);
+    let writer = blocking(move || Sink::new(&partial, plan, &knobs, seed)).await??;
     let mut rows = Rows {
         files: files.iter().map(|f| f.to_path_buf()).collect(),
         next_file: 0,
@@ -421,19 +601,27 @@ pub(crate) async fn stream_rows(job: RowsJob<'_>, tally: &mut Tally) -> io::Resu
             break RowsEnd::TimedOut;
         }
         let processed_time = time::format_millis(state.clock.now());
+        let now = Instant::now();
         let (back, result) = blocking(move || {
-            let r = rows.chunk(pace.chunk, &processed_time);
+            let r = rows.chunk(pace.chunk, &processed_time, now);
             (rows, r)
         })
         .await?;
         rows = back;
+        let sealed = rows.writer.take_sealed();
         let exhausted = match result {
             Ok(e) => e,
             Err(e) => {
                 *tally = std::mem::take(&mut rows.tally);
+                abandon_export(rows).await;
                 return Err(e);
             }
         };
+        if let Err(e) = publish_chunks(&job, sealed, exported).await {
+            *tally = std::mem::take(&mut rows.tally);
+            abandon_export(rows).await;
+            return Err(e);
+        }
         publish_progress(state, slot, &rows.tally, total, &mut last_persist).await;
         if exhausted {
             break RowsEnd::Finished;
@@ -444,17 +632,33 @@ pub(crate) async fn stream_rows(job: RowsJob<'_>, tally: &mut Tally) -> io::Resu
         let r = rows
             .writer
             .flush()
-            .and_then(|()| if finished { rows.writer.sync() } else { Ok(()) });
+            .and_then(|()| if finished { rows.writer.sync() } else { Ok(()) })
+            .and_then(|()| rows.writer.export.as_mut().map_or(Ok(()), Export::end));
         (rows, r)
     })
     .await?;
     rows = back;
     *tally = std::mem::take(&mut rows.tally);
-    result?;
+    let sealed = rows.writer.take_sealed();
+    if let Err(e) = result {
+        abandon_export(rows).await;
+        return Err(e);
+    }
+    publish_chunks(&job, sealed, exported).await?;
     if finished {
         publish_progress(state, slot, tally, total, &mut last_persist).await;
     }
     Ok(end)
+}
+
+/// A failed run's open chunk goes (its rows were never published).
+async fn abandon_export(mut rows: Rows) {
+    let _ = blocking(move || {
+        if let Some(e) = &mut rows.writer.export {
+            e.abandon();
+        }
+    })
+    .await;
 }
 
 async fn publish_progress(

@@ -12,7 +12,11 @@
 //! Memory stays flat: rows are streamed through fixed buffers (`rows`),
 //! and the output is written to a hidden partial file renamed into place
 //! only when the job ends, so a crash never leaves a `SUCCEEDED` job over
-//! partial output.
+//! partial output. While the job runs, completed rows are exported in
+//! `incremental_predictions/` chunks (each sealed atomically, uploaded or
+//! appended to the BigQuery table at once; see `KnobValues::export_every_rows`),
+//! and `output_info` names the output from the moment the job runs. A
+//! cancelled job keeps its chunks, and its final file of the rows it did.
 
 use std::{fs, path::PathBuf, sync::Arc};
 
@@ -20,10 +24,10 @@ use super::{
     model::ModelCtx,
     pace::{wait_until, Pace, Wake},
     plan::{
-        bq_input_uri, claim_is_ours, gcs_input_uris, load_output, plan_output, resolve_input,
-        stage_bq_input, stage_inputs, staging_dir, upload_dir, Input,
+        bq_input_uri, claim_is_ours, gcs_input_uris, plan_output, resolve_input, stage_bq_input,
+        stage_inputs, staging_dir, upload_dir, Input,
     },
-    rows::{count_rows, stream_rows, RowsEnd, RowsJob, Sink, Tally},
+    rows::{count_rows, stream_rows, Exported, RowsEnd, RowsJob, Sink, Tally},
     state::{blocking, EmuState, JobRecord, JobSlot},
 };
 use crate::proto::{aiplatform as pb, rpc};
@@ -74,9 +78,14 @@ pub(crate) fn finish(
         });
         rec.partial_output = None;
         let claim = rec.output_claim.take();
-        // An output never published is released: an empty directory, a
-        // placeholder table that would block the name for good.
-        claim.filter(|_| rec.job.output_info.is_none())
+        // An output never published (no exported chunk, no final file) is
+        // released: an empty directory, a placeholder table that would
+        // block the name for good; `output_info` no longer names it.
+        let release = !rec.output_published;
+        if release {
+            rec.job.output_info = None;
+        }
+        claim.filter(|_| release)
     };
     state.persist_or_log(slot);
     let claim = claim.and_then(|c| state.resolve_record_path(&c));
@@ -223,7 +232,10 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
         rec.partial_output = Some(state.to_record_path(&output.partial));
         rec.output_claim = Some(state.to_record_path(&output.claim));
         rec.job.completion_stats = Some(Tally::default().stats(total));
-        rec.job.output_info = None;
+        // Named as the job goes RUNNING, as the service names it: chunks
+        // of completed rows land there while the job runs.
+        rec.job.output_info = Some(output.info.clone());
+        rec.output_published = false;
         rec.job.partial_failures.clear();
     }
     set_state(state, slot, pb::JobState::Running);
@@ -244,8 +256,10 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
         total,
         max_line: cap,
         pace,
+        run: fastrand::u64(..),
     };
-    let result = stream_rows(rows, &mut tally).await;
+    let mut exported = Exported::default();
+    let result = stream_rows(rows, &mut tally, &mut exported).await;
     let done = tally.ok + tally.failed;
     let stats = |rec: &mut JobRecord| {
         rec.job.completion_stats = Some(tally.stats(total));
@@ -264,18 +278,17 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                 .await
                 .and_then(|r| r)
                 .map_err(|e| e.to_string());
+            // Only what is not published yet: the exported chunks were
+            // uploaded as they were sealed (and a BigQuery table holds
+            // every row already, the last chunk's too).
             if let (Ok(()), Some(gcs), Some(remote)) = (&publish, &state.gcs, &output.remote) {
-                publish = upload_dir(gcs, &output.claim, remote).await;
-            }
-            if let (Ok(()), Some(bq), Some((table, columns))) = (&publish, &state.bq, &output.table)
-            {
-                publish = load_output(bq, slot.id, &output.final_path, table, columns).await;
+                publish = upload_dir(gcs, &output.claim, remote, &exported.files).await;
             }
             {
                 let mut rec = slot.lock();
                 stats(&mut rec);
                 if publish.is_ok() {
-                    rec.job.output_info = Some(output.info.clone());
+                    rec.output_published = true;
                 }
             }
             if let Err(e) = publish {

@@ -307,6 +307,7 @@ impl JobService for EmulatorService {
                 job: job.clone(),
                 partial_output: None,
                 output_claim: None,
+                output_published: false,
             },
         ));
         self.state

@@ -55,6 +55,12 @@ pub(crate) struct JobRecord {
     /// BigQuery table file); removed on recovery before the job runs again.
     #[serde(default)]
     pub(crate) output_claim: Option<PathBuf>,
+    /// Whether some of the job's output was published (an exported chunk,
+    /// or the final output): its claim is kept when the job ends. A job
+    /// that published nothing releases its claim (an empty directory, a
+    /// placeholder table file). Older records lack it: `false`.
+    #[serde(default)]
+    pub(crate) output_published: bool,
 }
 
 /// A job in memory: its record plus the signals its runner listens to.

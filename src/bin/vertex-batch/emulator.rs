@@ -58,9 +58,14 @@ pub struct EmulatorArgs {
     /// Write every N-th output row twice.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub duplicate_every: u64,
-    /// Also write an incremental_predictions/ chunk.
-    #[arg(long)]
-    pub incremental_chunk: bool,
+    /// While a job runs, export its completed rows in an
+    /// incremental_predictions/ chunk every N rows (0: no row trigger).
+    #[arg(long, value_name = "N", default_value_t = 5_000)]
+    pub export_every_rows: u64,
+    /// Also seal an exported chunk this long (emulated time) after its
+    /// first row, in milliseconds (0: no time trigger).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub export_every_ms: u64,
     /// End jobs SUCCEEDED even when some rows failed.
     #[arg(long)]
     pub succeed_despite_failed_rows: bool,
@@ -124,7 +129,8 @@ impl EmulatorArgs {
             shuffle_output: self.shuffle_output,
             fail_rows_containing: self.fail_rows_containing.clone(),
             duplicate_every: self.duplicate_every,
-            incremental_chunk: self.incremental_chunk,
+            export_every_rows: self.export_every_rows,
+            export_every: Duration::from_millis(self.export_every_ms),
             succeed_despite_failed_rows: self.succeed_despite_failed_rows,
             fail_jobs: self.fail_jobs.clone(),
             lost_create_responses: self.lost_create_responses,
