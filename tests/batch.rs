@@ -1110,3 +1110,280 @@ async fn each_family_retries_its_failed_rows_in_its_own_format() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Live results: rows while the jobs run, early retries.
+
+/// Drains `live` until `until` holds for the rows handed out so far (or
+/// the stream ends); returns the rows.
+async fn live_until(
+    live: &mut vertex_batch::data::Live<'_>,
+    rows: &mut Vec<ResultRow>,
+    mut until: impl FnMut(&[ResultRow], &vertex_batch::data::LiveEvent) -> bool,
+) -> bool {
+    while let Some(event) = live.next().await {
+        let event = event.unwrap();
+        if let vertex_batch::data::LiveEvent::Row(row) = &event {
+            rows.push(row.clone());
+        }
+        if until(rows, &event) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn rows_stream_before_the_job_ends_and_each_key_comes_out_once() {
+    use vertex_batch::data::LiveOptions;
+    // The job is held queued, so it cannot end while the rows below are
+    // read: the service exported five rows into the part's output prefix
+    // (before naming the directory in `output_info`).
+    let (_dir, emu, storage, client) = local_emulator().await;
+    let mut batch = client
+        .start_batch(&storage, &plain_spec("live-1"), prompts(20))
+        .await
+        .unwrap();
+    let chunk: vertex_batch::GcsUri = format!(
+        "{}/output/r0-p00000/prediction-model-early/incremental_predictions/predictions_0001.jsonl",
+        batch.root()
+    )
+    .parse()
+    .unwrap();
+    let lines: String = (1..=5)
+        .map(|i| {
+            format!(
+                "{{\"key\":\"k{i}\",\"status\":\"\",\"response\":{{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"early {i}\"}}]}},\"finishReason\":\"STOP\"}}]}}}}\n"
+            )
+        })
+        .collect();
+    storage.upload_bytes(&chunk, lines).await.unwrap();
+    let name = batch.jobs()[0].name().to_owned();
+    let mut live = batch
+        .live(LiveOptions::new().poll(Duration::from_millis(20)))
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    assert!(live_until(&mut live, &mut rows, |rows, _| rows.len() == 5).await);
+    let job = client.get(name.as_str()).await.unwrap();
+    assert!(
+        !job.has_ended(),
+        "the rows came while the job was {}",
+        job.state()
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r.text().is_some_and(|t| t.starts_with("early"))));
+
+    // Released, the job runs and writes every row (k1…k5 again).
+    emu.knobs().hold_queued(false);
+    live_until(&mut live, &mut rows, |_, _| false).await;
+    let totals = live.totals();
+    let mut keys: Vec<&str> = rows.iter().filter_map(|r| r.key()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!((keys.len(), rows.len()), (20, 20), "every prompt once");
+    assert_eq!(totals.rows(), 20);
+    assert_eq!(
+        totals.duplicates, 5,
+        "k1…k5 were in the chunk and the final file"
+    );
+    for row in &rows {
+        check_row_or_early(row);
+    }
+}
+
+fn check_row_or_early(row: &ResultRow) {
+    if row.text().is_some_and(|t| t.starts_with("early")) {
+        return;
+    }
+    check_row(row, true);
+}
+
+/// An emulator exporting every `every` rows, jobs paced to `secs` of
+/// emulated time, its own directory as Cloud Storage, and an in-process
+/// client (for the paused clock).
+async fn paced_emulator(
+    every: u64,
+    secs: u64,
+) -> (
+    tempfile::TempDir,
+    Emulator,
+    vertex_batch::storage::Storage,
+    Client,
+) {
+    let dir = common::temp();
+    let emu = Emulator::builder(dir.path()).start().await.unwrap();
+    emu.knobs()
+        .set_job_duration(Some(Duration::from_secs(secs)));
+    emu.knobs().set_export_every_rows(every);
+    emu.knobs().set_export_every(Duration::ZERO);
+    let storage = emu.storage();
+    let client = emu.in_memory_client("p", "us-central1").unwrap();
+    (dir, emu, storage, client)
+}
+
+/// A spec for the paced jobs: polled every emulated second (not every
+/// 10 ms: a job runs for minutes of emulated time).
+fn paced_spec(key: &str) -> BatchSpec {
+    plain_spec(key).watch_options(
+        WatchManyOptions::new()
+            .policy(PollPolicy::fixed(Duration::from_secs(1)))
+            .gets_per_second(1000.0),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_early_retry_round_runs_while_the_first_does_and_merges_right() {
+    use vertex_batch::data::{LiveEvent, LiveOptions};
+    let (_dir, emu, storage, client) = paced_emulator(4, 400).await;
+    emu.knobs().fail_rows_containing(Some("flaky".into()));
+    let mut batch = client
+        .start_batch(&storage, &paced_spec("live-retry"), prompts(40))
+        .await
+        .unwrap();
+    let first = batch.jobs()[0].name().to_owned();
+    let mut live = batch
+        .live(
+            LiveOptions::new()
+                .poll(Duration::from_secs(1))
+                .retry_rounds(2)
+                .retry_min_rows(1),
+        )
+        .await
+        .unwrap();
+    let (mut rows, mut early_round) = (Vec::new(), None);
+    while let Some(event) = live.next().await {
+        match event.unwrap() {
+            LiveEvent::Row(row) => rows.push(row),
+            LiveEvent::Progress(p) if p.awaiting_retry > 0 => {
+                // Rows failed for a passing cause are held, not handed out;
+                // from now on the model answers them.
+                emu.knobs().fail_rows_containing(None);
+            }
+            LiveEvent::RetryRound { round, rows: n } if early_round.is_none() => {
+                let state = client.get(first.as_str()).await.unwrap().state();
+                early_round = Some((round, n, state));
+            }
+            _ => {}
+        }
+    }
+    let totals = live.totals();
+    let (round, n, state) = early_round.expect("a round while the batch ran");
+    assert_eq!(round, 1);
+    assert!(n >= 1);
+    assert_eq!(
+        state,
+        vertex_batch::JobState::Running,
+        "round 1 was made while round 0 ran"
+    );
+    let mut keys: Vec<&str> = rows.iter().filter_map(|r| r.key()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!((keys.len(), rows.len()), (40, 40), "every key once");
+    for row in &rows {
+        check_row(row, false); // the flaky rows' latest outcome: answered
+    }
+    assert_eq!((totals.failed, totals.missing), (0, 0));
+    assert_eq!((totals.succeeded, totals.blocked), (36, 4));
+    drop(live);
+    // The batch's merged results agree, read at once at the end.
+    let (merged, _, t) = batch.results().await.unwrap().collect_all().await;
+    assert_eq!((t.succeeded, t.blocked, t.failed), (36, 4, 0));
+    assert_eq!(merged.len(), 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_failed_while_jobs_run_resends_what_failed_so_far() {
+    let (_dir, emu, storage, client) = paced_emulator(4, 400).await;
+    emu.knobs().fail_rows_containing(Some("flaky".into()));
+    let mut batch = client
+        .start_batch(&storage, &paced_spec("live-retry-2"), prompts(40))
+        .await
+        .unwrap();
+    let first = batch.jobs()[0].name().to_owned();
+    // Until the rows of k5 (a failed one) are exported: two chunks of 4.
+    let out: vertex_batch::GcsUri = format!("{}/output/", batch.root()).parse().unwrap();
+    loop {
+        let chunks = storage
+            .list(&out)
+            .filter(|o| {
+                // Sealed chunks only (not the hidden one being written).
+                futures::future::ready(o.as_ref().is_ok_and(|o| {
+                    let name = o.uri().object();
+                    name.contains("incremental_predictions/predictions_")
+                }))
+            })
+            .count()
+            .await;
+        if chunks >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let job = client.get(first.as_str()).await.unwrap();
+    assert!(!job.has_ended());
+    emu.knobs().fail_rows_containing(None);
+    let resent = batch.retry_failed().await.unwrap();
+    assert!(
+        (1..4).contains(&resent),
+        "only what failed so far: {resent}"
+    );
+    assert_eq!(batch.rounds(), 2);
+    // Again at once: what was resent is not resent twice.
+    assert_eq!(batch.retry_failed().await.unwrap(), 0);
+    batch.wait().await.unwrap();
+    // The rest failed after the round was made: one more at the end.
+    batch.retry_failed().await.unwrap();
+    batch.wait().await.unwrap();
+    let (rows, _, t) = batch.results().await.unwrap().collect_all().await;
+    assert_eq!(rows.len(), 40);
+    assert_eq!((t.succeeded, t.blocked, t.failed, t.missing), (36, 4, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_passed_mid_run_cancels_and_keeps_every_completed_row() {
+    use vertex_batch::{
+        cost::{Cost, Prices},
+        data::{LiveEvent, LiveOptions},
+    };
+    let (_dir, _emu, storage, client) = paced_emulator(4, 400).await;
+    let mut batch = client
+        .start_batch(&storage, &paced_spec("live-budget"), prompts(40))
+        .await
+        .unwrap();
+    let price = Prices::builtin()
+        .lookup("gemini-2.0-flash-001")
+        .expect("priced")
+        .clone();
+    let mut live = batch
+        .live(
+            LiveOptions::new()
+                .poll(Duration::from_secs(1))
+                .budget(Cost::from_nanos(1), price),
+        )
+        .await
+        .unwrap();
+    let (mut rows, mut exceeded) = (Vec::new(), None);
+    while let Some(event) = live.next().await {
+        match event.unwrap() {
+            LiveEvent::Row(row) => rows.push(row),
+            LiveEvent::BudgetExceeded { spent, max } => exceeded = Some((spent, max, rows.len())),
+            _ => {}
+        }
+    }
+    let totals = live.totals();
+    drop(live);
+    let (spent, max, at) = exceeded.expect("the budget was passed");
+    assert!(spent > max && at > 0);
+    let job = &batch.jobs()[0];
+    assert_eq!(job.state(), vertex_batch::JobState::Cancelled);
+    // Every row the job completed before the cancel is handed out; the
+    // rest are missing.
+    let done = job.completion_stats().successful + job.completion_stats().failed;
+    assert!(done < 40, "cancelled before the end: {done}");
+    assert_eq!(rows.len(), 40);
+    assert_eq!(totals.succeeded + totals.blocked + totals.failed, done);
+    assert_eq!(totals.missing, 40 - done);
+    assert!(totals.cost.is_some_and(|c| c > Cost::default()));
+}

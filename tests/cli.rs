@@ -1866,3 +1866,208 @@ async fn every_model_family_takes_plain_text_prompts_to_matched_results() {
         "a refused run submits nothing"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Live results, cost and budget.
+
+/// The emulator's jobs, oldest first.
+async fn emulator_jobs(s: &Setup) -> Vec<vertex_batch::Job> {
+    use futures::TryStreamExt;
+    let client = s.emu.client("cli-project", "us-central1").unwrap();
+    let mut jobs: Vec<_> = client
+        .list(&vertex_batch::client::ListOptions::default())
+        .try_collect()
+        .await
+        .unwrap();
+    jobs.reverse();
+    jobs
+}
+
+fn text_prompts(dir: &Path, n: usize) -> std::path::PathBuf {
+    let input = dir.join("prompts.txt");
+    let text: String = (0..n)
+        .map(|i| format!("Question number {i} please\n"))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    input
+}
+
+#[tokio::test]
+async fn run_to_stdout_writes_rows_as_they_land_priced_and_a_cancel_keeps_them() {
+    let s = Setup::full().await;
+    // 1,000 rows over ten emulated minutes, each exported at once: the
+    // first line comes long before the job could end.
+    s.emu
+        .knobs()
+        .set_job_duration(Some(std::time::Duration::from_secs(600)));
+    s.emu.knobs().set_export_every_rows(1);
+    let dir = common::temp();
+    let input = text_prompts(dir.path(), 1000);
+    let mut args = run_args(&input, "gs://cli-bkt/live", "-", &["--poll", "0.05"]);
+    args.push("--request-key");
+    args.push("live-stdout");
+    let mut child = cli(&s.env(), &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&out.next_line().await.unwrap().unwrap()).unwrap();
+    let jobs = emulator_jobs(&s).await;
+    assert_eq!(jobs.len(), 1);
+    let job = s
+        .emu
+        .client("cli-project", "us-central1")
+        .unwrap()
+        .get(jobs[0].name())
+        .await
+        .unwrap();
+    assert_eq!(
+        job.state(),
+        JobState::Running,
+        "a row came while the job ran"
+    );
+    assert_eq!(first["outcome"], "succeeded");
+    // gemini-2.0-flash at batch rates: $0.075 a million input tokens,
+    // $0.30 a million output tokens (src/cost/prices.json).
+    let (p, c) = (
+        first["usage"]["prompt"].as_u64().unwrap(),
+        first["usage"]["candidates"].as_u64().unwrap(),
+    );
+    let want = (p as f64 * 0.075 + c as f64 * 0.3) / 1e6;
+    assert!(p > 0 && c > 0);
+    assert!(
+        (first["cost_usd"].as_f64().unwrap() - want).abs() < 1e-9,
+        "{first}"
+    );
+
+    // Cancelled: the rows it completed come out, the rest missing, each
+    // key once.
+    s.emu
+        .client("cli-project", "us-central1")
+        .unwrap()
+        .cancel(jobs[0].name())
+        .await
+        .unwrap();
+    let mut rows = vec![first];
+    while let Some(line) = out.next_line().await.unwrap() {
+        rows.push(serde_json::from_str(&line).unwrap());
+    }
+    let status = child.wait().await.unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    let mut keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!((keys.len(), rows.len()), (1000, 1000));
+    let done = rows.iter().filter(|r| r["outcome"] == "succeeded").count();
+    assert!((1..1000).contains(&done), "{done}");
+    assert!(rows
+        .iter()
+        .all(|r| r["outcome"] == "succeeded" || r["outcome"] == "missing"));
+    assert!(
+        stderr.contains("tokens:") && stderr.contains("cost $"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn max_cost_refuses_before_submitting_and_lets_a_batch_within_it_run() {
+    let s = Setup::full().await;
+    let dir = common::temp();
+    let input = text_prompts(dir.path(), 20);
+    let results = dir.path().join("results.jsonl");
+    let out = results.to_str().unwrap();
+    let args = run_args(
+        &input,
+        "gs://cli-bkt/budget",
+        out,
+        &["--max-cost", "0.000001"],
+    );
+    let o = run(&s.env(), &args).await;
+    assert_eq!(o.code, 7, "{}", o.stderr);
+    assert!(o.stderr.contains("estimate: at most"), "{}", o.stderr);
+    assert!(o.stderr.contains("counted by CountTokens"), "{}", o.stderr);
+    assert!(o.stderr.contains("nothing was submitted"), "{}", o.stderr);
+    assert!(emulator_jobs(&s).await.is_empty(), "no job was made");
+    assert!(!results.exists());
+
+    let args = run_args(&input, "gs://cli-bkt/budget", out, &["--max-cost", "5"]);
+    let o = run(&s.env(), &args).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(lines(&results).len(), 20);
+    // A model the table lacks cannot be held to a budget.
+    let mut args = run_args(&input, "gs://cli-bkt/budget2", out, &["--max-cost", "5"]);
+    args[2] = "publishers/google/models/my-own-model";
+    let o = run(&s.env(), &args).await;
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("--prices"), "{}", o.stderr);
+}
+
+#[tokio::test]
+async fn watch_results_appends_rows_as_they_land_and_resumes_a_torn_file() {
+    let s = Setup::full().await;
+    s.emu
+        .knobs()
+        .set_job_duration(Some(std::time::Duration::from_secs(2)));
+    s.emu.knobs().set_export_every_rows(5);
+    let storage = s.gcs.as_ref().unwrap().storage();
+    let input: vertex_batch::GcsUri = "gs://cli-bkt/watch/in.jsonl".parse().unwrap();
+    let lines_in: String = (0..20)
+        .map(|i| {
+            format!(
+                "{{\"key\":\"w{i}\",\"request\":{{\"contents\":[{{\"role\":\"user\",\"parts\":[{{\"text\":\"Question {i}\"}}]}}]}}}}\n"
+            )
+        })
+        .collect();
+    storage.upload_bytes(&input, lines_in).await.unwrap();
+    let client = s.emu.client("cli-project", "us-central1").unwrap();
+    let job = client
+        .create(
+            &vertex_batch::JobSpec::new("gemini-2.0-flash-001")
+                .input(input.to_string())
+                .output("gs://cli-bkt/watch/out"),
+        )
+        .await
+        .unwrap();
+    let dir = common::temp();
+    let file = dir.path().join("watched.jsonl");
+    let f = file.to_str().unwrap();
+    let o = run(
+        &s.env(),
+        &["watch", job.name(), "--results", f, "--poll", "0.05"],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let keys = |rows: &[Value]| {
+        let mut k: Vec<String> = rows
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_owned())
+            .collect();
+        k.sort();
+        k
+    };
+    let all = lines(&file);
+    let mut unique = keys(&all);
+    unique.dedup();
+    assert_eq!((all.len(), unique.len()), (20, 20));
+
+    // A run killed while writing: 12 whole lines and a torn one. The
+    // re-run cuts the torn line and appends the 8 keys missing.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut kept: String = text.lines().take(12).map(|l| format!("{l}\n")).collect();
+    kept.push_str("{\"key\":\"w1");
+    std::fs::write(&file, kept).unwrap();
+    let o = run(
+        &s.env(),
+        &["watch", job.name(), "--results", f, "--poll", "0.05"],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("12 rows already there"), "{}", o.stderr);
+    let again = lines(&file);
+    assert_eq!(keys(&again), keys(&all), "every key once, whole lines only");
+}

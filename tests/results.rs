@@ -195,3 +195,62 @@ async fn a_cancelled_job_leaves_its_unfinished_rows_missing_with_their_requests(
         original["request"]
     );
 }
+
+#[tokio::test]
+async fn a_batchs_cost_is_the_sum_of_its_rows_at_batch_rates() {
+    use vertex_batch::{
+        cost::{Cost, Prices},
+        data::{ReadOptions, ResultReader},
+    };
+    let dir = temp();
+    std::fs::write(
+        dir.path().join("predictions.jsonl"),
+        concat!(
+            // Thoughts, implicitly cached and tool-use tokens.
+            r#"{"key":"a","status":"","response":{"candidates":[{"content":{"parts":[{"text":"A"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":1000,"cachedContentTokenCount":400,"toolUsePromptTokenCount":100,"candidatesTokenCount":200,"thoughtsTokenCount":300,"totalTokenCount":1600}}}"#,
+            "\n",
+            r#"{"key":"b","status":"","response":{"candidates":[{"content":{"parts":[{"text":"B"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":2000,"candidatesTokenCount":100,"totalTokenCount":2100}}}"#,
+            "\n",
+            // Failed rows are not billed.
+            r#"{"key":"c","status":"{\"error\": {\"code\": 429, \"message\": \"Quota\"}}"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let price = Prices::builtin()
+        .lookup("gemini-2.5-flash")
+        .unwrap()
+        .clone();
+    let rows = ResultReader::new()
+        .output_local(dir.path())
+        .options(ReadOptions::new().price(price.clone()))
+        .read()
+        .await
+        .unwrap();
+    let (rows, _, totals) = rows.collect_all().await;
+    // gemini-2.5-flash at batch rates, per million tokens: input $0.15,
+    // implicitly cached $0.03 (the cache's rate instead of the batch
+    // discount), output (candidates and thoughts) $1.25.
+    //   a: (1000 − 400) × 0.15 + 400 × 0.03 + 100 × 0.15 + (200 + 300) × 1.25
+    //      = 90 + 12 + 15 + 625 = 742 millionths of a dollar
+    //   b: 2000 × 0.15 + 100 × 1.25 = 300 + 125 = 425
+    //   c: failed, 0
+    let by_key: std::collections::HashMap<_, _> = rows
+        .iter()
+        .map(|r| (r.key().unwrap().to_owned(), price.result_cost(r).unwrap()))
+        .collect();
+    assert_eq!(by_key["a"], Cost::from_nanos(742_000));
+    assert_eq!(by_key["b"], Cost::from_nanos(425_000));
+    assert_eq!(by_key["c"], Cost::ZERO);
+    assert_eq!(totals.cost, Some(Cost::from_nanos(1_167_000)));
+    assert_eq!(totals.unpriced, 0);
+    assert_eq!(totals.usage.thoughts_tokens, 300);
+    assert_eq!(totals.usage.tool_use_prompt_tokens, 100);
+    // Unpriced reads say so: no cost, not zero.
+    let unpriced = ResultReader::new()
+        .output_local(dir.path())
+        .read()
+        .await
+        .unwrap();
+    assert_eq!(unpriced.collect_all().await.2.cost, None);
+}
