@@ -237,7 +237,7 @@ async fn a_chunk_is_sealed_once_it_has_been_open_the_export_interval() {
     assert_eq!(done.state(), JobState::Succeeded);
     let final_file = out.join("predictions.jsonl");
     let exported = check_chunks_against_final(&chunks(&out), &final_file);
-    assert!(exported >= 50 && exported <= 60, "{exported}");
+    assert!((50..=60).contains(&exported), "{exported}");
     assert!(hidden_partials(&out).is_empty());
 }
 
