@@ -292,6 +292,10 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                 }
             }
             if let Err(e) = publish {
+                // The claim may stay (chunks were exported): the partial
+                // file that could not be published goes.
+                let partial = output.partial.clone();
+                let _ = blocking(move || fs::remove_file(partial)).await;
                 return finish(
                     state,
                     slot,
