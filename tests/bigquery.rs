@@ -986,3 +986,100 @@ async fn the_families_bigquery_runs_stage_their_columns_and_read_back_matched() 
         }
     }
 }
+
+/// The emulator's output table fills while the job runs (each exported
+/// chunk appended with a load job of its own), and a job a restart
+/// interrupted starts its table again: at the end it holds every row
+/// exactly once.
+#[tokio::test]
+async fn the_emulators_output_table_fills_as_the_job_runs_and_holds_each_row_once_after_a_restart()
+{
+    use std::time::Duration;
+    use vertex_batch::{emulator::Emulator, JobState};
+    let bqe = BqEmulator::start("p");
+    let bq = client(&bqe);
+    bq.create_dataset(&uri("bq://p.batches"), "us-central1")
+        .await
+        .unwrap();
+    let n = 320;
+    let prompts: Vec<_> = (0..n)
+        .map(|i| json!({"key": format!("k{i}"), "request": request(i)}))
+        .collect();
+    let input = uri("bq://p.batches.prompts");
+    bq.load_ndjson(&input, &input_schema(), ndjson(&prompts), "load-prompts")
+        .await
+        .unwrap();
+    let dir = common::temp();
+    let start = |every_rows: u64| {
+        let bq = bq.clone();
+        let dir = dir.path().to_path_buf();
+        async move {
+            let emu = Emulator::builder(dir).bigquery(bq).start().await.unwrap();
+            emu.knobs().set_export_every_rows(every_rows);
+            emu.knobs().set_export_every(Duration::ZERO);
+            emu
+        }
+    };
+    let emu = start(10).await;
+    // 320 rows over 100 s: it runs long after its first chunks.
+    emu.knobs().set_job_duration(Some(Duration::from_secs(100)));
+    let client = emu.client("p", "us-central1").unwrap();
+    let spec = vertex_batch::JobSpec::new("gemini-2.0-flash-001")
+        .input(input.to_string())
+        .output("bq://p.batches");
+    let job = client.create(&spec).await.unwrap();
+    let running = common::poll_until(&client, job.name(), "RUNNING", |j| {
+        j.state() == JobState::Running
+    })
+    .await;
+    let Some(vertex_batch::job::OutputLocation::BigQuery { dataset, table }) =
+        running.output_location()
+    else {
+        panic!("output_info is set once the job runs: {running:?}")
+    };
+    let out = uri(&format!("{dataset}.{table}"));
+    let mut filled = 0;
+    for _ in 0..1500 {
+        filled = bq.table(&out).await.unwrap().map_or(0, |t| t.rows());
+        if filled >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(filled >= 20, "the table never filled: {filled} rows");
+    assert_eq!(filled % 10, 0, "whole chunks of 10: {filled}");
+    let now = client.get(job.name()).await.unwrap();
+    assert_eq!(
+        now.state(),
+        JobState::Running,
+        "rows are in the table before the end"
+    );
+
+    // A restart: the job runs again, unpaced, and its table starts again.
+    emu.shutdown().await;
+    let emu = start(50).await;
+    let client = emu.client("p", "us-central1").unwrap();
+    let done = client.wait(job.name(), &common::fast_wait()).await.unwrap();
+    assert_eq!(done.state(), JobState::Succeeded);
+    assert_eq!(
+        done.output_location(),
+        running.output_location(),
+        "the re-run keeps the table its first run named"
+    );
+    assert_eq!(bq.table(&out).await.unwrap().unwrap().rows(), n as u64);
+    let (rows, errors, totals) = ResultReader::new()
+        .output_bigquery(&bq, out)
+        .inputs(Inputs::bigquery(&bq, [input]))
+        .read()
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rows.len(), n);
+    assert_eq!(
+        (totals.duplicates, totals.missing, totals.unexpected),
+        (0, 0, 0),
+        "every row exactly once"
+    );
+}

@@ -237,7 +237,7 @@ async fn a_chunk_is_sealed_once_it_has_been_open_the_export_interval() {
     assert_eq!(done.state(), JobState::Succeeded);
     let final_file = out.join("predictions.jsonl");
     let exported = check_chunks_against_final(&chunks(&out), &final_file);
-    assert!(exported >= 50 && exported <= 60, "{exported}");
+    assert!((50..=60).contains(&exported), "{exported}");
     assert!(hidden_partials(&out).is_empty());
 }
 
@@ -426,4 +426,34 @@ async fn on_a_cloud_storage_backend_each_chunk_is_uploaded_when_sealed_and_never
         check_chunks_against_final(&chunk_files, &final_file),
         chunk_files.len() * 5
     );
+}
+
+/// A job that exported chunks and then failed to publish its final file
+/// keeps its claim: the chunks stay, and `output_info` still names them.
+#[tokio::test(start_paused = true)]
+async fn a_failed_job_keeps_the_chunks_it_exported() {
+    let (dir, emu, client) = paced(40, Duration::from_secs(40), 10, Duration::ZERO).await;
+    let job = client.create(&spec("gs://bkt/in.jsonl")).await.unwrap();
+    let running = poll_until(&client, job.name(), "a chunk sealed", |j| {
+        j.state() == JobState::Running && done_rows(j) >= 15
+    })
+    .await;
+    let out = out_dir(&emu, &running);
+    // Make publishing fail: a non-empty directory where predictions.jsonl
+    // is to be renamed.
+    std::fs::create_dir_all(out.join("predictions.jsonl/blocker")).unwrap();
+    let done = client
+        .wait(job.name(), &fast_wait().any_end())
+        .await
+        .unwrap();
+    assert_eq!(done.state(), JobState::Failed, "{done:?}");
+    assert_eq!(
+        out_dir(&emu, &done),
+        out,
+        "output_info still names the output"
+    );
+    emu.shutdown().await;
+    let kept = chunks(&out);
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert!(hidden_partials(dir.path()).is_empty());
 }

@@ -552,7 +552,7 @@ async fn a_job_interrupted_by_a_crash_reruns_to_complete_output_without_duplicat
     assert!(running.completion_stats().successful < 200);
     let is_partial = |n: &str| n.ends_with(".partial");
     assert_eq!(
-        files_under(dir.path(), &is_partial).len(),
+        files_under(dir.path(), &|n| n == ".predictions.jsonl.partial").len(),
         1,
         "a running job writes a partial file"
     );
@@ -929,6 +929,9 @@ async fn a_failed_jobs_unpublished_claim_is_released() {
         &(0..20).map(prompt_line).collect::<Vec<_>>(),
     );
     emu.knobs().set_job_duration(Some(Duration::from_secs(60)));
+    // Nothing exported while it runs: nothing of it is ever published.
+    emu.knobs().set_export_every_rows(0);
+    emu.knobs().set_export_every(Duration::ZERO);
     let job = client
         .create(&spec("gs://bkt/in.jsonl", "gs://bkt/out"))
         .await
@@ -965,6 +968,10 @@ async fn a_failed_jobs_unpublished_claim_is_released() {
         .map(|e| e.unwrap().path())
         .collect();
     assert!(left.is_empty(), "the claim was released: {left:?}");
+    assert!(
+        done.output_location().is_none(),
+        "output_info names no output"
+    );
 }
 
 // ---------------------------------------------------------------------------

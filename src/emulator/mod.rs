@@ -20,7 +20,9 @@
 //! `--storage-emulator-host`, or `STORAGE_EMULATOR_HOST`), `gs://` objects
 //! live in a real Cloud Storage endpoint such as fake-gcs-server: a job
 //! downloads its inputs (wildcards expanded by listing) to
-//! `DATA_DIR/staging/JOB/`, runs, and uploads its output directory.
+//! `DATA_DIR/staging/JOB/`, runs (uploading each exported chunk of
+//! completed rows as it is sealed), and uploads the rest of its output
+//! directory at the end.
 //!
 //! Job records live in `DATA_DIR/jobs/ID.json`, replaced atomically; a
 //! restarted emulator knows every job, and re-runs a job a crash
@@ -179,7 +181,9 @@ impl EmulatorBuilder {
     /// table is created there (the input's columns carried through, plus
     /// `response` (JSON), `status` (STRING) and `processed_time`
     /// (TIMESTAMP); `predictions_<time>` for a dataset destination) and
-    /// loaded when the job publishes.
+    /// filled as the job runs: each exported chunk of completed rows is
+    /// appended (see [`KnobValues::export_every_rows`]), and the end loads
+    /// the rows left, so each row is in the table once.
     ///
     /// ```no_run
     /// # async fn demo() -> vertex_batch::Result<()> {

@@ -239,6 +239,16 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
         rec.job.partial_failures.clear();
     }
     set_state(state, slot, pb::JobState::Running);
+    // Durable before any row is exported: a chunk is never published under
+    // a directory or table the record does not name.
+    if let Err(e) = state.persist_durably(slot).await {
+        return finish(
+            state,
+            slot,
+            pb::JobState::Failed,
+            Some((13, format!("recording the output: {e}"))),
+        );
+    }
     tracing::info!(job = slot.id, rows = total, "job running");
 
     let pace = Pace::new(&knobs, total);
@@ -292,6 +302,10 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                 }
             }
             if let Err(e) = publish {
+                // The claim may stay (chunks were exported): the partial
+                // file that could not be published goes.
+                let partial = output.partial.clone();
+                let _ = blocking(move || fs::remove_file(partial)).await;
                 return finish(
                     state,
                     slot,
