@@ -545,8 +545,9 @@ impl ModelPrice {
     /// The most a request can cost, for budgets: `input_tokens` (for
     /// per-character models: characters) at the input rate — the
     /// long-context rate when they exceed the threshold — and
-    /// `max_output_tokens` at the output rate of the same tier. Audio's and
-    /// the cache's rates are not considered.
+    /// `max_output_tokens` at the output rate of the same tier. The input
+    /// rate is the dearest that may apply to a token: audio's and a cache
+    /// write's too, when the model has them.
     ///
     /// ```
     /// use vertex_batch::cost::Prices;
@@ -560,6 +561,12 @@ impl ModelPrice {
             Some(l) if input_tokens > l.threshold => (l.input, l.output),
             _ => (self.input, self.output),
         };
+        // A bound: every input token at the dearest input rate that may
+        // apply (audio, a cache write), not only text's.
+        let input = [self.audio_input, self.cache_write]
+            .into_iter()
+            .flatten()
+            .fold(input, u64::max);
         rate_cost(&[(input_tokens, input), (max_output_tokens, output)])
     }
 }

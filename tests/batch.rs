@@ -1368,7 +1368,9 @@ async fn a_budget_passed_mid_run_cancels_and_keeps_every_completed_row() {
     while let Some(event) = live.next().await {
         match event.unwrap() {
             LiveEvent::Row(row) => rows.push(row),
-            LiveEvent::BudgetExceeded { spent, max } => exceeded = Some((spent, max, rows.len())),
+            LiveEvent::BudgetExceeded { spent, max, .. } => {
+                exceeded = Some((spent, max, rows.len()))
+            }
             _ => {}
         }
     }
@@ -1386,4 +1388,52 @@ async fn a_budget_passed_mid_run_cancels_and_keeps_every_completed_row() {
     assert_eq!(totals.succeeded + totals.blocked + totals.failed, done);
     assert_eq!(totals.missing, 40 - done);
     assert!(totals.cost.is_some_and(|c| c > Cost::default()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_cancelled_from_outside_gets_no_follow_up_round() {
+    use vertex_batch::data::{LiveEvent, LiveOptions};
+    let (_dir, emu, storage, client) = paced_emulator(4, 400).await;
+    emu.knobs().fail_rows_containing(Some("flaky".into()));
+    let mut batch = client
+        .start_batch(&storage, &paced_spec("live-cancel"), prompts(40))
+        .await
+        .unwrap();
+    let first = batch.jobs()[0].name().to_owned();
+    let mut live = batch
+        .live(
+            LiveOptions::new()
+                .poll(Duration::from_secs(1))
+                .retry_rounds(1),
+        )
+        .await
+        .unwrap();
+    let (mut rows, mut cancelled, mut rounds) = (Vec::new(), false, 0);
+    while let Some(event) = live.next().await {
+        match event.unwrap() {
+            LiveEvent::Row(row) => rows.push(row),
+            LiveEvent::Progress(p) if p.awaiting_retry > 0 && !cancelled => {
+                // Someone cancels the job in the console.
+                client.cancel(first.as_str()).await.unwrap();
+                cancelled = true;
+            }
+            LiveEvent::RetryRound { .. } => rounds += 1,
+            _ => {}
+        }
+    }
+    assert!(cancelled);
+    assert_eq!(rounds, 0, "the cancelled rows are not sent again");
+    drop(live);
+    assert_eq!(batch.rounds(), 1);
+    assert_eq!(
+        rows.len(),
+        40,
+        "every key once: answered, failed or missing"
+    );
+    assert!(rows
+        .iter()
+        .any(|r| matches!(r.outcome(), Outcome::Failed(_))));
+    assert!(rows
+        .iter()
+        .any(|r| matches!(r.outcome(), Outcome::Missing(_))));
 }

@@ -2070,4 +2070,17 @@ async fn watch_results_appends_rows_as_they_land_and_resumes_a_torn_file() {
     assert!(o.stderr.contains("12 rows already there"), "{}", o.stderr);
     let again = lines(&file);
     assert_eq!(keys(&again), keys(&all), "every key once, whole lines only");
+
+    // A file that is not RESULTS is refused, untouched.
+    let other = dir.path().join("prompts.jsonl");
+    let text = "{\"key\":\"a\",\"request\":{}}\n{\"key\":\"b\",\"request\":{}}";
+    std::fs::write(&other, text).unwrap();
+    let o = run(
+        &s.env(),
+        &["watch", job.name(), "--results", other.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("not a RESULTS line"), "{}", o.stderr);
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), text);
 }

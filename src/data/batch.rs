@@ -1175,7 +1175,7 @@ impl Batch {
     /// Submits every round the manifest records and this batch has no jobs
     /// for yet — all of them when resuming, a follow-up round recorded by
     /// a [`Batch::retry_failed`] that did not get to submit it.
-    async fn submit_pending(&mut self) -> Result<()> {
+    pub(super) async fn submit_pending(&mut self) -> Result<()> {
         while self.jobs.len() < self.manifest.rounds.len() {
             let r = self.jobs.len();
             let mut jobs = Vec::with_capacity(self.manifest.rounds[r].parts.len());
@@ -1443,7 +1443,18 @@ impl Batch {
             self.submit_pending().await?;
             return Ok(pending);
         }
-        if self.jobs().iter().any(|j| !j.has_ended()) {
+        if let Some(j) = self.jobs().iter().find(|j| !j.has_ended()) {
+            if matches!(self.area, Area::Bq { .. }) {
+                // A table is read whole: only once the batch is over.
+                return Err(Error::validation(
+                    "batch",
+                    format!(
+                        "job {} is still {}; a batch staged in BigQuery is retried once it is over",
+                        j.name(),
+                        j.state()
+                    ),
+                ));
+            }
             // Running: what failed for a passing cause so far goes now.
             return self.retry_early().await;
         }

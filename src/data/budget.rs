@@ -1,6 +1,6 @@
 //! A batch's cost before it runs: an upper bound from its requests.
 //!
-//! Input tokens are counted with `PredictionService.CountTokens` (Gemini
+//! Input tokens are counted with `CountTokens` (v1: `LlmUtilityService`; Gemini
 //! models; the same regional endpoint as the jobs) or, where it is not
 //! available (other families, or the call fails), estimated offline by
 //! [`crate::tokens::offline_upper_bound`], which never counts fewer tokens

@@ -203,6 +203,8 @@ pub enum LiveEvent {
         spent: Cost,
         /// The budget.
         max: Cost,
+        /// Jobs cancelled (0 when every job had ended already).
+        cancelled: usize,
     },
 }
 
@@ -309,7 +311,9 @@ impl LiveJoin {
             self.totals.unexpected += 1;
             return Offer::Dropped;
         };
-        let stale = self.queued.get(&i).is_some_and(|&q| round < q);
+        // A copy from a round older than the key's latest is stale — unless
+        // it is an answer: a billed success is never thrown away.
+        let stale = self.queued.get(&i).is_some_and(|&q| round < q) && !row.outcome().is_success();
         let repeat = self.held.get(&i).is_some_and(|(r, _)| *r == round);
         if self.out.get(i) || stale || repeat {
             self.totals.duplicates += 1;
@@ -417,6 +421,8 @@ pub struct Live<'a> {
     inputs: Inputs,
     /// Files read (or being read), by name and generation.
     read: HashSet<FileId>,
+    /// Jobs whose output was listed after they ended (not listed again).
+    listed_ended: HashSet<String>,
     todo: VecDeque<Queued>,
     current: Option<Reading>,
     parts: Vec<Vec<PartProgress>>,
@@ -470,20 +476,8 @@ impl Batch {
         let mut join = LiveJoin::new(index.clone()).priced(self.spec.read.price_arc());
         // Rounds made before (by this process or another): their rows are
         // the keys' latest.
-        for (r, round) in self.manifest.rounds.iter().enumerate().skip(1) {
-            let mut positions = Vec::new();
-            for part in &round.parts {
-                let src = self.area.source(&part.input)?;
-                let mut keys = Box::pin(parse_lines(vec![src], self.spec.read.clone(), |raw| {
-                    let line = std::str::from_utf8(&raw).map_err(|e| e.to_string())?;
-                    crate::data::input::line_key(line).map(|k| fingerprint(&k))
-                }));
-                while let Some(fp) = keys.next().await {
-                    if let Some(i) = index.position_of(fp?) {
-                        positions.push(i);
-                    }
-                }
-            }
+        for r in 1..self.manifest.rounds.len() {
+            let positions = self.round_positions(&index, r).await?;
             join.queue(&positions, r);
         }
         let mut live = Live {
@@ -491,12 +485,14 @@ impl Batch {
             join,
             inputs,
             read: HashSet::new(),
+            listed_ended: HashSet::new(),
             todo: VecDeque::new(),
             current: None,
             parts: Vec::new(),
             events: VecDeque::new(),
             phase: Phase::Following,
-            rounds_made: 0,
+            // Rounds made before count against the rounds asked for.
+            rounds_made: self.manifest.rounds.len().saturating_sub(1),
             ended: false,
             looked: false,
             fresh: false,
@@ -509,12 +505,41 @@ impl Batch {
         Ok(live)
     }
 
+    /// The inputs round `r` sends again.
+    async fn round_positions(&self, index: &KeyIndex, r: usize) -> Result<Vec<u32>> {
+        let mut positions = Vec::new();
+        let Some(round) = self.manifest.rounds.get(r) else {
+            return Ok(positions);
+        };
+        for part in &round.parts {
+            let src = self.area.source(&part.input)?;
+            let mut keys = Box::pin(parse_lines(vec![src], self.spec.read.clone(), |raw| {
+                let line = std::str::from_utf8(&raw).map_err(|e| e.to_string())?;
+                crate::data::input::line_key(line).map(|k| fingerprint(&k))
+            }));
+            while let Some(fp) = keys.next().await {
+                if let Some(i) = index.position_of(fp?) {
+                    positions.push(i);
+                }
+            }
+        }
+        Ok(positions)
+    }
+
     /// Makes a follow-up round, now, of the rows exported so far that
     /// failed for a passing cause (see [`Batch::retry_failed`]).
     pub(super) async fn retry_early(&mut self) -> Result<u64> {
         let mut live = self.live(LiveOptions::new().retry_rounds(2)).await?;
         live.list_outputs().await?;
-        while live.read_one().await?.is_some() {}
+        loop {
+            match live.read_one().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                // An unreadable line: its row is not retried now.
+                Err(Error::Output { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let pending = live.join.pending();
         let set = live.join.fingerprints(&pending);
         drop(live);
@@ -532,41 +557,14 @@ impl Live<'_> {
             if let Some(e) = self.events.pop_front() {
                 return Some(Ok(e));
             }
-            match &mut self.phase {
+            let item = match &mut self.phase {
                 Phase::Done => return None,
-                Phase::Missing(rows) => match rows.next().await {
-                    Some(Ok(row)) => {
-                        self.join.count(&row);
-                        return Some(Ok(LiveEvent::Row(row)));
-                    }
-                    Some(Err(e)) => {
-                        self.join.totals.errors += 1;
-                        return Some(Err(e));
-                    }
-                    None => {
-                        self.phase = Phase::Done;
-                        let p = self.progress(true);
-                        return Some(Ok(LiveEvent::Progress(p)));
-                    }
-                },
-                Phase::Rows(rows) => match rows.next().await {
-                    Some(Ok(row)) => {
-                        self.join.count(&row);
-                        return Some(Ok(LiveEvent::Row(row)));
-                    }
-                    Some(Err(e)) => {
-                        self.join.totals.errors += 1;
-                        return Some(Err(e));
-                    }
-                    None => {
-                        self.join.totals.duplicates += rows.totals().duplicates;
-                        self.join.totals.unexpected += rows.totals().unexpected;
-                        self.phase = Phase::Done;
-                        let p = self.progress(true);
-                        return Some(Ok(LiveEvent::Progress(p)));
-                    }
-                },
-                Phase::Following => {}
+                Phase::Missing(rows) => Some(rows.next().await),
+                Phase::Rows(rows) => Some(rows.next().await),
+                Phase::Following => None,
+            };
+            if let Some(item) = item {
+                return Some(self.hand_out(item));
             }
             match self.read_one().await {
                 Ok(Some(Some(row))) => return Some(Ok(LiveEvent::Row(row))),
@@ -579,6 +577,30 @@ impl Live<'_> {
             }
             if let Err(e) = self.tick().await {
                 return Some(Err(e));
+            }
+        }
+    }
+
+    /// A row of the last pass (the missing rows, or a BigQuery batch's
+    /// rows) handed out; its end ends the stream.
+    fn hand_out(&mut self, item: Option<Result<ResultRow>>) -> Result<LiveEvent> {
+        match item {
+            Some(Ok(row)) => {
+                self.join.count(&row);
+                Ok(LiveEvent::Row(row))
+            }
+            Some(Err(e)) => {
+                self.join.totals.errors += 1;
+                Err(e)
+            }
+            None => {
+                if let Phase::Rows(rows) = &self.phase {
+                    let t = rows.totals();
+                    self.join.totals.duplicates += t.duplicates;
+                    self.join.totals.unexpected += t.unexpected;
+                }
+                self.phase = Phase::Done;
+                Ok(LiveEvent::Progress(self.progress(true)))
             }
         }
     }
@@ -627,9 +649,12 @@ impl Live<'_> {
             }
             Some(Err(e)) => {
                 // Storage failed part way: the file is read again at the
-                // next look (its rows seen already are repeats then).
+                // next look (its rows seen already are repeats then), and
+                // the batch is not over until that look.
                 self.read.remove(&cur.key);
                 self.current = None;
+                self.ended = false;
+                self.listed_ended.clear();
                 Err(e)
             }
             Some(Ok(line)) => {
@@ -668,6 +693,31 @@ impl Live<'_> {
     async fn tick(&mut self) -> Result<()> {
         self.check_budget().await?;
         let bigquery = matches!(self.batch.area, Area::Bq { .. });
+        if self.batch.jobs.len() < self.batch.manifest.rounds.len() {
+            // A round was recorded but its submit failed: submit it (never
+            // a second round of the same rows).
+            let r = self.batch.manifest.rounds.len() - 1;
+            self.batch.submit_pending().await?;
+            let positions = self.batch.round_positions(&self.join.index, r).await?;
+            self.join.queue(&positions, r);
+            let rows = self.batch.manifest.rounds[r]
+                .parts
+                .iter()
+                .map(|p| p.rows)
+                .sum();
+            self.round_made(rows);
+            self.ended = false;
+        }
+        // A job cancelled by someone (not a duplicate, which
+        // `follow_winners` replaces) stops the follow-up rounds: its rows
+        // are not sent again behind their back.
+        let stopped = self.over_budget
+            || self.batch.jobs.iter().flatten().any(|j| {
+                matches!(
+                    j.state(),
+                    crate::job::JobState::Cancelled | crate::job::JobState::Cancelling
+                )
+            });
         if self.ended {
             // Every job had ended at the last look, and its listing is read.
             if self.batch.follow_winners().await? {
@@ -675,7 +725,7 @@ impl Live<'_> {
                 self.sync_parts();
                 return Ok(());
             }
-            if self.rounds_made < self.opts.retry_rounds && !self.over_budget {
+            if self.rounds_made < self.opts.retry_rounds && !stopped {
                 let made = if bigquery {
                     self.batch.retry_failed().await?
                 } else {
@@ -718,7 +768,7 @@ impl Live<'_> {
             && !pending.is_empty()
             && pending.len() as u64 >= self.opts.retry_min_rows
             && self.rounds_made + 1 < self.opts.retry_rounds
-            && !self.over_budget
+            && !stopped
         {
             let set = self.join.fingerprints(&pending);
             let made = self.batch.stage_round(set).await?;
@@ -733,10 +783,12 @@ impl Live<'_> {
         }
         self.looked = true;
         self.refresh_jobs().await?;
-        self.ended = self.batch.jobs.iter().flatten().all(Job::has_ended);
+        let ended = self.batch.jobs.iter().flatten().all(Job::has_ended);
         if !bigquery {
             self.list_outputs().await?;
         }
+        // Only once the listing after the end has succeeded.
+        self.ended = ended;
         // Progress comes once the files of this look are read.
         self.fresh = true;
         Ok(())
@@ -758,18 +810,25 @@ impl Live<'_> {
             return Ok(());
         };
         let max = *max;
-        if self.over_budget || self.spent <= max {
+        if self.spent <= max {
             return Ok(());
         }
+        let first = !self.over_budget;
         self.over_budget = true;
+        // On every look while over: a job followed since (another
+        // process's winner) is cancelled too.
         let running: Vec<String> = self
             .batch
             .jobs
             .iter()
             .flatten()
-            .filter(|j| !j.has_ended())
+            .filter(|j| !j.has_ended() && j.state() != crate::job::JobState::Cancelling)
             .map(|j| j.name().to_owned())
             .collect();
+        if !first && running.is_empty() {
+            return Ok(());
+        }
+        let cancelled = running.len();
         tracing::warn!(spent = %self.spent, max = %max, jobs = running.len(), "over budget: cancelling the batch's jobs");
         for name in running {
             // One refused cancel does not keep the others running.
@@ -777,10 +836,13 @@ impl Live<'_> {
                 tracing::warn!(job = name, %error, "could not cancel a job over budget");
             }
         }
-        self.events.push_back(LiveEvent::BudgetExceeded {
-            spent: self.spent,
-            max,
-        });
+        if first {
+            self.events.push_back(LiveEvent::BudgetExceeded {
+                spent: self.spent,
+                max,
+                cancelled,
+            });
+        }
         Ok(())
     }
 
@@ -808,6 +870,10 @@ impl Live<'_> {
             .rev()
         {
             for (i, (job, part)) in jobs.iter().zip(&round.parts).enumerate() {
+                if self.listed_ended.contains(job.name()) {
+                    // Listed once after it ended: nothing new can come.
+                    continue;
+                }
                 let dir = match job.output_location() {
                     Some(OutputLocation::Gcs(d)) => d,
                     _ => part.output_prefix.clone(),
@@ -836,6 +902,9 @@ impl Live<'_> {
                 for (_, _, src, key) in found {
                     self.read.insert(key.clone());
                     self.todo.push_back((r, i, src, key));
+                }
+                if job.has_ended() {
+                    self.listed_ended.insert(job.name().to_owned());
                 }
             }
         }

@@ -373,7 +373,7 @@ pub struct WatchArgs {
     results: Option<std::path::PathBuf>,
     /// With --results: how often the job's exported rows are looked at, in
     /// seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = crate::run::positive_secs)]
     poll: f64,
 }
 
@@ -702,7 +702,7 @@ async fn watch_results(
             file.display()
         );
     }
-    let poll = std::time::Duration::from_secs_f64(a.poll.clamp(0.01, 86_400.0));
+    let poll = std::time::Duration::from_secs_f64(a.poll);
     let mut ui = Progress::new();
     let mut first = true;
     loop {
@@ -722,7 +722,14 @@ async fn watch_results(
             .await
             .map_err(|e| CliError::from_lib(e, Some(g)))?;
         let ended = job.has_ended();
-        if let Some(dir) = JobOutput::dir_of(&job) {
+        let Some(dir) = JobOutput::dir_of(&job) else {
+            return Err(CliError::usage(format!(
+                "{} writes to BigQuery: --results follows Cloud Storage output only \
+                 (read the table with `results` once the job ends)",
+                clean(job.name())
+            )));
+        };
+        {
             let mut failed = None;
             output
                 .read_new(&dir, |row| {
@@ -763,10 +770,12 @@ async fn watch_results(
                 had
             ));
             out.finish()?;
-            return Ok(Exit::Code(if job.state().is_success() {
-                0
-            } else {
+            return Ok(Exit::Code(if !job.state().is_success() {
                 JOB_NOT_SUCCEEDED
+            } else if t.failed + t.blocked + t.errors > 0 {
+                ROWS_NOT_SUCCEEDED
+            } else {
+                0
             }));
         }
     }

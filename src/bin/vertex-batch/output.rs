@@ -168,38 +168,73 @@ impl ResultsFile {
     /// again); a last line cut short (a run killed while writing it) is
     /// cut off first, so the file holds whole lines only.
     pub fn append(path: &Path, mut on_key: impl FnMut(&str)) -> CliResult<Self> {
-        use std::io::{BufRead, Seek};
+        use std::io::{BufRead, Read, Seek};
+        /// A RESULTS line of this tool's: a key and an outcome.
+        #[derive(serde::Deserialize)]
+        struct Results {
+            key: Option<String>,
+            outcome: String,
+        }
+        // A line longer than this is not one this tool wrote.
+        const MAX_LINE: u64 = 1 << 30;
         let name = path.display().to_string();
         let io = |e: std::io::Error| CliError::usage(format!("cannot append to {name}: {e}"));
-        let mut f = std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)
             .map_err(io)?;
-        let mut whole = 0u64;
+        // Checked whole before anything changes: a file that is not RESULTS
+        // is refused, untouched.
+        let (mut keep, mut newline) = (0u64, false);
+        let mut keys = Vec::new();
         {
             let mut r = std::io::BufReader::new(&f);
             let mut line = Vec::new();
+            let mut n = 0u64;
             loop {
                 line.clear();
-                let n = r.read_until(b'\n', &mut line).map_err(io)?;
-                if n == 0 || line.last() != Some(&b'\n') {
+                let got = (&mut r)
+                    .take(MAX_LINE)
+                    .read_until(b'\n', &mut line)
+                    .map_err(io)?;
+                if got == 0 {
                     break;
                 }
-                whole += n as u64;
-                #[derive(serde::Deserialize)]
-                struct KeyOnly {
-                    key: Option<String>,
+                n += 1;
+                let whole = line.last() == Some(&b'\n');
+                match serde_json::from_slice::<Results>(&line) {
+                    Ok(Results { key, outcome }) if !outcome.is_empty() => {
+                        keys.extend(key);
+                        keep += got as u64;
+                        // Complete but for its newline: kept, newline added.
+                        newline = !whole;
+                    }
+                    // A last line cut short by a killed run: cut off.
+                    Err(_) if !whole => break,
+                    _ => {
+                        return Err(CliError::usage(format!(
+                            "{name}:{n}: not a RESULTS line (it has no key and outcome); \
+                             --results appends only to a file of RESULTS lines"
+                        )))
+                    }
                 }
-                if let Ok(KeyOnly { key: Some(k) }) = serde_json::from_slice::<KeyOnly>(&line) {
-                    on_key(&k);
+                if !whole {
+                    break;
                 }
             }
         }
-        f.set_len(whole).map_err(io)?;
+        let mut f = f;
+        f.set_len(keep).map_err(io)?;
         f.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+        if newline {
+            f.write_all(b"\n").map_err(io)?;
+        }
+        for k in &keys {
+            on_key(k);
+        }
         let synced = f.try_clone().map_err(io)?;
         Ok(ResultsFile {
             out: Box::new(BufWriter::with_capacity(1 << 16, f)),
@@ -416,6 +451,10 @@ pub fn usage_line(
 ) -> String {
     let u = &t.usage;
     let cost = match (cost, priced) {
+        (Some(c), true) if t.unpriced > 0 => format!(
+            "cost {c} at batch rates, and {} succeeded rows could not be priced",
+            t.unpriced
+        ),
         (Some(c), true) => format!("cost {c} at batch rates"),
         _ => format!("cost unknown: {model} is not in the price table (give one with --prices)"),
     };
@@ -460,6 +499,25 @@ pub async fn deliver(
     Ok(written)
 }
 
+/// Warns about an unreadable output line (the first ten), counting it in
+/// `unreadable`; false for any other error (reading failed).
+pub fn warn_unreadable(e: &vertex_batch::Error, unreadable: &mut u64) -> bool {
+    let vertex_batch::Error::Output {
+        file,
+        line,
+        message,
+        ..
+    } = e
+    else {
+        return false;
+    };
+    *unreadable += 1;
+    if *unreadable <= 10 {
+        eprintln!("warning: {}:{line}: {}", clean(file), clean(message));
+    }
+    true
+}
+
 /// Why writing the rows stopped.
 enum Stopped {
     /// Reading a row failed (the output, the inputs).
@@ -477,18 +535,11 @@ async fn write_all(mut rows: ResultStream, out: &mut ResultsFile) -> Result<Writ
                 out.write(&row).map_err(Stopped::Write)?;
                 crate::pause::at("writing");
             }
-            Err(vertex_batch::Error::Output {
-                file,
-                line,
-                message,
-                ..
-            }) => {
-                unreadable += 1;
-                if unreadable <= 10 {
-                    eprintln!("warning: {}:{line}: {}", clean(&file), clean(&message));
+            Err(e) => {
+                if !warn_unreadable(&e, &mut unreadable) {
+                    return Err(Stopped::Read(e));
                 }
             }
-            Err(e) => return Err(Stopped::Read(e)),
         }
     }
     Ok(Written {

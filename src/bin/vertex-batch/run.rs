@@ -91,7 +91,7 @@ pub struct RunArgs {
     shape: crate::prompts::ShapeArgs,
 }
 
-fn positive_secs(s: &str) -> Result<f64, String> {
+pub fn positive_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
         _ => Err(format!(
@@ -120,6 +120,12 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
     let price = crate::cost::price_for(&a.model, a.prices.as_deref())?;
     let max_cost = a.max_cost.map(vertex_batch::cost::Cost::from_usd);
     if let Some(max) = max_cost {
+        if a.staging.starts_with("bq://") {
+            eprintln!(
+                "note: on a BigQuery staging area --max-cost is checked before submitting only \
+                 (rows are read when the jobs end)"
+            );
+        }
         let fits =
             crate::cost::check_budget(&client, &a.model, price.as_ref(), &prompts, max).await?;
         if !fits {
@@ -265,9 +271,7 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
         crate::output::usage_line(&live.totals, live.cost, &a.model, price.is_some())
     );
     if live.over_budget {
-        eprintln!(
-            "the batch was stopped: its cost passed --max-cost; the rows it completed are in {dest}"
-        );
+        eprintln!("the batch's cost passed --max-cost; the rows it completed are in {dest}");
         return Ok(Exit::Code(OVER_BUDGET));
     }
     // A job of the first round that did not succeed is forgiven when a
@@ -347,25 +351,26 @@ async fn follow_live(
                     "round {round}: resending {rows} row(s) that failed"
                 ));
             }
-            Ok(LiveEvent::BudgetExceeded { spent, max }) => {
+            Ok(LiveEvent::BudgetExceeded {
+                spent,
+                max,
+                cancelled,
+            }) => {
                 over_budget = true;
-                ui.note(&format!(
-                    "the rows read cost {spent}, over --max-cost {max}: cancelling the batch's jobs (completed rows are kept)"
-                ));
+                ui.note(&if cancelled > 0 {
+                    format!(
+                        "the rows read cost {spent}, over --max-cost {max}: cancelling {cancelled} job(s) (completed rows are kept)"
+                    )
+                } else {
+                    format!("the rows read cost {spent}, over --max-cost {max} (every job had ended)")
+                });
             }
             Ok(_) => {}
-            Err(vertex_batch::Error::Output {
-                file,
-                line,
-                message,
-                ..
-            }) => {
-                unreadable += 1;
-                if unreadable <= 10 {
-                    eprintln!("warning: {}:{line}: {}", clean(&file), clean(&message));
+            Err(e) => {
+                if !crate::output::warn_unreadable(&e, &mut unreadable) {
+                    return Err(Stopped::Read(e));
                 }
             }
-            Err(e) => return Err(Stopped::Read(e)),
         }
     }
     Ok(Followed::Done(Ended {
