@@ -81,7 +81,9 @@
 //! * [`error`], [`status`]: the error type, and the service's statuses.
 //! * [`policy`]: retrying calls and polling jobs.
 //! * [`transport`]: credentials, headers, endpoints and environment names.
-//! * [`data`]: the data plane (input writer, batches, results reader).
+//! * [`data`]: the data plane (input writer, batches, results reader;
+//!   [`data::live`]: results while the jobs run, early retries, a budget;
+//!   [`data::budget`]: a batch's cost bound before it is submitted).
 //! * [`cost`]: list prices at batch rates, and what a row or a batch costs.
 //! * [`storage`]: Cloud Storage (uploads, listing, downloads).
 //! * [`tokens`]: an offline upper bound of a request's input tokens (the
@@ -106,7 +108,8 @@
 //! 7. `transport` — credentials, headers, endpoints.
 //! 8. `client` — the operations on jobs.
 //! 9. `storage` — Cloud Storage.
-//! 10. the data plane (`data::{reader, join, read, batch}`).
+//! 10. the data plane (`data::{reader, join, read, staging, claim, batch, live,
+//!     budget}`).
 //! 11. `emulator`; the command line (`src/bin/`) sits on top.
 //!
 //! A call flows down that list: a prompt becomes a request line (`data`),

@@ -1233,15 +1233,30 @@ fn paced_spec(key: &str) -> BatchSpec {
     )
 }
 
+/// 40 prompts on a paced emulator whose `flaky` rows fail (429): the
+/// emulator, its storage and client, and the batch started.
+async fn flaky_batch(
+    key: &str,
+) -> (
+    tempfile::TempDir,
+    Emulator,
+    vertex_batch::storage::Storage,
+    Client,
+    vertex_batch::data::Batch,
+) {
+    let (dir, emu, storage, client) = paced_emulator(4, 400).await;
+    emu.knobs().fail_rows_containing(Some("flaky".into()));
+    let batch = client
+        .start_batch(&storage, &paced_spec(key), prompts(40))
+        .await
+        .unwrap();
+    (dir, emu, storage, client, batch)
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_early_retry_round_runs_while_the_first_does_and_merges_right() {
     use vertex_batch::data::{LiveEvent, LiveOptions};
-    let (_dir, emu, storage, client) = paced_emulator(4, 400).await;
-    emu.knobs().fail_rows_containing(Some("flaky".into()));
-    let mut batch = client
-        .start_batch(&storage, &paced_spec("live-retry"), prompts(40))
-        .await
-        .unwrap();
+    let (_dir, emu, _storage, client, mut batch) = flaky_batch("live-retry").await;
     let first = batch.jobs()[0].name().to_owned();
     let mut live = batch
         .live(
@@ -1295,12 +1310,7 @@ async fn an_early_retry_round_runs_while_the_first_does_and_merges_right() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_failed_while_jobs_run_resends_what_failed_so_far() {
-    let (_dir, emu, storage, client) = paced_emulator(4, 400).await;
-    emu.knobs().fail_rows_containing(Some("flaky".into()));
-    let mut batch = client
-        .start_batch(&storage, &paced_spec("live-retry-2"), prompts(40))
-        .await
-        .unwrap();
+    let (_dir, emu, storage, client, mut batch) = flaky_batch("live-retry-2").await;
     let first = batch.jobs()[0].name().to_owned();
     // Until the rows of k5 (a failed one) are exported: two chunks of 4.
     let out: vertex_batch::GcsUri = format!("{}/output/", batch.root()).parse().unwrap();
@@ -1393,12 +1403,7 @@ async fn a_budget_passed_mid_run_cancels_and_keeps_every_completed_row() {
 #[tokio::test(start_paused = true)]
 async fn a_job_cancelled_from_outside_gets_no_follow_up_round() {
     use vertex_batch::data::{LiveEvent, LiveOptions};
-    let (_dir, emu, storage, client) = paced_emulator(4, 400).await;
-    emu.knobs().fail_rows_containing(Some("flaky".into()));
-    let mut batch = client
-        .start_batch(&storage, &paced_spec("live-cancel"), prompts(40))
-        .await
-        .unwrap();
+    let (_dir, _emu, _storage, client, mut batch) = flaky_batch("live-cancel").await;
     let first = batch.jobs()[0].name().to_owned();
     let mut live = batch
         .live(
