@@ -396,7 +396,7 @@ impl BatchSpec {
     /// ```
     /// use vertex_batch::{cost::Prices, BatchSpec, JobSpec};
     ///
-    /// let mine = Prices::from_json(r#"{"updated": "2026-12-01", "models": {"my-tuned-model": {"input": 0.1, "output": 0.4, "source": "our contract"}}}"#)?;
+    /// let mine = Prices::from_json(r#"{"updated": "2026-12-01", "models": {"my-tuned-model": {"input": 0.1, "output": 0.4, "max_output_tokens": 8192, "source": "our contract"}}}"#)?;
     /// let spec = BatchSpec::new(JobSpec::new("my-tuned-model"), "gs://my-bucket/batches")
     ///     .price(mine.lookup("my-tuned-model").expect("in the file").clone());
     /// # Ok::<(), vertex_batch::Error>(())
