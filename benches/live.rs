@@ -73,6 +73,21 @@ fn wait4(pid: u32) -> Usage {
     }
 }
 
+/// Waits for `child` on the blocking pool: its own CPU time and peak RSS.
+async fn reap(child: std::process::Child) -> Usage {
+    let pid = child.id();
+    tokio::task::spawn_blocking(move || wait4(pid))
+        .await
+        .expect("wait")
+}
+
+/// Runs `vertex-batch ARGS` to its end: what it used, and its wall time.
+async fn timed(env: &[(&str, String)], args: &[&str]) -> (Usage, Duration) {
+    let t = Instant::now();
+    let usage = reap(run_cli(env, args, Stdio::null())).await;
+    (usage, t.elapsed())
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -210,10 +225,7 @@ async fn main() {
     })
     .await
     .expect("reader");
-    let pid = child.id();
-    let usage = tokio::task::spawn_blocking(move || wait4(pid))
-        .await
-        .expect("wait");
+    let usage = reap(child).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.await;
     let seen = seen.lock().expect("lock").clone();
@@ -279,33 +291,11 @@ async fn main() {
         ],
         Stdio::null(),
     );
-    let pid = submit.id();
-    let staged = tokio::task::spawn_blocking(move || wait4(pid))
-        .await
-        .expect("wait");
+    let staged = reap(submit).await;
     assert_eq!(staged.code, 0, "submit");
-    let t0 = Instant::now();
-    let child = run_cli(
-        &env,
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
-        Stdio::null(),
-    );
-    let pid = child.id();
-    let live = tokio::task::spawn_blocking(move || wait4(pid))
-        .await
-        .expect("wait");
-    let live_wall = t0.elapsed();
-    let t1 = Instant::now();
-    let child = run_cli(
-        &env,
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
-        Stdio::null(),
-    );
-    let pid = child.id();
-    let once = tokio::task::spawn_blocking(move || wait4(pid))
-        .await
-        .expect("wait");
-    let once_wall = t1.elapsed();
+    let argv: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (live, live_wall) = timed(&env, &argv).await;
+    let (once, once_wall) = timed(&env, &argv).await;
     let exported = std::fs::metadata(&results).map(|m| m.len()).unwrap_or(0);
     println!(
         "{big_rows} rows, job paced to {secs} s, exports every 5 s ({:.0} MiB of RESULTS):",
