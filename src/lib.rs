@@ -147,6 +147,16 @@ pub use client::{Client, ClientBuilder, ListOptions, WaitOptions};
 #[cfg(all(doctest, feature = "emulator"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+// So are the guides' under docs/.
+#[cfg(all(doctest, feature = "emulator"))]
+#[doc = include_str!("../docs/GUIDE.md")]
+struct GuideDoctests;
+#[cfg(all(doctest, feature = "emulator"))]
+#[doc = include_str!("../docs/BIGQUERY.md")]
+struct BigQueryDoctests;
+#[cfg(all(doctest, feature = "emulator"))]
+#[doc = include_str!("../docs/EMULATOR.md")]
+struct EmulatorDoctests;
 pub use data::{BatchSpec, Outcome, Prompt, ResultRow};
 pub use error::{Error, Result};
 pub use job::{Job, JobRef, JobState};

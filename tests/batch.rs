@@ -922,7 +922,7 @@ async fn find_batch_jobs_leaves_out_the_jobs_of_a_batch_staged_elsewhere_with_th
 }
 
 #[tokio::test]
-#[ignore = "known limitation (README, the request key): a text prompt and the same typed Prompt stage different bytes"]
+#[ignore = "known limitation (docs/GUIDE.md, the request key): a text prompt and the same typed Prompt stage different bytes"]
 async fn a_rerun_with_the_same_prompts_typed_instead_of_text_resumes_its_jobs() {
     // "hi" and Prompt::text("hi") are one request; so were they when a
     // batch was staged before typed prompts were written sorted.
@@ -948,7 +948,7 @@ async fn a_rerun_with_the_same_prompts_typed_instead_of_text_resumes_its_jobs() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known limitation (README, the request key): on storage without preconditions a start with other prompts may follow the winner's jobs"]
+#[ignore = "known limitation (docs/GUIDE.md, the request key): on storage without preconditions a start with other prompts may follow the winner's jobs"]
 async fn a_lost_manifest_race_on_fake_gcs_never_gives_another_prompts_answer() {
     // fake-gcs-server ignores ifGenerationMatch=0: a start with other
     // prompts whose manifest write comes after another start wrote (and

@@ -235,7 +235,7 @@ impl BigQueryBuilder {
     /// (`https://host[:port]`; `http://` only on loopback, as for an
     /// emulator's gRPC port). The default for BigQuery itself, at
     /// [`DEFAULT_READ_ENDPOINT`](super::DEFAULT_READ_ENDPOINT): it measured
-    /// faster than `tabledata.list` (README, "Performance"). An emulator is
+    /// faster than `tabledata.list` (docs/PERFORMANCE.md). An emulator is
     /// read through `tabledata.list` unless this or
     /// [`ENV_BIGQUERY_STORAGE_EMULATOR_HOST`] names its gRPC port.
     ///

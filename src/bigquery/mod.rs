@@ -18,7 +18,7 @@
 //!   and idle timeout).
 //! * Reads go through the Storage Read API (gRPC, Avro, several streams at
 //!   once, a broken stream resumed at its row), which measured faster
-//!   (README, "Performance"), or page through
+//!   (docs/PERFORMANCE.md), or page through
 //!   `tabledata.list` ([`BigQueryBuilder::tabledata_reads`], an emulator
 //!   without [`ENV_BIGQUERY_STORAGE_EMULATOR_HOST`], a caller the Storage
 //!   Read API refuses). Either way each row comes back as the same JSON

@@ -284,7 +284,7 @@ impl BatchSpec {
     /// How long a part's claim holds before another process may take it
     /// over (default [`DEFAULT_CLAIM_LEASE`], at least 1 ms). A process that
     /// died after claiming a part and before creating its job holds the
-    /// part up this long; see the README's "What the request key guarantees".
+    /// part up this long; see "What the request key guarantees" in docs/GUIDE.md.
     ///
     /// ```
     /// use std::time::Duration;

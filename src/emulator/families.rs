@@ -1,8 +1,7 @@
 //! The emulator's model for the families other than Gemini: Gemini
 //! embeddings, text embeddings, Claude and the open models (OpenAI batch
 //! format). Each line comes out in its family's output shape — the shapes
-//! the crate's reader reads (see the "Model families" section of the
-//! README):
+//! the crate's reader reads (see "Model families" in docs/GUIDE.md):
 //!
 //! * **Gemini embeddings**: the input line's fields, `status`,
 //!   `processed_time`, `request` and `response: {"embedding": {"values"},

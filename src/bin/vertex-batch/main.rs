@@ -1,6 +1,6 @@
 //! `vertex-batch`: run, follow and read Gemini batch prediction jobs on
 //! Vertex AI from the command line. See `vertex-batch --help` and the
-//! README's "Command line" section; the RESULTS format and the exit codes
+//! docs/CLI.md; the RESULTS format and the exit codes
 //! are documented in [`output`] and [`fail`].
 
 use std::process::ExitCode;
