@@ -118,12 +118,15 @@
 //! — or to the `emulator`, which runs the job and writes the output that
 //! the data plane reads back.
 #![warn(missing_docs)]
+// docs.rs (nightly) marks each feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bigquery;
 pub mod client;
 pub mod cost;
 pub mod data;
 #[cfg(feature = "emulator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
 pub mod emulator;
 pub mod error;
 pub mod family;
