@@ -163,6 +163,20 @@ impl CliError {
     }
 }
 
+/// A library result, its error as the command line reports it
+/// ([`CliError::from_lib`], with the project and region in hints): the one
+/// mapping every command uses.
+pub trait OrCli<T> {
+    /// The result, its error classified for `g`'s command line.
+    fn or_cli(self, g: &Global) -> CliResult<T>;
+}
+
+impl<T> OrCli<T> for Result<T, Error> {
+    fn or_cli(self, g: &Global) -> CliResult<T> {
+        self.map_err(|e| CliError::from_lib(e, Some(g)))
+    }
+}
+
 impl From<Error> for CliError {
     fn from(e: Error) -> Self {
         Self::from_lib(e, None)

@@ -9,7 +9,7 @@ use vertex_batch::{
 };
 
 use crate::{
-    fail::{CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},
+    fail::{CliError, CliResult, Exit, OrCli, INTERRUPTED, JOB_NOT_SUCCEEDED, ROWS_NOT_SUCCEEDED},
     output::{deliver, ResultsFile},
     progress::{short_state, Progress, Snapshot},
     prompts::{Format, Prompts},
@@ -187,7 +187,7 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
                 "interrupted: waiting for the job create to answer, so that no job is left \
                  unknown (Ctrl-C again to stop at once)"
             );
-            let job = create.await.map_err(|e| CliError::from_lib(e, Some(g)))?;
+            let job = create.await.or_cli(g)?;
             if a.cancel_on_interrupt {
                 cancel_all(g, &client, &[job.name().to_owned()]).await;
             } else {
@@ -195,7 +195,7 @@ pub async fn submit(g: &Global, a: SubmitArgs) -> CliResult<Exit> {
             }
             return Ok(Exit::Code(INTERRUPTED));
         };
-        let job = created.map_err(|e| CliError::from_lib(e, Some(g)))?;
+        let job = created.or_cli(g)?;
         if a.json {
             print_json(&job.to_json())?;
         } else {
@@ -315,10 +315,7 @@ pub struct StatusArgs {
 
 pub async fn status(g: &Global, a: StatusArgs) -> CliResult<Exit> {
     let client = g.client()?;
-    let job = client
-        .get(&a.job.job)
-        .await
-        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+    let job = client.get(&a.job.job).await.or_cli(g)?;
     if a.json {
         print_json(&job.to_json())?;
     } else {
@@ -469,7 +466,7 @@ pub async fn list(g: &Global, a: ListArgs) -> CliResult<Exit> {
     let mut jobs = Vec::new();
     let mut stream = pin!(client.list(&opts).take(a.limit));
     while let Some(j) = stream.next().await {
-        jobs.push(j.map_err(|e| CliError::from_lib(e, Some(g)))?);
+        jobs.push(j.or_cli(g)?);
     }
     if a.json {
         print_json(&serde_json::Value::Array(
@@ -531,10 +528,7 @@ fn table(jobs: &[Job]) -> String {
 
 pub async fn cancel(g: &Global, a: JobArg) -> CliResult<Exit> {
     let client = g.client()?;
-    client
-        .cancel(&a.job)
-        .await
-        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+    client.cancel(&a.job).await.or_cli(g)?;
     eprintln!(
         "cancel requested: {} (it ends CANCELLED, or SUCCEEDED if it was about to)",
         a.job
@@ -544,10 +538,7 @@ pub async fn cancel(g: &Global, a: JobArg) -> CliResult<Exit> {
 
 pub async fn delete(g: &Global, a: JobArg) -> CliResult<Exit> {
     let client = g.client()?;
-    client
-        .delete(&a.job)
-        .await
-        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+    client.delete(&a.job).await.or_cli(g)?;
     eprintln!("deleted: {}", a.job);
     Ok(Exit::Code(0))
 }
@@ -600,10 +591,7 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
         )
     } else {
         let client = g.client()?;
-        let job = client
-            .get(&a.target)
-            .await
-            .map_err(|e| CliError::from_lib(e, Some(g)))?;
+        let job = client.get(&a.target).await.or_cli(g)?;
         if !job.has_ended() {
             return Err(CliError::other(format!(
                 "job {} is {}: its output is not complete; follow it with `vertex-batch watch {}`",
@@ -659,10 +647,7 @@ pub async fn results(g: &Global, a: ResultsArgs) -> CliResult<Exit> {
     }
     // A batch's staging directory, or several jobs' outputs, is refused by
     // the reader (a usage error naming what to read instead).
-    let rows = reader
-        .read()
-        .await
-        .map_err(|e| CliError::from_lib(e, Some(g)))?;
+    let rows = reader.read().await.or_cli(g)?;
     let written = deliver(
         rows,
         out,
@@ -717,10 +702,7 @@ async fn watch_results(
             }
         }
         first = false;
-        let job = client
-            .get(a.job.job.as_str())
-            .await
-            .map_err(|e| CliError::from_lib(e, Some(g)))?;
+        let job = client.get(a.job.job.as_str()).await.or_cli(g)?;
         let ended = job.has_ended();
         let Some(dir) = JobOutput::dir_of(&job) else {
             return Err(CliError::usage(format!(
@@ -740,7 +722,7 @@ async fn watch_results(
                     }
                 })
                 .await
-                .map_err(|e| CliError::from_lib(e, Some(g)))?;
+                .or_cli(g)?;
             if let Some(e) = failed {
                 return Err(e);
             }
