@@ -329,18 +329,7 @@ fn recover(state: &Arc<EmuState>, loaded: Vec<Arc<state::JobSlot>>) {
             let _ = std::fs::remove_file(&p);
         }
         if let Some(c) = claim.and_then(inside) {
-            let _ = if c.is_dir() {
-                // Only this job's (or an empty) directory: a record may name
-                // a claim it never made (a crash in between), and that name
-                // may since be another job's output.
-                if plan::claim_is_ours(&c, slot.id) {
-                    std::fs::remove_dir_all(&c)
-                } else {
-                    Ok(())
-                }
-            } else {
-                std::fs::remove_file(&c)
-            };
+            let _ = plan::release_claim(&c, slot.id, false);
         }
         {
             let mut rec = slot.lock();

@@ -137,6 +137,24 @@ pub(crate) fn claim_is_ours(dir: &Path, id: u64) -> bool {
     }
 }
 
+/// Releases an output claim job `id` did not publish: its directory, only
+/// when it is this job's or empty (a record may name a claim it never made
+/// — a crash in between — and that name may since be another job's
+/// output); or its table file — with `only_empty`, only while nothing was
+/// written to it.
+pub(crate) fn release_claim(path: &Path, id: u64, only_empty: bool) -> std::io::Result<()> {
+    if path.is_dir() {
+        if claim_is_ours(path, id) {
+            fs::remove_dir_all(path)?;
+        }
+        return Ok(());
+    }
+    if !only_empty || fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        fs::remove_file(path)?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn plan_output(
     state: &Arc<EmuState>,
     slot: &Arc<JobSlot>,

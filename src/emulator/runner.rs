@@ -20,11 +20,13 @@
 
 use std::{fs, path::PathBuf, sync::Arc};
 
+use tonic::Code;
+
 use super::{
     model::ModelCtx,
     pace::{wait_until, Pace, Wake},
     plan::{
-        bq_input_uri, claim_is_ours, gcs_input_uris, plan_output, resolve_input, stage_bq_input,
+        bq_input_uri, gcs_input_uris, plan_output, release_claim, resolve_input, stage_bq_input,
         stage_inputs, staging_dir, upload_dir, Input,
     },
     rows::{count_rows, stream_rows, Exported, RowsEnd, RowsJob, Sink, Tally},
@@ -63,7 +65,7 @@ pub(crate) fn finish(
     state: &Arc<EmuState>,
     slot: &Arc<JobSlot>,
     end: pb::JobState,
-    error: Option<(i32, String)>,
+    error: Option<(Code, String)>,
 ) {
     let claim = {
         let mut rec = slot.lock();
@@ -72,7 +74,7 @@ pub(crate) fn finish(
         rec.job.end_time = Some(now);
         rec.job.update_time = Some(now);
         rec.job.error = error.map(|(code, message)| rpc::Status {
-            code,
+            code: code as i32,
             message,
             details: Vec::new(),
         });
@@ -93,17 +95,7 @@ pub(crate) fn finish(
     let id = slot.id;
     state.in_background(move || {
         if let Some(path) = claim {
-            let _ = if path.is_dir() {
-                if claim_is_ours(&path, id) {
-                    fs::remove_dir_all(&path)
-                } else {
-                    Ok(())
-                }
-            } else if fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
-                fs::remove_file(&path)
-            } else {
-                Ok(())
-            };
+            let _ = release_claim(&path, id, true);
         }
         // Staged inputs and the uploaded output copy are no longer needed.
         if let Some(dir) = staging {
@@ -127,7 +119,12 @@ pub(crate) async fn run(state: Arc<EmuState>, slot: Arc<JobSlot>, resume: bool) 
             Some(Wake::Stop) | None => return,
         }
         if let Some(message) = state.knobs.values().fail_jobs {
-            return finish(&state, &slot, pb::JobState::Failed, Some((13, message)));
+            return finish(
+                &state,
+                &slot,
+                pb::JobState::Failed,
+                Some((Code::Internal, message)),
+            );
         }
     }
     execute(&state, &slot).await;
@@ -154,7 +151,7 @@ async fn queue(state: &Arc<EmuState>, slot: &Arc<JobSlot>) -> Option<Wake> {
             tokio::select! {
                 _ = hold.changed() => {}
                 _ = tokio::time::sleep_until(expires) => {
-                    finish(state, slot, pb::JobState::Expired, Some((4, "the job stayed queued longer than the queue limit and expired".into())));
+                    finish(state, slot, pb::JobState::Expired, Some((Code::DeadlineExceeded, "the job stayed queued longer than the queue limit and expired".into())));
                     return None;
                 }
                 _ = &mut notified => return Some(Wake::Cancel),
@@ -182,7 +179,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
     };
     let input = match resolved {
         Ok(i) => i,
-        Err(e) => return finish(state, slot, pb::JobState::Failed, Some((5, e))),
+        Err(e) => return finish(state, slot, pb::JobState::Failed, Some((Code::NotFound, e))),
     };
     let files = input.files();
     let owned: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
@@ -197,7 +194,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                 state,
                 slot,
                 pb::JobState::Failed,
-                Some((13, format!("reading input: {e}"))),
+                Some((Code::Internal, format!("reading input: {e}"))),
             )
         }
     };
@@ -206,7 +203,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
             state,
             slot,
             pb::JobState::Failed,
-            Some((3, "the input holds no requests".into())),
+            Some((Code::InvalidArgument, "the input holds no requests".into())),
         );
     }
     if total > knobs.max_requests_per_job {
@@ -215,7 +212,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
             slot,
             pb::JobState::Failed,
             Some((
-                3,
+                Code::InvalidArgument,
                 format!(
                     "the input holds {total} requests; a batch job takes at most {}",
                     knobs.max_requests_per_job
@@ -225,7 +222,14 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
     }
     let output = match plan_output(state, slot, &job).await {
         Ok(o) => o,
-        Err(e) => return finish(state, slot, pb::JobState::Failed, Some((3, e))),
+        Err(e) => {
+            return finish(
+                state,
+                slot,
+                pb::JobState::Failed,
+                Some((Code::InvalidArgument, e)),
+            )
+        }
     };
     {
         let mut rec = slot.lock();
@@ -246,7 +250,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
             state,
             slot,
             pb::JobState::Failed,
-            Some((13, format!("recording the output: {e}"))),
+            Some((Code::Internal, format!("recording the output: {e}"))),
         );
     }
     tracing::info!(job = slot.id, rows = total, "job running");
@@ -310,7 +314,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                     state,
                     slot,
                     pb::JobState::Failed,
-                    Some((13, format!("publishing output: {e}"))),
+                    Some((Code::Internal, format!("publishing output: {e}"))),
                 );
             }
             match end {
@@ -320,7 +324,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                     slot,
                     pb::JobState::Cancelled,
                     Some((
-                        4,
+                        Code::DeadlineExceeded,
                         "the job ran longer than the run-time limit and was cancelled".into(),
                     )),
                 ),
@@ -329,7 +333,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                     slot,
                     pb::JobState::Failed,
                     Some((
-                        10,
+                        Code::Aborted,
                         format!("the input changed while the job ran: counted {total} rows, read {done}"),
                     )),
                 ),
@@ -341,7 +345,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                     slot,
                     pb::JobState::Failed,
                     Some((
-                        3,
+                        Code::InvalidArgument,
                         format!(
                             "all {} rows failed; first: {}",
                             tally.failed,
@@ -360,7 +364,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                 state,
                 slot,
                 pb::JobState::Failed,
-                Some((13, format!("writing output: {e}"))),
+                Some((Code::Internal, format!("writing output: {e}"))),
             )
         }
     }
