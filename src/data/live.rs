@@ -696,16 +696,8 @@ impl Live<'_> {
         if self.batch.jobs.len() < self.batch.manifest.rounds.len() {
             // A round was recorded but its submit failed: submit it (never
             // a second round of the same rows).
-            let r = self.batch.manifest.rounds.len() - 1;
             self.batch.submit_pending().await?;
-            let positions = self.batch.round_positions(&self.join.index, r).await?;
-            self.join.queue(&positions, r);
-            let rows = self.batch.manifest.rounds[r]
-                .parts
-                .iter()
-                .map(|p| p.rows)
-                .sum();
-            self.round_made(rows);
+            self.round_made().await?;
             self.ended = false;
         }
         // A job cancelled by someone (not a duplicate, which
@@ -727,19 +719,16 @@ impl Live<'_> {
             }
             if self.rounds_made < self.opts.retry_rounds && !stopped {
                 let made = if bigquery {
-                    self.batch.retry_failed().await?
-                } else {
-                    let unresolved = self.join.unresolved();
-                    let set = self.join.fingerprints(&unresolved);
-                    let made = self.batch.stage_round(set).await?;
+                    let made = self.batch.retry_failed().await?;
                     if made > 0 {
-                        let r = self.batch.manifest.rounds.len() - 1;
-                        self.join.queue(&unresolved, r);
+                        self.round_made().await?;
                     }
                     made
+                } else {
+                    let unresolved = self.join.unresolved();
+                    self.send_round(&unresolved).await?
                 };
                 if made > 0 {
-                    self.round_made(made);
                     self.ended = false;
                     return Ok(());
                 }
@@ -770,13 +759,7 @@ impl Live<'_> {
             && self.rounds_made + 1 < self.opts.retry_rounds
             && !stopped
         {
-            let set = self.join.fingerprints(&pending);
-            let made = self.batch.stage_round(set).await?;
-            if made > 0 {
-                let r = self.batch.manifest.rounds.len() - 1;
-                self.join.queue(&pending, r);
-                self.round_made(made);
-            }
+            self.send_round(&pending).await?;
         }
         if self.looked {
             tokio::time::sleep(self.opts.poll).await;
@@ -794,13 +777,38 @@ impl Live<'_> {
         Ok(())
     }
 
-    fn round_made(&mut self, rows: u64) {
+    /// Stages and submits a round of `inputs` (nothing when empty);
+    /// returns its rows.
+    async fn send_round(&mut self, inputs: &[u32]) -> Result<u64> {
+        let made = self
+            .batch
+            .stage_round(self.join.fingerprints(inputs))
+            .await?;
+        if made > 0 {
+            self.round_made().await?;
+        }
+        Ok(made)
+    }
+
+    /// Takes in the manifest's newest round, just submitted: its inputs
+    /// (as the manifest has them — another process may have recorded the
+    /// round first) are the keys' latest from now on.
+    async fn round_made(&mut self) -> Result<()> {
+        let r = self.batch.manifest.rounds.len() - 1;
+        if matches!(self.batch.area, Area::Gcs { .. }) {
+            let positions = self.batch.round_positions(&self.join.index, r).await?;
+            self.join.queue(&positions, r);
+        }
         self.rounds_made += 1;
         self.sync_parts();
-        self.events.push_back(LiveEvent::RetryRound {
-            round: self.batch.manifest.rounds.len() - 1,
-            rows,
-        });
+        let rows = self.batch.manifest.rounds[r]
+            .parts
+            .iter()
+            .map(|p| p.rows)
+            .sum();
+        self.events
+            .push_back(LiveEvent::RetryRound { round: r, rows });
+        Ok(())
     }
 
     /// Cancels the jobs still running once the rows read cost more than
