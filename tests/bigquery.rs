@@ -729,6 +729,8 @@ mod broken_read {
         pub rows: i64,
         pub block: i64,
         pub offsets: Arc<Mutex<Vec<i64>>>,
+        /// Answers every `CreateReadSession` with NOT_FOUND.
+        pub not_found: bool,
     }
 
     fn zigzag(v: i64, out: &mut Vec<u8>) {
@@ -773,6 +775,11 @@ mod broken_read {
             req: tonic::Request<CreateReadSessionRequest>,
         ) -> Result<tonic::Response<ReadSession>, tonic::Status> {
             let table = req.into_inner().read_session.unwrap_or_default().table;
+            if self.not_found {
+                return Err(tonic::Status::not_found(format!(
+                    "Table read failed: {table}"
+                )));
+            }
             Ok(tonic::Response::new(ReadSession {
                 name: "projects/p/locations/us/sessions/s".into(),
                 table,
@@ -840,6 +847,7 @@ async fn a_broken_read_stream_is_opened_again_at_its_row_and_no_row_is_lost_or_d
         rows: 1000,
         block: 300,
         offsets: offsets.clone(),
+        not_found: false,
     })
     .await;
     let bq = BigQuery::builder()
@@ -910,6 +918,48 @@ async fn a_storage_read_api_that_refuses_the_caller_falls_back_to_tabledata_list
         .unwrap();
     let rows: Vec<_> = bq.rows(&table).try_collect().await.unwrap();
     assert_eq!(rows.len(), 50);
+}
+
+#[tokio::test]
+async fn a_table_the_storage_read_api_does_not_find_is_read_through_tabledata_list() {
+    let emu = BqEmulator::start("p");
+    let rest = client(&emu);
+    rest.create_dataset(&uri("bq://p.d"), "us-central1")
+        .await
+        .unwrap();
+    let table = uri("bq://p.d.t");
+    let lines: String = (0..50).map(|i| format!("{{\"key\":\"k{i}\"}}\n")).collect();
+    rest.load_ndjson(&table, &[Field::new("key", "STRING")], lines, "load-1")
+        .await
+        .unwrap();
+    // A Read API that answers NOT_FOUND for a table tables.get finds (as
+    // bqemulator does when its engine fails a read beside a load).
+    let grpc = broken_read::start(broken_read::Server {
+        rows: 0,
+        block: 1,
+        offsets: Default::default(),
+        not_found: true,
+    })
+    .await;
+    let bq = BigQuery::builder()
+        .ignore_env()
+        .emulator_host(emu.host())
+        .storage_read_api(&grpc)
+        .build()
+        .unwrap();
+    let rows: Vec<_> = bq.rows(&table).try_collect().await.unwrap();
+    let mut keys: Vec<_> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    keys.sort_unstable();
+    let mut want: Vec<_> = (0..50).map(|i| format!("k{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(keys, want, "every row, read through tabledata.list");
+    // A table that is not there still says so.
+    let err = bq
+        .rows(&uri("bq://p.d.nope"))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no table bq://p.d.nope"), "{err}");
 }
 
 /// Claude, open models and text embeddings staged in BigQuery: each

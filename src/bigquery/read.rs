@@ -134,10 +134,11 @@ impl BigQuery {
         Ok(self.inner.read_client.get_or_init(|| client).clone())
     }
 
-    /// Opens a read session on `table` in Avro. `None` when the API is
-    /// not for this caller (`PERMISSION_DENIED`: no
-    /// `bigquery.readsessions.create`; `UNIMPLEMENTED`): then the rows are
-    /// read through `tabledata.list`.
+    /// Opens a read session on `table` (which `tables.get` has found) in
+    /// Avro. `None` when the API is not for this caller
+    /// (`PERMISSION_DENIED`: no `bigquery.readsessions.create`;
+    /// `UNIMPLEMENTED`) or does not find the table (`NOT_FOUND`): then the
+    /// rows are read through `tabledata.list`.
     async fn read_session(
         &self,
         table: &BigQueryUri,
@@ -185,11 +186,15 @@ impl BigQuery {
                 tracing::info!(%table, code = ?err.code(), "the Storage Read API is not for this caller; reading through tabledata.list");
                 Ok(None)
             }
-            Err(err) if err.code() == Some(tonic::Code::NotFound) => Err(Error::BigQuery {
-                message: format!("no table {table}"),
-                http_status: Some(404),
-                source: Some(Box::new(err)),
-            }),
+            // The caller found the table a moment ago (`tables.get`), so a
+            // NOT_FOUND here says the Read API cannot see it yet or failed
+            // reading it (bqemulator answers NOT_FOUND for any error of its
+            // engine, and hits them when a load runs beside the read):
+            // `tabledata.list` reads it, and says "no table" if it is gone.
+            Err(err) if err.code() == Some(tonic::Code::NotFound) => {
+                tracing::warn!(%table, error = %err, "the Storage Read API did not find a table tables.get found; reading through tabledata.list");
+                Ok(None)
+            }
             Err(err) => Err(in_context(&what, err)),
         }
     }
