@@ -35,7 +35,7 @@ LAYERS = [
     ("status and job values", ["status", "job"]),
     ("error", ["error"]),
     ("spec and data types", ["spec", "tokens", "data::key", "data::fingerprint", "data::request", "data::embed", "data::chat",
-                             "data::results", "data::input", "cost"]),
+                             "data::results", "data::results::*", "data::input", "cost"]),
     ("policies", ["policy", "policy::retry", "policy::poll", "policy::backoff"]),
     ("transport", ["transport", "transport::auth", "transport::headers", "transport::endpoint",
                    "transport::channel", "transport::proxy"]),
