@@ -1,6 +1,9 @@
 //! How the emulator maps cloud storage onto its data directory:
 //!
-//! * `gs://BUCKET/OBJECT` is the file `DATA_DIR/gcs/BUCKET/OBJECT`;
+//! * `gs://BUCKET/OBJECT` is the file `DATA_DIR/gcs/BUCKET/OBJECT`, the
+//!   layout of a local storage directory (`storage::local::object_path`,
+//!   so `Storage::local(DATA_DIR/gcs)` sees the same objects), once the
+//!   name has passed the stricter checks here;
 //! * `bq://PROJECT.DATASET.TABLE` is the file
 //!   `DATA_DIR/bigquery/PROJECT/DATASET/TABLE.jsonl`, one row (a JSON
 //!   object) per line.
@@ -13,7 +16,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::uri::{BigQueryUri, GcsUri};
+use crate::{
+    storage::local::object_path,
+    uri::{BigQueryUri, GcsUri},
+};
 
 /// Checks one `/`-separated segment of an object name (or a BigQuery
 /// name) for what could leave the directory it is joined to: `.` and `..`
@@ -67,11 +73,11 @@ fn check_object(object: &str) -> Result<(), String> {
 pub fn gcs_path(data_dir: &Path, uri: &GcsUri) -> Result<PathBuf, String> {
     check_segment(uri.bucket(), "bucket")?;
     check_object(uri.object())?;
-    let mut p = data_dir.join("gcs").join(uri.bucket());
-    for seg in uri.object().split('/').filter(|s| !s.is_empty()) {
-        p.push(seg);
-    }
-    Ok(p)
+    Ok(object_path(
+        &data_dir.join("gcs"),
+        uri.bucket(),
+        uri.object(),
+    ))
 }
 
 /// The file behind a BigQuery table (`table` overrides the URI's), always
@@ -137,11 +143,8 @@ pub fn expand_gcs(data_dir: &Path, uris: &[GcsUri]) -> Result<Vec<PathBuf>, Stri
         // '..'), never following symlinks.
         let literal_end = object.find(['*', '?', '[']).unwrap_or(object.len());
         let dir_prefix = &object[..object[..literal_end].rfind('/').map_or(0, |i| i + 1)];
-        let root = gcs_root.join(uri.bucket());
-        let mut start = root.clone();
-        for seg in dir_prefix.split('/').filter(|s| !s.is_empty()) {
-            start.push(seg);
-        }
+        let root = object_path(&gcs_root, uri.bucket(), "");
+        let start = object_path(&gcs_root, uri.bucket(), dir_prefix);
         let pattern = Glob::new(object);
         let mut found = Vec::new();
         walk(&start, &mut |path| {
