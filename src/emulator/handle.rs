@@ -261,7 +261,7 @@ impl Emulator {
     /// ```
     pub fn gcs_path(&self, uri: &str) -> Result<PathBuf> {
         let uri = GcsUri::parse_field(uri, "uri")?;
-        storage::gcs_path(&self.state.dir, &uri).map_err(|e| Error::validation("uri", e))
+        storage::gcs_path(&self.state.dir, &uri).map_err(|e| Error::validation("uri", e.message))
     }
 
     /// The local file behind a `bq://project.dataset.table` URI.
@@ -276,7 +276,8 @@ impl Emulator {
     /// ```
     pub fn bigquery_path(&self, uri: &str) -> Result<PathBuf> {
         let uri = BigQueryUri::parse_field(uri, "uri", true)?;
-        storage::bq_path(&self.state.dir, &uri, None).map_err(|e| Error::validation("uri", e))
+        storage::bq_path(&self.state.dir, &uri, None)
+            .map_err(|e| Error::validation("uri", e.message))
     }
 
     /// Stops gracefully: no new connections, in-flight RPCs finish, running

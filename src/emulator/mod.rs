@@ -54,6 +54,7 @@
 //! ```
 
 mod builder;
+mod error;
 mod families;
 mod filter;
 mod handle;
