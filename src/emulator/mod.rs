@@ -9,7 +9,8 @@
 //! files with a deterministic built-in model, and writes the output in the
 //! service's layout. Google's own Python and Node clients work against it.
 //!
-//! Storage mapping (`src/emulator/storage.rs`):
+//! Storage mapping (`src/emulator/storage.rs`; the `gs://` layout is the one
+//! [`Storage::local`](crate::storage::Storage::local) uses):
 //!
 //! | URI | file |
 //! |---|---|
