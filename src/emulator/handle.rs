@@ -217,7 +217,8 @@ impl Emulator {
 
     /// A Cloud Storage client for this emulator's `gs://` objects: the
     /// Cloud Storage endpoint it was started with
-    /// ([`EmulatorBuilder::gcs_storage`]), or its data directory through
+    /// ([`EmulatorBuilder::gcs_storage`](super::builder::EmulatorBuilder::gcs_storage)),
+    /// or its data directory through
     /// [`Storage::local`](crate::storage::Storage::local). Batches
     /// ([`Client::run_batch`]) run against either with no other setup.
     ///
