@@ -10,6 +10,7 @@
 
 use std::time::SystemTime;
 
+use super::error::EmuError;
 use crate::{proto::aiplatform as pb, time};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,7 +41,7 @@ pub struct Filter {
 
 impl Filter {
     /// Parses `s`; the error says which term is wrong.
-    pub fn parse(s: &str) -> Result<Filter, String> {
+    pub fn parse(s: &str) -> Result<Filter, EmuError> {
         let mut terms = Vec::new();
         for raw in split_and(s) {
             let raw = raw.trim();
@@ -109,7 +110,7 @@ fn split_and(s: &str) -> Vec<String> {
     out
 }
 
-fn parse_term(raw: &str) -> Result<Term, String> {
+fn parse_term(raw: &str) -> Result<Term, EmuError> {
     let ops = [
         ("!=", Op::Ne),
         (">=", Op::Ge),
@@ -123,18 +124,23 @@ fn parse_term(raw: &str) -> Result<Term, String> {
         .iter()
         .filter_map(|(sym, op)| raw.find(sym).map(|p| (p, *sym, *op)))
         .min_by_key(|(p, sym, _)| (*p, std::cmp::Reverse(sym.len())))
-        .ok_or_else(|| format!("filter term {raw:?} has no operator"))?;
+        .ok_or_else(|| EmuError::invalid(format!("filter term {raw:?} has no operator")))?;
     let field = raw[..pos].trim();
     let value = unquote(raw[pos + sym.len()..].trim())
-        .map_err(|why| format!("filter term {raw:?}: {why}"))?;
-    let bad_op = || format!("filter term {raw:?}: operator {sym} is not supported for {field}");
+        .map_err(|why| EmuError::invalid(format!("filter term {raw:?}: {why}")))?;
+    let bad_op = || {
+        EmuError::invalid(format!(
+            "filter term {raw:?}: operator {sym} is not supported for {field}"
+        ))
+    };
     match field {
         "state" => {
             if !matches!(op, Op::Eq | Op::Ne) {
                 return Err(bad_op());
             }
-            let v = pb::JobState::from_str_name(&value)
-                .ok_or_else(|| format!("filter term {raw:?}: unknown state {value:?}"))?;
+            let v = pb::JobState::from_str_name(&value).ok_or_else(|| {
+                EmuError::invalid(format!("filter term {raw:?}: unknown state {value:?}"))
+            })?;
             Ok(Term::State(op, v as i32))
         }
         "display_name" | "displayName" if matches!(op, Op::Eq | Op::Ne) => {
@@ -142,8 +148,11 @@ fn parse_term(raw: &str) -> Result<Term, String> {
         }
         "model" if matches!(op, Op::Eq | Op::Ne) => Ok(Term::Model(op, value)),
         "create_time" | "createTime" if op != Op::Has => {
-            let t = time::parse(&value)
-                .ok_or_else(|| format!("filter term {raw:?}: {value:?} is not an RFC 3339 time"))?;
+            let t = time::parse(&value).ok_or_else(|| {
+                EmuError::invalid(format!(
+                    "filter term {raw:?}: {value:?} is not an RFC 3339 time"
+                ))
+            })?;
             Ok(Term::CreateTime(op, t))
         }
         f if f.starts_with("labels.") => {
@@ -155,16 +164,18 @@ fn parse_term(raw: &str) -> Result<Term, String> {
             }
         }
         "display_name" | "displayName" | "model" | "create_time" | "createTime" => Err(bad_op()),
-        other => Err(format!("filter term {raw:?}: unknown field {other:?}")),
+        other => Err(EmuError::invalid(format!(
+            "filter term {raw:?}: unknown field {other:?}"
+        ))),
     }
 }
 
 /// A value without its quotes, escapes resolved (AIP-160: `\"` is a quote,
 /// `\\` a backslash). An unclosed string or a stray quote is an error.
-fn unquote(s: &str) -> Result<String, String> {
+fn unquote(s: &str) -> Result<String, EmuError> {
     let Some(quoted) = s.strip_prefix('"') else {
         if s.contains('"') {
-            return Err(format!("{s:?} has a stray quote"));
+            return Err(EmuError::invalid(format!("{s:?} has a stray quote")));
         }
         return Ok(s.to_owned());
     };
@@ -177,11 +188,15 @@ fn unquote(s: &str) -> Result<String, String> {
                 None => break,
             },
             '"' if chars.as_str().is_empty() => return Ok(out),
-            '"' => return Err(format!("{s:?} has text after its closing quote")),
+            '"' => {
+                return Err(EmuError::invalid(format!(
+                    "{s:?} has text after its closing quote"
+                )))
+            }
             c => out.push(c),
         }
     }
-    Err(format!("{s:?} is not a closed string"))
+    Err(EmuError::invalid(format!("{s:?} is not a closed string")))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::{
 };
 
 use super::{
+    error::EmuError,
     state::{blocking, EmuState, JobSlot},
     storage,
 };
@@ -53,37 +54,37 @@ pub(crate) struct Output {
     pub(crate) table: Option<(BigQueryUri, Vec<crate::bigquery::Field>)>,
 }
 
-pub(crate) fn resolve_input(dir: &Path, job: &pb::BatchPredictionJob) -> Result<Input, String> {
+pub(crate) fn resolve_input(dir: &Path, job: &pb::BatchPredictionJob) -> Result<Input, EmuError> {
     let source = job
         .input_config
         .as_ref()
         .and_then(|c| c.source.as_ref())
-        .ok_or("the job has no input source")?;
+        .ok_or_else(|| EmuError::invalid("the job has no input source"))?;
     match source {
         input_config::Source::GcsSource(g) => {
             let uris = g
                 .uris
                 .iter()
-                .map(|u| GcsUri::parse_field(u, "input_uri").map_err(|e| e.to_string()))
+                .map(|u| GcsUri::parse_field(u, "input_uri").map_err(EmuError::from))
                 .collect::<Result<Vec<_>, _>>()?;
             storage::expand_gcs(dir, &uris).map(Input::Gcs)
         }
         input_config::Source::BigquerySource(b) => {
             let uri = BigQueryUri::parse_field(&b.input_uri, "input_uri", true)
-                .map_err(|e| e.to_string())?;
+                .map_err(EmuError::from)?;
             let path = storage::bq_path(dir, &uri, None)?;
             if path.is_file() {
                 Ok(Input::BigQuery(path))
             } else {
-                Err(format!(
+                Err(EmuError::not_found(format!(
                     "input table {uri} not found (the emulator looks for {})",
                     path.display()
-                ))
+                )))
             }
         }
-        input_config::Source::VertexMultimodalDatasetSource(_) => {
-            Err("the emulator does not support Vertex multimodal dataset input".into())
-        }
+        input_config::Source::VertexMultimodalDatasetSource(_) => Err(EmuError::invalid(
+            "the emulator does not support Vertex multimodal dataset input",
+        )),
     }
 }
 
@@ -99,12 +100,12 @@ async fn record_claim(
     state: &Arc<EmuState>,
     slot: &Arc<JobSlot>,
     path: Option<&Path>,
-) -> Result<(), String> {
+) -> Result<(), EmuError> {
     slot.lock().output_claim = path.map(|p| state.to_record_path(p));
     state
         .persist_durably(slot)
         .await
-        .map_err(|e| format!("recording the output claim: {e}"))
+        .map_err(|e| EmuError::internal(format!("recording the output claim: {e}")))
 }
 
 /// Claims `path` for the job: records it (durably), then makes it with
@@ -115,7 +116,7 @@ async fn claim(
     slot: &Arc<JobSlot>,
     path: &Path,
     make: impl FnOnce(&Path) -> io::Result<()> + Send + 'static,
-) -> Result<bool, String> {
+) -> Result<bool, EmuError> {
     record_claim(state, slot, Some(path)).await?;
     let p = path.to_path_buf();
     match blocking(move || make(&p)).await.and_then(|r| r) {
@@ -124,7 +125,10 @@ async fn claim(
             record_claim(state, slot, None).await?;
             Ok(false)
         }
-        Err(e) => Err(format!("creating {}: {e}", path.display())),
+        Err(e) => Err(EmuError::internal(format!(
+            "creating {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -159,18 +163,18 @@ pub(crate) async fn plan_output(
     state: &Arc<EmuState>,
     slot: &Arc<JobSlot>,
     job: &pb::BatchPredictionJob,
-) -> Result<Output, String> {
+) -> Result<Output, EmuError> {
     let id = slot.id;
     let dest = job
         .output_config
         .as_ref()
         .and_then(|c| c.destination.as_ref())
-        .ok_or("the job has no output destination")?;
+        .ok_or_else(|| EmuError::invalid("the job has no output destination"))?;
     let now = state.clock.now();
     match dest {
         output_config::Destination::GcsDestination(g) => {
-            let prefix = GcsUri::parse_field(&g.output_uri_prefix, "output_uri")
-                .map_err(|e| e.to_string())?;
+            let prefix =
+                GcsUri::parse_field(&g.output_uri_prefix, "output_uri").map_err(EmuError::from)?;
             // With a Cloud Storage backend the output is written to a
             // staging directory of the job's, then uploaded.
             let base = match &state.gcs {
@@ -182,7 +186,7 @@ pub(crate) async fn plan_output(
             blocking(move || fs::create_dir_all(&b))
                 .await
                 .and_then(|r| r)
-                .map_err(|e| format!("creating {}: {e}", base.display()))?;
+                .map_err(|e| EmuError::internal(format!("creating {}: {e}", base.display())))?;
             let mut t = now;
             let prefix_str = prefix.to_string();
             // A re-run (after a restart) takes the directory its first run
@@ -214,14 +218,14 @@ pub(crate) async fn plan_output(
                 // (but for this job's own, from its interrupted run).
                 if let (Some(gcs), false) = (&state.gcs, is_reused) {
                     let remote = remote_dir(&prefix_str, &name)?;
-                    let taken =
-                        futures::StreamExt::next(&mut gcs.list(
-                            &crate::data::read::dir_prefix(&remote).map_err(|e| e.to_string())?,
-                        ))
-                        .await;
+                    let taken = futures::StreamExt::next(
+                        &mut gcs
+                            .list(&crate::data::read::dir_prefix(&remote).map_err(EmuError::from)?),
+                    )
+                    .await;
                     match taken {
                         None => {}
-                        Some(Err(e)) => return Err(e.to_string()),
+                        Some(Err(e)) => return Err(e.into()),
                         Some(Ok(_)) => {
                             t += Duration::from_millis(1);
                             continue;
@@ -249,7 +253,7 @@ pub(crate) async fn plan_output(
         }
         output_config::Destination::BigqueryDestination(b) => {
             let uri = BigQueryUri::parse_field(&b.output_uri, "output_uri", false)
-                .map_err(|e| e.to_string())?;
+                .map_err(EmuError::from)?;
             // A re-run takes the table its first run named again.
             let table = uri
                 .table()
@@ -265,7 +269,9 @@ pub(crate) async fn plan_output(
                 blocking(move || fs::create_dir_all(&p))
                     .await
                     .and_then(|r| r)
-                    .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                    .map_err(|e| {
+                        EmuError::internal(format!("creating {}: {e}", parent.display()))
+                    })?;
             }
             // Claim the table (an empty file until the job publishes it), so
             // no other job can write it and an existing one is never
@@ -279,10 +285,13 @@ pub(crate) async fn plan_output(
             })
             .await?;
             if !made {
-                return Err(format!(
-                    "output table bq://{}.{}.{table} already exists",
-                    uri.project(),
-                    uri.dataset()
+                return Err(EmuError::new(
+                    tonic::Code::AlreadyExists,
+                    format!(
+                        "output table bq://{}.{}.{table} already exists",
+                        uri.project(),
+                        uri.dataset()
+                    ),
                 ));
             }
             Ok(Output {
@@ -299,9 +308,9 @@ pub(crate) async fn plan_output(
                 },
             })
         }
-        output_config::Destination::VertexMultimodalDatasetDestination(_) => {
-            Err("the emulator does not support Vertex multimodal dataset output".into())
-        }
+        output_config::Destination::VertexMultimodalDatasetDestination(_) => Err(
+            EmuError::invalid("the emulator does not support Vertex multimodal dataset output"),
+        ),
     }
 }
 
@@ -318,7 +327,7 @@ async fn plan_bq_output(
     job: &pb::BatchPredictionJob,
     dataset: &BigQueryUri,
     table: String,
-) -> Result<Output, String> {
+) -> Result<Output, EmuError> {
     use crate::bigquery::Field;
     let id = slot.id;
     let target = BigQueryUri::parse_field(
@@ -326,12 +335,12 @@ async fn plan_bq_output(
         "output_uri",
         true,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(EmuError::from)?;
     let mut columns: Vec<Field> = match bq_input_uri(job) {
         Some(input) => bq
             .table(&input)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(EmuError::from)?
             .map(|t| t.schema().to_vec())
             .unwrap_or_default(),
         None => vec![Field::new("request", "JSON")],
@@ -370,23 +379,28 @@ async fn plan_bq_output(
     let made = bq
         .create_table(&target, &columns, Some(&owner))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(EmuError::from)?;
     if made.is_none() {
-        let found = bq.table(&target).await.map_err(|e| e.to_string())?;
+        let found = bq.table(&target).await.map_err(EmuError::from)?;
         let ours = found
             .as_ref()
             .is_some_and(|t| t.description() == Some(owner.as_str()));
         if !ours {
-            return Err(format!("output table {target} already exists"));
+            return Err(EmuError::new(
+                tonic::Code::AlreadyExists,
+                format!("output table {target} already exists"),
+            ));
         }
         // This job's own table, from a run a restart interrupted: the rows
         // that run exported go, so the re-run's are the only ones.
         if found.is_some_and(|t| t.rows() > 0) {
-            bq.delete_table(&target).await.map_err(|e| e.to_string())?;
+            bq.delete_table(&target).await.map_err(EmuError::from)?;
             bq.create_table(&target, &columns, Some(&owner))
                 .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("output table {target} could not be made again"))?;
+                .map_err(EmuError::from)?
+                .ok_or_else(|| {
+                    EmuError::internal(format!("output table {target} could not be made again"))
+                })?;
         }
     }
     let dir = staging_dir(state, id).join("out");
@@ -394,7 +408,7 @@ async fn plan_bq_output(
     blocking(move || fs::create_dir_all(&d))
         .await
         .and_then(|r| r)
-        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        .map_err(|e| EmuError::internal(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(format!("{table}.jsonl"));
     record_claim(state, slot, Some(&dir)).await?;
     Ok(Output {
@@ -454,30 +468,32 @@ pub(crate) async fn stage_bq_input(
     bq: &crate::bigquery::BigQuery,
     id: u64,
     table: &BigQueryUri,
-) -> Result<Input, String> {
+) -> Result<Input, EmuError> {
     use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
-    if bq.table(table).await.map_err(|e| e.to_string())?.is_none() {
-        return Err(format!("input table {table} not found"));
+    if bq.table(table).await.map_err(EmuError::from)?.is_none() {
+        return Err(EmuError::not_found(format!(
+            "input table {table} not found"
+        )));
     }
     let dir = staging_dir(state, id);
     tokio::fs::create_dir_all(&dir)
         .await
-        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        .map_err(|e| EmuError::internal(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join("input.jsonl");
     let mut file = tokio::fs::File::create(&path)
         .await
-        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        .map_err(|e| EmuError::internal(format!("creating {}: {e}", path.display())))?;
     let mut pages = bq.lines(table);
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| e.to_string())?;
+        let page = page.map_err(EmuError::from)?;
         file.write_all(&page)
             .await
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            .map_err(|e| EmuError::internal(format!("writing {}: {e}", path.display())))?;
     }
     file.flush()
         .await
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        .map_err(|e| EmuError::internal(format!("writing {}: {e}", path.display())))?;
     Ok(Input::BigQuery(path))
 }
 
@@ -489,30 +505,30 @@ pub(crate) async fn load_output(
     file: &Path,
     table: &BigQueryUri,
     columns: &[crate::bigquery::Field],
-) -> Result<u64, String> {
+) -> Result<u64, EmuError> {
     use tokio::io::AsyncReadExt;
     let mut f = tokio::fs::File::open(file)
         .await
-        .map_err(|e| format!("reading {}: {e}", file.display()))?;
+        .map_err(|e| EmuError::internal(format!("reading {}: {e}", file.display())))?;
     let mut w = bq
         .append_writer(table, columns, job_id)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(EmuError::from)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f
             .read(&mut buf)
             .await
-            .map_err(|e| format!("reading {}: {e}", file.display()))?;
+            .map_err(|e| EmuError::internal(format!("reading {}: {e}", file.display())))?;
         if n == 0 {
             break;
         }
-        w.write(&buf[..n]).await.map_err(|e| e.to_string())?;
+        w.write(&buf[..n]).await.map_err(EmuError::from)?;
     }
     w.finish()
         .await
         .map(|job| job.rows())
-        .map_err(|e| e.to_string())
+        .map_err(EmuError::from)
 }
 
 /// A job's staging directory (Cloud Storage backend): downloaded inputs and
@@ -522,12 +538,12 @@ pub(crate) fn staging_dir(state: &Arc<EmuState>, id: u64) -> PathBuf {
 }
 
 /// `gs://…/prefix/name`.
-fn remote_dir(prefix: &str, name: &str) -> Result<GcsUri, String> {
+fn remote_dir(prefix: &str, name: &str) -> Result<GcsUri, EmuError> {
     GcsUri::parse_field(
         &format!("{}/{name}", prefix.trim_end_matches('/')),
         "output_uri",
     )
-    .map_err(|e| e.to_string())
+    .map_err(EmuError::from)
 }
 
 /// A job's `gs://` input URIs, if its input is Cloud Storage.
@@ -545,23 +561,23 @@ pub(crate) async fn stage_inputs(
     gcs: &crate::storage::Storage,
     id: u64,
     uris: &[String],
-) -> Result<Input, String> {
+) -> Result<Input, EmuError> {
     use futures::TryStreamExt;
     use tokio::io::AsyncWriteExt;
     let mut objects = Vec::new();
     for u in uris {
-        let uri = GcsUri::parse_field(u, "input_uri").map_err(|e| e.to_string())?;
+        let uri = GcsUri::parse_field(u, "input_uri").map_err(EmuError::from)?;
         if !uri.has_wildcard() {
-            match gcs.metadata(&uri).await.map_err(|e| e.to_string())? {
+            match gcs.metadata(&uri).await.map_err(EmuError::from)? {
                 Some(_) => objects.push(uri),
-                None => return Err(format!("input {uri} not found")),
+                None => return Err(EmuError::not_found(format!("input {uri} not found"))),
             }
             continue;
         }
         let object = uri.object();
         let literal = &object[..object.find(['*', '?', '[']).unwrap_or(object.len())];
         let prefix = GcsUri::parse_field(&format!("gs://{}/{literal}", uri.bucket()), "input_uri")
-            .map_err(|e| e.to_string())?;
+            .map_err(EmuError::from)?;
         let glob = storage::Glob::new(object);
         let mut found: Vec<GcsUri> = gcs
             .list(&prefix)
@@ -569,9 +585,11 @@ pub(crate) async fn stage_inputs(
             .try_filter(|o| futures::future::ready(glob.matches(o.object())))
             .try_collect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(EmuError::from)?;
         if found.is_empty() {
-            return Err(format!("input {uri} matched no objects"));
+            return Err(EmuError::not_found(format!(
+                "input {uri} matched no objects"
+            )));
         }
         found.sort_by(|a, b| a.object().cmp(b.object()));
         objects.extend(found);
@@ -579,22 +597,22 @@ pub(crate) async fn stage_inputs(
     let dir = staging_dir(state, id).join("in");
     tokio::fs::create_dir_all(&dir)
         .await
-        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        .map_err(|e| EmuError::internal(format!("creating {}: {e}", dir.display())))?;
     let mut files = Vec::with_capacity(objects.len());
     for (i, uri) in objects.iter().enumerate() {
         let path = dir.join(format!("input-{i:05}.jsonl"));
         let mut file = tokio::fs::File::create(&path)
             .await
-            .map_err(|e| format!("creating {}: {e}", path.display()))?;
-        let mut bytes = gcs.read(uri, None).await.map_err(|e| e.to_string())?;
-        while let Some(chunk) = bytes.try_next().await.map_err(|e| e.to_string())? {
+            .map_err(|e| EmuError::internal(format!("creating {}: {e}", path.display())))?;
+        let mut bytes = gcs.read(uri, None).await.map_err(EmuError::from)?;
+        while let Some(chunk) = bytes.try_next().await.map_err(EmuError::from)? {
             file.write_all(&chunk)
                 .await
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                .map_err(|e| EmuError::internal(format!("writing {}: {e}", path.display())))?;
         }
         file.flush()
             .await
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            .map_err(|e| EmuError::internal(format!("writing {}: {e}", path.display())))?;
         files.push(path);
     }
     Ok(Input::Gcs(files))
@@ -609,14 +627,16 @@ pub(crate) async fn upload_dir(
     local: &Path,
     remote: &GcsUri,
     skip: &[PathBuf],
-) -> Result<(), String> {
+) -> Result<(), EmuError> {
     let root = local.to_path_buf();
-    let mut files = blocking(move || -> Result<Vec<PathBuf>, String> {
+    let mut files = blocking(move || -> Result<Vec<PathBuf>, EmuError> {
         let mut files = Vec::new();
         let mut todo = vec![root];
         while let Some(d) = todo.pop() {
-            for entry in fs::read_dir(&d).map_err(|e| format!("listing {}: {e}", d.display()))? {
-                let path = entry.map_err(|e| e.to_string())?.path();
+            for entry in fs::read_dir(&d)
+                .map_err(|e| EmuError::internal(format!("listing {}: {e}", d.display())))?
+            {
+                let path = entry.map_err(EmuError::from)?.path();
                 if path.is_dir() {
                     todo.push(path);
                 } else if path
@@ -630,7 +650,7 @@ pub(crate) async fn upload_dir(
         Ok(files)
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(EmuError::from)??;
     files.sort();
     for path in files.iter().filter(|p| !skip.contains(p)) {
         upload_file(gcs, local, remote, path).await?;
@@ -646,21 +666,21 @@ pub(crate) async fn upload_file(
     local: &Path,
     remote: &GcsUri,
     path: &Path,
-) -> Result<(), String> {
-    let rel = path
-        .strip_prefix(local)
-        .map_err(|_| format!("{} is outside {}", path.display(), local.display()))?;
+) -> Result<(), EmuError> {
+    let rel = path.strip_prefix(local).map_err(|_| {
+        EmuError::internal(format!("{} is outside {}", path.display(), local.display()))
+    })?;
     let rel = rel.to_string_lossy().replace('\\', "/");
     let uri = GcsUri::parse_field(
         &format!("{}/{rel}", remote.to_string().trim_end_matches('/')),
         "output_uri",
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(EmuError::from)?;
     let file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        .map_err(|e| EmuError::internal(format!("opening {}: {e}", path.display())))?;
     gcs.upload(&uri, file)
         .await
-        .map_err(|e| format!("uploading the output: {e}"))?;
+        .map_err(|e| EmuError::internal(format!("uploading the output: {e}")))?;
     Ok(())
 }

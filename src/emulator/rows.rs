@@ -456,7 +456,7 @@ impl Rows {
                     self.tally.failed += 1;
                     if self.tally.errors.len() < MAX_PARTIAL_FAILURES {
                         self.tally.errors.push(rpc::Status {
-                            code: 3,
+                            code: tonic::Code::InvalidArgument as i32,
                             message: format!("row {}: {message}", self.done),
                             details: Vec::new(),
                         });

@@ -23,6 +23,7 @@ use std::{fs, path::PathBuf, sync::Arc};
 use tonic::Code;
 
 use super::{
+    error::EmuError,
     model::ModelCtx,
     pace::{wait_until, Pace, Wake},
     plan::{
@@ -65,7 +66,7 @@ pub(crate) fn finish(
     state: &Arc<EmuState>,
     slot: &Arc<JobSlot>,
     end: pb::JobState,
-    error: Option<(Code, String)>,
+    error: Option<EmuError>,
 ) {
     let claim = {
         let mut rec = slot.lock();
@@ -73,11 +74,7 @@ pub(crate) fn finish(
         rec.job.state = end as i32;
         rec.job.end_time = Some(now);
         rec.job.update_time = Some(now);
-        rec.job.error = error.map(|(code, message)| rpc::Status {
-            code: code as i32,
-            message,
-            details: Vec::new(),
-        });
+        rec.job.error = error.map(rpc::Status::from);
         rec.partial_output = None;
         let claim = rec.output_claim.take();
         // An output never published (no exported chunk, no final file) is
@@ -123,7 +120,7 @@ pub(crate) async fn run(state: Arc<EmuState>, slot: Arc<JobSlot>, resume: bool) 
                 &state,
                 &slot,
                 pb::JobState::Failed,
-                Some((Code::Internal, message)),
+                Some(EmuError::new(Code::Internal, message)),
             );
         }
     }
@@ -151,7 +148,7 @@ async fn queue(state: &Arc<EmuState>, slot: &Arc<JobSlot>) -> Option<Wake> {
             tokio::select! {
                 _ = hold.changed() => {}
                 _ = tokio::time::sleep_until(expires) => {
-                    finish(state, slot, pb::JobState::Expired, Some((Code::DeadlineExceeded, "the job stayed queued longer than the queue limit and expired".into())));
+                    finish(state, slot, pb::JobState::Expired, Some(EmuError::new(Code::DeadlineExceeded, "the job stayed queued longer than the queue limit and expired")));
                     return None;
                 }
                 _ = &mut notified => return Some(Wake::Cancel),
@@ -179,7 +176,14 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
     };
     let input = match resolved {
         Ok(i) => i,
-        Err(e) => return finish(state, slot, pb::JobState::Failed, Some((Code::NotFound, e))),
+        Err(e) => {
+            return finish(
+                state,
+                slot,
+                pb::JobState::Failed,
+                Some(e.with_code(Code::NotFound)),
+            )
+        }
     };
     let files = input.files();
     let owned: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
@@ -194,7 +198,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                 state,
                 slot,
                 pb::JobState::Failed,
-                Some((Code::Internal, format!("reading input: {e}"))),
+                Some(EmuError::new(Code::Internal, format!("reading input: {e}"))),
             )
         }
     };
@@ -203,7 +207,10 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
             state,
             slot,
             pb::JobState::Failed,
-            Some((Code::InvalidArgument, "the input holds no requests".into())),
+            Some(EmuError::new(
+                Code::InvalidArgument,
+                "the input holds no requests",
+            )),
         );
     }
     if total > knobs.max_requests_per_job {
@@ -211,7 +218,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
             state,
             slot,
             pb::JobState::Failed,
-            Some((
+            Some(EmuError::new(
                 Code::InvalidArgument,
                 format!(
                     "the input holds {total} requests; a batch job takes at most {}",
@@ -227,7 +234,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                 state,
                 slot,
                 pb::JobState::Failed,
-                Some((Code::InvalidArgument, e)),
+                Some(e.with_code(Code::InvalidArgument)),
             )
         }
     };
@@ -250,7 +257,10 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
             state,
             slot,
             pb::JobState::Failed,
-            Some((Code::Internal, format!("recording the output: {e}"))),
+            Some(EmuError::new(
+                Code::Internal,
+                format!("recording the output: {e}"),
+            )),
         );
     }
     tracing::info!(job = slot.id, rows = total, "job running");
@@ -291,7 +301,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
             let mut publish = blocking(move || Sink::publish(&partial, &final_path))
                 .await
                 .and_then(|r| r)
-                .map_err(|e| e.to_string());
+                .map_err(EmuError::from);
             // Only what is not published yet: the exported chunks were
             // uploaded as they were sealed (and a BigQuery table holds
             // every row already, the last chunk's too).
@@ -314,7 +324,10 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                     state,
                     slot,
                     pb::JobState::Failed,
-                    Some((Code::Internal, format!("publishing output: {e}"))),
+                    Some(EmuError::new(
+                        Code::Internal,
+                        format!("publishing output: {e}"),
+                    )),
                 );
             }
             match end {
@@ -323,17 +336,15 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                     state,
                     slot,
                     pb::JobState::Cancelled,
-                    Some((
-                        Code::DeadlineExceeded,
-                        "the job ran longer than the run-time limit and was cancelled".into(),
+                    Some(EmuError::new(Code::DeadlineExceeded,
+                        "the job ran longer than the run-time limit and was cancelled",
                     )),
                 ),
                 _ if done != total => finish(
                     state,
                     slot,
                     pb::JobState::Failed,
-                    Some((
-                        Code::Aborted,
+                    Some(EmuError::new(Code::Aborted,
                         format!("the input changed while the job ran: counted {total} rows, read {done}"),
                     )),
                 ),
@@ -344,8 +355,7 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                     state,
                     slot,
                     pb::JobState::Failed,
-                    Some((
-                        Code::InvalidArgument,
+                    Some(EmuError::new(Code::InvalidArgument,
                         format!(
                             "all {} rows failed; first: {}",
                             tally.failed,
@@ -364,7 +374,10 @@ async fn execute(state: &Arc<EmuState>, slot: &Arc<JobSlot>) {
                 state,
                 slot,
                 pb::JobState::Failed,
-                Some((Code::Internal, format!("writing output: {e}"))),
+                Some(EmuError::new(
+                    Code::Internal,
+                    format!("writing output: {e}"),
+                )),
             )
         }
     }

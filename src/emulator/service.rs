@@ -347,7 +347,8 @@ impl JobService for EmulatorService {
             .parent
             .parse()
             .map_err(|e: crate::error::ValidationError| invalid(vec![("parent", e.to_string())]))?;
-        let filter = Filter::parse(&req.filter).map_err(|e| invalid(vec![("filter", e)]))?;
+        let filter =
+            Filter::parse(&req.filter).map_err(|e| invalid(vec![("filter", e.message)]))?;
         let page_size = match req.page_size {
             n if n < 0 => return Err(invalid(vec![("page_size", "must not be negative".into())])),
             0 => DEFAULT_PAGE_SIZE,

@@ -1,6 +1,9 @@
 //! How the emulator maps cloud storage onto its data directory:
 //!
-//! * `gs://BUCKET/OBJECT` is the file `DATA_DIR/gcs/BUCKET/OBJECT`;
+//! * `gs://BUCKET/OBJECT` is the file `DATA_DIR/gcs/BUCKET/OBJECT`, the
+//!   layout of a local storage directory (`storage::local::object_path`,
+//!   so `Storage::local(DATA_DIR/gcs)` sees the same objects), once the
+//!   name has passed the stricter checks here;
 //! * `bq://PROJECT.DATASET.TABLE` is the file
 //!   `DATA_DIR/bigquery/PROJECT/DATASET/TABLE.jsonl`, one row (a JSON
 //!   object) per line.
@@ -13,41 +16,51 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::uri::{BigQueryUri, GcsUri};
+use super::error::EmuError;
+use crate::{
+    storage::local::object_path,
+    uri::{BigQueryUri, GcsUri},
+};
 
 /// Checks one `/`-separated segment of an object name (or a BigQuery
 /// name) for what could leave the directory it is joined to: `.` and `..`
 /// (also percent-encoded), `\\`, NUL and other control characters, a drive
 /// letter (`C:`), and an encoded `/`.
-fn check_segment(seg: &str, what: &str) -> Result<(), String> {
+fn check_segment(seg: &str, what: &str) -> Result<(), EmuError> {
     let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
     for s in [seg, decoded.as_ref()] {
         if s == "." || s == ".." {
-            return Err(format!(
+            return Err(EmuError::invalid(format!(
                 "{what}: a '.' or '..' segment ({seg:?}) is not allowed"
-            ));
+            )));
         }
         if s.contains('\\') || s.chars().any(char::is_control) {
-            return Err(format!(
+            return Err(EmuError::invalid(format!(
                 "{what}: {seg:?} holds a backslash or a control character"
-            ));
+            )));
         }
         let b = s.as_bytes();
         if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
-            return Err(format!("{what}: {seg:?} looks like a drive letter"));
+            return Err(EmuError::invalid(format!(
+                "{what}: {seg:?} looks like a drive letter"
+            )));
         }
     }
     if decoded.contains('/') {
-        return Err(format!("{what}: {seg:?} holds an encoded '/'"));
+        return Err(EmuError::invalid(format!(
+            "{what}: {seg:?} holds an encoded '/'"
+        )));
     }
     Ok(())
 }
 
 /// Checks an object name (or prefix, or wildcard pattern): relative, each
 /// segment safe, no empty segment but a trailing one (`dir/`).
-fn check_object(object: &str) -> Result<(), String> {
+fn check_object(object: &str) -> Result<(), EmuError> {
     if object.starts_with('/') {
-        return Err(format!("object {object:?} starts with '/'"));
+        return Err(EmuError::invalid(format!(
+            "object {object:?} starts with '/'"
+        )));
     }
     let segs: Vec<&str> = object.split('/').collect();
     for (i, seg) in segs.iter().enumerate() {
@@ -55,7 +68,9 @@ fn check_object(object: &str) -> Result<(), String> {
             if i + 1 == segs.len() {
                 continue;
             }
-            return Err(format!("object {object:?} has an empty segment ('//')"));
+            return Err(EmuError::invalid(format!(
+                "object {object:?} has an empty segment ('//')"
+            )));
         }
         check_segment(seg, "object")?;
     }
@@ -64,19 +79,23 @@ fn check_object(object: &str) -> Result<(), String> {
 
 /// The file behind a Cloud Storage object (or prefix), always inside
 /// `DATA_DIR/gcs/BUCKET`; an object name that could leave it is an error.
-pub fn gcs_path(data_dir: &Path, uri: &GcsUri) -> Result<PathBuf, String> {
+pub fn gcs_path(data_dir: &Path, uri: &GcsUri) -> Result<PathBuf, EmuError> {
     check_segment(uri.bucket(), "bucket")?;
     check_object(uri.object())?;
-    let mut p = data_dir.join("gcs").join(uri.bucket());
-    for seg in uri.object().split('/').filter(|s| !s.is_empty()) {
-        p.push(seg);
-    }
-    Ok(p)
+    Ok(object_path(
+        &data_dir.join("gcs"),
+        uri.bucket(),
+        uri.object(),
+    ))
 }
 
 /// The file behind a BigQuery table (`table` overrides the URI's), always
 /// inside `DATA_DIR/bigquery`.
-pub fn bq_path(data_dir: &Path, uri: &BigQueryUri, table: Option<&str>) -> Result<PathBuf, String> {
+pub fn bq_path(
+    data_dir: &Path,
+    uri: &BigQueryUri,
+    table: Option<&str>,
+) -> Result<PathBuf, EmuError> {
     let table = table.or(uri.table()).unwrap_or("table");
     for (part, what) in [
         (uri.project(), "project"),
@@ -84,7 +103,9 @@ pub fn bq_path(data_dir: &Path, uri: &BigQueryUri, table: Option<&str>) -> Resul
         (table, "table"),
     ] {
         if part.is_empty() || part.contains('/') {
-            return Err(format!("{what} {part:?} is not a BigQuery name"));
+            return Err(EmuError::invalid(format!(
+                "{what} {part:?} is not a BigQuery name"
+            )));
         }
         check_segment(part, what)?;
     }
@@ -100,33 +121,35 @@ pub fn bq_path(data_dir: &Path, uri: &BigQueryUri, table: Option<&str>) -> Resul
 /// Symlinks: a literal input path may pass through symlinks that stay
 /// inside the data directory; one leading outside it is refused. Wildcard
 /// walks never follow symlinks (they are skipped).
-fn inside(root: &Path, file: &Path) -> Result<(), String> {
-    let real = fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let root = fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+fn inside(root: &Path, file: &Path) -> Result<(), EmuError> {
+    let real = fs::canonicalize(file)
+        .map_err(|e| EmuError::internal(format!("{}: {e}", file.display())))?;
+    let root = fs::canonicalize(root)
+        .map_err(|e| EmuError::internal(format!("{}: {e}", root.display())))?;
     if real.starts_with(&root) {
         Ok(())
     } else {
-        Err(format!(
+        Err(EmuError::invalid(format!(
             "{} leads outside the emulator's data directory (a symlink?)",
             file.display()
-        ))
+        )))
     }
 }
 
 /// Expands input URIs (with wildcards) to existing files, in a stable order.
 /// A URI that matches nothing is an error naming it. Every file found is
 /// inside `DATA_DIR/gcs`.
-pub fn expand_gcs(data_dir: &Path, uris: &[GcsUri]) -> Result<Vec<PathBuf>, String> {
+pub fn expand_gcs(data_dir: &Path, uris: &[GcsUri]) -> Result<Vec<PathBuf>, EmuError> {
     let gcs_root = data_dir.join("gcs");
     let mut files = Vec::new();
     for uri in uris {
         let p = gcs_path(data_dir, uri)?;
         if !uri.has_wildcard() {
             if !p.is_file() {
-                return Err(format!(
+                return Err(EmuError::not_found(format!(
                     "input {uri} not found (the emulator looks for {})",
                     p.display()
-                ));
+                )));
             }
             inside(&gcs_root, &p)?;
             files.push(p);
@@ -137,11 +160,8 @@ pub fn expand_gcs(data_dir: &Path, uris: &[GcsUri]) -> Result<Vec<PathBuf>, Stri
         // '..'), never following symlinks.
         let literal_end = object.find(['*', '?', '[']).unwrap_or(object.len());
         let dir_prefix = &object[..object[..literal_end].rfind('/').map_or(0, |i| i + 1)];
-        let root = gcs_root.join(uri.bucket());
-        let mut start = root.clone();
-        for seg in dir_prefix.split('/').filter(|s| !s.is_empty()) {
-            start.push(seg);
-        }
+        let root = object_path(&gcs_root, uri.bucket(), "");
+        let start = object_path(&gcs_root, uri.bucket(), dir_prefix);
         let pattern = Glob::new(object);
         let mut found = Vec::new();
         walk(&start, &mut |path| {
@@ -152,12 +172,12 @@ pub fn expand_gcs(data_dir: &Path, uris: &[GcsUri]) -> Result<Vec<PathBuf>, Stri
                 }
             }
         })
-        .map_err(|e| format!("listing {}: {e}", start.display()))?;
+        .map_err(|e| EmuError::internal(format!("listing {}: {e}", start.display())))?;
         if found.is_empty() {
-            return Err(format!(
+            return Err(EmuError::not_found(format!(
                 "input {uri} matched no objects (the emulator looks below {})",
                 start.display()
-            ));
+            )));
         }
         found.sort();
         files.extend(found);
@@ -447,7 +467,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), b.join("linkdir")).unwrap();
         let literal: GcsUri = "gs://bkt/link.jsonl".parse().unwrap();
         let err = expand_gcs(dir.path(), &[literal]).unwrap_err();
-        assert!(err.contains("outside"), "{err}");
+        assert!(err.message.contains("outside"), "{err}");
         let through: GcsUri = "gs://bkt/linkdir/secret.jsonl".parse().unwrap();
         assert!(expand_gcs(dir.path(), &[through]).is_err());
         let all: GcsUri = "gs://bkt/**".parse().unwrap();
@@ -481,6 +501,6 @@ mod tests {
         assert_eq!(expand_gcs(dir.path(), &[deep]).unwrap().len(), 3);
         let missing: GcsUri = "gs://bkt/none.jsonl".parse().unwrap();
         let err = expand_gcs(dir.path(), &[missing]).unwrap_err();
-        assert!(err.contains("gs://bkt/none.jsonl"), "{err}");
+        assert!(err.message.contains("gs://bkt/none.jsonl"), "{err}");
     }
 }

@@ -23,12 +23,24 @@ pub(super) fn io(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
-pub(super) fn path(root: &Path, uri: &GcsUri) -> PathBuf {
-    let mut p = root.join(uri.bucket());
-    for seg in uri.object().split('/').filter(|s| !s.is_empty()) {
+/// The file (or directory) behind `gs://BUCKET/OBJECT` in a directory
+/// standing in for Cloud Storage: `root/BUCKET/SEG/…`, one level per
+/// `/`-separated segment of `object`, empty segments skipped (`a//b`,
+/// `/a/b` and `a/b/` are all `root/BUCKET/a/b`), so a leading `/` never
+/// makes the path absolute. `.` and `..` segments are refused by
+/// [`GcsUri`] already; a caller that takes names from elsewhere, or wants
+/// stricter names (the emulator refuses encoded `..`, drive letters and
+/// `//`), checks them before calling this.
+pub(crate) fn object_path(root: &Path, bucket: &str, object: &str) -> PathBuf {
+    let mut p = root.join(bucket);
+    for seg in object.split('/').filter(|s| !s.is_empty()) {
         p.push(seg);
     }
     p
+}
+
+pub(super) fn path(root: &Path, uri: &GcsUri) -> PathBuf {
+    object_path(root, uri.bucket(), uri.object())
 }
 
 /// Writes to a hidden file beside the target, renamed into place by
@@ -216,10 +228,7 @@ pub(super) fn walk(root: &Path, prefix: &GcsUri) -> Result<Vec<ObjectInfo>> {
     let bucket = root.join(prefix.bucket());
     // Walk from the deepest directory the prefix names.
     let dir_part = &prefix.object()[..prefix.object().rfind('/').map_or(0, |i| i + 1)];
-    let start = path(
-        root,
-        &GcsUri::parse_field(&format!("gs://{}/{dir_part}", prefix.bucket()), "prefix")?,
-    );
+    let start = object_path(root, prefix.bucket(), dir_part);
     let mut out = Vec::new();
     let mut todo = vec![start];
     while let Some(d) = todo.pop() {
@@ -260,4 +269,49 @@ pub(super) fn walk(root: &Path, prefix: &GcsUri) -> Result<Vec<ObjectInfo>> {
     }
     out.sort_by(|a, b| a.uri.object().cmp(b.uri.object()));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> GcsUri {
+        GcsUri::parse_field(s, "uri").unwrap()
+    }
+
+    /// The layout data directories already hold: one directory per bucket,
+    /// one level per segment.
+    #[test]
+    fn objects_map_to_bucket_and_segments() {
+        let root = Path::new("/data/gcs");
+        assert_eq!(
+            path(root, &uri("gs://bkt/in/prompts.jsonl")),
+            Path::new("/data/gcs/bkt/in/prompts.jsonl")
+        );
+        assert_eq!(path(root, &uri("gs://bkt")), Path::new("/data/gcs/bkt"));
+        assert_eq!(
+            path(root, &uri("gs://bkt/out/")),
+            Path::new("/data/gcs/bkt/out")
+        );
+        assert_eq!(
+            object_path(root, "bkt", "a//b/"),
+            Path::new("/data/gcs/bkt/a/b")
+        );
+    }
+
+    /// A leading '/' (an "absolute" object name) stays below the bucket.
+    #[test]
+    fn absolute_object_names_stay_below_the_bucket() {
+        let root = Path::new("/data/gcs");
+        let p = path(root, &uri("gs://bkt//etc/passwd"));
+        assert_eq!(p, Path::new("/data/gcs/bkt/etc/passwd"));
+        assert!(object_path(root, "bkt", "/x").starts_with("/data/gcs/bkt"));
+    }
+
+    /// `..` never reaches the mapping: the URI refuses it.
+    #[test]
+    fn dot_dot_names_are_refused_before_mapping() {
+        assert!(GcsUri::parse_field("gs://bkt/a/../b", "uri").is_err());
+        assert!(GcsUri::parse_field("gs://bkt/..", "uri").is_err());
+    }
 }

@@ -42,7 +42,7 @@
 
 mod builder;
 mod handle;
-mod local;
+pub(crate) mod local;
 mod objects;
 pub(crate) mod retry;
 pub(crate) mod upload;
