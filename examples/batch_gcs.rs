@@ -10,60 +10,198 @@
 //!
 //! On Vertex AI: `--project my-project --output gs://my-bucket/prefix`.
 
-mod support;
+use std::{path::PathBuf, pin::pin, time::Duration};
 
+use clap::Parser;
+use futures::StreamExt;
 use serde_json::json;
-use support::{print_predictions, Sample, Settings, PROMPTS};
-use vertex_batch::{emulator::Emulator, Job, JobSpec};
+use vertex_batch::{
+    emulator::Emulator, policy::PollPolicy, transport::ENV_EMULATOR_HOST, Client, JobSpec,
+    WaitOptions,
+};
 
-/// Builds the job exactly as Google's sample does.
-fn job_spec(cfg: &Settings, output: &str) -> JobSpec {
-    JobSpec::new(&cfg.model)
-        .display_name("batch-predict-gcs-test-001")
-        .input(cfg.input())
-        .output(output)
-        .model_parameters(json!({"temperature": 0.2, "maxOutputTokens": 200}))
+/// Submit a Gemini batch prediction job reading JSONL from Cloud Storage and
+/// follow it.
+#[derive(Parser)]
+#[command(
+    name = "batch_gcs",
+    after_help = "Where it runs:\n  \
+        VERTEX_AI_EMULATOR_HOST=host:port   an emulator you started (vertex-batch-emulator)\n  \
+        a project (flag or env)             Vertex AI, with Application Default Credentials\n  \
+        neither                             an embedded emulator: no credentials, no network"
+)]
+struct Args {
+    /// GCP project; without one, and without VERTEX_AI_EMULATOR_HOST, the
+    /// example runs on an embedded emulator.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+    project: Option<String>,
+    /// Region.
+    #[arg(long, env = "GOOGLE_CLOUD_LOCATION", default_value = "us-central1")]
+    location: String,
+    /// The model.
+    #[arg(long, default_value = "gemini-2.0-flash-001")]
+    model: String,
+    /// The job's input (Google's sample's, by default).
+    #[arg(
+        long,
+        default_value = "gs://cloud-samples-data/batch/prompt_for_batch_gemini_predict.jsonl"
+    )]
+    input: String,
+    /// Where predictions go, e.g. gs://your-bucket/gen-ai-batch-prediction
+    /// (required on Vertex AI).
+    #[arg(long)]
+    output: Option<String>,
+    /// The embedded emulator's data directory (default: a temporary one).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
-/// Writes the sample's prompts where the emulator reads `input`.
-fn seed(emu: &Emulator, input: &str) -> Result<(), String> {
-    let path = emu.gcs_path(input).map_err(|e| e.to_string())?;
-    let lines: Vec<String> = PROMPTS
-        .iter()
-        .map(|p| {
-            json!({"request": {"contents": [{"role": "user", "parts": [{"text": p}]}]}}).to_string()
-        })
-        .collect();
-    std::fs::create_dir_all(path.parent().unwrap_or(emu.data_dir()))
-        .and_then(|_| std::fs::write(&path, lines.join("\n") + "\n"))
-        .map_err(|e| format!("writing {}: {e}", path.display()))
-}
-
-/// Prints the first predictions of the finished job.
-fn show(emu: &Emulator, job: &Job) -> Result<(), String> {
-    let dir = job.output_location().map(|l| l.uri()).unwrap_or_default();
-    let file = emu
-        .gcs_path(&dir)
-        .map_err(|e| e.to_string())?
-        .join("predictions.jsonl");
-    println!("predictions file: {}", file.display());
-    let text =
-        std::fs::read_to_string(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
-    print_predictions(&text);
-    Ok(())
-}
+/// The prompts written for the embedded emulator.
+const PROMPTS: &[&str] = &[
+    "Give me a recipe for banana bread.",
+    "List three ways to reduce the cold-start time of a Rust web service.",
+    "Summarize the plot of Moby-Dick in two sentences.",
+    "Write a haiku about autumn rain on a tin roof.",
+    "Explain the difference between TCP and UDP to a new engineer.",
+];
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let sample = Sample {
-        name: "batch_gcs",
-        about:
-            "submit a Gemini batch prediction job reading JSONL from Cloud Storage and follow it",
-        default_input: "gs://cloud-samples-data/batch/prompt_for_batch_gemini_predict.jsonl",
-        emulator_output: "gs://vertex-batch-demo/gen-ai-batch-prediction",
-        output_hint: "gs://your-bucket/gen-ai-batch-prediction",
-        seed,
-        show,
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+
+    // Where it runs: an emulator you started (VERTEX_AI_EMULATOR_HOST), Vertex
+    // AI (a project), or, with neither, an emulator embedded in this process.
+    let external = std::env::var(ENV_EMULATOR_HOST)
+        .ok()
+        .filter(|v| !v.is_empty());
+    let embedded = args.project.is_none() && external.is_none();
+    let output = match args.output {
+        Some(output) => output,
+        None if embedded || external.is_some() => {
+            "gs://vertex-batch-demo/gen-ai-batch-prediction".to_owned()
+        }
+        None => {
+            let hint = "gs://your-bucket/gen-ai-batch-prediction";
+            return Err(format!("--output is required on Vertex AI, e.g. --output {hint}").into());
+        }
     };
-    support::exit(support::main(sample, job_spec).await)
+    // An emulator accepts any project.
+    let project = args.project.as_deref().unwrap_or("local-project");
+
+    // 1. The client.
+    let emulator = if embedded {
+        let dir = match args.data_dir {
+            Some(dir) => dir,
+            // Kept afterwards, to look at the output.
+            None => tempfile::Builder::new()
+                .prefix("vertex-batch-example-")
+                .tempdir()?
+                .keep(),
+        };
+        let emu = Emulator::start(dir).await?;
+        // Slow enough to watch it happen.
+        emu.knobs().set_queue_delay(Duration::from_millis(500));
+        emu.knobs().set_job_duration(Some(Duration::from_secs(3)));
+        println!("No GCP project configured: running on an embedded Vertex AI emulator.");
+        println!("  data dir: {}", emu.data_dir().display());
+        Some(emu)
+    } else {
+        None
+    };
+    let client = match &emulator {
+        Some(emu) => emu.client(project, &args.location)?,
+        // Reads VERTEX_AI_EMULATOR_HOST itself; otherwise Vertex AI with
+        // Application Default Credentials.
+        None => Client::builder()
+            .project(project)
+            .location(&args.location)
+            .build()?,
+    };
+    if let Some(host) = &external {
+        println!("Talking to the emulator at {host}.");
+    }
+
+    // 2. The prompts. Google's sample reads a file it published; the embedded
+    // emulator reads `gs://bucket/object` from `<data dir>/gcs/bucket/object`.
+    if let Some(emu) = &emulator {
+        let file = emu.gcs_path(&args.input)?;
+        let mut jsonl = String::new();
+        for prompt in PROMPTS {
+            let request = json!({"contents": [{"role": "user", "parts": [{"text": prompt}]}]});
+            jsonl += &json!({ "request": request }).to_string();
+            jsonl += "\n";
+        }
+        std::fs::create_dir_all(file.parent().unwrap_or(emu.data_dir()))?;
+        std::fs::write(&file, jsonl)?;
+        println!("  input {} is the file {}", args.input, file.display());
+    }
+
+    // 3. Start the batch, as Google's sample does. `create` sends exactly
+    // that request; a service that may retry submissions should use
+    // `client.submit`, which never makes two jobs.
+    let spec = JobSpec::new(&args.model)
+        .display_name("batch-predict-gcs-test-001")
+        .input(&args.input)
+        .output(&output)
+        .model_parameters(json!({"temperature": 0.2, "maxOutputTokens": 200}));
+    let mut job = client.create(&spec).await?;
+    println!("submitted batch predict job for model {:?}", job.model());
+    println!("job id: {:?}", job.name());
+    println!("job state: {}", job.state());
+
+    // 4. Wait: instead of the sample's `sleep(5)` loop, watch the job with
+    // adaptive polling, printing each change of state and of rows done.
+    let max_interval = if emulator.is_some() || external.is_some() {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(60)
+    };
+    let watch = WaitOptions::new().policy(PollPolicy::default().max_interval(max_interval));
+    let mut updates = pin!(client.watch(job.name(), &watch));
+    while let Some(update) = updates.next().await {
+        job = update?;
+        let stats = job.completion_stats();
+        if stats.total() > 0 {
+            println!(
+                "  {:<28} {:>5}/{} rows done ({} failed)",
+                job.state().to_string(),
+                stats.done(),
+                stats.total(),
+                stats.failed
+            );
+        } else {
+            println!("  {}", job.state());
+        }
+    }
+    println!("batch predict job finished with state {}", job.state());
+    if let Some(err) = job.error() {
+        println!("job error: {err}");
+    }
+    match job.output_location() {
+        Some(location) => println!("job output location: {location}"),
+        None => println!("job output location: (none reported)"),
+    }
+
+    // 5. Read the results: on the embedded emulator, the output directory is
+    // a local directory holding `predictions.jsonl`.
+    if let (Some(emu), Some(location)) = (&emulator, job.output_location()) {
+        let file = emu.gcs_path(&location.uri())?.join("predictions.jsonl");
+        println!("predictions file: {}", file.display());
+        println!("first predictions:");
+        for line in std::fs::read_to_string(&file)?.lines().take(3) {
+            let row: serde_json::Value = serde_json::from_str(line)?;
+            let prompt = row["request"]["contents"][0]["parts"][0]["text"]
+                .as_str()
+                .unwrap_or("?");
+            let answer = row["response"]["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap_or("(no response)");
+            println!("  > {prompt}\n    {answer}");
+        }
+    }
+
+    if !job.state().is_success() {
+        return Err(format!("the job ended {}", job.state()).into());
+    }
+    Ok(())
 }

@@ -1,10 +1,8 @@
 //! Every Cloud Storage call the crate makes, against fake-gcs-server.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
-use common::gcs::FakeGcs;
+use crate::common::gcs::FakeGcs;
 use futures::{StreamExt, TryStreamExt};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},

@@ -11,15 +11,13 @@
 //! long real duration and observing its state after each chunk is seen,
 //! so what they check never depends on timing.
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use futures::TryStreamExt;
 use vertex_batch::{emulator::Emulator, Client, Job, JobSpec, JobState, WaitOptions};
 

@@ -7,8 +7,6 @@
 //! Tokio clock, so hours of job time pass at once; restarts and real
 //! connections use TCP.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     io::Write,
@@ -16,7 +14,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use common::*;
+use crate::common::*;
 use futures::{StreamExt, TryStreamExt};
 use tokio::time::Instant;
 use tonic::Code;

@@ -1,11 +1,9 @@
 //! The emulator executes jobs: outputs line for line, states, storage
 //! mapping, BigQuery, wildcards, failures.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use vertex_batch::{emulator::Emulator, job::OutputLocation, Error, JobSpec, JobState};
 

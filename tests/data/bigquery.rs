@@ -2,9 +2,7 @@
 //! real BigQuery emulator, started on loopback; `scripts/test.sh`
 //! installs it).
 
-mod common;
-
-use common::bq::BqEmulator;
+use crate::common::bq::BqEmulator;
 use futures::TryStreamExt;
 use serde_json::json;
 use vertex_batch::{
@@ -369,7 +367,7 @@ async fn the_emulator_reads_its_input_table_from_bigquery_and_writes_the_output_
     let prompts: Vec<_> = (0..n)
         .map(|i| {
             json!({"key": format!("k{i}"), "tenant": format!("t{}", i % 3),
-                   "request": {"contents": [{"role": "user", "parts": [{"text": format!("Question {i}{}", common::marker(i))}]}]}})
+                   "request": {"contents": [{"role": "user", "parts": [{"text": format!("Question {i}{}", crate::common::marker(i))}]}]}})
         })
         .collect();
     let schema = vec![
@@ -386,7 +384,10 @@ async fn the_emulator_reads_its_input_table_from_bigquery_and_writes_the_output_
         .input(input.to_string())
         .output("bq://p.batches");
     let job = client.create(&spec).await.unwrap();
-    let job = client.wait(job.name(), &common::fast_wait()).await.unwrap();
+    let job = client
+        .wait(job.name(), &crate::common::fast_wait())
+        .await
+        .unwrap();
     let vertex_batch::job::OutputLocation::BigQuery { dataset, table } =
         job.output_location().expect("output_info is filled")
     else {
@@ -445,7 +446,7 @@ async fn emulator_on(
     bq.create_dataset(&uri("bq://p.batches"), "us-central1")
         .await
         .unwrap();
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let emu = vertex_batch::emulator::Emulator::builder(dir.path())
         .bigquery(bq.clone())
         .start()
@@ -476,7 +477,7 @@ fn batch_prompts(n: usize) -> Vec<(String, vertex_batch::Prompt)> {
         .map(|i| {
             (
                 format!("k{i}"),
-                vertex_batch::Prompt::text(format!("Question {i}{}", common::marker(i))),
+                vertex_batch::Prompt::text(format!("Question {i}{}", crate::common::marker(i))),
             )
         })
         .collect()
@@ -591,7 +592,7 @@ async fn a_bigquery_staging_dataset_elsewhere_or_missing_is_refused_before_anyth
         "{err}"
     );
     // A Cloud Storage client for a bq:// staging, and the other way round.
-    let storage = vertex_batch::storage::Storage::local(common::temp().path());
+    let storage = vertex_batch::storage::Storage::local(crate::common::temp().path());
     let err = client
         .start_batch(&storage, &spec("bq://p.batches"), batch_prompts(5))
         .await
@@ -905,7 +906,7 @@ async fn a_storage_read_api_that_refuses_the_caller_falls_back_to_tabledata_list
     // A real gRPC server that does not serve BigQueryRead (the crate's own
     // JobService emulator): UNIMPLEMENTED, as a service the caller may not
     // use answers.
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let jobs = vertex_batch::emulator::Emulator::builder(dir.path())
         .start()
         .await
@@ -1059,7 +1060,7 @@ async fn the_emulators_output_table_fills_as_the_job_runs_and_holds_each_row_onc
     bq.load_ndjson(&input, &input_schema(), ndjson(&prompts), "load-prompts")
         .await
         .unwrap();
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let start = |every_rows: u64| {
         let bq = bq.clone();
         let dir = dir.path().to_path_buf();
@@ -1078,7 +1079,7 @@ async fn the_emulators_output_table_fills_as_the_job_runs_and_holds_each_row_onc
         .input(input.to_string())
         .output("bq://p.batches");
     let job = client.create(&spec).await.unwrap();
-    let running = common::poll_until(&client, job.name(), "RUNNING", |j| {
+    let running = crate::common::poll_until(&client, job.name(), "RUNNING", |j| {
         j.state() == JobState::Running
     })
     .await;
@@ -1109,7 +1110,10 @@ async fn the_emulators_output_table_fills_as_the_job_runs_and_holds_each_row_onc
     emu.shutdown().await;
     let emu = start(50).await;
     let client = emu.client("p", "us-central1").unwrap();
-    let done = client.wait(job.name(), &common::fast_wait()).await.unwrap();
+    let done = client
+        .wait(job.name(), &crate::common::fast_wait())
+        .await
+        .unwrap();
     assert_eq!(done.state(), JobState::Succeeded);
     assert_eq!(
         done.output_location(),

@@ -2,15 +2,13 @@
 //! codes, listing and filters, cancel, delete, durability across restarts
 //! and crashes, and the runtime knobs.
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use futures::TryStreamExt;
 use tonic::{metadata::MetadataValue, Code};
 use vertex_batch::{

@@ -1,9 +1,7 @@
 //! Results read back from real emulator jobs: every quirk a reader must
 //! survive, and every outcome, joined to the inputs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use vertex_batch::{
     data::Inputs, data::Outcome, data::ResultReader, data::Totals, emulator::Emulator, JobSpec,
     JobState,

@@ -11,11 +11,9 @@
 //! when `VERTEX_BATCH_TEST_PAUSE_AT` names it (it prints `paused at …` and
 //! waits), and the test kills it once it has said so. No sleeps.
 
-mod common;
-
 use std::process::Stdio;
 
-use common::{
+use crate::common::{
     bq::BqEmulator,
     gcs::{EmulatorProcess, FakeGcs},
 };
@@ -81,7 +79,7 @@ async fn world_on(bigquery: bool) -> World {
         .emulator_host(&emu.host)
         .build()
         .unwrap();
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let lines: Vec<String> = (0..PROMPTS)
         .map(|i| {
             serde_json::json!({
@@ -91,7 +89,7 @@ async fn world_on(bigquery: bool) -> World {
             .to_string()
         })
         .collect();
-    common::write_lines(&dir.path().join("prompts.jsonl"), &lines);
+    crate::common::write_lines(&dir.path().join("prompts.jsonl"), &lines);
     let staging = match &bq {
         Some(_) => "bq://crash-project.batches".to_owned(),
         None => "gs://crash-bkt/batches".to_owned(),
@@ -213,7 +211,7 @@ impl World {
 
     /// Every prompt's own answer, exactly once, in `results`.
     fn assert_every_answer_once(&self, results: &str) {
-        let rows: Vec<Value> = common::read_jsonl(&self.dir.path().join(results));
+        let rows: Vec<Value> = crate::common::read_jsonl(&self.dir.path().join(results));
         assert_eq!(rows.len(), PROMPTS, "{results}: one line per prompt");
         let mut keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
         keys.sort();
@@ -288,7 +286,7 @@ async fn two_at_once(w: &World) {
     w.assert_every_answer_once("a.jsonl");
     w.assert_every_answer_once("b.jsonl");
     let sorted = |f: &str| {
-        let mut v: Vec<String> = common::read_jsonl(&w.dir.path().join(f))
+        let mut v: Vec<String> = crate::common::read_jsonl(&w.dir.path().join(f))
             .iter()
             .map(|r| format!("{} {}", r["key"], r["text"]))
             .collect();

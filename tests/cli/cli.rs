@@ -3,11 +3,9 @@
 //! fake-gcs-server. Every run is checked for panics and, its output not
 //! being a terminal, for escape codes.
 
-mod common;
-
 use std::{path::Path, process::Stdio};
 
-use common::gcs::FakeGcs;
+use crate::common::gcs::FakeGcs;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use vertex_batch::{emulator::Emulator, JobState};
@@ -63,7 +61,7 @@ async fn run(env: &[(&str, &str)], args: &[&str]) -> Out {
 }
 
 fn lines(path: &Path) -> Vec<Value> {
-    common::read_jsonl(path)
+    crate::common::read_jsonl(path)
 }
 
 /// An emulator and the environment pointing the tool at it: with its
@@ -88,7 +86,7 @@ impl Setup {
     }
 
     async fn start(gcs: Option<FakeGcs>) -> Setup {
-        let dir = common::temp();
+        let dir = crate::common::temp();
         let mut builder = Emulator::builder(dir.path());
         if let Some(g) = &gcs {
             builder = builder.gcs_storage(g.storage());
@@ -156,7 +154,7 @@ async fn run_writes_exactly_one_matched_line_per_prompt() {
     f.emu.knobs().fail_rows_containing(Some("flaky".into()));
     f.emu.knobs().set_duplicate_every(7);
     f.emu.knobs().set_shuffle_output(true);
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = dir.path().join("prompts.jsonl");
     let prompts: Vec<String> = (0..40)
         .map(|i| {
@@ -168,7 +166,7 @@ async fn run_writes_exactly_one_matched_line_per_prompt() {
             prompt(&format!("q/{i} ü"), &format!("Question {i}{extra}"))
         })
         .collect();
-    common::write_lines(&input, &prompts);
+    crate::common::write_lines(&input, &prompts);
     let results = dir.path().join("results.jsonl");
     let out = run(
         &f.env(),
@@ -234,7 +232,7 @@ async fn run_writes_exactly_one_matched_line_per_prompt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_prompts_to_stdout_succeed_with_exit_zero_and_results_reads_a_gs_dir_alone() {
     let f = Setup::full().await;
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = dir.path().join("prompts.txt");
     std::fs::write(&input, "Why is the sky blue?\n\nName a river.\n").unwrap();
     let out = run(
@@ -278,7 +276,7 @@ async fn text_prompts_to_stdout_succeed_with_exit_zero_and_results_reads_a_gs_di
     // project, no emulator host), joined to the prompts plus one that
     // never ran: it comes back missing, and the exit code says so.
     let client = f.emu.client("cli-project", "us-central1").unwrap();
-    let job = common::collect_jobs(&client).await.remove(0);
+    let job = crate::common::collect_jobs(&client).await.remove(0);
     let out_dir = job.output_location().unwrap().uri();
     std::fs::write(
         &input,
@@ -318,7 +316,7 @@ async fn text_prompts_to_stdout_succeed_with_exit_zero_and_results_reads_a_gs_di
 async fn submit_status_watch_list_cancel_delete() {
     let l = Setup::local().await;
     let env = l.env();
-    common::write_gcs(
+    crate::common::write_gcs(
         &l.emu,
         "gs://in-bkt/prompts.jsonl",
         &[prompt("a", "Hello"), prompt("b", "Name a river.")],
@@ -426,9 +424,9 @@ async fn submit_status_watch_list_cancel_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_prompts_file_submits_as_a_batch() {
     let f = Setup::full().await;
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = dir.path().join("p.jsonl");
-    common::write_lines(&input, &[prompt("x", "One"), prompt("y", "Two")]);
+    crate::common::write_lines(&input, &[prompt("x", "One"), prompt("y", "Two")]);
     let args = [
         "submit",
         "--model",
@@ -459,9 +457,9 @@ async fn a_local_prompts_file_submits_as_a_batch() {
 async fn the_command_submit_prints_next_picks_the_batch_up() {
     let f = Setup::full().await;
     f.emu.knobs().hold_queued(true);
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = dir.path().join("p.jsonl");
-    common::write_lines(
+    crate::common::write_lines(
         &input,
         &[prompt("x", "One"), prompt("y", "Two"), prompt("z", "Three")],
     );
@@ -522,12 +520,12 @@ async fn rows_per_job_splits_a_batch_into_jobs_side_by_side() {
     let f = Setup::full().await;
     // The emulator refuses a job over 2 rows: only parts of at most 2 pass.
     f.emu.knobs().set_max_requests_per_job(2);
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = dir.path().join("p.jsonl");
     let prompts: Vec<String> = (0..5)
         .map(|i| prompt(&format!("k{i}"), &format!("Question {i}")))
         .collect();
-    common::write_lines(&input, &prompts);
+    crate::common::write_lines(&input, &prompts);
     let results = dir.path().join("r.jsonl");
     let out = run(
         &f.env(),
@@ -565,7 +563,7 @@ async fn rows_per_job_splits_a_batch_into_jobs_side_by_side() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_usage_and_bad_files_get_one_clear_line_and_exit_2() {
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let p = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
@@ -774,7 +772,7 @@ async fn service_text_in_errors_is_shown_escaped() {
     const NASTY: &str = "quota\u{1b}[2J\rgone";
     const SHOWN: &str = r"quota\u{1b}[2J\rgone";
     // A status message, through the one-line error.
-    let (server, addr) = common::recorder::Recorder::start().await;
+    let (server, addr) = crate::common::recorder::Recorder::start().await;
     server.push_error(tonic::Status::failed_precondition(NASTY));
     let host = addr.to_string();
     let env = [
@@ -789,9 +787,9 @@ async fn service_text_in_errors_is_shown_escaped() {
     // A job's error, in `run`'s report of the jobs that failed.
     let f = Setup::full().await;
     f.emu.knobs().fail_jobs(Some(NASTY.into()));
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = dir.path().join("p.jsonl");
-    common::write_lines(&input, &[prompt("a", "One")]);
+    crate::common::write_lines(&input, &[prompt("a", "One")]);
     let results = dir.path().join("r.jsonl");
     let args = run_args(&input, "gs://cli-bkt/nasty", results.to_str().unwrap(), &[]);
     let out = run(&f.env(), &args).await;
@@ -804,9 +802,9 @@ async fn service_text_in_errors_is_shown_escaped() {
 /// progress line is out (the Ctrl-C handler is installed by then).
 async fn interrupt_run(f: &Setup, extra: &[&str]) -> (Out, tempfile::TempDir) {
     f.emu.knobs().hold_queued(true);
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = dir.path().join("p.jsonl");
-    common::write_lines(&input, &[prompt("a", "One"), prompt("b", "Two")]);
+    crate::common::write_lines(&input, &[prompt("a", "One"), prompt("b", "Two")]);
     let results = dir.path().join("r.jsonl");
     let args = run_args(&input, "gs://cli-bkt/int", results.to_str().unwrap(), extra);
     let mut child = cli(&f.env(), &args)
@@ -852,7 +850,7 @@ async fn ctrl_c_detaches_and_the_printed_command_reattaches() {
         out.stderr
     );
     let client = f.emu.client("cli-project", "us-central1").unwrap();
-    let jobs = common::collect_jobs(&client).await;
+    let jobs = crate::common::collect_jobs(&client).await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(
         jobs[0].state(),
@@ -873,7 +871,7 @@ async fn ctrl_c_detaches_and_the_printed_command_reattaches() {
     let out = run(&f.env(), &args).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
-        common::collect_jobs(&client).await.len(),
+        crate::common::collect_jobs(&client).await.len(),
         1,
         "no second job"
     );
@@ -886,7 +884,7 @@ async fn ctrl_c_with_cancel_on_interrupt_cancels_the_jobs() {
     assert_eq!(out.code, 130, "{}", out.stderr);
     assert!(out.stderr.contains("cancel requested"), "{}", out.stderr);
     let client = f.emu.client("cli-project", "us-central1").unwrap();
-    let jobs = common::collect_jobs(&client).await;
+    let jobs = crate::common::collect_jobs(&client).await;
     assert_eq!(jobs.len(), 1);
     assert!(
         matches!(jobs[0].state(), JobState::Cancelling | JobState::Cancelled),
@@ -897,7 +895,7 @@ async fn ctrl_c_with_cancel_on_interrupt_cancels_the_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_emulator_subcommand_serves_like_the_emulator_binary() {
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let mut child = cli(
         &[],
         &[
@@ -931,7 +929,7 @@ async fn the_emulator_subcommand_serves_like_the_emulator_binary() {
     assert_eq!(res.code, 0, "{}", res.stderr);
     assert_eq!(res.stdout.trim(), "[]");
     // Its flags are in force from the first RPC: a job stays QUEUED.
-    common::write_lines(
+    crate::common::write_lines(
         &dir.path().join("gcs/bkt/in.jsonl"),
         &[prompt("a", "Hello")],
     );
@@ -991,7 +989,7 @@ async fn the_emulator_subcommand_serves_like_the_emulator_binary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompts_and_results_paths_are_judged_before_anything_runs() {
     let f = Setup::full().await;
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = dir.path().join("bom.jsonl");
     let mut bytes = b"\xef\xbb\xbf".to_vec();
     bytes.extend_from_slice(prompt("k1", "Hello").as_bytes());
@@ -1030,7 +1028,7 @@ async fn prompts_and_results_paths_are_judged_before_anything_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_stdout_is_not_a_panic() {
     let l = Setup::local().await;
-    common::write_gcs(&l.emu, "gs://bkt/in.jsonl", &[prompt("a", "Hello")]);
+    crate::common::write_gcs(&l.emu, "gs://bkt/in.jsonl", &[prompt("a", "Hello")]);
     l.emu.knobs().hold_queued(true);
     let client = l.emu.client("cli-project", "us-central1").unwrap();
     let spec = vertex_batch::JobSpec::new("gemini-2.0-flash-001")
@@ -1150,14 +1148,14 @@ fn prompts_file(dir: &Path, n: usize) -> std::path::PathBuf {
     let lines: Vec<String> = (0..n)
         .map(|i| prompt(&format!("q{i}"), &format!("Question {i}")))
         .collect();
-    common::write_lines(&input, &lines);
+    crate::common::write_lines(&input, &lines);
     input
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_while_staging_stops_submits_nothing_and_leaves_no_temporary_file() {
     let f = Setup::full().await;
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = prompts_file(dir.path(), 3);
     let results = dir.path().join("r.jsonl");
     let args = run_args(
@@ -1208,7 +1206,7 @@ async fn ctrl_c_while_staging_stops_submits_nothing_and_leaves_no_temporary_file
 async fn ctrl_c_while_submitting_with_cancel_on_interrupt_cancels_every_job_made() {
     let f = Setup::full().await;
     f.emu.knobs().hold_queued(true);
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = prompts_file(dir.path(), 3);
     let results = dir.path().join("r.jsonl");
     let args = run_args(
@@ -1242,7 +1240,7 @@ async fn ctrl_c_while_submitting_with_cancel_on_interrupt_cancels_every_job_made
         out.stderr
     );
     let client = f.emu.client("cli-project", "us-central1").unwrap();
-    let jobs = common::collect_jobs(&client).await;
+    let jobs = crate::common::collect_jobs(&client).await;
     assert_eq!(jobs.len(), 2, "part 2 was never submitted: {jobs:#?}");
     for j in &jobs {
         assert!(
@@ -1259,7 +1257,7 @@ async fn ctrl_c_while_submitting_with_cancel_on_interrupt_cancels_every_job_made
 async fn ctrl_c_while_submitting_detaches_and_the_printed_command_finishes_the_batch() {
     let f = Setup::full().await;
     f.emu.knobs().hold_queued(true);
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = prompts_file(dir.path(), 3);
     let results = dir.path().join("r.jsonl");
     let args = run_args(
@@ -1283,7 +1281,7 @@ async fn ctrl_c_while_submitting_detaches_and_the_printed_command_finishes_the_b
     assert!(again.contains("--request-key detach-1"), "{again}");
     assert_eq!(names_in(dir.path()), ["p.jsonl"], "no temporary file left");
     let client = f.emu.client("cli-project", "us-central1").unwrap();
-    let jobs = common::collect_jobs(&client).await;
+    let jobs = crate::common::collect_jobs(&client).await;
     assert_eq!(jobs.len(), 1, "{jobs:#?}");
     assert_eq!(jobs[0].state(), JobState::Queued, "it still runs");
 
@@ -1297,13 +1295,13 @@ async fn ctrl_c_while_submitting_detaches_and_the_printed_command_finishes_the_b
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r["outcome"] == "succeeded"), "{rows:?}");
     assert_eq!(f.emu.rpc_counts().get("CreateBatchPredictionJob"), Some(&3));
-    assert_eq!(common::collect_jobs(&client).await.len(), 3);
+    assert_eq!(crate::common::collect_jobs(&client).await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_while_submit_submits_prints_the_run_that_picks_the_batch_up() {
     let f = Setup::full().await;
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = prompts_file(dir.path(), 2);
     let args = [
         "submit",
@@ -1345,7 +1343,7 @@ async fn ctrl_c_while_submit_submits_prints_the_run_that_picks_the_batch_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_failing_part_way_keeps_the_rows_written_as_results_partial() {
     let f = Setup::full().await;
-    let dir = common::temp();
+    let dir = crate::common::temp();
     // More rows than the reader hands over in one go (1,024): the join's
     // second read of the inputs cannot have begun when the first line is
     // written.
@@ -1478,10 +1476,10 @@ impl Drop for EmulatorBin {
 async fn run_that_loses_the_service_while_following_exits_6_and_its_command_resumes() {
     let gcs = FakeGcs::start();
     gcs.buckets(&["cli-bkt"]).await;
-    let state = common::temp();
+    let state = crate::common::temp();
     let emu = EmulatorBin::start(state.path(), &gcs, 0, &["--hold-queued"]);
     let port = emu.port();
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = prompts_file(dir.path(), 2);
     let results = dir.path().join("r.jsonl");
     let host = emu.host.clone();
@@ -1532,7 +1530,7 @@ async fn run_that_loses_the_service_while_following_exits_6_and_its_command_resu
         .emulator_host(&emu.host)
         .build()
         .unwrap();
-    let jobs = common::collect_jobs(&client).await;
+    let jobs = crate::common::collect_jobs(&client).await;
     assert_eq!(jobs.len(), 1, "no new job: {jobs:#?}");
     assert_eq!(jobs[0].state(), JobState::Succeeded);
 }
@@ -1540,7 +1538,7 @@ async fn run_that_loses_the_service_while_following_exits_6_and_its_command_resu
 #[tokio::test]
 async fn three_processes_bigquery_the_emulator_binary_and_the_cli_with_10000_prompts() {
     use vertex_batch::bigquery::{BigQuery, Field};
-    let bqe = common::bq::BqEmulator::start("cli-project");
+    let bqe = crate::common::bq::BqEmulator::start("cli-project");
     let bq = BigQuery::builder()
         .ignore_env()
         .emulator_host(bqe.host())
@@ -1567,7 +1565,7 @@ async fn three_processes_bigquery_the_emulator_binary_and_the_cli_with_10000_pro
     .await
     .unwrap();
     let gcs = FakeGcs::start();
-    let emu = common::gcs::EmulatorProcess::start(
+    let emu = crate::common::gcs::EmulatorProcess::start(
         env!("CARGO_BIN_EXE_vertex-batch-emulator"),
         &gcs,
         &["--bigquery-emulator-host", &bqe.url],
@@ -1596,7 +1594,7 @@ async fn three_processes_bigquery_the_emulator_binary_and_the_cli_with_10000_pro
     let watched = run(&env, &["watch", &job]).await;
     assert_eq!(watched.code, 0, "{}", watched.stderr);
     // Read through the job (its output_info names the table)...
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let by_job = dir.path().join("by-job.jsonl");
     let out = run(
         &env,
@@ -1654,7 +1652,7 @@ async fn three_processes_bigquery_the_emulator_binary_and_the_cli_with_10000_pro
 
 #[tokio::test]
 async fn run_stages_in_bigquery_and_a_rerun_with_the_key_resumes() {
-    let bqe = common::bq::BqEmulator::start("cli-project");
+    let bqe = crate::common::bq::BqEmulator::start("cli-project");
     let bq = vertex_batch::bigquery::BigQuery::builder()
         .ignore_env()
         .emulator_host(bqe.host())
@@ -1664,7 +1662,7 @@ async fn run_stages_in_bigquery_and_a_rerun_with_the_key_resumes() {
         .await
         .unwrap();
     let gcs = FakeGcs::start();
-    let emu = common::gcs::EmulatorProcess::start(
+    let emu = crate::common::gcs::EmulatorProcess::start(
         env!("CARGO_BIN_EXE_vertex-batch-emulator"),
         &gcs,
         &["--bigquery-emulator-host", &bqe.url],
@@ -1674,7 +1672,7 @@ async fn run_stages_in_bigquery_and_a_rerun_with_the_key_resumes() {
         ("GOOGLE_CLOUD_PROJECT", "cli-project"),
         ("BIGQUERY_EMULATOR_HOST", bqe.url.as_str()),
     ];
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let prompts = dir.path().join("p.txt");
     std::fs::write(
         &prompts,
@@ -1739,14 +1737,17 @@ async fn run_stages_in_bigquery_and_a_rerun_with_the_key_resumes() {
 async fn every_model_family_takes_plain_text_prompts_to_matched_results() {
     let gcs = FakeGcs::start();
     gcs.buckets(&["cli-bkt"]).await;
-    let emu =
-        common::gcs::EmulatorProcess::start(env!("CARGO_BIN_EXE_vertex-batch-emulator"), &gcs, &[]);
+    let emu = crate::common::gcs::EmulatorProcess::start(
+        env!("CARGO_BIN_EXE_vertex-batch-emulator"),
+        &gcs,
+        &[],
+    );
     let env = [
         ("VERTEX_AI_EMULATOR_HOST", emu.host.as_str()),
         ("GOOGLE_CLOUD_PROJECT", "cli-project"),
         ("STORAGE_EMULATOR_HOST", gcs.url.as_str()),
     ];
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = dir.path().join("prompts.txt");
     // Lines 1 and 3 are the same text: embeddings must be equal there.
     std::fs::write(
@@ -1861,7 +1862,7 @@ async fn every_model_family_takes_plain_text_prompts_to_matched_results() {
         .build()
         .unwrap();
     assert_eq!(
-        common::collect_jobs(&client).await.len(),
+        crate::common::collect_jobs(&client).await.len(),
         cases.len(),
         "a refused run submits nothing"
     );
@@ -1901,7 +1902,7 @@ async fn run_to_stdout_writes_rows_as_they_land_priced_and_a_cancel_keeps_them()
         .knobs()
         .set_job_duration(Some(std::time::Duration::from_secs(600)));
     s.emu.knobs().set_export_every_rows(1);
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = text_prompts(dir.path(), 1000);
     let mut args = run_args(&input, "gs://cli-bkt/live", "-", &["--poll", "0.05"]);
     args.push("--request-key");
@@ -1977,7 +1978,7 @@ async fn run_to_stdout_writes_rows_as_they_land_priced_and_a_cancel_keeps_them()
 #[tokio::test]
 async fn max_cost_refuses_before_submitting_and_lets_a_batch_within_it_run() {
     let s = Setup::full().await;
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let input = text_prompts(dir.path(), 20);
     let results = dir.path().join("results.jsonl");
     let out = results.to_str().unwrap();
@@ -2033,7 +2034,7 @@ async fn watch_results_appends_rows_as_they_land_and_resumes_a_torn_file() {
         )
         .await
         .unwrap();
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let file = dir.path().join("watched.jsonl");
     let f = file.to_str().unwrap();
     let o = run(

@@ -1,11 +1,9 @@
 //! The client against a recording test server: the exact requests and
 //! headers of both Google samples, error mapping, status details, secrets.
 
-mod common;
-
 use std::time::Duration;
 
-use common::recorder::Recorder;
+use crate::common::recorder::Recorder;
 use serde_json::json;
 use vertex_batch::{
     policy::RetryPolicy, proto::aiplatform as pb, proto::rpc, status::status_with_details,

@@ -2,11 +2,9 @@
 //! emulator (in-process, or as the `vertex-batch-emulator` binary) reading
 //! and writing through it, and the client.
 
-mod common;
-
 use std::time::Duration;
 
-use common::gcs::{EmulatorProcess, FakeGcs};
+use crate::common::gcs::{EmulatorProcess, FakeGcs};
 use futures::StreamExt;
 use vertex_batch::{
     client::WatchManyOptions, data::input::InputLimits, data::BatchSpec, data::Outcome,
@@ -67,7 +65,7 @@ struct Setup {
 async fn setup() -> Setup {
     let gcs = FakeGcs::start();
     gcs.buckets(&["staging-bkt"]).await;
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let emu = Emulator::builder(dir.path())
         .gcs_storage(gcs.storage())
         .start()
@@ -598,7 +596,7 @@ async fn local_emulator() -> (
     vertex_batch::storage::Storage,
     Client,
 ) {
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let emu = Emulator::builder(dir.path())
         .hold_queued(true)
         .start()
@@ -1212,7 +1210,7 @@ async fn paced_emulator(
     vertex_batch::storage::Storage,
     Client,
 ) {
-    let dir = common::temp();
+    let dir = crate::common::temp();
     let emu = Emulator::builder(dir.path()).start().await.unwrap();
     emu.knobs()
         .set_job_duration(Some(Duration::from_secs(secs)));
