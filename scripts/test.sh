@@ -41,10 +41,15 @@ SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pu
 for ext in avro json spatial; do
     ln -sf "$SITE/duckdb_extension_$ext/extensions/v$DUCKDB/$ext.duckdb_extension" "$EXT_DIR/"
 done
-BQEMULATOR_BIN="$PWD/$VENV/bin/bqemulator"
-if [ ! -x "$BQEMULATOR_BIN" ]; then
-    echo "bqemulator missing at $BQEMULATOR_BIN" >&2
+if [ ! -x "$VENV/bin/bqemulator" ]; then
+    echo "bqemulator missing at $VENV/bin/bqemulator" >&2
     exit 1
 fi
+# The tests start bqemulator through scripts/bqemulator-serial.py, which
+# makes it take one request at a time (its one DuckDB connection is shared
+# by threads that race otherwise; see the script).
+BQEMULATOR_BIN="$PWD/$VENV/bin/bqemulator-serial"
+printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$PWD/$VENV/bin/python" "$PWD/scripts/bqemulator-serial.py" > "$BQEMULATOR_BIN"
+chmod +x "$BQEMULATOR_BIN"
 export BQEMULATOR_BIN BQEMULATOR_HOME
 exec cargo test --all-features "$@"
