@@ -43,8 +43,8 @@ use serde_json::value::RawValue;
 use vertex_batch::data::{Outcome, ResultRow, ResultStream, Totals};
 
 use crate::{
+    args::Global,
     fail::{clean, CliError, CliResult},
-    Global,
 };
 
 #[derive(Serialize)]

@@ -21,10 +21,11 @@ use vertex_batch::{
 };
 
 use crate::{
-    fail::{clean, CliError, CliResult, NETWORK},
+    args::Global,
+    exit::NETWORK,
+    fail::{clean, CliError, CliResult},
     interrupt::Interrupt,
     prompts::Prompts,
-    Global,
 };
 
 /// What a batch's start has done so far, as its events tell.
