@@ -1,22 +1,28 @@
 #!/usr/bin/env python3
-"""Checks the library's module graph: no import cycle, nothing reaches up.
+"""Checks the module graphs of the library and of the command line: no
+import cycle, nothing reaches up.
 
-Every file under src/ (the binaries under src/bin/ excepted) is a node. An
-edge A -> B is any path in A's code (a `use`, or an inline `crate::…` /
-`super::…` path; test modules included) that resolves to an item of B. Paths
-are resolved to the deepest module file they name, so a path through a
-re-export (`crate::Error`, `crate::data::Prompt`) is an edge to the file that
-re-exports it: inside the crate, items are named by the module that defines
-them, and this check holds the code to that.
+Two crates are checked, each on its own: the library (every file under
+src/, the binaries under src/bin/ excepted; LAYERS) and the `vertex-batch`
+command line (every file under src/bin/vertex-batch/; CLI_LAYERS). In
+each, every file is a node. An edge A -> B is any path in A's code (a
+`use`, or an inline `crate::…` / `super::…` path; test modules included)
+that resolves to an item of B, within the same crate: in the command line
+`crate::…` is the binary's own crate, and `vertex_batch::…` (the library)
+is no edge. Paths are resolved to the deepest module file they name, so a
+path through a re-export (`crate::Error`, `crate::data::Prompt`) is an
+edge to the file that re-exports it: inside a crate, items are named by
+the module that defines them, and this check holds the code to that.
 
-Each node belongs to one layer (LAYERS below, lowest first; the crate docs
-carry the same map). The check fails when
+Each node belongs to one layer (lowest first; the crate docs carry the
+library's map, docs/ARCHITECTURE.md both). The check fails when
 
-* the graph has a cycle (printed), or
+* a graph has a cycle (printed), or
 * an edge goes from a lower layer to a higher one.
 
-`lib.rs` and the `mod.rs` files that only declare and re-export sit on top
-of their own subtree and may name anything below them.
+The crate root (`lib.rs`, `main.rs`) and the `mod.rs` files that only
+declare and re-export sit on top of their own subtree and may name
+anything below them.
 
 Usage: scripts/check-layers.py [--graph]   (run by .ci/run)
 """
@@ -25,7 +31,7 @@ import os
 import re
 import sys
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 
 # Lowest first. A module may use modules in its own layer or below; within
 # a layer the graph must still be acyclic.
@@ -48,12 +54,32 @@ LAYERS = [
     ("crate root", ["lib"]),
 ]
 
+# The command line (src/bin/vertex-batch/), lowest first: the shared
+# helpers, then one module a subcommand, then the argument parsing and the
+# dispatch on top. A subcommand uses the helpers, never another subcommand
+# (they share a layer, so the cycle check holds them apart).
+CLI_LAYERS = [
+    ("flags, exit codes and test hooks", ["args", "exit", "pause", "progress"]),
+    ("errors", ["fail"]),
+    ("shared helpers", ["term", "interrupt", "connect", "prompts", "output", "cost", "start"]),
+    ("subcommands", ["commands::*"]),
+    ("arguments and dispatch", ["commands", "main"]),
+]
 
-def module_files():
+# (name, directory, root file, layers, subdirectories left out).
+CRATES = [
+    ("library", SRC, "lib", LAYERS, ["bin"]),
+    ("command line", os.path.join(SRC, "bin", "vertex-batch"), "main", CLI_LAYERS, []),
+]
+
+
+def module_files(root, root_name, skip):
+    """Module name -> file, for the crate whose root file is
+    `root/ROOT_NAME.rs`; directories in `skip` (at the top) are left out."""
     mods = {}
-    for dirpath, dirnames, filenames in os.walk(ROOT):
-        rel = os.path.relpath(dirpath, ROOT)
-        if rel.split(os.sep)[0] == "bin":
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        if rel.split(os.sep)[0] in skip:
             dirnames[:] = []
             continue
         for f in filenames:
@@ -61,8 +87,8 @@ def module_files():
                 continue
             parts = [] if rel == "." else rel.split(os.sep)
             stem = f[:-3]
-            if stem == "lib" and not parts:
-                name = "lib"
+            if stem == root_name and not parts:
+                name = root_name
             elif stem == "mod":
                 name = "::".join(parts)
             else:
@@ -173,14 +199,14 @@ def paths_in(src, children):
     return paths
 
 
-def resolve(mod, path, mods, inline=0):
+def resolve(mod, path, mods, root_name, inline=0):
     """The deepest module file a path names, as seen from `mod` (from inside
-    `inline` nested inline modules)."""
-    if mod == "lib":
+    `inline` nested inline modules); `root_name` is the crate root's."""
+    if mod == root_name:
         here = []
     else:
         here = mod.split("::")
-    is_dir_mod = mods.get(mod, "").endswith("mod.rs") or mod == "lib"
+    is_dir_mod = mods.get(mod, "").endswith("mod.rs") or mod == root_name
     segs = list(path)
     if segs[0] == "crate":
         base, segs = [], segs[1:]
@@ -196,7 +222,7 @@ def resolve(mod, path, mods, inline=0):
             segs = segs[1:]
     else:
         return None
-    best = "::".join(base) if base else "lib"
+    best = "::".join(base) if base else root_name
     cur = list(base)
     for s in segs:
         cur.append(s)
@@ -208,50 +234,47 @@ def resolve(mod, path, mods, inline=0):
     return best
 
 
-def layer_of(mod):
-    for i, (_, members) in enumerate(LAYERS):
+def layer_of(mod, layers):
+    for i, (_, members) in enumerate(layers):
         for m in members:
             if m == mod or (m.endswith("::*") and mod.startswith(m[:-1])):
                 return i
     return None
 
 
-def is_tests_only(mod):
-    return False
-
-
-def main():
-    mods = module_files()
+def check(title, root, root_name, layers, skip):
+    """The problems of one crate's graph, and a line that sums it up."""
+    mods = module_files(root, root_name, skip)
     edges = {m: set() for m in mods}
     for mod, path in mods.items():
         with open(path, encoding="utf-8") as f:
             src = f.read()
-        prefix = "" if mod == "lib" else mod + "::"
+        prefix = "" if mod == root_name else mod + "::"
         children = {
             m[len(prefix):] for m in mods
-            if m != "lib" and m.startswith(prefix) and "::" not in m[len(prefix):]
-        } if mods[mod].endswith(("mod.rs", "lib.rs")) else set()
+            if m != root_name and m.startswith(prefix) and "::" not in m[len(prefix):]
+        } if mod == root_name or mods[mod].endswith("mod.rs") else set()
         for p, inline in paths_in(src, children):
             if not p:
                 continue
-            target = resolve(mod, p, mods, inline)
+            target = resolve(mod, p, mods, root_name, inline)
             if target and target != mod and target in mods:
                 edges[mod].add(target)
 
     problems = []
     for m in sorted(mods):
-        if layer_of(m) is None:
-            problems.append(f"{m}: not in any layer (add it to LAYERS in {__file__})")
+        if layer_of(m, layers) is None:
+            problems.append(f"{title}: {m}: not in any layer (add it to the layers in {__file__})")
     # Parents (lib.rs and mod.rs files) declare their children; a child naming
     # its parent is reaching up only if the parent is above it, which the
     # layer rule below decides like for any other edge.
     for a in sorted(edges):
-        la = layer_of(a)
+        la = layer_of(a, layers)
         for b in sorted(edges[a]):
-            lb = layer_of(b)
+            lb = layer_of(b, layers)
             if la is not None and lb is not None and lb > la:
                 problems.append(
-                    f"{a} ({LAYERS[la][0]}) reaches up to {b} ({LAYERS[lb][0]})"
+                    f"{title}: {a} ({layers[la][0]}) reaches up to {b} ({layers[lb][0]})"
                 )
 
     # Cycles: Tarjan's strongly connected components.
@@ -285,20 +308,30 @@ def main():
             strong(v)
     for comp in sccs:
         inner = [f"{a} -> {b}" for a in comp for b in sorted(edges[a]) if b in comp]
-        problems.append("import cycle among " + ", ".join(comp) + ": " + "; ".join(inner))
+        problems.append(f"{title}: import cycle among " + ", ".join(comp) + ": " + "; ".join(inner))
 
     if "--graph" in sys.argv:
-        for i, (title, _) in enumerate(LAYERS):
-            members = sorted(m for m in mods if layer_of(m) == i)
-            print(f"{i}. {title}")
+        print(f"{title}:")
+        for i, (name, _) in enumerate(layers):
+            members = sorted(m for m in mods if layer_of(m, layers) == i)
+            print(f"{i}. {name}")
             for m in members:
                 print(f"   {m} -> {', '.join(sorted(edges[m])) or '-'}")
+    n_edges = sum(len(e) for e in edges.values())
+    return problems, f"{title}: {len(mods)} modules, {n_edges} edges"
+
+
+def main():
+    problems, sums = [], []
+    for crate in CRATES:
+        p, summary = check(*crate)
+        problems += p
+        sums.append(summary)
     if problems:
         for p in problems:
             print("check-layers:", p, file=sys.stderr)
         sys.exit(1)
-    n_edges = sum(len(e) for e in edges.values())
-    print(f"check-layers: {len(mods)} modules, {n_edges} edges, no cycle, nothing reaches up")
+    print(f"check-layers: {'; '.join(sums)}; no cycle, nothing reaches up")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 //! A batch prediction job as Rust sees it: [`Job`], [`JobState`],
-//! [`CompletionStats`] and [`OutputLocation`].
+//! [`CompletionStats`] and [`OutputLocation`]; [`format_rfc3339`] writes
+//! a job's times as its JSON form does.
 
 use std::{borrow::Cow, collections::HashMap, fmt, time::SystemTime};
 
@@ -9,6 +10,7 @@ use crate::{
     status::ServiceError,
     time::to_system_time,
     uri::{BigQueryUri, GcsUri},
+    validation::ValidationError,
 };
 
 /// The state of a batch prediction job (`google.cloud.aiplatform.v1.JobState`).
@@ -171,6 +173,61 @@ impl JobState {
             JobState::Unrecognized(_) => "JOB_STATE_UNRECOGNIZED",
             s => s.to_proto().as_str_name(),
         }
+    }
+}
+
+/// The states a job can be in, as [`JobState::from_str`] knows them (not
+/// `UNSPECIFIED`, nor a state this crate does not know).
+const KNOWN_STATES: [JobState; 11] = [
+    JobState::Queued,
+    JobState::Pending,
+    JobState::Running,
+    JobState::Succeeded,
+    JobState::Failed,
+    JobState::Cancelling,
+    JobState::Cancelled,
+    JobState::Paused,
+    JobState::Expired,
+    JobState::Updating,
+    JobState::PartiallySucceeded,
+];
+
+impl std::str::FromStr for JobState {
+    type Err = ValidationError;
+
+    /// Parses a state by its API name (`JOB_STATE_RUNNING`) or its short
+    /// name (`running`), in any case. `UNSPECIFIED` is not a state to ask
+    /// for, and is refused like any other unknown name; the error (field
+    /// `state`) lists the short names.
+    ///
+    /// ```
+    /// use vertex_batch::JobState;
+    /// assert_eq!("JOB_STATE_SUCCEEDED".parse::<JobState>(), Ok(JobState::Succeeded));
+    /// assert_eq!("succeeded".parse::<JobState>(), Ok(JobState::Succeeded));
+    /// assert_eq!("Partially_Succeeded".parse::<JobState>(), Ok(JobState::PartiallySucceeded));
+    /// let err = "sleeping".parse::<JobState>().unwrap_err();
+    /// assert_eq!(err.field(), "state");
+    /// assert!(err.message().starts_with("\"sleeping\" is not a job state (queued, pending,"));
+    /// assert!("unspecified".parse::<JobState>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let short = |st: &JobState| {
+            let name = st.as_str();
+            name.strip_prefix("JOB_STATE_").unwrap_or(name)
+        };
+        KNOWN_STATES
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s) || short(st).eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<_> = KNOWN_STATES
+                    .iter()
+                    .map(|st| short(st).to_ascii_lowercase())
+                    .collect();
+                ValidationError::new(
+                    "state",
+                    format!("{s:?} is not a job state ({})", names.join(", ")),
+                )
+            })
     }
 }
 
@@ -633,6 +690,22 @@ impl Job {
     }
 }
 
+/// Formats `t` in RFC 3339 exactly as a job's JSON form
+/// ([`Job::to_json`]) writes its times: in UTC, written `+00:00`, with 0,
+/// 3, 6 or 9 fraction digits (the fewest that hold the time exactly).
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use vertex_batch::job::format_rfc3339;
+///
+/// let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// assert_eq!(format_rfc3339(t), "2023-11-14T22:13:20+00:00");
+/// assert_eq!(format_rfc3339(t + Duration::from_millis(376)), "2023-11-14T22:13:20.376+00:00");
+/// ```
+pub fn format_rfc3339(t: SystemTime) -> String {
+    crate::time::format_rfc3339(t)
+}
+
 impl fmt::Debug for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Job")
@@ -768,5 +841,95 @@ mod tests {
         let loc = Job::from(raw).output_location().unwrap();
         assert_eq!(loc.uri(), "bq://p.d.predictions_1");
         assert_eq!(loc.bigquery().unwrap().table(), Some("predictions_1"));
+    }
+
+    #[test]
+    fn states_parse_by_api_and_short_name_in_any_case() {
+        for st in KNOWN_STATES {
+            let api = st.as_str();
+            let short = api.strip_prefix("JOB_STATE_").unwrap();
+            for text in [
+                api.to_owned(),
+                api.to_ascii_lowercase(),
+                short.to_owned(),
+                short.to_ascii_lowercase(),
+            ] {
+                assert_eq!(text.parse::<JobState>(), Ok(st), "{text}");
+            }
+        }
+        for bad in [
+            "",
+            "unspecified",
+            "JOB_STATE_UNSPECIFIED",
+            "JOB_STATE_UNRECOGNIZED",
+            "JOB_STATE_",
+            " running",
+            "sleeping",
+        ] {
+            let err = bad.parse::<JobState>().unwrap_err();
+            assert_eq!(err.field(), "state");
+            assert!(err.message().contains("is not a job state"), "{err}");
+            assert!(err.message().contains("partially_succeeded"), "{err}");
+        }
+    }
+
+    #[test]
+    fn times_format_as_the_json_form_writes_them() {
+        let t = Some(pbjson_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5_000,
+        });
+        let job = Job::from(pb::BatchPredictionJob {
+            create_time: t,
+            ..Default::default()
+        });
+        let created = job.create_time().map(format_rfc3339);
+        assert_eq!(created.as_deref(), Some("2023-11-14T22:13:20.000005+00:00"));
+        assert_eq!(job.to_json()["createTime"].as_str(), created.as_deref());
+    }
+}
+
+#[cfg(test)]
+mod prop_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any text: no panic, and only a known state parses.
+        #[test]
+        fn state_parsing_never_panics(s in "(?i)(job_state_)?[a-z_]{0,24}|.{0,40}") {
+            if let Ok(st) = s.parse::<JobState>() {
+                prop_assert!(KNOWN_STATES.contains(&st));
+            }
+        }
+
+        /// A state's names parse back to it, whatever their case.
+        #[test]
+        fn states_round_trip(i in 0..KNOWN_STATES.len(), lower in any::<bool>(), short in any::<bool>()) {
+            let st = KNOWN_STATES[i];
+            let mut text = st.as_str().to_owned();
+            if short {
+                text = text["JOB_STATE_".len()..].to_owned();
+            }
+            if lower {
+                text = text.to_ascii_lowercase();
+            }
+            prop_assert_eq!(text.parse::<JobState>(), Ok(st));
+            prop_assert_eq!(st.to_string().parse::<JobState>(), Ok(st));
+        }
+
+        /// A job's times format as its JSON form holds them.
+        #[test]
+        fn job_times_format_as_json(seconds in 0i64..253_402_300_800, nanos in 0i32..1_000_000_000) {
+            let job = Job::from(pb::BatchPredictionJob {
+                end_time: Some(pbjson_types::Timestamp { seconds, nanos }),
+                ..Default::default()
+            });
+            let ended = job.end_time().map(format_rfc3339);
+            let json = job.to_json();
+            prop_assert_eq!(json["endTime"].as_str(), ended.as_deref());
+        }
     }
 }

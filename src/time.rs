@@ -43,6 +43,51 @@ pub fn format_millis(t: SystemTime) -> String {
     )
 }
 
+/// Formats `t` in RFC 3339 as the API's JSON form of a job writes its
+/// times: UTC as `+00:00`, and 0, 3, 6 or 9 fraction digits, the fewest
+/// that hold the time exactly (`2024-11-13T14:04:28+00:00`,
+/// `2024-11-13T14:04:28.376+00:00`). A year past 9999 (or before year 0)
+/// is written with its sign, as ISO 8601 asks.
+pub fn format_rfc3339(t: SystemTime) -> String {
+    // Whole seconds since the epoch (floored) and the nanoseconds past them.
+    let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(e) => {
+            let d = e.duration();
+            let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            match d.subsec_nanos() {
+                0 => (secs, 0),
+                n => (secs - 1, 1_000_000_000 - n),
+            }
+        }
+    };
+    let (y, mo, da) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    let year = if (0..=9999).contains(&y) {
+        format!("{y:04}")
+    } else {
+        format!("{y:+05}")
+    };
+    let frac = if nanos == 0 {
+        String::new()
+    } else if nanos % 1_000_000 == 0 {
+        format!(".{:03}", nanos / 1_000_000)
+    } else if nanos % 1_000 == 0 {
+        format!(".{:06}", nanos / 1_000)
+    } else {
+        format!(".{nanos:09}")
+    };
+    format!(
+        "{year}-{mo:02}-{da:02}T{:02}:{:02}:{:02}{frac}+00:00",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 /// Formats `t` compactly for names: `2024-11-13T14:04:28.376Z` becomes
 /// `20241113140428376`.
 pub fn format_compact(t: SystemTime) -> String {
@@ -173,6 +218,24 @@ mod tests {
             parse("2000-02-29T00:00:00Z").map(format_millis).as_deref(),
             Some("2000-02-29T00:00:00.000Z")
         );
+        assert_eq!(format_rfc3339(t), "2024-11-13T14:04:28.376+00:00");
+        assert_eq!(
+            format_rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "2023-11-14T22:13:20+00:00"
+        );
+        assert_eq!(
+            format_rfc3339(UNIX_EPOCH + Duration::new(0, 1_500)),
+            "1970-01-01T00:00:00.000001500+00:00"
+        );
+        assert_eq!(
+            format_rfc3339(UNIX_EPOCH + Duration::new(0, 20_000)),
+            "1970-01-01T00:00:00.000020+00:00"
+        );
+        assert_eq!(
+            format_rfc3339(UNIX_EPOCH - Duration::new(5, 250_000_000)),
+            "1969-12-31T23:59:54.750+00:00"
+        );
+        assert_eq!(parse(&format_rfc3339(t)), Some(t));
         for bad in [
             "",
             "2024-01-01T00:00:00\u{e9}1234",
@@ -206,6 +269,21 @@ mod prop_tests {
         fn formatted_times_round_trip(ms in 0u64..253_402_300_799_000) {
             let t = UNIX_EPOCH + Duration::from_millis(ms);
             prop_assert_eq!(parse(&format_millis(t)), Some(t));
+        }
+
+        /// RFC 3339 times read back to the nanosecond, and are what the
+        /// JSON form of a timestamp holds.
+        #[test]
+        fn rfc3339_round_trips(secs in -62_135_596_800i64..253_402_300_800, nanos in 0u32..1_000_000_000) {
+            let ts = pbjson_types::Timestamp { seconds: secs, nanos: nanos as i32 };
+            let Some(t) = to_system_time(&ts) else {
+                return Err(TestCaseError::fail("a timestamp in range"));
+            };
+            let text = format_rfc3339(t);
+            prop_assert_eq!(serde_json::to_value(ts).ok(), Some(serde_json::Value::String(text.clone())));
+            if secs >= 0 {
+                prop_assert_eq!(parse(&text), Some(t));
+            }
         }
     }
 }

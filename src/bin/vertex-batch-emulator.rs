@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[path = "vertex-batch/emulator.rs"]
+#[path = "vertex-batch/commands/emulator.rs"]
 mod emulator;
 
 /// A local Vertex AI JobService that really runs batch prediction jobs.

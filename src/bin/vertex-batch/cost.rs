@@ -48,7 +48,7 @@ pub async fn check_budget(
     if let Some(problem) = broken.take() {
         return Err(prompts.changed(&problem));
     }
-    let e = estimated.map_err(|e| CliError::from_lib(e, None))?;
+    let e = estimated?;
     let how = if e.counted_rows == e.rows {
         "counted by CountTokens".to_owned()
     } else if e.counted_rows == 0 {

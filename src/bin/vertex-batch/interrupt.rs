@@ -17,7 +17,10 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::fail::{CliError, CliResult, INTERRUPTED};
+use crate::{
+    exit::INTERRUPTED,
+    fail::{CliError, CliResult},
+};
 
 /// Whether the next Ctrl-C ends the process at once.
 static AT_ONCE: AtomicBool = AtomicBool::new(false);

@@ -43,8 +43,8 @@ use serde_json::value::RawValue;
 use vertex_batch::data::{Outcome, ResultRow, ResultStream, Totals};
 
 use crate::{
+    args::Global,
     fail::{clean, CliError, CliResult},
-    Global,
 };
 
 #[derive(Serialize)]
@@ -249,8 +249,7 @@ impl ResultsFile {
     pub fn sync(&mut self) -> CliResult<()> {
         self.flush()?;
         if let Some(f) = &self.synced {
-            f.sync_data()
-                .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
+            f.sync_data().map_err(writing(&self.name))?;
         }
         Ok(())
     }
@@ -262,9 +261,7 @@ impl ResultsFile {
 
     /// Writes what was written so far through (a pipe sees it now).
     pub fn flush(&mut self) -> CliResult<()> {
-        self.out
-            .flush()
-            .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))
+        self.out.flush().map_err(writing(&self.name))
     }
 
     /// Writes one row.
@@ -322,20 +319,15 @@ impl ResultsFile {
             }
             Outcome::Missing(_) => {}
         }
-        serde_json::to_writer(&mut self.out, &line)
-            .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
-        self.out
-            .write_all(b"\n")
-            .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
+        serde_json::to_writer(&mut self.out, &line).map_err(writing(&self.name))?;
+        self.out.write_all(b"\n").map_err(writing(&self.name))?;
         self.lines += 1;
         Ok(())
     }
 
     /// Flushes and moves the file into place.
     pub fn finish(mut self) -> CliResult<()> {
-        self.out
-            .flush()
-            .map_err(|e| CliError::other(format!("writing {}: {e}", self.name)))?;
+        self.out.flush().map_err(writing(&self.name))?;
         drop(self.out);
         if let Some((tmp, path)) = self.file.take() {
             crate::interrupt::forget(&tmp);
@@ -399,6 +391,11 @@ impl ResultsFile {
             },
         }
     }
+}
+
+/// The error of a failed write to the results called `name`.
+fn writing<E: std::fmt::Display>(name: &str) -> impl FnOnce(E) -> CliError + '_ {
+    move |e| CliError::other(format!("writing {name}: {e}"))
 }
 
 /// `RESULTS.partial`, beside `RESULTS`.

@@ -21,10 +21,11 @@ use vertex_batch::{
 };
 
 use crate::{
-    fail::{clean, CliError, CliResult, NETWORK},
+    args::Global,
+    exit::NETWORK,
+    fail::{clean, CliError, CliResult, OrCli},
     interrupt::Interrupt,
     prompts::Prompts,
-    Global,
 };
 
 /// What a batch's start has done so far, as its events tell.
@@ -213,22 +214,24 @@ impl Start<'_> {
         if let Some(problem) = broken.take() {
             return Err(prompts.changed(&problem));
         }
-        result.map(Started::Batch).map_err(|e| {
-            let err = CliError::from_lib(e, Some(self.global));
-            if err.code == NETWORK && self.track.staged() {
-                CliError::new(
-                    err.code,
-                    format!(
+        result
+            .map(Started::Batch)
+            .or_cli(self.global)
+            .map_err(|err| {
+                if err.code == NETWORK && self.track.staged() {
+                    CliError::new(
+                        err.code,
+                        format!(
                         "{}; the batch is staged ({} job(s) created so far): pick it up with: {}",
                         err.message,
                         self.track.jobs().len(),
                         self.pickup
                     ),
-                )
-            } else {
-                err
-            }
-        })
+                    )
+                } else {
+                    err
+                }
+            })
     }
 
     /// Drives `start` on while a job create it sent has not answered; the

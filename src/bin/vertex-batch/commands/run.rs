@@ -9,16 +9,15 @@ use vertex_batch::{
 };
 
 use crate::{
-    fail::{
-        clean, CliError, CliResult, Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, NETWORK, OVER_BUDGET,
-        ROWS_NOT_SUCCEEDED,
-    },
+    args::{claim_lease, label, positive_secs, rows_per_job, Global},
+    exit::{Exit, INTERRUPTED, JOB_NOT_SUCCEEDED, NETWORK, OVER_BUDGET, ROWS_NOT_SUCCEEDED},
+    fail::{clean, CliError, CliResult},
     interrupt::Interrupt,
     output::{ResultsFile, Written},
     progress::{Progress, Snapshot},
     prompts::{Format, Prompts},
     start::{batch_spec, cancel_all, live_names, Start, Started, Track},
-    Global,
+    term::shell_quote,
 };
 
 #[derive(clap::Args, Debug)]
@@ -49,7 +48,7 @@ pub struct RunArgs {
     #[arg(long)]
     display_name: Option<String>,
     /// A label for the jobs (repeatable).
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::jobs::label)]
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label)]
     labels: Vec<(String, String)>,
     /// On Ctrl-C (while submitting or following), cancel the batch's jobs
     /// instead of leaving them running.
@@ -57,12 +56,12 @@ pub struct RunArgs {
     cancel_on_interrupt: bool,
     /// At most N prompts a job: a batch over N prompts runs as several
     /// jobs side by side (default and maximum: the service's 200,000).
-    #[arg(long, value_name = "N", value_parser = crate::jobs::rows_per_job)]
+    #[arg(long, value_name = "N", value_parser = rows_per_job)]
     rows_per_job: Option<u64>,
     /// How long a part's claim holds before another run may take it over
     /// (a run that died between claiming a part and creating its job holds
     /// it up this long), in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = crate::jobs::claim_lease)]
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = claim_lease)]
     claim_lease: f64,
     /// Up to N follow-up rounds for rows that fail for a passing cause
     /// (429, 5xx) or never come back: sent while the batch still runs, the
@@ -89,15 +88,6 @@ pub struct RunArgs {
     prices: Option<PathBuf>,
     #[command(flatten)]
     shape: crate::prompts::ShapeArgs,
-}
-
-pub fn positive_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a number of seconds between 0 and 86400"
-        )),
-    }
 }
 
 fn usd(s: &str) -> Result<f64, String> {
@@ -455,15 +445,4 @@ fn rerun_command(key: &str) -> String {
         .chain(args.iter().map(|a| shell_quote(a)))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-pub fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
-    if plain {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }
