@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use vertex_batch::{
-    data::{input::InputLimits, BatchSpec, Outcome},
+    batch::BatchSpec,
     emulator::Emulator,
+    format::{InputLimits, Outcome},
     JobSpec,
 };
 

@@ -21,7 +21,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use vertex_batch::data::{read_local_files, ReadOptions};
+use vertex_batch::batch::{read_local_files, ReadOptions};
 
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -20,8 +20,11 @@ use std::{
 };
 
 use vertex_batch::{
-    client::WatchManyOptions, data::input::InputLimits, data::BatchSpec, policy::PollPolicy,
-    Client, JobSpec, Prompt,
+    batch::BatchSpec,
+    client::WatchManyOptions,
+    format::{InputLimits, Prompt},
+    policy::PollPolicy,
+    Client, JobSpec,
 };
 
 fn env(name: &str, default: u64) -> u64 {

@@ -15,11 +15,12 @@ use clap::Parser;
 use futures::StreamExt;
 use serde_json::json;
 use vertex_batch::{
-    data::{Inputs, ResultReader},
+    batch::{Inputs, ResultReader},
     emulator::Emulator,
+    format::Outcome,
     policy::PollPolicy,
     transport::ENV_EMULATOR_HOST,
-    Client, JobSpec, Outcome, WaitOptions,
+    Client, JobSpec, WaitOptions,
 };
 
 /// Submit a Gemini batch prediction job reading a BigQuery table and follow

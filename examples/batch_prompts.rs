@@ -15,7 +15,11 @@ use std::process::ExitCode;
 
 use futures::StreamExt;
 use vertex_batch::{
-    data::BatchSpec, data::Outcome, emulator::Emulator, storage::Storage, Client, JobSpec, Prompt,
+    batch::BatchSpec,
+    emulator::Emulator,
+    format::{Outcome, Prompt},
+    storage::Storage,
+    Client, JobSpec,
 };
 
 const PROMPTS: [(&str, &str); 6] = [

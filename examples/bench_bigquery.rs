@@ -18,8 +18,8 @@ use std::{io::Read, time::Instant};
 
 use futures::StreamExt;
 use vertex_batch::{
+    batch::ResultReader,
     bigquery::{BigQuery, Field},
-    data::ResultReader,
     uri::BigQueryUri,
 };
 

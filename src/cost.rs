@@ -40,14 +40,14 @@
 //! `text-multilingual-embedding-002`) are priced per **character**
 //! ([`Unit::Character`]: USD per 1,000,000 characters, where Google counts
 //! Unicode code points and leaves white space out); their rows need the
-//! character count, [`ResultRow::input_chars`](crate::data::ResultRow::input_chars).
+//! character count, [`ResultRow::input_chars`](crate::format::ResultRow::input_chars).
 //!
 //! Amounts are [`Cost`]s, whole nano-dollars: a row's cost is rounded once,
 //! to the nearest nano-dollar, and sums never round again.
 //!
 //! ```
 //! use vertex_batch::cost::Prices;
-//! use vertex_batch::data::Usage;
+//! use vertex_batch::format::Usage;
 //!
 //! let prices = Prices::builtin();
 //! let flash = prices.lookup("publishers/google/models/gemini-2.5-flash").unwrap();
@@ -61,7 +61,7 @@
 //!
 //! ```
 //! use vertex_batch::cost::{Cost, Prices};
-//! use vertex_batch::data::parse_output_line;
+//! use vertex_batch::format::parse_output_line;
 //!
 //! let lines = [
 //!     r#"{"key":"a","status":"","response":{"candidates":[{"content":{"parts":[{"text":"x"}]}}],"usageMetadata":{"promptTokenCount":1000,"candidatesTokenCount":100}}}"#,
@@ -121,8 +121,8 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::data::results::{Outcome, ResultRow, Usage};
 use crate::error::{Error, Result};
+use crate::format::results::{Outcome, ResultRow, Usage};
 
 /// The built-in table.
 const BUILTIN_JSON: &str = include_str!("cost/prices.json");
@@ -463,14 +463,14 @@ impl ModelPrice {
     /// What a row with `usage` costs (see the [module docs](self) for the
     /// rule). `input_chars` is the row's billed character count, needed
     /// (and only used) by per-character models
-    /// ([`ResultRow::input_chars`](crate::data::ResultRow::input_chars));
+    /// ([`ResultRow::input_chars`](crate::format::ResultRow::input_chars));
     /// `None` only when the model is priced per character and no count is
     /// given. Never overflows: huge counts saturate at [`u64::MAX`]
     /// nano-dollars.
     ///
     /// ```
     /// use vertex_batch::cost::Prices;
-    /// use vertex_batch::data::Usage;
+    /// use vertex_batch::format::Usage;
     ///
     /// let prices = Prices::builtin();
     /// let usage = Usage { prompt_tokens: 10_000, cached_tokens: 8_000, candidates_tokens: 500, thoughts_tokens: 1_500, ..Usage::default() };
@@ -527,7 +527,7 @@ impl ModelPrice {
     ///
     /// ```
     /// use vertex_batch::cost::Prices;
-    /// use vertex_batch::data::parse_output_line;
+    /// use vertex_batch::format::parse_output_line;
     ///
     /// let row = parse_output_line(r#"{"instance":{"content":"blue sky"},"predictions":[{"embeddings":{"values":[0.6,0.8]}}],"status":""}"#)?;
     /// let price = Prices::builtin().lookup("text-embedding-005").unwrap().clone();
@@ -937,8 +937,8 @@ impl ModelPrice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::results::parse_output_line;
     use crate::family::Family;
+    use crate::format::results::parse_output_line;
 
     fn price(model: &str) -> ModelPrice {
         Prices::builtin()

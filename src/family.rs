@@ -105,6 +105,7 @@ impl Family {
     /// The family of a job's model name (`publishers/…/models/…`, with or
     /// without a `projects/…/locations/…/` prefix); Gemini when it names
     /// none.
+    #[cfg(feature = "emulator")]
     pub(crate) fn of_job_model(model: &str) -> Family {
         let tail = model.find("publishers/").map_or(model, |i| &model[i..]);
         Family::of_model(tail).unwrap_or(Family::Gemini)

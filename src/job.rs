@@ -5,9 +5,9 @@
 use std::{borrow::Cow, collections::HashMap, fmt, time::SystemTime};
 
 use crate::{
+    error::service::ServiceError,
     names::JobName,
     proto::aiplatform::{self as pb, batch_prediction_job::output_info},
-    status::ServiceError,
     time::to_system_time,
     uri::{BigQueryUri, GcsUri},
     validation::ValidationError,

@@ -36,7 +36,7 @@
 //!
 //! ```no_run
 //! use futures::StreamExt;
-//! use vertex_batch::{storage::Storage, BatchSpec, Client, JobSpec, Outcome, Prompt};
+//! use vertex_batch::{storage::Storage, batch::BatchSpec, Client, JobSpec, format::{Outcome, Prompt}};
 //!
 //! # async fn demo() -> vertex_batch::Result<()> {
 //! let client = Client::builder().project("my-project").location("us-central1").build()?;
@@ -68,74 +68,58 @@
 //!
 //! ## Map
 //!
-//! The root re-exports what a first program types: [`Client`],
+//! Each public item has one path: the module that defines it. The root
+//! re-exports only what a first program types: [`Client`],
 //! [`ClientBuilder`], [`JobSpec`], [`Job`], [`JobState`], [`JobRef`],
 //! [`JobName`], [`LocationName`], [`GcsUri`], [`WaitOptions`],
-//! [`ListOptions`], [`Error`], [`Result`], and the data plane's [`Prompt`],
-//! [`BatchSpec`], [`ResultRow`] and [`Outcome`]. Everything else lives in
-//! the module that defines it:
+//! [`ListOptions`], [`Error`] and [`Result`].
 //!
 //! * [`client`]: the client, its builder and the options of its calls.
-//! * [`job`], [`spec`], [`names`], [`uri`]: jobs, what to submit, typed
-//!   names and locations.
-//! * [`error`], [`status`]: the error type, and the service's statuses.
+//! * [`job`], [`spec`], [`names`], [`uri`], [`family`]: jobs, what to
+//!   submit, typed names and locations, model families.
+//! * [`error`]: the error type, and the service's statuses
+//!   ([`error::ServiceError`]).
 //! * [`policy`]: retrying calls and polling jobs.
 //! * [`transport`]: credentials, headers, endpoints and environment names.
-//! * [`data`]: the data plane (input writer, batches, results reader;
-//!   [`data::live`]: results while the jobs run, early retries, a budget;
-//!   [`data::budget`]: a batch's cost bound before it is submitted).
+//! * [`format`](mod@format): what a batch's lines hold per family — prompts
+//!   ([`format::Prompt`], [`format::Embed`], [`format::Chat`]), keys, the
+//!   input encoder, and an output line read back as a
+//!   [`format::ResultRow`] ([`format::parse_output_line`]).
+//! * [`batch`]: the trip — stage, submit, follow, read, retry, on Cloud
+//!   Storage or BigQuery ([`batch::BatchSpec`], [`batch::Batch`],
+//!   [`batch::ResultReader`]; [`batch::Live`]: results while the jobs run;
+//!   [`batch::estimate`]: a cost bound before submitting).
 //! * [`cost`]: list prices at batch rates, and what a row or a batch costs.
 //! * [`storage`]: Cloud Storage (uploads, listing, downloads).
+//! * [`bigquery`]: BigQuery (load jobs, the Storage Read API, tables).
 //! * [`tokens`]: an offline upper bound of a request's input tokens (the
 //!   counted figure is [`Client::count_tokens`]).
 //! * [`proto`]: the generated messages and stubs, for anything else.
 //! * `emulator` (feature `emulator`): a local JobService that runs jobs.
 //!
-//! ## Layers
-//!
-//! The modules form layers; each uses only its own layer and the ones
-//! above it in this list, never one below (`scripts/check-layers.py`, run
-//! by CI, checks this and that the module graph has no cycle):
-//!
-//! 1. `proto` — the generated messages and stubs.
-//! 2. `names`, `uri`, `time`, `validation` — values, and the
-//!    [`error::ValidationError`] they fail with.
-//! 3. `status`, `job` — what the service reports.
-//! 4. `error` — the crate's [`Error`] (which can hold a [`Job`]).
-//! 5. `spec`, `tokens` and the data types (`data::{key, request, results,
-//!    input, fingerprint}`), and `cost` (prices of rows).
-//! 6. `policy` — retry and poll schedules.
-//! 7. `transport` — credentials, headers, endpoints.
-//! 8. `client` — the operations on jobs.
-//! 9. `storage` — Cloud Storage.
-//! 10. the data plane (`data::{reader, join, read, staging, claim, batch, live,
-//!     budget}`).
-//! 11. `emulator`; the command line (`src/bin/`) sits on top.
-//!
-//! A call flows down that list: a prompt becomes a request line (`data`),
-//! uploaded (`storage`), submitted by the client (`client`), sent over the
-//! transport (`transport`) through a generated stub (`proto`) to Vertex AI
-//! — or to the `emulator`, which runs the job and writes the output that
-//! the data plane reads back.
+//! The modules form layers, each using only the ones below it, with no
+//! import cycle (`scripts/check-layers.py`, run by CI). The layers, and
+//! the file of each step from prompt to results, are written down once, in
+//! the repository's `docs/ARCHITECTURE.md`.
 #![warn(missing_docs)]
 // docs.rs (nightly) marks each feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod batch;
 pub mod bigquery;
 pub mod client;
 pub mod cost;
-pub mod data;
 #[cfg(feature = "emulator")]
 #[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
 pub mod emulator;
 pub mod error;
 pub mod family;
+pub mod format;
 pub mod job;
 pub mod names;
 pub mod policy;
 pub mod proto;
 pub mod spec;
-pub mod status;
 pub mod storage;
 mod time;
 pub mod tokens;
@@ -144,6 +128,11 @@ pub mod uri;
 mod validation;
 
 pub use client::{Client, ClientBuilder, ListOptions, WaitOptions};
+pub use error::{Error, Result};
+pub use job::{Job, JobRef, JobState};
+pub use names::{JobName, LocationName};
+pub use spec::JobSpec;
+pub use uri::GcsUri;
 
 // The README's Rust examples compile as doctests, so they stay true (with
 // the `emulator` feature, which one of them uses; CI tests all features).
@@ -160,9 +149,3 @@ struct BigQueryDoctests;
 #[cfg(all(doctest, feature = "emulator"))]
 #[doc = include_str!("../docs/EMULATOR.md")]
 struct EmulatorDoctests;
-pub use data::{BatchSpec, Outcome, Prompt, ResultRow};
-pub use error::{Error, Result};
-pub use job::{Job, JobRef, JobState};
-pub use names::{JobName, LocationName};
-pub use spec::JobSpec;
-pub use uri::GcsUri;

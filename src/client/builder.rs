@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use http::HeaderValue;
 use tonic::transport::Channel;
 
-use super::shared::{Client, Inner};
+use super::handle::{Client, Inner};
 use crate::{
     error::{Error, Result},
     names::LocationName,

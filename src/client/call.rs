@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tracing::Instrument;
 
-use super::shared::{Client, Stubs};
+use super::handle::{Client, Stubs};
 use crate::{
     error::{Error, Result},
     policy::RetryPolicy,

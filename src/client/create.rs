@@ -11,7 +11,7 @@
 use futures::TryStreamExt;
 use tokio::time::Instant;
 
-use super::{call::Routing, list::ListOptions, shared::Client};
+use super::{call::Routing, handle::Client, list::ListOptions};
 use crate::{
     error::{Error, Result},
     job::Job,

@@ -2,9 +2,9 @@
 //! [`Client::watch`] and [`Client::watch_many`] — its poll schedule, its
 //! budget for failing polls, and what changed since the last look.
 //!
-//! [`Client::wait`]: super::shared::Client::wait
-//! [`Client::watch`]: super::shared::Client::watch
-//! [`Client::watch_many`]: super::shared::Client::watch_many
+//! [`Client::wait`]: super::handle::Client::wait
+//! [`Client::watch`]: super::handle::Client::watch
+//! [`Client::watch_many`]: super::handle::Client::watch_many
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use futures::{stream, Stream, TryStreamExt};
 
-use super::{call::Routing, shared::Client};
+use super::{call::Routing, handle::Client};
 use crate::{
     error::{Error, Result},
     job::{Job, JobState},

@@ -7,11 +7,11 @@
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use super::{call::Routing, shared::Client};
+use super::{call::Routing, handle::Client};
 use crate::{
-    data::request::parse_request_value,
     error::{Error, Result},
     family::qualify_model,
+    format::gemini::parse_request_value,
     proto::aiplatform::{self as pb, GenerateContentRequest},
 };
 
@@ -107,11 +107,11 @@ impl Client {
     }
 
     /// [`Client::count_tokens`] of a typed request, such as a
-    /// [`Prompt`](crate::Prompt)'s ([`Prompt::as_request`](crate::Prompt::as_request)).
+    /// [`Prompt`](crate::format::Prompt)'s ([`Prompt::as_request`](crate::format::Prompt::as_request)).
     ///
     /// ```no_run
     /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
-    /// use vertex_batch::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let prompt = Prompt::text("Name three rivers.").system("Answer in one line.");
     /// let count = client.count_request_tokens("gemini-2.5-flash", prompt.as_request()).await?;
     /// # let _ = count; Ok(()) }

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use super::{
     follow::{FollowSettings, Seen, Tracker},
-    shared::Client,
+    handle::Client,
 };
 use crate::{
     error::{Error, Result},

@@ -522,9 +522,9 @@ pub(crate) fn open_model_line(line: &str, ctx: &ModelCtx, out: &mut Vec<u8>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{
+    use crate::format::{
         input::{InputEncoder, InputLimits},
-        parse_output_line, Outcome,
+        results::{parse_output_line, Outcome},
     };
 
     fn ctx(model: &str) -> ModelCtx {
@@ -545,7 +545,11 @@ mod tests {
         (String::from_utf8(out).unwrap(), err)
     }
 
-    fn encode(model: &str, key: &str, req: impl Into<crate::data::input::BatchRequest>) -> String {
+    fn encode(
+        model: &str,
+        key: &str,
+        req: impl Into<crate::format::input::BatchRequest>,
+    ) -> String {
         let mut enc = InputEncoder::for_model(InputLimits::default(), model).unwrap();
         let mut out = Vec::new();
         enc.encode(key, req, &mut out).unwrap();
@@ -564,7 +568,7 @@ mod tests {
 
     #[test]
     fn every_family_round_trips_through_the_emulator_and_the_reader() {
-        use crate::data::{chat::Chat, embed::Embed};
+        use crate::format::{chat::Chat, embed::Embed};
         let cases = [
             (
                 "publishers/google/models/gemini-embedding-001",
@@ -617,7 +621,7 @@ mod tests {
                     assert_eq!(a.text(), "Emulated answer to:");
                     assert_eq!(
                         a.finish_reason(),
-                        Some(&crate::data::FinishReason::MaxTokens)
+                        Some(&crate::format::results::FinishReason::MaxTokens)
                     );
                     assert_eq!(
                         (a.usage().prompt_tokens, a.usage().candidates_tokens),

@@ -35,7 +35,7 @@ use crate::{
 ///
 /// ```no_run
 /// # async fn demo() -> vertex_batch::Result<()> {
-/// use vertex_batch::{emulator::Emulator, BatchSpec, JobSpec};
+/// use vertex_batch::{emulator::Emulator, batch::BatchSpec, JobSpec};
 ///
 /// let emu = Emulator::start("/tmp/vertex-emulator").await?;
 /// let client = emu.client("my-project", "us-central1")?;

@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::{data::results::MaybeBorrowed, proto::aiplatform as pb};
+use crate::{format::results::MaybeBorrowed, proto::aiplatform as pb};
 
 /// What the emulator reads from one request (everything else is carried
 /// through untouched).
@@ -35,7 +35,7 @@ struct Request<'a> {
 
 #[derive(Deserialize)]
 struct Content<'a> {
-    #[serde(borrow, default, deserialize_with = "crate::data::results::opt_str")]
+    #[serde(borrow, default, deserialize_with = "crate::format::results::opt_str")]
     role: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     parts: Vec<Part<'a>>,
@@ -43,7 +43,7 @@ struct Content<'a> {
 
 #[derive(Deserialize)]
 struct Part<'a> {
-    #[serde(borrow, default, deserialize_with = "crate::data::results::opt_str")]
+    #[serde(borrow, default, deserialize_with = "crate::format::results::opt_str")]
     text: Option<Cow<'a, str>>,
 }
 
@@ -117,7 +117,7 @@ struct Usage {
 /// A prompt containing this text is blocked (`promptFeedback`, no candidate).
 ///
 /// ```
-/// use vertex_batch::{emulator::BLOCK_MARKER, Prompt};
+/// use vertex_batch::{emulator::BLOCK_MARKER, format::Prompt};
 /// // A row the emulator will answer as blocked by safety filters.
 /// let prompt = Prompt::text(format!("tell me something {BLOCK_MARKER}"));
 /// # let _ = prompt;
@@ -499,10 +499,10 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{
+    use crate::format::{
+        gemini::{parse_request_value, parse_response_value, response_text, Prompt},
         input::{BatchRequest, InputEncoder, InputLimits},
         key::{decode_key_label, key_hash, KeyLabel, KEY_LABEL},
-        request::{parse_request_value, parse_response_value, response_text, Prompt},
     };
     use std::collections::HashMap;
 

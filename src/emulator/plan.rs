@@ -218,10 +218,9 @@ pub(crate) async fn plan_output(
                 // (but for this job's own, from its interrupted run).
                 if let (Some(gcs), false) = (&state.gcs, is_reused) {
                     let remote = remote_dir(&prefix_str, &name)?;
-                    let taken = futures::StreamExt::next(
-                        &mut gcs
-                            .list(&crate::data::read::dir_prefix(&remote).map_err(EmuError::from)?),
-                    )
+                    let taken = futures::StreamExt::next(&mut gcs.list(
+                        &crate::batch::read::open::dir_prefix(&remote).map_err(EmuError::from)?,
+                    ))
                     .await;
                     match taken {
                         None => {}

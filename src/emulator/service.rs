@@ -13,6 +13,7 @@ use super::{
     state::{EmuState, JobRecord, JobSlot, OpRecord},
 };
 use crate::{
+    error::service::{status_with_details, StatusDetail},
     names::{check_model_resource, JobName, LocationName},
     proto::{
         aiplatform::{
@@ -24,7 +25,6 @@ use crate::{
         longrunning::{self, operations_server::Operations},
         rpc::{bad_request::FieldViolation, BadRequest},
     },
-    status::{status_with_details, StatusDetail},
     uri::{BigQueryUri, GcsUri},
 };
 

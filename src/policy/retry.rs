@@ -265,8 +265,8 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::service::{status_with_details, StatusDetail};
     use crate::proto::rpc::RetryInfo;
-    use crate::status::{status_with_details, StatusDetail};
 
     fn unavailable() -> Error {
         Error::from_status(tonic::Status::unavailable("down"), "test")

@@ -363,7 +363,7 @@ impl Storage {
 /// # async fn main() -> vertex_batch::Result<()> {
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let storage = vertex_batch::storage::Storage::local(dir.path());
-/// use vertex_batch::data::input::{InputEncoder, InputLimits};
+/// use vertex_batch::format::{InputEncoder, InputLimits};
 ///
 /// let mut w = storage.writer(&"gs://my-bucket/in/part-00000.jsonl".parse()?).await?;
 /// assert!(w.is_empty());

@@ -6,8 +6,11 @@ use std::time::Duration;
 use crate::common::recorder::Recorder;
 use serde_json::json;
 use vertex_batch::{
-    policy::RetryPolicy, proto::aiplatform as pb, proto::rpc, status::status_with_details,
-    status::StatusDetail, transport::Credentials, Client, Error, JobSpec, JobState,
+    error::{status_with_details, StatusDetail},
+    policy::RetryPolicy,
+    proto::{aiplatform as pb, rpc},
+    transport::Credentials,
+    Client, Error, JobSpec, JobState,
 };
 
 const TOKEN: &str = "ya29.super-secret-token-value";

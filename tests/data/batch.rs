@@ -7,8 +7,12 @@ use std::time::Duration;
 use crate::common::gcs::{EmulatorProcess, FakeGcs};
 use futures::StreamExt;
 use vertex_batch::{
-    client::WatchManyOptions, data::input::InputLimits, data::BatchSpec, data::Outcome,
-    data::ResultRow, emulator::Emulator, policy::PollPolicy, Client, Error, JobSpec, Prompt,
+    batch::BatchSpec,
+    client::WatchManyOptions,
+    emulator::Emulator,
+    format::{InputLimits, Outcome, Prompt, ResultRow},
+    policy::PollPolicy,
+    Client, Error, JobSpec,
 };
 
 /// `n` prompts keyed `k0…`; every 10th is blocked, every 10th (offset 5)
@@ -275,7 +279,7 @@ fn plain_spec(key: &str) -> BatchSpec {
     )
 }
 
-fn job_names(batch: &vertex_batch::data::Batch) -> Vec<String> {
+fn job_names(batch: &vertex_batch::batch::Batch) -> Vec<String> {
     batch.jobs().iter().map(|j| j.name().to_owned()).collect()
 }
 
@@ -653,7 +657,7 @@ async fn a_claim_whose_holder_died_is_taken_over_after_its_lease() {
     assert_eq!(batch.jobs().len(), 1);
     assert_eq!(creates(&emu), 1);
     let events = events.lock().unwrap().clone();
-    use vertex_batch::data::BatchEvent::*;
+    use vertex_batch::batch::BatchEvent::*;
     assert!(
         events.contains(&WaitingForClaim { round: 0, part: 0 }),
         "{events:?}"
@@ -767,7 +771,7 @@ async fn a_claim_whose_create_failed_is_released_not_waited_out() {
         "the refused create, then the one that made the job"
     );
     let events = events.lock().unwrap().clone();
-    use vertex_batch::data::BatchEvent::*;
+    use vertex_batch::batch::BatchEvent::*;
     assert!(
         events.contains(&TookOverClaim { round: 0, part: 0 }),
         "{events:?}"
@@ -787,7 +791,7 @@ async fn a_concurrent_start_with_other_prompts_never_overwrites_the_staged_input
     let (other_client, other_storage) = (client.clone(), storage.clone());
     let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let spec = plain_spec("race-1").on_event(move |e| {
-        if matches!(e, vertex_batch::data::BatchEvent::Staged { part: 1, .. })
+        if matches!(e, vertex_batch::batch::BatchEvent::Staged { part: 1, .. })
             && !ran.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             let mut other: Vec<(String, Prompt)> = (0..450)
@@ -870,7 +874,7 @@ async fn a_claim_of_a_process_gone_from_this_machine_is_taken_over_at_once() {
     assert_eq!(batch.jobs().len(), 1);
     assert_eq!(creates(&emu), 1);
     let events = events.lock().unwrap().clone();
-    use vertex_batch::data::BatchEvent::*;
+    use vertex_batch::batch::BatchEvent::*;
     assert!(
         events.contains(&TookOverClaim { round: 0, part: 0 }),
         "{events:?}"
@@ -956,7 +960,7 @@ async fn a_lost_manifest_race_on_fake_gcs_never_gives_another_prompts_answer() {
     let (other_client, other_storage) = (s.client.clone(), s.storage.clone());
     let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let spec = plain_spec("lost-1").on_event(move |e| {
-        if matches!(e, vertex_batch::data::BatchEvent::Staged { part: 0, .. })
+        if matches!(e, vertex_batch::batch::BatchEvent::Staged { part: 0, .. })
             && !ran.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             let handle = tokio::runtime::Handle::current();
@@ -1040,7 +1044,7 @@ async fn a_stale_retry_never_rewrites_the_input_of_a_round_another_process_recor
 /// latest outcome wins, through fake-gcs-server and the emulator.
 #[tokio::test]
 async fn each_family_retries_its_failed_rows_in_its_own_format() {
-    use vertex_batch::data::{chat::Chat, embed::Embed, input::BatchRequest};
+    use vertex_batch::format::{BatchRequest, Chat, Embed};
     let s = setup().await;
     for (i, model) in [
         "gemini-embedding-001",
@@ -1115,13 +1119,13 @@ async fn each_family_retries_its_failed_rows_in_its_own_format() {
 /// Drains `live` until `until` holds for the rows handed out so far (or
 /// the stream ends); returns the rows.
 async fn live_until(
-    live: &mut vertex_batch::data::Live<'_>,
+    live: &mut vertex_batch::batch::Live<'_>,
     rows: &mut Vec<ResultRow>,
-    mut until: impl FnMut(&[ResultRow], &vertex_batch::data::LiveEvent) -> bool,
+    mut until: impl FnMut(&[ResultRow], &vertex_batch::batch::LiveEvent) -> bool,
 ) -> bool {
     while let Some(event) = live.next().await {
         let event = event.unwrap();
-        if let vertex_batch::data::LiveEvent::Row(row) = &event {
+        if let vertex_batch::batch::LiveEvent::Row(row) = &event {
             rows.push(row.clone());
         }
         if until(rows, &event) {
@@ -1133,7 +1137,7 @@ async fn live_until(
 
 #[tokio::test]
 async fn rows_stream_before_the_job_ends_and_each_key_comes_out_once() {
-    use vertex_batch::data::LiveOptions;
+    use vertex_batch::batch::LiveOptions;
     // The job is held queued, so it cannot end while the rows below are
     // read: the service exported five rows into the part's output prefix
     // (before naming the directory in `output_info`).
@@ -1240,7 +1244,7 @@ async fn flaky_batch(
     Emulator,
     vertex_batch::storage::Storage,
     Client,
-    vertex_batch::data::Batch,
+    vertex_batch::batch::Batch,
 ) {
     let (dir, emu, storage, client) = paced_emulator(4, 400).await;
     emu.knobs().fail_rows_containing(Some("flaky".into()));
@@ -1253,7 +1257,7 @@ async fn flaky_batch(
 
 #[tokio::test(start_paused = true)]
 async fn an_early_retry_round_runs_while_the_first_does_and_merges_right() {
-    use vertex_batch::data::{LiveEvent, LiveOptions};
+    use vertex_batch::batch::{LiveEvent, LiveOptions};
     let (_dir, emu, _storage, client, mut batch) = flaky_batch("live-retry").await;
     let first = batch.jobs()[0].name().to_owned();
     let mut live = batch
@@ -1352,8 +1356,8 @@ async fn retry_failed_while_jobs_run_resends_what_failed_so_far() {
 #[tokio::test(start_paused = true)]
 async fn a_budget_passed_mid_run_cancels_and_keeps_every_completed_row() {
     use vertex_batch::{
+        batch::{LiveEvent, LiveOptions},
         cost::{Cost, Prices},
-        data::{LiveEvent, LiveOptions},
     };
     let (_dir, _emu, storage, client) = paced_emulator(4, 400).await;
     let mut batch = client
@@ -1400,7 +1404,7 @@ async fn a_budget_passed_mid_run_cancels_and_keeps_every_completed_row() {
 
 #[tokio::test(start_paused = true)]
 async fn a_job_cancelled_from_outside_gets_no_follow_up_round() {
-    use vertex_batch::data::{LiveEvent, LiveOptions};
+    use vertex_batch::batch::{LiveEvent, LiveOptions};
     let (_dir, _emu, _storage, client, mut batch) = flaky_batch("live-cancel").await;
     let first = batch.jobs()[0].name().to_owned();
     let mut live = batch

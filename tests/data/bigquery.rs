@@ -6,8 +6,9 @@ use crate::common::bq::BqEmulator;
 use futures::TryStreamExt;
 use serde_json::json;
 use vertex_batch::{
+    batch::{Inputs, ResultReader},
     bigquery::{BigQuery, Field},
-    data::{Inputs, Outcome, ResultReader},
+    format::Outcome,
     uri::BigQueryUri,
     Error,
 };
@@ -187,7 +188,7 @@ async fn a_realistic_output_table_reads_back_as_the_same_rows_as_cloud_storage_o
         .await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(format!("{totals_again:?}"), format!("{totals:?}"));
-    let outcomes = |rows: &[vertex_batch::data::ResultRow]| {
+    let outcomes = |rows: &[vertex_batch::format::ResultRow]| {
         let mut v: Vec<_> = rows
             .iter()
             .map(|r| (r.key().map(str::to_owned), format!("{:?}", r.outcome())))
@@ -456,13 +457,13 @@ async fn emulator_on(
     (dir, emu, client, bq)
 }
 
-fn batch_spec(key: &str) -> vertex_batch::BatchSpec {
-    vertex_batch::BatchSpec::new(
+fn batch_spec(key: &str) -> vertex_batch::batch::BatchSpec {
+    vertex_batch::batch::BatchSpec::new(
         vertex_batch::JobSpec::new("gemini-2.0-flash-001"),
         "bq://p.batches",
     )
     .request_key(key)
-    .limits(vertex_batch::data::input::InputLimits::default().max_rows_per_file(400))
+    .limits(vertex_batch::format::InputLimits::default().max_rows_per_file(400))
     .watch_options(
         vertex_batch::client::WatchManyOptions::new()
             .policy(vertex_batch::policy::PollPolicy::fixed(
@@ -472,12 +473,15 @@ fn batch_spec(key: &str) -> vertex_batch::BatchSpec {
     )
 }
 
-fn batch_prompts(n: usize) -> Vec<(String, vertex_batch::Prompt)> {
+fn batch_prompts(n: usize) -> Vec<(String, vertex_batch::format::Prompt)> {
     (0..n)
         .map(|i| {
             (
                 format!("k{i}"),
-                vertex_batch::Prompt::text(format!("Question {i}{}", crate::common::marker(i))),
+                vertex_batch::format::Prompt::text(format!(
+                    "Question {i}{}",
+                    crate::common::marker(i)
+                )),
             )
         })
         .collect()
@@ -571,8 +575,11 @@ async fn a_bigquery_staging_dataset_elsewhere_or_missing_is_refused_before_anyth
     let (_dir, emu, client, bq) = emulator_on(&bqe).await;
     bq.create_dataset(&uri("bq://p.in_us"), "US").await.unwrap();
     let spec = |staging: &str| {
-        vertex_batch::BatchSpec::new(vertex_batch::JobSpec::new("gemini-2.0-flash-001"), staging)
-            .request_key("where-1")
+        vertex_batch::batch::BatchSpec::new(
+            vertex_batch::JobSpec::new("gemini-2.0-flash-001"),
+            staging,
+        )
+        .request_key("where-1")
     };
     let err = client
         .start_batch(&bq, &spec("bq://p.in_us"), batch_prompts(5))
@@ -968,7 +975,7 @@ async fn a_table_the_storage_read_api_does_not_find_is_read_through_tabledata_li
 /// matched back and a failed row retried in its family's columns.
 #[tokio::test]
 async fn the_families_bigquery_runs_stage_their_columns_and_read_back_matched() {
-    use vertex_batch::data::{chat::Chat, embed::Embed, input::BatchRequest, Outcome};
+    use vertex_batch::format::{BatchRequest, Chat, Embed, Outcome};
     let bqe = BqEmulator::start("p");
     let (_dir, emu, client, bq) = emulator_on(&bqe).await;
     let cases: [(&str, &[&str]); 3] = [
@@ -995,16 +1002,18 @@ async fn the_families_bigquery_runs_stage_their_columns_and_read_back_matched() 
                 (format!("r{n}"), req)
             })
             .collect();
-        let spec =
-            vertex_batch::BatchSpec::new(vertex_batch::JobSpec::new(model), "bq://p.batches")
-                .request_key(format!("bq-family-{i}"))
-                .watch_options(
-                    vertex_batch::client::WatchManyOptions::new()
-                        .policy(vertex_batch::policy::PollPolicy::fixed(
-                            std::time::Duration::from_millis(10),
-                        ))
-                        .gets_per_second(1000.0),
-                );
+        let spec = vertex_batch::batch::BatchSpec::new(
+            vertex_batch::JobSpec::new(model),
+            "bq://p.batches",
+        )
+        .request_key(format!("bq-family-{i}"))
+        .watch_options(
+            vertex_batch::client::WatchManyOptions::new()
+                .policy(vertex_batch::policy::PollPolicy::fixed(
+                    std::time::Duration::from_millis(10),
+                ))
+                .gets_per_second(1000.0),
+        );
         let (mut batch, results) = client.run_batch(&bq, &spec, prompts).await.unwrap();
         let table = batch.input_tables().remove(0);
         let info = bq.table(&table).await.unwrap().unwrap();

@@ -3,8 +3,10 @@
 
 use crate::common::*;
 use vertex_batch::{
-    data::Inputs, data::Outcome, data::ResultReader, data::Totals, emulator::Emulator, JobSpec,
-    JobState,
+    batch::{Inputs, ResultReader, Totals},
+    emulator::Emulator,
+    format::Outcome,
+    JobSpec, JobState,
 };
 
 /// `n` keyed input lines; every 10th prompt is blocked, every 10th (offset
@@ -200,8 +202,8 @@ async fn a_cancelled_job_leaves_its_unfinished_rows_missing_with_their_requests(
 #[tokio::test]
 async fn a_batchs_cost_is_the_sum_of_its_rows_at_batch_rates() {
     use vertex_batch::{
+        batch::{ReadOptions, ResultReader},
         cost::{Cost, Prices},
-        data::{ReadOptions, ResultReader},
     };
     let dir = temp();
     std::fs::write(

@@ -196,9 +196,9 @@ async fn chunks_of_completed_rows_land_while_the_job_runs_and_the_final_file_hol
     );
 
     // The reader takes each row once: the final file's copy.
-    let (rows, errors, totals) = vertex_batch::data::ResultReader::new()
+    let (rows, errors, totals) = vertex_batch::batch::ResultReader::new()
         .output_local(&out)
-        .inputs(vertex_batch::data::Inputs::local([emu
+        .inputs(vertex_batch::batch::Inputs::local([emu
             .gcs_path("gs://bkt/in.jsonl")
             .unwrap()]))
         .read()

@@ -12,10 +12,14 @@ use crate::common::*;
 use futures::TryStreamExt;
 use tonic::{metadata::MetadataValue, Code};
 use vertex_batch::{
-    emulator::Emulator, policy::RetryPolicy, proto::aiplatform as pb,
-    proto::aiplatform::batch_prediction_job::input_config,
-    proto::aiplatform::job_service_client::JobServiceClient, status::ServiceError, Client, Error,
-    Job, JobSpec, JobState, ListOptions, LocationName,
+    emulator::Emulator,
+    error::ServiceError,
+    policy::RetryPolicy,
+    proto::{
+        aiplatform as pb,
+        aiplatform::{batch_prediction_job::input_config, job_service_client::JobServiceClient},
+    },
+    Client, Error, Job, JobSpec, JobState, ListOptions, LocationName,
 };
 
 const PROJECT: &str = "p1";

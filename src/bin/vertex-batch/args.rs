@@ -68,7 +68,7 @@ pub fn label(s: &str) -> Result<(String, String), String> {
 
 /// Parses `--rows-per-job`: 1 to the service's 200,000.
 pub fn rows_per_job(s: &str) -> Result<u64, String> {
-    let max = vertex_batch::data::input::SERVICE_MAX_ROWS_PER_JOB;
+    let max = vertex_batch::format::SERVICE_MAX_ROWS_PER_JOB;
     match s.parse::<u64>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!("{s:?} is not a number of rows from 1 to {max}")),

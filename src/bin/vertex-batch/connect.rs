@@ -2,7 +2,7 @@
 //! ([`Global`]): the JobService, Cloud Storage and BigQuery, under the
 //! `--retry-for` budget.
 
-use vertex_batch::{bigquery::BigQuery, data::Backend, storage::Storage, Client};
+use vertex_batch::{batch::Backend, bigquery::BigQuery, storage::Storage, Client};
 
 use crate::{
     args::Global,

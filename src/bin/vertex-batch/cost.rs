@@ -43,8 +43,7 @@ pub async fn check_budget(
     let broken = std::cell::Cell::new(None);
     // Streamed: the prompts are read once more, never held.
     let requests = prompts.iter(&broken)?.map(|(_, r)| r);
-    let estimated =
-        vertex_batch::data::budget::estimate(Some(client), model, price, requests).await;
+    let estimated = vertex_batch::batch::estimate(Some(client), model, price, requests).await;
     if let Some(problem) = broken.take() {
         return Err(prompts.changed(&problem));
     }

@@ -40,7 +40,10 @@ use std::{
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use vertex_batch::data::{Outcome, ResultRow, ResultStream, Totals};
+use vertex_batch::{
+    batch::{ResultStream, Totals},
+    format::{Outcome, ResultRow},
+};
 
 use crate::{
     args::Global,

@@ -21,7 +21,7 @@ use std::{
     thread::Thread,
 };
 
-use vertex_batch::data::BatchEvent;
+use vertex_batch::batch::BatchEvent;
 
 /// The variable that names the point.
 const VAR: &str = "VERTEX_BATCH_TEST_PAUSE_AT";

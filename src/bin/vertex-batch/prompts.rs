@@ -17,10 +17,8 @@ use std::{
 
 use serde_json::value::RawValue;
 use vertex_batch::{
-    data::input::{
-        read_input_lines, read_text_prompts, read_text_prompts_as, InputLine, TextShape,
-    },
     family::Family,
+    format::{read_input_lines, read_text_prompts, read_text_prompts_as, InputLine, TextShape},
     JobSpec,
 };
 
@@ -304,7 +302,7 @@ pub fn poison() -> Box<RawValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vertex_batch::{data::BatchSpec, storage::Storage, Client, JobSpec};
+    use vertex_batch::{batch::BatchSpec, storage::Storage, Client, JobSpec};
 
     /// Stages `prompts` as a batch into a local bucket (the client points
     /// nowhere: staging must fail before anything is submitted).

@@ -16,7 +16,7 @@ use std::{
 
 use tokio::sync::Notify;
 use vertex_batch::{
-    data::{Batch, BatchEvent, BatchSpec},
+    batch::{Batch, BatchEvent, BatchSpec},
     Client, JobSpec,
 };
 
@@ -122,7 +122,7 @@ pub fn batch_spec(
             }
         });
     if let Some(n) = rows {
-        spec = spec.limits(vertex_batch::data::input::InputLimits::default().max_rows_per_file(n));
+        spec = spec.limits(vertex_batch::format::InputLimits::default().max_rows_per_file(n));
     }
     spec
 }
@@ -144,7 +144,7 @@ pub enum Started {
 pub struct Start<'a> {
     pub global: &'a Global,
     pub client: &'a Client,
-    pub storage: &'a vertex_batch::data::Backend,
+    pub storage: &'a vertex_batch::batch::Backend,
     pub spec: &'a BatchSpec,
     pub track: &'a Track,
     pub interrupt: &'a Interrupt,

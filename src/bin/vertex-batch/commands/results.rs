@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 use vertex_batch::{
-    data::Inputs, data::ResultReader, job::OutputLocation, uri::BigQueryUri, GcsUri, JobState,
+    batch::{Inputs, ResultReader},
+    job::OutputLocation,
+    uri::BigQueryUri,
+    GcsUri, JobState,
 };
 
 use crate::{

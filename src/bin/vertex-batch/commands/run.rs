@@ -3,8 +3,8 @@
 use std::{path::PathBuf, time::Duration};
 
 use vertex_batch::{
+    batch::{Batch, LiveEvent, LiveOptions},
     client::WatchManyOptions,
-    data::{Batch, LiveEvent, LiveOptions},
     Client, JobSpec, JobState,
 };
 
@@ -278,7 +278,7 @@ pub async fn run(g: &Global, a: RunArgs) -> CliResult<Exit> {
 
 /// What following the batch ended with.
 struct Ended {
-    totals: vertex_batch::data::Totals,
+    totals: vertex_batch::batch::Totals,
     unreadable: u64,
     cost: Option<vertex_batch::cost::Cost>,
     over_budget: bool,

@@ -95,7 +95,7 @@ async fn watch_results(
     file: &std::path::Path,
     interrupt: &crate::interrupt::Interrupt,
 ) -> CliResult<Exit> {
-    use vertex_batch::data::live::JobOutput;
+    use vertex_batch::batch::JobOutput;
     let storage = g.storage_for(client)?;
     let mut output = JobOutput::new(storage);
     let mut had = 0u64;

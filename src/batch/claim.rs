@@ -32,7 +32,7 @@
 //!   whatever the object's generation) therefore still ends with one live
 //!   job per part, and every process follows that one.
 //!
-//! The lease ([`BatchSpec::claim_lease`](super::BatchSpec::claim_lease),
+//! The lease ([`BatchSpec::claim_lease`](crate::batch::BatchSpec::claim_lease),
 //! default [`DEFAULT_CLAIM_LEASE`]) bounds how long a part can wait for a
 //! holder that died between its claim and its create; it should exceed the
 //! time one create (with its retries) can take. A holder slower than its
@@ -50,13 +50,13 @@ use crate::{
     spec::JobSpec,
 };
 
-use super::staging::{Area, Version};
+use crate::batch::stage::{Area, Version};
 
 /// How long a claim holds before another process may take it over.
 ///
 /// ```
 /// use std::time::Duration;
-/// use vertex_batch::data::DEFAULT_CLAIM_LEASE;
+/// use vertex_batch::batch::DEFAULT_CLAIM_LEASE;
 ///
 /// assert_eq!(DEFAULT_CLAIM_LEASE, Duration::from_secs(300));
 /// ```
@@ -143,7 +143,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 /// What happened on the way to a part's job, for
-/// [`BatchSpec::on_event`](super::BatchSpec::on_event).
+/// [`BatchSpec::on_event`](crate::batch::BatchSpec::on_event).
 pub(crate) enum Step {
     /// This process claimed the part and is about to create its job.
     Claimed,

@@ -2,7 +2,7 @@
 //! lenient decoding of the requests and responses a batch job writes.
 //!
 //! ```
-//! use vertex_batch::data::request::Prompt;
+//! use vertex_batch::format::Prompt;
 //!
 //! let request = Prompt::text("Give me a recipe for banana bread.")
 //!     .system("You are a concise baker.")
@@ -30,7 +30,7 @@ use crate::{
 /// message itself ([`Prompt::request_mut`]).
 ///
 /// ```
-/// use vertex_batch::data::request::Prompt;
+/// use vertex_batch::format::Prompt;
 /// use vertex_batch::proto::aiplatform::{safety_setting::HarmBlockThreshold, HarmCategory};
 ///
 /// let request = Prompt::text("Summarise: …")
@@ -66,7 +66,7 @@ impl Prompt {
     /// A request with one user turn holding `text`.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").into_request();
     /// assert_eq!(r.contents.len(), 1);
     /// ```
@@ -77,7 +77,7 @@ impl Prompt {
     /// An empty request (no turns yet).
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::new().user("Hello").model("Hi! How can I help?").user("Tell a joke");
     /// assert_eq!(r.as_request().contents.len(), 3);
     /// ```
@@ -88,7 +88,7 @@ impl Prompt {
     /// Appends a user turn of text.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// assert_eq!(Prompt::new().user("hi").as_request().contents[0].role, "user");
     /// ```
     pub fn user(self, text: impl Into<String>) -> Self {
@@ -98,7 +98,7 @@ impl Prompt {
     /// Appends a model turn of text (for few-shot or multi-turn prompts).
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// assert_eq!(Prompt::new().model("ok").as_request().contents[0].role, "model");
     /// ```
     pub fn model(self, text: impl Into<String>) -> Self {
@@ -108,7 +108,7 @@ impl Prompt {
     /// Appends any turn (images, files, function calls...).
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// use vertex_batch::proto::aiplatform::{part, Content, FileData, Part};
     ///
     /// let image = Part {
@@ -130,7 +130,7 @@ impl Prompt {
     /// Sets the system instruction.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").system("Answer in French.").into_request();
     /// assert!(r.system_instruction.is_some());
     /// ```
@@ -150,7 +150,7 @@ impl Prompt {
     /// Sets the sampling temperature.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").temperature(0.2).into_request();
     /// assert_eq!(r.generation_config.unwrap().temperature, Some(0.2));
     /// ```
@@ -162,7 +162,7 @@ impl Prompt {
     /// Sets nucleus sampling's `top_p`.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").top_p(0.95).into_request();
     /// assert_eq!(r.generation_config.unwrap().top_p, Some(0.95));
     /// ```
@@ -174,7 +174,7 @@ impl Prompt {
     /// Sets `top_k`.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").top_k(40.0).into_request();
     /// assert_eq!(r.generation_config.unwrap().top_k, Some(40.0));
     /// ```
@@ -186,7 +186,7 @@ impl Prompt {
     /// Sets the longest answer, in tokens.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").max_output_tokens(100).into_request();
     /// assert_eq!(r.generation_config.unwrap().max_output_tokens, Some(100));
     /// ```
@@ -198,7 +198,7 @@ impl Prompt {
     /// Sets the random seed.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").seed(7).into_request();
     /// assert_eq!(r.generation_config.unwrap().seed, Some(7));
     /// ```
@@ -210,7 +210,7 @@ impl Prompt {
     /// Adds a stop sequence.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").stop_sequence("END").into_request();
     /// assert_eq!(r.generation_config.unwrap().stop_sequences, ["END"]);
     /// ```
@@ -222,7 +222,7 @@ impl Prompt {
     /// Sets the answer's MIME type (`text/plain`, `application/json`, ...).
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").response_mime_type("application/json").into_request();
     /// assert_eq!(r.generation_config.unwrap().response_mime_type, "application/json");
     /// ```
@@ -236,7 +236,7 @@ impl Prompt {
     ///
     /// ```
     /// use serde_json::json;
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     ///
     /// let r = Prompt::text("List three fruits")
     ///     .response_json_schema(json!({"type": "array", "items": {"type": "string"}}))
@@ -258,7 +258,7 @@ impl Prompt {
     /// Replaces the whole generation config.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// use vertex_batch::proto::aiplatform::GenerationConfig;
     ///
     /// let config = GenerationConfig { candidate_count: Some(2), ..Default::default() };
@@ -273,7 +273,7 @@ impl Prompt {
     /// Adds a safety setting (a later one for the same category replaces it).
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// use vertex_batch::proto::aiplatform::{safety_setting::HarmBlockThreshold, HarmCategory};
     ///
     /// let r = Prompt::text("hi")
@@ -297,10 +297,10 @@ impl Prompt {
     /// Adds a label (billing and reporting; the service echoes it back).
     /// Keys and values: at most 63 lowercase letters, digits, `_` or `-`,
     /// keys start with a letter. The label
-    /// [`KEY_LABEL`](crate::data::key::KEY_LABEL) is reserved.
+    /// [`KEY_LABEL`](crate::format::KEY_LABEL) is reserved.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").label("experiment", "a1").into_request();
     /// assert_eq!(r.labels["experiment"], "a1");
     /// ```
@@ -312,7 +312,7 @@ impl Prompt {
     /// Uses a context cache (`projects/…/cachedContents/…`).
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").cached_content("projects/p/locations/l/cachedContents/c");
     /// assert!(!r.as_request().cached_content.is_empty());
     /// ```
@@ -324,7 +324,7 @@ impl Prompt {
     /// The request built so far.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// assert!(Prompt::new().as_request().contents.is_empty());
     /// ```
     pub fn as_request(&self) -> &GenerateContentRequest {
@@ -334,7 +334,7 @@ impl Prompt {
     /// The request, for changes the builder does not cover.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let mut p = Prompt::text("hi");
     /// p.request_mut().model = "gemini-2.0-flash-001".into();
     /// assert_eq!(p.into_request().model, "gemini-2.0-flash-001");
@@ -346,7 +346,7 @@ impl Prompt {
     /// The finished request.
     ///
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// let r = Prompt::text("hi").into_request();
     /// assert_eq!(r.contents[0].parts.len(), 1);
     /// ```
@@ -357,7 +357,7 @@ impl Prompt {
 
 impl From<Prompt> for GenerateContentRequest {
     /// ```
-    /// use vertex_batch::{data::request::Prompt, proto::aiplatform::GenerateContentRequest};
+    /// use vertex_batch::{format::Prompt, proto::aiplatform::GenerateContentRequest};
     /// let r: GenerateContentRequest = Prompt::text("hi").into();
     /// assert_eq!(r.contents.len(), 1);
     /// ```
@@ -368,7 +368,7 @@ impl From<Prompt> for GenerateContentRequest {
 
 impl From<GenerateContentRequest> for Prompt {
     /// ```
-    /// use vertex_batch::{data::request::Prompt, proto::aiplatform::GenerateContentRequest};
+    /// use vertex_batch::{format::Prompt, proto::aiplatform::GenerateContentRequest};
     /// let p = Prompt::from(GenerateContentRequest::default()).user("hi");
     /// assert_eq!(p.as_request().contents.len(), 1);
     /// ```
@@ -379,7 +379,7 @@ impl From<GenerateContentRequest> for Prompt {
 
 impl From<&str> for Prompt {
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// assert_eq!(Prompt::from("hi"), Prompt::text("hi"));
     /// ```
     fn from(text: &str) -> Self {
@@ -389,7 +389,7 @@ impl From<&str> for Prompt {
 
 impl From<String> for Prompt {
     /// ```
-    /// use vertex_batch::data::request::Prompt;
+    /// use vertex_batch::format::Prompt;
     /// assert_eq!(Prompt::from(String::from("hi")), Prompt::text("hi"));
     /// ```
     fn from(text: String) -> Self {
@@ -402,7 +402,7 @@ impl From<String> for Prompt {
 /// no text.
 ///
 /// ```
-/// use vertex_batch::data::request::{parse_response, response_text};
+/// use vertex_batch::format::{parse_response, response_text};
 ///
 /// let r = parse_response(r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hel"},{"text":"lo"}]}}]}"#)?;
 /// assert_eq!(response_text(&r).as_deref(), Some("Hello"));
@@ -427,7 +427,7 @@ pub fn response_text(response: &GenerateContentResponse) -> Option<String> {
 /// The error is [`Error::Validation`] with field `response`.
 ///
 /// ```
-/// use vertex_batch::data::request::parse_response;
+/// use vertex_batch::format::parse_response;
 /// use vertex_batch::proto::aiplatform::candidate::FinishReason;
 ///
 /// let r = parse_response(r#"{"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]},
@@ -444,7 +444,7 @@ pub fn parse_response(json: &str) -> Result<GenerateContentResponse> {
 ///
 /// ```
 /// use serde_json::json;
-/// use vertex_batch::data::request::parse_response_value;
+/// use vertex_batch::format::parse_response_value;
 ///
 /// let r = parse_response_value(json!({"candidates": null, "responseId": "abc"}))?;
 /// assert!(r.candidates.is_empty());
@@ -459,7 +459,7 @@ pub fn parse_response_value(json: Value) -> Result<GenerateContentResponse> {
 /// with field `request`.
 ///
 /// ```
-/// use vertex_batch::data::request::parse_request;
+/// use vertex_batch::format::parse_request;
 ///
 /// let r = parse_request(r#"{"contents": [{"role": "user", "parts": [{"text": "hi", "file_data": null}]}],
 ///     "generation_config": {"maxOutputTokens": 10}, "labels": {"k": "v"}}"#)?;
@@ -474,7 +474,7 @@ pub fn parse_request(json: &str) -> Result<GenerateContentRequest> {
 ///
 /// ```
 /// use serde_json::json;
-/// use vertex_batch::data::request::parse_request_value;
+/// use vertex_batch::format::parse_request_value;
 ///
 /// let r = parse_request_value(json!({"contents": [{"parts": [{"text": "hi"}]}]}))?;
 /// assert_eq!(r.contents.len(), 1);

@@ -506,7 +506,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
             ) -> std::result::Result<Labels<'a>, M::Error> {
                 let mut found = None;
                 while let Some(k) = m.next_key::<MaybeBorrowed<'de>>()? {
-                    if k.0 == crate::data::key::KEY_LABEL {
+                    if k.0 == crate::format::key::KEY_LABEL {
                         found = m.next_value::<AnyStr<'de>>()?.0;
                     } else {
                         m.next_value::<serde::de::IgnoredAny>()?;
@@ -631,12 +631,12 @@ pub(crate) fn parse_line(bytes: &bytes::Bytes) -> std::result::Result<ParsedLine
 /// [`ResultRow`]: the one-line way to read a line without a job or a file.
 ///
 /// A line without a top-level key gets its key back from a reversible key
-/// label (see [`KEY_LABEL`](crate::data::key::KEY_LABEL)). A line that is not
+/// label (see [`KEY_LABEL`](crate::format::KEY_LABEL)). A line that is not
 /// an output line is an [`Error::Output`](crate::error::Error::Output) (file
 /// `"-"`, line 1); it never panics.
 ///
 /// ```
-/// use vertex_batch::data::{parse_output_line, Outcome};
+/// use vertex_batch::format::{parse_output_line, Outcome};
 ///
 /// let row = parse_output_line(r#"{"custom_id":"c1","status":"","response":{"type":"message","content":[{"type":"text","text":"Hi."}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}}}"#)?;
 /// assert_eq!(row.key(), Some("c1"));
@@ -666,7 +666,7 @@ pub fn parse_output_line(line: &str) -> crate::error::Result<ResultRow> {
 pub(crate) fn plain_key(line: &ParsedLine) -> Option<String> {
     line.key_label
         .as_deref()
-        .and_then(crate::data::key::decode_exact)
+        .and_then(crate::format::key::decode_exact)
 }
 
 /// A `status` as text: a string as it is, an object (or any other value)

@@ -20,7 +20,7 @@
 //!   has the wrong type, is an [`Error::Output`](crate::error::Error::Output) naming
 //!   its file and line — never a panic, never a silently dropped row;
 //! * the key comes from the top-level `key` field, or, when a pipeline
-//!   dropped it, from the label [`KEY_LABEL`](crate::data::key::KEY_LABEL) that the
+//!   dropped it, from the label [`KEY_LABEL`](crate::format::KEY_LABEL) that the
 //!   input writer mirrors into `request.labels`.
 
 mod json;
@@ -29,7 +29,9 @@ mod parse;
 mod tests;
 mod types;
 
-pub(crate) use json::{opt_str, MaybeBorrowed};
+pub(crate) use json::opt_str;
+#[cfg(feature = "emulator")]
+pub(crate) use json::MaybeBorrowed;
 pub use parse::parse_output_line;
 pub(crate) use parse::{parse_line, plain_key, ParsedLine};
 pub use types::{

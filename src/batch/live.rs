@@ -14,14 +14,14 @@
 //! them ([`Batch::results`]): each input key comes out once, as soon as any
 //! copy of its row lands; repeats count as duplicates, rows of no input as
 //! unexpected; when every job has ended, the inputs never seen come out
-//! [`Outcome::Missing`](super::Outcome::Missing). Memory: the inputs'
+//! [`Outcome::Missing`](crate::format::Outcome::Missing). Memory: the inputs'
 //! fingerprints (12 bytes a prompt), one bit a prompt, and the rows held
 //! for a retry (below).
 //!
 //! # Retries before the end
 //!
 //! With [`LiveOptions::retry_rounds`], a row that failed for a passing cause
-//! ([`RowError::is_retryable`](super::RowError::is_retryable): 429, 5xx) is
+//! ([`RowError::is_retryable`](crate::format::RowError::is_retryable): 429, 5xx) is
 //! held back instead of handed out, and sent again in a follow-up round
 //! while the other rows still run, as soon as
 //! [`LiveOptions::retry_min_rows`] of them wait. The last round is kept for
@@ -47,15 +47,21 @@ use std::{
 
 use futures::{stream::BoxStream, StreamExt, TryStreamExt};
 
-use super::reader::{ReadOptions, ResultStream};
-use super::{
-    batch::Batch,
-    fingerprint::{fingerprint, FingerprintSet},
-    join::{index_inputs, missing_rows, Bits, Inputs, KeyIndex},
-    read::dir_prefix,
-    reader::{is_incremental, is_prediction_file, parse_lines, SourceFile, Totals},
-    results::{parse_line, ParsedLine, ResultRow},
-    staging::Area,
+use crate::batch::read::stream::{ReadOptions, ResultStream};
+use crate::{
+    batch::{
+        follow::Batch,
+        read::{
+            join::{index_inputs, missing_rows, Bits, Inputs, KeyIndex},
+            open::dir_prefix,
+            stream::{is_incremental, is_prediction_file, parse_lines, SourceFile, Totals},
+        },
+        stage::Area,
+    },
+    format::{
+        fingerprint::{fingerprint, FingerprintSet},
+        results::{parse_line, ParsedLine, ResultRow},
+    },
 };
 use crate::{
     cost::{Cost, ModelPrice},
@@ -68,7 +74,7 @@ use crate::{
 ///
 /// ```
 /// use std::time::Duration;
-/// use vertex_batch::data::LiveOptions;
+/// use vertex_batch::batch::LiveOptions;
 ///
 /// let opts = LiveOptions::new()
 ///     .poll(Duration::from_secs(2))
@@ -110,7 +116,7 @@ impl LiveOptions {
     /// Polls every 5 s, no follow-up rounds, no budget.
     ///
     /// ```
-    /// let opts = vertex_batch::data::LiveOptions::new();
+    /// let opts = vertex_batch::batch::LiveOptions::new();
     /// assert_eq!(opts.rounds(), 0);
     /// ```
     pub fn new() -> Self {
@@ -123,7 +129,7 @@ impl LiveOptions {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// let opts = vertex_batch::data::LiveOptions::new().poll(Duration::from_secs(1));
+    /// let opts = vertex_batch::batch::LiveOptions::new().poll(Duration::from_secs(1));
     /// ```
     pub fn poll(mut self, every: Duration) -> Self {
         self.poll = every.max(Duration::from_millis(10));
@@ -135,7 +141,7 @@ impl LiveOptions {
     /// end (see the module docs).
     ///
     /// ```
-    /// let opts = vertex_batch::data::LiveOptions::new().retry_rounds(3);
+    /// let opts = vertex_batch::batch::LiveOptions::new().retry_rounds(3);
     /// assert_eq!(opts.rounds(), 3);
     /// ```
     pub fn retry_rounds(mut self, n: usize) -> Self {
@@ -147,7 +153,7 @@ impl LiveOptions {
     /// it (default 1; at least 1).
     ///
     /// ```
-    /// let opts = vertex_batch::data::LiveOptions::new().retry_rounds(2).retry_min_rows(500);
+    /// let opts = vertex_batch::batch::LiveOptions::new().retry_rounds(2).retry_min_rows(500);
     /// ```
     pub fn retry_min_rows(mut self, n: u64) -> Self {
         self.retry_min_rows = n.max(1);
@@ -163,7 +169,7 @@ impl LiveOptions {
     /// use vertex_batch::cost::{Cost, Prices};
     ///
     /// let price = Prices::builtin().lookup("gemini-2.5-flash").unwrap().clone();
-    /// let opts = vertex_batch::data::LiveOptions::new().budget(Cost::from_usd(5.0), price);
+    /// let opts = vertex_batch::batch::LiveOptions::new().budget(Cost::from_usd(5.0), price);
     /// ```
     pub fn budget(mut self, max: Cost, price: ModelPrice) -> Self {
         self.budget = Some((max, Arc::new(price)));
@@ -173,7 +179,7 @@ impl LiveOptions {
     /// The follow-up rounds asked for.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::LiveOptions::new().rounds(), 0);
+    /// assert_eq!(vertex_batch::batch::LiveOptions::new().rounds(), 0);
     /// ```
     pub fn rounds(&self) -> usize {
         self.retry_rounds
@@ -456,8 +462,8 @@ impl Batch {
     /// (see [`LiveOptions`] and the module docs of `data::live`).
     ///
     /// ```no_run
-    /// # async fn demo(mut batch: vertex_batch::data::Batch) -> vertex_batch::Result<()> {
-    /// use vertex_batch::data::{LiveEvent, LiveOptions};
+    /// # async fn demo(mut batch: vertex_batch::batch::Batch) -> vertex_batch::Result<()> {
+    /// use vertex_batch::batch::{LiveEvent, LiveOptions};
     ///
     /// let mut live = batch.live(LiveOptions::new().retry_rounds(2)).await?;
     /// while let Some(event) = live.next().await {
@@ -515,7 +521,7 @@ impl Batch {
             let src = self.area.source(&part.input)?;
             let mut keys = Box::pin(parse_lines(vec![src], self.spec.read.clone(), |raw| {
                 let line = std::str::from_utf8(&raw).map_err(|e| e.to_string())?;
-                crate::data::input::line_key(line).map(|k| fingerprint(&k))
+                crate::format::input::line_key(line).map(|k| fingerprint(&k))
             }));
             while let Some(fp) = keys.next().await {
                 if let Some(i) = index.position_of(fp?) {
@@ -528,7 +534,7 @@ impl Batch {
 
     /// Makes a follow-up round, now, of the rows exported so far that
     /// failed for a passing cause (see [`Batch::retry_failed`]).
-    pub(super) async fn retry_early(&mut self) -> Result<u64> {
+    pub(crate) async fn retry_early(&mut self) -> Result<u64> {
         let mut live = self.live(LiveOptions::new().retry_rounds(2)).await?;
         live.list_outputs().await?;
         loop {
@@ -667,7 +673,7 @@ impl Live<'_> {
                             p.read += 1;
                             p.failed += u64::from(matches!(
                                 row.outcome(),
-                                super::results::Outcome::Failed(_)
+                                crate::format::results::Outcome::Failed(_)
                             ));
                         }
                         if let Some((_, price)) = &self.opts.budget {
@@ -969,7 +975,7 @@ impl Live<'_> {
 ///
 /// ```no_run
 /// # async fn demo(storage: vertex_batch::storage::Storage, job: vertex_batch::Job) -> vertex_batch::Result<()> {
-/// use vertex_batch::data::live::JobOutput;
+/// use vertex_batch::batch::JobOutput;
 ///
 /// let mut output = JobOutput::new(storage);
 /// let dir = JobOutput::dir_of(&job).expect("a Cloud Storage job");
@@ -999,7 +1005,7 @@ impl JobOutput {
     ///
     /// ```
     /// # fn demo(storage: vertex_batch::storage::Storage) {
-    /// let output = vertex_batch::data::live::JobOutput::new(storage);
+    /// let output = vertex_batch::batch::JobOutput::new(storage);
     /// assert_eq!(output.totals().rows(), 0);
     /// # }
     /// ```
@@ -1018,7 +1024,7 @@ impl JobOutput {
     ///
     /// ```
     /// # fn demo(storage: vertex_batch::storage::Storage) {
-    /// let mut output = vertex_batch::data::live::JobOutput::new(storage);
+    /// let mut output = vertex_batch::batch::JobOutput::new(storage);
     /// output.skip_key("q1");
     /// # }
     /// ```
@@ -1032,7 +1038,7 @@ impl JobOutput {
     ///
     /// ```
     /// # fn demo(job: vertex_batch::Job) {
-    /// if let Some(dir) = vertex_batch::data::live::JobOutput::dir_of(&job) {
+    /// if let Some(dir) = vertex_batch::batch::JobOutput::dir_of(&job) {
     ///     println!("rows land under {dir}");
     /// }
     /// # }
@@ -1091,7 +1097,7 @@ impl JobOutput {
                     let recovered = line
                         .key_label
                         .as_deref()
-                        .and_then(crate::data::key::decode_exact);
+                        .and_then(crate::format::key::decode_exact);
                     row.set_key(recovered);
                 }
                 if let Some(k) = row.key() {
@@ -1117,8 +1123,8 @@ impl JobOutput {
 
 #[cfg(test)]
 mod tests {
-    use super::super::results::Outcome;
     use super::*;
+    use crate::format::results::Outcome;
 
     async fn join(keys: &[&str]) -> LiveJoin {
         let lines: String = keys

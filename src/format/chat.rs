@@ -1,7 +1,7 @@
 //! Typed chat requests for every chat family: [`Chat`].
 //!
 //! ```
-//! use vertex_batch::data::chat::Chat;
+//! use vertex_batch::format::Chat;
 //!
 //! let chat = Chat::user("Write a haiku about autumn.")
 //!     .system("You are a poet.")
@@ -13,8 +13,8 @@
 
 use serde_json::{json, Map, Value};
 
-use super::embed::merged;
 use crate::family::ANTHROPIC_VERSION;
+use crate::format::embed::merged;
 
 /// The `max_tokens` a Claude line gets when its request sets none (the
 /// service refuses Claude lines without one).
@@ -57,7 +57,7 @@ impl Chat {
     /// A conversation of one user turn.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::chat::Chat::user("hi").turns().len(), 1);
+    /// assert_eq!(vertex_batch::format::Chat::user("hi").turns().len(), 1);
     /// ```
     pub fn user(text: impl Into<String>) -> Self {
         Chat::new().then_user(text)
@@ -66,7 +66,7 @@ impl Chat {
     /// An empty conversation.
     ///
     /// ```
-    /// assert!(vertex_batch::data::chat::Chat::new().turns().is_empty());
+    /// assert!(vertex_batch::format::Chat::new().turns().is_empty());
     /// ```
     pub fn new() -> Self {
         Chat::default()
@@ -75,7 +75,7 @@ impl Chat {
     /// Appends a user turn.
     ///
     /// ```
-    /// use vertex_batch::data::chat::{Chat, Role};
+    /// use vertex_batch::format::{Chat, Role};
     /// let c = Chat::user("Hello").then_assistant("Hi!").then_user("A joke?");
     /// assert_eq!(c.turns()[1].0, Role::Assistant);
     /// ```
@@ -87,7 +87,7 @@ impl Chat {
     /// Appends a model turn (few-shot and multi-turn prompts).
     ///
     /// ```
-    /// use vertex_batch::data::chat::Chat;
+    /// use vertex_batch::format::Chat;
     /// assert_eq!(Chat::new().then_assistant("ok").turns().len(), 1);
     /// ```
     pub fn then_assistant(mut self, text: impl Into<String>) -> Self {
@@ -98,7 +98,7 @@ impl Chat {
     /// Sets the system prompt.
     ///
     /// ```
-    /// use vertex_batch::data::chat::Chat;
+    /// use vertex_batch::format::Chat;
     /// assert_eq!(Chat::user("hi").system("Be brief.").system_text(), Some("Be brief."));
     /// ```
     pub fn system(mut self, text: impl Into<String>) -> Self {
@@ -109,7 +109,7 @@ impl Chat {
     /// The most tokens to generate.
     ///
     /// ```
-    /// use vertex_batch::data::chat::Chat;
+    /// use vertex_batch::format::Chat;
     /// assert_eq!(Chat::user("hi").max_tokens(50).max_tokens_value(), Some(50));
     /// ```
     pub fn max_tokens(mut self, n: u32) -> Self {
@@ -120,7 +120,7 @@ impl Chat {
     /// The sampling temperature.
     ///
     /// ```
-    /// use vertex_batch::data::chat::Chat;
+    /// use vertex_batch::format::Chat;
     /// assert_eq!(Chat::user("hi").temperature(0.5), Chat::user("hi").temperature(0.5));
     /// ```
     pub fn temperature(mut self, t: f32) -> Self {
@@ -131,7 +131,7 @@ impl Chat {
     /// Adds a stop sequence.
     ///
     /// ```
-    /// use vertex_batch::data::chat::Chat;
+    /// use vertex_batch::format::Chat;
     /// assert_ne!(Chat::user("hi").stop_sequence("END"), Chat::user("hi"));
     /// ```
     pub fn stop_sequence(mut self, stop: impl Into<String>) -> Self {
@@ -144,7 +144,7 @@ impl Chat {
     /// wins over the builder's. Not an object: ignored.
     ///
     /// ```
-    /// use vertex_batch::data::chat::Chat;
+    /// use vertex_batch::format::Chat;
     /// assert_ne!(Chat::user("hi").extra(serde_json::json!({"top_p": 0.9})), Chat::user("hi"));
     /// ```
     pub fn extra(mut self, fields: Value) -> Self {
@@ -157,7 +157,7 @@ impl Chat {
     /// The turns so far.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::chat::Chat::user("hi").turns()[0].1, "hi");
+    /// assert_eq!(vertex_batch::format::Chat::user("hi").turns()[0].1, "hi");
     /// ```
     pub fn turns(&self) -> &[(Role, String)] {
         &self.messages
@@ -166,7 +166,7 @@ impl Chat {
     /// The system prompt, if set.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::chat::Chat::user("hi").system_text(), None);
+    /// assert_eq!(vertex_batch::format::Chat::user("hi").system_text(), None);
     /// ```
     pub fn system_text(&self) -> Option<&str> {
         self.system.as_deref()
@@ -175,7 +175,7 @@ impl Chat {
     /// The `max_tokens`, if set.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::chat::Chat::user("hi").max_tokens_value(), None);
+    /// assert_eq!(vertex_batch::format::Chat::user("hi").max_tokens_value(), None);
     /// ```
     pub fn max_tokens_value(&self) -> Option<u32> {
         self.max_tokens

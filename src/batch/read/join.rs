@@ -1,6 +1,6 @@
 //! Joining output rows to the inputs that produced them: every input key
 //! gets exactly one result, and inputs with no output row are
-//! [`Outcome::Missing`](super::Outcome::Missing) with their original request.
+//! [`Outcome::Missing`](crate::format::Outcome::Missing) with their original request.
 //!
 //! # How
 //!
@@ -12,7 +12,7 @@
 //!    key). Each row's key (or key label) is looked up in the array on the
 //!    parsing threads; one bit per input marks it seen. A row whose key was
 //!    seen already is a duplicate; a row whose key is not an input is counted
-//!    in [`Totals::unexpected`](super::Totals::unexpected) and logged.
+//!    in [`Totals::unexpected`](crate::batch::Totals::unexpected) and logged.
 //! 3. The inputs are read again, and every input never seen comes out as
 //!    missing, with its request byte-exact.
 //!
@@ -26,19 +26,21 @@ use futures::{stream::BoxStream, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{
-    fingerprint::{fingerprint, Fingerprint},
-    reader::{parse_lines, ReadOptions, ResultStream, SourceFile, Totals},
-    results::{parse_line, ParsedLine, ResultRow},
-};
 use crate::error::{Error, Result};
+use crate::{
+    batch::read::stream::{parse_lines, ReadOptions, ResultStream, SourceFile, Totals},
+    format::{
+        fingerprint::{fingerprint, Fingerprint},
+        results::{parse_line, ParsedLine, ResultRow},
+    },
+};
 
 /// Where a batch's input lines (`{"key": …, "request": {…}}`) are read from.
 /// They are read twice by a joined read, so this names them rather than
 /// holding a stream.
 ///
 /// ```
-/// use vertex_batch::data::Inputs;
+/// use vertex_batch::batch::Inputs;
 ///
 /// let staged = Inputs::local(["batch/input/part-00000.jsonl", "batch/input/part-00001.jsonl"]);
 /// assert_eq!(staged.len(), 2);
@@ -63,7 +65,7 @@ impl Inputs {
     /// Input files on the local disk, in order.
     ///
     /// ```
-    /// use vertex_batch::data::{Inputs, ResultReader};
+    /// use vertex_batch::batch::{Inputs, ResultReader};
     ///
     /// let reader = ResultReader::new()
     ///     .output_local("out/prediction-model-2026-11-22T10:00:00.000Z")
@@ -83,7 +85,7 @@ impl Inputs {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> vertex_batch::Result<()> {
-    /// use vertex_batch::data::{Inputs, ResultReader};
+    /// use vertex_batch::batch::{Inputs, ResultReader};
     ///
     /// let inputs = Inputs::memory("test-inputs", "{\"key\":\"a\",\"request\":{}}\n{\"key\":\"b\",\"request\":{}}\n");
     /// // No output yet: both inputs come back missing.
@@ -102,7 +104,7 @@ impl Inputs {
     ///
     /// ```
     /// # fn main() -> vertex_batch::Result<()> {
-    /// use vertex_batch::{data::{Inputs, ResultReader}, storage::Storage};
+    /// use vertex_batch::{batch::{Inputs, ResultReader}, storage::Storage};
     ///
     /// let storage = Storage::local("/tmp/gcs"); // or Storage::for_client(&client)?
     /// let inputs = Inputs::gcs(&storage, ["gs://my-bucket/batches/k/input/part-00000.jsonl".parse()?]);
@@ -131,7 +133,7 @@ impl Inputs {
     ///
     /// ```
     /// # fn main() -> vertex_batch::Result<()> {
-    /// use vertex_batch::{bigquery::BigQuery, data::Inputs};
+    /// use vertex_batch::{bigquery::BigQuery, batch::Inputs};
     /// let bq = BigQuery::builder().ignore_env().emulator_host("127.0.0.1:9050").build()?;
     /// let inputs = Inputs::bigquery(&bq, ["bq://my-project.batches.nightly_r0_p00000".parse()?]);
     /// assert_eq!(inputs.len(), 1);
@@ -152,7 +154,7 @@ impl Inputs {
     /// How many input files there are.
     ///
     /// ```
-    /// use vertex_batch::data::Inputs;
+    /// use vertex_batch::batch::Inputs;
     ///
     /// let inputs = Inputs::local(["prompts-0.jsonl", "prompts-1.jsonl"]);
     /// assert_eq!(inputs.len(), 2);
@@ -164,7 +166,7 @@ impl Inputs {
     /// Whether there are no input files.
     ///
     /// ```
-    /// use vertex_batch::data::Inputs;
+    /// use vertex_batch::batch::Inputs;
     ///
     /// assert!(!Inputs::memory("prompts.jsonl", "").is_empty()); // one (empty) file
     /// assert!(Inputs::local(Vec::<std::path::PathBuf>::new()).is_empty());
@@ -193,7 +195,7 @@ impl Inputs {
 
 fn parse_input(raw: &[u8]) -> std::result::Result<(String, Box<RawValue>), String> {
     let line = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8: {e}"))?;
-    crate::data::input::parse_input_text(line)?.ok_or_else(|| "a blank line".to_owned())
+    crate::format::input::parse_input_text(line)?.ok_or_else(|| "a blank line".to_owned())
 }
 
 /// The inputs' keys, as sorted fingerprints.
@@ -233,7 +235,7 @@ impl KeyIndex {
         let index = match row.key() {
             Some(k) => self.position(fingerprint(k)),
             None => match line.key_label.as_deref() {
-                Some(label) => match crate::data::key::decode_exact(label) {
+                Some(label) => match crate::format::key::decode_exact(label) {
                     Some(key) => {
                         let i = self.position(fingerprint(&key));
                         row.set_key(Some(key));
@@ -266,7 +268,7 @@ pub(crate) async fn index_inputs(inputs: &Inputs, opts: &ReadOptions) -> Result<
                 borrow,
                 default,
                 alias = "custom_id",
-                deserialize_with = "crate::data::results::opt_str"
+                deserialize_with = "crate::format::results::opt_str"
             )]
             key: Option<std::borrow::Cow<'a, str>>,
         }
@@ -276,7 +278,7 @@ pub(crate) async fn index_inputs(inputs: &Inputs, opts: &ReadOptions) -> Result<
             .key
             .ok_or("the input line has no `key` (or `custom_id`)")?;
         let fp = fingerprint(&key);
-        let label = crate::data::key::hashed_label(&key).map(|l| (l, key.into_owned()));
+        let label = crate::format::key::hashed_label(&key).map(|l| (l, key.into_owned()));
         Ok((fp, label))
     }));
     let mut sorted = Vec::new();
@@ -425,7 +427,7 @@ pub(crate) fn missing_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::results::Outcome;
+    use crate::format::results::Outcome;
 
     fn ok(key: &str) -> String {
         format!(
@@ -507,8 +509,8 @@ mod tests {
         let label = |k: &str| {
             format!(
                 r#"{{"status":"","request":{{"labels":{{"team":"x","{}":"{}"}}}},"response":{{"candidates":[{{"content":{{"parts":[{{"text":"t"}}]}}}}]}}}}"#,
-                crate::data::key::KEY_LABEL,
-                crate::data::key::key_label_value(k)
+                crate::format::key::KEY_LABEL,
+                crate::format::key::key_label_value(k)
             )
         };
         let outputs = out("o", &[label("short"), label(long)]);
@@ -537,7 +539,7 @@ mod tests {
         // A byte-order mark and Unicode-whitespace lines, which
         // `input::read_input_lines` (and so `run`) accepts.
         let text = "\u{feff}{\"key\":\"a\",\"request\":{\"contents\":[]}}\n\u{a0}\u{2003}\n\u{3000}\r\n{\"key\":\"b\",\"request\":{}}\n";
-        let checked: Vec<_> = crate::data::input::read_input_lines(text.as_bytes())
+        let checked: Vec<_> = crate::format::input::read_input_lines(text.as_bytes())
             .collect::<Result<_>>()
             .unwrap();
         assert_eq!(checked.len(), 2);

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use super::{call::Routing, shared::Client};
+use super::{call::Routing, handle::Client};
 use crate::{
-    error::{Error, Result},
+    error::{service::ServiceError, Error, Result},
     job::{Job, JobRef},
     policy::Backoff,
     proto::{aiplatform as pb, longrunning},
-    status::ServiceError,
 };
 
 impl Client {

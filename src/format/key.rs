@@ -15,7 +15,7 @@
 //!   ([`key_hash`]).
 //!
 //! ```
-//! use vertex_batch::data::key::{decode_key_label, key_label_value, KeyLabel};
+//! use vertex_batch::format::{decode_key_label, key_label_value, KeyLabel};
 //!
 //! let value = key_label_value("row-1");
 //! assert_eq!(decode_key_label(&value), Some(KeyLabel::Exact("row-1".into())));
@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 /// string up to this length; nothing else is restricted.
 ///
 /// ```
-/// use vertex_batch::data::key::{check_key, MAX_KEY_BYTES};
+/// use vertex_batch::format::{check_key, MAX_KEY_BYTES};
 /// assert!(check_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
 /// assert!(check_key(&"k".repeat(MAX_KEY_BYTES + 1)).is_err());
 /// ```
@@ -38,7 +38,7 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// The label key under which every request mirrors its row key.
 ///
 /// ```
-/// assert_eq!(vertex_batch::data::key::KEY_LABEL, "vertex_batch_key");
+/// assert_eq!(vertex_batch::format::KEY_LABEL, "vertex_batch_key");
 /// ```
 pub const KEY_LABEL: &str = "vertex_batch_key";
 
@@ -46,7 +46,7 @@ pub const KEY_LABEL: &str = "vertex_batch_key";
 /// [`MAX_LABEL_VALUE_CHARS`]).
 ///
 /// ```
-/// use vertex_batch::data::key::{key_label_value, MAX_EXACT_KEY_BYTES};
+/// use vertex_batch::format::{key_label_value, MAX_EXACT_KEY_BYTES};
 /// assert!(key_label_value(&"a".repeat(MAX_EXACT_KEY_BYTES)).starts_with('r'));
 /// assert!(key_label_value(&"a".repeat(MAX_EXACT_KEY_BYTES + 1)).starts_with('h'));
 /// ```
@@ -55,7 +55,7 @@ pub const MAX_EXACT_KEY_BYTES: usize = (MAX_LABEL_VALUE_CHARS - 1) * 5 / 8;
 /// The longest label value this module produces.
 ///
 /// ```
-/// use vertex_batch::data::key::{key_label_value, MAX_LABEL_VALUE_CHARS};
+/// use vertex_batch::format::{key_label_value, MAX_LABEL_VALUE_CHARS};
 /// for key in ["a", "row-000042", &"long key ".repeat(100)] {
 ///     assert!(key_label_value(key).len() <= MAX_LABEL_VALUE_CHARS);
 /// }
@@ -71,7 +71,7 @@ const HASH_BYTES: usize = 20;
 /// (shortened for display).
 ///
 /// ```
-/// use vertex_batch::data::key::check_key;
+/// use vertex_batch::format::check_key;
 /// assert!(check_key("doc-1/page-2").is_ok());
 /// assert!(check_key("").is_err());
 /// assert!(check_key(&"x".repeat(5000)).is_err());
@@ -110,7 +110,7 @@ pub(crate) fn display_key(key: &str) -> String {
 /// of its UTF-8 bytes.
 ///
 /// ```
-/// use vertex_batch::data::key::{decode_key_label, key_hash, key_label_value, KeyLabel};
+/// use vertex_batch::format::{decode_key_label, key_hash, key_label_value, KeyLabel};
 ///
 /// let long = "k".repeat(100);
 /// let value = key_label_value(&long);
@@ -123,7 +123,7 @@ impl KeyHash {
     /// The 20 hash bytes.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::key::key_hash("a").as_bytes().len(), 20);
+    /// assert_eq!(vertex_batch::format::key_hash("a").as_bytes().len(), 20);
     /// ```
     pub fn as_bytes(&self) -> &[u8; HASH_BYTES] {
         &self.0
@@ -147,7 +147,7 @@ impl fmt::Display for KeyHash {
 /// `HashMap<KeyHash, key>` of the input keys to resolve hashed label values.
 ///
 /// ```
-/// use vertex_batch::data::key::key_hash;
+/// use vertex_batch::format::key_hash;
 /// assert_eq!(key_hash("a"), key_hash("a"));
 /// assert_ne!(key_hash("a"), key_hash("b"));
 /// ```
@@ -168,7 +168,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
 /// What a label value under [`KEY_LABEL`] says about its key.
 ///
 /// ```
-/// use vertex_batch::data::key::{decode_key_label, key_label_value, KeyLabel};
+/// use vertex_batch::format::{decode_key_label, key_label_value, KeyLabel};
 ///
 /// match decode_key_label(&key_label_value("q1")) {
 ///     Some(KeyLabel::Exact(key)) => assert_eq!(key, "q1"),
@@ -189,7 +189,7 @@ impl KeyLabel {
     /// Whether this label value was made from `key`.
     ///
     /// ```
-    /// use vertex_batch::data::key::{decode_key_label, key_label_value};
+    /// use vertex_batch::format::{decode_key_label, key_label_value};
     /// let long = "é".repeat(40);
     /// let label = decode_key_label(&key_label_value(&long)).unwrap();
     /// assert!(label.matches(&long));
@@ -207,7 +207,7 @@ impl KeyLabel {
 /// lowercase letters or digits 2-7.
 ///
 /// ```
-/// use vertex_batch::data::key::key_label_value;
+/// use vertex_batch::format::key_label_value;
 /// assert_eq!(key_label_value("a"), "rme");
 /// assert_eq!(key_label_value(&"x".repeat(200)).len(), 33);
 /// ```
@@ -226,7 +226,7 @@ pub fn key_label_value(key: &str) -> String {
 /// else (including non-canonical base32 and non-UTF-8 keys).
 ///
 /// ```
-/// use vertex_batch::data::key::{decode_key_label, KeyLabel};
+/// use vertex_batch::format::{decode_key_label, KeyLabel};
 /// assert_eq!(decode_key_label("rme"), Some(KeyLabel::Exact("a".into())));
 /// assert_eq!(decode_key_label("nonsense!"), None);
 /// ```

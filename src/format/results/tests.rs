@@ -131,7 +131,7 @@ mod gemini {
     fn the_key_label_stands_in_for_a_dropped_key() {
         let line = format!(
             r#"{{"status":"","request":{{"contents":[],"labels":{{"{}":"rabc"}}}},"response":{{"candidates":[]}}}}"#,
-            crate::data::key::KEY_LABEL
+            crate::format::key::KEY_LABEL
         );
         let p = parse(&line);
         assert_eq!(p.row.key(), None);
@@ -254,7 +254,7 @@ mod gemini {
         // A staged input line (what a batch root holds under input/).
         let input = format!(
             r#"{{"key":"q1","request":{{"contents":[],"labels":{{"{}":"roeyq"}}}}}}"#,
-            crate::data::key::KEY_LABEL
+            crate::format::key::KEY_LABEL
         );
         for line in [
             input.as_str(),
@@ -338,7 +338,7 @@ mod gemini {
 
     #[test]
     fn an_odd_request_or_labels_lose_only_the_key_label() {
-        let label = crate::data::key::KEY_LABEL;
+        let label = crate::format::key::KEY_LABEL;
         for request in [
             "\"a string\"".to_owned(),
             "[1,{\"labels\":{}}]".to_owned(),
@@ -370,7 +370,7 @@ mod gemini {
 
     #[test]
     fn the_key_label_is_taken_out_of_a_missing_request_and_nothing_else() {
-        let label = crate::data::key::KEY_LABEL;
+        let label = crate::format::key::KEY_LABEL;
         let strip = |r: &str| {
             let raw = RawValue::from_string(r.to_owned()).unwrap();
             without_key_label(&raw).map(|r| r.get().to_owned())
@@ -496,14 +496,14 @@ mod gemini {
             request in request_strategy(),
             key in "\\PC{1,80}",
         ) {
-            use crate::data::input::{BatchRequest, InputEncoder, InputLimits};
+            use crate::format::input::{BatchRequest, InputEncoder, InputLimits};
             let raw = BatchRequest::json(&request.to_string()).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
             let mut staged = Vec::new();
             if InputEncoder::new(InputLimits::default()).encode(&key, raw, &mut staged).is_err() {
                 return Ok(()); // e.g. a labels map the writer refuses
             }
             let text = std::str::from_utf8(&staged).unwrap().trim_end();
-            let (k, staged_request) = crate::data::input::parse_input_text(text)
+            let (k, staged_request) = crate::format::input::parse_input_text(text)
                 .map_err(proptest::test_runner::TestCaseError::fail)?
                 .unwrap();
             proptest::prop_assert_eq!(&k, &key);

@@ -50,7 +50,7 @@ const CONCURRENCY: usize = 8;
 ///
 /// ```no_run
 /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
-/// use vertex_batch::{cost::Prices, data::budget::estimate};
+/// use vertex_batch::{cost::Prices, batch::estimate};
 ///
 /// let price = Prices::builtin().lookup("gemini-2.5-flash").unwrap().clone();
 /// let requests = vec![serde_json::value::to_raw_value(&serde_json::json!({

@@ -11,7 +11,7 @@ use crate::{error::Result, proto::aiplatform::GenerateContentResponse};
 /// What happened to one request of a batch.
 ///
 /// ```
-/// use vertex_batch::data::{parse_output_line, Outcome};
+/// use vertex_batch::format::{parse_output_line, Outcome};
 ///
 /// // A succeeded (q1), a failed (q2) and a blocked (q3) row.
 /// let rows = [
@@ -62,7 +62,7 @@ impl Outcome {
     /// `succeeded`, `failed`, `blocked` or `missing`.
     ///
     /// ```
-    /// use vertex_batch::data::{Outcome, RowError};
+    /// use vertex_batch::format::{Outcome, RowError};
     /// let o = Outcome::Failed(RowError::from_status("boom"));
     /// assert_eq!(o.kind(), "failed");
     /// ```
@@ -78,7 +78,7 @@ impl Outcome {
     /// Whether the row succeeded.
     ///
     /// ```
-    /// use vertex_batch::data::{Outcome, RowError};
+    /// use vertex_batch::format::{Outcome, RowError};
     ///
     /// assert!(!Outcome::Failed(RowError::from_status("boom")).is_success());
     /// ```
@@ -91,7 +91,7 @@ impl Outcome {
     /// retried: the same prompt would be blocked again.
     ///
     /// ```
-    /// use vertex_batch::data::{Outcome, RowError};
+    /// use vertex_batch::format::{Outcome, RowError};
     ///
     /// // A failed row is sent again by a follow-up job.
     /// assert!(Outcome::Failed(RowError::from_status("boom")).needs_retry());
@@ -105,7 +105,7 @@ impl Outcome {
     /// jobs still run.
     ///
     /// ```
-    /// use vertex_batch::data::{Outcome, RowError};
+    /// use vertex_batch::format::{Outcome, RowError};
     ///
     /// let quota = RowError::from_status(r#"{"error": {"code": 429, "message": "Quota"}}"#);
     /// assert!(Outcome::Failed(quota).is_retryable_failure());
@@ -119,7 +119,7 @@ impl Outcome {
 /// A successful answer.
 ///
 /// ```
-/// use vertex_batch::data::{parse_output_line, FinishReason, Outcome};
+/// use vertex_batch::format::{parse_output_line, FinishReason, Outcome};
 ///
 /// let row = parse_output_line(r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#)?;
 /// let Outcome::Succeeded(answer) = row.outcome() else { panic!("q1 succeeded") };
@@ -161,7 +161,7 @@ impl Answer {
     /// and `MAX_TOKENS`) is not an answer: it is [`Outcome::Blocked`].
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#)?;
     /// let Outcome::Succeeded(answer) = row.outcome() else { panic!("q1 succeeded") };
@@ -180,11 +180,11 @@ impl Answer {
     /// crate does not know are kept as [`FinishReason::Other`]).
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#)?;
     /// let Outcome::Succeeded(answer) = row.outcome() else { panic!("q1 succeeded") };
-    /// use vertex_batch::data::FinishReason;
+    /// use vertex_batch::format::FinishReason;
     /// assert_eq!(answer.finish_reason(), Some(&FinishReason::Stop));
     /// # Ok::<(), vertex_batch::Error>(())
     /// ```
@@ -195,7 +195,7 @@ impl Answer {
     /// Token counts from `usageMetadata`.
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#)?;
     /// let Outcome::Succeeded(answer) = row.outcome() else { panic!("q1 succeeded") };
@@ -210,7 +210,7 @@ impl Answer {
     /// `modelVersion`, when the response names it.
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#)?;
     /// let Outcome::Succeeded(answer) = row.outcome() else { panic!("q1 succeeded") };
@@ -227,7 +227,7 @@ impl Answer {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> vertex_batch::Result<()> {
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"d1","status":"","response":{"embedding":{"values":[0.5,-0.25,1]},"usageMetadata":{"promptTokenCount":3}}}"#)?;
     /// let Outcome::Succeeded(answer) = row.outcome() else { panic!("d1 succeeded") };
@@ -247,7 +247,7 @@ impl Answer {
     /// The whole output line this answer came from, byte-exact.
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#)?;
     /// let Outcome::Succeeded(answer) = row.outcome() else { panic!("q1 succeeded") };
@@ -261,7 +261,7 @@ impl Answer {
     /// The response exactly as the output line holds it.
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#)?;
     /// let Outcome::Succeeded(answer) = row.outcome() else { panic!("q1 succeeded") };
@@ -278,7 +278,7 @@ impl Answer {
     /// whose known fields have the wrong types.
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#)?;
     /// let Outcome::Succeeded(answer) = row.outcome() else { panic!("q1 succeeded") };
@@ -287,7 +287,7 @@ impl Answer {
     /// # Ok::<(), vertex_batch::Error>(())
     /// ```
     pub fn response(&self) -> Result<GenerateContentResponse> {
-        crate::data::request::parse_response(self.line.response()?.get())
+        crate::format::gemini::parse_response(self.line.response()?.get())
     }
 }
 
@@ -391,7 +391,7 @@ impl<'a> Embedding<'a> {
     ///
     /// ```
     /// # fn main() -> vertex_batch::Result<()> {
-    /// let row = vertex_batch::data::parse_output_line(r#"{"key":"d","status":"","response":{"embedding":{"values":[1,2]}}}"#)?;
+    /// let row = vertex_batch::format::parse_output_line(r#"{"key":"d","status":"","response":{"embedding":{"values":[1,2]}}}"#)?;
     /// assert_eq!(row.embedding().unwrap().json(), "[1,2]");
     /// # Ok(()) }
     /// ```
@@ -404,7 +404,7 @@ impl<'a> Embedding<'a> {
     ///
     /// ```
     /// # fn main() -> vertex_batch::Result<()> {
-    /// let row = vertex_batch::data::parse_output_line(r#"{"key":"d","status":"","response":{"embedding":{"values":[1,"x"]}}}"#)?;
+    /// let row = vertex_batch::format::parse_output_line(r#"{"key":"d","status":"","response":{"embedding":{"values":[1,"x"]}}}"#)?;
     /// assert!(row.embedding().unwrap().values().is_err());
     /// # Ok(()) }
     /// ```
@@ -418,7 +418,7 @@ impl<'a> Embedding<'a> {
     ///
     /// ```
     /// # fn main() -> vertex_batch::Result<()> {
-    /// let row = vertex_batch::data::parse_output_line(r#"{"key":"d","status":"","response":{"embedding":{"values":[ ]}}}"#)?;
+    /// let row = vertex_batch::format::parse_output_line(r#"{"key":"d","status":"","response":{"embedding":{"values":[ ]}}}"#)?;
     /// assert_eq!(row.embedding().unwrap().dimensions(), 0);
     /// # Ok(()) }
     /// ```
@@ -442,7 +442,7 @@ impl<'a> Embedding<'a> {
 /// `{"error": {"code": 400, "message": "…", "status": "INVALID_ARGUMENT"}}`.
 ///
 /// ```
-/// use vertex_batch::data::RowError;
+/// use vertex_batch::format::RowError;
 ///
 /// let status = r#"{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}"#;
 /// let e = RowError::from_status(status);
@@ -463,7 +463,7 @@ impl RowError {
     /// Reads a row's `status` text.
     ///
     /// ```
-    /// use vertex_batch::data::RowError;
+    /// use vertex_batch::format::RowError;
     /// let e = RowError::from_status(
     ///     r#"Bad Request: {"error": {"code": 400, "message": "Invalid JSON payload", "status": "INVALID_ARGUMENT"}}"#,
     /// );
@@ -510,7 +510,7 @@ impl RowError {
     /// The `status` text exactly as the output line holds it.
     ///
     /// ```
-    /// use vertex_batch::data::RowError;
+    /// use vertex_batch::format::RowError;
     ///
     /// let e = RowError::from_status("Internal error");
     /// assert_eq!(e.status(), "Internal error");
@@ -522,7 +522,7 @@ impl RowError {
     /// The HTTP-style code of an embedded JSON error (e.g. 400, 429, 500).
     ///
     /// ```
-    /// use vertex_batch::data::RowError;
+    /// use vertex_batch::format::RowError;
     ///
     /// let e = RowError::from_status(r#"{"error": {"code": 500, "message": "Internal"}}"#);
     /// assert_eq!(e.code(), Some(500));
@@ -535,7 +535,7 @@ impl RowError {
     /// The embedded error's message, or the whole status text.
     ///
     /// ```
-    /// use vertex_batch::data::RowError;
+    /// use vertex_batch::format::RowError;
     ///
     /// let e = RowError::from_status(r#"Bad Request: {"error": {"code": 400, "message": "Invalid JSON payload"}}"#);
     /// assert_eq!(e.message(), "Invalid JSON payload");
@@ -548,7 +548,7 @@ impl RowError {
     /// The embedded error's status name (e.g. `INVALID_ARGUMENT`).
     ///
     /// ```
-    /// use vertex_batch::data::RowError;
+    /// use vertex_batch::format::RowError;
     ///
     /// let e = RowError::from_status(r#"{"error": {"code": 429, "message": "Quota", "status": "RESOURCE_EXHAUSTED"}}"#);
     /// assert_eq!(e.status_name(), Some("RESOURCE_EXHAUSTED"));
@@ -565,7 +565,7 @@ impl RowError {
     /// A status with no code nor status name is judged by its text.
     ///
     /// ```
-    /// use vertex_batch::data::RowError;
+    /// use vertex_batch::format::RowError;
     ///
     /// let quota = RowError::from_status(r#"{"error": {"code": 429, "message": "Quota", "status": "RESOURCE_EXHAUSTED"}}"#);
     /// assert!(quota.is_retryable());
@@ -598,7 +598,7 @@ impl RowError {
 /// [`Outcome::Blocked`]).
 ///
 /// ```
-/// use vertex_batch::data::{parse_output_line, Outcome};
+/// use vertex_batch::format::{parse_output_line, Outcome};
 ///
 /// let row = parse_output_line(r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#)?;
 /// let Outcome::Blocked(blocked) = row.outcome() else { panic!("q3 was blocked") };
@@ -633,7 +633,7 @@ impl Blocked {
     /// withheld answer.
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#)?;
     /// let Outcome::Blocked(blocked) = row.outcome() else { panic!("q3 was blocked") };
@@ -648,7 +648,7 @@ impl Blocked {
     /// candidate's `finishMessage`), when given.
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#)?;
     /// let Outcome::Blocked(blocked) = row.outcome() else { panic!("q3 was blocked") };
@@ -664,7 +664,7 @@ impl Blocked {
     /// blocked (no candidate).
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, FinishReason, Outcome};
+    /// use vertex_batch::format::{parse_output_line, FinishReason, Outcome};
     ///
     /// // A candidate with no content, stopped for SAFETY; a blocked prompt.
     /// let q1 = parse_output_line(r#"{"key":"q1","status":"","response":{"candidates":[{"finishReason":"SAFETY","finishMessage":"unsafe answer"}]}}"#)?;
@@ -684,7 +684,7 @@ impl Blocked {
     /// The response exactly as the output line holds it.
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#)?;
     /// let Outcome::Blocked(blocked) = row.outcome() else { panic!("q3 was blocked") };
@@ -698,7 +698,7 @@ impl Blocked {
     /// The typed response (see [`Answer::response`]).
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q3","status":"","response":{"promptFeedback":{"blockReason":"SAFETY","blockReasonMessage":"unsafe prompt"}}}"#)?;
     /// let Outcome::Blocked(blocked) = row.outcome() else { panic!("q3 was blocked") };
@@ -708,7 +708,7 @@ impl Blocked {
     /// # Ok::<(), vertex_batch::Error>(())
     /// ```
     pub fn response(&self) -> Result<GenerateContentResponse> {
-        crate::data::request::parse_response(self.line.response()?.get())
+        crate::format::gemini::parse_response(self.line.response()?.get())
     }
 }
 
@@ -718,7 +718,7 @@ impl Blocked {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> vertex_batch::Result<()> {
-/// use vertex_batch::data::{Inputs, Outcome, ResultReader};
+/// use vertex_batch::{batch::{Inputs, ResultReader}, format::Outcome};
 ///
 /// // A job that wrote no output at all: every input comes back missing.
 /// let inputs = Inputs::memory("prompts.jsonl", "{\"key\":\"q1\",\"request\":{\"contents\":[]}}\n");
@@ -735,7 +735,7 @@ pub struct Missing {
 
 impl Missing {
     /// The original request, ready to send again: raw JSON, byte-exact from
-    /// the input except that the key label [`KEY_LABEL`](crate::data::key::KEY_LABEL)
+    /// the input except that the key label [`KEY_LABEL`](crate::format::KEY_LABEL)
     /// the input writer mirrored into `labels` is taken out (and `labels`
     /// with it when it held nothing else), so a new batch, which adds the
     /// label again, accepts it.
@@ -743,7 +743,7 @@ impl Missing {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> vertex_batch::Result<()> {
-    /// use vertex_batch::data::{Inputs, Outcome, ResultReader};
+    /// use vertex_batch::{batch::{Inputs, ResultReader}, format::Outcome};
     ///
     /// // A staged input line: the key mirrored into the request's labels.
     /// let staged = concat!(
@@ -765,7 +765,7 @@ impl Missing {
 /// Why a candidate stopped.
 ///
 /// ```
-/// use vertex_batch::data::FinishReason;
+/// use vertex_batch::format::FinishReason;
 ///
 /// let reason = FinishReason::parse("MAX_TOKENS");
 /// assert_eq!(reason, FinishReason::MaxTokens);
@@ -796,7 +796,7 @@ impl FinishReason {
     /// Reads the proto enum name (`STOP`, `MAX_TOKENS`, …).
     ///
     /// ```
-    /// use vertex_batch::data::FinishReason;
+    /// use vertex_batch::format::FinishReason;
     /// assert_eq!(FinishReason::parse("MAX_TOKENS"), FinishReason::MaxTokens);
     /// assert_eq!(FinishReason::parse("NEW_REASON").as_str(), "NEW_REASON");
     /// ```
@@ -815,7 +815,7 @@ impl FinishReason {
     /// `MAX_TOKENS` and `FINISH_REASON_UNSPECIFIED` (or an empty name).
     ///
     /// ```
-    /// use vertex_batch::data::FinishReason;
+    /// use vertex_batch::format::FinishReason;
     ///
     /// for reason in ["SAFETY", "PROHIBITED_CONTENT", "RECITATION", "BLOCKLIST", "SPII", "A_NEW_ONE"] {
     ///     assert!(FinishReason::parse(reason).withholds(), "{reason}");
@@ -835,7 +835,7 @@ impl FinishReason {
     /// The proto enum name.
     ///
     /// ```
-    /// use vertex_batch::data::FinishReason;
+    /// use vertex_batch::format::FinishReason;
     ///
     /// assert_eq!(FinishReason::Safety.as_str(), "SAFETY");
     /// assert_eq!(FinishReason::Other("SPII".into()).as_str(), "SPII");
@@ -860,7 +860,7 @@ impl fmt::Display for FinishReason {
 /// Token counts of one response (`usageMetadata`), or summed over many.
 ///
 /// ```
-/// use vertex_batch::data::Usage;
+/// use vertex_batch::format::Usage;
 ///
 /// let one = Usage { prompt_tokens: 9, candidates_tokens: 4, total_tokens: 13, ..Usage::default() };
 /// let mut sum = Usage::default();
@@ -925,7 +925,7 @@ impl std::ops::AddAssign for Usage {
 /// rows move little memory.
 ///
 /// ```
-/// use vertex_batch::data::parse_output_line;
+/// use vertex_batch::format::parse_output_line;
 ///
 /// let rows = [
 ///     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#,
@@ -1011,7 +1011,7 @@ impl ResultRow {
     /// request's key label). `None` for output of an input without keys.
     ///
     /// ```
-    /// use vertex_batch::data::parse_output_line;
+    /// use vertex_batch::format::parse_output_line;
     ///
     /// let rows = [
     ///     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#,
@@ -1033,7 +1033,7 @@ impl ResultRow {
     /// `processed_time` as the output line holds it (RFC 3339).
     ///
     /// ```
-    /// use vertex_batch::data::parse_output_line;
+    /// use vertex_batch::format::parse_output_line;
     ///
     /// let rows = [
     ///     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#,
@@ -1056,7 +1056,7 @@ impl ResultRow {
     /// accepted); `None` when absent or unreadable.
     ///
     /// ```
-    /// use vertex_batch::data::parse_output_line;
+    /// use vertex_batch::format::parse_output_line;
     ///
     /// let row = parse_output_line(r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#)?;
     /// use std::time::{Duration, UNIX_EPOCH};
@@ -1071,7 +1071,7 @@ impl ResultRow {
     /// What happened to the request.
     ///
     /// ```
-    /// use vertex_batch::data::parse_output_line;
+    /// use vertex_batch::format::parse_output_line;
     ///
     /// let rows = [
     ///     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#,
@@ -1092,7 +1092,7 @@ impl ResultRow {
     /// Takes the outcome.
     ///
     /// ```
-    /// use vertex_batch::data::{parse_output_line, Outcome};
+    /// use vertex_batch::format::{parse_output_line, Outcome};
     ///
     /// let row = parse_output_line(r#"{"key":"q2","status":"Bad Request: {\"error\": {\"code\": 400, \"message\": \"Invalid JSON payload\", \"status\": \"INVALID_ARGUMENT\"}}"}"#)?;
     /// let Outcome::Failed(error) = row.clone().into_outcome() else { panic!("q2 failed") };
@@ -1106,7 +1106,7 @@ impl ResultRow {
     /// The answer's text, for a succeeded row.
     ///
     /// ```
-    /// use vertex_batch::data::parse_output_line;
+    /// use vertex_batch::format::parse_output_line;
     ///
     /// let rows = [
     ///     r#"{"key":"q1","status":"","processed_time":"2024-11-13T14:04:28.376+00:00","response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Rayleigh scattering."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"totalTokenCount":13},"modelVersion":"gemini-2.0-flash-001"}}"#,
@@ -1130,7 +1130,7 @@ impl ResultRow {
     /// The embedding, for a succeeded row of an embedding model.
     ///
     /// ```
-    /// let row = vertex_batch::data::parse_output_line(r#"{"key":"d","instance":{"content":"sky"},"predictions":[{"embeddings":{"statistics":{"token_count":1,"truncated":false},"values":[0.6,0.8]}}],"status":""}"#)?;
+    /// let row = vertex_batch::format::parse_output_line(r#"{"key":"d","instance":{"content":"sky"},"predictions":[{"embeddings":{"statistics":{"token_count":1,"truncated":false},"values":[0.6,0.8]}}],"status":""}"#)?;
     /// assert_eq!(row.embedding().map(|e| e.dimensions()), Some(2));
     /// # Ok::<(), vertex_batch::Error>(())
     /// ```
@@ -1150,7 +1150,7 @@ impl ResultRow {
     /// string content (other families).
     ///
     /// ```
-    /// let row = vertex_batch::data::parse_output_line(r#"{"instance":{"content":"blue sky é"},"predictions":[{"embeddings":{"statistics":{"token_count":3,"truncated":false},"values":[0.6,0.8]}}],"status":""}"#)?;
+    /// let row = vertex_batch::format::parse_output_line(r#"{"instance":{"content":"blue sky é"},"predictions":[{"embeddings":{"statistics":{"token_count":3,"truncated":false},"values":[0.6,0.8]}}],"status":""}"#)?;
     /// assert_eq!(row.input_chars(), Some(8));
     /// # Ok::<(), vertex_batch::Error>(())
     /// ```

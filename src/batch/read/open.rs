@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use futures::TryStreamExt;
 
-use super::{
+use crate::batch::read::{
     join::{read_joined, Inputs},
-    reader::{
+    stream::{
         is_incremental, is_prediction_file, local_files, output_files_in_order, read_files,
         ReadOptions, ResultStream, SourceFile,
     },
@@ -45,7 +45,7 @@ use crate::{
 /// ```no_run
 /// # async fn demo() -> vertex_batch::Result<()> {
 /// use futures::StreamExt;
-/// use vertex_batch::data::{Inputs, ResultReader};
+/// use vertex_batch::batch::{Inputs, ResultReader};
 ///
 /// let mut rows = ResultReader::new()
 ///     .output_local("out/prediction-model-2026-11-22T10:00:00.000Z")
@@ -88,7 +88,7 @@ impl ResultReader {
     /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
     /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
     /// # )).unwrap();
-    /// use vertex_batch::data::ResultReader;
+    /// use vertex_batch::batch::ResultReader;
     ///
     /// // `dir`: a job's output directory, downloaded.
     /// let (rows, _errors, totals) = ResultReader::new().output_local(dir.path()).read().await?.collect_all().await;
@@ -110,7 +110,7 @@ impl ResultReader {
     /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
     /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
     /// # )).unwrap();
-    /// use vertex_batch::data::ResultReader;
+    /// use vertex_batch::batch::ResultReader;
     ///
     /// // A downloaded output directory, or one file in it.
     /// let reader = ResultReader::new().output_local(dir.path().join("predictions.jsonl"));
@@ -132,7 +132,7 @@ impl ResultReader {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> vertex_batch::Result<()> {
     /// # let dir = tempfile::tempdir().unwrap();
-    /// use vertex_batch::{data::ResultReader, storage::Storage};
+    /// use vertex_batch::{batch::ResultReader, storage::Storage};
     ///
     /// let storage = Storage::local(dir.path()); // or Storage::for_client(&client)?
     /// let line = r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]}}]}}"#;
@@ -159,7 +159,7 @@ impl ResultReader {
     ///
     /// ```no_run
     /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
-    /// use vertex_batch::{bigquery::BigQuery, data::ResultReader};
+    /// use vertex_batch::{bigquery::BigQuery, batch::ResultReader};
     ///
     /// let bq = BigQuery::for_client(&client)?;
     /// let rows = ResultReader::new()
@@ -185,7 +185,7 @@ impl ResultReader {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> vertex_batch::Result<()> {
     /// # let dir = tempfile::tempdir().unwrap();
-    /// use vertex_batch::{data::ResultReader, storage::Storage};
+    /// use vertex_batch::{batch::ResultReader, storage::Storage};
     ///
     /// let storage = Storage::local(dir.path()); // or Storage::for_client(&client)?
     /// let rows = ResultReader::new().storage(storage).output_gcs("gs://my-bucket/out".parse()?).read().await?;
@@ -206,7 +206,7 @@ impl ResultReader {
     /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
     /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
     /// # )).unwrap();
-    /// use vertex_batch::data::{Inputs, ResultReader};
+    /// use vertex_batch::batch::{Inputs, ResultReader};
     ///
     /// let inputs = Inputs::memory("prompts.jsonl", "{\"key\":\"q1\",\"request\":{}}\n{\"key\":\"q2\",\"request\":{}}\n");
     /// let reader = ResultReader::new().output_local(dir.path()).inputs(inputs);
@@ -228,7 +228,7 @@ impl ResultReader {
     /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
     /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
     /// # )).unwrap();
-    /// use vertex_batch::data::{ReadOptions, ResultReader};
+    /// use vertex_batch::batch::{ReadOptions, ResultReader};
     ///
     /// let reader = ResultReader::new().output_local(dir.path()).options(ReadOptions::new().parallelism(1));
     /// let (rows, _, _) = reader.read().await?.collect_all().await;
@@ -251,7 +251,7 @@ impl ResultReader {
     /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
     /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
     /// # )).unwrap();
-    /// use vertex_batch::data::{Inputs, ResultReader};
+    /// use vertex_batch::batch::{Inputs, ResultReader};
     ///
     /// // `output` holds q1 twice; the inputs were q1 and q2.
     /// let inputs = Inputs::memory("prompts.jsonl", "{\"key\":\"q1\",\"request\":{}}\n{\"key\":\"q2\",\"request\":{}}\n");
@@ -471,7 +471,7 @@ mod tests {
         put(storage, &format!("{root}/manifest.json"), "{}").await;
         let staged = format!(
             "{{\"key\":\"q1\",\"request\":{{\"contents\":[],\"labels\":{{\"{}\":\"roeyq\"}}}}}}\n",
-            crate::data::key::KEY_LABEL
+            crate::format::key::KEY_LABEL
         );
         put(storage, &format!("{root}/input/part-00000.jsonl"), staged).await;
         for (part, key) in [("r0-p00000", "q1"), ("r0-p00001", "q2")] {

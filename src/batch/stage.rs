@@ -22,7 +22,7 @@
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use super::{join::Inputs, read::ResultReader, reader::SourceFile};
+use crate::batch::read::{join::Inputs, open::ResultReader, stream::SourceFile};
 use crate::{
     bigquery::{BigQuery, Field, LoadWriter},
     error::{Error, Result},
@@ -40,7 +40,7 @@ const MAX_DESCRIPTION: usize = 16_384;
 ///
 /// ```no_run
 /// # async fn demo(client: vertex_batch::Client) -> vertex_batch::Result<()> {
-/// use vertex_batch::{bigquery::BigQuery, BatchSpec, JobSpec};
+/// use vertex_batch::{bigquery::BigQuery, batch::BatchSpec, JobSpec};
 ///
 /// let bq = BigQuery::for_client(&client)?;
 /// let spec = BatchSpec::new(JobSpec::new("gemini-2.0-flash-001"), "bq://my-project.batches");
@@ -51,7 +51,7 @@ pub trait StagingClient: sealed::Sealed {
     /// The client, by kind.
     ///
     /// ```
-    /// use vertex_batch::{data::{Backend, StagingClient}, storage::Storage};
+    /// use vertex_batch::{batch::{Backend, StagingClient}, storage::Storage};
     /// let storage = Storage::builder().ignore_env().build()?;
     /// assert!(matches!(storage.backend(), Backend::Gcs(_)));
     /// # Ok::<(), vertex_batch::Error>(())
@@ -63,7 +63,7 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::storage::Storage {}
     impl Sealed for crate::bigquery::BigQuery {}
-    impl Sealed for super::Backend {}
+    impl Sealed for crate::batch::stage::Backend {}
 }
 
 impl StagingClient for Storage {
@@ -88,7 +88,7 @@ impl StagingClient for Backend {
 /// staging location's scheme).
 ///
 /// ```
-/// use vertex_batch::{bigquery::BigQuery, data::Backend, storage::Storage};
+/// use vertex_batch::{bigquery::BigQuery, batch::Backend, storage::Storage};
 ///
 /// let staging = "bq://my-project.batches";
 /// let backend = if staging.starts_with("bq://") {

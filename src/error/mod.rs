@@ -9,10 +9,14 @@
 //! No variant ever carries a credential: tokens are kept out of messages and
 //! `Debug` output by construction.
 
+pub(crate) mod service;
+
+pub use service::{status_with_details, ServiceError, StatusDetail};
+
 use std::time::Duration;
 
+use crate::job::Job;
 pub use crate::validation::ValidationError;
-use crate::{job::Job, status::ServiceError};
 
 /// A boxed error kept as the source of an [`Error`].
 ///
@@ -279,7 +283,7 @@ impl Error {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use vertex_batch::{proto::{protobuf, rpc}, status::{status_with_details, StatusDetail}, Error};
+    /// use vertex_batch::{proto::{protobuf, rpc}, error::{status_with_details, StatusDetail}, Error};
     /// let delay = Some(protobuf::Duration { seconds: 30, nanos: 0 });
     /// let retry = StatusDetail::RetryInfo(rpc::RetryInfo { retry_delay: delay });
     /// let status = status_with_details(tonic::Code::ResourceExhausted, "quota", &[retry]);

@@ -93,7 +93,7 @@ fn remove_member(text: &str, members: &[Member], k: usize) -> Option<String> {
     ))
 }
 
-/// `request` without the key label [`KEY_LABEL`](crate::data::key::KEY_LABEL)
+/// `request` without the key label [`KEY_LABEL`](crate::format::KEY_LABEL)
 /// in its `labels` (and without `labels` when that was its only label);
 /// `None` when there is none to take out or `request` is not an object.
 pub(crate) fn without_key_label(request: &RawValue) -> Option<Box<RawValue>> {
@@ -108,7 +108,7 @@ pub(crate) fn without_key_label(request: &RawValue) -> Option<Box<RawValue>> {
         let lm = object_members(&labels)?;
         let Some(k) = lm
             .iter()
-            .position(|m| m.name == crate::data::key::KEY_LABEL)
+            .position(|m| m.name == crate::format::key::KEY_LABEL)
         else {
             break;
         };

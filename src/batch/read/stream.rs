@@ -18,10 +18,10 @@
 //! xxh3 fingerprint, 8 bytes a key: two distinct keys collide with a
 //! probability of about n²/2⁸¹ (4·10⁻¹³ for a million keys, 4·10⁻⁷ for a
 //! billion), and a collision would count a row as a duplicate. Reads joined
-//! to their inputs ([`Inputs`](crate::data::Inputs)) compare all 96 bits.
+//! to their inputs ([`Inputs`](crate::batch::Inputs)) compare all 96 bits.
 //! Rows without a key are never de-duplicated, except by their key label:
 //! a row whose key is only in a hashed label (a key longer than
-//! [`MAX_EXACT_KEY_BYTES`](crate::data::key::MAX_EXACT_KEY_BYTES), whose
+//! [`MAX_EXACT_KEY_BYTES`](crate::format::MAX_EXACT_KEY_BYTES), whose
 //! label cannot be read back) has no key in a read without inputs, and is
 //! a duplicate of a row with that key or that label read before it — so a
 //! key never comes out twice, once with its key and once without.
@@ -43,14 +43,14 @@ use std::{
 use bytes::Bytes;
 use futures::{stream::BoxStream, Stream, StreamExt};
 
-use super::fingerprint::{fingerprint, Fingerprint, FingerprintSet, Probe, SortedProbe};
-use super::results::{parse_line, plain_key, Outcome, ParsedLine, ResultRow, Usage};
 use crate::error::{Error, Result};
+use crate::format::fingerprint::{fingerprint, Fingerprint, FingerprintSet, Probe, SortedProbe};
+use crate::format::results::{parse_line, plain_key, Outcome, ParsedLine, ResultRow, Usage};
 
 /// How output is read.
 ///
 /// ```
-/// use vertex_batch::data::{ReadOptions, ResultReader};
+/// use vertex_batch::batch::{ReadOptions, ResultReader};
 ///
 /// let options = ReadOptions::new()
 ///     .parallelism(2)           // two blocks parsed at once
@@ -91,7 +91,7 @@ impl ReadOptions {
     /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
     /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
     /// # )).unwrap();
-    /// use vertex_batch::data::{ReadOptions, ResultReader};
+    /// use vertex_batch::batch::{ReadOptions, ResultReader};
     ///
     /// let reader = ResultReader::new().output_local(dir.path()).options(ReadOptions::new());
     /// assert_eq!(reader.read().await?.collect_all().await.2.succeeded, 1);
@@ -110,7 +110,7 @@ impl ReadOptions {
     /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
     /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
     /// # )).unwrap();
-    /// use vertex_batch::data::{ReadOptions, ResultReader};
+    /// use vertex_batch::batch::{ReadOptions, ResultReader};
     ///
     /// // One parser thread, e.g. next to other busy work (0 counts as 1).
     /// let options = ReadOptions::new().parallelism(1);
@@ -132,7 +132,7 @@ impl ReadOptions {
     /// # std::fs::write(dir.path().join("predictions.jsonl"), concat!(
     /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
     /// # )).unwrap();
-    /// use vertex_batch::data::{ReadOptions, ResultReader};
+    /// use vertex_batch::batch::{ReadOptions, ResultReader};
     ///
     /// let options = ReadOptions::new().block_size(64 << 10); // 64 KiB blocks
     /// let (rows, _, _) = ResultReader::new().output_local(dir.path()).options(options).read().await?.collect_all().await;
@@ -156,7 +156,7 @@ impl ReadOptions {
     /// # std::fs::write(dir.path().join("predictions.jsonl"), format!(
     /// #     "{{\"key\":\"q1\",\"status\":\"\",\"response\":{{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"{text}\"}}]}}}}]}}}}\n"
     /// # )).unwrap();
-    /// use vertex_batch::data::{ReadOptions, ResultReader};
+    /// use vertex_batch::batch::{ReadOptions, ResultReader};
     ///
     /// // `dir` holds one 20 KB line: over the limit, it is an error, not a row.
     /// let options = ReadOptions::new().block_size(4096).max_line_bytes(8192);
@@ -172,10 +172,10 @@ impl ReadOptions {
     /// Prices every succeeded row at `price`, so the read's
     /// [`Totals::cost`] is the rows' cost (a batch prices its own model
     /// from the built-in table unless told otherwise:
-    /// [`BatchSpec::price`](super::BatchSpec::price)).
+    /// [`BatchSpec::price`](crate::batch::BatchSpec::price)).
     ///
     /// ```
-    /// use vertex_batch::{cost::Prices, data::ReadOptions};
+    /// use vertex_batch::{cost::Prices, batch::ReadOptions};
     ///
     /// let price = Prices::builtin().lookup("gemini-2.5-flash").expect("in the table").clone();
     /// let opts = ReadOptions::new().price(price);
@@ -197,7 +197,7 @@ impl ReadOptions {
     /// The price rows are priced at, if any.
     ///
     /// ```
-    /// assert!(vertex_batch::data::ReadOptions::new().priced().is_none());
+    /// assert!(vertex_batch::batch::ReadOptions::new().priced().is_none());
     /// ```
     pub fn priced(&self) -> Option<&crate::cost::ModelPrice> {
         self.price.as_deref()
@@ -645,7 +645,7 @@ fn parsed_lines(
 /// Counts of what a read or a join produced.
 ///
 /// ```
-/// use vertex_batch::data::Totals;
+/// use vertex_batch::batch::Totals;
 ///
 /// let totals = Totals { succeeded: 97, failed: 2, missing: 1, duplicates: 3, ..Totals::default() };
 /// assert_eq!(totals.rows(), 100); // duplicates are not rows
@@ -683,7 +683,7 @@ impl Totals {
     /// joined read this equals the number of inputs.
     ///
     /// ```
-    /// use vertex_batch::data::Totals;
+    /// use vertex_batch::batch::Totals;
     ///
     /// let totals = Totals { succeeded: 8, failed: 1, blocked: 1, errors: 4, ..Totals::default() };
     /// assert_eq!(totals.rows(), 10); // unreadable lines are not rows
@@ -740,7 +740,7 @@ impl Totals {
 /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
 /// # )).unwrap();
 /// use futures::StreamExt;
-/// use vertex_batch::data::{read_local_files, ReadOptions};
+/// use vertex_batch::batch::{read_local_files, ReadOptions};
 ///
 /// // `file`: a row for q1, an unreadable line, and q1 again.
 /// let mut rows = read_local_files(vec![file], ReadOptions::new());
@@ -813,7 +813,7 @@ impl ResultStream {
     /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
     /// # )).unwrap();
     /// use futures::StreamExt;
-    /// use vertex_batch::data::ResultReader;
+    /// use vertex_batch::batch::ResultReader;
     ///
     /// let mut rows = ResultReader::new().output_local(dir.path()).read().await?;
     /// while let Some(row) = rows.next().await { row?; }
@@ -835,7 +835,7 @@ impl ResultStream {
     /// #     r#"{"key":"q1","status":"","response":{"candidates":[{"content":{"parts":[{"text":"Blue."}]},"finishReason":"STOP"}]}}"#, "\n",
     /// #     "not json\n",
     /// # )).unwrap();
-    /// use vertex_batch::data::{read_local_files, ReadOptions};
+    /// use vertex_batch::batch::{read_local_files, ReadOptions};
     ///
     /// let (rows, errors, totals) = read_local_files(vec![file], ReadOptions::new()).collect_all().await;
     /// assert_eq!(rows[0].text(), Some("Blue."));
@@ -925,7 +925,7 @@ pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStr
                     // comes first.
                     let alias = fp
                         .and_then(|_| p.line.row.key())
-                        .and_then(crate::data::key::hashed_label)
+                        .and_then(crate::format::key::hashed_label)
                         .map(|label| label_fingerprint(&label));
                     if fp.is_none() {
                         // No top-level key: recover it from a reversible
@@ -963,7 +963,7 @@ pub(crate) fn read_files(files: Vec<SourceFile>, opts: ReadOptions) -> ResultStr
 /// ```no_run
 /// # async fn demo() {
 /// use futures::StreamExt;
-/// use vertex_batch::data::{read_local_files, ReadOptions};
+/// use vertex_batch::batch::{read_local_files, ReadOptions};
 /// let mut rows = read_local_files(vec!["predictions.jsonl".into()], ReadOptions::new());
 /// while let Some(row) = rows.next().await {
 ///     match row {
@@ -986,7 +986,7 @@ pub fn read_local_files(files: Vec<PathBuf>, opts: ReadOptions) -> ResultStream 
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use vertex_batch::data::local_output_files;
+/// use vertex_batch::batch::local_output_files;
 ///
 /// let dir = tempfile::tempdir()?;
 /// std::fs::create_dir_all(dir.path().join("incremental_predictions"))?;
@@ -1142,10 +1142,10 @@ mod tests {
 
     #[tokio::test]
     async fn keyless_repeats_with_a_hashed_label_are_dropped_once() {
-        let label = crate::data::key::key_label_value(&"long ".repeat(20));
+        let label = crate::format::key::key_label_value(&"long ".repeat(20));
         let line = format!(
             r#"{{"status":"","request":{{"labels":{{"{}":"{label}"}}}},"response":{{"candidates":[{{}}]}}}}"#,
-            crate::data::key::KEY_LABEL
+            crate::format::key::KEY_LABEL
         );
         let text = format!("{line}\n{line}\n");
         let leaked: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
@@ -1161,8 +1161,8 @@ mod tests {
         let keyed = ok_line(long);
         let labelled = format!(
             r#"{{"status":"","request":{{"labels":{{"{}":"{}"}}}},"response":{{"candidates":[{{}}]}}}}"#,
-            crate::data::key::KEY_LABEL,
-            crate::data::key::key_label_value(long)
+            crate::format::key::KEY_LABEL,
+            crate::format::key::key_label_value(long)
         );
         for text in [
             format!("{keyed}\n{labelled}\n"),

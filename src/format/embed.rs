@@ -2,7 +2,7 @@
 //! embedding models: [`Embed`].
 //!
 //! ```
-//! use vertex_batch::data::embed::Embed;
+//! use vertex_batch::format::Embed;
 //!
 //! let e = Embed::text("What is the capital of France?")
 //!     .task_type("RETRIEVAL_QUERY")
@@ -38,7 +38,7 @@ impl Embed {
     /// A request to embed `text`.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::embed::Embed::text("hi").as_text(), "hi");
+    /// assert_eq!(vertex_batch::format::Embed::text("hi").as_text(), "hi");
     /// ```
     pub fn text(text: impl Into<String>) -> Self {
         Embed {
@@ -53,7 +53,7 @@ impl Embed {
     /// `CODE_RETRIEVAL_QUERY`).
     ///
     /// ```
-    /// use vertex_batch::data::embed::Embed;
+    /// use vertex_batch::format::Embed;
     /// let e = Embed::text("doc").task_type("RETRIEVAL_DOCUMENT");
     /// assert_eq!(e.task_type_str(), Some("RETRIEVAL_DOCUMENT"));
     /// ```
@@ -65,7 +65,7 @@ impl Embed {
     /// The document's title (for `RETRIEVAL_DOCUMENT`).
     ///
     /// ```
-    /// use vertex_batch::data::embed::Embed;
+    /// use vertex_batch::format::Embed;
     /// assert!(Embed::text("doc").title("Paris").as_text() == "doc");
     /// ```
     pub fn title(mut self, title: impl Into<String>) -> Self {
@@ -77,7 +77,7 @@ impl Embed {
     /// models).
     ///
     /// ```
-    /// use vertex_batch::data::embed::Embed;
+    /// use vertex_batch::format::Embed;
     /// assert_eq!(Embed::text("doc").dimensions(256).dimensions_value(), Some(256));
     /// ```
     pub fn dimensions(mut self, n: u32) -> Self {
@@ -90,7 +90,7 @@ impl Embed {
     /// builder's. Not an object: ignored.
     ///
     /// ```
-    /// use vertex_batch::data::embed::Embed;
+    /// use vertex_batch::format::Embed;
     /// let e = Embed::text("doc").extra(serde_json::json!({"autoTruncate": false}));
     /// assert_eq!(e, e.clone());
     /// ```
@@ -104,7 +104,7 @@ impl Embed {
     /// The text to embed.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::embed::Embed::text("x").as_text(), "x");
+    /// assert_eq!(vertex_batch::format::Embed::text("x").as_text(), "x");
     /// ```
     pub fn as_text(&self) -> &str {
         &self.text
@@ -113,7 +113,7 @@ impl Embed {
     /// The task type, if set.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::embed::Embed::text("x").task_type_str(), None);
+    /// assert_eq!(vertex_batch::format::Embed::text("x").task_type_str(), None);
     /// ```
     pub fn task_type_str(&self) -> Option<&str> {
         self.task_type.as_deref()
@@ -122,7 +122,7 @@ impl Embed {
     /// The dimension, if set.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::embed::Embed::text("x").dimensions_value(), None);
+    /// assert_eq!(vertex_batch::format::Embed::text("x").dimensions_value(), None);
     /// ```
     pub fn dimensions_value(&self) -> Option<u32> {
         self.dimensions

@@ -2,13 +2,13 @@
 //!
 //! A Gemini batch input file is JSONL, one `{"key": …, "request": {…}}`
 //! object a line. [`InputEncoder`] turns `(key, request)` pairs into such
-//! lines, checks keys (non-empty, unique, see [`crate::data::key`]), mirrors
+//! lines, checks keys (non-empty, unique, see [`crate::format::check_key`]), mirrors
 //! each key into the request's labels, and splits the lines into parts that
 //! stay under [`InputLimits`]. [`write_input_files`] does it straight to
 //! local files.
 //!
 //! ```
-//! use vertex_batch::data::input::{InputEncoder, InputLimits};
+//! use vertex_batch::format::{InputEncoder, InputLimits};
 //!
 //! let mut encoder = InputEncoder::new(InputLimits::default());
 //! let mut out = Vec::new();
@@ -29,14 +29,14 @@ use std::{
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{value::RawValue, Map, Value};
 
-use super::{
+use crate::format::{
     chat::Chat,
     embed::Embed,
+    gemini::Prompt,
     key::{
         check_key, display_key, insert_key_label, key_label_value, label_taken, too_many_labels,
         KEY_LABEL,
     },
-    request::Prompt,
 };
 use crate::{
     error::{Error, Result},
@@ -53,7 +53,7 @@ use crate::{
 ///
 /// ```
 /// use serde_json::json;
-/// use vertex_batch::data::{input::BatchRequest, request::Prompt};
+/// use vertex_batch::format::{BatchRequest, Prompt};
 ///
 /// let typed = BatchRequest::from(Prompt::text("hi").temperature(0.1));
 /// let value = BatchRequest::from(json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}));
@@ -100,7 +100,7 @@ impl BatchRequest {
     /// Raw JSON from a string; an error unless it is one JSON object.
     ///
     /// ```
-    /// use vertex_batch::data::input::BatchRequest;
+    /// use vertex_batch::format::BatchRequest;
     /// assert!(BatchRequest::json(r#"{"contents": []}"#).is_ok());
     /// assert!(BatchRequest::json("[1]").is_err());
     /// assert!(BatchRequest::json("{").is_err());
@@ -126,7 +126,7 @@ fn check_object_text(json: &str) -> Result<()> {
 
 impl From<GenerateContentRequest> for BatchRequest {
     /// ```
-    /// use vertex_batch::{data::input::BatchRequest, proto::aiplatform::GenerateContentRequest};
+    /// use vertex_batch::{format::BatchRequest, proto::aiplatform::GenerateContentRequest};
     /// let r = BatchRequest::from(GenerateContentRequest::default());
     /// assert!(matches!(r, BatchRequest::Typed(_)));
     /// ```
@@ -137,7 +137,7 @@ impl From<GenerateContentRequest> for BatchRequest {
 
 impl From<Prompt> for BatchRequest {
     /// ```
-    /// use vertex_batch::data::{input::BatchRequest, request::Prompt};
+    /// use vertex_batch::format::{BatchRequest, Prompt};
     /// assert!(matches!(BatchRequest::from(Prompt::text("hi")), BatchRequest::Typed(_)));
     /// ```
     fn from(p: Prompt) -> Self {
@@ -147,7 +147,7 @@ impl From<Prompt> for BatchRequest {
 
 impl From<Embed> for BatchRequest {
     /// ```
-    /// use vertex_batch::data::{embed::Embed, input::BatchRequest};
+    /// use vertex_batch::format::{Embed, BatchRequest};
     /// assert!(matches!(BatchRequest::from(Embed::text("doc")), BatchRequest::Embed(_)));
     /// ```
     fn from(e: Embed) -> Self {
@@ -157,7 +157,7 @@ impl From<Embed> for BatchRequest {
 
 impl From<Chat> for BatchRequest {
     /// ```
-    /// use vertex_batch::data::{chat::Chat, input::BatchRequest};
+    /// use vertex_batch::format::{Chat, BatchRequest};
     /// assert!(matches!(BatchRequest::from(Chat::user("hi")), BatchRequest::Chat(_)));
     /// ```
     fn from(c: Chat) -> Self {
@@ -167,7 +167,7 @@ impl From<Chat> for BatchRequest {
 
 impl From<Value> for BatchRequest {
     /// ```
-    /// use vertex_batch::data::input::BatchRequest;
+    /// use vertex_batch::format::BatchRequest;
     /// assert!(matches!(BatchRequest::from(serde_json::json!({})), BatchRequest::Json(_)));
     /// ```
     fn from(v: Value) -> Self {
@@ -178,7 +178,7 @@ impl From<Value> for BatchRequest {
 impl From<Box<RawValue>> for BatchRequest {
     /// ```
     /// use serde_json::value::RawValue;
-    /// use vertex_batch::data::input::BatchRequest;
+    /// use vertex_batch::format::BatchRequest;
     /// let raw = RawValue::from_string("{}".into()).unwrap();
     /// assert!(matches!(BatchRequest::from(raw), BatchRequest::Raw(_)));
     /// ```
@@ -190,7 +190,7 @@ impl From<Box<RawValue>> for BatchRequest {
 impl From<&RawValue> for BatchRequest {
     /// ```
     /// use serde_json::value::RawValue;
-    /// use vertex_batch::data::input::BatchRequest;
+    /// use vertex_batch::format::BatchRequest;
     /// let raw: &RawValue = serde_json::from_str("{}").unwrap();
     /// assert!(matches!(BatchRequest::from(raw), BatchRequest::Raw(_)));
     /// ```
@@ -201,7 +201,7 @@ impl From<&RawValue> for BatchRequest {
 
 impl From<&str> for BatchRequest {
     /// ```
-    /// use vertex_batch::data::input::BatchRequest;
+    /// use vertex_batch::format::BatchRequest;
     /// assert_eq!(BatchRequest::from("hi"), BatchRequest::Text("hi".into()));
     /// ```
     fn from(text: &str) -> Self {
@@ -211,7 +211,7 @@ impl From<&str> for BatchRequest {
 
 impl From<String> for BatchRequest {
     /// ```
-    /// use vertex_batch::data::input::BatchRequest;
+    /// use vertex_batch::format::BatchRequest;
     /// assert_eq!(BatchRequest::from(String::from("hi")), BatchRequest::Text("hi".into()));
     /// ```
     fn from(text: String) -> Self {
@@ -221,7 +221,7 @@ impl From<String> for BatchRequest {
 
 impl From<&String> for BatchRequest {
     /// ```
-    /// use vertex_batch::data::input::BatchRequest;
+    /// use vertex_batch::format::BatchRequest;
     /// assert_eq!(BatchRequest::from(&String::from("hi")), BatchRequest::Text("hi".into()));
     /// ```
     fn from(text: &String) -> Self {
@@ -233,7 +233,7 @@ impl From<InputLine> for BatchRequest {
     /// The line's request, as raw JSON.
     ///
     /// ```
-    /// use vertex_batch::data::input::{read_input_lines, BatchRequest};
+    /// use vertex_batch::format::{read_input_lines, BatchRequest};
     /// let line = read_input_lines(&br#"{"key":"a","request":{}}"#[..]).next().unwrap()?;
     /// assert!(matches!(BatchRequest::from(line), BatchRequest::Raw(_)));
     /// # Ok::<(), vertex_batch::Error>(())
@@ -246,14 +246,14 @@ impl From<InputLine> for BatchRequest {
 /// The service's documented limit on requests per batch job.
 ///
 /// ```
-/// use vertex_batch::data::input::{InputLimits, SERVICE_MAX_ROWS_PER_JOB};
+/// use vertex_batch::format::{InputLimits, SERVICE_MAX_ROWS_PER_JOB};
 /// assert_eq!(InputLimits::default().rows(), SERVICE_MAX_ROWS_PER_JOB);
 /// ```
 pub const SERVICE_MAX_ROWS_PER_JOB: u64 = 200_000;
 /// The service's documented limit on the size of one Cloud Storage input file.
 ///
 /// ```
-/// use vertex_batch::data::input::{InputLimits, SERVICE_MAX_BYTES_PER_FILE};
+/// use vertex_batch::format::{InputLimits, SERVICE_MAX_BYTES_PER_FILE};
 /// assert_eq!(InputLimits::default().bytes(), SERVICE_MAX_BYTES_PER_FILE);
 /// ```
 pub const SERVICE_MAX_BYTES_PER_FILE: u64 = 1_000_000_000;
@@ -266,7 +266,7 @@ pub const SERVICE_MAX_BYTES_PER_FILE: u64 = 1_000_000_000;
 /// so with the defaults one part is at most one job's worth.
 ///
 /// ```
-/// use vertex_batch::data::input::InputLimits;
+/// use vertex_batch::format::InputLimits;
 /// let limits = InputLimits::default().max_rows_per_file(50_000).max_bytes_per_file(100 << 20);
 /// assert_eq!(limits.rows(), 50_000);
 /// assert_eq!(limits.bytes(), 100 << 20);
@@ -290,7 +290,7 @@ impl InputLimits {
     /// The most lines in one part (at least 1; default 200,000).
     ///
     /// ```
-    /// use vertex_batch::data::input::InputLimits;
+    /// use vertex_batch::format::InputLimits;
     /// assert_eq!(InputLimits::default().max_rows_per_file(0).rows(), 1);
     /// ```
     pub fn max_rows_per_file(mut self, rows: u64) -> Self {
@@ -302,7 +302,7 @@ impl InputLimits {
     /// default 1,000,000,000).
     ///
     /// ```
-    /// use vertex_batch::data::input::InputLimits;
+    /// use vertex_batch::format::InputLimits;
     /// assert_eq!(InputLimits::default().max_bytes_per_file(4096).bytes(), 4096);
     /// ```
     pub fn max_bytes_per_file(mut self, bytes: u64) -> Self {
@@ -313,7 +313,7 @@ impl InputLimits {
     /// The row limit.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::input::InputLimits::default().rows(), 200_000);
+    /// assert_eq!(vertex_batch::format::InputLimits::default().rows(), 200_000);
     /// ```
     pub fn rows(&self) -> u64 {
         self.max_rows
@@ -322,7 +322,7 @@ impl InputLimits {
     /// The byte limit.
     ///
     /// ```
-    /// assert_eq!(vertex_batch::data::input::InputLimits::default().bytes(), 1_000_000_000);
+    /// assert_eq!(vertex_batch::format::InputLimits::default().bytes(), 1_000_000_000);
     /// ```
     pub fn bytes(&self) -> u64 {
         self.max_bytes
@@ -332,7 +332,7 @@ impl InputLimits {
 /// What one part (input file) holds.
 ///
 /// ```
-/// use vertex_batch::data::input::{InputEncoder, InputLimits, PartStats};
+/// use vertex_batch::format::{InputEncoder, InputLimits, PartStats};
 /// let mut enc = InputEncoder::new(InputLimits::default());
 /// let mut out = Vec::new();
 /// enc.encode("k", "hi", &mut out)?;
@@ -358,7 +358,7 @@ pub struct PartStats {
 /// line.
 ///
 /// ```
-/// use vertex_batch::data::input::{InputEncoder, InputLimits};
+/// use vertex_batch::format::{InputEncoder, InputLimits};
 ///
 /// let mut enc = InputEncoder::new(InputLimits::default().max_rows_per_file(2));
 /// let mut parts: Vec<Vec<u8>> = Vec::new();
@@ -379,7 +379,7 @@ pub struct InputEncoder {
     limits: InputLimits,
     family: Family,
     model: String,
-    seen: super::fingerprint::FingerprintSet,
+    seen: crate::format::fingerprint::FingerprintSet,
     parts: Vec<PartStats>,
     rows: u64,
 }
@@ -399,7 +399,7 @@ impl InputEncoder {
     /// An encoder with nothing written yet.
     ///
     /// ```
-    /// use vertex_batch::data::input::{InputEncoder, InputLimits};
+    /// use vertex_batch::format::{InputEncoder, InputLimits};
     /// assert!(InputEncoder::new(InputLimits::default()).is_empty());
     /// ```
     pub fn new(limits: InputLimits) -> Self {
@@ -422,7 +422,7 @@ impl InputEncoder {
     /// model name, or is ambiguous.
     ///
     /// ```
-    /// use vertex_batch::data::{chat::Chat, input::{InputEncoder, InputLimits}};
+    /// use vertex_batch::format::{Chat, InputEncoder, InputLimits};
     ///
     /// let mut enc = InputEncoder::for_model(InputLimits::default(), "claude-sonnet-4-5")?;
     /// let mut out = Vec::new();
@@ -442,7 +442,7 @@ impl InputEncoder {
     /// The family whose lines this encoder writes.
     ///
     /// ```
-    /// use vertex_batch::{data::input::{InputEncoder, InputLimits}, family::Family};
+    /// use vertex_batch::{format::{InputEncoder, InputLimits}, family::Family};
     /// assert_eq!(InputEncoder::new(InputLimits::default()).family(), Family::Gemini);
     /// ```
     pub fn family(&self) -> Family {
@@ -452,7 +452,7 @@ impl InputEncoder {
     /// The limits in force.
     ///
     /// ```
-    /// use vertex_batch::data::input::{InputEncoder, InputLimits};
+    /// use vertex_batch::format::{InputEncoder, InputLimits};
     /// assert_eq!(InputEncoder::new(InputLimits::default()).limits(), InputLimits::default());
     /// ```
     pub fn limits(&self) -> InputLimits {
@@ -474,7 +474,7 @@ impl InputEncoder {
     /// longer than the byte limit (`request`, naming the key).
     ///
     /// ```
-    /// use vertex_batch::data::input::{InputEncoder, InputLimits};
+    /// use vertex_batch::format::{InputEncoder, InputLimits};
     /// use vertex_batch::Error;
     ///
     /// let mut enc = InputEncoder::new(InputLimits::default());
@@ -492,7 +492,7 @@ impl InputEncoder {
         out: &mut Vec<u8>,
     ) -> Result<usize> {
         check_key(key)?;
-        let id = super::fingerprint::fingerprint(key);
+        let id = crate::format::fingerprint::fingerprint(key);
         if self.seen.contains(id) {
             return Err(Error::validation(
                 "key",
@@ -535,7 +535,7 @@ impl InputEncoder {
     /// The parts so far, in order.
     ///
     /// ```
-    /// use vertex_batch::data::input::{InputEncoder, InputLimits};
+    /// use vertex_batch::format::{InputEncoder, InputLimits};
     /// assert!(InputEncoder::new(InputLimits::default()).parts().is_empty());
     /// ```
     pub fn parts(&self) -> &[PartStats] {
@@ -545,7 +545,7 @@ impl InputEncoder {
     /// Lines encoded so far.
     ///
     /// ```
-    /// use vertex_batch::data::input::{InputEncoder, InputLimits};
+    /// use vertex_batch::format::{InputEncoder, InputLimits};
     /// let mut enc = InputEncoder::new(InputLimits::default());
     /// enc.encode("a", "hi", &mut Vec::new())?;
     /// assert_eq!(enc.rows(), 1);
@@ -558,7 +558,7 @@ impl InputEncoder {
     /// Whether no line has been encoded.
     ///
     /// ```
-    /// use vertex_batch::data::input::{InputEncoder, InputLimits};
+    /// use vertex_batch::format::{InputEncoder, InputLimits};
     /// assert!(InputEncoder::new(InputLimits::default()).is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
@@ -1002,7 +1002,7 @@ fn io_error(what: String, e: std::io::Error) -> Error {
 /// [`Error::Storage`] naming the path.
 ///
 /// ```
-/// use vertex_batch::data::input::{write_input_files, InputLimits};
+/// use vertex_batch::format::{write_input_files, InputLimits};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let prompts = [("q1", "What is Rust?"), ("q2", "What is a batch job?")];
@@ -1056,7 +1056,7 @@ where
 /// One line of a batch input file.
 ///
 /// ```
-/// use vertex_batch::data::input::{read_input_lines, InputLine};
+/// use vertex_batch::format::{read_input_lines, InputLine};
 ///
 /// let file = b"\n{\"key\": \"q1\", \"request\": {\"contents\": []}}\n";
 /// let line: InputLine = read_input_lines(&file[..]).next().unwrap()?;
@@ -1084,7 +1084,7 @@ pub struct InputLine {
 /// ([`Error::Storage`]) ends the iteration.
 ///
 /// ```
-/// use vertex_batch::data::input::read_input_lines;
+/// use vertex_batch::format::read_input_lines;
 ///
 /// let file = b"{\"key\": \"a\", \"request\": {\"contents\": []}}\n\nnot json\n";
 /// let lines: Vec<_> = read_input_lines(&file[..]).collect();
@@ -1105,7 +1105,7 @@ pub fn read_input_lines(reader: impl BufRead) -> impl Iterator<Item = Result<Inp
 /// Blank lines are skipped (keys stay line numbers).
 ///
 /// ```
-/// use vertex_batch::data::input::read_text_prompts;
+/// use vertex_batch::format::read_text_prompts;
 ///
 /// let lines: Vec<_> = read_text_prompts(&b"Hello\n\nWhy is the sky blue?\r\n"[..])
 ///     .collect::<Result<_, _>>()?;
@@ -1143,10 +1143,10 @@ pub fn read_text_prompts(reader: impl BufRead) -> impl Iterator<Item = Result<In
 /// A text embedding's dimension is not a field of its line: set it on
 /// the job (`JobSpec::parameter("outputDimensionality", n)`); the
 /// command line does. Claude's `max_tokens` defaults to
-/// [`DEFAULT_CLAUDE_MAX_TOKENS`](super::chat::DEFAULT_CLAUDE_MAX_TOKENS).
+/// [`DEFAULT_CLAUDE_MAX_TOKENS`](crate::format::DEFAULT_CLAUDE_MAX_TOKENS).
 ///
 /// ```
-/// use vertex_batch::data::input::{read_text_prompts_as, TextShape};
+/// use vertex_batch::format::{read_text_prompts_as, TextShape};
 ///
 /// let shape = TextShape::for_model("text-embedding-005")?.task_type("RETRIEVAL_DOCUMENT");
 /// let lines: Vec<_> = read_text_prompts_as(&b"blue sky\n"[..], shape).collect::<Result<_, _>>()?;
@@ -1167,7 +1167,7 @@ impl TextShape {
     /// model name, or is ambiguous).
     ///
     /// ```
-    /// use vertex_batch::{data::input::TextShape, family::Family};
+    /// use vertex_batch::{format::TextShape, family::Family};
     /// assert_eq!(TextShape::for_model("claude-sonnet-4-5")?.family(), Family::Claude);
     /// # Ok::<(), vertex_batch::Error>(())
     /// ```
@@ -1186,7 +1186,7 @@ impl TextShape {
     /// models).
     ///
     /// ```
-    /// let shape = vertex_batch::data::input::TextShape::for_model("gemini-embedding-001")?.dimensions(768);
+    /// let shape = vertex_batch::format::TextShape::for_model("gemini-embedding-001")?.dimensions(768);
     /// assert!(shape.request("x").get().contains(r#""output_dimensionality":768"#));
     /// # Ok::<(), vertex_batch::Error>(())
     /// ```
@@ -1198,7 +1198,7 @@ impl TextShape {
     /// The embedding's task type (`RETRIEVAL_DOCUMENT`, …).
     ///
     /// ```
-    /// let shape = vertex_batch::data::input::TextShape::for_model("gemini-embedding-001")?.task_type("CLUSTERING");
+    /// let shape = vertex_batch::format::TextShape::for_model("gemini-embedding-001")?.task_type("CLUSTERING");
     /// assert!(shape.request("x").get().contains("CLUSTERING"));
     /// # Ok::<(), vertex_batch::Error>(())
     /// ```
@@ -1210,7 +1210,7 @@ impl TextShape {
     /// The answer's most tokens (every chat family).
     ///
     /// ```
-    /// let shape = vertex_batch::data::input::TextShape::for_model("llama-3.3-70b-instruct-maas")?.max_tokens(64);
+    /// let shape = vertex_batch::format::TextShape::for_model("llama-3.3-70b-instruct-maas")?.max_tokens(64);
     /// assert!(shape.request("x").get().contains(r#""max_tokens":64"#));
     /// # Ok::<(), vertex_batch::Error>(())
     /// ```
@@ -1222,7 +1222,7 @@ impl TextShape {
     /// The family the text is shaped for.
     ///
     /// ```
-    /// use vertex_batch::{data::input::TextShape, family::Family};
+    /// use vertex_batch::{format::TextShape, family::Family};
     /// assert_eq!(TextShape::for_model("gemini-2.5-flash")?.family(), Family::Gemini);
     /// # Ok::<(), vertex_batch::Error>(())
     /// ```
@@ -1240,7 +1240,7 @@ impl TextShape {
     /// `request`, `body`, or a text embedding's line beside its key).
     ///
     /// ```
-    /// let shape = vertex_batch::data::input::TextShape::for_model("claude-sonnet-4-5")?;
+    /// let shape = vertex_batch::format::TextShape::for_model("claude-sonnet-4-5")?;
     /// assert_eq!(
     ///     shape.request("Hi").get(),
     ///     r#"{"anthropic_version":"vertex-2023-10-16","max_tokens":1024,"messages":[{"content":"Hi","role":"user"}]}"#
@@ -1292,7 +1292,7 @@ impl TextShape {
 /// line number, its request `shape`'s (see [`TextShape`]).
 ///
 /// ```
-/// use vertex_batch::data::input::{read_text_prompts_as, TextShape};
+/// use vertex_batch::format::{read_text_prompts_as, TextShape};
 ///
 /// let shape = TextShape::for_model("gemini-embedding-001")?;
 /// let lines: Vec<_> = read_text_prompts_as(&b"a\n\nb\n"[..], shape).collect::<Result<_, _>>()?;
@@ -1460,9 +1460,9 @@ impl<R: BufRead> Iterator for Lines<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{
+    use crate::format::{
+        gemini::parse_request,
         key::{decode_key_label, KeyLabel},
-        request::parse_request,
     };
     use proptest::prelude::*;
     use serde_json::json;
@@ -1736,7 +1736,10 @@ mod tests {
         // Gemini keeps its key label mirror.
         let g = family_line("gemini-2.5-flash", "q1", Chat::user("Hi").max_tokens(5)).unwrap();
         let label = g["request"]["labels"][KEY_LABEL].as_str().unwrap();
-        assert_eq!(crate::data::key::decode_exact(label).as_deref(), Some("q1"));
+        assert_eq!(
+            crate::format::key::decode_exact(label).as_deref(),
+            Some("q1")
+        );
         assert_eq!(g["request"]["generationConfig"]["maxOutputTokens"], 5);
     }
 

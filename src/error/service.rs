@@ -12,7 +12,7 @@ use crate::proto::google::rpc;
 /// A non-OK gRPC status from the service, with its details decoded.
 ///
 /// ```
-/// use vertex_batch::{proto::rpc, status::{status_with_details, ServiceError, StatusDetail}};
+/// use vertex_batch::{proto::rpc, error::{status_with_details, ServiceError, StatusDetail}};
 /// let violation = rpc::bad_request::FieldViolation {
 ///     field: "batch_prediction_job.model".into(),
 ///     description: "unknown model".into(),
@@ -38,7 +38,7 @@ impl ServiceError {
     /// Decodes a tonic status, including its `google.rpc.Status` details.
     ///
     /// ```
-    /// use vertex_batch::status::ServiceError;
+    /// use vertex_batch::error::ServiceError;
     /// let err = ServiceError::from_status(&tonic::Status::permission_denied("no access"));
     /// assert_eq!(err.code(), tonic::Code::PermissionDenied);
     /// assert!(err.details().is_empty());
@@ -62,7 +62,7 @@ impl ServiceError {
     /// Builds one from a `google.rpc.Status` (e.g. a job's `error` field).
     ///
     /// ```
-    /// use vertex_batch::{proto::rpc, status::ServiceError};
+    /// use vertex_batch::{proto::rpc, error::ServiceError};
     /// let status = rpc::Status { code: 3, message: "bad input".into(), details: vec![] };
     /// let err = ServiceError::from_rpc_status(&status);
     /// assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -83,7 +83,7 @@ impl ServiceError {
     /// The gRPC code.
     ///
     /// ```
-    /// use vertex_batch::status::ServiceError;
+    /// use vertex_batch::error::ServiceError;
     /// let err = ServiceError::from_status(&tonic::Status::resource_exhausted("quota"));
     /// assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     /// ```
@@ -94,7 +94,7 @@ impl ServiceError {
     /// The status message.
     ///
     /// ```
-    /// use vertex_batch::status::ServiceError;
+    /// use vertex_batch::error::ServiceError;
     /// let err = ServiceError::from_status(&tonic::Status::not_found("job 42 not found"));
     /// assert_eq!(err.message(), "job 42 not found");
     /// ```
@@ -105,7 +105,7 @@ impl ServiceError {
     /// The decoded details, in the order the service sent them.
     ///
     /// ```
-    /// use vertex_batch::{proto::rpc, status::{status_with_details, ServiceError, StatusDetail}};
+    /// use vertex_batch::{proto::rpc, error::{status_with_details, ServiceError, StatusDetail}};
     /// let info = rpc::ErrorInfo { reason: "RATE_LIMIT_EXCEEDED".into(), ..Default::default() };
     /// let detail = StatusDetail::ErrorInfo(info);
     /// let status = status_with_details(tonic::Code::ResourceExhausted, "quota", &[detail]);
@@ -118,7 +118,7 @@ impl ServiceError {
     /// The field violations of every `google.rpc.BadRequest` detail.
     ///
     /// ```
-    /// use vertex_batch::{proto::rpc, status::{status_with_details, ServiceError, StatusDetail}};
+    /// use vertex_batch::{proto::rpc, error::{status_with_details, ServiceError, StatusDetail}};
     /// let v = rpc::bad_request::FieldViolation { field: "display_name".into(), ..Default::default() };
     /// let bad = StatusDetail::BadRequest(rpc::BadRequest { field_violations: vec![v] });
     /// let status = status_with_details(tonic::Code::InvalidArgument, "bad request", &[bad]);
@@ -139,7 +139,7 @@ impl ServiceError {
     /// The `google.rpc.ErrorInfo` detail, if present.
     ///
     /// ```
-    /// use vertex_batch::{proto::rpc, status::{status_with_details, ServiceError, StatusDetail}};
+    /// use vertex_batch::{proto::rpc, error::{status_with_details, ServiceError, StatusDetail}};
     /// let info = rpc::ErrorInfo { reason: "RATE_LIMIT_EXCEEDED".into(), ..Default::default() };
     /// let detail = StatusDetail::ErrorInfo(info);
     /// let status = status_with_details(tonic::Code::ResourceExhausted, "quota", &[detail]);
@@ -157,7 +157,7 @@ impl ServiceError {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use vertex_batch::{proto::{protobuf, rpc}, status::{status_with_details, ServiceError, StatusDetail}};
+    /// use vertex_batch::{proto::{protobuf, rpc}, error::{status_with_details, ServiceError, StatusDetail}};
     /// let delay = Some(protobuf::Duration { seconds: 30, nanos: 0 });
     /// let retry = StatusDetail::RetryInfo(rpc::RetryInfo { retry_delay: delay });
     /// let err = ServiceError::from_status(&status_with_details(tonic::Code::Unavailable, "busy", &[retry]));
@@ -235,7 +235,7 @@ impl std::error::Error for ServiceError {}
 /// One decoded detail of a `google.rpc.Status`.
 ///
 /// ```
-/// use vertex_batch::{proto::rpc, status::StatusDetail};
+/// use vertex_batch::{proto::rpc, error::StatusDetail};
 /// let retry = StatusDetail::RetryInfo(rpc::RetryInfo {
 ///     retry_delay: Some(pbjson_types::Duration { seconds: 30, nanos: 0 }),
 /// });
@@ -297,7 +297,7 @@ impl StatusDetail {
     /// and by tests that script service errors).
     ///
     /// ```
-    /// use vertex_batch::{proto::rpc, status::StatusDetail};
+    /// use vertex_batch::{proto::rpc, error::StatusDetail};
     /// let any = StatusDetail::BadRequest(rpc::BadRequest::default()).to_any();
     /// assert_eq!(any.type_url, "type.googleapis.com/google.rpc.BadRequest");
     /// ```
@@ -328,7 +328,7 @@ impl StatusDetail {
 /// Google services send them (in the `grpc-status-details-bin` trailer).
 ///
 /// ```
-/// use vertex_batch::{proto::rpc, status::{status_with_details, ServiceError, StatusDetail}};
+/// use vertex_batch::{proto::rpc, error::{status_with_details, ServiceError, StatusDetail}};
 /// let detail = StatusDetail::ErrorInfo(rpc::ErrorInfo { reason: "RATE_LIMIT_EXCEEDED".into(), ..Default::default() });
 /// let status = status_with_details(tonic::Code::ResourceExhausted, "quota", &[detail.clone()]);
 /// assert_eq!(status.code(), tonic::Code::ResourceExhausted);
