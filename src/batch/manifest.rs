@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     batch::stage::{Area, Version},
-    format::input::BatchRequest,
+    format::input::{BatchRequest, InputEncoder},
 };
 use crate::{
     client::Client,
@@ -69,32 +69,62 @@ pub(crate) struct Part {
     pub(super) request_key: String,
 }
 
-/// The digest [`stage`] would record for `prompts`, without uploading.
+/// The batch's prompts encoded one line at a time, as they are staged,
+/// and the SHA-256 of every line: the digest a manifest records and a
+/// re-run is checked against.
+pub(super) struct PromptsDigester {
+    pub(super) enc: InputEncoder,
+    digest: ring::digest::Context,
+    /// The line [`PromptsDigester::encode`] encoded last.
+    pub(super) line: Vec<u8>,
+}
+
+impl PromptsDigester {
+    pub(super) fn new(spec: &BatchSpec) -> Result<Self> {
+        Ok(PromptsDigester {
+            enc: spec.encoder()?,
+            digest: ring::digest::Context::new(&ring::digest::SHA256),
+            line: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Encodes one prompt into [`PromptsDigester::line`], digests it, and
+    /// returns the part it belongs to.
+    pub(super) fn encode(&mut self, key: &str, request: impl Into<BatchRequest>) -> Result<usize> {
+        self.line.clear();
+        let part = self.enc.encode(key, request, &mut self.line)?;
+        self.digest.update(&self.line);
+        Ok(part)
+    }
+
+    pub(super) fn finish(self) -> PromptsDigest {
+        let sha256 = self
+            .digest
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        PromptsDigest {
+            rows: self.enc.rows(),
+            sha256,
+        }
+    }
+}
+
+/// The digest [`stage`](super::start::stage) would record for `prompts`,
+/// without uploading.
 pub(super) fn digest_prompts<I, K, R>(spec: &BatchSpec, prompts: I) -> Result<PromptsDigest>
 where
     I: IntoIterator<Item = (K, R)>,
     K: AsRef<str>,
     R: Into<BatchRequest>,
 {
-    let mut enc = spec.encoder()?;
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut line = Vec::with_capacity(4096);
+    let mut d = PromptsDigester::new(spec)?;
     for (key, request) in prompts {
-        line.clear();
-        enc.encode(key.as_ref(), request, &mut line)?;
-        digest.update(&line);
+        d.encode(key.as_ref(), request)?;
     }
-    Ok(finish_digest(enc.rows(), digest))
-}
-
-pub(super) fn finish_digest(rows: u64, digest: ring::digest::Context) -> PromptsDigest {
-    let sha256 = digest
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    PromptsDigest { rows, sha256 }
+    Ok(d.finish())
 }
 
 /// Placeholders for a part's input and output while the template is

@@ -5,8 +5,8 @@
 use super::{
     follow::Batch,
     manifest::{
-        check_resume, digest_prompts, finish_digest, other_prompts, read_manifest, Manifest, Part,
-        PromptsDigest, Round, StagedFile, MANIFEST, MANIFEST_VERSION, TEMPLATE_INPUT,
+        check_resume, digest_prompts, other_prompts, read_manifest, Manifest, Part, PromptsDigest,
+        PromptsDigester, Round, StagedFile, MANIFEST, MANIFEST_VERSION, TEMPLATE_INPUT,
         TEMPLATE_OUTPUT,
     },
     spec::{BatchEvent, BatchSpec},
@@ -336,49 +336,45 @@ where
     K: AsRef<str>,
     R: Into<BatchRequest>,
 {
-    let mut enc = spec.encoder()?;
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut line = Vec::with_capacity(4096);
+    let mut d = PromptsDigester::new(spec)?;
     let mut current: Option<(usize, PartWriter)> = None;
     let mut done = Vec::new();
     let attempt = format!("{:016x}", fastrand::u64(..));
     for (key, request) in prompts {
-        line.clear();
-        let part = enc.encode(key.as_ref(), request, &mut line)?;
-        digest.update(&line);
+        let part = d.encode(key.as_ref(), request)?;
         if current.as_ref().map(|(p, _)| *p) != Some(part) {
             if let Some((p, w)) = current.take() {
                 done.push(w.finish().await?);
                 spec.emit(BatchEvent::Staged {
                     part: p,
-                    rows: enc.parts()[p].rows,
+                    rows: d.enc.parts()[p].rows,
                 });
             }
             let target = area.part(&format!("input/{attempt}/part-{part:05}.jsonl"))?;
-            current = Some((part, area.writer(&target, enc.family()).await?));
+            current = Some((part, area.writer(&target, d.enc.family()).await?));
         }
         if let Some((_, w)) = current.as_mut() {
-            w.write(&line).await?;
+            w.write(&d.line).await?;
         }
     }
-    if enc.is_empty() {
+    if d.enc.is_empty() {
         return Err(Error::validation("prompts", "the batch holds no prompts"));
     }
     if let Some((p, w)) = current.take() {
         done.push(w.finish().await?);
         spec.emit(BatchEvent::Staged {
             part: p,
-            rows: enc.parts()[p].rows,
+            rows: d.enc.parts()[p].rows,
         });
     }
     let files = done
         .iter()
-        .zip(enc.parts())
+        .zip(d.enc.parts())
         .map(|(o, p)| StagedFile {
             uri: o.clone(),
             rows: p.rows,
             bytes: p.bytes,
         })
         .collect();
-    Ok((files, finish_digest(enc.rows(), digest)))
+    Ok((files, d.finish()))
 }

@@ -596,15 +596,7 @@ fn object_text(key: &str, request: BatchRequest, family: Family) -> Result<Strin
             serde_json::to_string(&Sorted(&v)).map_err(json_error)?
         }
         BatchRequest::Raw(raw) => {
-            let members: Members<'_> = serde_json::from_str(raw.get()).map_err(|e| {
-                Error::validation(
-                    "request",
-                    format!(
-                        "the request for key {} must be a JSON object: {e}",
-                        display_key(key)
-                    ),
-                )
-            })?;
+            let members = Members::of(key, &raw)?;
             let mut seen = std::collections::HashSet::new();
             if let Some((dup, _)) = members.0.iter().find(|(n, _)| !seen.insert(n.as_str())) {
                 return Err(Error::validation(
@@ -902,15 +894,7 @@ fn add_label(mut labels: Map<String, Value>, key: &str) -> Result<Map<String, Va
 /// Writes a raw JSON object's members byte for byte, the key label added to
 /// its `labels`.
 fn write_raw(key: &str, raw: &RawValue, out: &mut Vec<u8>) -> Result<()> {
-    let members: Members<'_> = serde_json::from_str(raw.get()).map_err(|e| {
-        Error::validation(
-            "request",
-            format!(
-                "the request for key {} must be a JSON object: {e}",
-                display_key(key)
-            ),
-        )
-    })?;
+    let members = Members::of(key, raw)?;
     let mut labels_done = false;
     out.push(b'{');
     for (i, (name, value)) in members.0.iter().enumerate() {
@@ -958,6 +942,22 @@ fn write_raw(key: &str, raw: &RawValue, out: &mut Vec<u8>) -> Result<()> {
 
 /// A JSON object's members, in order, values kept as raw text.
 struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    /// The members of `raw`, the request for `key`; an error unless it is
+    /// a JSON object.
+    fn of(key: &str, raw: &'a RawValue) -> Result<Members<'a>> {
+        serde_json::from_str(raw.get()).map_err(|e| {
+            Error::validation(
+                "request",
+                format!(
+                    "the request for key {} must be a JSON object: {e}",
+                    display_key(key)
+                ),
+            )
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
