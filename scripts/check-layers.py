@@ -39,7 +39,7 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # a layer the graph must still be acyclic.
 LAYERS = [
     ("generated protos", ["proto"]),
-    ("names, URIs and time", ["names", "family", "uri", "time", "validation"]),
+    ("names, URIs and time", ["names", "family", "uri", "time", "validation", "testing"]),
     ("service statuses and job values", ["error::service", "job"]),
     ("error", ["error"]),
     ("spec and formats", ["spec", "tokens", "format", "format::*", "cost"]),

@@ -121,6 +121,8 @@ pub mod policy;
 pub mod proto;
 pub mod spec;
 pub mod storage;
+#[cfg(test)]
+mod testing;
 mod time;
 pub mod tokens;
 pub mod transport;

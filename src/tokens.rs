@@ -403,37 +403,23 @@ mod tests {
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            any::<String>().prop_map(Value::from),
+        const KEYS: &[&str] = &[
+            "request",
+            "body",
+            "contents",
+            "parts",
+            "text",
+            "content",
+            "messages",
+            "system",
+            "systemInstruction",
+            "tools",
+            "input",
+            "type",
+            "inlineData",
+            "tool_calls",
         ];
-        let keys = prop_oneof![
-            Just("request".to_owned()),
-            Just("body".to_owned()),
-            Just("contents".to_owned()),
-            Just("parts".to_owned()),
-            Just("text".to_owned()),
-            Just("content".to_owned()),
-            Just("messages".to_owned()),
-            Just("system".to_owned()),
-            Just("systemInstruction".to_owned()),
-            Just("tools".to_owned()),
-            Just("input".to_owned()),
-            Just("type".to_owned()),
-            Just("inlineData".to_owned()),
-            Just("tool_calls".to_owned()),
-            "[a-z]{1,6}",
-        ];
-        leaf.prop_recursive(6, 96, 6, move |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-                proptest::collection::btree_map(keys.clone(), inner, 0..6)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
+        crate::testing::arb_json(KEYS, any::<String>(), 6, 5)
     }
 
     proptest! {

@@ -645,35 +645,21 @@ mod tests {
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            "[a-zA-Z_0-9 :.+-]{0,12}".prop_map(Value::from),
+        const KEYS: &[&str] = &[
+            "candidates",
+            "content",
+            "parts",
+            "text",
+            "file_data",
+            "fileData",
+            "finishReason",
+            "createTime",
+            "contents",
+            "generationConfig",
+            "labels",
+            "usageMetadata",
         ];
-        let keys = prop_oneof![
-            Just("candidates".to_owned()),
-            Just("content".to_owned()),
-            Just("parts".to_owned()),
-            Just("text".to_owned()),
-            Just("file_data".to_owned()),
-            Just("fileData".to_owned()),
-            Just("finishReason".to_owned()),
-            Just("createTime".to_owned()),
-            Just("contents".to_owned()),
-            Just("generationConfig".to_owned()),
-            Just("labels".to_owned()),
-            Just("usageMetadata".to_owned()),
-            "[a-z]{1,6}",
-        ];
-        leaf.prop_recursive(5, 64, 6, move |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                proptest::collection::btree_map(keys.clone(), inner, 0..5)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
+        crate::testing::arb_json(KEYS, "[a-zA-Z_0-9 :.+-]{0,12}", 5, 4)
     }
 
     proptest! {
