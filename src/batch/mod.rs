@@ -98,17 +98,8 @@
 //!
 //! # Where each step lives
 //!
-//! * [`BatchSpec`]: `spec.rs`; the manifest and the re-run checks:
-//!   `manifest.rs`.
-//! * Stage: `start.rs` (`stage`) writes the parts through `stage.rs`
-//!   ([`StagingClient`]: Cloud Storage objects or BigQuery tables).
-//! * Submit: `submit.rs`, one job a part, each claimed first (`claim.rs`).
-//! * Follow: `follow.rs` ([`Batch`], [`Batch::progress`], [`Batch::wait`]).
-//! * Read: `read/` ([`ResultReader`] in `open.rs`, the line stream and
-//!   [`Totals`] in `stream.rs`, the join to the inputs in `join.rs`).
-//! * Retry: `retry.rs` ([`Batch::retry_failed`]).
-//! * While the jobs run: `live.rs` ([`Batch::live`]); a cost bound before
-//!   submitting: `budget.rs` ([`estimate`]).
+//! The file of each step, here and in the modules below, is written down
+//! once, in the repository's `docs/ARCHITECTURE.md`.
 
 pub(crate) mod budget;
 pub(crate) mod claim;
